@@ -1,0 +1,62 @@
+"""``healthmon config``: validate and show ``healthmon.yaml``."""
+
+from pathlib import Path
+
+import click
+import yaml
+
+from healthmon_dagster.config import ConfigError, HealthConfiguration, load_config
+from healthmon_dagster.settings import get_settings
+
+_PATH = click.Path(path_type=Path, dir_okay=False)
+
+
+def _resolve(path: Path | None) -> Path | None:
+    return path if path is not None else get_settings().config_path
+
+
+def _summary(config: HealthConfiguration) -> str:
+    quality_checks = sum(len(a.checks) for a in config.quality.assets.values())
+    parts = [
+        f"{len(config.health_checks)} health checks",
+        f"{len(config.alert_rules)} alert rules",
+        f"{len(config.channels)} channels",
+        f"{len(config.escalation_policies)} escalation policies",
+        f"{len(config.thresholds)} thresholds",
+        f"{quality_checks} quality checks on {len(config.quality.assets)} assets",
+        f"{len(config.freshness)} freshness policies",
+    ]
+    return ", ".join(parts)
+
+
+def _load_or_exit(path: Path | None) -> HealthConfiguration:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        for error in exc.errors:
+            click.echo(error, err=True)
+        n = len(exc.errors)
+        click.echo(f"INVALID: {exc.source}: {n} error{'s' if n != 1 else ''}", err=True)
+        raise click.exceptions.Exit(1) from None
+
+
+@click.group()
+def config() -> None:
+    """Validate and inspect the monitoring configuration (healthmon.yaml)."""
+
+
+@config.command()
+@click.argument("path", required=False, type=_PATH)
+def validate(path: Path | None) -> None:
+    """Validate PATH (default: $HEALTHMON_CONFIG or healthmon.yaml); exit 1 listing every error."""
+    path = _resolve(path)
+    cfg = _load_or_exit(path)
+    click.echo(f"OK: {path if path is not None else '<built-in defaults>'}: {_summary(cfg)}")
+
+
+@config.command()
+@click.argument("path", required=False, type=_PATH)
+def show(path: Path | None) -> None:
+    """Print the effective configuration of PATH as YAML, defaults filled in."""
+    cfg = _load_or_exit(_resolve(path))
+    click.echo(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), nl=False)

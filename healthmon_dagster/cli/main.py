@@ -1,0 +1,16 @@
+"""The ``healthmon`` command: one group, one module per command group."""
+
+import click
+
+from healthmon_dagster.cli import config_cmd, db_cmd, demo_cmd, sample_cmd
+
+
+@click.group()
+def cli() -> None:
+    """Health monitoring for the patients ETL pipeline on Dagster."""
+
+
+cli.add_command(config_cmd.config)
+cli.add_command(db_cmd.db)
+cli.add_command(demo_cmd.demo)
+cli.add_command(sample_cmd.generate_sample)

@@ -1,0 +1,78 @@
+"""``healthmon generate-sample``: Synthea-format patient files into the landing source."""
+
+from pathlib import Path
+
+import click
+
+from healthmon_dagster.etl.landing import (
+    LandingError,
+    LandingSource,
+    LocalLandingSource,
+    S3LandingSource,
+)
+from healthmon_dagster.etl.sample import DEFECTS, write_to
+from healthmon_dagster.etl.sample import generate_sample as generate_files
+from healthmon_dagster.settings import get_settings
+
+
+def _configured_landing() -> LandingSource:
+    """The landing source from the settings: S3 when a bucket is set, else the local folder."""
+    settings = get_settings()
+    if settings.s3_bucket:
+        from dagster_aws.s3 import S3Resource  # imported here: loading dagster is slow
+
+        try:
+            client = S3Resource(
+                endpoint_url=settings.aws_endpoint_url, region_name=settings.aws_region
+            ).get_client()
+        except Exception as exc:  # botocore raises plain ValueErrors for a bad endpoint URL
+            raise LandingError(
+                f"could not create an S3 client for s3://{settings.s3_bucket} "
+                f"(endpoint {settings.aws_endpoint_url}): {type(exc).__name__}: {exc}. "
+                "Check AWS_ENDPOINT_URL and AWS_REGION."
+            ) from exc
+        return S3LandingSource(client, settings.s3_bucket, settings.s3_prefix)
+    return LocalLandingSource(settings.landing_dir)
+
+
+@click.command("generate-sample")
+@click.option(
+    "--rows", type=click.IntRange(min=1), default=1000, show_default=True, help="Rows per file."
+)
+@click.option(
+    "--files", type=click.IntRange(min=1), default=3, show_default=True, help="Number of files."
+)
+@click.option("--seed", type=int, default=42, show_default=True, help="Random seed.")
+@click.option(
+    "--defect",
+    type=click.Choice(DEFECTS),
+    default=None,
+    metavar="KIND",
+    help=f"Inject one defect into the last file: {', '.join(DEFECTS)}.",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, dir_okay=True, writable=True, path_type=Path),
+    default=None,
+    help="Write to this folder instead of the configured landing source.",
+)
+def generate_sample(rows: int, files: int, seed: int, defect: str | None, out: Path | None) -> None:
+    """Generate Synthea patients.csv files (file 2 on re-send ~10% earlier patients, half changed).
+
+    Same options, same bytes. Without --out the files go to the configured landing source:
+    S3 when HEALTHMON_S3_BUCKET is set, else $HEALTHMON_HOME/landing.
+    """
+    try:
+        generated = generate_files(rows=rows, files=files, seed=seed, defect=defect)
+    except ValueError as exc:  # option combinations, e.g. duplicate_ids with --rows 1
+        raise click.UsageError(str(exc)) from exc
+    try:
+        source = LocalLandingSource(out) if out is not None else _configured_landing()
+        for f in generated:
+            write_to(source, [f])
+            click.echo(
+                f"wrote {f.key}: {f.rows} rows, defect {f.defect or 'none'}, {len(f.data)} bytes "
+                f"-> {source.description}"
+            )
+    except LandingError as exc:
+        raise click.ClickException(str(exc)) from exc

@@ -1,0 +1,773 @@
+"""Pydantic models of ``healthmon.yaml``.
+
+Every model forbids unknown keys, so a typo is an error rather than a silently ignored setting,
+and every section has a default, so an empty file is a valid configuration. Validators that find a
+problem raise :class:`ConfigProblem` with locations relative to the model, which the loader turns
+into path-precise messages with YAML line numbers.
+"""
+
+import re
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from healthmon_dagster.enums import (
+    Aggregation,
+    AlertSeverity,
+    ChannelType,
+    ConditionOperator,
+    HealthCheckType,
+    HealthComponent,
+)
+
+Loc = tuple[str | int, ...]
+
+ASSET_KEY_PATTERN = re.compile(r"^[A-Za-z0-9_]+(/[A-Za-z0-9_]+)*$")
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9_]+$")
+ENV_VAR_PATTERN = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+IMPL_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+# Channel configuration keys that hold secrets; their value must come from an environment variable.
+SECRET_KEY_PATTERN = re.compile(
+    r"(token|password|passwd|secret|api_key|routing_key|integration_key|webhook_url|auth)$"
+)
+STRING_OPERATORS = frozenset({ConditionOperator.CONTAINS, ConditionOperator.NOT_CONTAINS})
+EQUALITY_OPERATORS = frozenset({ConditionOperator.EQUALS, ConditionOperator.NOT_EQUALS})
+LOWER_IS_WORSE_OPERATORS = frozenset(
+    {ConditionOperator.LESS_THAN, ConditionOperator.LESS_THAN_OR_EQUALS}
+)
+
+# Known feature flags and their defaults; a flag not listed here is rejected as a probable typo.
+DEFAULT_FEATURE_FLAGS: dict[str, bool] = {
+    "self_healing": False,
+    "anomaly_detection": True,
+    "forecasting": False,
+    "incident_correlation": True,
+    "alert_grouping": True,
+    "status_page": True,
+}
+
+HealthCheckKind = Literal[
+    "database",
+    "s3",
+    "landing_folder",
+    "network",
+    "smtp",
+    "slack",
+    "system_resources",
+    "etl_component",
+    "daemon",
+    "custom",
+]
+
+
+class ConfigProblem(ValueError):
+    """One or more validation problems, each at a location relative to the model that raised it."""
+
+    def __init__(self, problems: list[tuple[Loc, str]]) -> None:
+        super().__init__("; ".join(f"{'.'.join(map(str, loc))}: {msg}" for loc, msg in problems))
+        self.problems = problems
+
+
+def _raise_if(problems: list[tuple[Loc, str]]) -> None:
+    if problems:
+        raise ConfigProblem(problems)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# Landing and thresholds
+
+
+class LandingConfiguration(_Model):
+    """Which landing files are picked up and how they are parsed."""
+
+    file_pattern: str = "patients*.csv"
+    accepted_delimiters: list[str] = Field(default_factory=lambda: [","], min_length=1)
+
+    @field_validator("accepted_delimiters")
+    @classmethod
+    def _single_characters(cls, value: list[str]) -> list[str]:
+        _raise_if(
+            [((i,), "a delimiter is one character") for i, d in enumerate(value) if len(d) != 1]
+        )
+        return value
+
+
+class ThresholdConfiguration(_Model):
+    """Warning and critical levels for one metric of one component."""
+
+    threshold_id: str
+    component: HealthComponent
+    metric_name: str
+    warning_threshold: float
+    critical_threshold: float
+    operator: ConditionOperator = ConditionOperator.GREATER_THAN
+    enabled: bool = True
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "ThresholdConfiguration":
+        if self.operator in STRING_OPERATORS:
+            _raise_if([(("operator",), f"'{self.operator}' needs a string threshold")])
+        w, c = self.warning_threshold, self.critical_threshold
+        if self.operator in LOWER_IS_WORSE_OPERATORS and w < c:
+            msg = f"with '{self.operator}', warning_threshold ({w}) must be >= critical ({c})"
+            _raise_if([(("warning_threshold",), msg)])
+        if self.operator not in LOWER_IS_WORSE_OPERATORS | EQUALITY_OPERATORS and w > c:
+            msg = f"with '{self.operator}', warning_threshold ({w}) must be <= critical ({c})"
+            _raise_if([(("warning_threshold",), msg)])
+        return self
+
+
+# --------------------------------------------------------------------------------------------------
+# Health checks
+
+
+class HealthCheckConfiguration(_Model):
+    """One scheduled health check: a built-in implementation (``kind``) or a custom callable."""
+
+    check_id: str = Field(pattern=NAME_PATTERN.pattern)
+    name: str = ""
+    description: str = ""
+    component: HealthComponent
+    check_type: HealthCheckType = HealthCheckType.CONNECTIVITY
+    kind: HealthCheckKind
+    impl: str | None = None
+    interval_seconds: int = Field(default=60, ge=1)
+    timeout_seconds: float = Field(default=10, gt=0)
+    retry_attempts: int = Field(default=0, ge=0, le=10)
+    enabled: bool = True
+    critical: bool = False
+    dependencies: list[str] = Field(default_factory=list)
+    custom_parameters: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check(self) -> "HealthCheckConfiguration":
+        if not self.name:
+            self.name = self.check_id
+        problems: list[tuple[Loc, str]] = []
+        if self.kind == "custom" and self.impl is None:
+            problems.append((("impl",), "kind 'custom' needs impl: 'module.path:callable'"))
+        if self.kind != "custom" and self.impl is not None:
+            problems.append(
+                (("impl",), f"impl is only allowed with kind 'custom', not '{self.kind}'")
+            )
+        if self.impl is not None and not IMPL_PATTERN.match(self.impl):
+            problems.append((("impl",), f"'{self.impl}' is not of the form 'module.path:callable'"))
+        if self.timeout_seconds > self.interval_seconds:
+            problems.append(
+                (
+                    ("timeout_seconds",),
+                    f"timeout_seconds ({self.timeout_seconds}) must be <= "
+                    f"interval_seconds ({self.interval_seconds})",
+                )
+            )
+        if self.check_id in self.dependencies:
+            i = self.dependencies.index(self.check_id)
+            problems.append((("dependencies", i), "a health check cannot depend on itself"))
+        _raise_if(problems)
+        return self
+
+
+# --------------------------------------------------------------------------------------------------
+# Data quality
+
+
+class _CheckSpec(_Model):
+    """Fields shared by every quality check.
+
+    ``warn`` and ``fail`` are the failing fraction (or count, for count-based checks) above which
+    the check warns or fails. A ``blocking`` check that fails stops downstream assets.
+    """
+
+    name: str | None = Field(default=None, pattern=NAME_PATTERN.pattern)
+    warn: float | None = Field(default=None, ge=0)
+    fail: float | None = Field(default=None, ge=0)
+    blocking: bool = False
+    description: str = ""
+
+    def default_name(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def check_name(self) -> str:
+        """The Dagster asset-check name: ``name``, else a predicate derived from the spec."""
+        return self.name or self.default_name()
+
+    @model_validator(mode="after")
+    def _warn_below_fail(self) -> "_CheckSpec":
+        if self.warn is not None and self.fail is not None and self.warn > self.fail:
+            _raise_if([(("warn",), f"warn ({self.warn}) must be <= fail ({self.fail})")])
+        return self
+
+
+class _MostlyCheckSpec(_CheckSpec):
+    # Fraction of rows that must pass (Great Expectations' ``mostly``); an alternative to ``fail``.
+    mostly: float | None = Field(default=None, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _mostly_or_fail(self) -> "_MostlyCheckSpec":
+        if self.mostly is not None and self.fail is not None:
+            _raise_if([(("mostly",), "set either mostly or fail, not both")])
+        return self
+
+
+def _join(columns: list[str]) -> str:
+    return "_".join(c.lower() for c in columns)
+
+
+class NotNullCheck(_MostlyCheckSpec):
+    kind: Literal["not_null"]
+    columns: list[str] = Field(min_length=1)
+
+    def default_name(self) -> str:
+        return f"{_join(self.columns)}_is_not_null"
+
+
+class UniqueCheck(_MostlyCheckSpec):
+    """Uniqueness of one column, or of the combination of several (compound key)."""
+
+    kind: Literal["unique"]
+    columns: list[str] = Field(min_length=1)
+    scope: Literal["table", "latest_file"] = "table"
+
+    def default_name(self) -> str:
+        return f"{_join(self.columns)}_is_unique"
+
+
+class AcceptedValuesCheck(_MostlyCheckSpec):
+    kind: Literal["accepted_values"]
+    column: str
+    values: list[str | int | float] = Field(min_length=1)
+
+    def default_name(self) -> str:
+        return f"{self.column.lower()}_has_accepted_values"
+
+
+class RangeCheck(_MostlyCheckSpec):
+    kind: Literal["range"]
+    column: str
+    min: float | None = None
+    max: float | None = None
+
+    def default_name(self) -> str:
+        return f"{self.column.lower()}_is_in_range"
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "RangeCheck":
+        if self.min is None and self.max is None:
+            _raise_if([(("min",), "give min, max or both")])
+        if self.min is not None and self.max is not None and self.min > self.max:
+            _raise_if([(("min",), f"min ({self.min}) must be <= max ({self.max})")])
+        return self
+
+
+class RegexCheck(_MostlyCheckSpec):
+    kind: Literal["regex"]
+    column: str
+    pattern: str
+
+    def default_name(self) -> str:
+        return f"{self.column.lower()}_matches_pattern"
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression: {exc}") from None
+        return value
+
+
+class RowCountCheck(_CheckSpec):
+    kind: Literal["row_count"]
+    min: int | None = Field(default=None, ge=0)
+    max: int | None = Field(default=None, ge=0)
+
+    def default_name(self) -> str:
+        return "row_count_is_in_range"
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "RowCountCheck":
+        if self.min is not None and self.max is not None and self.min > self.max:
+            _raise_if([(("min",), f"min ({self.min}) must be <= max ({self.max})")])
+        return self
+
+
+class RowCountChangeCheck(_CheckSpec):
+    """Change of the row count against the previous materialization, in percent."""
+
+    kind: Literal["row_count_change"]
+    max_drop_pct: float | None = Field(default=None, ge=0, le=100)
+    max_growth_pct: float | None = Field(default=None, ge=0)
+
+    def default_name(self) -> str:
+        return "row_count_change_is_within_bounds"
+
+
+class SchemaCheck(_CheckSpec):
+    kind: Literal["schema"]
+    required_columns: list[str] = Field(default_factory=list)
+    allow_unexpected: bool = True
+    types: dict[str, str] = Field(default_factory=dict)
+
+    def default_name(self) -> str:
+        return "schema_matches"
+
+    @field_validator("required_columns")
+    @classmethod
+    def _no_duplicates(cls, value: list[str]) -> list[str]:
+        seen: set[str] = set()
+        problems: list[tuple[Loc, str]] = []
+        for i, column in enumerate(value):
+            if column in seen:
+                problems.append(((i,), f"duplicate column '{column}'"))
+            seen.add(column)
+        _raise_if(problems)
+        return value
+
+
+class FreshnessCheck(_CheckSpec):
+    """Age of the newest value of a timestamp column."""
+
+    kind: Literal["freshness"]
+    column: str
+    warn_after_minutes: int | None = Field(default=None, ge=1)
+    fail_after_minutes: int = Field(ge=1)
+
+    def default_name(self) -> str:
+        return f"{self.column.lower()}_is_fresh"
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "FreshnessCheck":
+        w, f = self.warn_after_minutes, self.fail_after_minutes
+        if w is not None and w >= f:
+            _raise_if([(("warn_after_minutes",), f"warn_after_minutes ({w}) must be < fail ({f})")])
+        return self
+
+
+class ReconciliationCheck(_CheckSpec):
+    """Row counts of two adjacent layers agree (rejected rows accounted for)."""
+
+    kind: Literal["reconciliation"]
+    between: Literal["raw_vs_stg", "stg_vs_core"]
+
+    def default_name(self) -> str:
+        return f"{self.between}_reconciles"
+
+
+class RejectionRateCheck(_CheckSpec):
+    """Fraction of rows rejected by staging; warn/fail default to ``quality.rejection_rate``."""
+
+    kind: Literal["rejection_rate"]
+
+    def default_name(self) -> str:
+        return "rejection_rate_below_threshold"
+
+
+class Scd2IntegrityCheck(_CheckSpec):
+    """One current row per key, no overlapping validity intervals."""
+
+    kind: Literal["scd2_integrity"]
+    key: str = "patient_id"
+    valid_from: str = "valid_from"
+    valid_to: str = "valid_to"
+    is_current: str = "is_current"
+
+    def default_name(self) -> str:
+        return "scd2_integrity_holds"
+
+
+class CustomSqlCheck(_CheckSpec):
+    """A query returning the failing rows; their count is compared with ``warn``/``fail``."""
+
+    kind: Literal["custom_sql"]
+    sql: str = Field(min_length=1)
+
+    def default_name(self) -> str:
+        return "custom_sql_passes"
+
+
+class VolumeAnomalyCheck(_CheckSpec):
+    """A metric of the asset (default: row count) compared with its own history."""
+
+    kind: Literal["volume_anomaly"]
+    metric: str = "row_count"
+    direction: Literal["up", "down", "both"] = "both"
+    sensitivity: float = Field(default=3.0, gt=0)
+    min_history: int = Field(default=7, ge=2)
+    seasonality: bool = False
+
+    def default_name(self) -> str:
+        return f"{self.metric}_volume_is_normal"
+
+
+QualityCheckSpec = Annotated[
+    NotNullCheck
+    | UniqueCheck
+    | AcceptedValuesCheck
+    | RangeCheck
+    | RegexCheck
+    | RowCountCheck
+    | RowCountChangeCheck
+    | SchemaCheck
+    | FreshnessCheck
+    | ReconciliationCheck
+    | RejectionRateCheck
+    | Scd2IntegrityCheck
+    | CustomSqlCheck
+    | VolumeAnomalyCheck,
+    Field(discriminator="kind"),
+]
+
+
+class AssetQualityConfig(_Model):
+    checks: list[QualityCheckSpec] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> "AssetQualityConfig":
+        first: dict[str, int] = {}
+        problems: list[tuple[Loc, str]] = []
+        for i, spec in enumerate(self.checks):
+            name = spec.check_name
+            if name in first:
+                msg = (
+                    f"duplicate check name '{name}' (also checks[{first[name]}]); set another name"
+                )
+                problems.append((("checks", i), msg))
+            first.setdefault(name, i)
+        _raise_if(problems)
+        return self
+
+
+class RejectionRateThresholds(_Model):
+    warn: float = Field(default=0.01, ge=0, le=1)
+    fail: float = Field(default=0.05, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "RejectionRateThresholds":
+        if self.warn > self.fail:
+            _raise_if([(("warn",), f"warn ({self.warn}) must be <= fail ({self.fail})")])
+        return self
+
+
+def _check_asset_keys(value: dict[str, Any]) -> None:
+    _raise_if(
+        [
+            ((key,), f"'{key}' is not an asset key like 'stg/patients'")
+            for key in value
+            if not ASSET_KEY_PATTERN.match(key)
+        ]
+    )
+
+
+class QualityConfiguration(_Model):
+    """Data-quality checks per asset, keyed by asset key path (``stg/patients``)."""
+
+    rejection_rate: RejectionRateThresholds = Field(default_factory=RejectionRateThresholds)
+    assets: dict[str, AssetQualityConfig] = Field(default_factory=dict)
+
+    @field_validator("assets")
+    @classmethod
+    def _asset_keys(cls, value: dict[str, AssetQualityConfig]) -> dict[str, AssetQualityConfig]:
+        _check_asset_keys(value)
+        return value
+
+
+class FreshnessConfig(_Model):
+    """A Dagster freshness time window for one asset."""
+
+    warn_window_minutes: int | None = Field(default=None, ge=1)
+    fail_window_minutes: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "FreshnessConfig":
+        w, f = self.warn_window_minutes, self.fail_window_minutes
+        if w is not None and f <= w:
+            msg = f"fail_window_minutes ({f}) must be > warn_window_minutes ({w})"
+            _raise_if([(("fail_window_minutes",), msg)])
+        return self
+
+
+# --------------------------------------------------------------------------------------------------
+# Notification, alerting, escalation
+
+
+class NotificationChannel(_Model):
+    """A destination for notifications. Secrets are names of env variables (``*_env`` keys)."""
+
+    type: ChannelType
+    enabled: bool = True
+    retry_attempts: int = Field(default=3, ge=0, le=10)
+    retry_delay_minutes: float = Field(default=1, ge=0)
+    configuration: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("configuration")
+    @classmethod
+    def _no_literal_secrets(cls, value: dict[str, Any]) -> dict[str, Any]:
+        problems: list[tuple[Loc, str]] = []
+        for key, item in value.items():
+            if key.endswith("_env"):
+                if not isinstance(item, str) or not ENV_VAR_PATTERN.match(item):
+                    problems.append(((key,), f"{item!r} is not an environment variable name"))
+            elif SECRET_KEY_PATTERN.search(key.lower()):
+                msg = f"secrets are never literal; use '{key}_env: ENV_VAR_NAME' instead"
+                problems.append(((key,), msg))
+        _raise_if(problems)
+        return value
+
+
+class AlertCondition(_Model):
+    """When a rule fires: ``aggregation(metric_name)`` over ``duration_minutes`` vs threshold."""
+
+    metric_name: str
+    operator: ConditionOperator = ConditionOperator.GREATER_THAN
+    threshold: float | str
+    duration_minutes: int = Field(default=0, ge=0)
+    aggregation: Aggregation = Aggregation.AVG
+
+    @model_validator(mode="after")
+    def _threshold_type(self) -> "AlertCondition":
+        is_str = isinstance(self.threshold, str)
+        if self.operator in STRING_OPERATORS and not is_str:
+            msg = f"'{self.operator}' needs a string threshold, got {self.threshold!r}"
+            _raise_if([(("threshold",), msg)])
+        if self.operator not in STRING_OPERATORS | EQUALITY_OPERATORS and is_str:
+            msg = f"'{self.operator}' needs a numeric threshold, got {self.threshold!r}"
+            _raise_if([(("threshold",), msg)])
+        return self
+
+
+class AlertRule(_Model):
+    rule_id: str = Field(pattern=NAME_PATTERN.pattern)
+    name: str = ""
+    description: str = ""
+    enabled: bool = True
+    component: HealthComponent
+    condition: AlertCondition
+    severity: AlertSeverity = AlertSeverity.WARNING
+    channels: list[str] = Field(default_factory=lambda: ["log"])
+    escalation_policy: str | None = None
+    cooldown_period_minutes: int = Field(default=15, ge=0)
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _default_name(self) -> "AlertRule":
+        if not self.name:
+            self.name = self.rule_id
+        return self
+
+
+class EscalationLevel(_Model):
+    level: int = Field(ge=1)
+    delay_minutes: int = Field(default=0, ge=0)
+    channels: list[str] = Field(default_factory=list)
+    notify_roles: list[str] = Field(default_factory=list)
+    notify_users: list[str] = Field(default_factory=list)
+    message_template: str = ""
+
+
+class EscalationPolicy(_Model):
+    policy_id: str = Field(pattern=NAME_PATTERN.pattern)
+    name: str = ""
+    escalation_levels: list[EscalationLevel] = Field(default_factory=list)
+    repeat_interval_minutes: int = Field(default=0, ge=0)  # 0: do not repeat the last level
+    max_escalations: int = Field(default=3, ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "EscalationPolicy":
+        if not self.name:
+            self.name = self.policy_id
+        problems: list[tuple[Loc, str]] = []
+        for i in range(1, len(self.escalation_levels)):
+            prev, cur = self.escalation_levels[i - 1], self.escalation_levels[i]
+            if cur.level <= prev.level:
+                msg = f"levels must increase: {cur.level} after {prev.level}"
+                problems.append((("escalation_levels", i, "level"), msg))
+            if cur.delay_minutes < prev.delay_minutes:
+                msg = (
+                    f"delay_minutes ({cur.delay_minutes}) < previous level's ({prev.delay_minutes})"
+                )
+                problems.append((("escalation_levels", i, "delay_minutes"), msg))
+        _raise_if(problems)
+        return self
+
+
+class RetentionConfiguration(_Model):
+    """How long the health store keeps each kind of record, in days."""
+
+    metrics_days: int = Field(default=90, ge=1)
+    check_results_days: int = Field(default=90, ge=1)
+    alerts_days: int = Field(default=365, ge=1)
+    incidents_days: int = Field(default=730, ge=1)
+    load_runs_days: int = Field(default=365, ge=1)
+
+
+# --------------------------------------------------------------------------------------------------
+# The whole file
+
+
+def _default_channels() -> dict[str, NotificationChannel]:
+    return {"log": NotificationChannel(type=ChannelType.LOG)}
+
+
+class HealthConfiguration(_Model):
+    """The whole of ``healthmon.yaml``."""
+
+    version: str = "1"
+    updated_by: str | None = None
+    last_updated: datetime | None = None
+    landing: LandingConfiguration = Field(default_factory=LandingConfiguration)
+    thresholds: list[ThresholdConfiguration] = Field(default_factory=list)
+    health_checks: list[HealthCheckConfiguration] = Field(default_factory=list)
+    quality: QualityConfiguration = Field(default_factory=QualityConfiguration)
+    freshness: dict[str, FreshnessConfig] = Field(default_factory=dict)
+    channels: dict[str, NotificationChannel] = Field(default_factory=_default_channels)
+    alert_rules: list[AlertRule] = Field(default_factory=list)
+    escalation_policies: list[EscalationPolicy] = Field(default_factory=list)
+    retention: RetentionConfiguration = Field(default_factory=RetentionConfiguration)
+    feature_flags: dict[str, bool] = Field(default_factory=lambda: dict(DEFAULT_FEATURE_FLAGS))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_sections(cls, data: Any) -> Any:
+        # ``alert_rules:`` with nothing under it is YAML null: treat it as the section's default.
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if v is not None or k == "updated_by"}
+        return data
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_as_text(cls, value: Any) -> Any:
+        # ``version: 1`` and ``version: 1.2`` in YAML are numbers; accept them as text.
+        return (
+            str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+        )
+
+    @field_validator("freshness")
+    @classmethod
+    def _asset_keys(cls, value: dict[str, FreshnessConfig]) -> dict[str, FreshnessConfig]:
+        _check_asset_keys(value)
+        return value
+
+    @field_validator("channels")
+    @classmethod
+    def _channel_names(
+        cls, value: dict[str, NotificationChannel]
+    ) -> dict[str, NotificationChannel]:
+        bad = [k for k in value if not NAME_PATTERN.match(k)]
+        _raise_if([((k,), f"'{k}' is not a valid channel name (letters, digits, _)") for k in bad])
+        # The log channel always exists, so rules may rely on it.
+        return {"log": NotificationChannel(type=ChannelType.LOG), **value}
+
+    @field_validator("feature_flags")
+    @classmethod
+    def _known_flags(cls, value: dict[str, bool]) -> dict[str, bool]:
+        unknown = [k for k in value if k not in DEFAULT_FEATURE_FLAGS]
+        known = ", ".join(repr(k) for k in DEFAULT_FEATURE_FLAGS)
+        _raise_if([((k,), f"unknown feature flag; known flags: {known}") for k in unknown])
+        return {**DEFAULT_FEATURE_FLAGS, **value}
+
+    @model_validator(mode="after")
+    def _cross_references(self) -> "HealthConfiguration":
+        problems: list[tuple[Loc, str]] = []
+        problems += _duplicates(
+            "thresholds", [t.threshold_id for t in self.thresholds], "threshold_id"
+        )
+        problems += _duplicates(
+            "health_checks", [c.check_id for c in self.health_checks], "check_id"
+        )
+        problems += _duplicates("alert_rules", [r.rule_id for r in self.alert_rules], "rule_id")
+        policy_ids = [p.policy_id for p in self.escalation_policies]
+        problems += _duplicates("escalation_policies", policy_ids, "policy_id")
+
+        channels = sorted(self.channels)
+        for i, rule in enumerate(self.alert_rules):
+            for j, name in enumerate(rule.channels):
+                if name not in self.channels:
+                    problems.append(
+                        (("alert_rules", i, "channels", j), _unknown("channel", name, channels))
+                    )
+            policy = rule.escalation_policy
+            if policy is not None and policy not in policy_ids:
+                loc: Loc = ("alert_rules", i, "escalation_policy")
+                problems.append((loc, _unknown("escalation policy", policy, policy_ids)))
+        for i, pol in enumerate(self.escalation_policies):
+            for k, level in enumerate(pol.escalation_levels):
+                for j, name in enumerate(level.channels):
+                    if name not in self.channels:
+                        loc = ("escalation_policies", i, "escalation_levels", k, "channels", j)
+                        problems.append((loc, _unknown("channel", name, channels)))
+
+        check_ids = [c.check_id for c in self.health_checks]
+        for i, check in enumerate(self.health_checks):
+            for j, dep in enumerate(check.dependencies):
+                if dep not in check_ids:
+                    loc = ("health_checks", i, "dependencies", j)
+                    problems.append((loc, _unknown("health check", dep, check_ids)))
+        problems += _dependency_cycles(self.health_checks)
+        _raise_if(problems)
+        return self
+
+    def health_check(self, check_id: str) -> HealthCheckConfiguration:
+        """The health check with this id (KeyError when there is none)."""
+        for check in self.health_checks:
+            if check.check_id == check_id:
+                return check
+        raise KeyError(check_id)
+
+    def feature_enabled(self, flag: str) -> bool:
+        return self.feature_flags.get(flag, DEFAULT_FEATURE_FLAGS.get(flag, False))
+
+
+def _unknown(what: str, name: str, known: list[str]) -> str:
+    import difflib
+
+    msg = f"unknown {what} '{name}'"
+    close = difflib.get_close_matches(name, known, n=1)
+    if close:
+        return f"{msg}; did you mean '{close[0]}'?"
+    return f"{msg}; defined: {', '.join(repr(k) for k in known) or 'none'}"
+
+
+def _duplicates(section: str, ids: list[str], field: str) -> list[tuple[Loc, str]]:
+    first: dict[str, int] = {}
+    problems: list[tuple[Loc, str]] = []
+    for i, value in enumerate(ids):
+        if value in first:
+            msg = f"duplicate {field} '{value}' (first defined at {section}[{first[value]}])"
+            problems.append(((section, i, field), msg))
+        first.setdefault(value, i)
+    return problems
+
+
+def _dependency_cycles(checks: list[HealthCheckConfiguration]) -> list[tuple[Loc, str]]:
+    index = {c.check_id: i for i, c in enumerate(checks)}
+    state: dict[str, int] = {}  # 1: on the stack, 2: done
+    problems: list[tuple[Loc, str]] = []
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = 1
+        stack.append(node)
+        for j, dep in enumerate(checks[index[node]].dependencies):
+            if dep not in index:
+                continue
+            if state.get(dep) == 1:
+                # stack[index(dep):] is dep -> ... -> node, so the cycle reads node -> dep -> node
+                cycle = [node, *stack[stack.index(dep) :]]
+                msg = f"dependency cycle: {' -> '.join(cycle)}"
+                problems.append((("health_checks", index[node], "dependencies", j), msg))
+            elif dep not in state:
+                visit(dep, stack)
+        stack.pop()
+        state[node] = 2
+
+    for check in checks:
+        if check.check_id not in state:
+            visit(check.check_id, [])
+    return problems

@@ -1,0 +1,200 @@
+"""The reference pipeline as Dagster assets: landing -> raw/patients -> stg/patients -> core/dim_patient.
+
+The deciding code lives in ``healthmon_dagster.etl``; these functions adapt it: run config in,
+numeric metadata out (Dagster plots it), the same figures written to ``etl.metrics``.
+"""
+
+from collections.abc import Iterator
+
+import dagster as dg
+import sqlalchemy as sa
+from pydantic import Field
+
+from healthmon_dagster.config import load_config
+from healthmon_dagster.defs.resources import LandingResource, WarehouseResource
+from healthmon_dagster.etl import core, raw, staging
+from healthmon_dagster.etl.landing import LandingError
+from healthmon_dagster.settings import get_settings
+from healthmon_dagster.store.db import describe_unavailable
+from healthmon_dagster.store.metrics import MetricPoint, write_metrics
+from healthmon_dagster.store.tables import dim_patient
+
+GROUP = "patients_etl"
+RAW_PATIENTS = dg.AssetKey(["raw", "patients"])
+STG_PATIENTS = dg.AssetKey(["stg", "patients"])
+STG_PATIENTS_REJECTED = dg.AssetKey(["stg", "patients_rejected"])
+CORE_DIM_PATIENT = dg.AssetKey(["core", "dim_patient"])
+
+
+class RawPatientsConfig(dg.Config):
+    file_key: str | None = Field(
+        default=None,
+        description="Landing key of the file to load; empty loads every landing file not loaded yet.",
+    )
+    fingerprint: str | None = Field(
+        default=None, description="The listing's fingerprint of that file (set by the sensor)."
+    )
+
+
+def _db_failure(warehouse: WarehouseResource, exc: sa.exc.DBAPIError) -> dg.Failure:
+    error = describe_unavailable(warehouse.engine(), exc) if isinstance(
+        exc, sa.exc.OperationalError | sa.exc.InterfaceError) else exc  # fmt: skip
+    return dg.Failure(description=str(error).splitlines()[0])
+
+
+def _record(warehouse: WarehouseResource, component: str, asset: str,
+            values: dict[str, tuple[float, str]]) -> None:  # fmt: skip
+    """Write the materialization's figures to etl.metrics (health store)."""
+    write_metrics(
+        warehouse.health_engine(),
+        [MetricPoint(component, name, float(v), unit, {"asset": asset}) for name, (v, unit)
+         in values.items()],
+    )  # fmt: skip
+
+
+@dg.asset(key=RAW_PATIENTS, group_name=GROUP, output_required=False, kinds={"sql"})
+def raw_patients(
+    context: dg.AssetExecutionContext,
+    config: RawPatientsConfig,
+    warehouse: WarehouseResource,
+    landing: LandingResource,
+) -> Iterator[dg.MaterializeResult]:
+    """Patient CSV records exactly as they landed: every field as text, plus the file, the record's
+    row number and load time. A file's content is loaded once; a record that cannot be split into the
+    header's fields is kept with ``_error`` set. Files that break the contract (missing columns, wrong
+    delimiter, not UTF-8) are rejected whole and fail the run with the reason."""
+    cfg = load_config(get_settings().config_path)
+    try:
+        source = landing.source()
+        todo = ([(config.file_key, config.fingerprint)] if config.file_key else
+                [(f.key, f.fingerprint) for f in
+                 raw.unloaded_files(warehouse.engine(), source, cfg.landing.file_pattern)])
+        results = [
+            raw.load_file(warehouse.engine(), source, key, context.run_id,
+                          cfg.landing.accepted_delimiters, fingerprint)
+            for key, fingerprint in todo
+        ]  # fmt: skip
+    except LandingError as exc:
+        raise dg.Failure(description=str(exc), allow_retries=True) from exc
+    except sa.exc.DBAPIError as exc:
+        raise _db_failure(warehouse, exc) from exc
+
+    rejected = [r for r in results if r.status == "rejected"]
+    loaded = [r for r in results if r.status in ("loaded", "empty")]
+    for r in results:
+        if r.status == "already_loaded":
+            context.log.info(f"{r.file_key}: {r.message}")
+        elif r.status == "empty":
+            context.log.warning(f"{r.file_key}: {r.message}")
+    if loaded:
+        rows = sum(r.rows for r in loaded)
+        duration = sum(r.duration_s for r in loaded)
+        figures = {
+            "rows_loaded": (rows, "rows"),
+            "malformed_rows": (sum(r.malformed_rows for r in loaded), "rows"),
+            "bytes_loaded": (sum(r.size_bytes for r in loaded), "bytes"),
+            "load_duration_seconds": (duration, "s"),
+            "rows_per_second": (rows / duration if duration else 0.0, "rows/s"),
+            "files_loaded": (sum(r.status == "loaded" for r in loaded), "files"),
+            "files_empty": (sum(r.status == "empty" for r in loaded), "files"),
+        }
+        _record(warehouse, "raw_loader", "raw/patients", figures)
+        unexpected = sorted({c for r in loaded for c in r.unexpected_columns})
+        yield dg.MaterializeResult(
+            metadata={
+                **{name: v for name, (v, _) in figures.items()},
+                "file_keys": dg.MetadataValue.text(", ".join(r.file_key for r in loaded)),
+                "unexpected_columns": dg.MetadataValue.text(", ".join(unexpected) or "none"),
+            }
+        )
+    if rejected:
+        raise dg.Failure(
+            description="; ".join(r.message for r in rejected),
+            metadata={"files_rejected": len(rejected), "files_loaded": len(loaded)},
+            allow_retries=False,
+        )
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(STG_PATIENTS, deps=[RAW_PATIENTS], group_name=GROUP, kinds={"sql"},
+                     description="Typed, validated patients: one row per accepted raw record."),
+        dg.AssetSpec(STG_PATIENTS_REJECTED, deps=[RAW_PATIENTS], group_name=GROUP, kinds={"sql"},
+                     description="Raw records that broke a staging rule, with reason codes."),
+    ]
+)  # fmt: skip
+def stg_patients(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource
+) -> Iterator[dg.MaterializeResult]:
+    """Stages every loaded file not staged yet, in load order, with SQL validation rules."""
+    try:
+        results = staging.stage_pending(warehouse.engine(), context.run_id)
+    except sa.exc.DBAPIError as exc:
+        raise _db_failure(warehouse, exc) from exc
+    rows_in = sum(r.rows_in for r in results)
+    rejected = sum(r.rows_rejected for r in results)
+    duration = sum(r.duration_s for r in results)
+    reasons: dict[str, int] = {}
+    for r in results:
+        for code, n in r.reasons.items():
+            reasons[code] = reasons.get(code, 0) + n
+    rate = rejected / rows_in if rows_in else 0.0
+    figures = {
+        "rows_in": (rows_in, "rows"),
+        "rows_staged": (rows_in - rejected, "rows"),
+        "rows_rejected": (rejected, "rows"),
+        "rejection_rate": (rate, "ratio"),
+        "stage_duration_seconds": (duration, "s"),
+        "rows_per_second": (rows_in / duration if duration else 0.0, "rows/s"),
+        "files_staged": (len(results), "files"),
+    }
+    _record(warehouse, "staging_transformer", "stg/patients", figures)
+    if rejected:
+        context.log.warning(
+            f"{rejected} of {rows_in} rows rejected ({rate:.2%}): "
+            + ", ".join(f"{code}={n}" for code, n in reasons.items())
+        )
+    yield dg.MaterializeResult(
+        asset_key=STG_PATIENTS,
+        metadata={name: v for name, (v, _) in figures.items() if name != "rows_rejected"},
+    )
+    yield dg.MaterializeResult(
+        asset_key=STG_PATIENTS_REJECTED,
+        metadata={
+            "rows_rejected": rejected,
+            "rejection_rate": rate,
+            **{f"reason__{code}": n for code, n in reasons.items()},
+        },
+    )
+
+
+@dg.asset(key=CORE_DIM_PATIENT, deps=[STG_PATIENTS], group_name=GROUP, kinds={"sql"})
+def core_dim_patient(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
+    """Patient dimension with SCD2 history: a new version when tracked attributes change (hash_diff),
+    ``valid_from``/``valid_to`` windows and exactly one current row per patient Id."""
+    engine = warehouse.engine()
+    try:
+        results = core.merge_pending(engine, context.run_id)
+        with engine.connect() as conn:
+            current, versions = conn.execute(
+                sa.select(sa.func.count().filter(dim_patient.c.is_current), sa.func.count())
+            ).one()  # fmt: skip
+    except sa.exc.DBAPIError as exc:
+        raise _db_failure(warehouse, exc) from exc
+    duration = sum(r.duration_s for r in results)
+    rows_in = sum(r.rows_in for r in results)
+    figures = {
+        "rows_in": (rows_in, "rows"),
+        "patients_new": (sum(r.inserted_new for r in results), "rows"),
+        "versions_changed": (sum(r.versions_changed for r in results), "rows"),
+        "rows_unchanged": (sum(r.unchanged for r in results), "rows"),
+        "merge_duration_seconds": (duration, "s"),
+        "rows_per_second": (rows_in / duration if duration else 0.0, "rows/s"),
+        "current_patients": (current, "rows"),
+        "total_versions": (versions, "rows"),
+        "files_merged": (len(results), "files"),
+    }
+    _record(warehouse, "core_merger", "core/dim_patient", figures)
+    return dg.MaterializeResult(metadata={name: v for name, (v, _) in figures.items()})

@@ -1,0 +1,182 @@
+"""Landing sources: where patient CSV files arrive. One interface, two implementations.
+
+``S3LandingSource`` reads a bucket/prefix through a boto3 client (built by dagster-aws ``S3Resource``);
+``LocalLandingSource`` reads a folder (the embedded default). Sensors and assets only see
+:class:`LandingSource`, never which one it is.
+"""
+
+import fnmatch
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+
+class LandingError(Exception):
+    """A landing source could not be read; the message says which source and what to do."""
+
+
+class LandingFileMissing(LandingError):
+    """A file that was listed is gone by the time it is read."""
+
+
+@dataclass(frozen=True)
+class LandingFile:
+    key: str
+    size: int
+    fingerprint: str  # cheap identity of this version of the file: S3 ETag, or size+mtime locally
+    last_modified: float  # unix seconds
+
+    @property
+    def name(self) -> str:
+        return self.key.rsplit("/", 1)[-1]
+
+
+class LandingSource(Protocol):
+    description: str
+
+    def list_files(self, pattern: str = "*.csv") -> list[LandingFile]:
+        """Files whose base name matches ``pattern``, oldest first."""
+        ...
+
+    @contextmanager
+    def download(self, key: str) -> Iterator[Path]:
+        """A local copy of ``key`` for the duration of the block (the original file when local)."""
+        ...
+
+    def put(self, key: str, data: bytes) -> None:
+        """Write ``data`` at ``key`` (used by the sample generator and tests)."""
+        ...
+
+
+def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(chunk_size):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class LocalLandingSource:
+    """A folder on the local filesystem (created on first use)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.description = f"local folder {self.root}"
+
+    def list_files(self, pattern: str = "*.csv") -> list[LandingFile]:
+        if not self.root.exists():
+            return []
+        files = []
+        for path in self.root.rglob("*"):
+            if not path.is_file() or not fnmatch.fnmatch(path.name, pattern):
+                continue
+            try:
+                st = path.stat()
+            except FileNotFoundError:  # removed while listing
+                continue
+            files.append(
+                LandingFile(
+                    key=path.relative_to(self.root).as_posix(),
+                    size=st.st_size,
+                    fingerprint=f"{st.st_size}-{st.st_mtime_ns}",
+                    last_modified=st.st_mtime,
+                )
+            )
+        return sorted(files, key=lambda f: (f.last_modified, f.key))
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if self.root.resolve() not in path.parents:
+            raise LandingError(f"landing key {key!r} points outside {self.description}")
+        return path
+
+    @contextmanager
+    def download(self, key: str) -> Iterator[Path]:
+        path = self._path(key)
+        if not path.is_file():
+            raise LandingFileMissing(
+                f"landing file {key!r} is no longer in {self.description}: it disappeared between "
+                "listing and reading; nothing was loaded (if it was moved, its new key is loaded "
+                "when the sensor sees it)"
+            )
+        yield path
+
+    def put(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)  # readers never see a half-written file
+
+
+class S3LandingSource:
+    """Objects under ``s3://bucket/prefix`` read through a boto3 S3 client."""
+
+    def __init__(self, client: Any, bucket: str, prefix: str = "") -> None:
+        self.client = client
+        self.bucket = bucket
+        self.prefix = prefix
+        self.description = f"s3://{bucket}/{prefix}"
+
+    def _error(self, exc: Exception, action: str) -> LandingError:
+        endpoint = getattr(getattr(self.client, "meta", None), "endpoint_url", None)
+        return LandingError(
+            f"could not {action} {self.description} (endpoint {endpoint}): "
+            f"{type(exc).__name__}: {exc}. Check that the endpoint is reachable, the bucket exists "
+            "and the credentials allow it."
+        )
+
+    def list_files(self, pattern: str = "*.csv") -> list[LandingFile]:
+        files = []
+        try:
+            paginator = self.client.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
+                for obj in page.get("Contents", []):
+                    key = obj["Key"]
+                    if key.endswith("/") or not fnmatch.fnmatch(key.rsplit("/", 1)[-1], pattern):
+                        continue
+                    files.append(
+                        LandingFile(
+                            key=key,
+                            size=int(obj["Size"]),
+                            fingerprint=str(obj["ETag"]).strip('"'),
+                            last_modified=obj["LastModified"].timestamp(),
+                        )
+                    )
+        except Exception as exc:
+            raise self._error(exc, "list") from exc
+        return sorted(files, key=lambda f: (f.last_modified, f.key))
+
+    @contextmanager
+    def download(self, key: str) -> Iterator[Path]:
+        tmpdir = tempfile.mkdtemp(prefix="healthmon-landing-")
+        target = Path(tmpdir) / key.rsplit("/", 1)[-1]
+        try:
+            try:
+                body: IO[bytes] = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+                with open(target, "wb") as out:
+                    shutil.copyfileobj(body, out, 1 << 20)
+            except Exception as exc:
+                code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+                if code in ("NoSuchKey", "404"):
+                    raise LandingFileMissing(
+                        f"landing file {key!r} is no longer in {self.description}: it disappeared "
+                        "between listing and reading; nothing was loaded"
+                    ) from exc
+                raise self._error(exc, f"read {key!r} from") from exc
+            yield target
+        finally:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+
+    def put(self, key: str, data: bytes) -> None:
+        full_key = key if key.startswith(self.prefix) else f"{self.prefix}{key}"
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=full_key, Body=data)
+        except Exception as exc:
+            raise self._error(exc, f"write {full_key!r} to") from exc

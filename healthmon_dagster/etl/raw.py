@@ -1,0 +1,347 @@
+"""The raw loader: one landing file -> ``raw.patients`` as text, exactly once.
+
+A file is streamed in chunks (memory does not grow with file size) inside one transaction that first
+claims the file's content hash in ``etl.files``. The unique index on that hash is what makes a second,
+concurrent load of the same bytes wait and then skip, or fail cleanly, instead of loading twice. Bad
+files are detected before anything is written and recorded as ``rejected`` with a reason; records that
+cannot be split into the header's fields are kept in raw with ``_error`` set, so nothing is lost.
+"""
+
+import codecs
+import csv
+import io
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from healthmon_dagster.etl.landing import LandingFile, LandingSource, sha256_file
+from healthmon_dagster.store.db import is_sqlite, write_transaction
+from healthmon_dagster.store.metrics import utcnow
+from healthmon_dagster.store.tables import (
+    OPTIONAL_COLUMNS,
+    REQUIRED_COLUMNS,
+    SOURCE_COLUMNS,
+    db_column,
+    files,
+    load_runs,
+    raw_patients,
+)
+
+CHUNK_ROWS = 50_000
+DELIMITER_CANDIDATES = (",", ";", "\t", "|")
+csv.field_size_limit(10 * 1024 * 1024)
+
+
+class FileRejected(Exception):
+    """The file breaks the input contract; nothing of it was loaded. ``reason`` is a short code."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass
+class FileShape:
+    """What the header told us about a file."""
+
+    delimiter: str
+    had_bom: bool
+    crlf: bool
+    header: list[str]
+    unexpected_columns: list[str] = field(default_factory=list)
+    missing_optional: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RawLoadResult:
+    file_key: str
+    sha256: str
+    status: str  # loaded | empty | rejected | already_loaded
+    file_id: int | None = None
+    rows: int = 0
+    malformed_rows: int = 0
+    size_bytes: int = 0
+    duration_s: float = 0.0
+    message: str = ""
+    unexpected_columns: list[str] = field(default_factory=list)
+    missing_columns: list[str] = field(default_factory=list)
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows / self.duration_s if self.duration_s > 0 else 0.0
+
+
+def inspect_header(path: Path, accepted_delimiters: Iterable[str] = (",",)) -> FileShape | None:
+    """Read the header line; None for a 0-byte file. Raises FileRejected for a broken contract."""
+    with open(path, "rb") as f:
+        head = f.read(64 * 1024)
+    if not head:
+        return None
+    had_bom = head.startswith(codecs.BOM_UTF8)
+    if had_bom:
+        head = head[len(codecs.BOM_UTF8) :]
+    line_end = head.find(b"\n")
+    raw_header = head if line_end < 0 else head[:line_end]
+    crlf = raw_header.endswith(b"\r")
+    try:
+        header_text = raw_header.rstrip(b"\r").decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise FileRejected(
+            "not_utf8", f"header line is not valid UTF-8 (byte {exc.start}); re-export the file as UTF-8"
+        ) from exc
+    counts = {d: header_text.count(d) for d in DELIMITER_CANDIDATES}
+    delimiter = max(counts, key=lambda d: counts[d])
+    if counts[delimiter] == 0:
+        raise FileRejected(
+            "no_delimiter",
+            "header line has no recognised delimiter (',', ';', tab, '|'); "
+            "expected a comma separated Synthea patients.csv export",
+        )
+    accepted = tuple(accepted_delimiters)
+    if delimiter not in accepted:
+        shown = "tab" if delimiter == "\t" else repr(delimiter)
+        raise FileRejected(
+            "delimiter",
+            f"file is {shown}-delimited but the contract accepts {', '.join(map(repr, accepted))}; "
+            "re-export it comma separated, or add the delimiter to landing.accepted_delimiters "
+            "in healthmon.yaml",
+        )
+    header = [h.strip() for h in next(csv.reader([header_text], delimiter=delimiter))]
+    upper = [h.upper() for h in header]
+    duplicates = sorted({h for h in upper if upper.count(h) > 1})
+    if duplicates:
+        raise FileRejected("duplicate_columns", f"header repeats column(s) {', '.join(duplicates)}")
+    missing = [c for c in REQUIRED_COLUMNS if c.upper() not in upper]
+    if missing:
+        raise FileRejected(
+            "missing_columns",
+            f"header lacks required column(s) {', '.join(missing)} "
+            f"({len(header)} columns found); the file was not loaded",
+        )
+    known = {c.upper() for c in SOURCE_COLUMNS}
+    return FileShape(
+        delimiter=delimiter,
+        had_bom=had_bom,
+        crlf=crlf,
+        header=header,
+        unexpected_columns=[h for h in header if h.upper() not in known],
+        missing_optional=[c for c in OPTIONAL_COLUMNS if c.upper() not in upper],
+    )
+
+
+def _records(path: Path, shape: FileShape) -> Iterator[tuple[int, list[str], str | None]]:
+    """(row_number, values in SOURCE_COLUMNS order, error) for every data record of the file."""
+    upper = [h.upper() for h in shape.header]
+    positions = [upper.index(c.upper()) if c.upper() in upper else None for c in SOURCE_COLUMNS]
+    width = len(shape.header)
+    with open(path, encoding="utf-8-sig" if shape.had_bom else "utf-8", newline="") as f:
+        reader = csv.reader(f, delimiter=shape.delimiter, strict=True)
+        try:
+            next(reader)
+            row_number = 0
+            for record in reader:
+                row_number += 1
+                if not record:  # a blank line is not a record
+                    row_number -= 1
+                    continue
+                error = None
+                if len(record) != width:
+                    error = f"field_count: expected {width}, got {len(record)}"
+                    record = (record + [""] * width)[:width]
+                yield row_number, [record[p] if p is not None else "" for p in positions], error
+        except UnicodeDecodeError as exc:
+            raise FileRejected(
+                "not_utf8",
+                f"file is not valid UTF-8 near data record {row_number + 1} "
+                f"(byte offset within chunk {exc.start}); re-export it as UTF-8",
+            ) from exc
+        except csv.Error as exc:
+            raise FileRejected(
+                "unparsable", f"CSV cannot be parsed at line {reader.line_num}: {exc}"
+            ) from exc
+
+
+_RAW_COLUMNS = ["_file_id", "_row_number", *(db_column(c) for c in SOURCE_COLUMNS), "_file",
+                "_loaded_at", "_error"]  # fmt: skip
+
+
+def _copy_chunk(conn: Connection, rows: list[list[object]]) -> None:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(rows)
+    buf.seek(0)
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.copy_expert(
+            f"COPY raw.patients ({', '.join(_RAW_COLUMNS)}) FROM STDIN WITH (FORMAT csv)", buf
+        )
+    finally:
+        cursor.close()
+
+
+def _insert_chunk(conn: Connection, rows: list[list[object]]) -> None:
+    conn.execute(
+        raw_patients.insert(),
+        [dict(zip(_RAW_COLUMNS, [None if v == "" else v for v in row], strict=True)) for row in rows],
+    )
+
+
+def _record_load_run(engine: Engine, **values: object) -> None:
+    with write_transaction(engine) as conn:
+        conn.execute(load_runs.insert().values(layer="raw", **values))
+
+
+def load_file(
+    engine: Engine,
+    source: LandingSource,
+    key: str,
+    dagster_run_id: str | None = None,
+    accepted_delimiters: Iterable[str] = (",",),
+    fingerprint: str | None = None,
+) -> RawLoadResult:
+    """Load ``key`` from ``source`` into raw.patients; idempotent on the file's content.
+
+    ``fingerprint`` is the listing's identity of this version of the file; it is recorded so that
+    :func:`unloaded_files` can tell a rewritten file from one already handled.
+    """
+    started = utcnow()
+    t0 = time.perf_counter()
+    run_values: dict[str, object] = {"dagster_run_id": dagster_run_id, "file_key": key,
+                                     "started_at": started}  # fmt: skip
+    try:
+        with source.download(key) as path:
+            result = _load_local_copy(engine, source, key, path, dagster_run_id,
+                                      accepted_delimiters, fingerprint)
+    except Exception as exc:
+        _record_load_run(engine, **run_values, status="failed", finished_at=utcnow(),
+                         duration_ms=(time.perf_counter() - t0) * 1000,
+                         error=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")  # fmt: skip
+        raise
+    result.duration_s = time.perf_counter() - t0
+    status = {"loaded": "success", "empty": "success", "rejected": "rejected",
+              "already_loaded": "skipped"}[result.status]  # fmt: skip
+    _record_load_run(
+        engine, **run_values, status=status, file_id=result.file_id, rows_in=result.rows,
+        rows_out=result.rows, rows_rejected=result.malformed_rows, bytes=result.size_bytes,
+        finished_at=utcnow(), duration_ms=result.duration_s * 1000,
+        error=result.message if result.status == "rejected" else None,
+    )  # fmt: skip
+    return result
+
+
+def _already_loaded(conn: Connection, sha256: str) -> tuple[int, str, str] | None:
+    row = conn.execute(
+        sa.select(files.c.file_id, files.c.file_key, files.c.status).where(
+            files.c.sha256 == sha256, files.c.status.in_(("loaded", "empty"))
+        )
+    ).first()
+    return None if row is None else (row.file_id, row.file_key, row.status)
+
+
+def _load_local_copy(
+    engine: Engine, source: LandingSource, key: str, path: Path, dagster_run_id: str | None,
+    accepted_delimiters: Iterable[str], fingerprint: str | None,
+) -> RawLoadResult:  # fmt: skip
+    size = path.stat().st_size
+    sha = sha256_file(path)
+    result = RawLoadResult(file_key=key, sha256=sha, status="loaded", size_bytes=size)
+    with engine.connect() as conn:
+        seen = _already_loaded(conn, sha)
+    if seen is not None:
+        result.status, result.file_id = "already_loaded", seen[0]
+        result.message = f"same content already loaded as file_id {seen[0]} ({seen[1]}); skipped"
+        return result
+
+    file_row: dict[str, object] = {"source": source.description, "file_key": key, "sha256": sha,
+                                   "size_bytes": size, "dagster_run_id": dagster_run_id,
+                                   "fingerprint": fingerprint}  # fmt: skip
+    try:
+        shape = inspect_header(path, accepted_delimiters)
+        if shape is None:
+            result.status, result.message = "empty", "file is empty (0 bytes): nothing to load"
+        else:
+            file_row.update(delimiter=shape.delimiter, had_bom=shape.had_bom, crlf=shape.crlf,
+                            unexpected_columns=",".join(shape.unexpected_columns) or None,
+                            missing_columns=",".join(shape.missing_optional) or None)  # fmt: skip
+            result.unexpected_columns = shape.unexpected_columns
+            result.missing_columns = shape.missing_optional
+        return _write_file(engine, path, shape, file_row, result)
+    except FileRejected as exc:
+        result.status, result.message = "rejected", f"{key}: {exc}"
+        with write_transaction(engine) as conn:
+            conn.execute(files.insert().values(
+                **file_row, status="rejected", error=f"{exc.reason}: {exc}", loaded_at=utcnow(),
+            ))  # fmt: skip
+        return result
+
+
+def _write_file(
+    engine: Engine, path: Path, shape: FileShape | None, file_row: dict[str, object],
+    result: RawLoadResult,
+) -> RawLoadResult:  # fmt: skip
+    loaded_at = utcnow()
+    write_chunk = _insert_chunk if is_sqlite(engine) else _copy_chunk
+    try:
+        with write_transaction(engine) as conn:
+            # The claim: the unique index on sha256 makes a concurrent load of the same bytes wait
+            # here, then fail with IntegrityError once this transaction commits.
+            file_id = conn.execute(
+                files.insert().values(**file_row, status="loaded", loaded_at=loaded_at)
+            ).inserted_primary_key[0]
+            rows = malformed = 0
+            if shape is not None:
+                key = str(file_row["file_key"])
+                chunk: list[list[object]] = []
+                for row_number, values, error in _records(path, shape):
+                    chunk.append([file_id, row_number, *values, key, loaded_at, error or ""])
+                    rows += 1
+                    malformed += error is not None
+                    if len(chunk) >= CHUNK_ROWS:
+                        write_chunk(conn, chunk)
+                        chunk = []
+                if chunk:
+                    write_chunk(conn, chunk)
+            status = "loaded" if rows else "empty"
+            if shape is not None and not rows:
+                result.message = "file has a header but no data records: nothing to load"
+            conn.execute(
+                files.update().where(files.c.file_id == file_id).values(
+                    status=status, rows_raw=rows, malformed_rows=malformed,
+                    loaded_at=utcnow(),
+                )
+            )  # fmt: skip
+    except sa.exc.IntegrityError:
+        with engine.connect() as conn:
+            seen = _already_loaded(conn, result.sha256)
+        if seen is None:
+            raise
+        result.status, result.file_id = "already_loaded", seen[0]
+        result.message = f"loaded concurrently by another run as file_id {seen[0]}; skipped"
+        return result
+    result.file_id, result.rows, result.malformed_rows, result.status = file_id, rows, malformed, status
+    return result
+
+
+def loaded_at_of(engine: Engine, file_id: int) -> datetime | None:
+    with engine.connect() as conn:
+        return conn.execute(sa.select(files.c.loaded_at).where(files.c.file_id == file_id)).scalar()
+
+
+def unloaded_files(engine: Engine, source: LandingSource, pattern: str) -> list[LandingFile]:
+    """Listed files whose key and fingerprint are not recorded as loaded or empty, oldest first.
+
+    Rejected files stay in the list (their run keys stop them being re-run) until they are replaced.
+    """
+    listed = source.list_files(pattern)
+    if not listed:
+        return []
+    with engine.connect() as conn:
+        done = set(conn.execute(
+            sa.select(files.c.file_key, files.c.fingerprint)
+            .where(files.c.status.in_(("loaded", "empty")))
+        ).tuples())  # fmt: skip
+    return [f for f in listed if (f.key, f.fingerprint) not in done]

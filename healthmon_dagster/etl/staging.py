@@ -1,0 +1,268 @@
+"""Staging: raw text -> typed ``stg.patients``; rows that break a rule -> ``stg.patients_rejected``.
+
+All validation runs as SQL in the database (two INSERT ... SELECT statements per file): nothing is
+pulled into Python. The rules are data (:data:`RULES`), each a reason code and a SQLAlchemy predicate
+that is true when the row breaks it; the reason codes are what rejected rows carry, never values.
+"""
+
+import time
+from dataclasses import dataclass, field
+from datetime import date
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.functions import FunctionElement
+
+from healthmon_dagster.store.db import write_transaction
+from healthmon_dagster.store.metrics import utcnow
+from healthmon_dagster.store.tables import (
+    STG_COLUMNS,
+    STG_TYPES,
+    Timestamp,
+    files,
+    load_runs,
+    raw_patients,
+    stg_patients,
+    stg_patients_rejected,
+)
+
+UUID_RE = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+DECIMAL_RE = r"^-?[0-9]+(\.[0-9]+)?$"
+ZIP_RE = r"^[0-9]{5}(-[0-9]{4})?$"
+SSN_RE = r"^[0-9]{3}-[0-9]{2}-[0-9]{4}$"
+
+
+class is_iso_date(FunctionElement[bool]):
+    """True when the text is a real calendar date in ``YYYY-MM-DD`` form."""
+
+    type = sa.Boolean()
+    inherit_cache = True
+
+
+@compiles(is_iso_date, "postgresql")
+def _is_iso_date_pg(element: is_iso_date, compiler: sa.sql.compiler.SQLCompiler, **kw: object) -> str:
+    x = compiler.process(list(element.clauses)[0], **kw)
+    # The regex admits months 01-12 and days 01-31; the arithmetic rejects 02-30, 04-31, ...
+    return (
+        f"(CASE WHEN {x} ~ '^[12][0-9]{{3}}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$' "
+        f"THEN extract(month FROM make_date(substr({x},1,4)::int, substr({x},6,2)::int, 1) "
+        f"+ (substr({x},9,2)::int - 1)) = substr({x},6,2)::int ELSE false END)"
+    )
+
+
+@compiles(is_iso_date, "sqlite")
+def _is_iso_date_sqlite(
+    element: is_iso_date, compiler: sa.sql.compiler.SQLCompiler, **kw: object
+) -> str:
+    x = compiler.process(list(element.clauses)[0], **kw)
+    # date(x, '+0 days') normalises impossible days (2021-02-30 -> 2021-03-02), so it must round-trip.
+    return (
+        f"coalesce({x} GLOB '[12][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]' "
+        f"AND date({x}, '+0 days') = {x}, 0)"
+    )
+
+
+class as_date(FunctionElement[date]):
+    """Cast validated ISO text to a date (SQLite keeps dates as ISO text already)."""
+
+    type = sa.Date()
+    inherit_cache = True
+
+
+@compiles(as_date, "postgresql")
+def _as_date_pg(element: as_date, compiler: sa.sql.compiler.SQLCompiler, **kw: object) -> str:
+    return f"CAST({compiler.process(list(element.clauses)[0], **kw)} AS DATE)"
+
+
+@compiles(as_date, "sqlite")
+def _as_date_sqlite(element: as_date, compiler: sa.sql.compiler.SQLCompiler, **kw: object) -> str:
+    return compiler.process(list(element.clauses)[0], **kw)
+
+
+def _blank(col: ColumnElement[str]) -> ColumnElement[bool]:
+    return sa.or_(col.is_(None), sa.func.trim(col) == "")
+
+
+def _bad_number(
+    col: ColumnElement[str], low: float | None, high: float | None, required: bool
+) -> ColumnElement[bool]:
+    """True when the text is blank (if required), not a plain decimal, or outside [low, high].
+
+    The cast sits behind the regex inside CASE, so it never sees text that would make Postgres fail.
+    """
+    value = sa.cast(col, sa.Float)
+    in_range = sa.and_(
+        sa.true() if low is None else value >= low, sa.true() if high is None else value <= high
+    )
+    return sa.case(
+        (_blank(col), sa.true() if required else sa.false()),
+        (sa.not_(col.regexp_match(DECIMAL_RE)), sa.true()),
+        (in_range, sa.false()),
+        else_=sa.true(),
+    )
+
+
+@dataclass(frozen=True)
+class Rule:
+    code: str
+    breaks: ColumnElement[bool]  # true when the row breaks the rule
+
+
+def build_rules(today: date) -> list[Rule]:
+    """The staging contract, one reason code per broken rule."""
+    r = raw_patients.c
+    today_s = sa.literal(today.isoformat())
+    birth_ok = is_iso_date(r.birthdate)
+    death_ok = is_iso_date(r.deathdate)
+    return [
+        Rule("malformed_record", r._error.is_not(None)),
+        Rule("id_missing", _blank(r.id)),
+        Rule("id_not_uuid", sa.and_(sa.not_(_blank(r.id)), sa.not_(r.id.regexp_match(UUID_RE)))),
+        Rule("birthdate_missing", _blank(r.birthdate)),
+        Rule("birthdate_invalid", sa.and_(sa.not_(_blank(r.birthdate)), sa.not_(birth_ok))),
+        Rule("birthdate_in_future", sa.and_(birth_ok, r.birthdate > today_s)),
+        Rule("deathdate_invalid", sa.and_(sa.not_(_blank(r.deathdate)), sa.not_(death_ok))),
+        Rule("deathdate_in_future", sa.and_(death_ok, r.deathdate > today_s)),
+        # ISO dates compare correctly as text once both are known to be valid.
+        Rule("deathdate_before_birthdate",
+             sa.and_(birth_ok, death_ok, r.deathdate < r.birthdate)),  # fmt: skip
+        Rule("gender_invalid", sa.or_(r.gender.is_(None), r.gender.not_in(("M", "F")))),
+        Rule("lat_invalid", _bad_number(r.lat, -90, 90, required=True)),
+        Rule("lon_invalid", _bad_number(r.lon, -180, 180, required=True)),
+        Rule("healthcare_expenses_invalid",
+             _bad_number(r.healthcare_expenses, 0, None, required=True)),
+        Rule("healthcare_coverage_invalid",
+             _bad_number(r.healthcare_coverage, 0, None, required=True)),
+        Rule("income_invalid", _bad_number(r.income, 0, None, required=False)),
+        Rule("zip_invalid", sa.and_(sa.not_(_blank(r.zip)), sa.not_(r.zip.regexp_match(ZIP_RE)))),
+        Rule("ssn_invalid", sa.and_(sa.not_(_blank(r.ssn)), sa.not_(r.ssn.regexp_match(SSN_RE)))),
+    ]  # fmt: skip
+
+
+def _reasons_expr(rules: list[Rule]) -> ColumnElement[str]:
+    parts = [sa.case((sa.func.coalesce(rule.breaks, True), rule.code + ";"), else_="") for rule in rules]
+    expr: ColumnElement[str] = parts[0]
+    for part in parts[1:]:
+        expr = expr + part
+    return expr
+
+
+def _typed(col_name: str, col: ColumnElement[str]) -> ColumnElement[object]:
+    type_ = STG_TYPES.get(col_name)
+    if isinstance(type_, sa.Date):
+        return sa.case((_blank(col), None), else_=as_date(col))
+    if type_ is not None and not isinstance(type_, sa.String):
+        return sa.case((_blank(col), None), else_=sa.cast(col, type_))
+    return sa.case((_blank(col), None), else_=sa.func.trim(col)) if col_name != "id" else sa.func.lower(col)
+
+
+@dataclass
+class StageResult:
+    file_id: int
+    rows_in: int = 0
+    rows_staged: int = 0
+    rows_rejected: int = 0
+    duration_s: float = 0.0
+    reasons: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def rejection_rate(self) -> float:
+        return self.rows_rejected / self.rows_in if self.rows_in else 0.0
+
+
+def pending_files(engine: Engine) -> list[int]:
+    """Loaded files whose rows are not staged yet, in load order."""
+    with engine.connect() as conn:
+        return list(conn.execute(
+            sa.select(files.c.file_id)
+            .where(files.c.status == "loaded", files.c.staged_at.is_(None))
+            .order_by(files.c.file_id)
+        ).scalars())  # fmt: skip
+
+
+def stage_file(engine: Engine, file_id: int, dagster_run_id: str | None = None,
+               today: date | None = None) -> StageResult | None:  # fmt: skip
+    """Stage one loaded file. None when another run staged it first (the claim is a row update)."""
+    started, t0 = utcnow(), time.perf_counter()
+    today = today or started.date()
+    result = StageResult(file_id=file_id)
+    r = raw_patients.c
+    rules = build_rules(today)
+    validated = (
+        sa.select(
+            r._file_id, r._row_number, *(r[c] for c in STG_COLUMNS),
+            _reasons_expr(rules).label("reasons"),
+            sa.func.count().over(partition_by=sa.func.lower(r.id)).label("id_count"),
+        )
+        .where(r._file_id == file_id)
+        .cte("validated")
+    )  # fmt: skip
+    v = validated.c
+    clean = sa.and_(v.reasons == "", v.id_count == 1)
+    with write_transaction(engine) as conn:
+        claimed = conn.execute(
+            files.update()
+            .where(files.c.file_id == file_id, files.c.staged_at.is_(None))
+            .values(staged_at=started)
+        ).rowcount  # fmt: skip
+        if claimed != 1:
+            return None
+        conn.execute(
+            stg_patients.insert().from_select(
+                ["_file_id", "_row_number", *STG_COLUMNS, "_staged_at"],
+                sa.select(v._file_id, v._row_number,
+                          *(_typed(c, v[c]) for c in STG_COLUMNS), sa.literal(started, Timestamp))
+                .where(clean),
+            )
+        )  # fmt: skip
+        dup = sa.case((v.id_count > 1, "id_duplicate_in_file;"), else_="")
+        conn.execute(
+            stg_patients_rejected.insert().from_select(
+                ["_file_id", "_row_number", "reasons", "_staged_at"],
+                sa.select(v._file_id, v._row_number, sa.func.rtrim(v.reasons + dup, ";"),
+                          sa.literal(started, Timestamp))
+                .where(sa.not_(clean)),
+            )
+        )  # fmt: skip
+        # Counted afterwards: DB-API rowcount is -1 for INSERT ... WITH on SQLite.
+        for table, attr in ((stg_patients, "rows_staged"), (stg_patients_rejected, "rows_rejected")):
+            setattr(result, attr, conn.execute(
+                sa.select(sa.func.count()).where(table.c._file_id == file_id)
+            ).scalar_one())  # fmt: skip
+        result.rows_in = result.rows_staged + result.rows_rejected
+        result.duration_s = time.perf_counter() - t0
+        conn.execute(load_runs.insert().values(
+            dagster_run_id=dagster_run_id, layer="stg", file_id=file_id, status="success",
+            rows_in=result.rows_in, rows_out=result.rows_staged, rows_rejected=result.rows_rejected,
+            started_at=started, finished_at=utcnow(), duration_ms=result.duration_s * 1000,
+        ))  # fmt: skip
+    result.reasons = rejection_reasons(engine, file_id)
+    return result
+
+
+def rejection_reasons(engine: Engine, file_id: int) -> dict[str, int]:
+    """Count of rejected rows per reason code for one file (a row may carry several codes)."""
+    counts: dict[str, int] = {}
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(stg_patients_rejected.c.reasons, sa.func.count())
+            .where(stg_patients_rejected.c._file_id == file_id)
+            .group_by(stg_patients_rejected.c.reasons)
+        )  # fmt: skip
+        for reasons, n in rows:
+            for code in reasons.split(";"):
+                counts[code] = counts.get(code, 0) + n
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def stage_pending(engine: Engine, dagster_run_id: str | None = None,
+                  today: date | None = None) -> list[StageResult]:  # fmt: skip
+    """Stage every loaded file not staged yet, oldest first."""
+    results = []
+    for file_id in pending_files(engine):
+        res = stage_file(engine, file_id, dagster_run_id, today)
+        if res is not None:
+            results.append(res)
+    return results

@@ -1,0 +1,126 @@
+"""`healthmon config validate` and `healthmon config show`: exit codes, messages, effective YAML."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from healthmon_dagster.cli.config_cmd import config
+from healthmon_dagster.config import load_config_text
+
+PROJECT_CONFIG = Path(__file__).resolve().parents[2] / "healthmon.yaml"
+
+BROKEN = """\
+alert_rules:
+  - rule_id: r1
+    component: staging_transformer
+    channels: [log, slakc]
+    condition:
+      metric_name: rejection_rate
+      operator: gt
+      threshold: 0.05
+retention:
+  metrics_dayz: 30
+"""
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+def test_validate_good_file_exits_0_with_summary(runner: CliRunner) -> None:
+    result = runner.invoke(config, ["validate", str(PROJECT_CONFIG)])
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith(f"OK: {PROJECT_CONFIG}: 6 health checks, 3 alert rules, ")
+    assert "5 channels" in result.stdout
+    assert result.stderr == ""
+
+
+def test_validate_defaults_to_the_configured_path(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "custom.yaml"
+    path.write_text("")
+    monkeypatch.setenv("HEALTHMON_CONFIG", str(path))
+
+    result = runner.invoke(config, ["validate"])
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith(f"OK: {path}: 0 health checks, 0 alert rules, 1 channels")
+
+
+def test_validate_bad_file_lists_every_error_and_exits_1(runner: CliRunner, tmp_path: Path) -> None:
+    path = tmp_path / "healthmon.yaml"
+    path.write_text(BROKEN)
+
+    result = runner.invoke(config, ["validate", str(path)])
+
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith("alert_rules[0].condition.operator (line 7): 'gt' is not one of ")
+    assert lines[1] == (
+        "retention.metrics_dayz (line 10): unknown key; did you mean 'metrics_days'?"
+    )
+    assert lines[-1] == f"INVALID: {path}: 2 errors"
+
+
+def test_cross_reference_errors_are_listed_once_the_structure_is_valid(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    path = tmp_path / "healthmon.yaml"
+    path.write_text(BROKEN.replace("gt", "greater_than").replace("dayz", "days"))
+
+    result = runner.invoke(config, ["validate", str(path)])
+
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[0] == (
+        "alert_rules[0].channels[1] (line 4): unknown channel 'slakc'; defined: 'log'"
+    )
+
+
+def test_validate_missing_named_file_exits_1(runner: CliRunner, tmp_path: Path) -> None:
+    missing = tmp_path / "missing.yaml"
+
+    result = runner.invoke(config, ["validate", str(missing)])
+
+    assert result.exit_code == 1
+    assert f"{missing}: file not found" in result.stderr.splitlines()
+
+
+def test_validate_syntax_error_gives_file_line_column(runner: CliRunner, tmp_path: Path) -> None:
+    path = tmp_path / "healthmon.yaml"
+    path.write_text("retention:\n  metrics_days: 30\n   alerts_days: 10\n")
+
+    result = runner.invoke(config, ["validate", str(path)])
+
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[0].startswith(f"{path}:3:")
+
+
+def test_show_prints_effective_config_with_defaults(runner: CliRunner, tmp_path: Path) -> None:
+    path = tmp_path / "healthmon.yaml"
+    path.write_text("retention:\n  metrics_days: 30\n")
+
+    result = runner.invoke(config, ["show", str(path)])
+
+    assert result.exit_code == 0, result.output
+    shown = yaml.safe_load(result.stdout)
+    assert shown["retention"]["metrics_days"] == 30
+    assert shown["retention"]["alerts_days"] == 365
+    assert shown["landing"]["file_pattern"] == "patients*.csv"
+    assert shown["channels"]["log"]["type"] == "log"
+    assert load_config_text(result.stdout).retention.metrics_days == 30
+
+
+def test_show_bad_file_exits_1(runner: CliRunner, tmp_path: Path) -> None:
+    path = tmp_path / "healthmon.yaml"
+    path.write_text(BROKEN)
+
+    result = runner.invoke(config, ["show", str(path)])
+
+    assert result.exit_code == 1
+    assert result.stdout == ""

@@ -1,0 +1,286 @@
+"""Loading healthmon.yaml: defaults, the bundled file, and path- and line-precise errors."""
+
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+from healthmon_dagster.config import ConfigError, HealthConfiguration, config_hash, load_config
+from healthmon_dagster.config.loader import load_config_text
+from healthmon_dagster.config.models import ReconciliationCheck, SchemaCheck, UniqueCheck
+from healthmon_dagster.enums import AlertSeverity, ChannelType, ConditionOperator, HealthComponent
+
+PROJECT_CONFIG = Path(__file__).resolve().parents[2] / "healthmon.yaml"
+
+SYNTHEA_HEADER = (
+    "Id,BIRTHDATE,DEATHDATE,SSN,DRIVERS,PASSPORT,PREFIX,FIRST,LAST,SUFFIX,MAIDEN,MARITAL,RACE,"
+    "ETHNICITY,GENDER,BIRTHPLACE,ADDRESS,CITY,STATE,COUNTY,ZIP,LAT,LON,HEALTHCARE_EXPENSES,"
+    "HEALTHCARE_COVERAGE"
+)
+
+
+def errors_of(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load_config_text(textwrap.dedent(text), "test.yaml")
+    return info.value.errors
+
+
+RULE = """\
+channels:
+  slack:
+    type: slack
+    configuration:
+      token_env: SLACK_BOT_TOKEN
+alert_rules:
+  - rule_id: high_rejection_rate
+    component: staging_transformer
+    channels: [log, slack]
+    condition:
+      metric_name: rejection_rate
+      operator: greater_than
+      threshold: 0.05
+"""
+
+
+def test_project_config_is_valid_and_covers_the_pipeline() -> None:
+    config = load_config(PROJECT_CONFIG)
+
+    assert set(config.freshness) == {"raw/patients", "stg/patients", "core/dim_patient"}
+    raw_schema = config.quality.assets["raw/patients"].checks[0]
+    assert isinstance(raw_schema, SchemaCheck)
+    assert raw_schema.blocking
+    assert raw_schema.required_columns == SYNTHEA_HEADER.split(",")
+    stg = {c.kind for c in config.quality.assets["stg/patients"].checks}
+    assert {"not_null", "unique", "accepted_values", "range", "rejection_rate"} <= stg
+    core = config.quality.assets["core/dim_patient"].checks
+    assert [c.kind for c in core] == ["scd2_integrity", "reconciliation"]
+    assert core[0].blocking
+    assert isinstance(core[1], ReconciliationCheck) and core[1].between == "stg_vs_core"
+
+    rule = next(r for r in config.alert_rules if r.name == "High Rejection Rate Alert")
+    assert rule.component is HealthComponent.STAGING_TRANSFORMER
+    assert rule.condition.operator is ConditionOperator.GREATER_THAN
+    assert rule.condition.threshold == 0.05
+    assert rule.condition.duration_minutes == 10
+    assert rule.severity is AlertSeverity.WARNING
+
+    assert config.channels["log"].enabled
+    for name in ("slack", "email", "webhook", "pagerduty"):
+        assert not config.channels[name].enabled, name
+    assert config.channels["slack"].configuration["token_env"] == "SLACK_BOT_TOKEN"
+    kinds = {c.kind for c in config.health_checks}
+    assert {"database", "s3", "landing_folder", "system_resources", "smtp", "slack"} <= kinds
+
+
+def test_empty_file_gives_defaults(tmp_path: Path) -> None:
+    empty = tmp_path / "healthmon.yaml"
+    empty.write_text("# nothing configured yet\n")
+
+    config = load_config(empty)
+
+    assert config == HealthConfiguration()
+    assert config == load_config(None)
+    assert config.landing.file_pattern == "patients*.csv"
+    assert config.landing.accepted_delimiters == [","]
+    assert (config.quality.rejection_rate.warn, config.quality.rejection_rate.fail) == (0.01, 0.05)
+    assert config.channels["log"].type is ChannelType.LOG
+    assert config.retention.metrics_days > 0
+    assert not config.feature_enabled("self_healing")
+
+
+def test_config_hash_is_stable_and_sensitive() -> None:
+    base = load_config_text(RULE)
+    reordered = load_config_text(RULE.replace("[log, slack]", "[log, slack]\n    enabled: true"))
+    changed = load_config_text(RULE.replace("0.05", "0.06"))
+
+    assert config_hash(base) == config_hash(load_config_text(RULE))
+    assert config_hash(base) == config_hash(reordered)  # explicit default = same meaning
+    assert config_hash(base) != config_hash(changed)
+    assert len(config_hash(base)) == 64
+
+
+def test_effective_config_round_trips() -> None:
+    config = load_config(PROJECT_CONFIG)
+    dumped = yaml.safe_dump(config.model_dump(mode="json"))
+
+    assert load_config_text(dumped) == config
+
+
+def test_bad_enum_names_path_line_and_allowed_values() -> None:
+    errors = errors_of(RULE.replace("operator: greater_than", "operator: gt"))
+
+    assert errors == [
+        "alert_rules[0].condition.operator (line 12): 'gt' is not one of 'greater_than', "
+        "'less_than', 'equals', 'not_equals', 'greater_than_or_equals', 'less_than_or_equals', "
+        "'contains', 'not_contains'"
+    ]
+
+
+def test_unknown_key_suggests_the_close_one() -> None:
+    errors = errors_of(RULE + "      duraton_minutes: 10\n")
+
+    assert errors == [
+        "alert_rules[0].condition.duraton_minutes (line 14): unknown key; "
+        "did you mean 'duration_minutes'?"
+    ]
+
+
+def test_unknown_top_level_key_lists_sections_when_nothing_is_close() -> None:
+    errors = errors_of("zzz: 1\n")
+
+    assert len(errors) == 1
+    assert errors[0].startswith("zzz (line 1): unknown key; allowed: version, ")
+
+
+def test_wrong_type_names_the_value() -> None:
+    errors = errors_of("retention:\n  metrics_days: ninety\n")
+
+    assert errors == [
+        "retention.metrics_days (line 2): 'ninety': input should be a valid integer, "
+        "unable to parse string as an integer"
+    ]
+
+
+def test_dangling_channel_reference_points_at_the_list_item() -> None:
+    errors = errors_of(RULE.replace("[log, slack]", "[log,\n      slakc]"))
+
+    assert errors == [
+        "alert_rules[0].channels[1] (line 10): unknown channel 'slakc'; did you mean 'slack'?"
+    ]
+
+
+def test_dangling_escalation_policy_is_an_error() -> None:
+    errors = errors_of(RULE + "    escalation_policy: oncall\n")
+
+    assert errors == [
+        "alert_rules[0].escalation_policy (line 14): unknown escalation policy 'oncall'; "
+        "defined: none"
+    ]
+
+
+def test_dependency_cycle_is_reported() -> None:
+    errors = errors_of(
+        """\
+        health_checks:
+          - check_id: database
+            component: database
+            kind: database
+            dependencies: [network]
+          - check_id: network
+            component: network
+            kind: network
+            dependencies: [database]
+        """
+    )
+
+    assert errors == [
+        "health_checks[1].dependencies[0] (line 9): dependency cycle: "
+        "network -> database -> network"
+    ]
+
+
+def test_duplicate_id_names_the_first_definition() -> None:
+    second = RULE.split("alert_rules:\n")[1]
+    errors = errors_of(RULE + second)
+
+    assert errors == [
+        "alert_rules[1].rule_id (line 14): duplicate rule_id 'high_rejection_rate' "
+        "(first defined at alert_rules[0])"
+    ]
+
+
+def test_duplicate_yaml_key_is_not_silently_dropped() -> None:
+    errors = errors_of("retention:\n  metrics_days: 30\n  metrics_days: 60\n")
+
+    assert errors == ["retention.metrics_days (line 3): duplicate key (first at line 2)"]
+
+
+def test_quality_check_errors_use_asset_key_and_drop_the_union_tag() -> None:
+    errors = errors_of(
+        """\
+        quality:
+          assets:
+            stg/patients:
+              checks:
+                - kind: unique
+                  columns: [id]
+                  warn: 0.5
+                  fail: 0.1
+                - kind: uniq
+        """
+    )
+
+    assert errors == [
+        "quality.assets['stg/patients'].checks[0].warn (line 7): warn (0.5) must be <= fail (0.1)",
+        "quality.assets['stg/patients'].checks[1] (line 9): kind 'uniq' is not one of 'not_null', "
+        "'unique', 'accepted_values', 'range', 'regex', 'row_count', 'row_count_change', "
+        "'schema', 'freshness', 'reconciliation', 'rejection_rate', 'scd2_integrity', "
+        "'custom_sql', 'volume_anomaly'",
+    ]
+
+
+def test_compound_unique_and_default_check_names() -> None:
+    config = load_config_text(
+        "quality:\n  assets:\n    stg/patients:\n      checks:\n"
+        "        - {kind: unique, columns: [first, last]}\n"
+    )
+    spec = config.quality.assets["stg/patients"].checks[0]
+
+    assert isinstance(spec, UniqueCheck)
+    assert spec.check_name == "first_last_is_unique"
+
+
+def test_contains_operator_needs_a_string_threshold() -> None:
+    errors = errors_of(RULE.replace("operator: greater_than", "operator: contains"))
+
+    assert errors == [
+        "alert_rules[0].condition.threshold (line 13): 'contains' needs a string threshold, "
+        "got 0.05"
+    ]
+
+
+def test_literal_secret_in_channel_is_rejected() -> None:
+    errors = errors_of(RULE.replace("token_env: SLACK_BOT_TOKEN", "token: xoxb-123"))
+
+    assert errors == [
+        "channels.slack.configuration.token (line 5): secrets are never literal; "
+        "use 'token_env: ENV_VAR_NAME' instead"
+    ]
+
+
+def test_freshness_fail_window_must_exceed_warn_window() -> None:
+    errors = errors_of(
+        "freshness:\n  raw/patients:\n    warn_window_minutes: 60\n    fail_window_minutes: 30\n"
+    )
+
+    assert errors == [
+        "freshness['raw/patients'].fail_window_minutes (line 4): "
+        "fail_window_minutes (30) must be > warn_window_minutes (60)"
+    ]
+
+
+def test_every_error_is_reported_in_file_order() -> None:
+    errors = errors_of("retention:\n  metrics_days: x\nlanding:\n  file_patern: a\n")
+
+    assert [e.split(" ")[0] for e in errors] == ["retention.metrics_days", "landing.file_patern"]
+
+
+def test_yaml_syntax_error_gives_file_line_and_column() -> None:
+    errors = errors_of("alert_rules:\n  - rule_id: a\n    name: [unclosed\n")
+
+    assert len(errors) == 1
+    assert errors[0].startswith("test.yaml:4:1: YAML syntax error: ")
+
+
+def test_explicitly_named_missing_file_is_an_error(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.yaml"
+
+    with pytest.raises(ConfigError) as info:
+        load_config(missing)
+
+    assert info.value.errors == [f"{missing}: file not found"]
+
+
+def test_section_left_empty_means_its_default() -> None:
+    assert load_config_text("alert_rules:\nchannels:\nretention:\n") == HealthConfiguration()
