@@ -8,6 +8,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+
 @dataclass(frozen=True)
 class Settings:
     """Resolved settings. Every field has a working default for the embedded mode."""
@@ -49,7 +50,9 @@ def get_settings(env: dict[str, str] | None = None) -> Settings:
         home=home,
         database_url=database_url,
         health_database_url=e.get("HEALTHMON_HEALTH_DATABASE_URL") or database_url,
-        config_path=Path(e["HEALTHMON_CONFIG"]) if e.get("HEALTHMON_CONFIG") else default_config_path(),
+        config_path=Path(e["HEALTHMON_CONFIG"])
+        if e.get("HEALTHMON_CONFIG")
+        else default_config_path(),
         s3_bucket=e.get("HEALTHMON_S3_BUCKET") or None,
         s3_prefix=e.get("HEALTHMON_S3_PREFIX", ""),
         aws_endpoint_url=e.get("AWS_ENDPOINT_URL") or None,

@@ -34,7 +34,9 @@ def free_port() -> int:
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A fresh database on the test Postgres server for this session."""
-    admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5})
+    admin = sa.create_engine(
+        ADMIN_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5}
+    )
     name = f"healthmon_test_{uuid.uuid4().hex[:10]}"
     try:
         with admin.connect() as conn:

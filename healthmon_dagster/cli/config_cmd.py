@@ -60,3 +60,19 @@ def show(path: Path | None) -> None:
     """Print the effective configuration of PATH as YAML, defaults filled in."""
     cfg = _load_or_exit(_resolve(path))
     click.echo(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), nl=False)
+
+
+@config.command()
+def history() -> None:
+    """List the configuration versions recorded in the health store (one per distinct content)."""
+    from healthmon_dagster.store.config_versions import config_history
+    from healthmon_dagster.store.db import get_engine
+
+    rows = config_history(get_engine(get_settings().health_database_url))
+    if not rows:
+        click.echo("no configuration recorded yet (a pipeline run records the one it uses)")
+    for row in rows:
+        click.echo(
+            f"{row.version_id:>4}  {row.recorded_at:%Y-%m-%d %H:%M:%S}  version {row.version:<8} "
+            f"{row.config_hash[:12]}  {row.updated_by or '-'}  {row.source or '-'}"
+        )

@@ -5,6 +5,7 @@ Dagster instance in ``$HEALTHMON_HOME/dagster``) so ``dagster dev`` shows the sa
 """
 
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -13,17 +14,7 @@ import sqlalchemy as sa
 
 from healthmon_dagster.settings import get_settings, redact_url
 
-INSTANCE_YAML = """\
-# Dagster instance for the embedded default (SQLite storage in this folder).
-telemetry:
-  enabled: false
-run_retries:
-  enabled: true
-  max_retries: 2
-run_monitoring:
-  enabled: true
-  start_timeout_seconds: 180
-"""
+INSTANCE_YAML = Path(__file__).resolve().parent.parent / "defaults" / "dagster.yaml"
 
 # The runs' event logs stay complete in the instance; only the console echo is reduced.
 QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -34,7 +25,7 @@ def ensure_dagster_home() -> Path:
     home = get_settings().dagster_home
     home.mkdir(parents=True, exist_ok=True)
     if not (home / "dagster.yaml").exists():
-        (home / "dagster.yaml").write_text(INSTANCE_YAML)
+        shutil.copyfile(INSTANCE_YAML, home / "dagster.yaml")
     os.environ["DAGSTER_HOME"] = str(home)
     return home
 
@@ -42,7 +33,12 @@ def ensure_dagster_home() -> Path:
 def summary_lines(engine: sa.Engine) -> list[str]:
     """What the warehouse holds, per file and per layer: counts and reason codes only."""
     from healthmon_dagster.etl.staging import rejection_reasons
-    from healthmon_dagster.store.tables import dim_patient, files, stg_patients, stg_patients_rejected
+    from healthmon_dagster.store.tables import (
+        dim_patient,
+        files,
+        stg_patients,
+        stg_patients_rejected,
+    )
 
     lines = []
     with engine.connect() as conn:

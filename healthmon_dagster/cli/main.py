@@ -14,3 +14,7 @@ cli.add_command(config_cmd.config)
 cli.add_command(db_cmd.db)
 cli.add_command(demo_cmd.demo)
 cli.add_command(sample_cmd.generate_sample)
+
+
+if __name__ == "__main__":
+    cli()

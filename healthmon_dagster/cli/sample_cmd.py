@@ -8,7 +8,7 @@ from healthmon_dagster.etl.landing import (
     LandingError,
     LandingSource,
     LocalLandingSource,
-    S3LandingSource,
+    open_landing_source,
 )
 from healthmon_dagster.etl.sample import DEFECTS, write_to
 from healthmon_dagster.etl.sample import generate_sample as generate_files
@@ -17,22 +17,10 @@ from healthmon_dagster.settings import get_settings
 
 def _configured_landing() -> LandingSource:
     """The landing source from the settings: S3 when a bucket is set, else the local folder."""
-    settings = get_settings()
-    if settings.s3_bucket:
-        from dagster_aws.s3 import S3Resource  # imported here: loading dagster is slow
-
-        try:
-            client = S3Resource(
-                endpoint_url=settings.aws_endpoint_url, region_name=settings.aws_region
-            ).get_client()
-        except Exception as exc:  # botocore raises plain ValueErrors for a bad endpoint URL
-            raise LandingError(
-                f"could not create an S3 client for s3://{settings.s3_bucket} "
-                f"(endpoint {settings.aws_endpoint_url}): {type(exc).__name__}: {exc}. "
-                "Check AWS_ENDPOINT_URL and AWS_REGION."
-            ) from exc
-        return S3LandingSource(client, settings.s3_bucket, settings.s3_prefix)
-    return LocalLandingSource(settings.landing_dir)
+    s = get_settings()
+    return open_landing_source(
+        s.s3_bucket, s.s3_prefix, s.aws_endpoint_url, s.aws_region, s.landing_dir
+    )
 
 
 @click.command("generate-sample")

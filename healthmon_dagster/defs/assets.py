@@ -10,11 +10,12 @@ import dagster as dg
 import sqlalchemy as sa
 from pydantic import Field
 
-from healthmon_dagster.config import load_config
+from healthmon_dagster.config import ConfigError, load_config
 from healthmon_dagster.defs.resources import LandingResource, WarehouseResource
 from healthmon_dagster.etl import core, raw, staging
 from healthmon_dagster.etl.landing import LandingError
-from healthmon_dagster.settings import get_settings
+from healthmon_dagster.settings import get_settings, redact_url
+from healthmon_dagster.store.config_versions import record_config_version
 from healthmon_dagster.store.db import describe_unavailable
 from healthmon_dagster.store.metrics import MetricPoint, write_metrics
 from healthmon_dagster.store.tables import dim_patient
@@ -37,9 +38,12 @@ class RawPatientsConfig(dg.Config):
 
 
 def _db_failure(warehouse: WarehouseResource, exc: sa.exc.DBAPIError) -> dg.Failure:
-    error = describe_unavailable(warehouse.engine(), exc) if isinstance(
-        exc, sa.exc.OperationalError | sa.exc.InterfaceError) else exc  # fmt: skip
-    return dg.Failure(description=str(error).splitlines()[0])
+    """A run failure that names the unreachable database (no password) and what to do."""
+    if not isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError):
+        return dg.Failure(description=f"database error: {str(exc.orig).splitlines()[0]}")
+    urls = list(dict.fromkeys([warehouse.url(), warehouse.health_url()]))
+    return dg.Failure(description=str(describe_unavailable(" or ".join(
+        redact_url(u) for u in urls), exc)))  # fmt: skip
 
 
 def _record(warehouse: WarehouseResource, component: str, asset: str,
@@ -63,17 +67,29 @@ def raw_patients(
     row number and load time. A file's content is loaded once; a record that cannot be split into the
     header's fields is kept with ``_error`` set. Files that break the contract (missing columns, wrong
     delimiter, not UTF-8) are rejected whole and fail the run with the reason."""
-    cfg = load_config(get_settings().config_path)
+    config_path = get_settings().config_path
     try:
+        cfg = load_config(config_path)
+        if record_config_version(warehouse.health_engine(), cfg, str(config_path or "<defaults>")):
+            context.log.info(
+                f"recorded a new configuration version from {config_path or 'defaults'}"
+            )
         source = landing.source()
-        todo = ([(config.file_key, config.fingerprint)] if config.file_key else
-                [(f.key, f.fingerprint) for f in
-                 raw.unloaded_files(warehouse.engine(), source, cfg.landing.file_pattern)])
+        todo = (
+            [(config.file_key, config.fingerprint)]
+            if config.file_key
+            else [
+                (f.key, f.fingerprint)
+                for f in raw.unloaded_files(warehouse.engine(), source, cfg.landing.file_pattern)
+            ]
+        )
         results = [
-            raw.load_file(warehouse.engine(), source, key, context.run_id,
+            raw.load_file(warehouse.engine(), source, key, context.run.run_id,
                           cfg.landing.accepted_delimiters, fingerprint)
             for key, fingerprint in todo
         ]  # fmt: skip
+    except ConfigError as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from exc
     except LandingError as exc:
         raise dg.Failure(description=str(exc), allow_retries=True) from exc
     except sa.exc.DBAPIError as exc:
@@ -128,7 +144,7 @@ def stg_patients(
 ) -> Iterator[dg.MaterializeResult]:
     """Stages every loaded file not staged yet, in load order, with SQL validation rules."""
     try:
-        results = staging.stage_pending(warehouse.engine(), context.run_id)
+        results = staging.stage_pending(warehouse.engine(), context.run.run_id)
     except sa.exc.DBAPIError as exc:
         raise _db_failure(warehouse, exc) from exc
     rows_in = sum(r.rows_in for r in results)
@@ -176,7 +192,7 @@ def core_dim_patient(
     ``valid_from``/``valid_to`` windows and exactly one current row per patient Id."""
     engine = warehouse.engine()
     try:
-        results = core.merge_pending(engine, context.run_id)
+        results = core.merge_pending(engine, context.run.run_id)
         with engine.connect() as conn:
             current, versions = conn.execute(
                 sa.select(sa.func.count().filter(dim_patient.c.is_current), sa.func.count())

@@ -14,4 +14,6 @@ patients_etl_job = dg.define_asset_job(
 
 def raw_file_run_config(file_key: str, fingerprint: str | None = None) -> dict[str, object]:
     """Run config of ``patients_etl_job`` that loads one landing file."""
-    return {"ops": {"raw__patients": {"config": {"file_key": file_key, "fingerprint": fingerprint}}}}
+    return {
+        "ops": {"raw__patients": {"config": {"file_key": file_key, "fingerprint": fingerprint}}}
+    }

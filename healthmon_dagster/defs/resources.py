@@ -5,11 +5,12 @@ read when the resource is used, not at import), so the embedded default needs no
 deployment sets ``HEALTHMON_*`` variables or passes ``dg.EnvVar`` values here.
 """
 
+from pathlib import Path
+
 import dagster as dg
-from dagster_aws.s3 import S3Resource
 from sqlalchemy.engine import Engine
 
-from healthmon_dagster.etl.landing import LandingSource, LocalLandingSource, S3LandingSource
+from healthmon_dagster.etl.landing import LandingSource, open_landing_source
 from healthmon_dagster.settings import get_settings
 from healthmon_dagster.store.db import get_engine
 
@@ -20,12 +21,17 @@ class WarehouseResource(dg.ConfigurableResource):
     database_url: str | None = None
     health_database_url: str | None = None
 
+    def url(self) -> str:
+        return self.database_url or get_settings().database_url
+
+    def health_url(self) -> str:
+        return self.health_database_url or self.database_url or get_settings().health_database_url
+
     def engine(self) -> Engine:
-        return get_engine(self.database_url or get_settings().database_url)
+        return get_engine(self.url())
 
     def health_engine(self) -> Engine:
-        url = self.health_database_url or self.database_url
-        return get_engine(url or get_settings().health_database_url)
+        return get_engine(self.health_url())
 
 
 class LandingResource(dg.ConfigurableResource):
@@ -37,17 +43,18 @@ class LandingResource(dg.ConfigurableResource):
     region_name: str | None = None
     local_dir: str | None = None
 
+    max_attempts: int = 2
+
     def source(self) -> LandingSource:
-        settings = get_settings()
-        bucket = self.s3_bucket or settings.s3_bucket
-        if bucket:
-            client = S3Resource(
-                endpoint_url=self.endpoint_url or settings.aws_endpoint_url,
-                region_name=self.region_name or settings.aws_region,
-            ).get_client()
-            prefix = self.s3_prefix if self.s3_prefix is not None else settings.s3_prefix
-            return S3LandingSource(client, bucket, prefix)
-        return LocalLandingSource(self.local_dir or settings.landing_dir)
+        s = get_settings()
+        return open_landing_source(
+            self.s3_bucket or s.s3_bucket,
+            self.s3_prefix if self.s3_prefix is not None else s.s3_prefix,
+            self.endpoint_url or s.aws_endpoint_url,
+            self.region_name or s.aws_region,
+            Path(self.local_dir) if self.local_dir else s.landing_dir,
+            self.max_attempts,
+        )
 
 
 def resource_defs() -> dict[str, dg.ConfigurableResource]:

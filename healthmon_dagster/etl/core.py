@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.sql.elements import ColumnElement
 
-from healthmon_dagster.store.db import write_transaction
+from healthmon_dagster.store.db import analyze, write_transaction
 from healthmon_dagster.store.metrics import utcnow
 from healthmon_dagster.store.tables import (
     TRACKED_COLUMNS,
@@ -62,7 +62,9 @@ def pending_files(engine: Engine) -> list[int]:
         ).scalars())  # fmt: skip
 
 
-def merge_file(engine: Engine, file_id: int, dagster_run_id: str | None = None) -> MergeResult | None:
+def merge_file(
+    engine: Engine, file_id: int, dagster_run_id: str | None = None
+) -> MergeResult | None:
     """Merge one staged file; None when another run merged it first."""
     started, t0 = utcnow(), time.perf_counter()
     result = MergeResult(file_id=file_id)
@@ -80,9 +82,7 @@ def merge_file(engine: Engine, file_id: int, dagster_run_id: str | None = None) 
             return None
         result.rows_in = conn.execute(sa.select(sa.func.count()).where(in_batch)).scalar_one()
         # 1. close the current version of every patient whose attributes changed
-        changed = sa.exists().where(
-            in_batch, s.c.id == d.c.patient_id, batch_hash != d.c.hash_diff
-        )
+        changed = sa.exists().where(in_batch, s.c.id == d.c.patient_id, batch_hash != d.c.hash_diff)
         result.versions_changed = conn.execute(
             d.update().where(d.c.is_current, changed).values(valid_to=started, is_current=False)
         ).rowcount
@@ -105,6 +105,7 @@ def merge_file(engine: Engine, file_id: int, dagster_run_id: str | None = None) 
             rows_in=result.rows_in, rows_out=result.rows_written, started_at=started,
             finished_at=utcnow(), duration_ms=result.duration_s * 1000,
         ))  # fmt: skip
+    analyze(engine, dim_patient)
     return result
 
 

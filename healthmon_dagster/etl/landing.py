@@ -180,3 +180,32 @@ class S3LandingSource:
             self.client.put_object(Bucket=self.bucket, Key=full_key, Body=data)
         except Exception as exc:
             raise self._error(exc, f"write {full_key!r} to") from exc
+
+
+def open_landing_source(
+    s3_bucket: str | None,
+    s3_prefix: str,
+    endpoint_url: str | None,
+    region_name: str | None,
+    local_dir: Path,
+    max_attempts: int = 2,
+) -> LandingSource:
+    """S3 (through dagster-aws ``S3Resource``) when a bucket is given, else the local folder.
+
+    ``max_attempts`` bounds botocore's retries: a sensor tick against an endpoint that is down
+    should report it in seconds, not after five backed-off attempts.
+    """
+    if not s3_bucket:
+        return LocalLandingSource(local_dir)
+    from dagster_aws.s3 import S3Resource  # imported here: loading dagster is slow for the CLI
+
+    try:
+        client = S3Resource(
+            endpoint_url=endpoint_url, region_name=region_name, max_attempts=max_attempts
+        ).get_client()
+    except Exception as exc:  # botocore raises plain ValueErrors for a malformed endpoint URL
+        raise LandingError(
+            f"could not create an S3 client for s3://{s3_bucket}/{s3_prefix} (endpoint "
+            f"{endpoint_url}): {type(exc).__name__}: {exc}. Check AWS_ENDPOINT_URL and AWS_REGION."
+        ) from exc
+    return S3LandingSource(client, s3_bucket, s3_prefix)

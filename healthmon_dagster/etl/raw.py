@@ -92,7 +92,8 @@ def inspect_header(path: Path, accepted_delimiters: Iterable[str] = (",",)) -> F
         header_text = raw_header.rstrip(b"\r").decode("utf-8")
     except UnicodeDecodeError as exc:
         raise FileRejected(
-            "not_utf8", f"header line is not valid UTF-8 (byte {exc.start}); re-export the file as UTF-8"
+            "not_utf8",
+            f"header line is not valid UTF-8 (byte {exc.start}); re-export the file as UTF-8",
         ) from exc
     counts = {d: header_text.count(d) for d in DELIMITER_CANDIDATES}
     delimiter = max(counts, key=lambda d: counts[d])
@@ -134,60 +135,199 @@ def inspect_header(path: Path, accepted_delimiters: Iterable[str] = (",",)) -> F
     )
 
 
-def _records(path: Path, shape: FileShape) -> Iterator[tuple[int, list[str], str | None]]:
-    """(row_number, values in SOURCE_COLUMNS order, error) for every data record of the file."""
-    upper = [h.upper() for h in shape.header]
-    positions = [upper.index(c.upper()) if c.upper() in upper else None for c in SOURCE_COLUMNS]
-    width = len(shape.header)
+@dataclass
+class _Record:
+    row_number: int
+    line: str | None  # the physical line, when it has no quotes and the right field count
+    fields: list[str] | None  # otherwise the parsed fields, in header order, padded to its width
+    error: str | None
+
+
+def _records(path: Path, shape: FileShape) -> Iterator[_Record]:
+    """Every data record of the file, in order; blank lines are not records.
+
+    Most lines hold no quote character: they are split (or passed on whole) without the csv module,
+    which is what keeps the loader fast. A line with quotes is parsed with csv, joined with the next
+    lines while a quoted field is open (a field may contain line breaks).
+    """
+    d, width = shape.delimiter, len(shape.header)
+    row_number = 0
     with open(path, encoding="utf-8-sig" if shape.had_bom else "utf-8", newline="") as f:
-        reader = csv.reader(f, delimiter=shape.delimiter, strict=True)
+        lines = iter(f)
         try:
-            next(reader)
-            row_number = 0
-            for record in reader:
-                row_number += 1
-                if not record:  # a blank line is not a record
-                    row_number -= 1
+            next(lines)  # the header
+            for physical in lines:
+                line = physical.rstrip("\r\n")
+                if not line:
                     continue
+                row_number += 1
+                if '"' not in line:
+                    if line.count(d) == width - 1:
+                        yield _Record(row_number, line, None, None)
+                        continue
+                    fields = line.split(d)
+                else:
+                    text, unterminated = physical, False
+                    while text.count('"') % 2:
+                        more = next(lines, None)
+                        if more is None:
+                            unterminated = True
+                            break
+                        text += more
+                    fields = next(csv.reader([text.rstrip("\r\n")], delimiter=d), [])
+                    if unterminated:
+                        yield _Record(
+                            row_number,
+                            None,
+                            (fields + [""] * width)[:width],
+                            "unterminated_quote: the record ends inside a quoted field",
+                        )
+                        continue
                 error = None
-                if len(record) != width:
-                    error = f"field_count: expected {width}, got {len(record)}"
-                    record = (record + [""] * width)[:width]
-                yield row_number, [record[p] if p is not None else "" for p in positions], error
+                if len(fields) != width:
+                    error = f"field_count: expected {width}, got {len(fields)}"
+                    fields = (fields + [""] * width)[:width]
+                yield _Record(row_number, None, fields, error)
         except UnicodeDecodeError as exc:
             raise FileRejected(
                 "not_utf8",
-                f"file is not valid UTF-8 near data record {row_number + 1} "
-                f"(byte offset within chunk {exc.start}); re-export it as UTF-8",
+                f"file is not valid UTF-8 at line {_first_non_utf8_line(path)}; nothing was "
+                "loaded; re-export it as UTF-8",
             ) from exc
         except csv.Error as exc:
             raise FileRejected(
-                "unparsable", f"CSV cannot be parsed at line {reader.line_num}: {exc}"
+                "unparsable", f"data record {row_number} cannot be parsed as CSV: {exc}"
             ) from exc
 
 
-_RAW_COLUMNS = ["_file_id", "_row_number", *(db_column(c) for c in SOURCE_COLUMNS), "_file",
-                "_loaded_at", "_error"]  # fmt: skip
+def _first_non_utf8_line(path: Path) -> int:
+    """1-based physical line of the first byte sequence that is not UTF-8 (decoding reads ahead,
+    so the error itself does not say where)."""
+    with open(path, "rb") as f:
+        for number, line in enumerate(f, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError:
+                return number
+    return 0
 
 
-def _copy_chunk(conn: Connection, rows: list[list[object]]) -> None:
-    buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerows(rows)
-    buf.seek(0)
+class _TextStream:
+    """A read()-able file over an iterator of strings, so COPY streams while Python produces."""
+
+    def __init__(self, pieces: Iterator[str]) -> None:
+        self._pieces = pieces
+        self._buf = ""
+
+    def read(self, size: int = -1) -> str:
+        chunks, have = [self._buf], len(self._buf)
+        while size < 0 or have < size:
+            piece = next(self._pieces, None)
+            if piece is None:
+                break
+            chunks.append(piece)
+            have += len(piece)
+        data = "".join(chunks)
+        if size < 0:
+            self._buf = ""
+            return data
+        self._buf = data[size:]
+        return data[:size]
+
+    def readline(self) -> str:  # part of the file protocol psycopg2 accepts; COPY uses read()
+        return self.read(8192)
+
+
+@dataclass
+class _Counts:
+    rows: int = 0
+    malformed: int = 0
+
+
+def _column_plan(shape: FileShape) -> tuple[list[str], list[int], bool]:
+    """Raw columns to fill, the header positions feeding them, and whether lines can pass whole."""
+    known = {c.upper(): db_column(c) for c in SOURCE_COLUMNS}
+    positions = [i for i, h in enumerate(shape.header) if h.upper() in known]
+    columns = [known[shape.header[i].upper()] for i in positions]
+    return columns, positions, len(positions) == len(shape.header)
+
+
+def _copy_file(conn: Connection, path: Path, shape: FileShape, file_id: int, key: str,
+               loaded_at: datetime, counts: _Counts) -> None:  # fmt: skip
+    """Stream the file into raw.patients with one COPY (Postgres)."""
+    d = shape.delimiter
+    columns, positions, whole_lines = _column_plan(shape)
+    suffix_buf = io.StringIO()
+    csv.writer(suffix_buf, delimiter=d, lineterminator="").writerow([key, loaded_at.isoformat()])
+    suffix = suffix_buf.getvalue()
+
+    rejected: list[FileRejected] = []
+
+    def pieces() -> Iterator[str]:
+        try:
+            yield from _pieces()
+        except FileRejected as exc:  # psycopg2 replaces it by QueryCanceled: keep it to re-raise
+            rejected.append(exc)
+            raise
+
+    def _pieces() -> Iterator[str]:
+        out: list[str] = []
+        buf = io.StringIO()
+        writer = csv.writer(buf, delimiter=d, lineterminator="\n")
+        for rec in _records(path, shape):
+            counts.rows += 1
+            if rec.line is not None and whole_lines:
+                out.append(f"{file_id}{d}{rec.row_number}{d}{rec.line}{d}{suffix}{d}\n")
+            else:
+                fields = rec.fields if rec.fields is not None else str(rec.line).split(d)
+                counts.malformed += rec.error is not None
+                writer.writerow([file_id, rec.row_number, *(fields[i] for i in positions), key,
+                                 loaded_at.isoformat(), rec.error or ""])  # fmt: skip
+                out.append(buf.getvalue())
+                buf.seek(0)
+                buf.truncate()
+            if len(out) >= 2000:
+                yield "".join(out)
+                out = []
+        if out:
+            yield "".join(out)
+
+    delimiter_sql = "E'\\t'" if d == "\t" else f"'{d}'"
+    sql = (
+        f"COPY raw.patients (_file_id, _row_number, {', '.join(columns)}, _file, _loaded_at, "
+        f"_error) FROM STDIN WITH (FORMAT csv, DELIMITER {delimiter_sql})"
+    )
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
-        cursor.copy_expert(
-            f"COPY raw.patients ({', '.join(_RAW_COLUMNS)}) FROM STDIN WITH (FORMAT csv)", buf
-        )
+        cursor.copy_expert(sql, _TextStream(pieces()), size=1 << 16)
+    except Exception:
+        if rejected:
+            raise rejected[0] from None
+        raise
     finally:
         cursor.close()
 
 
-def _insert_chunk(conn: Connection, rows: list[list[object]]) -> None:
-    conn.execute(
-        raw_patients.insert(),
-        [dict(zip(_RAW_COLUMNS, [None if v == "" else v for v in row], strict=True)) for row in rows],
-    )
+def _insert_file(conn: Connection, path: Path, shape: FileShape, file_id: int, key: str,
+                 loaded_at: datetime, counts: _Counts) -> None:  # fmt: skip
+    """Insert the file into raw.patients in batches of CHUNK_ROWS (SQLite)."""
+    columns, positions, _ = _column_plan(shape)
+    batch: list[dict[str, object]] = []
+    for rec in _records(path, shape):
+        counts.rows += 1
+        counts.malformed += rec.error is not None
+        fields = rec.fields if rec.fields is not None else rec.line.split(shape.delimiter)  # type: ignore[union-attr]
+        row: dict[str, object] = {
+            c: (fields[i] or None) for c, i in zip(columns, positions, strict=True)
+        }
+        row.update(_file_id=file_id, _row_number=rec.row_number, _file=key, _loaded_at=loaded_at,
+                   _error=rec.error)  # fmt: skip
+        batch.append(row)
+        if len(batch) >= CHUNK_ROWS:
+            conn.execute(raw_patients.insert(), batch)
+            batch = []
+    if batch:
+        conn.execute(raw_patients.insert(), batch)
 
 
 def _record_load_run(engine: Engine, **values: object) -> None:
@@ -214,12 +354,14 @@ def load_file(
                                      "started_at": started}  # fmt: skip
     try:
         with source.download(key) as path:
-            result = _load_local_copy(engine, source, key, path, dagster_run_id,
-                                      accepted_delimiters, fingerprint)
+            result = _load_local_copy(
+                engine, source, key, path, dagster_run_id, accepted_delimiters, fingerprint
+            )
     except Exception as exc:
+        first_line = str(exc).splitlines()[0] if str(exc) else ""
         _record_load_run(engine, **run_values, status="failed", finished_at=utcnow(),
                          duration_ms=(time.perf_counter() - t0) * 1000,
-                         error=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")  # fmt: skip
+                         error=f"{type(exc).__name__}: {first_line}")  # fmt: skip
         raise
     result.duration_s = time.perf_counter() - t0
     status = {"loaded": "success", "empty": "success", "rejected": "rejected",
@@ -284,7 +426,6 @@ def _write_file(
     result: RawLoadResult,
 ) -> RawLoadResult:  # fmt: skip
     loaded_at = utcnow()
-    write_chunk = _insert_chunk if is_sqlite(engine) else _copy_chunk
     try:
         with write_transaction(engine) as conn:
             # The claim: the unique index on sha256 makes a concurrent load of the same bytes wait
@@ -292,19 +433,11 @@ def _write_file(
             file_id = conn.execute(
                 files.insert().values(**file_row, status="loaded", loaded_at=loaded_at)
             ).inserted_primary_key[0]
-            rows = malformed = 0
+            counts = _Counts()
             if shape is not None:
-                key = str(file_row["file_key"])
-                chunk: list[list[object]] = []
-                for row_number, values, error in _records(path, shape):
-                    chunk.append([file_id, row_number, *values, key, loaded_at, error or ""])
-                    rows += 1
-                    malformed += error is not None
-                    if len(chunk) >= CHUNK_ROWS:
-                        write_chunk(conn, chunk)
-                        chunk = []
-                if chunk:
-                    write_chunk(conn, chunk)
+                write = _insert_file if is_sqlite(engine) else _copy_file
+                write(conn, path, shape, file_id, str(file_row["file_key"]), loaded_at, counts)
+            rows, malformed = counts.rows, counts.malformed
             status = "loaded" if rows else "empty"
             if shape is not None and not rows:
                 result.message = "file has a header but no data records: nothing to load"
@@ -322,7 +455,12 @@ def _write_file(
         result.status, result.file_id = "already_loaded", seen[0]
         result.message = f"loaded concurrently by another run as file_id {seen[0]}; skipped"
         return result
-    result.file_id, result.rows, result.malformed_rows, result.status = file_id, rows, malformed, status
+    result.file_id, result.rows, result.malformed_rows, result.status = (
+        file_id,
+        rows,
+        malformed,
+        status,
+    )
     return result
 
 
@@ -343,5 +481,5 @@ def unloaded_files(engine: Engine, source: LandingSource, pattern: str) -> list[
         done = set(conn.execute(
             sa.select(files.c.file_key, files.c.fingerprint)
             .where(files.c.status.in_(("loaded", "empty")))
-        ).tuples())  # fmt: skip
+        ))  # fmt: skip
     return [f for f in listed if (f.key, f.fingerprint) not in done]

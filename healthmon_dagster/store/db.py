@@ -119,9 +119,13 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
         conn.close()
 
 
-def describe_unavailable(engine: Engine, exc: BaseException) -> DatabaseUnavailable:
-    """Turn a connection error into a message that names the database and says what to do."""
-    where = engine.url.render_as_string(hide_password=True)
+def describe_unavailable(where: Engine | str, exc: BaseException) -> DatabaseUnavailable:
+    """Turn a connection error into a message that names the database and says what to do.
+
+    ``where`` is the engine, or a description of the database(s) already free of passwords.
+    """
+    if isinstance(where, Engine):
+        where = where.url.render_as_string(hide_password=True)
     reason = (
         str(getattr(exc, "orig", exc)).strip().splitlines()[0] if str(exc) else type(exc).__name__
     )
@@ -129,3 +133,13 @@ def describe_unavailable(engine: Engine, exc: BaseException) -> DatabaseUnavaila
         f"database {where} is unavailable: {reason}. Nothing was written; check that the server is "
         "running and reachable, then re-run (loads are idempotent)."
     )
+
+
+def analyze(engine: Engine, *tables: sa.Table) -> None:
+    """Refresh planner statistics after a bulk write (Postgres; autovacuum would lag behind the
+    next step of the pipeline and leave it planning for an empty table)."""
+    if is_sqlite(engine):
+        return
+    with engine.begin() as conn:
+        for table in tables:
+            conn.execute(sa.text(f"ANALYZE {table.schema}.{table.name}"))

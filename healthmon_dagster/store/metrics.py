@@ -49,14 +49,16 @@ def _copy_rows(conn: Connection, points: Sequence[MetricPoint], now: datetime) -
     try:
         cursor.copy_expert(
             "COPY etl.metrics (ts, component, metric_name, value, unit, tags) "
-            "FROM STDIN WITH (FORMAT csv)",
+            "FROM STDIN WITH (FORMAT csv, FORCE_NOT_NULL (component, metric_name, unit))",
             buf,
         )
     finally:
         cursor.close()
 
 
-def write_metrics(engine: Engine, points: Sequence[MetricPoint], conn: Connection | None = None) -> int:
+def write_metrics(
+    engine: Engine, points: Sequence[MetricPoint], conn: Connection | None = None
+) -> int:
     """Write ``points`` in one transaction (or in ``conn``'s); returns how many were written."""
     if not points:
         return 0
@@ -92,7 +94,9 @@ def _window(
     tags: Mapping[str, str] | None,
 ) -> list[sa.ColumnElement[bool]]:  # fmt: skip
     if start > end:
-        raise ValueError(f"time window starts ({start.isoformat()}) after it ends ({end.isoformat()})")
+        raise ValueError(
+            f"time window starts ({start.isoformat()}) after it ends ({end.isoformat()})"
+        )
     conds = [
         metrics.c.component == component,
         metrics.c.metric_name == metric_name,

@@ -88,7 +88,7 @@ def test_clean_data_is_valid_synthea() -> None:
             assert 41 <= float(r[COL["LAT"]]) <= 43 and -73.5 <= float(r[COL["LON"]]) <= -70
             assert float(r[COL["HEALTHCARE_EXPENSES"]]) >= 0
             assert float(r[COL["HEALTHCARE_COVERAGE"]]) >= 0
-            assert r[COL["HEALTHCARE_EXPENSES"]].split(".")[1].__len__() == 2
+            assert len(r[COL["HEALTHCARE_EXPENSES"]].split(".")[1]) == 2
             zip_code = r[COL["ZIP"]]
             assert zip_code == "" or (len(zip_code) == 5 and zip_code.isdigit())
             ssn = r[COL["SSN"]]

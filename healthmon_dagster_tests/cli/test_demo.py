@@ -1,0 +1,138 @@
+"""`healthmon demo` (in-process and as the installed console script) and `healthmon db upgrade/status`."""
+
+import csv
+import io
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from healthmon_dagster.cli.main import cli
+from healthmon_dagster.store.migrate import head_revision
+from healthmon_dagster_tests.conftest import free_port
+
+SAMPLE_KEYS = ("patients_0001.csv", "patients_0002.csv", "patients_0003.csv")
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+def summary_line(output: str, file_key: str) -> str:
+    (line,) = [line for line in output.splitlines() if line.strip().startswith(file_key)]
+    return line
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_demo_loads_three_sample_files_then_has_nothing_new(
+    healthmon_env: Path, runner: CliRunner
+) -> None:
+    first = runner.invoke(cli, ["demo", "--rows", "100"])
+
+    assert first.exit_code == 0, first.output
+    assert "generated 3 sample file(s) of 100 rows" in first.output
+    for key in SAMPLE_KEYS:
+        assert re.search(rf"^run \w{{8}} {re.escape(key)}: ok$", first.output, re.MULTILINE)
+        line = summary_line(first.output, key)
+        assert " loaded " in line and "raw=100" in line and "rejected=0" in line
+    core = re.search(r"core\.dim_patient: (\d+) current patients, (\d+) versions", first.output)
+    assert core is not None
+    assert 100 < int(core.group(1)) <= 300  # later files re-send some earlier patients
+
+    second = runner.invoke(cli, ["demo", "--rows", "100"])
+
+    assert second.exit_code == 0, second.output
+    assert "nothing to run" in second.output
+    assert "generated" not in second.output
+    assert "core.dim_patient: " + core.group(1) + " current patients" in second.output
+
+    landing = healthmon_env / "landing"
+    values = set()
+    for key in SAMPLE_KEYS:
+        for row in csv.DictReader(io.StringIO((landing / key).read_text())):
+            values.update(row[c] for c in ("Id", "SSN", "FIRST", "LAST", "ADDRESS") if row[c])
+    shown = first.output + second.output
+    assert not [v for v in values if v in shown], "demo output shows patient field values"
+
+
+def healthmon_script() -> str:
+    # healthmon_dagster.cli.main has no `if __name__ == "__main__"` block, so `python -m` cannot
+    # run it; the console script installed beside this interpreter is what users run anyway.
+    script = shutil.which("healthmon", path=str(Path(sys.executable).parent)) or shutil.which(
+        "healthmon"
+    )
+    assert script is not None, "the healthmon console script is not installed (pip install -e .)"
+    return script
+
+
+def test_demo_console_script_end_to_end(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HEALTHMON_", "DAGSTER_"))}
+    env["HEALTHMON_HOME"] = str(tmp_path / "home")
+
+    proc = subprocess.run(
+        [healthmon_script(), "demo", "--rows", "50"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
+        cwd=tmp_path,
+    )
+
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "core.dim_patient: " in proc.stdout
+    assert sorted(p.name for p in (tmp_path / "home" / "landing").iterdir()) == list(SAMPLE_KEYS)
+    assert (tmp_path / "home" / "healthmon.db").is_file()
+    assert (tmp_path / "home" / "dagster" / "dagster.yaml").is_file()
+
+
+def test_db_upgrade_then_status_reports_latest_revision(
+    healthmon_env: Path, runner: CliRunner
+) -> None:
+    head = head_revision()
+
+    upgraded = runner.invoke(cli, ["db", "upgrade"])
+
+    assert upgraded.exit_code == 0, upgraded.output
+    assert f"at revision {head}" in upgraded.output
+
+    status = runner.invoke(cli, ["db", "status"])
+
+    assert status.exit_code == 0, status.output
+    assert f"revision {head} (latest {head})" in status.output
+
+
+def test_db_status_of_a_new_database_exits_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, runner: CliRunner
+) -> None:
+    monkeypatch.setenv("HEALTHMON_DATABASE_URL", f"sqlite:///{tmp_path / 'new.db'}")
+    monkeypatch.delenv("HEALTHMON_HEALTH_DATABASE_URL", raising=False)
+
+    status = runner.invoke(cli, ["db", "status"])
+
+    assert status.exit_code == 1, status.output
+    assert f"revision none (latest {head_revision()})" in status.output
+
+
+def test_db_status_with_database_down_exits_1_with_a_message(
+    monkeypatch: pytest.MonkeyPatch, runner: CliRunner
+) -> None:
+    port = free_port()
+    monkeypatch.setenv(
+        "HEALTHMON_DATABASE_URL", f"postgresql+psycopg2://etl:s3cret@127.0.0.1:{port}/warehouse"
+    )
+    monkeypatch.delenv("HEALTHMON_HEALTH_DATABASE_URL", raising=False)
+
+    status = runner.invoke(cli, ["db", "status"])
+
+    assert status.exit_code == 1
+    assert isinstance(status.exception, SystemExit)
+    assert "unavailable" in status.stderr
+    assert f"127.0.0.1:{port}" in status.stderr
+    assert "Traceback" not in status.output
+    assert "s3cret" not in status.output

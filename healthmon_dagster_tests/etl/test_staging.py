@@ -1,0 +1,196 @@
+"""Staging: typed rows; each row-level defect rejected with its reason code on exactly its rows."""
+
+from datetime import date
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from healthmon_dagster.etl import raw, staging
+from healthmon_dagster.etl.landing import LocalLandingSource
+from healthmon_dagster.etl.sample import COLUMNS, defect_rows, generate_sample
+from healthmon_dagster.store.tables import raw_patients, stg_patients, stg_patients_rejected
+
+ROWS = 100  # row-level defects hit rows 17, 50 and 83 (1-based)
+TODAY = date(2026, 1, 1)
+
+
+def _count(engine: Engine, table: sa.Table, file_id: int) -> int:
+    with engine.connect() as conn:
+        return conn.execute(
+            sa.select(sa.func.count()).select_from(table).where(table.c._file_id == file_id)
+        ).scalar_one()
+
+
+def _load_bytes(engine: Engine, tmp_path: Path, data: bytes, key: str = "patients.csv") -> int:
+    source = LocalLandingSource(tmp_path / "landing")
+    source.put(key, data)
+    result = raw.load_file(engine, source, key)
+    assert result.status == "loaded", result.message
+    assert result.file_id is not None
+    return result.file_id
+
+
+def _stage(engine: Engine, tmp_path: Path, data: bytes) -> tuple[int, staging.StageResult]:
+    file_id = _load_bytes(engine, tmp_path, data)
+    [result] = staging.stage_pending(engine, today=TODAY)
+    assert result.file_id == file_id
+    # nothing is lost: every raw row is either staged or rejected
+    raw_rows = _count(engine, raw_patients, file_id)
+    assert raw_rows == result.rows_in == result.rows_staged + result.rows_rejected
+    assert _count(engine, stg_patients, file_id) == result.rows_staged
+    assert _count(engine, stg_patients_rejected, file_id) == result.rows_rejected
+    return file_id, result
+
+
+def _rejected(engine: Engine, file_id: int) -> dict[int, set[str]]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(stg_patients_rejected.c._row_number, stg_patients_rejected.c.reasons).where(
+                stg_patients_rejected.c._file_id == file_id
+            )
+        )
+        return {n: set(reasons.split(";")) for n, reasons in rows}
+
+
+def test_clean_file_is_fully_staged_with_types(engine: Engine, tmp_path: Path) -> None:
+    [sample] = generate_sample(ROWS)
+    file_id, result = _stage(engine, tmp_path, sample.data)
+    assert (result.rows_in, result.rows_staged, result.rows_rejected) == (ROWS, ROWS, 0)
+    assert result.reasons == {} and result.rejection_rate == 0.0
+    with engine.connect() as conn:
+        rows = list(conn.execute(sa.select(stg_patients).order_by(stg_patients.c._row_number)))
+    first = sample.data.decode().splitlines()[1].split(",")
+    assert isinstance(rows[0].birthdate, date)
+    assert rows[0].birthdate == date.fromisoformat(first[COLUMNS.index("BIRTHDATE")])
+    assert isinstance(rows[0].lat, float)
+    assert rows[0].lat == pytest.approx(float(first[COLUMNS.index("LAT")]))
+    assert rows[0].id == first[0]
+    assert float(rows[0].healthcare_expenses) == pytest.approx(
+        float(first[COLUMNS.index("HEALTHCARE_EXPENSES")])
+    )
+    assert [r._row_number for r in rows] == list(range(1, ROWS + 1))
+    assert all(r._file_id == file_id for r in rows)
+
+
+@pytest.mark.parametrize(
+    ("defect", "codes"),
+    [
+        ("null_ids", {"id_missing"}),
+        ("unknown_gender", {"gender_invalid"}),
+        ("future_birthdate", {"birthdate_in_future"}),
+        ("death_before_birth", {"deathdate_before_birthdate"}),
+        ("out_of_range_coordinates", {"lat_invalid", "lon_invalid"}),
+    ],
+)
+def test_row_defect_is_rejected_on_exactly_its_rows(
+    engine: Engine, tmp_path: Path, defect: str, codes: set[str]
+) -> None:
+    [sample] = generate_sample(ROWS, defect=defect)
+    file_id, result = _stage(engine, tmp_path, sample.data)
+    expected_rows = {pos + 1 for pos in defect_rows(ROWS)}
+    rejected = _rejected(engine, file_id)
+    assert set(rejected) == expected_rows
+    for reasons in rejected.values():
+        assert reasons == codes
+    assert result.reasons == {code: len(expected_rows) for code in codes}
+    assert result.rows_staged == ROWS - len(expected_rows)
+
+
+def test_duplicate_ids_reject_every_occurrence(engine: Engine, tmp_path: Path) -> None:
+    [sample] = generate_sample(ROWS, defect="duplicate_ids")
+    file_id, result = _stage(engine, tmp_path, sample.data)
+    # each defect row carries the Id of the row before it: both rows are rejected
+    expected_rows = {n for pos in defect_rows(ROWS) for n in (pos, pos + 1)}
+    rejected = _rejected(engine, file_id)
+    assert set(rejected) == expected_rows
+    assert all(reasons == {"id_duplicate_in_file"} for reasons in rejected.values())
+    assert result.reasons == {"id_duplicate_in_file": len(expected_rows)}
+
+
+def test_stripped_zip_codes_are_rejected(engine: Engine, tmp_path: Path) -> None:
+    [sample] = generate_sample(ROWS, defect="zip_leading_zeros_stripped")
+    file_id, _ = _stage(engine, tmp_path, sample.data)
+    lines = sample.data.decode().splitlines()[1:]
+    with_zip = {n for n, line in enumerate(lines, 1) if line.split(",")[COLUMNS.index("ZIP")]}
+    assert 0 < len(with_zip) < ROWS  # a few generated patients have no ZIP at all
+    rejected = _rejected(engine, file_id)
+    assert set(rejected) == with_zip
+    assert all(reasons == {"zip_invalid"} for reasons in rejected.values())
+
+
+def test_locale_formatted_numbers_are_rejected(engine: Engine, tmp_path: Path) -> None:
+    [sample] = generate_sample(ROWS, defect="locale_numbers")
+    file_id, result = _stage(engine, tmp_path, sample.data)
+    assert result.rows_rejected == ROWS and result.rows_staged == 0
+    assert result.reasons == {"healthcare_expenses_invalid": ROWS,
+                              "healthcare_coverage_invalid": ROWS}  # fmt: skip
+    assert result.rejection_rate == 1.0
+
+
+def test_truncated_last_line_is_a_malformed_record(engine: Engine, tmp_path: Path) -> None:
+    [sample] = generate_sample(ROWS, defect="truncated_last_line")
+    file_id, _ = _stage(engine, tmp_path, sample.data)
+    rejected = _rejected(engine, file_id)
+    assert list(rejected) == [ROWS]
+    assert "malformed_record" in rejected[ROWS]
+
+
+def _with_birthdate(data: bytes, row: int, value: str) -> bytes:
+    lines = data.decode().split("\n")
+    fields = lines[row].split(",")
+    fields[COLUMNS.index("BIRTHDATE")] = value
+    fields[COLUMNS.index("DEATHDATE")] = ""
+    lines[row] = ",".join(fields)
+    return "\n".join(lines).encode()
+
+
+@pytest.mark.parametrize("bad", ["2021-02-30", "2021-04-31", "2021-13-01", "2021-2-3", "yesterday"])
+def test_impossible_birthdate_is_invalid(engine: Engine, tmp_path: Path, bad: str) -> None:
+    [sample] = generate_sample(10)
+    data = _with_birthdate(
+        _with_birthdate(sample.data, 3, bad), 4, "2020-02-29"
+    )  # leap day is real
+    file_id, result = _stage(engine, tmp_path, data)
+    assert _rejected(engine, file_id) == {3: {"birthdate_invalid"}}
+    assert result.rows_staged == 9
+
+
+def test_staging_twice_does_nothing_the_second_time(engine: Engine, tmp_path: Path) -> None:
+    [sample] = generate_sample(ROWS, defect="unknown_gender")
+    file_id, first = _stage(engine, tmp_path, sample.data)
+    assert staging.stage_pending(engine, today=TODAY) == []
+    assert staging.stage_file(engine, file_id, today=TODAY) is None
+    assert _count(engine, stg_patients, file_id) == first.rows_staged
+    assert _count(engine, stg_patients_rejected, file_id) == first.rows_rejected
+    assert staging.rejection_reasons(engine, file_id) == {"gender_invalid": 3}
+
+
+def test_rejection_reasons_count_every_code(engine: Engine, tmp_path: Path) -> None:
+    [sample] = generate_sample(10)
+    lines = sample.data.decode().split("\n")
+    gender, lat = COLUMNS.index("GENDER"), COLUMNS.index("LAT")
+    for row, (g, la) in {2: ("U", None), 5: ("X", "91"), 7: (None, "north")}.items():
+        fields = lines[row].split(",")
+        if g is not None:
+            fields[gender] = g
+        if la is not None:
+            fields[lat] = la
+        lines[row] = ",".join(fields)
+    file_id, _ = _stage(engine, tmp_path, "\n".join(lines).encode())
+    assert staging.rejection_reasons(engine, file_id) == {"gender_invalid": 2, "lat_invalid": 2}
+    assert _rejected(engine, file_id) == {
+        2: {"gender_invalid"}, 5: {"gender_invalid", "lat_invalid"}, 7: {"lat_invalid"},
+    }  # fmt: skip
+
+
+def test_rejected_rows_hold_no_field_values(engine: Engine, tmp_path: Path) -> None:
+    columns = {c["name"] for c in sa.inspect(engine).get_columns("patients_rejected", schema="stg")}
+    assert columns == {"_file_id", "_row_number", "reasons", "_staged_at"}
+    [sample] = generate_sample(ROWS, defect="null_ids")
+    file_id, _ = _stage(engine, tmp_path, sample.data)
+    with engine.connect() as conn:
+        reasons = set(conn.execute(sa.select(stg_patients_rejected.c.reasons)).scalars())
+    codes = {r.code for r in staging.build_rules(TODAY)} | {"id_duplicate_in_file"}
+    assert all(set(r.split(";")) <= codes for r in reasons)

@@ -1,0 +1,50 @@
+"""The shipped Dagster instance files: the SQLite default and the Postgres deployment template."""
+
+import shutil
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _instance(tmp_path: Path, source: Path) -> dg.DagsterInstance:
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copyfile(source, home / "dagster.yaml")
+    return dg.DagsterInstance.from_config(str(home))
+
+
+def test_default_instance_retries_runs_and_sends_no_telemetry(tmp_path: Path) -> None:
+    instance = _instance(tmp_path, ROOT / "dagster.yaml")
+    try:
+        assert instance.run_retries_enabled and instance.run_retries_max_retries == 2
+        assert instance.run_monitoring_enabled
+        assert instance.get_settings("telemetry")["enabled"] is False
+    finally:
+        instance.dispose()
+
+
+@pytest.mark.postgres
+def test_postgres_template_stores_runs_in_postgres(
+    tmp_path: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DAGSTER_PG_URL", postgres_url)
+    instance = _instance(tmp_path, ROOT / "deploy" / "dagster.postgres.yaml")
+    try:
+        assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+
+        @dg.op
+        def ping() -> int:
+            return 1
+
+        @dg.job
+        def ping_job() -> None:
+            ping()
+
+        result = ping_job.execute_in_process(instance=instance)
+        assert result.success
+        assert instance.get_run_by_id(result.run_id) is not None
+    finally:
+        instance.dispose()
