@@ -95,7 +95,9 @@ def merge_file(
                 sa.select(s.c.id, *(s.c[c] for c in TRACKED_COLUMNS), batch_hash,
                           sa.literal(started, Timestamp), sa.null(), sa.true(), s.c._file_id,
                           s.c._row_number)
-                .where(in_batch, ~has_current),
+                .where(in_batch, ~has_current)
+                # In key order, index pages are touched once each instead of at random.
+                .order_by(s.c.id),
             )
         ).rowcount - result.versions_changed  # fmt: skip
         result.unchanged = result.rows_in - result.inserted_new - result.versions_changed

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from healthmon_dagster.etl.landing import LandingFile, LandingSource, sha256_file
-from healthmon_dagster.store.db import is_sqlite, write_transaction
+from healthmon_dagster.store.db import analyze, is_sqlite, write_transaction
 from healthmon_dagster.store.metrics import utcnow
 from healthmon_dagster.store.tables import (
     OPTIONAL_COLUMNS,
@@ -455,18 +455,11 @@ def _write_file(
         result.status, result.file_id = "already_loaded", seen[0]
         result.message = f"loaded concurrently by another run as file_id {seen[0]}; skipped"
         return result
-    result.file_id, result.rows, result.malformed_rows, result.status = (
-        file_id,
-        rows,
-        malformed,
-        status,
-    )
+    result.file_id, result.rows, result.malformed_rows = file_id, rows, malformed
+    result.status = status
+    if rows:
+        analyze(engine, raw_patients)
     return result
-
-
-def loaded_at_of(engine: Engine, file_id: int) -> datetime | None:
-    with engine.connect() as conn:
-        return conn.execute(sa.select(files.c.loaded_at).where(files.c.file_id == file_id)).scalar()
 
 
 def unloaded_files(engine: Engine, source: LandingSource, pattern: str) -> list[LandingFile]:

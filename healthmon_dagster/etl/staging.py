@@ -31,7 +31,7 @@ from healthmon_dagster.store.tables import (
 DECIMAL_RE = r"^-?[0-9]+(\.[0-9]+)?$"
 ZIP_RE = r"^[0-9]{5}(-[0-9]{4})?$"
 SSN_RE = r"^[0-9]{3}-[0-9]{2}-[0-9]{4}$"
-VALIDATED_TABLE = "healthmon_stg_validated"
+REJECTED_TABLE = "healthmon_stg_rejected"
 
 
 class is_iso_date(FunctionElement[bool]):
@@ -110,7 +110,9 @@ def _as_date_sqlite(element: as_date, compiler: sa.sql.compiler.SQLCompiler, **k
 
 
 def _blank(col: ColumnElement[str]) -> ColumnElement[bool]:
-    return sa.or_(col.is_(None), sa.func.trim(col) == "")
+    # The raw loader stores empty fields as NULL; '' only comes from a quoted empty field.
+    # Whitespace is not blank: ' ' where a date belongs is an invalid date, not a missing one.
+    return sa.or_(col.is_(None), col == "")
 
 
 def _bad_number(
@@ -150,12 +152,13 @@ def build_rules(today: date) -> list[Rule]:
         Rule("id_not_uuid", sa.and_(sa.not_(_blank(r.id)), sa.not_(is_uuid(r.id)))),
         Rule("birthdate_missing", _blank(r.birthdate)),
         Rule("birthdate_invalid", sa.and_(sa.not_(_blank(r.birthdate)), sa.not_(birth_ok))),
-        Rule("birthdate_in_future", sa.and_(birth_ok, r.birthdate > today_s)),
+        # Cheap comparisons first: AND stops at the first false operand.
+        Rule("birthdate_in_future", sa.and_(r.birthdate > today_s, birth_ok)),
         Rule("deathdate_invalid", sa.and_(sa.not_(_blank(r.deathdate)), sa.not_(death_ok))),
-        Rule("deathdate_in_future", sa.and_(death_ok, r.deathdate > today_s)),
+        Rule("deathdate_in_future", sa.and_(r.deathdate > today_s, death_ok)),
         # ISO dates compare correctly as text once both are known to be valid.
         Rule("deathdate_before_birthdate",
-             sa.and_(birth_ok, death_ok, r.deathdate < r.birthdate)),  # fmt: skip
+             sa.and_(r.deathdate.is_not(None), r.deathdate < r.birthdate, birth_ok, death_ok)),  # fmt: skip
         Rule("gender_invalid", sa.or_(r.gender.is_(None), r.gender.not_in(("M", "F")))),
         Rule("lat_invalid", _bad_number(r.lat, -90, 90, required=True)),
         Rule("lon_invalid", _bad_number(r.lon, -180, 180, required=True)),
@@ -180,14 +183,15 @@ def _reasons_expr(rules: list[Rule]) -> ColumnElement[str]:
 
 
 def _typed(col_name: str, col: ColumnElement[str]) -> ColumnElement[object]:
+    """The stg value of a validated raw column: ids lower case, dates and numbers typed."""
     type_ = STG_TYPES.get(col_name)
+    if col_name == "id":
+        return sa.cast(sa.func.lower(col), type_)
     if isinstance(type_, sa.Date):
         return sa.case((_blank(col), None), else_=as_date(col))
-    if type_ is not None and not isinstance(type_, sa.String):
+    if type_ is not None:
         return sa.case((_blank(col), None), else_=sa.cast(col, type_))
-    if col_name == "id":
-        return sa.func.lower(col)
-    return sa.func.nullif(sa.func.trim(col), "")
+    return sa.func.nullif(col, "")
 
 
 @dataclass
@@ -222,15 +226,26 @@ def stage_file(engine: Engine, file_id: int, dagster_run_id: str | None = None,
     result = StageResult(file_id=file_id)
     r = raw_patients.c
     rules = build_rules(today)
-    select_validated = sa.select(
-        r._file_id, r._row_number, *(r[c] for c in STG_COLUMNS),
-        _reasons_expr(rules).label("reasons"),
-        sa.func.count(r.id).over(partition_by=sa.func.lower(r.id)).label("id_count"),
-    ).where(r._file_id == file_id)  # fmt: skip
-    # Validated once into a temporary table that both inserts read (a CTE would be evaluated twice).
-    create_validated = select_validated.into(VALIDATED_TABLE, temporary=True)
-    v = create_validated.table.c
-    clean = sa.and_(v.reasons == "", v.id_count == 1)
+    in_file = r._file_id == file_id
+    duplicated_ids = (
+        sa.select(sa.func.lower(r.id))
+        .where(in_file, r.id.is_not(None))
+        .group_by(sa.func.lower(r.id))
+        .having(sa.func.count() > 1)
+    )
+    is_duplicate = sa.func.lower(r.id).in_(duplicated_ids)
+    broken = sa.or_(*(sa.func.coalesce(rule.breaks, sa.true()) for rule in rules), is_duplicate)
+    dup_code = sa.case((is_duplicate, "id_duplicate_in_file;"), else_="")
+    # One pass over the file keeps only the rejected rows (few), with their reason codes; the
+    # reason string is only built for them. Clean rows are then copied with an anti-join.
+    create_rejected = (
+        sa.select(
+            r._row_number, sa.func.rtrim(_reasons_expr(rules) + dup_code, ";").label("reasons")
+        )
+        .where(in_file, broken)
+        .into(REJECTED_TABLE, temporary=True)
+    )
+    bad = create_rejected.table.c
     with write_transaction(engine) as conn:
         claimed = conn.execute(
             files.update()
@@ -240,28 +255,26 @@ def stage_file(engine: Engine, file_id: int, dagster_run_id: str | None = None,
         if claimed != 1:
             return None
         if not is_sqlite(engine):
-            # The duplicate-id window sorts the whole file: let it sort in memory.
+            # The duplicate-id aggregate holds every id of the file: let it hash in memory.
             conn.execute(sa.text("SET LOCAL work_mem = '256MB'"))
-        conn.execute(sa.text(f"DROP TABLE IF EXISTS {VALIDATED_TABLE}"))
-        conn.execute(create_validated)
+        conn.execute(sa.text(f"DROP TABLE IF EXISTS {REJECTED_TABLE}"))
+        conn.execute(create_rejected)
         conn.execute(
             stg_patients.insert().from_select(
                 ["_file_id", "_row_number", *STG_COLUMNS, "_staged_at"],
-                sa.select(v._file_id, v._row_number,
-                          *(_typed(c, v[c]) for c in STG_COLUMNS), sa.literal(started, Timestamp))
-                .where(clean),
+                sa.select(r._file_id, r._row_number,
+                          *(_typed(c, r[c]) for c in STG_COLUMNS), sa.literal(started, Timestamp))
+                .where(in_file, ~sa.exists().where(bad._row_number == r._row_number)),
             )
         )  # fmt: skip
-        dup = sa.case((v.id_count > 1, "id_duplicate_in_file;"), else_="")
         conn.execute(
             stg_patients_rejected.insert().from_select(
                 ["_file_id", "_row_number", "reasons", "_staged_at"],
-                sa.select(v._file_id, v._row_number, sa.func.rtrim(v.reasons + dup, ";"),
-                          sa.literal(started, Timestamp))
-                .where(sa.not_(clean)),
+                sa.select(sa.literal(file_id, sa.BigInteger), bad._row_number, bad.reasons,
+                          sa.literal(started, Timestamp)),
             )
         )  # fmt: skip
-        conn.execute(sa.text(f"DROP TABLE {VALIDATED_TABLE}"))
+        conn.execute(sa.text(f"DROP TABLE {REJECTED_TABLE}"))
         # Counted, not taken from rowcount: DB-API drivers disagree on INSERT ... SELECT.
         for table, attr in (
             (stg_patients, "rows_staged"),

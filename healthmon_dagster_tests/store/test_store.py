@@ -242,17 +242,23 @@ def _version(patient_id: str, current: bool, valid_from: datetime) -> dict[str, 
             "is_current": current, "_file_id": 1, "_row_number": 1}  # fmt: skip
 
 
+PATIENT = "4b1f0c3e-2a6d-4c8e-9f7a-1d2e3f4a5b6c"
+OTHER_PATIENT = "9c8b7a6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d"
+
+
 def test_database_allows_only_one_current_version_per_patient(engine: Engine) -> None:
     with engine.begin() as conn:
-        conn.execute(dim_patient.insert().values(**_version("p1", True, T0)))
-        conn.execute(dim_patient.insert().values(**_version("p1", False, T0 - timedelta(days=5))))
-        conn.execute(dim_patient.insert().values(**_version("p2", True, T0)))
+        conn.execute(dim_patient.insert().values(**_version(PATIENT, True, T0)))
+        conn.execute(
+            dim_patient.insert().values(**_version(PATIENT, False, T0 - timedelta(days=5)))
+        )
+        conn.execute(dim_patient.insert().values(**_version(OTHER_PATIENT, True, T0)))
     with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:
-        conn.execute(dim_patient.insert().values(**_version("p1", True, T0 + timedelta(days=1))))
+        conn.execute(dim_patient.insert().values(**_version(PATIENT, True, T0 + timedelta(days=1))))
     with engine.connect() as conn:
         current = conn.execute(
             sa.select(sa.func.count()).where(
-                dim_patient.c.patient_id == "p1", dim_patient.c.is_current
+                dim_patient.c.patient_id == PATIENT, dim_patient.c.is_current
             )
         ).scalar_one()
     assert current == 1
