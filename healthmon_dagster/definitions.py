@@ -1,13 +1,26 @@
-"""The code location: assembles Definitions from ``healthmon_dagster.defs``."""
+"""The code location: merges the ``definitions()`` of every module in ``healthmon_dagster.defs``.
+
+Adding assets, checks, jobs, schedules or sensors means adding them to a module's ``definitions()``
+(or a new module with one); this file does not list them.
+"""
+
+import importlib
+import pkgutil
 
 import dagster as dg
 
-from healthmon_dagster.defs import assets, jobs, sensors
-from healthmon_dagster.defs.resources import resource_defs
+import healthmon_dagster.defs as defs_package
 
-defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([assets]),
-    jobs=[jobs.patients_etl_job],
-    sensors=[sensors.landing_files_sensor],
-    resources=resource_defs(),
-)
+
+def module_definitions() -> list[dg.Definitions]:
+    """``definitions()`` of each module in ``healthmon_dagster.defs``, in module-name order."""
+    found = []
+    for info in sorted(pkgutil.iter_modules(defs_package.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{defs_package.__name__}.{info.name}")
+        build = getattr(module, "definitions", None)
+        if callable(build):
+            found.append(build())
+    return found
+
+
+defs = dg.Definitions.merge(*module_definitions())

@@ -214,3 +214,7 @@ def core_dim_patient(
     }
     _record(warehouse, "core_merger", "core/dim_patient", figures)
     return dg.MaterializeResult(metadata={name: v for name, (v, _) in figures.items()})
+
+
+def definitions() -> dg.Definitions:
+    return dg.Definitions(assets=[raw_patients, stg_patients, core_dim_patient])

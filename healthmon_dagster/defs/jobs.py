@@ -17,3 +17,7 @@ def raw_file_run_config(file_key: str, fingerprint: str | None = None) -> dict[s
     return {
         "ops": {"raw__patients": {"config": {"file_key": file_key, "fingerprint": fingerprint}}}
     }
+
+
+def definitions() -> dg.Definitions:
+    return dg.Definitions(jobs=[patients_etl_job])

@@ -57,5 +57,7 @@ class LandingResource(dg.ConfigurableResource):
         )
 
 
-def resource_defs() -> dict[str, dg.ConfigurableResource]:
-    return {"warehouse": WarehouseResource(), "landing": LandingResource()}
+def definitions() -> dg.Definitions:
+    return dg.Definitions(
+        resources={"warehouse": WarehouseResource(), "landing": LandingResource()}
+    )

@@ -38,3 +38,7 @@ def landing_files_sensor(
     ]
     context.log.info(f"{len(pending)} new landing file(s); requesting {len(requests)} run(s)")
     return dg.SensorResult(run_requests=requests)
+
+
+def definitions() -> dg.Definitions:
+    return dg.Definitions(sensors=[landing_files_sensor])
