@@ -10,6 +10,7 @@ import pkgutil
 import dagster as dg
 
 import healthmon_dagster.defs as defs_package
+from healthmon_dagster.defs.checks import with_freshness_policies
 
 
 def module_definitions() -> list[dg.Definitions]:
@@ -23,4 +24,5 @@ def module_definitions() -> list[dg.Definitions]:
     return found
 
 
-defs = dg.Definitions.merge(*module_definitions())
+# Cross-cutting policy: each asset's freshness window from healthmon.yaml.
+defs = with_freshness_policies(dg.Definitions.merge(*module_definitions()))

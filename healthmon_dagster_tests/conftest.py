@@ -55,9 +55,17 @@ def postgres_url() -> Iterator[str]:
 
 
 def _truncate_all(engine: Engine) -> None:
+    """Empty the project's tables and drop any other table a test created in their schemas."""
     tables = [t for t in metadata.sorted_tables]
+    ours = {(t.schema, t.name) for t in tables} | {("etl", "alembic_version")}
     with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
+            for schema, name in conn.execute(sa.text(
+                "SELECT schemaname, tablename FROM pg_tables "
+                "WHERE schemaname IN ('raw', 'stg', 'core', 'etl')"
+            )):  # fmt: skip
+                if (schema, name) not in ours:
+                    conn.execute(sa.text(f'DROP TABLE "{schema}"."{name}"'))
             names = ", ".join(f"{t.schema}.{t.name}" for t in tables)
             conn.execute(sa.text(f"TRUNCATE {names} RESTART IDENTITY"))
         else:

@@ -428,6 +428,9 @@ QualityCheckSpec = Annotated[
 
 class AssetQualityConfig(_Model):
     checks: list[QualityCheckSpec] = Field(default_factory=list)
+    # Column whose latest value identifies the newest load (incremental checks evaluate only those
+    # rows); default ``_file_id`` when the table has it.
+    batch_column: str | None = None
 
     @model_validator(mode="after")
     def _unique_names(self) -> "AssetQualityConfig":
@@ -484,6 +487,9 @@ class FreshnessConfig(_Model):
 
     warn_window_minutes: int | None = Field(default=None, ge=1)
     fail_window_minutes: int = Field(ge=1)
+    # Load time of a table loaded outside Dagster, for the last-load check (default: the etl.files
+    # audit for the bundled assets, else the table's ``_loaded_at``).
+    timestamp_column: str | None = None
 
     @model_validator(mode="after")
     def _ordered(self) -> "FreshnessConfig":

@@ -1,0 +1,152 @@
+"""``healthmon status``: the system status (overall, per component, per asset) as a table or JSON."""
+
+import json
+import sys
+from typing import Any
+
+import click
+import sqlalchemy as sa
+
+from healthmon_dagster.health.status import (
+    ComponentStatus,
+    InvalidWindow,
+    SystemStatus,
+    get_system_status,
+    parse_duration,
+)
+from healthmon_dagster.settings import get_settings
+from healthmon_dagster.store.db import describe_unavailable, get_engine
+
+EXIT_CODES = {"healthy": 0, "warning": 1, "unknown": 1, "critical": 2}
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = max(0.0, seconds)
+    if s < 120:
+        return f"{s:.0f}s"
+    if s < 7200:
+        return f"{s / 60:.0f}m"
+    if s < 172800:
+        return f"{s / 3600:.1f}h"
+    return f"{s / 86400:.1f}d"
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else _duration(value / 1000.0)
+
+
+def _row(c: ComponentStatus) -> list[str]:
+    up = c.uptime
+    return [
+        c.component,
+        c.status.value.upper(),
+        f"{_duration(c.last_check_age_seconds)} ago"
+        if c.last_check_age_seconds is not None
+        else "-",
+        f"{c.response_time_ms:.0f}ms" if c.response_time_ms is not None else "-",
+        f"{up.uptime_percentage:.2f}%" if up and up.uptime_percentage is not None else "-",
+        str(up.failures) if up else "-",
+        _ms(up.mean_time_between_failures_ms) if up else "-",
+        _ms(up.mean_time_to_recovery_ms) if up else "-",
+    ]
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip()
+             for r in [header, *rows]]  # fmt: skip
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _asset_health() -> tuple[list[Any] | None, str | None]:
+    """The per-asset rollup from the Dagster instance at DAGSTER_HOME, or why there is none."""
+    import dagster as dg
+
+    from healthmon_dagster.health.asset_health import get_asset_health
+
+    try:
+        instance = dg.DagsterInstance.get()
+    except Exception as exc:  # DAGSTER_HOME unset or not a usable instance folder
+        return None, f"no Dagster instance: {str(exc).splitlines()[0]}"
+    try:
+        from healthmon_dagster.definitions import defs
+
+        return get_asset_health(instance, defs), None
+    finally:
+        instance.dispose()
+
+
+def _print_text(status: SystemStatus, assets: list[Any] | None, note: str | None) -> None:
+    up = status.uptime
+    window = _duration((status.window_end - status.window_start).total_seconds())
+    click.echo(f"Overall: {status.overall_health.value.upper()}  ({status.description})")
+    uptime = f"{up.uptime_percentage:.2f}%" if up.uptime_percentage is not None else "-"
+    click.echo(
+        f"Window {window}: uptime {uptime}, {up.failures} failure(s), "
+        f"MTBF {_ms(up.mean_time_between_failures_ms)}, MTTR {_ms(up.mean_time_to_recovery_ms)}, "
+        f"average response {_ms(status.average_response_time)}"
+    )
+    click.echo(f"Evaluated at {status.last_updated:%Y-%m-%d %H:%M:%S} UTC\n")
+    header = ["COMPONENT", "STATUS", "LAST CHECK", "RESPONSE", "UPTIME", "FAILS", "MTBF", "MTTR"]
+    click.echo(_table(header, [_row(c) for c in status.components]))
+    problems = [c for c in status.components if c.monitored and c.status.value != "healthy"]
+    for c in problems:
+        click.echo(f"  {c.component}: {c.description}")
+    click.echo("")
+    if assets is None:
+        click.echo(f"Assets: {note}")
+        return
+    rows = [[a.asset_key, a.status.value.upper(), a.reason] for a in assets]
+    click.echo(_table(["ASSET", "HEALTH", "REASON"], rows) if rows else "Assets: none defined")
+
+
+@click.command("status")
+@click.option(
+    "--window",
+    default="24h",
+    show_default=True,
+    help="How far back uptime, MTBF/MTTR and averages look (e.g. 1h, 24h, 7d).",
+)
+@click.option(
+    "--stale-after",
+    default="15m",
+    show_default=True,
+    help="A check whose latest result is older than this counts as UNKNOWN.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.option(
+    "--assets/--no-assets",
+    default=True,
+    show_default=True,
+    help="Include the per-asset rollup from the Dagster instance at DAGSTER_HOME.",
+)
+@click.option("--exit-code", is_flag=True,
+              help="Exit 0 when healthy, 1 on warning/unknown, 2 on critical.")  # fmt: skip
+def status(window: str, stale_after: str, as_json: bool, assets: bool, exit_code: bool) -> None:
+    """Show the system status: overall, per component (from the health store) and per asset."""
+    try:
+        window_td = parse_duration(window, "--window")
+        stale_td = parse_duration(stale_after, "--stale-after")
+    except InvalidWindow as exc:
+        raise click.BadParameter(str(exc)) from exc
+    url = get_settings().health_database_url
+    try:
+        engine = get_engine(url)
+        system = get_system_status(engine, window=window_td, stale_after=stale_td)
+    except sa.exc.OperationalError as exc:
+        click.echo(str(describe_unavailable(sa.engine.make_url(url).render_as_string(
+            hide_password=True), exc)), err=True)  # fmt: skip
+        sys.exit(1)
+    asset_rows, note = _asset_health() if assets else (None, "not requested (--no-assets)")
+    if as_json:
+        data = system.to_dict()
+        data["assets"] = [a.to_dict() for a in asset_rows] if asset_rows is not None else None
+        data["assets_note"] = note
+        click.echo(json.dumps(data, indent=2))
+    else:
+        _print_text(system, asset_rows, note)
+    if exit_code:
+        sys.exit(EXIT_CODES[system.overall_health.value])

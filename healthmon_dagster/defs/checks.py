@@ -1,0 +1,217 @@
+"""Asset checks generated from ``quality.assets`` and ``freshness`` in healthmon.yaml.
+
+One ``@multi_asset_check`` per configured asset, so the checks of one table share their aggregate
+queries (see ``healthmon_dagster.quality.engine``). Each spec becomes one check: WARN or ERROR from
+its thresholds, ``blocking: true`` stops downstream assets on an ERROR. An asset with a
+``freshness:`` entry also gets ``last_load_is_fresh`` (from the load audit, so data loaded outside
+Dagster counts). Every evaluation is recorded in ``etl.check_results`` and ``etl.metrics``.
+
+A check that cannot be evaluated (missing table or column) is recorded with status ``error`` and the
+check step fails after reporting the others: Dagster shows it as an execution failure, never a pass.
+
+Runs evaluate row-level checks on the latest batch (incremental); a run tagged
+``healthmon/quality_mode: full`` (``quality_full_sweep_job``) sweeps the whole tables.
+
+Asset keys a user names that are not defined in this code location (``schema/table`` of the
+warehouse) become external assets, so their checks and freshness show in the UI.
+"""
+
+import warnings
+from collections.abc import Iterator
+from datetime import timedelta
+
+import dagster as dg
+
+from healthmon_dagster.config import HealthConfiguration, load_config
+from healthmon_dagster.config.models import FreshnessConfig
+from healthmon_dagster.defs.assets import (
+    CORE_DIM_PATIENT,
+    RAW_PATIENTS,
+    STG_PATIENTS,
+    STG_PATIENTS_REJECTED,
+)
+from healthmon_dagster.defs.resources import WarehouseResource
+from healthmon_dagster.quality import (
+    ERROR,
+    FULL,
+    INCREMENTAL,
+    LAST_LOAD_IS_FRESH,
+    CheckResult,
+    evaluate,
+    evaluate_last_load,
+    record_results,
+)
+from healthmon_dagster.settings import get_settings
+
+QUALITY_MODE_TAG = "healthmon/quality_mode"
+BUNDLED_ASSET_KEYS = frozenset(
+    {RAW_PATIENTS, STG_PATIENTS, STG_PATIENTS_REJECTED, CORE_DIM_PATIENT}
+)
+EXTERNAL_GROUP = "warehouse_tables"
+
+# What each kind means to the business, shown in the UI when a spec has no description.
+KIND_DESCRIPTIONS: dict[str, str] = {
+    "not_null": "Every row has a value in the key column(s): a missing id cannot be joined.",
+    "unique": "No two rows share the key: duplicates double-count patients downstream.",
+    "accepted_values": "The column holds only the agreed codes, so reports group correctly.",
+    "range": "Values lie within their physical range (e.g. a latitude within +-90).",
+    "regex": "Values have the agreed format.",
+    "row_count": "The load holds a plausible number of rows (an empty export is an incident).",
+    "row_count_change": "The table did not shrink or grow more than allowed since the last check.",
+    "schema": "The columns the pipeline relies on are there, with the agreed types.",
+    "freshness": "The newest timestamp is recent enough for the data to be trusted.",
+    "reconciliation": "Rows are neither lost nor invented between two layers.",
+    "rejection_rate": "Few enough source rows are rejected by staging (default warn 1%, fail 5%).",
+    "scd2_integrity": "Patient history is consistent: exactly one current version per patient, "
+    "no overlapping validity windows, valid_from before valid_to.",
+    "custom_sql": "The custom query returns no (or few enough) failing rows.",
+    "volume_anomaly": "The load's volume is normal for this asset (robust score against its own "
+    "history); too little history is reported as a warning, never as a silent pass.",
+}
+LAST_LOAD_DESCRIPTION = (
+    "The asset was loaded recently enough (from the load audit or the table's load timestamp, so "
+    "loads outside Dagster count too)."
+)
+
+
+def asset_key_of(path: str) -> dg.AssetKey:
+    return dg.AssetKey(path.split("/"))
+
+
+def _metadata(result: CheckResult) -> dict[str, float | int | str]:
+    """Numbers Dagster can plot, plus the status word; never a data value."""
+    meta: dict[str, float | int | str] = {"status": result.status}
+    for name in ("observed_value", "threshold", "failing_rows", "total_rows",
+                 "failing_fraction"):  # fmt: skip
+        value = getattr(result, name)
+        if value is not None:
+            meta[name] = value
+    meta["duration_ms"] = round(result.duration_ms, 3)
+    for name, value in result.details.items():
+        meta.setdefault(name, value)
+    return meta
+
+
+def to_dagster(result: CheckResult, key: dg.AssetKey) -> dg.AssetCheckResult:
+    severity = (
+        dg.AssetCheckSeverity.WARN if result.severity == "WARN" else dg.AssetCheckSeverity.ERROR
+    )
+    return dg.AssetCheckResult(
+        asset_key=key,
+        check_name=result.check_name,
+        passed=result.passed,
+        severity=severity,
+        metadata=_metadata(result),
+        description=result.message,
+    )
+
+
+def _checks_for_asset(path: str, config: HealthConfiguration) -> dg.AssetChecksDefinition | None:
+    key = asset_key_of(path)
+    quality = config.quality.assets.get(path)
+    specs = list(quality.checks) if quality is not None else []
+    batch_column = quality.batch_column if quality is not None else None
+    freshness: FreshnessConfig | None = config.freshness.get(path)
+    rejection = (config.quality.rejection_rate.warn, config.quality.rejection_rate.fail)
+    check_specs = [
+        dg.AssetCheckSpec(
+            s.check_name, asset=key, blocking=s.blocking,
+            description=s.description or KIND_DESCRIPTIONS[s.kind],
+        )
+        for s in specs
+    ]  # fmt: skip
+    if freshness is not None:
+        check_specs.append(dg.AssetCheckSpec(LAST_LOAD_IS_FRESH, asset=key,
+                                             description=LAST_LOAD_DESCRIPTION))  # fmt: skip
+    if not check_specs:
+        return None
+
+    @dg.multi_asset_check(
+        specs=check_specs, name=f"{'__'.join(key.path)}__quality_checks", compute_kind="sql"
+    )
+    def _quality_checks(
+        context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
+    ) -> Iterator[dg.AssetCheckResult]:
+        mode = FULL if context.run.tags.get(QUALITY_MODE_TAG) == FULL else INCREMENTAL
+        results = evaluate(
+            warehouse.engine(), path, specs, health_engine=warehouse.health_engine(), mode=mode,
+            rejection_rate=rejection, batch_column=batch_column,
+        )  # fmt: skip
+        if freshness is not None:
+            results.append(
+                evaluate_last_load(
+                    warehouse.engine(), path, freshness.warn_window_minutes,
+                    freshness.fail_window_minutes, timestamp_column=freshness.timestamp_column,
+                )
+            )  # fmt: skip
+        record_results(warehouse.health_engine(), results, context.run.run_id)
+        errored = [r for r in results if r.status == ERROR]
+        for r in results:
+            if r.status != ERROR:
+                yield to_dagster(r, key)
+        if errored:
+            raise dg.Failure(
+                description="; ".join(f"{r.check_name}: {r.message}" for r in errored),
+                metadata={"checks_errored": len(errored), "checks_evaluated": len(results)},
+                allow_retries=False,
+            )
+
+    return _quality_checks
+
+
+def build_asset_checks(config: HealthConfiguration) -> list[dg.AssetChecksDefinition]:
+    """One multi-asset check per asset named in ``quality.assets`` or ``freshness``."""
+    paths = list(dict.fromkeys([*config.quality.assets, *config.freshness]))
+    return [c for p in paths if (c := _checks_for_asset(p, config)) is not None]
+
+
+def external_asset_specs(config: HealthConfiguration) -> list[dg.AssetSpec]:
+    """Warehouse tables named in config that no asset of this code location produces."""
+    paths = dict.fromkeys([*config.quality.assets, *config.freshness])
+    return [
+        dg.AssetSpec(
+            asset_key_of(p), group_name=EXTERNAL_GROUP,
+            description=f"Warehouse table {p.replace('/', '.')}, loaded outside this code "
+            "location and checked by healthmon.",
+        )
+        for p in paths
+        if asset_key_of(p) not in BUNDLED_ASSET_KEYS
+    ]  # fmt: skip
+
+
+def freshness_policy(cfg: FreshnessConfig) -> dg.FreshnessPolicy:
+    return dg.FreshnessPolicy.time_window(
+        fail_window=timedelta(minutes=cfg.fail_window_minutes),
+        warn_window=None
+        if cfg.warn_window_minutes is None
+        else timedelta(minutes=cfg.warn_window_minutes),
+    )
+
+
+def with_freshness_policies(
+    defs: dg.Definitions, config: HealthConfiguration | None = None
+) -> dg.Definitions:
+    """``defs`` with the ``freshness:`` time window of each configured asset as its Dagster
+    FreshnessPolicy (evaluated by the freshness daemon, shown in the OSS UI)."""
+    config = config or load_config(get_settings().config_path)
+    policies = {asset_key_of(p): freshness_policy(c) for p, c in config.freshness.items()}
+    if not policies:
+        return defs
+    with warnings.catch_warnings():
+        # map_asset_specs is "preview" in 1.13; it is the documented way to apply a policy to
+        # every asset, and test_definitions pins the behaviour.
+        warnings.simplefilter("ignore", dg.PreviewWarning)
+        return defs.map_asset_specs(
+            func=lambda spec: (
+                spec.replace_attributes(freshness_policy=policies[spec.key])
+                if spec.key in policies
+                else spec
+            )
+        )
+
+
+def definitions() -> dg.Definitions:
+    config = load_config(get_settings().config_path)
+    return dg.Definitions(
+        assets=external_asset_specs(config), asset_checks=build_asset_checks(config)
+    )

@@ -1,0 +1,53 @@
+"""Dagster daemon heartbeats: the monitor monitors its own scheduler.
+
+Uses ``DagsterInstance.get_daemon_statuses()`` (the required daemons of the instance, each healthy
+when its last heartbeat is recent). Parameters: ``daemon_types`` (default: the instance's required
+daemons). Needs ``environment.instance``.
+"""
+
+import time
+
+from healthmon_dagster.health.framework import (
+    CheckContext,
+    CheckFailed,
+    HealthCheck,
+    Observation,
+    register,
+)
+
+
+@register("daemon")
+def daemon_check(check: HealthCheck, ctx: CheckContext) -> Observation:
+    """Each required Dagster daemon (scheduler, sensors, ...) sent a recent heartbeat."""
+    instance = ctx.environment.instance
+    if instance is None:
+        raise CheckFailed(
+            f"daemon check '{check.check_id}' needs a Dagster instance; run it from the health "
+            "job or set DAGSTER_HOME"
+        )
+    types = check.param("daemon_types")
+    statuses = instance.get_daemon_statuses(list(types) if types else None)
+    obs = Observation(details={"daemons": {}})
+    now = time.time()
+    healthy = 0
+    for daemon_type, status in sorted(statuses.items()):
+        beat = status.last_heartbeat
+        age = None if beat is None else now - beat.timestamp
+        obs.details["daemons"][daemon_type] = {"healthy": bool(status.healthy), "age_s": age}
+        if age is not None:
+            obs.metric(f"{daemon_type.lower()}.heartbeat_age_s", age)
+        if status.healthy:
+            healthy += 1
+        elif beat is None:
+            obs.error(
+                f"Dagster daemon {daemon_type} has never sent a heartbeat: schedules and sensors "
+                "do not run; start `dagster-daemon run` with this DAGSTER_HOME"
+            )
+        else:
+            obs.error(
+                f"Dagster daemon {daemon_type} last sent a heartbeat {age:.0f}s ago: it is down "
+                "or stuck; check the dagster-daemon process and its logs"
+            )
+    obs.metric("daemons_healthy", healthy)
+    obs.metric("daemons_total", len(statuses))
+    return obs

@@ -1,0 +1,119 @@
+"""ETL component health from Dagster's own history (public ``DagsterInstance`` API).
+
+- Age of the last successful materialization of each asset (``get_latest_materialization_event``).
+- Failure rate of the job's last finished runs (``get_run_records``).
+- Step duration p95 of the recent runs against the p95 of the runs before them
+  (``get_run_step_stats``): a step that became much slower is a warning before it is an outage.
+
+Parameters: ``assets`` (asset keys like ``raw/patients``; default the pipeline's), ``job_name``
+(``patients_etl_job``), ``max_age_minutes_warning`` (1440) / ``max_age_minutes_critical`` (2880),
+``window_runs`` (20), ``failure_rate_warning`` (0.2) / ``failure_rate_critical`` (0.5),
+``recent_runs`` (5), ``min_baseline_runs`` (5), ``duration_ratio_warning`` (1.5) /
+``duration_ratio_critical`` (3.0). Needs ``environment.instance``.
+"""
+
+import time
+from collections import defaultdict
+
+from healthmon_dagster.health.framework import (
+    CheckContext,
+    CheckFailed,
+    HealthCheck,
+    Observation,
+    register,
+)
+
+DEFAULT_ASSETS = ("raw/patients", "stg/patients", "core/dim_patient")
+
+
+def p95(values: list[float]) -> float:
+    """The 95th percentile (nearest rank)."""
+    ordered = sorted(values)
+    return ordered[max(0, int(round(0.95 * len(ordered))) - 1)]
+
+
+def _metric_name(text: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in text)
+
+
+@register("etl_component")
+def etl_component_check(check: HealthCheck, ctx: CheckContext) -> Observation:
+    """Assets are fresh, the job does not keep failing, and steps are not getting slower."""
+    import dagster as dg
+
+    instance = ctx.environment.instance
+    if instance is None:
+        raise CheckFailed(
+            f"etl_component check '{check.check_id}' needs a Dagster instance; run it from the "
+            "health job or set DAGSTER_HOME"
+        )
+    f = check.float_param
+    obs = Observation()
+    now = time.time()
+    for key in check.param("assets", list(DEFAULT_ASSETS)):
+        event = instance.get_latest_materialization_event(dg.AssetKey(str(key).split("/")))
+        if event is None:
+            obs.warn(f"asset {key} has never been materialized; run the ETL job")
+            continue
+        obs.threshold(
+            f"{_metric_name(key)}.age_minutes",
+            (now - event.timestamp) / 60,
+            f("max_age_minutes_warning", 1440),
+            f("max_age_minutes_critical", 2880),
+            f"time since asset {key} was last materialized",
+            " min",
+        )
+
+    job_name = str(check.param("job_name", "patients_etl_job"))
+    window = int(f("window_runs", 20) or 20)
+    finished = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE]
+    records = instance.get_run_records(
+        filters=dg.RunsFilter(job_name=job_name, statuses=finished), limit=window
+    )
+    obs.details["job_name"] = job_name
+    obs.metric("runs_considered", len(records))
+    if records:
+        failed = sum(r.dagster_run.status == dg.DagsterRunStatus.FAILURE for r in records)
+        obs.metric("failed_runs", failed)
+        obs.threshold(
+            "failure_rate",
+            failed / len(records),
+            f("failure_rate_warning", 0.2),
+            f("failure_rate_critical", 0.5),
+            f"failure rate of the last {len(records)} {job_name} runs ({failed} failed)",
+        )
+
+    successes = [r for r in records if r.dagster_run.status == dg.DagsterRunStatus.SUCCESS]
+    recent_n = int(f("recent_runs", 5) or 5)
+    min_base = int(f("min_baseline_runs", 5) or 5)
+    if len(successes) < recent_n + min_base:
+        obs.details["duration_baseline"] = (
+            f"needs {recent_n + min_base} successful runs, has {len(successes)}"
+        )
+        return obs
+    recent: dict[str, list[float]] = defaultdict(list)
+    baseline: dict[str, list[float]] = defaultdict(list)
+    for i, record in enumerate(successes):  # newest first
+        for stat in instance.get_run_step_stats(record.dagster_run.run_id):
+            if stat.start_time is None or stat.end_time is None:
+                continue
+            target = recent if i < recent_n else baseline
+            target[stat.step_key].append(stat.end_time - stat.start_time)
+    for step, durations in sorted(recent.items()):
+        base = baseline.get(step)
+        if not base or len(base) < min_base:
+            continue
+        current, reference = p95(durations), p95(base)
+        obs.metric(f"{_metric_name(step)}.duration_p95_s", current)
+        obs.metric(f"{_metric_name(step)}.baseline_p95_s", reference)
+        if reference > 0:
+            obs.threshold(
+                f"{_metric_name(step)}.duration_ratio",
+                current / reference,
+                f("duration_ratio_warning", 1.5),
+                f("duration_ratio_critical", 3.0),
+                f"step {step} p95 duration ({current:.2f}s) relative to its baseline "
+                f"({reference:.2f}s)",
+                "x",
+            )
+    return obs

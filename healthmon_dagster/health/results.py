@@ -1,0 +1,109 @@
+"""Health check results in the health store: ``etl.check_results`` rows and ``etl.metrics`` points.
+
+One row per result (``source='health_check'``, ``check_name`` = check_id, ``target`` = component),
+and one metric per number (``metric_name`` = ``<check_id>.<metric>``), written in one transaction.
+"""
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from healthmon_dagster.enums import HealthStatus
+from healthmon_dagster.health.framework import HealthCheck, HealthCheckResult
+from healthmon_dagster.store.db import write_transaction
+from healthmon_dagster.store.metrics import MetricPoint, write_metrics
+from healthmon_dagster.store.tables import check_results
+
+SOURCE = "health_check"
+
+
+def result_row(
+    check: HealthCheck, result: HealthCheckResult, run_id: str | None = None
+) -> dict[str, object]:
+    """The ``etl.check_results`` row of one result."""
+    return {
+        "ts": result.timestamp,
+        "source": SOURCE,
+        "check_name": result.check_id,
+        "target": check.component.value,
+        "status": result.status.value,
+        "severity": "critical" if check.critical else "non_critical",
+        "response_time_ms": result.response_time_ms,
+        "message": result.message,
+        "details": {
+            "details": result.details,
+            "errors": result.errors,
+            "warnings": result.warnings,
+            "metrics": result.metrics,
+            "check_type": check.check_type.value,
+            "attempts": result.attempts,
+        },
+        "dagster_run_id": run_id,
+    }
+
+
+def metric_points(check: HealthCheck, result: HealthCheckResult) -> list[MetricPoint]:
+    """The ``etl.metrics`` points of one result (its metrics, response time included)."""
+    tags = {"check_id": result.check_id, "status": result.status.value}
+    values = {"response_time_ms": result.response_time_ms, **result.metrics}
+    return [
+        MetricPoint(
+            check.component.value,
+            f"{result.check_id}.{name}",
+            float(value),
+            "ms" if name.endswith("_ms") else "",
+            tags,
+            result.timestamp,
+        )
+        for name, value in values.items()
+    ]
+
+
+def write_results(
+    engine: Engine,
+    checks: Mapping[str, HealthCheck],
+    results: Sequence[HealthCheckResult],
+    run_id: str | None = None,
+) -> int:
+    """Write ``results`` (rows and metrics) in one transaction; returns the number of rows."""
+    if not results:
+        return 0
+    rows = [result_row(checks[r.check_id], r, run_id) for r in results]
+    points = [p for r in results for p in metric_points(checks[r.check_id], r)]
+    with write_transaction(engine) as conn:
+        conn.execute(check_results.insert(), rows)
+        write_metrics(engine, points, conn=conn)
+    return len(rows)
+
+
+def latest_results(engine: Engine, check_ids: Iterable[str]) -> dict[str, HealthCheckResult]:
+    """The newest stored result of each of ``check_ids`` that has one."""
+    ids = sorted(set(check_ids))
+    if not ids:
+        return {}
+    newest = (
+        sa.select(check_results.c.check_name, sa.func.max(check_results.c.result_id).label("id"))
+        .where(check_results.c.source == SOURCE, check_results.c.check_name.in_(ids))
+        .group_by(check_results.c.check_name)
+        .subquery()
+    )
+    query = sa.select(check_results).join(newest, check_results.c.result_id == newest.c.id)
+    out: dict[str, HealthCheckResult] = {}
+    with engine.connect() as conn:
+        for row in conn.execute(query).mappings():
+            body = row["details"] or {}
+            ts = row["ts"]
+            out[row["check_name"]] = HealthCheckResult(
+                check_id=row["check_name"],
+                timestamp=ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts,
+                status=HealthStatus(row["status"]),
+                response_time_ms=row["response_time_ms"] or 0.0,
+                details=body.get("details", {}),
+                errors=body.get("errors", []),
+                warnings=body.get("warnings", []),
+                metrics=body.get("metrics", {}),
+                attempts=body.get("attempts", 1),
+            )
+    return out

@@ -1,0 +1,81 @@
+"""``healthmon status``: table and JSON output, window validation, asset rollup, unreachable store."""
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy.engine import Engine
+
+from healthmon_dagster.cli.main import cli
+from healthmon_dagster_tests.conftest import free_port
+from healthmon_dagster_tests.health.rows import insert_results, result, series
+
+M = timedelta(minutes=1)
+
+
+@pytest.fixture
+def store(healthmon_env: Path, engine: Engine) -> Engine:
+    now = datetime.now(UTC)
+    rows = series("database", "db_ping", now - 3 * 60 * M, now - M, 10 * M,
+                  lambda ts: "critical" if now - 90 * M <= ts < now - 60 * M else "healthy",
+                  response_time_ms=12.0)  # fmt: skip
+    rows.append(result(now - 2 * M, "filesystem", "landing_free_space", "critical", critical=False,
+                       message="landing folder 97% full"))  # fmt: skip
+    insert_results(engine, rows)
+    return engine
+
+
+def test_table_shows_overall_components_uptime_and_assets(store: Engine) -> None:
+    out = CliRunner().invoke(cli, ["status", "--window", "6h"])
+    assert out.exit_code == 0, out.output
+    lines = out.output.splitlines()
+    assert lines[0].startswith("Overall: WARNING")
+    assert "Window 6.0h: uptime" in lines[1] and "1 failure(s)" in lines[1]
+    db = next(line for line in lines if line.startswith("database "))
+    assert "HEALTHY" in db and "12ms" in db and "83.33%" in db and "30m" in db  # 30 of 180 min down
+    assert "filesystem: warning: non-critical check landing_free_space is critical: " \
+           "landing folder 97% full" in out.output  # fmt: skip
+    # DAGSTER_HOME points at an empty instance: the project's assets, never materialized
+    assert any(line.startswith("raw/patients") and "UNKNOWN" in line for line in lines)
+
+
+def test_json_for_scripts_and_exit_code(store: Engine) -> None:
+    out = CliRunner().invoke(cli, ["status", "--json", "--window", "24h", "--no-assets",
+                                   "--exit-code"])  # fmt: skip
+    assert out.exit_code == 1  # warning
+    data = json.loads(out.output)
+    assert data["overall_health"] == "warning"
+    assert data["assets"] is None and "--no-assets" in data["assets_note"]
+    db = next(c for c in data["components"] if c["component"] == "database")
+    assert db["status"] == "healthy" and db["uptime"]["failures"] == 1
+    assert db["uptime"]["mean_time_to_recovery_ms"] == pytest.approx(30 * 60_000)
+    end = datetime.fromisoformat(data["window_end"])
+    assert end - datetime.fromisoformat(data["window_start"]) == timedelta(hours=24)
+
+
+@pytest.mark.parametrize("window", ["24", "1.5h", "0h", "yesterday"])
+def test_bad_window_is_a_usage_error(healthmon_env: Path, window: str) -> None:
+    out = CliRunner().invoke(cli, ["status", "--window", window])
+    assert out.exit_code == 2
+    assert "--window" in out.output
+    assert "e.g. 30m, 24h, 7d" in out.output or "longer than zero" in out.output
+
+
+def test_without_dagster_home_says_so(store: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DAGSTER_HOME")
+    out = CliRunner().invoke(cli, ["status"])
+    assert out.exit_code == 0, out.output
+    assert "Assets: no Dagster instance" in out.output
+
+
+def test_unreachable_health_store_is_a_clear_error(
+    healthmon_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"postgresql+psycopg2://nobody:secret@127.0.0.1:{free_port()}/healthmon"
+    monkeypatch.setenv("HEALTHMON_DATABASE_URL", url)
+    out = CliRunner().invoke(cli, ["status"])
+    assert out.exit_code == 1
+    assert "is unavailable" in out.output and "secret" not in out.output
+    assert "Traceback" not in out.output

@@ -1,0 +1,1 @@
+"""Tests of healthmon_dagster.health."""
