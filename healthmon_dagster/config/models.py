@@ -57,6 +57,7 @@ HealthCheckKind = Literal[
     "system_resources",
     "etl_component",
     "daemon",
+    "capacity",
     "custom",
 ]
 

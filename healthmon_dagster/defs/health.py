@@ -16,7 +16,7 @@ import dagster as dg
 import sqlalchemy as sa
 
 from healthmon_dagster.config import load_config
-from healthmon_dagster.config.models import HealthConfiguration
+from healthmon_dagster.config.models import HealthConfiguration, ThresholdConfiguration
 from healthmon_dagster.defs.resources import LandingResource, WarehouseResource
 from healthmon_dagster.enums import HealthComponent, HealthStatus
 from healthmon_dagster.health.benchmark import PerformanceBenchmark, run_benchmark
@@ -25,6 +25,7 @@ from healthmon_dagster.health.framework import (
     HealthCheck,
     HealthCheckResult,
     HealthCheckRunner,
+    apply_thresholds,
     checks_from_config,
 )
 from healthmon_dagster.health.results import latest_results, write_results
@@ -98,7 +99,10 @@ def _result_metadata(results: Sequence[HealthCheckResult]) -> dict[str, Any]:
 
 
 def build_health_check_job(
-    interval_seconds: int, checks: Sequence[HealthCheck], landing_pattern: str = "patients*.csv"
+    interval_seconds: int,
+    checks: Sequence[HealthCheck],
+    landing_pattern: str = "patients*.csv",
+    thresholds: Sequence[ThresholdConfiguration] = (),
 ) -> dg.JobDefinition:
     """The job that runs ``checks`` (all of one cadence) in one in-process op."""
     by_id = {c.check_id: c for c in checks}
@@ -137,6 +141,8 @@ def build_health_check_job(
                 context.log.warning(line)
 
         report = runner.run(list(checks), known_results=known, on_result=log)
+        for result in report.results:
+            apply_thresholds(result, by_id[result.check_id].component, thresholds)
         try:
             write_results(
                 engine or warehouse.health_engine(), by_id, report.results, context.run_id
@@ -264,7 +270,7 @@ def build_health_definitions(config: HealthConfiguration) -> dg.Definitions:
         if check.enabled:
             groups[check.interval_seconds].append(check)
     jobs = [
-        build_health_check_job(seconds, checks, config.landing.file_pattern)
+        build_health_check_job(seconds, checks, config.landing.file_pattern, config.thresholds)
         for seconds, checks in sorted(groups.items())
     ]
     schedules = [

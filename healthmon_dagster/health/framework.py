@@ -656,3 +656,43 @@ class HealthCheckRunner:
 def checks_from_config(config: Any) -> list[HealthCheck]:
     """Every health check of a ``HealthConfiguration`` (disabled ones included)."""
     return [HealthCheck.from_config(c) for c in config.health_checks]
+
+
+_COMPARE: dict[str, tuple[Callable[[float, float], bool], str]] = {
+    "greater_than": (lambda v, t: v > t, "above"),
+    "greater_than_or_equals": (lambda v, t: v >= t, "at or above"),
+    "less_than": (lambda v, t: v < t, "below"),
+    "less_than_or_equals": (lambda v, t: v <= t, "at or below"),
+    "equals": (lambda v, t: v == t, "equal to"),
+    "not_equals": (lambda v, t: v != t, "not equal to"),
+}
+
+
+def apply_thresholds(
+    result: HealthCheckResult, component: HealthComponent, thresholds: Sequence[Any]
+) -> HealthCheckResult:
+    """Judge ``result``'s metrics against the configured ``thresholds`` of its component.
+
+    A threshold (``healthmon.yaml`` ``thresholds:``) names a component, a metric of its checks and a
+    warning and critical level; crossing one adds a warning or an error that names the threshold,
+    and raises the status (never lowers it). Thresholds on metrics the result does not carry, and
+    the string operators (contains/not_contains), do not apply here.
+    """
+    for t in thresholds:
+        if not t.enabled or HealthComponent(t.component) != component:
+            continue
+        value = result.metrics.get(t.metric_name)
+        compare = _COMPARE.get(getattr(t.operator, "value", t.operator))
+        if value is None or compare is None:
+            continue
+        test, words = compare
+        for level, status, sink in (
+            (t.critical_threshold, HealthStatus.CRITICAL, result.errors),
+            (t.warning_threshold, HealthStatus.WARNING, result.warnings),
+        ):
+            if test(value, level):
+                sink.append(short(f"{t.metric_name} is {value:g}, {words} the {status.value} "
+                                  f"threshold {level:g} (threshold {t.threshold_id})"))  # fmt: skip
+                result.status = worst([result.status, status])
+                break
+    return result

@@ -58,10 +58,12 @@ def test_a_check_past_its_timeout_is_critical_while_the_others_finish_on_time() 
     results = report.by_id()
     assert results["slow"].status == HealthStatus.CRITICAL
     assert "timed out after 1s" in results["slow"].errors[0]
-    assert 0.95 <= finished["slow"] < 1.5
+    # Reported at its 1 s timeout, long before its 10 s of work (bounds loose: shared machine).
+    assert 0.95 <= finished["slow"] < 5
     assert all(results[c.check_id].status == HealthStatus.HEALTHY for c in fast)
-    assert max(finished[c.check_id] for c in fast) < 0.6  # not held back by the slow check
-    assert report.wall_time_s < 1.5
+    # Not held back: every fast check was done before the slow one timed out.
+    assert max(finished[c.check_id] for c in fast) < finished["slow"]
+    assert report.wall_time_s < 5
 
 
 def test_a_check_whose_dependency_failed_is_unknown_and_not_run() -> None:
@@ -132,3 +134,32 @@ def test_disabled_checks_do_not_run_and_duplicate_ids_are_refused() -> None:
     assert results == []
     with pytest.raises(ValueError, match="duplicate check_id"):
         HealthCheckRunner().run([mk("a", "test_sleep"), mk("a", "test_sleep")])
+
+
+def test_configured_thresholds_raise_the_status_and_name_the_threshold() -> None:
+    from datetime import UTC, datetime
+
+    from healthmon_dagster.config.models import ThresholdConfiguration
+    from healthmon_dagster.health.framework import HealthCheckResult, apply_thresholds
+
+    def result() -> HealthCheckResult:
+        return HealthCheckResult("db", datetime.now(UTC), HealthStatus.HEALTHY, 3.0,
+                                 metrics={"query_time_ms": 700.0})  # fmt: skip
+
+    t = ThresholdConfiguration(threshold_id="db_latency", component="database",
+                               metric_name="query_time_ms", warning_threshold=500,
+                               critical_threshold=2000)  # fmt: skip
+    warned = apply_thresholds(result(), HealthComponent.DATABASE, [t])
+    assert warned.status == HealthStatus.WARNING
+    assert warned.warnings == [
+        "query_time_ms is 700, above the warning threshold 500 (threshold db_latency)"
+    ]
+    failed = apply_thresholds(result(), HealthComponent.DATABASE,
+                              [t.model_copy(update={"critical_threshold": 600})])  # fmt: skip
+    assert failed.status == HealthStatus.CRITICAL and "critical threshold 600" in failed.errors[0]
+    # Another component's threshold, or a disabled one, does not apply.
+    assert apply_thresholds(result(), HealthComponent.NETWORK, [t]).status == HealthStatus.HEALTHY
+    off = t.model_copy(update={"enabled": False})
+    assert (
+        apply_thresholds(result(), HealthComponent.DATABASE, [off]).status == HealthStatus.HEALTHY
+    )

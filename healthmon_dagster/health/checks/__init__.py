@@ -5,6 +5,7 @@ reports what is wrong, where, and what to do, never a stack trace or a secret.
 """
 
 from healthmon_dagster.health.checks import (  # noqa: F401  (imported to register)
+    capacity,
     daemon,
     database,
     etl,
