@@ -68,3 +68,11 @@ def test_dagster_cli_validates_from_the_project_root_without_dagster_home() -> N
     proc = validate_cli(cwd=PROJECT_ROOT, dagster_home=None)
 
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_the_quality_full_sweep_runs_daily_over_every_check() -> None:
+    schedule = defs.resolve_schedule_def("quality_full_sweep_schedule")
+    assert schedule.cron_schedule == "30 3 * * *"
+    job = defs.resolve_job_def("quality_full_sweep_job")
+    assert schedule.job_name == job.name
+    assert job.tags.get("healthmon/quality_mode") == "full"

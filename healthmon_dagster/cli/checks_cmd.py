@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from healthmon_dagster.quality.record import SOURCE
-from healthmon_dagster.settings import get_settings
+from healthmon_dagster.settings import get_settings, redact_url
 from healthmon_dagster.store.db import describe_unavailable, get_engine
 from healthmon_dagster.store.tables import check_results
 
@@ -55,11 +55,11 @@ def _cell(value: Any) -> str:
 @click.option("--asset", default=None, help="Only this asset key, e.g. stg/patients.")
 def checks(as_json: bool, asset: str | None) -> None:
     """Latest result of every data-quality check, per asset, with its status."""
-    engine = get_engine(get_settings().health_database_url)
+    url = get_settings().health_database_url
     try:
-        rows = latest_results(engine, asset)
+        rows = latest_results(get_engine(url), asset)
     except sa.exc.OperationalError as exc:
-        click.echo(str(describe_unavailable(engine, exc)), err=True)
+        click.echo(str(describe_unavailable(redact_url(url), exc)), err=True)
         sys.exit(1)
     if as_json:
         click.echo(json.dumps(rows, indent=2))

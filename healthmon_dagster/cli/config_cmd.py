@@ -65,10 +65,18 @@ def show(path: Path | None) -> None:
 @config.command()
 def history() -> None:
     """List the configuration versions recorded in the health store (one per distinct content)."""
-    from healthmon_dagster.store.config_versions import config_history
-    from healthmon_dagster.store.db import get_engine
+    import sqlalchemy as sa
 
-    rows = config_history(get_engine(get_settings().health_database_url))
+    from healthmon_dagster.settings import redact_url
+    from healthmon_dagster.store.config_versions import config_history
+    from healthmon_dagster.store.db import describe_unavailable, get_engine
+
+    url = get_settings().health_database_url
+    try:
+        rows = config_history(get_engine(url))
+    except sa.exc.OperationalError as exc:
+        click.echo(str(describe_unavailable(redact_url(url), exc)), err=True)
+        raise click.exceptions.Exit(1) from None
     if not rows:
         click.echo("no configuration recorded yet (a pipeline run records the one it uses)")
     for row in rows:

@@ -61,6 +61,20 @@ def summary_lines(engine: sa.Engine) -> list[str]:
     return lines
 
 
+def check_lines(engine: sa.Engine) -> list[str]:
+    """Counts per status, then every check that did not pass, with its message (numbers only)."""
+    from healthmon_dagster.cli.checks_cmd import latest_results
+
+    rows = latest_results(engine)
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["status"]] = counts.get(row["status"], 0) + 1
+    lines = ["  " + (", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none recorded")]
+    lines += [f"  {r['status'].upper():<8} {r['asset']}: {r['check']}: {r['message']}"
+              for r in rows if r["status"] != "passed"]  # fmt: skip
+    return lines
+
+
 @click.command()
 @click.option("--rows", default=1000, show_default=True, help="Rows per generated sample file.")
 @click.option("--files", "n_files", default=3, show_default=True, help="Sample files to generate.")
@@ -101,6 +115,9 @@ def demo(rows: int, n_files: int, seed: int) -> None:
 
     click.echo(f"\nwarehouse {redact_url(settings.database_url)}:")
     for line in summary_lines(resources["warehouse"].engine()):
+        click.echo(line)
+    click.echo("\nasset checks (latest result of each; `healthmon checks` for the full table):")
+    for line in check_lines(resources["warehouse"].health_engine()):
         click.echo(line)
     click.echo(f"\nDagster UI on the same data: DAGSTER_HOME={settings.dagster_home} dagster dev")
     sys.exit(1 if failed else 0)
