@@ -10,7 +10,7 @@ from sqlalchemy.engine import Engine
 
 from healthmon_dagster.quality.record import SOURCE
 from healthmon_dagster.settings import get_settings, redact_url
-from healthmon_dagster.store.db import describe_unavailable, get_engine
+from healthmon_dagster.store.db import DatabaseUnavailable, describe_unavailable, open_for_reading
 from healthmon_dagster.store.tables import check_results
 
 COLUMNS = ("asset", "check", "status", "severity", "observed", "threshold", "failing_rows", "ts")
@@ -57,9 +57,12 @@ def checks(as_json: bool, asset: str | None) -> None:
     """Latest result of every data-quality check, per asset, with its status."""
     url = get_settings().health_database_url
     try:
-        rows = latest_results(get_engine(url), asset)
-    except sa.exc.OperationalError as exc:
-        click.echo(str(describe_unavailable(redact_url(url), exc)), err=True)
+        rows = latest_results(open_for_reading(url), asset)
+    except DatabaseUnavailable as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(1)
+    except sa.exc.DBAPIError as exc:
+        click.echo(str(describe_unavailable(redact_url(url), exc, "")), err=True)
         sys.exit(1)
     if as_json:
         click.echo(json.dumps(rows, indent=2))

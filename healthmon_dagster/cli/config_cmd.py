@@ -69,13 +69,20 @@ def history() -> None:
 
     from healthmon_dagster.settings import redact_url
     from healthmon_dagster.store.config_versions import config_history
-    from healthmon_dagster.store.db import describe_unavailable, get_engine
+    from healthmon_dagster.store.db import (
+        DatabaseUnavailable,
+        describe_unavailable,
+        open_for_reading,
+    )
 
     url = get_settings().health_database_url
     try:
-        rows = config_history(get_engine(url))
-    except sa.exc.OperationalError as exc:
-        click.echo(str(describe_unavailable(redact_url(url), exc)), err=True)
+        rows = config_history(open_for_reading(url))
+    except DatabaseUnavailable as exc:
+        click.echo(str(exc), err=True)
+        raise click.exceptions.Exit(1) from None
+    except sa.exc.DBAPIError as exc:
+        click.echo(str(describe_unavailable(redact_url(url), exc, "")), err=True)
         raise click.exceptions.Exit(1) from None
     if not rows:
         click.echo("no configuration recorded yet (a pipeline run records the one it uses)")

@@ -14,8 +14,8 @@ from healthmon_dagster.health.status import (
     get_system_status,
     parse_duration,
 )
-from healthmon_dagster.settings import get_settings
-from healthmon_dagster.store.db import describe_unavailable, get_engine
+from healthmon_dagster.settings import get_settings, redact_url
+from healthmon_dagster.store.db import DatabaseUnavailable, describe_unavailable, open_for_reading
 
 EXIT_CODES = {"healthy": 0, "warning": 1, "unknown": 1, "critical": 2}
 
@@ -134,11 +134,12 @@ def status(window: str, stale_after: str, as_json: bool, assets: bool, exit_code
         raise click.BadParameter(str(exc)) from exc
     url = get_settings().health_database_url
     try:
-        engine = get_engine(url)
-        system = get_system_status(engine, window=window_td, stale_after=stale_td)
-    except sa.exc.OperationalError as exc:
-        click.echo(str(describe_unavailable(sa.engine.make_url(url).render_as_string(
-            hide_password=True), exc)), err=True)  # fmt: skip
+        system = get_system_status(open_for_reading(url), window=window_td, stale_after=stale_td)
+    except DatabaseUnavailable as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(1)
+    except sa.exc.DBAPIError as exc:
+        click.echo(str(describe_unavailable(redact_url(url), exc, "")), err=True)
         sys.exit(1)
     asset_rows, note = _asset_health() if assets else (None, "not requested (--no-assets)")
     if as_json:

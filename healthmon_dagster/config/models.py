@@ -41,7 +41,7 @@ LOWER_IS_WORSE_OPERATORS = frozenset(
 DEFAULT_FEATURE_FLAGS: dict[str, bool] = {
     "self_healing": False,
     "anomaly_detection": True,
-    "forecasting": False,
+    "forecasting": True,
     "incident_correlation": True,
     "alert_grouping": True,
     "status_page": True,

@@ -17,6 +17,7 @@ from healthmon_dagster.etl.landing import LandingError
 from healthmon_dagster.settings import get_settings, redact_url
 from healthmon_dagster.store.config_versions import record_config_version
 from healthmon_dagster.store.db import describe_unavailable
+from healthmon_dagster.store.errors import error_text
 from healthmon_dagster.store.metrics import MetricPoint, write_metrics
 from healthmon_dagster.store.tables import dim_patient
 
@@ -38,12 +39,16 @@ class RawPatientsConfig(dg.Config):
 
 
 def _db_failure(warehouse: WarehouseResource, exc: sa.exc.DBAPIError) -> dg.Failure:
-    """A run failure that names the unreachable database (no password) and what to do."""
-    if not isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError):
-        return dg.Failure(description=f"database error: {str(exc.orig).splitlines()[0]}")
-    urls = list(dict.fromkeys([warehouse.url(), warehouse.health_url()]))
-    return dg.Failure(description=str(describe_unavailable(" or ".join(
-        redact_url(u) for u in urls), exc)))  # fmt: skip
+    """A run failure that names the database (no password) and what went wrong, with no data
+    value in it: driver messages quote values, so they go through ``store.errors.error_text``."""
+    if isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError):
+        urls = list(dict.fromkeys([warehouse.url(), warehouse.health_url()]))
+        where = " or ".join(redact_url(u) for u in urls)
+        return dg.Failure(description=str(describe_unavailable(where, exc)))
+    return dg.Failure(
+        description=f"database error: {error_text(exc)}; nothing of this step was committed. "
+        "Quoted values are withheld (they may be patient data): see the database server log."
+    )
 
 
 def _record(warehouse: WarehouseResource, component: str, asset: str,
@@ -89,11 +94,11 @@ def raw_patients(
             for key, fingerprint in todo
         ]  # fmt: skip
     except ConfigError as exc:
-        raise dg.Failure(description=str(exc), allow_retries=False) from exc
+        raise dg.Failure(description=str(exc), allow_retries=False) from None
     except LandingError as exc:
-        raise dg.Failure(description=str(exc), allow_retries=True) from exc
+        raise dg.Failure(description=str(exc), allow_retries=True) from None
     except sa.exc.DBAPIError as exc:
-        raise _db_failure(warehouse, exc) from exc
+        raise _db_failure(warehouse, exc) from None
 
     rejected = [r for r in results if r.status == "rejected"]
     loaded = [r for r in results if r.status in ("loaded", "empty")]
@@ -146,7 +151,7 @@ def stg_patients(
     try:
         results = staging.stage_pending(warehouse.engine(), context.run.run_id)
     except sa.exc.DBAPIError as exc:
-        raise _db_failure(warehouse, exc) from exc
+        raise _db_failure(warehouse, exc) from None
     rows_in = sum(r.rows_in for r in results)
     rejected = sum(r.rows_rejected for r in results)
     duration = sum(r.duration_s for r in results)
@@ -164,7 +169,8 @@ def stg_patients(
         "rows_per_second": (rows_in / duration if duration else 0.0, "rows/s"),
         "files_staged": (len(results), "files"),
     }
-    _record(warehouse, "staging_transformer", "stg/patients", figures)
+    if results:  # a run that staged nothing has no figures: zeros would drag averages down
+        _record(warehouse, "staging_transformer", "stg/patients", figures)
     if rejected:
         context.log.warning(
             f"{rejected} of {rows_in} rows rejected ({rate:.2%}): "
@@ -198,7 +204,7 @@ def core_dim_patient(
                 sa.select(sa.func.count().filter(dim_patient.c.is_current), sa.func.count())
             ).one()  # fmt: skip
     except sa.exc.DBAPIError as exc:
-        raise _db_failure(warehouse, exc) from exc
+        raise _db_failure(warehouse, exc) from None
     duration = sum(r.duration_s for r in results)
     rows_in = sum(r.rows_in for r in results)
     figures = {
@@ -212,7 +218,8 @@ def core_dim_patient(
         "total_versions": (versions, "rows"),
         "files_merged": (len(results), "files"),
     }
-    _record(warehouse, "core_merger", "core/dim_patient", figures)
+    if results:
+        _record(warehouse, "core_merger", "core/dim_patient", figures)
     return dg.MaterializeResult(metadata={name: v for name, (v, _) in figures.items()})
 
 

@@ -110,6 +110,8 @@ def _checks_for_asset(path: str, config: HealthConfiguration) -> dg.AssetChecksD
     key = asset_key_of(path)
     quality = config.quality.assets.get(path)
     specs = list(quality.checks) if quality is not None else []
+    if not config.feature_enabled("anomaly_detection"):  # the flag turns volume checks off
+        specs = [s for s in specs if s.kind != "volume_anomaly"]
     batch_column = quality.batch_column if quality is not None else None
     freshness: FreshnessConfig | None = config.freshness.get(path)
     rejection = (config.quality.rejection_rate.warn, config.quality.rejection_rate.fail)

@@ -31,6 +31,7 @@ from healthmon_dagster.health.framework import (
 from healthmon_dagster.health.results import latest_results, write_results
 from healthmon_dagster.settings import get_settings, redact_url
 from healthmon_dagster.store.db import describe_unavailable, write_transaction
+from healthmon_dagster.store.errors import error_text
 from healthmon_dagster.store.metrics import MetricPoint, write_metrics
 from healthmon_dagster.store.tables import check_results
 
@@ -129,7 +130,7 @@ def build_health_check_job(
                 engine = warehouse.health_engine()
                 known = latest_results(engine, external)
             except sa.exc.DBAPIError as exc:
-                context.log.warning(f"could not read dependency results: {exc.orig}")
+                context.log.warning(f"could not read dependency results: {error_text(exc)}")
         env = _environment(warehouse, landing, context.instance, landing_pattern)
         runner = HealthCheckRunner(env)
 

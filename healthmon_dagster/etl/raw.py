@@ -21,6 +21,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from healthmon_dagster.etl.landing import LandingFile, LandingSource, sha256_file
 from healthmon_dagster.store.db import analyze, is_sqlite, write_transaction
+from healthmon_dagster.store.errors import error_text
 from healthmon_dagster.store.metrics import utcnow
 from healthmon_dagster.store.tables import (
     OPTIONAL_COLUMNS,
@@ -157,6 +158,12 @@ def _records(path: Path, shape: FileShape) -> Iterator[_Record]:
         try:
             next(lines)  # the header
             for physical in lines:
+                if "\x00" in physical:
+                    raise FileRejected(
+                        "nul_byte",
+                        f"data record {row_number + 1} contains a NUL byte: the file is binary or "
+                        "corrupt; nothing was loaded; re-export it",
+                    )
                 line = physical.rstrip("\r\n")
                 if not line:
                     continue
@@ -300,9 +307,14 @@ def _copy_file(conn: Connection, path: Path, shape: FileShape, file_id: int, key
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
         cursor.copy_expert(sql, _TextStream(pieces()), size=1 << 16)
-    except Exception:
+    except Exception as exc:
         if rejected:
             raise rejected[0] from None
+        # The raw cursor bypasses SQLAlchemy: wrap driver errors the way it would, so callers
+        # handle an outage during COPY like any other database error.
+        dbapi = conn.dialect.loaded_dbapi
+        if isinstance(exc, dbapi.Error):
+            raise sa.exc.DBAPIError.instance("COPY raw.patients", None, exc, dbapi.Error) from None
         raise
     finally:
         cursor.close()
@@ -358,10 +370,9 @@ def load_file(
                 engine, source, key, path, dagster_run_id, accepted_delimiters, fingerprint
             )
     except Exception as exc:
-        first_line = str(exc).splitlines()[0] if str(exc) else ""
         _record_load_run(engine, **run_values, status="failed", finished_at=utcnow(),
                          duration_ms=(time.perf_counter() - t0) * 1000,
-                         error=f"{type(exc).__name__}: {first_line}")  # fmt: skip
+                         error=error_text(exc))  # fmt: skip
         raise
     result.duration_s = time.perf_counter() - t0
     status = {"loaded": "success", "empty": "success", "rejected": "rejected",

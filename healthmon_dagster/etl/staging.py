@@ -28,7 +28,9 @@ from healthmon_dagster.store.tables import (
     stg_patients_rejected,
 )
 
-DECIMAL_RE = r"^-?[0-9]+(\.[0-9]+)?$"
+# At most 15 integer digits: NUMERIC(18,2) holds them even after rounding, and so does a double:
+# the cast after the regex never fails on Postgres (a 400-digit number is invalid, not a crash).
+DECIMAL_RE = r"^-?[0-9]{1,15}(\.[0-9]{1,20})?$"
 ZIP_RE = r"^[0-9]{5}(-[0-9]{4})?$"
 SSN_RE = r"^[0-9]{3}-[0-9]{2}-[0-9]{4}$"
 REJECTED_TABLE = "healthmon_stg_rejected"

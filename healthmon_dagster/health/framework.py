@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from healthmon_dagster.enums import HealthCheckType, HealthComponent, HealthStatus
+from healthmon_dagster.store.errors import error_text
 
 MAX_MESSAGE_CHARS = 500
 _SEVERITY = {
@@ -209,10 +210,8 @@ def short(message: str) -> str:
 
 
 def describe_exception(exc: BaseException) -> str:
-    """``Type: first line of the message`` (a driver's message often carries a multi-line dump)."""
-    text = str(getattr(exc, "orig", None) or exc).strip()
-    first = text.splitlines()[0] if text else ""
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    """``Type: first line of the message``, quoted values redacted (see ``store.errors``)."""
+    return error_text(exc)
 
 
 def worst(statuses: Iterable[HealthStatus]) -> HealthStatus:
@@ -654,8 +653,13 @@ class HealthCheckRunner:
 
 
 def checks_from_config(config: Any) -> list[HealthCheck]:
-    """Every health check of a ``HealthConfiguration`` (disabled ones included)."""
-    return [HealthCheck.from_config(c) for c in config.health_checks]
+    """Every health check of a ``HealthConfiguration`` (disabled ones included; capacity
+    forecasts only while the ``forecasting`` feature flag is on)."""
+    return [
+        HealthCheck.from_config(c)
+        for c in config.health_checks
+        if c.kind != "capacity" or config.feature_enabled("forecasting")
+    ]
 
 
 _COMPARE: dict[str, tuple[Callable[[float, float], bool], str]] = {

@@ -22,7 +22,6 @@ A check that cannot be evaluated (missing table or column, SQL error) returns st
 message that names the table/column and what to do; it never passes.
 """
 
-import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -57,6 +56,7 @@ from healthmon_dagster.quality.results import (
     WARN,
     CheckResult,
 )
+from healthmon_dagster.store.errors import error_text
 from healthmon_dagster.store.tables import (
     check_results,
     dim_patient,
@@ -865,25 +865,12 @@ _PLANNERS: dict[str, Callable[[_Ctx, Any], _Plan]] = {
 
 # --- errors without values -------------------------------------------------------------------
 
-_QUOTED = re.compile(r"\"([^\"]*)\"|'([^']*)'")
-
 
 def safe_error_message(exc: BaseException, known_names: set[str]) -> str:
-    """A database error as text with no data value in it: quoted tokens are kept only when they
-    are a known table/column name; DETAIL and later lines are dropped."""
+    """A database error as text with no data value in it (``store.errors.error_text``)."""
     if isinstance(exc, CheckError):
         return str(exc)
-    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-    first = text[0] if text else type(exc).__name__
-    known = {n.lower() for n in known_names}
-
-    def keep(m: re.Match[str]) -> str:
-        token = m.group(1) if m.group(1) is not None else m.group(2)
-        return m.group(0) if token.lower() in known else '"?"'
-
-    first = _QUOTED.sub(keep, first)
-    first = re.sub(r"\[SQL:.*", "", first).strip()
-    return f"{type(getattr(exc, 'orig', None) or exc).__name__}: {first}"
+    return error_text(exc, known_names)
 
 
 def _known_names(ctx_table: sa.Table | None, asset: str) -> set[str]:

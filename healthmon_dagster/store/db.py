@@ -78,11 +78,17 @@ def create_db_engine(url: str) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+        engine = sa.create_engine(
+            parsed,
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+            hide_parameters=True,  # bound values are patient data: never in an error message
+        )
         _configure_sqlite(engine, parsed)
         return engine
     connect_args = {"connect_timeout": 10} if parsed.get_backend_name() == "postgresql" else {}
-    return sa.create_engine(parsed, pool_pre_ping=True, connect_args=connect_args)
+    return sa.create_engine(
+        parsed, pool_pre_ping=True, connect_args=connect_args, hide_parameters=True
+    )
 
 
 def get_engine(url: str) -> Engine:
@@ -119,20 +125,21 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
         conn.close()
 
 
-def describe_unavailable(where: Engine | str, exc: BaseException) -> DatabaseUnavailable:
+def describe_unavailable(
+    where: Engine | str,
+    exc: BaseException,
+    advice: str = "Nothing was written; check that the server is running and reachable, then "
+    "re-run (loads are idempotent).",
+) -> DatabaseUnavailable:
     """Turn a connection error into a message that names the database and says what to do.
 
     ``where`` is the engine, or a description of the database(s) already free of passwords.
     """
+    from healthmon_dagster.store.errors import error_text
+
     if isinstance(where, Engine):
         where = where.url.render_as_string(hide_password=True)
-    reason = (
-        str(getattr(exc, "orig", exc)).strip().splitlines()[0] if str(exc) else type(exc).__name__
-    )
-    return DatabaseUnavailable(
-        f"database {where} is unavailable: {reason}. Nothing was written; check that the server is "
-        "running and reachable, then re-run (loads are idempotent)."
-    )
+    return DatabaseUnavailable(f"database {where} is unavailable: {error_text(exc)}. {advice}")
 
 
 def analyze(engine: Engine, *tables: sa.Table) -> None:
@@ -143,3 +150,44 @@ def analyze(engine: Engine, *tables: sa.Table) -> None:
     with engine.begin() as conn:
         for table in tables:
             conn.execute(sa.text(f"ANALYZE {table.schema}.{table.name}"))
+
+
+def open_for_reading(url: str) -> Engine:
+    """An engine on an existing, migrated database, for commands that only read.
+
+    Unlike :func:`get_engine` it creates nothing (no folder, no file, no tables), so a mistyped
+    ``HEALTHMON_HOME`` or URL is reported instead of looking like an empty store. Raises
+    :class:`DatabaseUnavailable` with what to do.
+    """
+    from healthmon_dagster.store.migrate import current_revision, head_revision
+
+    try:
+        parsed = make_url(url)
+    except sa.exc.ArgumentError:
+        raise DatabaseUnavailable(
+            f"database URL {url.split(':', 1)[0]}://... cannot be parsed; set it to a SQLAlchemy "
+            "URL such as postgresql+psycopg2://user@host:5432/db or sqlite:////path/healthmon.db"
+        ) from None
+    shown = parsed.render_as_string(hide_password=True)
+    database = parsed.database or ""
+    is_file_db = parsed.get_backend_name() == "sqlite" and database not in ("", ":memory:")
+    if is_file_db and not Path(database).exists():
+        raise DatabaseUnavailable(
+            f"no database at {parsed.database}: nothing has been recorded there yet; check "
+            "HEALTHMON_HOME / HEALTHMON_HEALTH_DATABASE_URL, or run the pipeline first"
+        )
+    engine = create_db_engine(url)
+    try:
+        revision = current_revision(engine)
+    except sa.exc.DBAPIError as exc:
+        engine.dispose()
+        raise describe_unavailable(
+            shown, exc, "Check that the server is running and reachable."
+        ) from None
+    if revision != head_revision():
+        engine.dispose()
+        raise DatabaseUnavailable(
+            f"database {shown} is at schema revision {revision or 'none'}, not "
+            f"{head_revision()}: run `healthmon db upgrade`"
+        )
+    return engine

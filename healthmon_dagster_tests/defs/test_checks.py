@@ -176,3 +176,28 @@ def test_a_crashing_check_is_an_execution_failure_not_a_pass(
     assert latest[("stg/patients", REJECTION)] == "warn"
     table = CliRunner().invoke(cli, ["checks"])
     assert table.exit_code == 0 and "ghost_is_not_null" in table.output and "error" in table.output
+
+
+def test_full_sweep_job_checks_whole_tables_not_only_the_latest_file(
+    healthmon_env: Path, db_url: str, instance: dg.DagsterInstance
+) -> None:
+    landing = LocalLandingSource(healthmon_env / "landing")
+    # The older file has 3% unknown genders, the newer one is clean.
+    write_to(landing, generate_sample(200, files=1, defect="unknown_gender", prefix="patients_a"))
+    write_to(landing, generate_sample(200, files=1, seed=7, prefix="patients_b"))
+    defs = code_location()
+
+    etl = run_job(defs, instance)
+    sweep = defs.resolve_job_def("quality_full_sweep_job").execute_in_process(
+        instance=instance, tags={"healthmon/quality_mode": "full"}, raise_on_error=False
+    )
+
+    assert etl.success, failure_descriptions(etl)
+    assert sweep.success, failure_descriptions(sweep)
+    assert not materialized(sweep)  # checks only: the sweep never reloads anything
+    # The ETL run judged the latest file (clean); the sweep judges all 400 rows (6 rejected).
+    assert evaluations(etl)[REJECTION].passed is True
+    swept = evaluations(sweep)[REJECTION]
+    assert swept.passed is False and swept.severity == dg.AssetCheckSeverity.WARN
+    row = recorded(db_url, sweep.run_id)[REJECTION]
+    assert row.status == "warn" and row.failing_rows == 6

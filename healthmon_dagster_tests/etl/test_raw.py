@@ -275,3 +275,18 @@ def test_s3_endpoint_down_gives_a_clear_error(
     assert "could not list s3://landing/in/" in message
     assert endpoint in message
     assert "reachable" in message
+
+
+def test_a_nul_byte_rejects_the_file_on_both_databases(engine: Engine, tmp_path: Path) -> None:
+    [sample] = generate_sample(20)
+    lines = sample.data.split(b"\n")
+    lines[5] = lines[5].replace(b",", b",\x00", 1)
+    source = LocalLandingSource(tmp_path / "landing")
+    source.put("patients_nul.csv", b"\n".join(lines))
+
+    result = raw.load_file(engine, source, "patients_nul.csv")
+
+    assert result.status == "rejected" and "NUL byte" in result.message
+    assert "data record 5" in result.message
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(raw_patients)).scalar_one() == 0

@@ -194,3 +194,24 @@ def test_rejected_rows_hold_no_field_values(engine: Engine, tmp_path: Path) -> N
         reasons = set(conn.execute(sa.select(stg_patients_rejected.c.reasons)).scalars())
     codes = {r.code for r in staging.build_rules(TODAY)} | {"id_duplicate_in_file"}
     assert all(set(r.split(";")) <= codes for r in reasons)
+
+
+def _with_field(data: bytes, row: int, column: str, value: str) -> bytes:
+    lines = data.decode().split("\n")
+    fields = lines[row].split(",")
+    fields[COLUMNS.index(column)] = value
+    lines[row] = ",".join(fields)
+    return "\n".join(lines).encode()
+
+
+@pytest.mark.parametrize("huge", ["1" + "0" * 400, "12345678901234567", "9999999999999999.999"])
+def test_numbers_too_large_for_their_type_are_rejected_not_a_crash(
+    engine: Engine, tmp_path: Path, huge: str
+) -> None:
+    """On Postgres a cast overflow would abort the whole stage; the rule rejects the row first."""
+    [sample] = generate_sample(10)
+    file_id, result = _stage(
+        engine, tmp_path, _with_field(sample.data, 2, "HEALTHCARE_EXPENSES", huge)
+    )
+    assert _rejected(engine, file_id) == {2: {"healthcare_expenses_invalid"}}
+    assert result.rows_staged == 9
