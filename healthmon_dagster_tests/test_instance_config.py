@@ -22,6 +22,8 @@ def test_default_instance_retries_runs_and_sends_no_telemetry(tmp_path: Path) ->
         assert instance.run_retries_enabled and instance.run_retries_max_retries == 2
         assert instance.run_monitoring_enabled
         assert instance.get_settings("telemetry")["enabled"] is False
+        limits = instance.get_settings("concurrency")["runs"]["tag_concurrency_limits"]
+        assert limits == [{"key": "healthmon/pipeline", "value": "patients_etl", "limit": 1}]
     finally:
         instance.dispose()
 
@@ -48,3 +50,10 @@ def test_postgres_template_stores_runs_in_postgres(
         assert instance.get_run_by_id(result.run_id) is not None
     finally:
         instance.dispose()
+
+
+def test_the_etl_job_carries_the_tag_its_run_limit_applies_to() -> None:
+    from healthmon_dagster.definitions import defs
+
+    job = defs.resolve_job_def("patients_etl_job")
+    assert job.tags.get("healthmon/pipeline") == "patients_etl"

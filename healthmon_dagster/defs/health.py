@@ -25,7 +25,6 @@ from healthmon_dagster.health.framework import (
     HealthCheck,
     HealthCheckResult,
     HealthCheckRunner,
-    apply_thresholds,
     checks_from_config,
 )
 from healthmon_dagster.health.results import latest_results, write_results
@@ -132,7 +131,7 @@ def build_health_check_job(
             except sa.exc.DBAPIError as exc:
                 context.log.warning(f"could not read dependency results: {error_text(exc)}")
         env = _environment(warehouse, landing, context.instance, landing_pattern)
-        runner = HealthCheckRunner(env)
+        runner = HealthCheckRunner(env, thresholds=thresholds)
 
         def log(result: HealthCheckResult) -> None:
             line = f"{result.check_id}: {result.status.value} ({result.message})"
@@ -142,8 +141,6 @@ def build_health_check_job(
                 context.log.warning(line)
 
         report = runner.run(list(checks), known_results=known, on_result=log)
-        for result in report.results:
-            apply_thresholds(result, by_id[result.check_id].component, thresholds)
         try:
             write_results(
                 engine or warehouse.health_engine(), by_id, report.results, context.run_id

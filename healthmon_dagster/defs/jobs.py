@@ -8,6 +8,8 @@ patients_etl_job = dg.define_asset_job(
     "patients_etl_job",
     selection=dg.AssetSelection.groups(GROUP),
     executor_def=dg.in_process_executor,
+    # dagster.yaml limits runs with this tag to one at a time (see concurrency: there).
+    tags={"healthmon/pipeline": "patients_etl"},
     # An asset selection includes the asset checks of the selected assets: every layer is
     # checked in the run that loads it, and blocking checks stop the layers after it.
     description="Load landing file(s) into raw, stage them, and merge them into core (SCD2), "

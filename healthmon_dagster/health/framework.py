@@ -458,8 +458,11 @@ class HealthCheckRunner:
         environment: CheckEnvironment | None = None,
         max_concurrency: int = 32,
         retry_delay_seconds: float = 0.2,
+        thresholds: Sequence[Any] = (),
     ) -> None:
         self.environment = environment or CheckEnvironment()
+        # healthmon.yaml ``thresholds:``, judged on each attempt before retries and dependents see it
+        self.thresholds = list(thresholds)
         self.max_concurrency = max(1, max_concurrency)
         self.retry_delay_seconds = retry_delay_seconds
 
@@ -576,26 +579,28 @@ class HealthCheckRunner:
 
         def conclude(attempt: _Attempt, obs: Observation, own_s: float, now: float) -> None:
             state = states[attempt.check.check_id]
-            status = obs.derived_status()
-            if status == HealthStatus.CRITICAL and state.attempts <= attempt.check.retry_attempts:
+            response_ms = round(own_s * 1000, 3)
+            result = HealthCheckResult(
+                check_id=attempt.check.check_id,
+                timestamp=datetime.now(UTC),
+                status=obs.derived_status(),
+                response_time_ms=response_ms,
+                details=obs.details,
+                errors=obs.errors,
+                warnings=obs.warnings,
+                metrics={**obs.metrics, "response_time_ms": response_ms},
+                attempts=state.attempts,
+            )
+            apply_thresholds(result, attempt.check.component, self.thresholds)
+            if (
+                result.status == HealthStatus.CRITICAL
+                and state.attempts <= attempt.check.retry_attempts
+            ):
                 delay = min(2.0, self.retry_delay_seconds * (2 ** (state.attempts - 1)))
                 state.not_before = now + delay
                 delayed.append(attempt.check.check_id)
                 return
-            response_ms = own_s * 1000
-            finish(
-                HealthCheckResult(
-                    check_id=attempt.check.check_id,
-                    timestamp=datetime.now(UTC),
-                    status=status,
-                    response_time_ms=round(response_ms, 3),
-                    details=obs.details,
-                    errors=obs.errors,
-                    warnings=obs.warnings,
-                    metrics={**obs.metrics, "response_time_ms": round(response_ms, 3)},
-                    attempts=state.attempts,
-                )
-            )
+            finish(result)
             overhead[attempt.check.check_id] = state.overhead_s * 1000
 
         while len(done) < len(states):
@@ -685,18 +690,21 @@ def apply_thresholds(
     for t in thresholds:
         if not t.enabled or HealthComponent(t.component) != component:
             continue
-        value = result.metrics.get(t.metric_name)
         compare = _COMPARE.get(getattr(t.operator, "value", t.operator))
-        if value is None or compare is None:
+        if compare is None:
             continue
         test, words = compare
-        for level, status, sink in (
-            (t.critical_threshold, HealthStatus.CRITICAL, result.errors),
-            (t.warning_threshold, HealthStatus.WARNING, result.warnings),
-        ):
-            if test(value, level):
-                sink.append(short(f"{t.metric_name} is {value:g}, {words} the {status.value} "
-                                  f"threshold {level:g} (threshold {t.threshold_id})"))  # fmt: skip
-                result.status = worst([result.status, status])
-                break
+        # "query_time_ms" also matches "warehouse.query_time_ms" (checks with several targets).
+        matching = [(n, v) for n, v in result.metrics.items()
+                    if n == t.metric_name or n.endswith("." + t.metric_name)]  # fmt: skip
+        for name, value in matching:
+            for level, status, sink in (
+                (t.critical_threshold, HealthStatus.CRITICAL, result.errors),
+                (t.warning_threshold, HealthStatus.WARNING, result.warnings),
+            ):
+                if test(value, level):
+                    sink.append(short(f"{name} is {value:g}, {words} the {status.value} "
+                                      f"threshold {level:g} (threshold {t.threshold_id})"))  # fmt: skip
+                    result.status = worst([result.status, status])
+                    break
     return result

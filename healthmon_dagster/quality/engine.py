@@ -465,8 +465,9 @@ def _plan_scd2(ctx: _Ctx, spec: Scd2IntegrityCheck) -> _Plan:
     bad_window = sa.and_(vt.is_not(None), vf >= vt)
     bad_flag = sa.or_(sa.and_(is_cur, vt.is_not(None)), sa.and_(not_cur, vt.is_(None)))
 
-    def finish(_v: Mapping[str, Any], total: int) -> CheckResult:
-        # One pass grouped by key; only keys with a problem leave the aggregate.
+    def finish(_v: Mapping[str, Any], _batch_total: int) -> CheckResult:
+        # SCD2 integrity is a property of the whole table, so its total is the table's rows, not
+        # the batch's. One pass grouped by key; only keys with a problem leave the aggregate.
         nc, bw, bf = (_count_if(is_cur), _count_if(bad_window), _count_if(bad_flag))
         per_key = (
             sa.select(nc.label("nc"), bw.label("bw"), bf.label("bf"))
@@ -478,6 +479,7 @@ def _plan_scd2(ctx: _Ctx, spec: Scd2IntegrityCheck) -> _Plan:
         summary = sa.select(
             _count_if(g.nc == 0), _count_if(g.nc > 1),
             sa.func.coalesce(sa.func.sum(g.bw), 0), sa.func.coalesce(sa.func.sum(g.bf), 0),
+            sa.select(sa.func.count()).select_from(ctx.table).scalar_subquery(),
         )  # fmt: skip
         # Overlaps: the next version starts before this one ends. Only keys with a closed
         # version have more than one version, so the window sorts those rows only.
@@ -494,8 +496,9 @@ def _plan_scd2(ctx: _Ctx, spec: Scd2IntegrityCheck) -> _Plan:
             sa.or_(versions.c.vt.is_(None), versions.c.nxt < versions.c.vt),
         )
         with ctx.engine.connect() as conn:
-            no_current, multi_current, windows, flags = (int(x) for x in
-                                                         conn.execute(summary).one())  # fmt: skip
+            no_current, multi_current, windows, flags, total = (
+                int(x) for x in conn.execute(summary).one()
+            )
             overlaps = int(conn.execute(overlaps_q).scalar() or 0)
         failing = no_current + multi_current + windows + flags + overlaps
         return _count_result(

@@ -163,3 +163,29 @@ def test_configured_thresholds_raise_the_status_and_name_the_threshold() -> None
     assert (
         apply_thresholds(result(), HealthComponent.DATABASE, [off]).status == HealthStatus.HEALTHY
     )
+
+
+@register("test_latency")
+def latency_check(check: HealthCheck, ctx: CheckContext) -> Observation:
+    obs = Observation()
+    obs.metric("warehouse.query_time_ms", float(check.param("ms", 0)))
+    return obs
+
+
+def test_a_threshold_breach_is_retried_and_makes_dependents_unknown() -> None:
+    from healthmon_dagster.config.models import ThresholdConfiguration
+
+    slow_db = mk("slow_db", "test_latency", custom_parameters={"ms": 900}, retry_attempts=1)
+    child = mk("child", "test_sleep", dependencies=("slow_db",))
+    limit = ThresholdConfiguration(threshold_id="db_latency", component="network",
+                                   metric_name="query_time_ms", warning_threshold=300,
+                                   critical_threshold=600)  # fmt: skip
+
+    results = HealthCheckRunner(thresholds=[limit]).run([slow_db, child]).by_id()
+
+    assert results["slow_db"].status == HealthStatus.CRITICAL
+    assert results["slow_db"].attempts == 2  # judged critical by the threshold, then retried
+    assert results["slow_db"].errors == [
+        "warehouse.query_time_ms is 900, above the critical threshold 600 (threshold db_latency)"
+    ]
+    assert results["child"].status == HealthStatus.UNKNOWN
