@@ -206,6 +206,23 @@ class _CheckSpec(_Model):
         return self
 
 
+def _no_levels(spec: "_CheckSpec", allowed: tuple[str, ...], why: str) -> None:
+    """Reject ``warn``/``fail`` where the kind does not read them as levels (they would do
+    nothing); ``allowed`` lists the ones the kind does read."""
+    problems: list[tuple[Loc, str]] = []
+    for name in ("warn", "fail"):
+        if getattr(spec, name) is not None and name not in allowed:
+            problems.append(((name,), f"{name} has no effect on a {spec.kind} check: {why}"))
+    _raise_if(problems)
+
+
+def _breach_levels(spec: "_CheckSpec") -> None:
+    """A bounds check either holds or not: warn/fail may only be 0 (a breach warns / fails)."""
+    _raise_if([((name,), f"{name} must be 0 for a {spec.kind} check (a breach warns with warn: 0, "
+                f"fails with fail: 0, the default); the bounds are min/max or the *_pct fields")
+               for name in ("warn", "fail") if getattr(spec, name) not in (None, 0)])  # fmt: skip
+
+
 class _MostlyCheckSpec(_CheckSpec):
     # Fraction of rows that must pass (Great Expectations' ``mostly``); an alternative to ``fail``.
     mostly: float | None = Field(default=None, gt=0, le=1)
@@ -297,6 +314,7 @@ class RowCountCheck(_CheckSpec):
     def _bounds(self) -> "RowCountCheck":
         if self.min is not None and self.max is not None and self.min > self.max:
             _raise_if([(("min",), f"min ({self.min}) must be <= max ({self.max})")])
+        _breach_levels(self)
         return self
 
 
@@ -309,6 +327,11 @@ class RowCountChangeCheck(_CheckSpec):
 
     def default_name(self) -> str:
         return "row_count_change_is_within_bounds"
+
+    @model_validator(mode="after")
+    def _levels(self) -> "RowCountChangeCheck":
+        _breach_levels(self)
+        return self
 
 
 class SchemaCheck(_CheckSpec):
@@ -349,6 +372,7 @@ class FreshnessCheck(_CheckSpec):
         w, f = self.warn_after_minutes, self.fail_after_minutes
         if w is not None and w >= f:
             _raise_if([(("warn_after_minutes",), f"warn_after_minutes ({w}) must be < fail ({f})")])
+        _no_levels(self, (), "use warn_after_minutes / fail_after_minutes")
         return self
 
 
@@ -406,6 +430,12 @@ class VolumeAnomalyCheck(_CheckSpec):
 
     def default_name(self) -> str:
         return f"{self.metric}_volume_is_normal"
+
+    @model_validator(mode="after")
+    def _levels(self) -> "VolumeAnomalyCheck":
+        _no_levels(self, ("fail",), "a value beyond `sensitivity` robust SDs warns; `fail` is "
+                   "the robust score above which it fails")  # fmt: skip
+        return self
 
 
 QualityCheckSpec = Annotated[

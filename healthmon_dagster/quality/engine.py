@@ -717,16 +717,22 @@ def _plan_schema(ctx: _Ctx, spec: SchemaCheck) -> _Plan:
 
 def _plan_custom_sql(ctx: _Ctx, spec: CustomSqlCheck) -> _Plan:
     query = sa.text(spec.sql)
-    params: dict[str, Any] = {}
-    if "batch" in query._bindparams:  # noqa: SLF001 - the documented :batch parameter
-        if ctx.batch is None:
-            raise CheckError("the custom SQL uses :batch but the asset has no batch yet")
-        params["batch"] = ctx.batch.value
+    uses_batch = "batch" in query._bindparams  # noqa: SLF001 - the documented :batch parameter
+    if uses_batch and ctx.batch is None:
+        raise CheckError("the custom SQL uses :batch but the asset has no batch yet")
 
     def finish(_v: Mapping[str, Any], _total: int) -> CheckResult:
         counted = sa.select(sa.func.count()).select_from(query.columns().subquery("custom"))
         with ctx.engine.connect() as conn:
-            failing = int(conn.execute(counted, params).scalar() or 0)
+            if not uses_batch:
+                failing = int(conn.execute(counted).scalar() or 0)
+            elif ctx.mode != FULL:
+                failing = int(conn.execute(counted, {"batch": ctx.batch.value}).scalar() or 0)
+            else:  # the full sweep runs a per-batch query once for every batch of the table
+                column = ctx.table.c[ctx.batch.column]
+                batches = conn.execute(sa.select(column).distinct()).scalars().all()
+                failing = sum(int(conn.execute(counted, {"batch": b}).scalar() or 0)
+                              for b in batches)  # fmt: skip
         return _count_result(ctx, spec, failing, "failing row(s) returned by the custom SQL", {})
 
     return _Plan({}, finish)

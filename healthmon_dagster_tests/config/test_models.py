@@ -284,3 +284,23 @@ def test_explicitly_named_missing_file_is_an_error(tmp_path: Path) -> None:
 
 def test_section_left_empty_means_its_default() -> None:
     assert load_config_text("alert_rules:\nchannels:\nretention:\n") == HealthConfiguration()
+
+
+@pytest.mark.parametrize(
+    ("check", "where", "says"),
+    [
+        ("kind: freshness\n          column: x\n          fail_after_minutes: 5\n          warn: 1",
+         "checks[0].warn (line 8)", "use warn_after_minutes"),
+        ("kind: volume_anomaly\n          warn: 2", "checks[0].warn (line 6)", "sensitivity"),
+        ("kind: row_count\n          min: 5\n          fail: 3", "checks[0].fail (line 7)",
+         "must be 0"),
+    ],
+)  # fmt: skip
+def test_warn_and_fail_are_rejected_where_they_would_do_nothing(
+    check: str, where: str, says: str
+) -> None:
+    text = f"quality:\n  assets:\n    a/b:\n      checks:\n        - {check}\n"
+    with pytest.raises(ConfigError) as caught:
+        load_config_text(text)
+    (error,) = caught.value.errors
+    assert where in error and says in error
