@@ -1,16 +1,15 @@
 """``healthmon checks``: the latest result of every asset check, per asset, from etl.check_results."""
 
 import json
-import sys
 from typing import Any
 
 import click
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from healthmon_dagster.cli.store_access import read_store
 from healthmon_dagster.quality.record import SOURCE
-from healthmon_dagster.settings import get_settings, redact_url
-from healthmon_dagster.store.db import DatabaseUnavailable, describe_unavailable, open_for_reading
+from healthmon_dagster.settings import get_settings
 from healthmon_dagster.store.tables import check_results
 
 COLUMNS = ("asset", "check", "status", "severity", "observed", "threshold", "failing_rows", "ts")
@@ -56,14 +55,7 @@ def _cell(value: Any) -> str:
 def checks(as_json: bool, asset: str | None) -> None:
     """Latest result of every data-quality check, per asset, with its status."""
     url = get_settings().health_database_url
-    try:
-        rows = latest_results(open_for_reading(url), asset)
-    except DatabaseUnavailable as exc:
-        click.echo(str(exc), err=True)
-        sys.exit(1)
-    except sa.exc.DBAPIError as exc:
-        click.echo(str(describe_unavailable(redact_url(url), exc, "")), err=True)
-        sys.exit(1)
+    rows = read_store(url, lambda engine: latest_results(engine, asset))
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return

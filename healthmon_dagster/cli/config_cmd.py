@@ -65,25 +65,10 @@ def show(path: Path | None) -> None:
 @config.command()
 def history() -> None:
     """List the configuration versions recorded in the health store (one per distinct content)."""
-    import sqlalchemy as sa
-
-    from healthmon_dagster.settings import redact_url
+    from healthmon_dagster.cli.store_access import read_store
     from healthmon_dagster.store.config_versions import config_history
-    from healthmon_dagster.store.db import (
-        DatabaseUnavailable,
-        describe_unavailable,
-        open_for_reading,
-    )
 
-    url = get_settings().health_database_url
-    try:
-        rows = config_history(open_for_reading(url))
-    except DatabaseUnavailable as exc:
-        click.echo(str(exc), err=True)
-        raise click.exceptions.Exit(1) from None
-    except sa.exc.DBAPIError as exc:
-        click.echo(str(describe_unavailable(redact_url(url), exc, "")), err=True)
-        raise click.exceptions.Exit(1) from None
+    rows = read_store(get_settings().health_database_url, config_history)
     if not rows:
         click.echo("no configuration recorded yet (a pipeline run records the one it uses)")
     for row in rows:

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import click
+import dagster as dg
 import sqlalchemy as sa
 
 from healthmon_dagster.settings import get_settings, redact_url
@@ -18,6 +19,7 @@ INSTANCE_YAML = Path(__file__).resolve().parent.parent / "defaults" / "dagster.y
 
 # The runs' event logs stay complete in the instance; only the console echo is reduced.
 QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+SILENT_LOGS = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
 
 def ensure_dagster_home() -> Path:
@@ -75,6 +77,22 @@ def check_lines(engine: sa.Engine) -> list[str]:
     return lines
 
 
+def health_lines(
+    defs: dg.Definitions, instance: dg.DagsterInstance, engine: sa.Engine
+) -> list[str]:
+    """Run every health-check job once, in process, then the system status in a few lines."""
+    from healthmon_dagster.health.status import get_system_status
+
+    for job in defs.resolve_all_job_defs():
+        if job.name.startswith("health_checks_every_"):
+            job.execute_in_process(run_config=SILENT_LOGS, instance=instance, raise_on_error=False)
+    system = get_system_status(engine)
+    lines = [f"  overall {system.overall_health.value.upper()}: {system.description}"]
+    lines += [f"  {c.status.value.upper():<8} {c.component}: {c.description}"
+              for c in system.components if c.status.value not in ("healthy", "unknown")]  # fmt: skip
+    return lines
+
+
 @click.command()
 @click.option("--rows", default=1000, show_default=True, help="Rows per generated sample file.")
 @click.option("--files", "n_files", default=3, show_default=True, help="Sample files to generate.")
@@ -118,6 +136,9 @@ def demo(rows: int, n_files: int, seed: int) -> None:
         click.echo(line)
     click.echo("\nasset checks (latest result of each; `healthmon checks` for the full table):")
     for line in check_lines(resources["warehouse"].health_engine()):
+        click.echo(line)
+    click.echo("\nhealth checks (one run of each cadence's job; `healthmon status` for more):")
+    for line in health_lines(defs, instance, resources["warehouse"].health_engine()):
         click.echo(line)
     click.echo(f"\nDagster UI on the same data: DAGSTER_HOME={settings.dagster_home} dagster dev")
     sys.exit(1 if failed else 0)

@@ -5,36 +5,23 @@ import sys
 from typing import Any
 
 import click
-import sqlalchemy as sa
 
+from healthmon_dagster.cli.store_access import read_store
 from healthmon_dagster.health.status import (
     ComponentStatus,
     InvalidWindow,
     SystemStatus,
     get_system_status,
+    human_duration,
     parse_duration,
 )
-from healthmon_dagster.settings import get_settings, redact_url
-from healthmon_dagster.store.db import DatabaseUnavailable, describe_unavailable, open_for_reading
+from healthmon_dagster.settings import get_settings
 
 EXIT_CODES = {"healthy": 0, "warning": 1, "unknown": 1, "critical": 2}
 
 
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    s = max(0.0, seconds)
-    if s < 120:
-        return f"{s:.0f}s"
-    if s < 7200:
-        return f"{s / 60:.0f}m"
-    if s < 172800:
-        return f"{s / 3600:.1f}h"
-    return f"{s / 86400:.1f}d"
-
-
 def _ms(value: float | None) -> str:
-    return "-" if value is None else _duration(value / 1000.0)
+    return "-" if value is None else human_duration(value / 1000.0)
 
 
 def _row(c: ComponentStatus) -> list[str]:
@@ -42,7 +29,7 @@ def _row(c: ComponentStatus) -> list[str]:
     return [
         c.component,
         c.status.value.upper(),
-        f"{_duration(c.last_check_age_seconds)} ago"
+        f"{human_duration(c.last_check_age_seconds)} ago"
         if c.last_check_age_seconds is not None
         else "-",
         f"{c.response_time_ms:.0f}ms" if c.response_time_ms is not None else "-",
@@ -81,7 +68,7 @@ def _asset_health() -> tuple[list[Any] | None, str | None]:
 
 def _print_text(status: SystemStatus, assets: list[Any] | None, note: str | None) -> None:
     up = status.uptime
-    window = _duration((status.window_end - status.window_start).total_seconds())
+    window = human_duration((status.window_end - status.window_start).total_seconds())
     click.echo(f"Overall: {status.overall_health.value.upper()}  ({status.description})")
     uptime = f"{up.uptime_percentage:.2f}%" if up.uptime_percentage is not None else "-"
     click.echo(
@@ -133,14 +120,9 @@ def status(window: str, stale_after: str, as_json: bool, assets: bool, exit_code
     except InvalidWindow as exc:
         raise click.BadParameter(str(exc)) from exc
     url = get_settings().health_database_url
-    try:
-        system = get_system_status(open_for_reading(url), window=window_td, stale_after=stale_td)
-    except DatabaseUnavailable as exc:
-        click.echo(str(exc), err=True)
-        sys.exit(1)
-    except sa.exc.DBAPIError as exc:
-        click.echo(str(describe_unavailable(redact_url(url), exc, "")), err=True)
-        sys.exit(1)
+    system = read_store(
+        url, lambda engine: get_system_status(engine, window=window_td, stale_after=stale_td)
+    )
     asset_rows, note = _asset_health() if assets else (None, "not requested (--no-assets)")
     if as_json:
         data = system.to_dict()

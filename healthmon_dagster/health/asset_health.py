@@ -33,6 +33,7 @@ from typing import Any
 import dagster as dg
 
 from healthmon_dagster.enums import HealthStatus
+from healthmon_dagster.health.status import human_duration, jsonable
 
 _FAILED_RUN = {dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
 _ACTIVE_RUN = {
@@ -107,30 +108,11 @@ class AssetHealth:
     check_results: list[AssetCheckHealth] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return _jsonable(asdict(self))
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, StrEnum):
-        return value.value
-    return value
+        return jsonable(asdict(self))
 
 
 def _ago(delta: timedelta) -> str:
-    s = max(0, int(delta.total_seconds()))
-    if s < 120:
-        return f"{s}s"
-    if s < 7200:
-        return f"{s // 60}m"
-    if s < 172800:
-        return f"{s / 3600:.1f}h"
-    return f"{s / 86400:.1f}d"
+    return human_duration(delta.total_seconds())
 
 
 def _run_status(instance: dg.DagsterInstance, run_id: str | None) -> dg.DagsterRunStatus | None:

@@ -317,6 +317,9 @@ def test_daemon_heartbeats_missing_then_fresh() -> None:
         up = run("daemon", env, daemon_types=["SCHEDULER", "SENSOR"])
 
     assert down.status == HealthStatus.CRITICAL
-    assert "Dagster daemon SCHEDULER has never sent a heartbeat" in down.errors[0]
+    assert down.errors == [
+        "2 Dagster daemon(s) never sent a heartbeat (SCHEDULER, SENSOR): schedules and sensors "
+        "do not run; start `dagster-daemon run` (or `dagster dev`) with this DAGSTER_HOME"
+    ]
     assert up.status == HealthStatus.HEALTHY, up.errors
     assert up.metrics["daemons_healthy"] == 2

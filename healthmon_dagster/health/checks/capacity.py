@@ -78,4 +78,5 @@ def capacity_check(check: HealthCheck, ctx: CheckContext) -> Observation:
             resource=f"table {spec['table']} rows", **options))  # fmt: skip
     if obs.details and all(d["status"] == HealthStatus.UNKNOWN.value for d in obs.details.values()):
         obs.status = HealthStatus.UNKNOWN
+        obs.warn("not enough history for a forecast yet (see details per resource)")
     return obs

@@ -30,6 +30,7 @@ def daemon_check(check: HealthCheck, ctx: CheckContext) -> Observation:
     obs = Observation(details={"daemons": {}})
     now = time.time()
     healthy = 0
+    never: list[str] = []
     for daemon_type, status in sorted(statuses.items()):
         beat = status.last_heartbeat
         age = None if beat is None else now - beat.timestamp
@@ -39,15 +40,18 @@ def daemon_check(check: HealthCheck, ctx: CheckContext) -> Observation:
         if status.healthy:
             healthy += 1
         elif beat is None:
-            obs.error(
-                f"Dagster daemon {daemon_type} has never sent a heartbeat: schedules and sensors "
-                "do not run; start `dagster-daemon run` with this DAGSTER_HOME"
-            )
+            never.append(daemon_type)
         else:
             obs.error(
                 f"Dagster daemon {daemon_type} last sent a heartbeat {age:.0f}s ago: it is down "
                 "or stuck; check the dagster-daemon process and its logs"
             )
+    if never:  # one line for all of them: with no daemon process, every type is silent
+        obs.error(
+            f"{len(never)} Dagster daemon(s) never sent a heartbeat ({', '.join(never)}): "
+            "schedules and sensors do not run; start `dagster-daemon run` (or `dagster dev`) "
+            "with this DAGSTER_HOME"
+        )
     obs.metric("daemons_healthy", healthy)
     obs.metric("daemons_total", len(statuses))
     return obs
