@@ -32,7 +32,7 @@ from scipy import stats
 from sqlalchemy.engine import Engine
 
 from healthmon_dagster.enums import HealthStatus, TrendDirection
-from healthmon_dagster.store.metrics import metric_history
+from healthmon_dagster.store.metrics import as_utc, metric_history
 
 DEFAULT_ALPHA = 0.05
 DEFAULT_MIN_POINTS = 10
@@ -90,11 +90,7 @@ class CapacityForecast:
 
 
 def _days(times: Sequence[datetime], origin: datetime) -> np.ndarray:
-    return np.array([(_utc(t) - origin).total_seconds() / SECONDS_PER_DAY for t in times])
-
-
-def _utc(ts: datetime) -> datetime:
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+    return np.array([(as_utc(t) - origin).total_seconds() / SECONDS_PER_DAY for t in times])
 
 
 def analyze_trend(
@@ -111,7 +107,7 @@ def analyze_trend(
         raise CapacityError(f"{len(times)} times but {len(values)} values")
     if len(values) < max(min_points, 3):
         return None
-    origin = _utc(min(times))
+    origin = as_utc(min(times))
     x = _days(times, origin)
     y = np.asarray(values, dtype=float)
     if np.ptp(x) == 0:
@@ -186,7 +182,7 @@ def forecast_capacity(
     _check_thresholds(warn_days, fail_days)
     if limit is not None and not math.isfinite(limit):
         raise CapacityError(f"the limit of {resource} must be a finite number")
-    now = _utc(now) if now is not None else datetime.now(UTC)
+    now = as_utc(now) if now is not None else datetime.now(UTC)
     n = len(values)
     trend = analyze_trend(times, values, resource, alpha=alpha, min_points=min_points)
     if trend is None:
@@ -197,8 +193,8 @@ def forecast_capacity(
             "for a trend)",
             None,
         )  # fmt: skip
-    order = sorted(range(n), key=lambda i: _utc(times[i]))
-    origin = _utc(times[order[0]])
+    order = sorted(range(n), key=lambda i: as_utc(times[i]))
+    origin = as_utc(times[order[0]])
     latest = float(values[order[-1]])
     x_now = (now - origin).total_seconds() / SECONDS_PER_DAY
     x = _days(times, origin)
@@ -285,7 +281,7 @@ def metric_forecast(
             its running sum is the level (rows in the table since the start of the history).
         options: ``warn_days``, ``fail_days``, ``alpha``, ``min_points``.
     """
-    now = _utc(now) if now is not None else datetime.now(UTC)
+    now = as_utc(now) if now is not None else datetime.now(UTC)
     times, values, unit = _history(engine, component, metric_name, now, history, tags)
     if cumulative:
         values = list(np.cumsum(values)) if values else []

@@ -45,6 +45,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
 from healthmon_dagster.enums import HealthComponent, HealthStatus
+from healthmon_dagster.store.metrics import as_utc
 from healthmon_dagster.store.tables import check_results, load_runs
 
 SOURCE = "health_check"
@@ -168,16 +169,12 @@ def _floor_int_sqlite(element: _floor_int, compiler: Any, **kw: Any) -> str:
     return f"CAST({compiler.process(element.clauses, **kw)} AS INTEGER)"
 
 
-def _utc(ts: datetime) -> datetime:
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
-
-
 def _now(now: datetime | None) -> datetime:
-    return _utc(now) if now is not None else datetime.now(UTC)
+    return as_utc(now) if now is not None else datetime.now(UTC)
 
 
 def _check_window(start: datetime, end: datetime) -> tuple[datetime, datetime]:
-    start, end = _utc(start), _utc(end)
+    start, end = as_utc(start), as_utc(end)
     if start >= end:
         raise InvalidWindow(
             f"time window starts ({start.isoformat()}) at or after it ends ({end.isoformat()})"
@@ -408,7 +405,7 @@ def component_state(
     status, severity, ts, response_time_ms, message)."""
     checks: list[CheckState] = []
     for r in rows:
-        ts = _utc(r.ts)
+        ts = as_utc(r.ts)
         critical = (r.severity or "") == CRITICAL_SEVERITY
         stale = now - ts > stale_after
         try:
@@ -640,7 +637,7 @@ def _uptime_all(
     intervals: dict[str, list[_Interval]] = defaultdict(list)
     open_since: dict[tuple[str, str], datetime] = {}
     for r in rows:
-        ts = _utc(r.ts)
+        ts = as_utc(r.ts)
         key = (r.target, r.check_name)
         observed[r.target] = min(observed.get(r.target, ts), ts)
         if r.is_down:
@@ -736,7 +733,7 @@ def get_health_history(
 
     cells: dict[str, dict[int, tuple[int, datetime]]] = defaultdict(dict)
     for r in rows:
-        cells[r.target][int(r.idx)] = (int(r.rank), _utc(r.last_ts))
+        cells[r.target][int(r.idx)] = (int(r.rank), as_utc(r.last_ts))
     names = list(components) if components is not None else sorted(cells)
     timestamps = [start + timedelta(seconds=i * bucket_s) for i in range(n_buckets)]
     component_health: dict[str, list[HealthStatus]] = {}

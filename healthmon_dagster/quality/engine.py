@@ -57,6 +57,7 @@ from healthmon_dagster.quality.results import (
     CheckResult,
 )
 from healthmon_dagster.store.errors import error_text
+from healthmon_dagster.store.metrics import as_utc
 from healthmon_dagster.store.tables import (
     check_results,
     dim_patient,
@@ -363,7 +364,7 @@ def _as_utc(ts: Any) -> datetime | None:
         ts = datetime.fromisoformat(ts)
     if not isinstance(ts, datetime):  # a DATE column
         ts = datetime(ts.year, ts.month, ts.day)
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+    return as_utc(ts)
 
 
 def _age_result(

@@ -32,7 +32,8 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _as_utc(ts: datetime) -> datetime:
+def as_utc(ts: datetime) -> datetime:
+    """``ts`` in UTC; a naive value (SQLite returns them) is taken to be UTC already."""
     return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
 
@@ -72,7 +73,7 @@ def write_metrics(
             c.execute(
                 metrics.insert(),
                 [
-                    {"ts": _as_utc(p.ts or now), "component": p.component,
+                    {"ts": as_utc(p.ts or now), "component": p.component,
                      "metric_name": p.metric_name, "value": float(p.value), "unit": p.unit,
                      "tags": dict(p.tags)}
                     for p in points
@@ -100,8 +101,8 @@ def _window(
     conds = [
         metrics.c.component == component,
         metrics.c.metric_name == metric_name,
-        metrics.c.ts >= _as_utc(start),
-        metrics.c.ts <= _as_utc(end),
+        metrics.c.ts >= as_utc(start),
+        metrics.c.ts <= as_utc(end),
     ]
     for key, value in (tags or {}).items():
         conds.append(metrics.c.tags[key].as_string() == value)
@@ -121,7 +122,7 @@ def metric_history(
     )
     with engine.connect() as conn:
         return [
-            MetricPoint(component, metric_name, row.value, row.unit, row.tags, _as_utc(row.ts))
+            MetricPoint(component, metric_name, row.value, row.unit, row.tags, as_utc(row.ts))
             for row in conn.execute(query)
         ]
 
