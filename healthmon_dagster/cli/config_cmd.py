@@ -49,8 +49,17 @@ def config() -> None:
 @click.argument("path", required=False, type=_PATH)
 def validate(path: Path | None) -> None:
     """Validate PATH (default: $HEALTHMON_CONFIG or healthmon.yaml); exit 1 listing every error."""
+    from healthmon_dagster.health.framework import parameter_problems
+
     path = _resolve(path)
     cfg = _load_or_exit(path)
+    problems = parameter_problems(cfg)  # the health checks' parameters, known per kind
+    if problems:
+        for problem in problems:
+            click.echo(problem, err=True)
+        n = len(problems)
+        click.echo(f"INVALID: {path}: {n} error{'s' if n != 1 else ''}", err=True)
+        raise click.exceptions.Exit(1)
     click.echo(f"OK: {path if path is not None else '<built-in defaults>'}: {_summary(cfg)}")
 
 

@@ -17,6 +17,7 @@ it; a check whose dependency failed reports UNKNOWN instead of running. Results 
 trace: an unexpected exception becomes one line naming the check, the exception type and message.
 """
 
+import difflib
 import importlib
 import queue
 import threading
@@ -284,14 +285,41 @@ _registry_lock = threading.Lock()
 _builtins_loaded = False
 
 
-def register(kind: str) -> Callable[[CheckImpl], CheckImpl]:
-    """Decorator: make ``impl`` the implementation of ``kind``."""
+_PARAMS: dict[str, frozenset[str]] = {}
+
+
+def register(kind: str, params: Iterable[str] | None = None) -> Callable[[CheckImpl], CheckImpl]:
+    """Decorator: make ``impl`` the implementation of ``kind``.
+
+    ``params`` names the ``custom_parameters`` it reads; when given, any other key in a check of
+    this kind is a configuration error (a typo must not silently fall back to a default).
+    """
 
     def wrap(impl: CheckImpl) -> CheckImpl:
         _REGISTRY[kind] = impl
+        if params is not None:
+            _PARAMS[kind] = frozenset(params)
         return impl
 
     return wrap
+
+
+def parameter_problems(config: Any) -> list[str]:
+    """``health_checks[i].custom_parameters.<key>: ...`` for every key its kind does not read."""
+    registry()  # the built-ins declare their parameters when they register
+    problems = []
+    for i, check in enumerate(config.health_checks):
+        known = _PARAMS.get(check.kind)
+        if known is None:  # custom checks read what they like
+            continue
+        for key in sorted(set(check.custom_parameters) - known):
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"known: {', '.join(sorted(known))}"
+            problems.append(
+                f"health_checks[{i}].custom_parameters.{key}: not a parameter of the "
+                f"{check.kind} check '{check.check_id}'; {hint}"
+            )
+    return problems
 
 
 def registry() -> Mapping[str, CheckImpl]:
@@ -659,7 +687,13 @@ class HealthCheckRunner:
 
 def checks_from_config(config: Any) -> list[HealthCheck]:
     """Every health check of a ``HealthConfiguration`` (disabled ones included; capacity
-    forecasts only while the ``forecasting`` feature flag is on)."""
+    forecasts only while the ``forecasting`` feature flag is on). Unknown ``custom_parameters``
+    raise :class:`~healthmon_dagster.config.ConfigError`."""
+    problems = parameter_problems(config)
+    if problems:
+        from healthmon_dagster.config import ConfigError
+
+        raise ConfigError(problems, "healthmon.yaml")
     return [
         HealthCheck.from_config(c)
         for c in config.health_checks

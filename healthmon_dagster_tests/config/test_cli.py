@@ -128,3 +128,15 @@ def test_show_bad_file_exits_1(runner: CliRunner, tmp_path: Path) -> None:
 
     assert result.exit_code == 1
     assert result.stdout == ""
+
+
+def test_validate_reports_a_mistyped_health_check_parameter(tmp_path: Path) -> None:
+    path = tmp_path / "healthmon.yaml"
+    path.write_text(
+        "health_checks:\n  - check_id: host\n    component: system_resources\n"
+        "    kind: system_resources\n    custom_parameters:\n      cpu_percent_warn: 80\n"
+    )
+    result = CliRunner().invoke(config, ["validate", str(path)])
+    assert result.exit_code == 1
+    assert "custom_parameters.cpu_percent_warn: not a parameter" in result.stderr
+    assert "did you mean 'cpu_percent_warning'?" in result.stderr

@@ -189,3 +189,22 @@ def test_a_threshold_breach_is_retried_and_makes_dependents_unknown() -> None:
         "warehouse.query_time_ms is 900, above the critical threshold 600 (threshold db_latency)"
     ]
     assert results["child"].status == HealthStatus.UNKNOWN
+
+
+def test_an_unknown_custom_parameter_is_a_config_error_with_a_suggestion() -> None:
+    from healthmon_dagster.config import ConfigError, load_config_text
+    from healthmon_dagster.health.framework import checks_from_config
+
+    config = load_config_text(
+        "health_checks:\n"
+        "  - {check_id: landing, component: filesystem, kind: landing_folder,\n"
+        "     custom_parameters: {max_pending_file: 3}}\n"
+        "  - {check_id: mine, component: network, kind: custom, impl: 'a.b:c',\n"
+        "     custom_parameters: {anything: 1}}\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        checks_from_config(config)
+    assert caught.value.errors == [
+        "health_checks[0].custom_parameters.max_pending_file: not a parameter of the "
+        "landing_folder check 'landing'; did you mean 'max_pending_files'?"
+    ]  # custom checks read whatever they like: no error for 'anything'

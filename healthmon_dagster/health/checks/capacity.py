@@ -48,7 +48,18 @@ def _record(obs: Observation, name: str, forecast: CapacityForecast) -> None:
         obs.details[name]["message"] = forecast.message
 
 
-@register("capacity")
+@register(
+    "capacity",
+    params=(
+        "database_max_gb",
+        "database_size_metric",
+        "disk_metric",
+        "fail_days",
+        "history_days",
+        "tables",
+        "warn_days",
+    ),
+)
 def capacity_check(check: HealthCheck, ctx: CheckContext) -> Observation:
     """Forecast disk, database size and table growth against their limits."""
     url = ctx.environment.health_database_url or ctx.environment.database_url

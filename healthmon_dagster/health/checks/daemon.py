@@ -16,7 +16,10 @@ from healthmon_dagster.health.framework import (
 )
 
 
-@register("daemon")
+@register(
+    "daemon",
+    params=("daemon_types",),
+)
 def daemon_check(check: HealthCheck, ctx: CheckContext) -> Observation:
     """Each required Dagster daemon (scheduler, sensors, ...) sent a recent heartbeat."""
     instance = ctx.environment.instance

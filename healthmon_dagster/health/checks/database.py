@@ -139,7 +139,19 @@ def _check_one(
         engine.dispose()
 
 
-@register("database")
+@register(
+    "database",
+    params=(
+        "connections_critical_percent",
+        "connections_warning_percent",
+        "query_time_critical_ms",
+        "query_time_warning_ms",
+        "size_critical_gb",
+        "size_warning_gb",
+        "target",
+        "url_env",
+    ),
+)
 def database_check(check: HealthCheck, ctx: CheckContext) -> Observation:
     """SELECT 1 latency, connection usage and size of the warehouse and/or health store."""
     obs = Observation()

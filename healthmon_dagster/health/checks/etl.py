@@ -36,7 +36,22 @@ def _metric_name(text: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in text)
 
 
-@register("etl_component")
+@register(
+    "etl_component",
+    params=(
+        "assets",
+        "duration_ratio_critical",
+        "duration_ratio_warning",
+        "failure_rate_critical",
+        "failure_rate_warning",
+        "job_name",
+        "max_age_minutes_critical",
+        "max_age_minutes_warning",
+        "min_baseline_runs",
+        "recent_runs",
+        "window_runs",
+    ),
+)
 def etl_component_check(check: HealthCheck, ctx: CheckContext) -> Observation:
     """Assets are fresh, the job does not keep failing, and steps are not getting slower."""
     import dagster as dg

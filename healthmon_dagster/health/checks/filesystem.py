@@ -77,7 +77,16 @@ def _pending(check: HealthCheck, ctx: CheckContext, obs: Observation) -> None:
     )
 
 
-@register("landing_folder")
+@register(
+    "landing_folder",
+    params=(
+        "free_space_critical_mb",
+        "free_space_warning_mb",
+        "max_oldest_pending_minutes",
+        "max_pending_files",
+        "path",
+    ),
+)
 def landing_folder_check(check: HealthCheck, ctx: CheckContext) -> Observation:
     """The landing folder is usable: it exists, accepts writes and has room for new files."""
     env = ctx.environment

@@ -39,7 +39,15 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in name)
 
 
-@register("network")
+@register(
+    "network",
+    params=(
+        "dns_names",
+        "endpoints",
+        "latency_critical_ms",
+        "latency_warning_ms",
+    ),
+)
 def network_check(check: HealthCheck, ctx: CheckContext) -> Observation:
     """Every configured endpoint accepts a TCP connection; every DNS name resolves."""
     endpoints = _endpoints(check)

@@ -48,7 +48,17 @@ def _explain(exc: Exception, where: str, endpoint: str | None) -> str:
     return f"S3 request for {where} failed (endpoint {endpoint}): {name}: {first}"
 
 
-@register("s3")
+@register(
+    "s3",
+    params=(
+        "bucket",
+        "endpoint_url",
+        "latency_critical_ms",
+        "latency_warning_ms",
+        "prefix",
+        "region",
+    ),
+)
 def s3_check(check: HealthCheck, ctx: CheckContext) -> Observation:
     """The landing bucket answers: head_bucket and a one-key listing, each timed."""
     env = ctx.environment

@@ -18,7 +18,14 @@ from healthmon_dagster.health.framework import (
 DEFAULT_BASE_URL = "https://slack.com/api/"
 
 
-@register("slack")
+@register(
+    "slack",
+    params=(
+        "base_url",
+        "latency_warning_ms",
+        "token_env",
+    ),
+)
 def slack_check(check: HealthCheck, ctx: CheckContext) -> Observation:
     """The bot token is accepted by Slack (``auth.test`` answers ok)."""
     from slack_sdk import WebClient

@@ -30,7 +30,16 @@ def _host_port(check: HealthCheck) -> tuple[str, int]:
         raise CheckFailed(f"SMTP port {port!r} is not a number; fix {port_env}") from None
 
 
-@register("smtp")
+@register(
+    "smtp",
+    params=(
+        "host",
+        "host_env",
+        "latency_warning_ms",
+        "port",
+        "port_env",
+    ),
+)
 def smtp_check(check: HealthCheck, ctx: CheckContext) -> Observation:
     """The SMTP server accepts a connection and answers EHLO with 250."""
     host, port = _host_port(check)

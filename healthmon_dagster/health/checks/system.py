@@ -14,7 +14,23 @@ import psutil
 from healthmon_dagster.health.framework import CheckContext, HealthCheck, Observation, register
 
 
-@register("system_resources")
+@register(
+    "system_resources",
+    params=(
+        "cpu_percent_critical",
+        "cpu_percent_warning",
+        "cpu_sample_seconds",
+        "disk_path",
+        "disk_percent_critical",
+        "disk_percent_warning",
+        "load_per_cpu_critical",
+        "load_per_cpu_warning",
+        "memory_percent_critical",
+        "memory_percent_warning",
+        "process_rss_mb_critical",
+        "process_rss_mb_warning",
+    ),
+)
 def system_resources_check(check: HealthCheck, ctx: CheckContext) -> Observation:
     """CPU, memory, disk, load and this process's memory against their thresholds."""
     f = check.float_param
