@@ -8,7 +8,9 @@ busy timeout instead of failing when one upgrades a read lock.
 """
 
 import hashlib
+import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -44,6 +46,24 @@ def _attach_paths(url: URL) -> dict[str, str]:
     }
 
 
+def _use_wal(cur: Any, schema: str) -> None:
+    """Switch ``schema`` to WAL once (it persists in the file). Two processes opening a new
+    database at once race for the exclusive lock the switch needs, and SQLite can answer "database
+    is locked" without waiting on the busy timeout: retry for as long as the timeout would wait."""
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    delay = 0.01
+    while True:
+        try:
+            if cur.execute(f"PRAGMA {schema}.journal_mode").fetchone()[0] != "wal":
+                cur.execute(f"PRAGMA {schema}.journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(0.5, delay * 2)
+
+
 def _configure_sqlite(engine: Engine, url: URL) -> None:
     attach = _attach_paths(url)
 
@@ -57,7 +77,7 @@ def _configure_sqlite(engine: Engine, url: URL) -> None:
             cur.execute("ATTACH DATABASE ? AS " + schema, (path,))
         if attach["etl"] != ":memory:":
             for schema in ("main", *SCHEMAS):
-                cur.execute(f"PRAGMA {schema}.journal_mode = WAL")
+                _use_wal(cur, schema)
                 cur.execute(f"PRAGMA {schema}.synchronous = NORMAL")
         cur.close()
         dbapi_conn.create_function("md5", 1, _md5, deterministic=True)
