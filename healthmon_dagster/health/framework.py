@@ -272,6 +272,20 @@ class CheckContext:
         """Seconds left before the deadline (at least ``floor``): pass it to socket timeouts."""
         return max(floor, self.deadline - time.monotonic())
 
+    def require_instance(self, check: "HealthCheck") -> Any:
+        """The Dagster instance, for checks that read Dagster's own history."""
+        if self.environment.instance is None:
+            raise CheckFailed(
+                f"{check.kind} check '{check.check_id}' needs a Dagster instance; run it from the "
+                "health job or set DAGSTER_HOME"
+            )
+        return self.environment.instance
+
+
+def metric_safe(text: str) -> str:
+    """``text`` (an asset key, a host:port) as part of a metric name: non-alphanumerics -> ``_``."""
+    return "".join(c if c.isalnum() else "_" for c in text)
+
 
 CheckImpl = Callable[[HealthCheck, CheckContext], "Observation | HealthStatus | bool | None"]
 

@@ -9,7 +9,6 @@ import time
 
 from healthmon_dagster.health.framework import (
     CheckContext,
-    CheckFailed,
     HealthCheck,
     Observation,
     register,
@@ -22,12 +21,7 @@ from healthmon_dagster.health.framework import (
 )
 def daemon_check(check: HealthCheck, ctx: CheckContext) -> Observation:
     """Each required Dagster daemon (scheduler, sensors, ...) sent a recent heartbeat."""
-    instance = ctx.environment.instance
-    if instance is None:
-        raise CheckFailed(
-            f"daemon check '{check.check_id}' needs a Dagster instance; run it from the health "
-            "job or set DAGSTER_HOME"
-        )
+    instance = ctx.require_instance(check)
     types = check.param("daemon_types")
     statuses = instance.get_daemon_statuses(list(types) if types else None)
     obs = Observation(details={"daemons": {}})

@@ -17,9 +17,9 @@ from collections import defaultdict
 
 from healthmon_dagster.health.framework import (
     CheckContext,
-    CheckFailed,
     HealthCheck,
     Observation,
+    metric_safe,
     register,
 )
 
@@ -30,10 +30,6 @@ def p95(values: list[float]) -> float:
     """The 95th percentile (nearest rank)."""
     ordered = sorted(values)
     return ordered[max(0, int(round(0.95 * len(ordered))) - 1)]
-
-
-def _metric_name(text: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in text)
 
 
 @register(
@@ -56,12 +52,7 @@ def etl_component_check(check: HealthCheck, ctx: CheckContext) -> Observation:
     """Assets are fresh, the job does not keep failing, and steps are not getting slower."""
     import dagster as dg
 
-    instance = ctx.environment.instance
-    if instance is None:
-        raise CheckFailed(
-            f"etl_component check '{check.check_id}' needs a Dagster instance; run it from the "
-            "health job or set DAGSTER_HOME"
-        )
+    instance = ctx.require_instance(check)
     f = check.float_param
     obs = Observation()
     now = time.time()
@@ -71,7 +62,7 @@ def etl_component_check(check: HealthCheck, ctx: CheckContext) -> Observation:
             obs.warn(f"asset {key} has never been materialized; run the ETL job")
             continue
         obs.threshold(
-            f"{_metric_name(key)}.age_minutes",
+            f"{metric_safe(key)}.age_minutes",
             (now - event.timestamp) / 60,
             f("max_age_minutes_warning", 1440),
             f("max_age_minutes_critical", 2880),
@@ -119,11 +110,11 @@ def etl_component_check(check: HealthCheck, ctx: CheckContext) -> Observation:
         if not base or len(base) < min_base:
             continue
         current, reference = p95(durations), p95(base)
-        obs.metric(f"{_metric_name(step)}.duration_p95_s", current)
-        obs.metric(f"{_metric_name(step)}.baseline_p95_s", reference)
+        obs.metric(f"{metric_safe(step)}.duration_p95_s", current)
+        obs.metric(f"{metric_safe(step)}.baseline_p95_s", reference)
         if reference > 0:
             obs.threshold(
-                f"{_metric_name(step)}.duration_ratio",
+                f"{metric_safe(step)}.duration_ratio",
                 current / reference,
                 f("duration_ratio_warning", 1.5),
                 f("duration_ratio_critical", 3.0),

@@ -13,6 +13,7 @@ from healthmon_dagster.health.framework import (
     CheckFailed,
     HealthCheck,
     Observation,
+    metric_safe,
     register,
 )
 
@@ -33,10 +34,6 @@ def _endpoints(check: HealthCheck) -> list[tuple[str, str, int]]:
                 "use 'host:port' or {host: ..., port: ...}"
             ) from None
     return out
-
-
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in name)
 
 
 @register(
@@ -76,7 +73,7 @@ def network_check(check: HealthCheck, ctx: CheckContext) -> Observation:
         reachable += 1
         elapsed = (time.perf_counter() - start) * 1000
         obs.threshold(
-            f"{_safe(label)}.connect_ms", elapsed, warn, crit, f"connect to {label}", "ms"
+            f"{metric_safe(label)}.connect_ms", elapsed, warn, crit, f"connect to {label}", "ms"
         )
     for name in names:
         start = time.perf_counter()
@@ -85,7 +82,7 @@ def network_check(check: HealthCheck, ctx: CheckContext) -> Observation:
         except OSError as exc:
             obs.error(f"DNS lookup of {name} failed: {exc.strerror or exc}; check the resolver")
             continue
-        obs.metric(f"{_safe(str(name))}.dns_ms", (time.perf_counter() - start) * 1000)
+        obs.metric(f"{metric_safe(str(name))}.dns_ms", (time.perf_counter() - start) * 1000)
     obs.metric("endpoints_reachable", reachable)
     obs.metric("endpoints_total", len(endpoints))
     return obs
