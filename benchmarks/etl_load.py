@@ -77,8 +77,12 @@ def run_one(rows: int, database: str) -> dict[str, object]:
     size = (landing / "patients_bench.csv").stat().st_size
 
     rss = PeakRss()
-    out: dict[str, object] = {"rows": rows, "database": database, "file_mb": size / 1e6,
-                              "generate_s": gen_s}  # fmt: skip
+    out: dict[str, object] = {
+        "rows": rows,
+        "database": database,
+        "file_mb": size / 1e6,
+        "generate_s": gen_s,
+    }
     try:
         rss.reset()
         t = time.perf_counter()
@@ -128,8 +132,10 @@ def main() -> None:
     for rows in [r for r in (args.compare_rows, args.rows) if r]:
         proc = subprocess.run(
             [sys.executable, __file__, "--one", "--rows", str(rows), "--database", args.database],
-            check=True, capture_output=True, text=True,
-        )  # fmt: skip
+            check=True,
+            capture_output=True,
+            text=True,
+        )
         results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     print(
         f"{'rows':>9} {'db':>8} {'MB':>6} | {'raw s':>6} {'rows/s':>9} | {'stg s':>6} {'rows/s':>9} |"

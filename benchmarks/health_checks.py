@@ -71,9 +71,12 @@ def main() -> None:
         )
 
     slow = HealthCheck(
-        "slow_dependency", HealthComponent.DATABASE, "bench_sleep", timeout_seconds=5,
+        "slow_dependency",
+        HealthComponent.DATABASE,
+        "bench_sleep",
+        timeout_seconds=5,
         custom_parameters={"seconds": 30},
-    )  # fmt: skip
+    )
     dependents = [
         HealthCheck(
             f"dep{i}", HealthComponent.DATABASE, "bench_noop", dependencies=(slow.check_id,)

@@ -86,12 +86,18 @@ def naive_pandas(engine: sa.Engine) -> None:
     stg = pd.read_sql("SELECT * FROM stg.patients", engine)
     rejected = pd.read_sql("SELECT _file_id FROM stg.patients_rejected", engine)
     raw = pd.read_sql("SELECT _file_id FROM raw.patients", engine)
-    dim = pd.read_sql("SELECT patient_id, valid_from, valid_to, is_current FROM core.dim_patient",
-                      engine)  # fmt: skip
-    _ = (stg["id"].isna().sum(), stg.duplicated(["_file_id", "id"]).sum(),
-         (~stg["gender"].isin(["M", "F"])).sum(), ((stg["lat"] < -90) | (stg["lat"] > 90)).sum(),
-         ((stg["lon"] < -180) | (stg["lon"] > 180)).sum(), len(rejected) / (len(rejected) + len(stg)),
-         raw.groupby("_file_id").size() - stg.groupby("_file_id").size())  # fmt: skip
+    dim = pd.read_sql(
+        "SELECT patient_id, valid_from, valid_to, is_current FROM core.dim_patient", engine
+    )
+    _ = (
+        stg["id"].isna().sum(),
+        stg.duplicated(["_file_id", "id"]).sum(),
+        (~stg["gender"].isin(["M", "F"])).sum(),
+        ((stg["lat"] < -90) | (stg["lat"] > 90)).sum(),
+        ((stg["lon"] < -180) | (stg["lon"] > 180)).sum(),
+        len(rejected) / (len(rejected) + len(stg)),
+        raw.groupby("_file_id").size() - stg.groupby("_file_id").size(),
+    )
     current = dim[dim["is_current"]]
     _ = (dim.groupby("patient_id")["is_current"].sum() != 1).sum()
     d = dim.sort_values(["patient_id", "valid_from"])
@@ -174,8 +180,10 @@ def main() -> None:
         hand_s, per_hand = min(hands, key=lambda x: x[0])
         pandas_s = best(lambda: naive_pandas(engine), 1)
 
-        print(f"\n(1) full sweep of {sum(len(s) for s in specs.values())} checks on stg/patients "
-              f"+ core/dim_patient, {args.rows:,} rows, Postgres (best of {args.repeat}):")  # fmt: skip
+        print(
+            f"\n(1) full sweep of {sum(len(s) for s in specs.values())} checks on stg/patients "
+            f"+ core/dim_patient, {args.rows:,} rows, Postgres (best of {args.repeat}):"
+        )
         for label, ms in per_check.items():
             print(f"    {label:<55} {ms:8.1f} ms")
         print("  hand-written SQL:")
@@ -185,8 +193,10 @@ def main() -> None:
         print(
             f"  hand-written SQL  {hand_s:6.3f} s   ratio {sweep_s / hand_s:.2f}x (target <= 1.3x)"
         )
-        print(f"  naive pandas      {pandas_s:6.3f} s   ratio {pandas_s / sweep_s:.1f}x slower "
-              "than the sweep")  # fmt: skip
+        print(
+            f"  naive pandas      {pandas_s:6.3f} s   ratio {pandas_s / sweep_s:.1f}x slower "
+            "than the sweep"
+        )
 
         # --- (2) incremental ----------------------------------------------------------------
         batch_s = load("patients_batch.csv", args.batch_rows, 8)
@@ -199,12 +209,15 @@ def main() -> None:
             times.append(time.perf_counter() - t)
             totals.append(results[0].total_rows)
         full_row = best(lambda: evaluate(engine, "stg/patients", row_specs, mode=FULL), 1)
-        all_incr = best(lambda: [evaluate(engine, a, specs[a], mode=INCREMENTAL) for a in ASSETS],
-                        args.repeat)  # fmt: skip
-        print(f"(2) incremental: {len(row_specs)} row-level checks on the new file "
-              f"({totals[0]:,} rows): best {min(times) * 1000:.1f} ms, median "
-              f"{statistics.median(times) * 1000:.1f} ms (target < 100 ms); same checks over the "
-              f"whole table: {full_row * 1000:.0f} ms")  # fmt: skip
+        all_incr = best(
+            lambda: [evaluate(engine, a, specs[a], mode=INCREMENTAL) for a in ASSETS], args.repeat
+        )
+        print(
+            f"(2) incremental: {len(row_specs)} row-level checks on the new file "
+            f"({totals[0]:,} rows): best {min(times) * 1000:.1f} ms, median "
+            f"{statistics.median(times) * 1000:.1f} ms (target < 100 ms); same checks over the "
+            f"whole table: {full_row * 1000:.0f} ms"
+        )
         print(
             f"    every configured stg + core check in incremental mode (incl. table-level "
             f"scd2 and reconciliation): {all_incr * 1000:.0f} ms"

@@ -45,12 +45,19 @@ def seed(engine: sa.Engine, now: datetime) -> None:
             status = (
                 "critical" if i <= down_until else ("warning" if rng.random() < 0.01 else "healthy")
             )
-            rows.append({
-                "ts": now - timedelta(days=7) + i * step, "source": "health_check",
-                "check_name": name, "target": component, "status": status,
-                "severity": "critical" if critical else "non_critical",
-                "response_time_ms": float(rng.gamma(2, 10)), "message": None, "details": {},
-            })  # fmt: skip
+            rows.append(
+                {
+                    "ts": now - timedelta(days=7) + i * step,
+                    "source": "health_check",
+                    "check_name": name,
+                    "target": component,
+                    "status": status,
+                    "severity": "critical" if critical else "non_critical",
+                    "response_time_ms": float(rng.gamma(2, 10)),
+                    "message": None,
+                    "details": {},
+                }
+            )
     with engine.begin() as conn:
         for i in range(0, len(rows), 10_000):
             conn.execute(check_results.insert(), rows[i : i + 10_000])
@@ -86,18 +93,29 @@ def main() -> None:
             n = conn.execute(sa.select(sa.func.count()).select_from(check_results)).scalar()
         print(f"seeded {n} check_results rows in {time.perf_counter() - t:.1f} s\n")
         timed("get_system_status (24h window)", lambda: get_system_status(engine, now=now))
-        timed("get_system_status (7d window)",
-              lambda: get_system_status(engine, now=now, window=timedelta(days=7)))  # fmt: skip
-        timed("get_uptime system, 7d (uptime/MTBF/MTTR)",
-              lambda: get_uptime(engine, now - timedelta(days=7), now))  # fmt: skip
-        timed("get_uptime_by_component, 7d",
-              lambda: get_uptime_by_component(engine, now - timedelta(days=7), now))  # fmt: skip
-        timed("get_health_history 7d, 1h buckets",
-              lambda: get_health_history(engine, now - timedelta(days=7), now,
-                                         bucket=timedelta(hours=1)))  # fmt: skip
+        timed(
+            "get_system_status (7d window)",
+            lambda: get_system_status(engine, now=now, window=timedelta(days=7)),
+        )
+        timed(
+            "get_uptime system, 7d (uptime/MTBF/MTTR)",
+            lambda: get_uptime(engine, now - timedelta(days=7), now),
+        )
+        timed(
+            "get_uptime_by_component, 7d",
+            lambda: get_uptime_by_component(engine, now - timedelta(days=7), now),
+        )
+        timed(
+            "get_health_history 7d, 1h buckets",
+            lambda: get_health_history(
+                engine, now - timedelta(days=7), now, bucket=timedelta(hours=1)
+            ),
+        )
         s = get_system_status(engine, now=now, window=timedelta(days=7))
-        print(f"\n7d: overall {s.overall_health.value}, system uptime {s.uptime_percentage:.2f}%, "
-              f"{s.uptime.failures} failures")  # fmt: skip
+        print(
+            f"\n7d: overall {s.overall_health.value}, system uptime {s.uptime_percentage:.2f}%, "
+            f"{s.uptime.failures} failures"
+        )
     finally:
         dispose_engines()
         with admin.connect() as conn:

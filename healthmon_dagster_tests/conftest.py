@@ -60,10 +60,12 @@ def _truncate_all(engine: Engine) -> None:
     ours = {(t.schema, t.name) for t in tables} | {("etl", "alembic_version")}
     with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
-            for schema, name in conn.execute(sa.text(
-                "SELECT schemaname, tablename FROM pg_tables "
-                "WHERE schemaname IN ('raw', 'stg', 'core', 'etl')"
-            )):  # fmt: skip
+            for schema, name in conn.execute(
+                sa.text(
+                    "SELECT schemaname, tablename FROM pg_tables "
+                    "WHERE schemaname IN ('raw', 'stg', 'core', 'etl')"
+                )
+            ):
                 if (schema, name) not in ours:
                     conn.execute(sa.text(f'DROP TABLE "{schema}"."{name}"'))
             names = ", ".join(f"{t.schema}.{t.name}" for t in tables)

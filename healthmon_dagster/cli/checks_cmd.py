@@ -25,20 +25,37 @@ def latest_results(engine: Engine, asset: str | None = None) -> list[dict[str, A
         .subquery()
     )
     query = (
-        sa.select(r.target, r.check_name, r.status, r.severity, r.observed_value, r.threshold,
-                  r.failing_rows, r.ts, r.message, r.dagster_run_id)
+        sa.select(
+            r.target,
+            r.check_name,
+            r.status,
+            r.severity,
+            r.observed_value,
+            r.threshold,
+            r.failing_rows,
+            r.ts,
+            r.message,
+            r.dagster_run_id,
+        )
         .join(newest, newest.c.result_id == r.result_id)
         .order_by(r.target, r.check_name)
-    )  # fmt: skip
+    )
     with engine.connect() as conn:
         return [
-            {"asset": row.target, "check": row.check_name, "status": row.status,
-             "severity": row.severity, "observed": row.observed_value,
-             "threshold": row.threshold, "failing_rows": row.failing_rows,
-             "ts": row.ts.isoformat() if row.ts is not None else None,
-             "message": row.message, "dagster_run_id": row.dagster_run_id}
+            {
+                "asset": row.target,
+                "check": row.check_name,
+                "status": row.status,
+                "severity": row.severity,
+                "observed": row.observed_value,
+                "threshold": row.threshold,
+                "failing_rows": row.failing_rows,
+                "ts": row.ts.isoformat() if row.ts is not None else None,
+                "message": row.message,
+                "dagster_run_id": row.dagster_run_id,
+            }
             for row in conn.execute(query)
-        ]  # fmt: skip
+        ]
 
 
 def _cell(value: Any) -> str:

@@ -45,10 +45,12 @@ def summary_lines(engine: sa.Engine) -> list[str]:
     lines = []
     with engine.connect() as conn:
         for f in conn.execute(sa.select(files).order_by(files.c.file_id)):
-            staged = conn.execute(sa.select(sa.func.count()).where(
-                stg_patients.c._file_id == f.file_id)).scalar_one()  # fmt: skip
-            rejected = conn.execute(sa.select(sa.func.count()).where(
-                stg_patients_rejected.c._file_id == f.file_id)).scalar_one()  # fmt: skip
+            staged = conn.execute(
+                sa.select(sa.func.count()).where(stg_patients.c._file_id == f.file_id)
+            ).scalar_one()
+            rejected = conn.execute(
+                sa.select(sa.func.count()).where(stg_patients_rejected.c._file_id == f.file_id)
+            ).scalar_one()
             line = f"  {f.file_key:<28} {f.status:<9} raw={f.rows_raw:<7} stg={staged:<7} rejected={rejected}"
             if f.status == "rejected":
                 line += f"  ({f.error})"
@@ -72,8 +74,11 @@ def check_lines(engine: sa.Engine) -> list[str]:
     for row in rows:
         counts[row["status"]] = counts.get(row["status"], 0) + 1
     lines = ["  " + (", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none recorded")]
-    lines += [f"  {r['status'].upper():<8} {r['asset']}: {r['check']}: {r['message']}"
-              for r in rows if r["status"] != "passed"]  # fmt: skip
+    lines += [
+        f"  {r['status'].upper():<8} {r['asset']}: {r['check']}: {r['message']}"
+        for r in rows
+        if r["status"] != "passed"
+    ]
     return lines
 
 
@@ -88,8 +93,11 @@ def health_lines(
             job.execute_in_process(run_config=SILENT_LOGS, instance=instance, raise_on_error=False)
     system = get_system_status(engine)
     lines = [f"  overall {system.overall_health.value.upper()}: {system.description}"]
-    lines += [f"  {c.status.value.upper():<8} {c.component}: {c.description}"
-              for c in system.components if c.status.value not in ("healthy", "unknown")]  # fmt: skip
+    lines += [
+        f"  {c.status.value.upper():<8} {c.component}: {c.description}"
+        for c in system.components
+        if c.status.value not in ("healthy", "unknown")
+    ]
     return lines
 
 
@@ -122,9 +130,11 @@ def demo(rows: int, n_files: int, seed: int) -> None:
     failed = 0
     for request in requests:
         result = job.execute_in_process(
-            run_config={**request.run_config, **QUIET_LOGS}, instance=instance, tags=request.tags,
+            run_config={**request.run_config, **QUIET_LOGS},
+            instance=instance,
+            tags=request.tags,
             raise_on_error=False,
-        )  # fmt: skip
+        )
         status = "ok" if result.success else "FAILED"
         failed += not result.success
         click.echo(f"run {result.run_id[:8]} {request.tags.get('healthmon/file_key')}: {status}")

@@ -42,8 +42,10 @@ def _row(c: ComponentStatus) -> list[str]:
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip()
-             for r in [header, *rows]]  # fmt: skip
+    lines = [
+        "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip()
+        for r in [header, *rows]
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
@@ -110,8 +112,9 @@ def _print_text(status: SystemStatus, assets: list[Any] | None, note: str | None
     show_default=True,
     help="Include the per-asset rollup from the Dagster instance at DAGSTER_HOME.",
 )
-@click.option("--exit-code", is_flag=True,
-              help="Exit 0 when healthy, 1 on warning/unknown, 2 on critical.")  # fmt: skip
+@click.option(
+    "--exit-code", is_flag=True, help="Exit 0 when healthy, 1 on warning/unknown, 2 on critical."
+)
 def status(window: str, stale_after: str, as_json: bool, assets: bool, exit_code: bool) -> None:
     """Show the system status: overall, per component (from the health store) and per asset."""
     try:

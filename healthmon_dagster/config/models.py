@@ -218,9 +218,17 @@ def _no_levels(spec: "_CheckSpec", allowed: tuple[str, ...], why: str) -> None:
 
 def _breach_levels(spec: "_CheckSpec") -> None:
     """A bounds check either holds or not: warn/fail may only be 0 (a breach warns / fails)."""
-    _raise_if([((name,), f"{name} must be 0 for a {spec.kind} check (a breach warns with warn: 0, "
-                f"fails with fail: 0, the default); the bounds are min/max or the *_pct fields")
-               for name in ("warn", "fail") if getattr(spec, name) not in (None, 0)])  # fmt: skip
+    _raise_if(
+        [
+            (
+                (name,),
+                f"{name} must be 0 for a {spec.kind} check (a breach warns with warn: 0, "
+                f"fails with fail: 0, the default); the bounds are min/max or the *_pct fields",
+            )
+            for name in ("warn", "fail")
+            if getattr(spec, name) not in (None, 0)
+        ]
+    )
 
 
 class _MostlyCheckSpec(_CheckSpec):
@@ -433,8 +441,12 @@ class VolumeAnomalyCheck(_CheckSpec):
 
     @model_validator(mode="after")
     def _levels(self) -> "VolumeAnomalyCheck":
-        _no_levels(self, ("fail",), "a value beyond `sensitivity` robust SDs warns; `fail` is "
-                   "the robust score above which it fails")  # fmt: skip
+        _no_levels(
+            self,
+            ("fail",),
+            "a value beyond `sensitivity` robust SDs warns; `fail` is "
+            "the robust score above which it fails",
+        )
         return self
 
 

@@ -51,14 +51,17 @@ def _db_failure(warehouse: WarehouseResource, exc: sa.exc.DBAPIError) -> dg.Fail
     )
 
 
-def _record(warehouse: WarehouseResource, component: str, asset: str,
-            values: dict[str, tuple[float, str]]) -> None:  # fmt: skip
+def _record(
+    warehouse: WarehouseResource, component: str, asset: str, values: dict[str, tuple[float, str]]
+) -> None:
     """Write the materialization's figures to etl.metrics (health store)."""
     write_metrics(
         warehouse.health_engine(),
-        [MetricPoint(component, name, float(v), unit, {"asset": asset}) for name, (v, unit)
-         in values.items()],
-    )  # fmt: skip
+        [
+            MetricPoint(component, name, float(v), unit, {"asset": asset})
+            for name, (v, unit) in values.items()
+        ],
+    )
 
 
 @dg.asset(key=RAW_PATIENTS, group_name=GROUP, output_required=False, kinds={"sql"})
@@ -89,10 +92,16 @@ def raw_patients(
             ]
         )
         results = [
-            raw.load_file(warehouse.engine(), source, key, context.run.run_id,
-                          cfg.landing.accepted_delimiters, fingerprint)
+            raw.load_file(
+                warehouse.engine(),
+                source,
+                key,
+                context.run.run_id,
+                cfg.landing.accepted_delimiters,
+                fingerprint,
+            )
             for key, fingerprint in todo
-        ]  # fmt: skip
+        ]
     except ConfigError as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
     except LandingError as exc:
@@ -138,12 +147,22 @@ def raw_patients(
 
 @dg.multi_asset(
     specs=[
-        dg.AssetSpec(STG_PATIENTS, deps=[RAW_PATIENTS], group_name=GROUP, kinds={"sql"},
-                     description="Typed, validated patients: one row per accepted raw record."),
-        dg.AssetSpec(STG_PATIENTS_REJECTED, deps=[RAW_PATIENTS], group_name=GROUP, kinds={"sql"},
-                     description="Raw records that broke a staging rule, with reason codes."),
+        dg.AssetSpec(
+            STG_PATIENTS,
+            deps=[RAW_PATIENTS],
+            group_name=GROUP,
+            kinds={"sql"},
+            description="Typed, validated patients: one row per accepted raw record.",
+        ),
+        dg.AssetSpec(
+            STG_PATIENTS_REJECTED,
+            deps=[RAW_PATIENTS],
+            group_name=GROUP,
+            kinds={"sql"},
+            description="Raw records that broke a staging rule, with reason codes.",
+        ),
     ]
-)  # fmt: skip
+)
 def stg_patients(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource
 ) -> Iterator[dg.MaterializeResult]:
@@ -202,7 +221,7 @@ def core_dim_patient(
         with engine.connect() as conn:
             current, versions = conn.execute(
                 sa.select(sa.func.count().filter(dim_patient.c.is_current), sa.func.count())
-            ).one()  # fmt: skip
+            ).one()
     except sa.exc.DBAPIError as exc:
         raise _db_failure(warehouse, exc) from None
     duration = sum(r.duration_s for r in results)

@@ -81,8 +81,7 @@ def asset_key_of(path: str) -> dg.AssetKey:
 def _metadata(result: CheckResult) -> dict[str, float | int | str]:
     """Numbers Dagster can plot, plus the status word; never a data value."""
     meta: dict[str, float | int | str] = {"status": result.status}
-    for name in ("observed_value", "threshold", "failing_rows", "total_rows",
-                 "failing_fraction"):  # fmt: skip
+    for name in ("observed_value", "threshold", "failing_rows", "total_rows", "failing_fraction"):
         value = getattr(result, name)
         if value is not None:
             meta[name] = value
@@ -117,14 +116,17 @@ def _checks_for_asset(path: str, config: HealthConfiguration) -> dg.AssetChecksD
     rejection = (config.quality.rejection_rate.warn, config.quality.rejection_rate.fail)
     check_specs = [
         dg.AssetCheckSpec(
-            s.check_name, asset=key, blocking=s.blocking,
+            s.check_name,
+            asset=key,
+            blocking=s.blocking,
             description=s.description or KIND_DESCRIPTIONS[s.kind],
         )
         for s in specs
-    ]  # fmt: skip
+    ]
     if freshness is not None:
-        check_specs.append(dg.AssetCheckSpec(LAST_LOAD_IS_FRESH, asset=key,
-                                             description=LAST_LOAD_DESCRIPTION))  # fmt: skip
+        check_specs.append(
+            dg.AssetCheckSpec(LAST_LOAD_IS_FRESH, asset=key, description=LAST_LOAD_DESCRIPTION)
+        )
     if not check_specs:
         return None
 
@@ -136,16 +138,24 @@ def _checks_for_asset(path: str, config: HealthConfiguration) -> dg.AssetChecksD
     ) -> Iterator[dg.AssetCheckResult]:
         mode = FULL if context.run.tags.get(QUALITY_MODE_TAG) == FULL else INCREMENTAL
         results = evaluate(
-            warehouse.engine(), path, specs, health_engine=warehouse.health_engine(), mode=mode,
-            rejection_rate=rejection, batch_column=batch_column,
-        )  # fmt: skip
+            warehouse.engine(),
+            path,
+            specs,
+            health_engine=warehouse.health_engine(),
+            mode=mode,
+            rejection_rate=rejection,
+            batch_column=batch_column,
+        )
         if freshness is not None:
             results.append(
                 evaluate_last_load(
-                    warehouse.engine(), path, freshness.warn_window_minutes,
-                    freshness.fail_window_minutes, timestamp_column=freshness.timestamp_column,
+                    warehouse.engine(),
+                    path,
+                    freshness.warn_window_minutes,
+                    freshness.fail_window_minutes,
+                    timestamp_column=freshness.timestamp_column,
                 )
-            )  # fmt: skip
+            )
         record_results(warehouse.health_engine(), results, context.run.run_id)
         errored = [r for r in results if r.status == ERROR]
         for r in results:
@@ -172,13 +182,14 @@ def external_asset_specs(config: HealthConfiguration) -> list[dg.AssetSpec]:
     paths = dict.fromkeys([*config.quality.assets, *config.freshness])
     return [
         dg.AssetSpec(
-            asset_key_of(p), group_name=EXTERNAL_GROUP,
+            asset_key_of(p),
+            group_name=EXTERNAL_GROUP,
             description=f"Warehouse table {p.replace('/', '.')}, loaded outside this code "
             "location and checked by healthmon.",
         )
         for p in paths
         if asset_key_of(p) not in BUNDLED_ASSET_KEYS
-    ]  # fmt: skip
+    ]
 
 
 def freshness_policy(cfg: FreshnessConfig) -> dg.FreshnessPolicy:

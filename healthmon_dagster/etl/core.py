@@ -55,11 +55,13 @@ class MergeResult:
 
 def pending_files(engine: Engine) -> list[int]:
     with engine.connect() as conn:
-        return list(conn.execute(
-            sa.select(files.c.file_id)
-            .where(files.c.staged_at.is_not(None), files.c.merged_at.is_(None))
-            .order_by(files.c.file_id)
-        ).scalars())  # fmt: skip
+        return list(
+            conn.execute(
+                sa.select(files.c.file_id)
+                .where(files.c.staged_at.is_not(None), files.c.merged_at.is_(None))
+                .order_by(files.c.file_id)
+            ).scalars()
+        )
 
 
 def merge_file(
@@ -74,10 +76,13 @@ def merge_file(
     with write_transaction(engine) as conn:
         claimed = conn.execute(
             files.update()
-            .where(files.c.file_id == file_id, files.c.merged_at.is_(None),
-                   files.c.staged_at.is_not(None))
+            .where(
+                files.c.file_id == file_id,
+                files.c.merged_at.is_(None),
+                files.c.staged_at.is_not(None),
+            )
             .values(merged_at=started)
-        ).rowcount  # fmt: skip
+        ).rowcount
         if claimed != 1:
             return None
         result.rows_in = conn.execute(sa.select(sa.func.count()).where(in_batch)).scalar_one()
@@ -88,25 +93,51 @@ def merge_file(
         ).rowcount
         # 2. a current version for every patient of the batch that has none now (new or just closed)
         has_current = sa.exists().where(d.c.patient_id == s.c.id, d.c.is_current)
-        result.inserted_new = conn.execute(
-            d.insert().from_select(
-                ["patient_id", *TRACKED_COLUMNS, "hash_diff", "valid_from", "valid_to", "is_current",
-                 "_file_id", "_row_number"],
-                sa.select(s.c.id, *(s.c[c] for c in TRACKED_COLUMNS), batch_hash,
-                          sa.literal(started, Timestamp), sa.null(), sa.true(), s.c._file_id,
-                          s.c._row_number)
-                .where(in_batch, ~has_current)
-                # In key order, index pages are touched once each instead of at random.
-                .order_by(s.c.id),
-            )
-        ).rowcount - result.versions_changed  # fmt: skip
+        result.inserted_new = (
+            conn.execute(
+                d.insert().from_select(
+                    [
+                        "patient_id",
+                        *TRACKED_COLUMNS,
+                        "hash_diff",
+                        "valid_from",
+                        "valid_to",
+                        "is_current",
+                        "_file_id",
+                        "_row_number",
+                    ],
+                    sa.select(
+                        s.c.id,
+                        *(s.c[c] for c in TRACKED_COLUMNS),
+                        batch_hash,
+                        sa.literal(started, Timestamp),
+                        sa.null(),
+                        sa.true(),
+                        s.c._file_id,
+                        s.c._row_number,
+                    )
+                    .where(in_batch, ~has_current)
+                    # In key order, index pages are touched once each instead of at random.
+                    .order_by(s.c.id),
+                )
+            ).rowcount
+            - result.versions_changed
+        )
         result.unchanged = result.rows_in - result.inserted_new - result.versions_changed
         result.duration_s = time.perf_counter() - t0
-        conn.execute(load_runs.insert().values(
-            dagster_run_id=dagster_run_id, layer="core", file_id=file_id, status="success",
-            rows_in=result.rows_in, rows_out=result.rows_written, started_at=started,
-            finished_at=utcnow(), duration_ms=result.duration_s * 1000,
-        ))  # fmt: skip
+        conn.execute(
+            load_runs.insert().values(
+                dagster_run_id=dagster_run_id,
+                layer="core",
+                file_id=file_id,
+                status="success",
+                rows_in=result.rows_in,
+                rows_out=result.rows_written,
+                started_at=started,
+                finished_at=utcnow(),
+                duration_ms=result.duration_s * 1000,
+            )
+        )
     analyze(engine, dim_patient)
     return result
 

@@ -259,8 +259,15 @@ def _column_plan(shape: FileShape) -> tuple[list[str], list[int], bool]:
     return columns, positions, len(positions) == len(shape.header)
 
 
-def _copy_file(conn: Connection, path: Path, shape: FileShape, file_id: int, key: str,
-               loaded_at: datetime, counts: _Counts) -> None:  # fmt: skip
+def _copy_file(
+    conn: Connection,
+    path: Path,
+    shape: FileShape,
+    file_id: int,
+    key: str,
+    loaded_at: datetime,
+    counts: _Counts,
+) -> None:
     """Stream the file into raw.patients with one COPY (Postgres)."""
     d = shape.delimiter
     columns, positions, whole_lines = _column_plan(shape)
@@ -288,8 +295,16 @@ def _copy_file(conn: Connection, path: Path, shape: FileShape, file_id: int, key
             else:
                 fields = rec.fields if rec.fields is not None else str(rec.line).split(d)
                 counts.malformed += rec.error is not None
-                writer.writerow([file_id, rec.row_number, *(fields[i] for i in positions), key,
-                                 loaded_at.isoformat(), rec.error or ""])  # fmt: skip
+                writer.writerow(
+                    [
+                        file_id,
+                        rec.row_number,
+                        *(fields[i] for i in positions),
+                        key,
+                        loaded_at.isoformat(),
+                        rec.error or "",
+                    ]
+                )
                 out.append(buf.getvalue())
                 buf.seek(0)
                 buf.truncate()
@@ -320,8 +335,15 @@ def _copy_file(conn: Connection, path: Path, shape: FileShape, file_id: int, key
         cursor.close()
 
 
-def _insert_file(conn: Connection, path: Path, shape: FileShape, file_id: int, key: str,
-                 loaded_at: datetime, counts: _Counts) -> None:  # fmt: skip
+def _insert_file(
+    conn: Connection,
+    path: Path,
+    shape: FileShape,
+    file_id: int,
+    key: str,
+    loaded_at: datetime,
+    counts: _Counts,
+) -> None:
     """Insert the file into raw.patients in batches of CHUNK_ROWS (SQLite)."""
     columns, positions, _ = _column_plan(shape)
     batch: list[dict[str, object]] = []
@@ -332,8 +354,13 @@ def _insert_file(conn: Connection, path: Path, shape: FileShape, file_id: int, k
         row: dict[str, object] = {
             c: (fields[i] or None) for c, i in zip(columns, positions, strict=True)
         }
-        row.update(_file_id=file_id, _row_number=rec.row_number, _file=key, _loaded_at=loaded_at,
-                   _error=rec.error)  # fmt: skip
+        row.update(
+            _file_id=file_id,
+            _row_number=rec.row_number,
+            _file=key,
+            _loaded_at=loaded_at,
+            _error=rec.error,
+        )
         batch.append(row)
         if len(batch) >= CHUNK_ROWS:
             conn.execute(raw_patients.insert(), batch)
@@ -362,27 +389,46 @@ def load_file(
     """
     started = utcnow()
     t0 = time.perf_counter()
-    run_values: dict[str, object] = {"dagster_run_id": dagster_run_id, "file_key": key,
-                                     "started_at": started}  # fmt: skip
+    run_values: dict[str, object] = {
+        "dagster_run_id": dagster_run_id,
+        "file_key": key,
+        "started_at": started,
+    }
     try:
         with source.download(key) as path:
             result = _load_local_copy(
                 engine, source, key, path, dagster_run_id, accepted_delimiters, fingerprint
             )
     except Exception as exc:
-        _record_load_run(engine, **run_values, status="failed", finished_at=utcnow(),
-                         duration_ms=(time.perf_counter() - t0) * 1000,
-                         error=error_text(exc))  # fmt: skip
+        _record_load_run(
+            engine,
+            **run_values,
+            status="failed",
+            finished_at=utcnow(),
+            duration_ms=(time.perf_counter() - t0) * 1000,
+            error=error_text(exc),
+        )
         raise
     result.duration_s = time.perf_counter() - t0
-    status = {"loaded": "success", "empty": "success", "rejected": "rejected",
-              "already_loaded": "skipped"}[result.status]  # fmt: skip
+    status = {
+        "loaded": "success",
+        "empty": "success",
+        "rejected": "rejected",
+        "already_loaded": "skipped",
+    }[result.status]
     _record_load_run(
-        engine, **run_values, status=status, file_id=result.file_id, rows_in=result.rows,
-        rows_out=result.rows, rows_rejected=result.malformed_rows, bytes=result.size_bytes,
-        finished_at=utcnow(), duration_ms=result.duration_s * 1000,
+        engine,
+        **run_values,
+        status=status,
+        file_id=result.file_id,
+        rows_in=result.rows,
+        rows_out=result.rows,
+        rows_rejected=result.malformed_rows,
+        bytes=result.size_bytes,
+        finished_at=utcnow(),
+        duration_ms=result.duration_s * 1000,
         error=result.message if result.status == "rejected" else None,
-    )  # fmt: skip
+    )
     return result
 
 
@@ -396,9 +442,14 @@ def _already_loaded(conn: Connection, sha256: str) -> tuple[int, str, str] | Non
 
 
 def _load_local_copy(
-    engine: Engine, source: LandingSource, key: str, path: Path, dagster_run_id: str | None,
-    accepted_delimiters: Iterable[str], fingerprint: str | None,
-) -> RawLoadResult:  # fmt: skip
+    engine: Engine,
+    source: LandingSource,
+    key: str,
+    path: Path,
+    dagster_run_id: str | None,
+    accepted_delimiters: Iterable[str],
+    fingerprint: str | None,
+) -> RawLoadResult:
     size = path.stat().st_size
     sha = sha256_file(path)
     result = RawLoadResult(file_key=key, sha256=sha, status="loaded", size_bytes=size)
@@ -409,33 +460,50 @@ def _load_local_copy(
         result.message = f"same content already loaded as file_id {seen[0]} ({seen[1]}); skipped"
         return result
 
-    file_row: dict[str, object] = {"source": source.description, "file_key": key, "sha256": sha,
-                                   "size_bytes": size, "dagster_run_id": dagster_run_id,
-                                   "fingerprint": fingerprint}  # fmt: skip
+    file_row: dict[str, object] = {
+        "source": source.description,
+        "file_key": key,
+        "sha256": sha,
+        "size_bytes": size,
+        "dagster_run_id": dagster_run_id,
+        "fingerprint": fingerprint,
+    }
     try:
         shape = inspect_header(path, accepted_delimiters)
         if shape is None:
             result.status, result.message = "empty", "file is empty (0 bytes): nothing to load"
         else:
-            file_row.update(delimiter=shape.delimiter, had_bom=shape.had_bom, crlf=shape.crlf,
-                            unexpected_columns=",".join(shape.unexpected_columns) or None,
-                            missing_columns=",".join(shape.missing_optional) or None)  # fmt: skip
+            file_row.update(
+                delimiter=shape.delimiter,
+                had_bom=shape.had_bom,
+                crlf=shape.crlf,
+                unexpected_columns=",".join(shape.unexpected_columns) or None,
+                missing_columns=",".join(shape.missing_optional) or None,
+            )
             result.unexpected_columns = shape.unexpected_columns
             result.missing_columns = shape.missing_optional
         return _write_file(engine, path, shape, file_row, result)
     except FileRejected as exc:
         result.status, result.message = "rejected", f"{key}: {exc}"
         with write_transaction(engine) as conn:
-            conn.execute(files.insert().values(
-                **file_row, status="rejected", error=f"{exc.reason}: {exc}", loaded_at=utcnow(),
-            ))  # fmt: skip
+            conn.execute(
+                files.insert().values(
+                    **file_row,
+                    status="rejected",
+                    error=f"{exc.reason}: {exc}",
+                    loaded_at=utcnow(),
+                )
+            )
         return result
 
 
 def _write_file(
-    engine: Engine, path: Path, shape: FileShape | None, file_row: dict[str, object],
+    engine: Engine,
+    path: Path,
+    shape: FileShape | None,
+    file_row: dict[str, object],
     result: RawLoadResult,
-) -> RawLoadResult:  # fmt: skip
+) -> RawLoadResult:
     loaded_at = utcnow()
     try:
         with write_transaction(engine) as conn:
@@ -453,11 +521,15 @@ def _write_file(
             if shape is not None and not rows:
                 result.message = "file has a header but no data records: nothing to load"
             conn.execute(
-                files.update().where(files.c.file_id == file_id).values(
-                    status=status, rows_raw=rows, malformed_rows=malformed,
+                files.update()
+                .where(files.c.file_id == file_id)
+                .values(
+                    status=status,
+                    rows_raw=rows,
+                    malformed_rows=malformed,
                     loaded_at=utcnow(),
                 )
-            )  # fmt: skip
+            )
     except sa.exc.IntegrityError:
         with engine.connect() as conn:
             seen = _already_loaded(conn, result.sha256)
@@ -482,8 +554,11 @@ def unloaded_files(engine: Engine, source: LandingSource, pattern: str) -> list[
     if not listed:
         return []
     with engine.connect() as conn:
-        done = set(conn.execute(
-            sa.select(files.c.file_key, files.c.fingerprint)
-            .where(files.c.status.in_(("loaded", "empty")))
-        ))  # fmt: skip
+        done = set(
+            conn.execute(
+                sa.select(files.c.file_key, files.c.fingerprint).where(
+                    files.c.status.in_(("loaded", "empty"))
+                )
+            )
+        )
     return [f for f in listed if (f.key, f.fingerprint) not in done]

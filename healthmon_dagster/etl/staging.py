@@ -159,19 +159,25 @@ def build_rules(today: date) -> list[Rule]:
         Rule("deathdate_invalid", sa.and_(sa.not_(_blank(r.deathdate)), sa.not_(death_ok))),
         Rule("deathdate_in_future", sa.and_(r.deathdate > today_s, death_ok)),
         # ISO dates compare correctly as text once both are known to be valid.
-        Rule("deathdate_before_birthdate",
-             sa.and_(r.deathdate.is_not(None), r.deathdate < r.birthdate, birth_ok, death_ok)),  # fmt: skip
+        Rule(
+            "deathdate_before_birthdate",
+            sa.and_(r.deathdate.is_not(None), r.deathdate < r.birthdate, birth_ok, death_ok),
+        ),
         Rule("gender_invalid", sa.or_(r.gender.is_(None), r.gender.not_in(("M", "F")))),
         Rule("lat_invalid", _bad_number(r.lat, -90, 90, required=True)),
         Rule("lon_invalid", _bad_number(r.lon, -180, 180, required=True)),
-        Rule("healthcare_expenses_invalid",
-             _bad_number(r.healthcare_expenses, 0, None, required=True)),
-        Rule("healthcare_coverage_invalid",
-             _bad_number(r.healthcare_coverage, 0, None, required=True)),
+        Rule(
+            "healthcare_expenses_invalid",
+            _bad_number(r.healthcare_expenses, 0, None, required=True),
+        ),
+        Rule(
+            "healthcare_coverage_invalid",
+            _bad_number(r.healthcare_coverage, 0, None, required=True),
+        ),
         Rule("income_invalid", _bad_number(r.income, 0, None, required=False)),
         Rule("zip_invalid", sa.and_(sa.not_(_blank(r.zip)), sa.not_(r.zip.regexp_match(ZIP_RE)))),
         Rule("ssn_invalid", sa.and_(sa.not_(_blank(r.ssn)), sa.not_(r.ssn.regexp_match(SSN_RE)))),
-    ]  # fmt: skip
+    ]
 
 
 def _reasons_expr(rules: list[Rule]) -> ColumnElement[str]:
@@ -213,15 +219,18 @@ class StageResult:
 def pending_files(engine: Engine) -> list[int]:
     """Loaded files whose rows are not staged yet, in load order."""
     with engine.connect() as conn:
-        return list(conn.execute(
-            sa.select(files.c.file_id)
-            .where(files.c.status == "loaded", files.c.staged_at.is_(None))
-            .order_by(files.c.file_id)
-        ).scalars())  # fmt: skip
+        return list(
+            conn.execute(
+                sa.select(files.c.file_id)
+                .where(files.c.status == "loaded", files.c.staged_at.is_(None))
+                .order_by(files.c.file_id)
+            ).scalars()
+        )
 
 
-def stage_file(engine: Engine, file_id: int, dagster_run_id: str | None = None,
-               today: date | None = None) -> StageResult | None:  # fmt: skip
+def stage_file(
+    engine: Engine, file_id: int, dagster_run_id: str | None = None, today: date | None = None
+) -> StageResult | None:
     """Stage one loaded file. None when another run staged it first (the claim is a row update)."""
     started, t0 = utcnow(), time.perf_counter()
     today = today or started.date()
@@ -253,7 +262,7 @@ def stage_file(engine: Engine, file_id: int, dagster_run_id: str | None = None,
             files.update()
             .where(files.c.file_id == file_id, files.c.staged_at.is_(None))
             .values(staged_at=started)
-        ).rowcount  # fmt: skip
+        ).rowcount
         if claimed != 1:
             return None
         if not is_sqlite(engine):
@@ -264,34 +273,54 @@ def stage_file(engine: Engine, file_id: int, dagster_run_id: str | None = None,
         conn.execute(
             stg_patients.insert().from_select(
                 ["_file_id", "_row_number", *STG_COLUMNS, "_staged_at"],
-                sa.select(r._file_id, r._row_number,
-                          *(_typed(c, r[c]) for c in STG_COLUMNS), sa.literal(started, Timestamp))
-                .where(in_file, ~sa.exists().where(bad._row_number == r._row_number)),
+                sa.select(
+                    r._file_id,
+                    r._row_number,
+                    *(_typed(c, r[c]) for c in STG_COLUMNS),
+                    sa.literal(started, Timestamp),
+                ).where(in_file, ~sa.exists().where(bad._row_number == r._row_number)),
             )
-        )  # fmt: skip
+        )
         conn.execute(
             stg_patients_rejected.insert().from_select(
                 ["_file_id", "_row_number", "reasons", "_staged_at"],
-                sa.select(sa.literal(file_id, sa.BigInteger), bad._row_number, bad.reasons,
-                          sa.literal(started, Timestamp)),
+                sa.select(
+                    sa.literal(file_id, sa.BigInteger),
+                    bad._row_number,
+                    bad.reasons,
+                    sa.literal(started, Timestamp),
+                ),
             )
-        )  # fmt: skip
+        )
         conn.execute(sa.text(f"DROP TABLE {REJECTED_TABLE}"))
         # Counted, not taken from rowcount: DB-API drivers disagree on INSERT ... SELECT.
         for table, attr in (
             (stg_patients, "rows_staged"),
             (stg_patients_rejected, "rows_rejected"),
         ):
-            setattr(result, attr, conn.execute(
-                sa.select(sa.func.count()).where(table.c._file_id == file_id)
-            ).scalar_one())  # fmt: skip
+            setattr(
+                result,
+                attr,
+                conn.execute(
+                    sa.select(sa.func.count()).where(table.c._file_id == file_id)
+                ).scalar_one(),
+            )
         result.rows_in = result.rows_staged + result.rows_rejected
         result.duration_s = time.perf_counter() - t0
-        conn.execute(load_runs.insert().values(
-            dagster_run_id=dagster_run_id, layer="stg", file_id=file_id, status="success",
-            rows_in=result.rows_in, rows_out=result.rows_staged, rows_rejected=result.rows_rejected,
-            started_at=started, finished_at=utcnow(), duration_ms=result.duration_s * 1000,
-        ))  # fmt: skip
+        conn.execute(
+            load_runs.insert().values(
+                dagster_run_id=dagster_run_id,
+                layer="stg",
+                file_id=file_id,
+                status="success",
+                rows_in=result.rows_in,
+                rows_out=result.rows_staged,
+                rows_rejected=result.rows_rejected,
+                started_at=started,
+                finished_at=utcnow(),
+                duration_ms=result.duration_s * 1000,
+            )
+        )
     analyze(engine, stg_patients)
     result.reasons = rejection_reasons(engine, file_id)
     return result
@@ -305,15 +334,16 @@ def rejection_reasons(engine: Engine, file_id: int) -> dict[str, int]:
             sa.select(stg_patients_rejected.c.reasons, sa.func.count())
             .where(stg_patients_rejected.c._file_id == file_id)
             .group_by(stg_patients_rejected.c.reasons)
-        )  # fmt: skip
+        )
         for reasons, n in rows:
             for code in reasons.split(";"):
                 counts[code] = counts.get(code, 0) + n
     return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
-def stage_pending(engine: Engine, dagster_run_id: str | None = None,
-                  today: date | None = None) -> list[StageResult]:  # fmt: skip
+def stage_pending(
+    engine: Engine, dagster_run_id: str | None = None, today: date | None = None
+) -> list[StageResult]:
     """Stage every loaded file not staged yet, oldest first."""
     results = []
     for file_id in pending_files(engine):

@@ -157,9 +157,12 @@ def _materialization(
 
 
 def _freshness(
-    instance: dg.DagsterInstance, key: dg.AssetKey, policy: Any, last_at: datetime | None,
+    instance: dg.DagsterInstance,
+    key: dg.AssetKey,
+    policy: Any,
+    last_at: datetime | None,
     now: datetime,
-) -> Part | None:  # fmt: skip
+) -> Part | None:
     if policy is None:
         return None
     fail_window = getattr(policy, "fail_window", None)
@@ -210,9 +213,12 @@ def _check(instance: dg.DagsterInstance, key: dg.AssetCheckKey, record: Any) -> 
     run_status = _run_status(instance, record.run_id)  # PLANNED
     if run_status in _FAILED_RUN:
         return AssetCheckHealth(
-            key.name, CheckState.EXECUTION_FAILED, record.run_id, at,
+            key.name,
+            CheckState.EXECUTION_FAILED,
+            record.run_id,
+            at,
             "the check did not complete: its run failed (the check raised or was interrupted)",
-        )  # fmt: skip
+        )
     if run_status in _ACTIVE_RUN:
         return AssetCheckHealth(key.name, CheckState.IN_PROGRESS, record.run_id, at, None)
     return AssetCheckHealth(key.name, CheckState.SKIPPED, record.run_id, at, None)

@@ -193,43 +193,67 @@ def recommend(
     out: list[Recommendation] = []
     c = component.value
     if current.samples == 0:
-        out.append(Recommendation("samples", "info", f"no {c} data in the current window: "
-                                  "nothing to benchmark; check that its checks or loads run"))  # fmt: skip
+        out.append(
+            Recommendation(
+                "samples",
+                "info",
+                f"no {c} data in the current window: "
+                "nothing to benchmark; check that its checks or loads run",
+            )
+        )
         return out
     if baseline.samples == 0:
-        out.append(Recommendation("samples", "info", f"no {c} data in the {baseline_label} "
-                                  "baseline window yet; the score ignores baseline comparisons"))  # fmt: skip
+        out.append(
+            Recommendation(
+                "samples",
+                "info",
+                f"no {c} data in the {baseline_label} "
+                "baseline window yet; the score ignores baseline comparisons",
+            )
+        )
     rt = _ratio(current.response_time_ms, baseline.response_time_ms)
     if rt is not None and rt >= 1.5:
-        out.append(Recommendation(
-            "response_time_ms", "critical" if rt >= 2 else "warning",
-            f"{c} response time {current.response_time_ms:.0f} ms is {rt:.1f}x the "
-            f"{baseline_label} baseline ({baseline.response_time_ms:.0f} ms): look for a larger "
-            "input, lock contention or a missing index before it breaches its timeout",
-        ))  # fmt: skip
+        out.append(
+            Recommendation(
+                "response_time_ms",
+                "critical" if rt >= 2 else "warning",
+                f"{c} response time {current.response_time_ms:.0f} ms is {rt:.1f}x the "
+                f"{baseline_label} baseline ({baseline.response_time_ms:.0f} ms): look for a larger "
+                "input, lock contention or a missing index before it breaches its timeout",
+            )
+        )
     tp = _ratio(current.throughput_per_second, baseline.throughput_per_second)
     if tp is not None and tp <= 0.7:
-        out.append(Recommendation(
-            "throughput_per_second", "warning",
-            f"{c} throughput {current.throughput_per_second:.1f}/s is {tp:.0%} of the baseline "
-            f"({baseline.throughput_per_second:.1f}/s): the same work now takes longer",
-        ))  # fmt: skip
+        out.append(
+            Recommendation(
+                "throughput_per_second",
+                "warning",
+                f"{c} throughput {current.throughput_per_second:.1f}/s is {tp:.0%} of the baseline "
+                f"({baseline.throughput_per_second:.1f}/s): the same work now takes longer",
+            )
+        )
     er = current.error_rate
     if er is not None and er > 0.05:
         base = baseline.error_rate
         was = f" (baseline {base:.1%})" if base is not None else ""
-        out.append(Recommendation(
-            "error_rate", "critical" if er > 0.10 else "warning",
-            f"{c} error rate is {er:.1%}{was}, above 5%: read the latest failed results in "
-            "etl.check_results / etl.load_runs for the cause",
-        ))  # fmt: skip
+        out.append(
+            Recommendation(
+                "error_rate",
+                "critical" if er > 0.10 else "warning",
+                f"{c} error rate is {er:.1%}{was}, above 5%: read the latest failed results in "
+                "etl.check_results / etl.load_runs for the cause",
+            )
+        )
     cpu = current.resource_utilization.cpu_percent
     if cpu is not None and cpu > 80:
-        out.append(Recommendation(
-            "cpu_percent", "warning",
-            f"host CPU averaged {cpu:.0f}% in the current window (above 80%): checks and loads "
-            "compete for CPU; spread schedules or add capacity",
-        ))  # fmt: skip
+        out.append(
+            Recommendation(
+                "cpu_percent",
+                "warning",
+                f"host CPU averaged {cpu:.0f}% in the current window (above 80%): checks and loads "
+                "compete for CPU; spread schedules or add capacity",
+            )
+        )
     return out
 
 

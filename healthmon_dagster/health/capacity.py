@@ -187,12 +187,21 @@ def forecast_capacity(
     trend = analyze_trend(times, values, resource, alpha=alpha, min_points=min_points)
     if trend is None:
         return CapacityForecast(
-            resource, unit, n, float(values[-1]) if n else None, limit, None, None, None, None,
-            None, HealthStatus.UNKNOWN,
+            resource,
+            unit,
+            n,
+            float(values[-1]) if n else None,
+            limit,
+            None,
+            None,
+            None,
+            None,
+            None,
+            HealthStatus.UNKNOWN,
             f"{resource}: insufficient history ({n} observation(s), at least {min_points} needed "
             "for a trend)",
             None,
-        )  # fmt: skip
+        )
     order = sorted(range(n), key=lambda i: as_utc(times[i]))
     origin = as_utc(times[order[0]])
     latest = float(values[order[-1]])
@@ -254,9 +263,13 @@ def forecast_capacity(
 
 
 def _history(
-    engine: Engine, component: str, metric_name: str, now: datetime, history: timedelta,
+    engine: Engine,
+    component: str,
+    metric_name: str,
+    now: datetime,
+    history: timedelta,
     tags: Mapping[str, str] | None,
-) -> tuple[list[datetime], list[float], str]:  # fmt: skip
+) -> tuple[list[datetime], list[float], str]:
     points = metric_history(engine, component, metric_name, now - history, now, tags)
     unit = points[-1].unit if points else ""
     return [p.ts for p in points if p.ts], [p.value for p in points], unit  # type: ignore[misc]
@@ -304,9 +317,17 @@ def disk_forecast(
     """Days until a disk is full from its used-percent metric (e.g. the system check's
     ``<check_id>.disk_percent``): the limit is 100%."""
     return metric_forecast(
-        engine, component, percent_metric, 100.0, now, history, tags,
-        resource=f"disk ({component}/{percent_metric})", warn_days=warn_days, fail_days=fail_days,
-    )  # fmt: skip
+        engine,
+        component,
+        percent_metric,
+        100.0,
+        now,
+        history,
+        tags,
+        resource=f"disk ({component}/{percent_metric})",
+        warn_days=warn_days,
+        fail_days=fail_days,
+    )
 
 
 def database_size_growth(
@@ -321,9 +342,15 @@ def database_size_growth(
     """Database size growth per day from a size metric (e.g. the database check's
     ``<check_id>.database_size_bytes``); with ``max_bytes``, days until that size."""
     return metric_forecast(
-        engine, component, size_metric, max_bytes, now, history,
-        resource=f"database size ({component}/{size_metric})", **options,
-    )  # fmt: skip
+        engine,
+        component,
+        size_metric,
+        max_bytes,
+        now,
+        history,
+        resource=f"database size ({component}/{size_metric})",
+        **options,
+    )
 
 
 def table_row_growth(
@@ -354,6 +381,6 @@ def table_row_growth(
             cumulative,
             resource=f"rows of {table}",
             **options,
-        )  # fmt: skip
+        )
         for table, (component, metric, tags, cumulative) in tables.items()
     }

@@ -743,16 +743,23 @@ def apply_thresholds(
             continue
         test, words = compare
         # "query_time_ms" also matches "warehouse.query_time_ms" (checks with several targets).
-        matching = [(n, v) for n, v in result.metrics.items()
-                    if n == t.metric_name or n.endswith("." + t.metric_name)]  # fmt: skip
+        matching = [
+            (n, v)
+            for n, v in result.metrics.items()
+            if n == t.metric_name or n.endswith("." + t.metric_name)
+        ]
         for name, value in matching:
             for level, status, sink in (
                 (t.critical_threshold, HealthStatus.CRITICAL, result.errors),
                 (t.warning_threshold, HealthStatus.WARNING, result.warnings),
             ):
                 if test(value, level):
-                    sink.append(short(f"{name} is {value:g}, {words} the {status.value} "
-                                      f"threshold {level:g} (threshold {t.threshold_id})"))  # fmt: skip
+                    sink.append(
+                        short(
+                            f"{name} is {value:g}, {words} the {status.value} "
+                            f"threshold {level:g} (threshold {t.threshold_id})"
+                        )
+                    )
                     result.status = worst([result.status, status])
                     break
     return result

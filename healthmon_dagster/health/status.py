@@ -341,7 +341,7 @@ def _latest_per_check(engine: Engine, since: datetime, now: datetime) -> list[sa
             cr.response_time_ms,
             cr.message,
             rn,
-        )  # fmt: skip
+        )
         .where(cr.source == SOURCE, cr.ts >= since, cr.ts <= now)
         .subquery()
     )
@@ -416,7 +416,7 @@ def component_state(
         checks.append(
             CheckState(
                 r.check_name, status, eff, critical, ts, stale, r.response_time_ms, r.message
-            )  # fmt: skip
+            )
         )
     if not checks or all(c.stale for c in checks):
         return HealthStatus.UNKNOWN, checks
@@ -542,7 +542,7 @@ def _transitions(engine: Engine, start: datetime, end: datetime) -> list[sa.Row[
         sa.func.lag(base.c.is_down)
         .over(
             partition_by=(base.c.target, base.c.check_name), order_by=(base.c.ts, base.c.result_id)
-        )  # fmt: skip
+        )
         .label("prev")
     )
     lagged = sa.select(base, prev).subquery()
@@ -610,7 +610,7 @@ def _stats(
                 _ms(iv_end - iv_start),
                 not began_inside,
                 tuple(sorted(iv.checks)),
-            )  # fmt: skip
+            )
         )
     up = total - down
     return UptimeStats(
@@ -725,9 +725,11 @@ def get_health_history(
         .subquery()
     )
     query = sa.select(
-        inner.c.target, inner.c.idx, sa.func.max(inner.c.rank).label("rank"),
+        inner.c.target,
+        inner.c.idx,
+        sa.func.max(inner.c.rank).label("rank"),
         sa.func.max(inner.c.ts).label("last_ts"),
-    ).group_by(inner.c.target, inner.c.idx)  # fmt: skip
+    ).group_by(inner.c.target, inner.c.idx)
     with engine.connect() as conn:
         rows = list(conn.execute(query))
 

@@ -25,7 +25,20 @@ from healthmon_dagster.quality.results import (
 )
 
 __all__ = [
-    "ERROR", "FAILED", "FULL", "INCREMENTAL", "INSUFFICIENT_HISTORY", "LAST_LOAD_IS_FRESH",
-    "PASSED", "WARN", "Batch", "CheckError", "CheckResult", "evaluate", "evaluate_last_load",
-    "record_results", "resolve_batch", "resolve_table",
-]  # fmt: skip
+    "ERROR",
+    "FAILED",
+    "FULL",
+    "INCREMENTAL",
+    "INSUFFICIENT_HISTORY",
+    "LAST_LOAD_IS_FRESH",
+    "PASSED",
+    "WARN",
+    "Batch",
+    "CheckError",
+    "CheckResult",
+    "evaluate",
+    "evaluate_last_load",
+    "record_results",
+    "resolve_batch",
+    "resolve_table",
+]

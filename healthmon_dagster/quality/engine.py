@@ -232,29 +232,54 @@ def _fraction_result(
         f"; allowed: {limit:.2%}" if limit is not None else ""
     )
     return _result(
-        ctx, spec, status, message, observed_value=rate, threshold=fail if fail is not None else warn,
-        failing_rows=failing, total_rows=total,
-        details={"failing_rows": failing, "total_rows": total, "failing_fraction": rate,
-                 **({"warn_threshold": warn} if warn is not None else {}),
-                 **({"fail_threshold": fail} if fail is not None else {}), **details},
-    )  # fmt: skip
+        ctx,
+        spec,
+        status,
+        message,
+        observed_value=rate,
+        threshold=fail if fail is not None else warn,
+        failing_rows=failing,
+        total_rows=total,
+        details={
+            "failing_rows": failing,
+            "total_rows": total,
+            "failing_fraction": rate,
+            **({"warn_threshold": warn} if warn is not None else {}),
+            **({"fail_threshold": fail} if fail is not None else {}),
+            **details,
+        },
+    )
 
 
 def _count_result(
-    ctx: _Ctx, spec: Spec, failing: int, what: str, details: dict[str, float],
+    ctx: _Ctx,
+    spec: Spec,
+    failing: int,
+    what: str,
+    details: dict[str, float],
     total: int | None = None,
-) -> CheckResult:  # fmt: skip
+) -> CheckResult:
     warn, fail = _count_thresholds(spec)
     status = _grade(failing, warn, fail)
     limit = fail if status == FAILED or warn is None else warn
     message = f"{failing} {what}" + (f"; allowed: {limit:g}" if limit is not None else "")
     return _result(
-        ctx, spec, status, message, observed_value=float(failing),
-        threshold=fail if fail is not None else warn, failing_rows=failing, total_rows=total,
-        details={"failing_rows": failing, **({"total_rows": total} if total is not None else {}),
-                 **({"warn_threshold": warn} if warn is not None else {}),
-                 **({"fail_threshold": fail} if fail is not None else {}), **details},
-    )  # fmt: skip
+        ctx,
+        spec,
+        status,
+        message,
+        observed_value=float(failing),
+        threshold=fail if fail is not None else warn,
+        failing_rows=failing,
+        total_rows=total,
+        details={
+            "failing_rows": failing,
+            **({"total_rows": total} if total is not None else {}),
+            **({"warn_threshold": warn} if warn is not None else {}),
+            **({"fail_threshold": fail} if fail is not None else {}),
+            **details,
+        },
+    )
 
 
 def _count_if(cond: ColumnElement[bool]) -> ColumnElement[int]:
@@ -292,9 +317,13 @@ def _plan_accepted_values(ctx: _Ctx, spec: AcceptedValuesCheck) -> _Plan:
 
     def finish(v: Mapping[str, Any], total: int) -> CheckResult:
         return _fraction_result(
-            ctx, spec, int(v["bad"]), total,
-            f"have a {col.name} outside the {len(spec.values)} accepted values", {},
-        )  # fmt: skip
+            ctx,
+            spec,
+            int(v["bad"]),
+            total,
+            f"have a {col.name} outside the {len(spec.values)} accepted values",
+            {},
+        )
 
     # NULL is not judged here (not_null is its own check), as in dbt and Great Expectations.
     return _Plan({"bad": _count_if(col.not_in(spec.values))}, finish)
@@ -317,9 +346,13 @@ def _plan_range(ctx: _Ctx, spec: RangeCheck) -> _Plan:
         bounds = f"[{'-inf' if spec.min is None else f'{spec.min:g}'}, "
         bounds += f"{'+inf' if spec.max is None else f'{spec.max:g}'}]"
         return _fraction_result(
-            ctx, spec, bad, total, f"have {col.name} outside {bounds}",
+            ctx,
+            spec,
+            bad,
+            total,
+            f"have {col.name} outside {bounds}",
             {"rows_below_min": below, "rows_above_max": bad - below},
-        )  # fmt: skip
+        )
 
     return _Plan(exprs, finish)
 
@@ -347,12 +380,15 @@ def _plan_row_count(ctx: _Ctx, spec: RowCountCheck) -> _Plan:
         if spec.warn is not None and spec.fail is None and status == FAILED:
             status = WARN  # only a warning level was given
         return _result(
-            ctx, spec, status, f"{total} rows in the {ctx.scope_name}; expected {bounds}",
-            observed_value=float(total), threshold=float(spec.min if low or spec.max is None
-                                                         else spec.max or 0),
+            ctx,
+            spec,
+            status,
+            f"{total} rows in the {ctx.scope_name}; expected {bounds}",
+            observed_value=float(total),
+            threshold=float(spec.min if low or spec.max is None else spec.max or 0),
             total_rows=total,
             details={"row_count": total, "min": spec.min, "max": spec.max},
-        )  # fmt: skip
+        )
 
     return _Plan({}, finish, needs_total=True)
 
@@ -368,25 +404,39 @@ def _as_utc(ts: Any) -> datetime | None:
 
 
 def _age_result(
-    ctx: _Ctx, spec: Spec, newest: datetime | None, warn_min: float | None, fail_min: float,
+    ctx: _Ctx,
+    spec: Spec,
+    newest: datetime | None,
+    warn_min: float | None,
+    fail_min: float,
     what: str,
-) -> CheckResult:  # fmt: skip
+) -> CheckResult:
     if newest is None:
         return _result(
-            ctx, spec, FAILED, f"no {what} found: the asset has never been loaded",
-            threshold=float(fail_min), details={"fail_after_minutes": fail_min},
-        )  # fmt: skip
+            ctx,
+            spec,
+            FAILED,
+            f"no {what} found: the asset has never been loaded",
+            threshold=float(fail_min),
+            details={"fail_after_minutes": fail_min},
+        )
     age = max((ctx.now - newest).total_seconds() / 60, 0.0)
     status = (
         FAILED if age > fail_min else WARN if warn_min is not None and age > warn_min else PASSED
     )
     return _result(
-        ctx, spec, status,
+        ctx,
+        spec,
+        status,
         f"{what} is {age:.0f} minutes old; warn after {warn_min or '-'}, fail after {fail_min}",
-        observed_value=age, threshold=float(fail_min),
-        details={"age_minutes": age, "fail_after_minutes": fail_min,
-                 **({"warn_after_minutes": warn_min} if warn_min is not None else {})},
-    )  # fmt: skip
+        observed_value=age,
+        threshold=float(fail_min),
+        details={
+            "age_minutes": age,
+            "fail_after_minutes": fail_min,
+            **({"warn_after_minutes": warn_min} if warn_min is not None else {}),
+        },
+    )
 
 
 def _plan_freshness(ctx: _Ctx, spec: FreshnessCheck) -> _Plan:
@@ -394,9 +444,13 @@ def _plan_freshness(ctx: _Ctx, spec: FreshnessCheck) -> _Plan:
 
     def finish(v: Mapping[str, Any], _total: int) -> CheckResult:
         return _age_result(
-            ctx, spec, _as_utc(v["newest"]), spec.warn_after_minutes, spec.fail_after_minutes,
+            ctx,
+            spec,
+            _as_utc(v["newest"]),
+            spec.warn_after_minutes,
+            spec.fail_after_minutes,
             f"the newest {col.name}",
-        )  # fmt: skip
+        )
 
     return _Plan({"newest": sa.func.max(col)}, finish)
 
@@ -428,9 +482,12 @@ def _plan_unique(ctx: _Ctx, spec: UniqueCheck) -> _Plan:
     def duplicates(where: list[ColumnElement[bool]], extra_key: list[Any]) -> int:
         keys = [*extra_key, *(_group_key(ctx, c) for c in cols)]
         groups = (
-            sa.select(sa.func.count().label("n")).where(*where).group_by(*keys)
-            .having(sa.func.count() > 1).subquery()
-        )  # fmt: skip
+            sa.select(sa.func.count().label("n"))
+            .where(*where)
+            .group_by(*keys)
+            .having(sa.func.count() > 1)
+            .subquery()
+        )
         return int(_scalar(ctx, sa.select(sa.func.coalesce(sa.func.sum(groups.c.n - 1), 0))) or 0)
 
     def finish(_v: Mapping[str, Any], total: int) -> CheckResult:
@@ -460,8 +517,9 @@ def _plan_unique(ctx: _Ctx, spec: UniqueCheck) -> _Plan:
 
 
 def _plan_scd2(ctx: _Ctx, spec: Scd2IntegrityCheck) -> _Plan:
-    key, vf, vt, cur = (ctx.col(n) for n in (spec.key, spec.valid_from, spec.valid_to,
-                                               spec.is_current))  # fmt: skip
+    key, vf, vt, cur = (
+        ctx.col(n) for n in (spec.key, spec.valid_from, spec.valid_to, spec.is_current)
+    )
     is_cur, not_cur = cur == sa.true(), cur == sa.false()
     bad_window = sa.and_(vt.is_not(None), vf >= vt)
     bad_flag = sa.or_(sa.and_(is_cur, vt.is_not(None)), sa.and_(not_cur, vt.is_(None)))
@@ -478,10 +536,12 @@ def _plan_scd2(ctx: _Ctx, spec: Scd2IntegrityCheck) -> _Plan:
         )
         g = per_key.c
         summary = sa.select(
-            _count_if(g.nc == 0), _count_if(g.nc > 1),
-            sa.func.coalesce(sa.func.sum(g.bw), 0), sa.func.coalesce(sa.func.sum(g.bf), 0),
+            _count_if(g.nc == 0),
+            _count_if(g.nc > 1),
+            sa.func.coalesce(sa.func.sum(g.bw), 0),
+            sa.func.coalesce(sa.func.sum(g.bf), 0),
             sa.select(sa.func.count()).select_from(ctx.table).scalar_subquery(),
-        )  # fmt: skip
+        )
         # Overlaps: the next version starts before this one ends. Only keys with a closed
         # version have more than one version, so the window sorts those rows only.
         versions = (
@@ -503,16 +563,22 @@ def _plan_scd2(ctx: _Ctx, spec: Scd2IntegrityCheck) -> _Plan:
             overlaps = int(conn.execute(overlaps_q).scalar() or 0)
         failing = no_current + multi_current + windows + flags + overlaps
         return _count_result(
-            ctx, spec, failing,
+            ctx,
+            spec,
+            failing,
             f"SCD2 violations in {total} rows ({no_current} keys without a current row, "
             f"{multi_current} keys with several, {overlaps} overlapping versions, {windows} "
             f"windows with {vf.name} >= {vt.name}, {flags} rows whose {cur.name} disagrees with "
             f"{vt.name})",
-            {"keys_without_current": no_current, "keys_with_multiple_current": multi_current,
-             "overlapping_versions": overlaps, "invalid_windows": windows,
-             "current_flag_mismatches": flags},
+            {
+                "keys_without_current": no_current,
+                "keys_with_multiple_current": multi_current,
+                "overlapping_versions": overlaps,
+                "invalid_windows": windows,
+                "current_flag_mismatches": flags,
+            },
             total=total,
-        )  # fmt: skip
+        )
 
     return _Plan({}, finish, needs_total=True)
 
@@ -554,13 +620,23 @@ def _plan_rejection_rate(ctx: _Ctx, spec: RejectionRateCheck) -> _Plan:
         rate = _rate(n_rejected, total)
         status = _grade(rate, warn, fail)
         return _result(
-            ctx, spec, status,
+            ctx,
+            spec,
+            status,
             f"{n_rejected} of {total} rows ({rate:.2%}) of the {ctx.scope_name} were rejected; "
             f"warn above {warn:.2%}, fail above {fail:.2%}",
-            observed_value=rate, threshold=fail, failing_rows=n_rejected, total_rows=total,
-            details={"rows_rejected": n_rejected, "rows_accepted": n_accepted,
-                     "rejection_rate": rate, "warn_threshold": warn, "fail_threshold": fail},
-        )  # fmt: skip
+            observed_value=rate,
+            threshold=fail,
+            failing_rows=n_rejected,
+            total_rows=total,
+            details={
+                "rows_rejected": n_rejected,
+                "rows_accepted": n_accepted,
+                "rejection_rate": rate,
+                "warn_threshold": warn,
+                "fail_threshold": fail,
+            },
+        )
 
     return _Plan({}, finish)
 
@@ -582,31 +658,45 @@ def _plan_reconciliation(ctx: _Ctx, spec: ReconciliationCheck) -> _Plan:
         f = files.c
         per_file = sa.select(
             f.file_id,
-            *(sa.select(sa.func.count()).where(t.c._file_id == f.file_id).scalar_subquery()
-              .label(name)
-              for name, t in (("raw", raw_patients), ("stg", stg_patients),
-                              ("rejected", stg_patients_rejected)))
-        ).where(f.file_id.in_(staged))  # fmt: skip
+            *(
+                sa.select(sa.func.count())
+                .where(t.c._file_id == f.file_id)
+                .scalar_subquery()
+                .label(name)
+                for name, t in (
+                    ("raw", raw_patients),
+                    ("stg", stg_patients),
+                    ("rejected", stg_patients_rejected),
+                )
+            ),
+        ).where(f.file_id.in_(staged))
         counts: dict[str, dict[int, int]] = {"raw": {}, "stg": {}, "rejected": {}}
         with ctx.engine.connect() as conn:
             for row in conn.execute(per_file):
                 for name in counts:
                     counts[name][int(row.file_id)] = int(row._mapping[name])
         file_ids = set().union(*(c.keys() for c in counts.values()))
-        diff = {f: counts["raw"].get(f, 0) - counts["stg"].get(f, 0)
-                - counts["rejected"].get(f, 0) for f in file_ids}  # fmt: skip
+        diff = {
+            f: counts["raw"].get(f, 0) - counts["stg"].get(f, 0) - counts["rejected"].get(f, 0)
+            for f in file_ids
+        }
         failing = sum(abs(d) for d in diff.values())
         raw_total = sum(counts["raw"].values())
         return _count_result(
-            ctx, spec, failing,
+            ctx,
+            spec,
+            failing,
             f"rows unaccounted for between raw and stg (staged + rejected) over {len(file_ids)} "
             f"staged file(s), {sum(1 for d in diff.values() if d)} file(s) off",
-            {"raw_rows": raw_total, "stg_rows": sum(counts["stg"].values()),
-             "rejected_rows": sum(counts["rejected"].values()),
-             "files_checked": len(file_ids),
-             "files_mismatched": sum(1 for d in diff.values() if d)},
+            {
+                "raw_rows": raw_total,
+                "stg_rows": sum(counts["stg"].values()),
+                "rejected_rows": sum(counts["rejected"].values()),
+                "files_checked": len(file_ids),
+                "files_mismatched": sum(1 for d in diff.values() if d),
+            },
             total=raw_total,
-        )  # fmt: skip
+        )
 
     def stg_vs_core(_v: Mapping[str, Any], _total: int) -> CheckResult:
         s, d = stg_patients, dim_patient
@@ -622,10 +712,13 @@ def _plan_reconciliation(ctx: _Ctx, spec: ReconciliationCheck) -> _Plan:
             ).scalar_one()
             total = conn.execute(sa.select(sa.func.count()).where(in_scope)).scalar_one()
         return _count_result(
-            ctx, spec, int(missing),
+            ctx,
+            spec,
+            int(missing),
             f"of {int(total)} staged rows of merged files have no current row in core",
-            {"stg_rows": int(total)}, total=int(total),
-        )  # fmt: skip
+            {"stg_rows": int(total)},
+            total=int(total),
+        )
 
     return _Plan({}, raw_vs_stg if spec.between == "raw_vs_stg" else stg_vs_core)
 
@@ -642,9 +735,18 @@ _TYPE_FAMILIES: dict[str, tuple[str, ...]] = {
     "uuid": ("UUID",),
     "json": ("JSON",),
 }
-_TYPE_ALIASES = {"string": "text", "varchar": "text", "int": "integer", "bigint": "integer",
-                 "decimal": "numeric", "double": "float", "real": "float", "datetime": "timestamp",
-                 "bool": "boolean", "jsonb": "json"}  # fmt: skip
+_TYPE_ALIASES = {
+    "string": "text",
+    "varchar": "text",
+    "int": "integer",
+    "bigint": "integer",
+    "decimal": "numeric",
+    "double": "float",
+    "real": "float",
+    "datetime": "timestamp",
+    "bool": "boolean",
+    "jsonb": "json",
+}
 
 
 def _type_family(db_type: str) -> str | None:
@@ -676,9 +778,10 @@ def _plan_schema(ctx: _Ctx, spec: SchemaCheck) -> _Plan:
             # The raw table keeps the contract's columns; what the file itself brought is audited.
             with ctx.engine.connect() as conn:
                 row = conn.execute(
-                    sa.select(files.c.unexpected_columns, files.c.missing_columns)
-                    .where(files.c.file_id == ctx.batch.value)
-                ).first()  # fmt: skip
+                    sa.select(files.c.unexpected_columns, files.c.missing_columns).where(
+                        files.c.file_id == ctx.batch.value
+                    )
+                ).first()
             if row is not None:
                 file_unexpected = [c for c in (row[0] or "").split(",") if c]
                 file_missing = [c for c in (row[1] or "").split(",") if c]
@@ -699,8 +802,10 @@ def _plan_schema(ctx: _Ctx, spec: SchemaCheck) -> _Plan:
             if want != got and not (sqlite and want == "uuid" and got == "text"):
                 drift.append(name)
         problems = len(missing) + len(drift) + (0 if spec.allow_unexpected else len(unexpected))
-        parts = [f"{len(missing)} required column(s) missing"
-                 + (f" ({', '.join(missing)})" if missing else "")]  # fmt: skip
+        parts = [
+            f"{len(missing)} required column(s) missing"
+            + (f" ({', '.join(missing)})" if missing else "")
+        ]
         parts.append(
             f"{len(unexpected)} unexpected column(s)"
             + (f" ({', '.join(unexpected)})" if unexpected else "")
@@ -708,10 +813,17 @@ def _plan_schema(ctx: _Ctx, spec: SchemaCheck) -> _Plan:
         )
         parts.append(f"{len(drift)} type drift(s)" + (f" ({', '.join(drift)})" if drift else ""))
         return _count_result(
-            ctx, spec, problems, "schema problem(s): " + "; ".join(parts),
-            {"missing_columns": len(missing), "unexpected_columns": len(unexpected),
-             "type_drifts": len(drift), "columns_present": len(present)},
-        )  # fmt: skip
+            ctx,
+            spec,
+            problems,
+            "schema problem(s): " + "; ".join(parts),
+            {
+                "missing_columns": len(missing),
+                "unexpected_columns": len(unexpected),
+                "type_drifts": len(drift),
+                "columns_present": len(present),
+            },
+        )
 
     return _Plan({}, finish)
 
@@ -732,8 +844,9 @@ def _plan_custom_sql(ctx: _Ctx, spec: CustomSqlCheck) -> _Plan:
             else:  # the full sweep runs a per-batch query once for every batch of the table
                 column = ctx.table.c[ctx.batch.column]
                 batches = conn.execute(sa.select(column).distinct()).scalars().all()
-                failing = sum(int(conn.execute(counted, {"batch": b}).scalar() or 0)
-                              for b in batches)  # fmt: skip
+                failing = sum(
+                    int(conn.execute(counted, {"batch": b}).scalar() or 0) for b in batches
+                )
         return _count_result(ctx, spec, failing, "failing row(s) returned by the custom SQL", {})
 
     return _Plan({}, finish)
@@ -748,10 +861,14 @@ def _previous_details(ctx: _Ctx, spec: Spec) -> Mapping[str, Any] | None:
     with ctx.health.connect() as conn:
         row = conn.execute(
             sa.select(r.details)
-            .where(r.target == ctx.asset, r.check_name == spec.check_name,
-                   r.status.in_((PASSED, WARN, FAILED)))
-            .order_by(r.ts.desc(), r.result_id.desc()).limit(1)
-        ).scalar()  # fmt: skip
+            .where(
+                r.target == ctx.asset,
+                r.check_name == spec.check_name,
+                r.status.in_((PASSED, WARN, FAILED)),
+            )
+            .order_by(r.ts.desc(), r.result_id.desc())
+            .limit(1)
+        ).scalar()
     return row
 
 
@@ -762,10 +879,14 @@ def _plan_row_count_change(ctx: _Ctx, spec: RowCountChangeCheck) -> _Plan:
         previous = (previous_details or {}).get("row_count")
         if previous is None:
             return _result(
-                ctx, spec, INSUFFICIENT_HISTORY,
+                ctx,
+                spec,
+                INSUFFICIENT_HISTORY,
                 f"{current} rows; no previous evaluation to compare with",
-                observed_value=None, total_rows=current, details={"row_count": current},
-            )  # fmt: skip
+                observed_value=None,
+                total_rows=current,
+                details={"row_count": current},
+            )
         change = (current - previous) / previous * 100 if previous else (100.0 if current else 0.0)
         too_low = spec.max_drop_pct is not None and -change > spec.max_drop_pct
         too_high = spec.max_growth_pct is not None and change > spec.max_growth_pct
@@ -774,13 +895,16 @@ def _plan_row_count_change(ctx: _Ctx, spec: RowCountChangeCheck) -> _Plan:
             status = WARN
         limit = spec.max_drop_pct if change < 0 else spec.max_growth_pct
         return _result(
-            ctx, spec, status,
+            ctx,
+            spec,
+            status,
             f"{current} rows, {change:+.1f}% against the previous {int(previous)}; "
             f"allowed drop {spec.max_drop_pct}%, growth {spec.max_growth_pct}%",
-            observed_value=change, threshold=None if limit is None else float(limit),
+            observed_value=change,
+            threshold=None if limit is None else float(limit),
             total_rows=current,
             details={"row_count": current, "previous_row_count": previous, "change_pct": change},
-        )  # fmt: skip
+        )
 
     return _Plan({}, finish, needs_total=True)
 
@@ -806,10 +930,14 @@ def _volume_history(ctx: _Ctx, spec: VolumeAnomalyCheck) -> tuple[list[Point], P
     with ctx.health.connect() as conn:
         rows = conn.execute(
             sa.select(m.ts, m.value)
-            .where(m.component == component, m.metric_name == name,
-                   m.tags["asset"].as_string() == ctx.asset)
-            .order_by(m.ts.desc(), m.metric_id.desc()).limit(VOLUME_HISTORY_LIMIT)
-        ).all()  # fmt: skip
+            .where(
+                m.component == component,
+                m.metric_name == name,
+                m.tags["asset"].as_string() == ctx.asset,
+            )
+            .order_by(m.ts.desc(), m.metric_id.desc())
+            .limit(VOLUME_HISTORY_LIMIT)
+        ).all()
     points = [(_as_utc(ts), float(v)) for ts, v in reversed(rows)]
     points = [(ts, v) for ts, v in points if ts is not None]
     if own:
@@ -827,14 +955,20 @@ def _plan_volume(ctx: _Ctx, spec: VolumeAnomalyCheck) -> _Plan:
         history, current = _volume_history(ctx, spec)
         if current is None:
             return _result(
-                ctx, spec, INSUFFICIENT_HISTORY,
+                ctx,
+                spec,
+                INSUFFICIENT_HISTORY,
                 f"no {spec.metric} observation recorded for {ctx.asset} yet",
                 details={"n_history": 0, "min_history": spec.min_history},
-            )  # fmt: skip
+            )
         found = detect_volume_anomaly(
-            history, current, direction=spec.direction, sensitivity=spec.sensitivity,
-            min_history=spec.min_history, seasonality=spec.seasonality,
-        )  # fmt: skip
+            history,
+            current,
+            direction=spec.direction,
+            sensitivity=spec.sensitivity,
+            min_history=spec.min_history,
+            seasonality=spec.seasonality,
+        )
         if found.status == "insufficient_history":
             status = INSUFFICIENT_HISTORY
         elif found.status == "anomaly":
@@ -843,14 +977,25 @@ def _plan_volume(ctx: _Ctx, spec: VolumeAnomalyCheck) -> _Plan:
             status = FAILED if strong else WARN
         else:
             status = PASSED
-        details = {"current": current[1], "n_history": found.n_history,
-                   "min_history": spec.min_history, "sensitivity": spec.sensitivity,
-                   "score": found.score, "expected": found.expected, "lower": found.lower,
-                   "upper": found.upper}  # fmt: skip
+        details = {
+            "current": current[1],
+            "n_history": found.n_history,
+            "min_history": spec.min_history,
+            "sensitivity": spec.sensitivity,
+            "score": found.score,
+            "expected": found.expected,
+            "lower": found.lower,
+            "upper": found.upper,
+        }
         return _result(
-            ctx, spec, status, f"{spec.metric}: {found.message} (method {found.method})",
-            observed_value=current[1], threshold=spec.sensitivity, details=details,
-        )  # fmt: skip
+            ctx,
+            spec,
+            status,
+            f"{spec.metric}: {found.message} (method {found.method})",
+            observed_value=current[1],
+            threshold=spec.sensitivity,
+            details=details,
+        )
 
     return _Plan({}, finish)
 
@@ -892,10 +1037,14 @@ def _known_names(ctx_table: sa.Table | None, asset: str) -> set[str]:
 
 def _error_result(asset: str, spec: Spec, message: str, ms: float = 0.0) -> CheckResult:
     return CheckResult(
-        check_name=spec.check_name, asset=asset, kind=spec.kind, status=ERROR,
-        message=f"check could not be evaluated: {message}", blocking=spec.blocking,
+        check_name=spec.check_name,
+        asset=asset,
+        kind=spec.kind,
+        status=ERROR,
+        message=f"check could not be evaluated: {message}",
+        blocking=spec.blocking,
         duration_ms=ms,
-    )  # fmt: skip
+    )
 
 
 # --- entry points ----------------------------------------------------------------------------
@@ -925,7 +1074,7 @@ def resolve_batch(
         if asset in _FILE_ARRIVED and batch_column is None:
             value = conn.execute(
                 sa.select(sa.func.max(files.c.file_id)).where(_FILE_ARRIVED[asset])
-            ).scalar()  # fmt: skip
+            ).scalar()
             return None if value is None else Batch("_file_id", value)
         column = batch_column or ("_file_id" if "_file_id" in table.c else None)
         if column is None:
@@ -958,8 +1107,17 @@ def evaluate(
     except Exception as exc:  # the whole asset is unreadable: every check is an error
         msg = safe_error_message(exc, _known_names(None, asset))
         return [_error_result(asset, s, msg) for s in specs]
-    ctx = _Ctx(engine, health_engine or engine, asset, table, mode, batch,
-               now or datetime.now(UTC), rejection_rate, batch_column)  # fmt: skip
+    ctx = _Ctx(
+        engine,
+        health_engine or engine,
+        asset,
+        table,
+        mode,
+        batch,
+        now or datetime.now(UTC),
+        rejection_rate,
+        batch_column,
+    )
     known = _known_names(table, asset)
     plans: list[_Plan | CheckResult] = []
     for spec in specs:
@@ -1054,13 +1212,14 @@ def evaluate_last_load(
     table: sa.Table | None = None
     try:
         table = resolve_table(engine, asset)
-        ctx = _Ctx(engine, engine, asset, table, FULL, None, now or datetime.now(UTC),
-                   (0.01, 0.05), None)  # fmt: skip
+        ctx = _Ctx(
+            engine, engine, asset, table, FULL, None, now or datetime.now(UTC), (0.01, 0.05), None
+        )
         with engine.connect() as conn:
             if asset in _FILE_LOADED_AT and timestamp_column is None:
                 newest = conn.execute(
                     sa.select(sa.func.max(_FILE_LOADED_AT[asset])).where(_FILE_ARRIVED[asset])
-                ).scalar()  # fmt: skip
+                ).scalar()
                 what = "the last load recorded in etl.files"
             else:
                 col = ctx.col(timestamp_column or "_loaded_at")

@@ -16,8 +16,12 @@ SOURCE = "asset_check"
 def metric_points(result: CheckResult) -> list[MetricPoint]:
     """The numbers of one result as metrics ``check.<check_name>.<figure>`` of its layer."""
     component = component_for(result.asset)
-    tags = {"asset": result.asset, "check": result.check_name, "kind": result.kind,
-            "status": result.status}  # fmt: skip
+    tags = {
+        "asset": result.asset,
+        "check": result.check_name,
+        "kind": result.kind,
+        "status": result.status,
+    }
     figures: dict[str, tuple[float | None, str]] = {
         "passed": (1.0 if result.status == PASSED else 0.0, "bool"),
         "observed_value": (result.observed_value, ""),
@@ -42,18 +46,30 @@ def record_results(
     now = utcnow()
     rows = [
         {
-            "ts": now, "source": SOURCE, "check_name": r.check_name, "target": r.asset,
-            "status": r.status, "severity": r.severity, "observed_value": r.observed_value,
-            "threshold": r.threshold, "failing_rows": r.failing_rows,
-            "response_time_ms": r.duration_ms, "message": r.message,
-            "details": {**dict(r.details), **({"total_rows": r.total_rows}
-                                              if r.total_rows is not None else {})},
+            "ts": now,
+            "source": SOURCE,
+            "check_name": r.check_name,
+            "target": r.asset,
+            "status": r.status,
+            "severity": r.severity,
+            "observed_value": r.observed_value,
+            "threshold": r.threshold,
+            "failing_rows": r.failing_rows,
+            "response_time_ms": r.duration_ms,
+            "message": r.message,
+            "details": {
+                **dict(r.details),
+                **({"total_rows": r.total_rows} if r.total_rows is not None else {}),
+            },
             "dagster_run_id": dagster_run_id,
         }
         for r in results
-    ]  # fmt: skip
+    ]
     points = [p for r in results for p in metric_points(r)]
     with write_transaction(health_engine) as conn:
         conn.execute(check_results.insert(), rows)
-        write_metrics(health_engine, [MetricPoint(p.component, p.metric_name, p.value, p.unit,
-                                                  p.tags, now) for p in points], conn)  # fmt: skip
+        write_metrics(
+            health_engine,
+            [MetricPoint(p.component, p.metric_name, p.value, p.unit, p.tags, now) for p in points],
+            conn,
+        )

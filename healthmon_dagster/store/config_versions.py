@@ -26,10 +26,16 @@ def record_config_version(engine: Engine, config: HealthConfiguration, source: s
     content = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
     try:
         with write_transaction(engine) as conn:
-            conn.execute(config_versions.insert().values(
-                config_hash=digest, version=config.version, source=source,
-                updated_by=config.updated_by, content=content, recorded_at=utcnow(),
-            ))  # fmt: skip
+            conn.execute(
+                config_versions.insert().values(
+                    config_hash=digest,
+                    version=config.version,
+                    source=source,
+                    updated_by=config.updated_by,
+                    content=content,
+                    recorded_at=utcnow(),
+                )
+            )
     except sa.exc.IntegrityError:
         return False
     return True

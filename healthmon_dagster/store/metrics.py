@@ -42,9 +42,15 @@ def _copy_rows(conn: Connection, points: Sequence[MetricPoint], now: datetime) -
     writer = csv.writer(buf, lineterminator="\n")
     for p in points:
         writer.writerow(
-            [(p.ts or now).isoformat(), p.component, p.metric_name, repr(float(p.value)), p.unit,
-             json.dumps(dict(p.tags), sort_keys=True)]
-        )  # fmt: skip
+            [
+                (p.ts or now).isoformat(),
+                p.component,
+                p.metric_name,
+                repr(float(p.value)),
+                p.unit,
+                json.dumps(dict(p.tags), sort_keys=True),
+            ]
+        )
     buf.seek(0)
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
@@ -73,12 +79,17 @@ def write_metrics(
             c.execute(
                 metrics.insert(),
                 [
-                    {"ts": as_utc(p.ts or now), "component": p.component,
-                     "metric_name": p.metric_name, "value": float(p.value), "unit": p.unit,
-                     "tags": dict(p.tags)}
+                    {
+                        "ts": as_utc(p.ts or now),
+                        "component": p.component,
+                        "metric_name": p.metric_name,
+                        "value": float(p.value),
+                        "unit": p.unit,
+                        "tags": dict(p.tags),
+                    }
                     for p in points
                 ],
-            )  # fmt: skip
+            )
         else:
             _copy_rows(c, points, now)
 
@@ -91,9 +102,12 @@ def write_metrics(
 
 
 def _window(
-    component: str, metric_name: str, start: datetime, end: datetime,
+    component: str,
+    metric_name: str,
+    start: datetime,
+    end: datetime,
     tags: Mapping[str, str] | None,
-) -> list[sa.ColumnElement[bool]]:  # fmt: skip
+) -> list[sa.ColumnElement[bool]]:
     if start > end:
         raise ValueError(
             f"time window starts ({start.isoformat()}) after it ends ({end.isoformat()})"
@@ -110,9 +124,14 @@ def _window(
 
 
 def metric_history(
-    engine: Engine, component: str, metric_name: str, start: datetime, end: datetime,
-    tags: Mapping[str, str] | None = None, limit: int = 10_000,
-) -> list[MetricPoint]:  # fmt: skip
+    engine: Engine,
+    component: str,
+    metric_name: str,
+    start: datetime,
+    end: datetime,
+    tags: Mapping[str, str] | None = None,
+    limit: int = 10_000,
+) -> list[MetricPoint]:
     """Observations of one metric in ``[start, end]``, oldest first (at most ``limit``)."""
     query = (
         sa.select(metrics.c.ts, metrics.c.value, metrics.c.unit, metrics.c.tags)
@@ -128,17 +147,27 @@ def metric_history(
 
 
 def metric_aggregate(
-    engine: Engine, component: str, metric_name: str, start: datetime, end: datetime,
-    aggregation: str = "avg", tags: Mapping[str, str] | None = None,
-) -> float | None:  # fmt: skip
+    engine: Engine,
+    component: str,
+    metric_name: str,
+    start: datetime,
+    end: datetime,
+    aggregation: str = "avg",
+    tags: Mapping[str, str] | None = None,
+) -> float | None:
     """``aggregation`` (avg/min/max/sum/count) of one metric in ``[start, end]``, computed in SQL.
 
     None when the window holds no observation (count returns 0).
     """
     if aggregation not in AGGREGATIONS:
         raise ValueError(f"aggregation {aggregation!r} is not one of {', '.join(AGGREGATIONS)}")
-    func = {"avg": sa.func.avg, "min": sa.func.min, "max": sa.func.max, "sum": sa.func.sum,
-            "count": sa.func.count}[aggregation]  # fmt: skip
+    func = {
+        "avg": sa.func.avg,
+        "min": sa.func.min,
+        "max": sa.func.max,
+        "sum": sa.func.sum,
+        "count": sa.func.count,
+    }[aggregation]
     query = sa.select(func(metrics.c.value)).where(
         *_window(component, metric_name, start, end, tags)
     )

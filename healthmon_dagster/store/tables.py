@@ -15,10 +15,32 @@ Timestamp = sa.DateTime(timezone=True)
 # --- The Synthea patients contract -------------------------------------------------------------
 
 REQUIRED_COLUMNS: tuple[str, ...] = (
-    "Id", "BIRTHDATE", "DEATHDATE", "SSN", "DRIVERS", "PASSPORT", "PREFIX", "FIRST", "LAST",
-    "SUFFIX", "MAIDEN", "MARITAL", "RACE", "ETHNICITY", "GENDER", "BIRTHPLACE", "ADDRESS", "CITY",
-    "STATE", "COUNTY", "ZIP", "LAT", "LON", "HEALTHCARE_EXPENSES", "HEALTHCARE_COVERAGE",
-)  # fmt: skip
+    "Id",
+    "BIRTHDATE",
+    "DEATHDATE",
+    "SSN",
+    "DRIVERS",
+    "PASSPORT",
+    "PREFIX",
+    "FIRST",
+    "LAST",
+    "SUFFIX",
+    "MAIDEN",
+    "MARITAL",
+    "RACE",
+    "ETHNICITY",
+    "GENDER",
+    "BIRTHPLACE",
+    "ADDRESS",
+    "CITY",
+    "STATE",
+    "COUNTY",
+    "ZIP",
+    "LAT",
+    "LON",
+    "HEALTHCARE_EXPENSES",
+    "HEALTHCARE_COVERAGE",
+)
 OPTIONAL_COLUMNS: tuple[str, ...] = ("MIDDLE", "FIPS", "INCOME")  # newer Synthea versions
 SOURCE_COLUMNS: tuple[str, ...] = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
 
@@ -123,8 +145,12 @@ check_results = sa.Table(
     sa.Column("dagster_run_id", sa.String(64)),
     schema="etl",
 )
-sa.Index("ix_check_results_target_name_ts", check_results.c.target, check_results.c.check_name,
-         check_results.c.ts)  # fmt: skip
+sa.Index(
+    "ix_check_results_target_name_ts",
+    check_results.c.target,
+    check_results.c.check_name,
+    check_results.c.ts,
+)
 
 config_versions = sa.Table(
     "config_versions",

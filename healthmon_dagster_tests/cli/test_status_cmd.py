@@ -18,11 +18,25 @@ M = timedelta(minutes=1)
 @pytest.fixture
 def store(healthmon_env: Path, engine: Engine) -> Engine:
     now = datetime.now(UTC)
-    rows = series("database", "db_ping", now - 3 * 60 * M, now - M, 10 * M,
-                  lambda ts: "critical" if now - 90 * M <= ts < now - 60 * M else "healthy",
-                  response_time_ms=12.0)  # fmt: skip
-    rows.append(result(now - 2 * M, "filesystem", "landing_free_space", "critical", critical=False,
-                       message="landing folder 97% full"))  # fmt: skip
+    rows = series(
+        "database",
+        "db_ping",
+        now - 3 * 60 * M,
+        now - M,
+        10 * M,
+        lambda ts: "critical" if now - 90 * M <= ts < now - 60 * M else "healthy",
+        response_time_ms=12.0,
+    )
+    rows.append(
+        result(
+            now - 2 * M,
+            "filesystem",
+            "landing_free_space",
+            "critical",
+            critical=False,
+            message="landing folder 97% full",
+        )
+    )
     insert_results(engine, rows)
     return engine
 
@@ -35,15 +49,18 @@ def test_table_shows_overall_components_uptime_and_assets(store: Engine) -> None
     assert "Window 6.0h: uptime" in lines[1] and "1 failure(s)" in lines[1]
     db = next(line for line in lines if line.startswith("database "))
     assert "HEALTHY" in db and "12ms" in db and "83.33%" in db and "30m" in db  # 30 of 180 min down
-    assert "filesystem: warning: non-critical check landing_free_space is critical: " \
-           "landing folder 97% full" in out.output  # fmt: skip
+    assert (
+        "filesystem: warning: non-critical check landing_free_space is critical: "
+        "landing folder 97% full" in out.output
+    )
     # DAGSTER_HOME points at an empty instance: the project's assets, never materialized
     assert any(line.startswith("raw/patients") and "UNKNOWN" in line for line in lines)
 
 
 def test_json_for_scripts_and_exit_code(store: Engine) -> None:
-    out = CliRunner().invoke(cli, ["status", "--json", "--window", "24h", "--no-assets",
-                                   "--exit-code"])  # fmt: skip
+    out = CliRunner().invoke(
+        cli, ["status", "--json", "--window", "24h", "--no-assets", "--exit-code"]
+    )
     assert out.exit_code == 1  # warning
     data = json.loads(out.output)
     assert data["overall_health"] == "warning"

@@ -289,13 +289,19 @@ def test_section_left_empty_means_its_default() -> None:
 @pytest.mark.parametrize(
     ("check", "where", "says"),
     [
-        ("kind: freshness\n          column: x\n          fail_after_minutes: 5\n          warn: 1",
-         "checks[0].warn (line 8)", "use warn_after_minutes"),
+        (
+            "kind: freshness\n          column: x\n          fail_after_minutes: 5\n          warn: 1",
+            "checks[0].warn (line 8)",
+            "use warn_after_minutes",
+        ),
         ("kind: volume_anomaly\n          warn: 2", "checks[0].warn (line 6)", "sensitivity"),
-        ("kind: row_count\n          min: 5\n          fail: 3", "checks[0].fail (line 7)",
-         "must be 0"),
+        (
+            "kind: row_count\n          min: 5\n          fail: 3",
+            "checks[0].fail (line 7)",
+            "must be 0",
+        ),
     ],
-)  # fmt: skip
+)
 def test_warn_and_fail_are_rejected_where_they_would_do_nothing(
     check: str, where: str, says: str
 ) -> None:

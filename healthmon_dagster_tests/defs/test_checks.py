@@ -89,8 +89,9 @@ def test_clean_files_pass_every_check_of_every_layer(
 
     assert result.success, failure_descriptions(result)
     found = evaluations(result)
-    n_events = sum(e.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION
-                   for e in result.all_events)  # fmt: skip
+    n_events = sum(
+        e.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION for e in result.all_events
+    )
     assert n_events == 16  # raw 4, stg 7, core 2 from healthmon.yaml + 3 last_load_is_fresh
     assert {n for n, e in found.items() if not e.passed} == set(), {
         n: e.description for n, e in found.items() if not e.passed
@@ -103,17 +104,23 @@ def test_clean_files_pass_every_check_of_every_layer(
     assert {r.status for r in rows.values()} == {"passed"}
     assert rows[REJECTION].target == "stg/patients"
     with get_engine(db_url).connect() as conn:
-        comps = set(conn.execute(sa.select(metrics.c.component)
-                                 .where(metrics.c.metric_name.like("check.%"))).scalars())  # fmt: skip
+        comps = set(
+            conn.execute(
+                sa.select(metrics.c.component).where(metrics.c.metric_name.like("check.%"))
+            ).scalars()
+        )
     assert comps == {"raw_loader", "staging_transformer", "core_merger"}
     specs = {s.key: s for s in defs.resolve_all_asset_specs()}
     assert {k for k, s in specs.items() if s.freshness_policy is not None} == {RAW, STG, CORE}
 
 
 def test_blocking_schema_failure_on_raw_stops_staging(
-    healthmon_env: Path, db_url: str, instance: dg.DagsterInstance,
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-) -> None:  # fmt: skip
+    healthmon_env: Path,
+    db_url: str,
+    instance: dg.DagsterInstance,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
     data = yaml.safe_load(PROJECT_CONFIG.read_text())
     raw_checks = data["quality"]["assets"]["raw/patients"]["checks"]
     raw_checks[0]["allow_unexpected"] = False  # the schema check, blocking
@@ -133,9 +140,12 @@ def test_blocking_schema_failure_on_raw_stops_staging(
 
 
 def test_a_crashing_check_is_an_execution_failure_not_a_pass(
-    healthmon_env: Path, db_url: str, instance: dg.DagsterInstance,
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-) -> None:  # fmt: skip
+    healthmon_env: Path,
+    db_url: str,
+    instance: dg.DagsterInstance,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
     data = yaml.safe_load(PROJECT_CONFIG.read_text())
     stg_checks = data["quality"]["assets"]["stg/patients"]["checks"]
     stg_checks.append({"kind": "not_null", "name": "ghost_is_not_null", "columns": ["ghost"]})

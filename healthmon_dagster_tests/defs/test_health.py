@@ -90,8 +90,10 @@ def test_health_job_writes_results(
     with get_engine(db_url).connect() as conn:
         rows = {
             r.check_name: r
-            for r in conn.execute(sa.select(check_results).where(check_results.c.source == "health_check"))
-        }  # fmt: skip
+            for r in conn.execute(
+                sa.select(check_results).where(check_results.c.source == "health_check")
+            )
+        }
         metric_names = set(conn.execute(sa.select(metrics.c.metric_name)).scalars())
     assert set(rows) == {"database_connectivity", "broken_dependency", "behind_broken"}
     db = rows["database_connectivity"]

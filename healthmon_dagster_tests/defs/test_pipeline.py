@@ -28,8 +28,11 @@ STG_REJECTED = dg.AssetKey(["stg", "patients_rejected"])
 CORE = dg.AssetKey(["core", "dim_patient"])
 DOWNSTREAM_STEPS = {"stg_patients", "core__dim_patient"}
 # The asset checks of each layer (defs/checks.py) run in the same job, and skip with their asset.
-CHECK_STEPS = {"raw__patients__quality_checks", "stg__patients__quality_checks",
-               "core__dim_patient__quality_checks"}  # fmt: skip
+CHECK_STEPS = {
+    "raw__patients__quality_checks",
+    "stg__patients__quality_checks",
+    "core__dim_patient__quality_checks",
+}
 # Columns whose values identify a patient; none of them may leave the warehouse.
 PHI_COLUMNS = (
     "Id",

@@ -52,10 +52,13 @@ def test_clean_file_loads_every_row_with_lineage(engine: Engine, tmp_path: Path)
     result = _load(engine, tmp_path)
     assert (result.status, result.rows, result.malformed_rows) == ("loaded", ROWS, 0)
     with engine.connect() as conn:
-        rows = list(conn.execute(
-            sa.select(raw_patients.c._row_number, raw_patients.c._file, raw_patients.c._error)
-            .where(raw_patients.c._file_id == result.file_id).order_by(raw_patients.c._row_number)
-        ))  # fmt: skip
+        rows = list(
+            conn.execute(
+                sa.select(raw_patients.c._row_number, raw_patients.c._file, raw_patients.c._error)
+                .where(raw_patients.c._file_id == result.file_id)
+                .order_by(raw_patients.c._row_number)
+            )
+        )
         run = conn.execute(sa.select(load_runs).where(load_runs.c.file_id == result.file_id)).one()
     assert [r._row_number for r in rows] == list(range(1, ROWS + 1))
     assert {r._file for r in rows} == {"patients_0001.csv"}
@@ -150,10 +153,14 @@ def test_truncated_last_line_is_kept_and_marked(engine: Engine, tmp_path: Path) 
     result = _load(engine, tmp_path, "truncated_last_line")
     assert (result.status, result.rows, result.malformed_rows) == ("loaded", ROWS, 1)
     with engine.connect() as conn:
-        errors = {n: e for n, e in conn.execute(
-            sa.select(raw_patients.c._row_number, raw_patients.c._error)
-            .where(raw_patients.c._error.is_not(None))
-        )}  # fmt: skip
+        errors = {
+            n: e
+            for n, e in conn.execute(
+                sa.select(raw_patients.c._row_number, raw_patients.c._error).where(
+                    raw_patients.c._error.is_not(None)
+                )
+            )
+        }
     assert list(errors) == [ROWS]
     assert errors[ROWS].startswith("field_count")
     assert _file_rows(engine, "patients_0001.csv")[0].malformed_rows == 1
@@ -161,10 +168,13 @@ def test_truncated_last_line_is_kept_and_marked(engine: Engine, tmp_path: Path) 
 
 def _values(engine: Engine, file_id: int | None) -> list[tuple[object, ...]]:
     with engine.connect() as conn:
-        return list(conn.execute(
-            sa.select(raw_patients.c._row_number, *VALUE_COLUMNS)
-            .where(raw_patients.c._file_id == file_id).order_by(raw_patients.c._row_number)
-        ))  # fmt: skip
+        return list(
+            conn.execute(
+                sa.select(raw_patients.c._row_number, *VALUE_COLUMNS)
+                .where(raw_patients.c._file_id == file_id)
+                .order_by(raw_patients.c._row_number)
+            )
+        )
 
 
 def test_bom_and_crlf_load_the_same_values_as_a_clean_file(engine: Engine, tmp_path: Path) -> None:
@@ -266,9 +276,11 @@ def test_s3_endpoint_down_gives_a_clear_error(
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     endpoint = f"http://127.0.0.1:{free_port()}"
     client = boto3.client(
-        "s3", endpoint_url=endpoint, region_name="us-east-1",
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
         config=Config(connect_timeout=1, retries={"max_attempts": 1, "mode": "standard"}),
-    )  # fmt: skip
+    )
     with pytest.raises(LandingError) as excinfo:
         S3LandingSource(client, "landing", "in/").list_files()
     message = str(excinfo.value)

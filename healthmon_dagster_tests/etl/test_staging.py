@@ -124,8 +124,10 @@ def test_locale_formatted_numbers_are_rejected(engine: Engine, tmp_path: Path) -
     [sample] = generate_sample(ROWS, defect="locale_numbers")
     file_id, result = _stage(engine, tmp_path, sample.data)
     assert result.rows_rejected == ROWS and result.rows_staged == 0
-    assert result.reasons == {"healthcare_expenses_invalid": ROWS,
-                              "healthcare_coverage_invalid": ROWS}  # fmt: skip
+    assert result.reasons == {
+        "healthcare_expenses_invalid": ROWS,
+        "healthcare_coverage_invalid": ROWS,
+    }
     assert result.rejection_rate == 1.0
 
 
@@ -181,8 +183,10 @@ def test_rejection_reasons_count_every_code(engine: Engine, tmp_path: Path) -> N
     file_id, _ = _stage(engine, tmp_path, "\n".join(lines).encode())
     assert staging.rejection_reasons(engine, file_id) == {"gender_invalid": 2, "lat_invalid": 2}
     assert _rejected(engine, file_id) == {
-        2: {"gender_invalid"}, 5: {"gender_invalid", "lat_invalid"}, 7: {"lat_invalid"},
-    }  # fmt: skip
+        2: {"gender_invalid"},
+        5: {"gender_invalid", "lat_invalid"},
+        7: {"lat_invalid"},
+    }
 
 
 def test_rejected_rows_hold_no_field_values(engine: Engine, tmp_path: Path) -> None:

@@ -63,19 +63,40 @@ def insert_load_run(engine: Engine, layer: str, rows_out: int, finished_at: date
     with engine.begin() as conn:
         conn.execute(
             load_runs.insert(),
-            [{"layer": layer, "status": "success", "rows_in": rows_out, "rows_out": rows_out,
-              "started_at": finished_at - timedelta(seconds=5), "finished_at": finished_at,
-              "duration_ms": 5000.0}],
-        )  # fmt: skip
+            [
+                {
+                    "layer": layer,
+                    "status": "success",
+                    "rows_in": rows_out,
+                    "rows_out": rows_out,
+                    "started_at": finished_at - timedelta(seconds=5),
+                    "finished_at": finished_at,
+                    "duration_ms": 5000.0,
+                }
+            ],
+        )
 
 
 def insert_metrics(
-    engine: Engine, component: str, metric_name: str, points: Iterable[tuple[datetime, float]],
-    unit: str = "", tags: dict[str, str] | None = None,
-) -> None:  # fmt: skip
+    engine: Engine,
+    component: str,
+    metric_name: str,
+    points: Iterable[tuple[datetime, float]],
+    unit: str = "",
+    tags: dict[str, str] | None = None,
+) -> None:
     with engine.begin() as conn:
         conn.execute(
             metrics.insert(),
-            [{"ts": ts, "component": component, "metric_name": metric_name, "value": v,
-              "unit": unit, "tags": tags or {}} for ts, v in points],
-        )  # fmt: skip
+            [
+                {
+                    "ts": ts,
+                    "component": component,
+                    "metric_name": metric_name,
+                    "value": v,
+                    "unit": unit,
+                    "tags": tags or {},
+                }
+                for ts, v in points
+            ],
+        )

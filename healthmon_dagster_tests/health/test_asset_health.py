@@ -91,25 +91,38 @@ def never_checked() -> dg.AssetCheckResult:
 
 DEFS = dg.Definitions(
     assets=[good, warned, bad, raising, hourly, flaky, never],
-    asset_checks=[good_has_rows, warned_volume_normal, bad_ids_unique, bad_not_null,
-                  raising_check_crashes, never_checked],
-)  # fmt: skip
+    asset_checks=[
+        good_has_rows,
+        warned_volume_normal,
+        bad_ids_unique,
+        bad_not_null,
+        raising_check_crashes,
+        never_checked,
+    ],
+)
 
 
 @pytest.fixture(scope="module")
 def instance_after_runs() -> dg.DagsterInstance:
     with dg.instance_for_test() as instance:
-        for selection in ([good, good_has_rows], [warned, warned_volume_normal],
-                          [bad, bad_ids_unique, bad_not_null], [hourly]):  # fmt: skip
+        for selection in (
+            [good, good_has_rows],
+            [warned, warned_volume_normal],
+            [bad, bad_ids_unique, bad_not_null],
+            [hourly],
+        ):
             assert dg.materialize(selection, instance=instance).success
-        crashed = dg.materialize([raising, raising_check_crashes], instance=instance,
-                                 raise_on_error=False)  # fmt: skip
+        crashed = dg.materialize(
+            [raising, raising_check_crashes], instance=instance, raise_on_error=False
+        )
         assert not crashed.success
         assert dg.materialize([flaky], instance=instance).success
         failed = dg.materialize(
-            [flaky], instance=instance, raise_on_error=False,
+            [flaky],
+            instance=instance,
+            raise_on_error=False,
             run_config=dg.RunConfig({"flaky": FlakyConfig(fail=True)}),
-        )  # fmt: skip
+        )
         assert not failed.success
         yield instance
 

@@ -101,31 +101,55 @@ def test_bad_thresholds_are_rejected() -> None:
 
 def test_disk_database_and_table_growth_from_metrics(engine: Engine) -> None:
     rng = np.random.default_rng(11)
-    insert_metrics(engine, "system_resources", "sys.disk_percent",
-                   [(t, 20 + 2.0 * _days(i) + rng.normal(0, 0.5)) for i, t in enumerate(HOURS)],
-                   "%")  # fmt: skip
-    insert_metrics(engine, "database", "db.database_size_bytes",
-                   [(t, 1e9 + 5e7 * _days(i)) for i, t in enumerate(HOURS)], "bytes")  # fmt: skip
-    insert_metrics(engine, "raw_loader", "rows_loaded",
-                   [(t, 1000.0) for t in HOURS], "rows", {"asset": "raw/patients"})  # fmt: skip
-    insert_metrics(engine, "raw_loader", "rows_loaded",
-                   [(t, 5.0) for t in HOURS], "rows", {"asset": "raw/other"})  # fmt: skip
+    insert_metrics(
+        engine,
+        "system_resources",
+        "sys.disk_percent",
+        [(t, 20 + 2.0 * _days(i) + rng.normal(0, 0.5)) for i, t in enumerate(HOURS)],
+        "%",
+    )
+    insert_metrics(
+        engine,
+        "database",
+        "db.database_size_bytes",
+        [(t, 1e9 + 5e7 * _days(i)) for i, t in enumerate(HOURS)],
+        "bytes",
+    )
+    insert_metrics(
+        engine,
+        "raw_loader",
+        "rows_loaded",
+        [(t, 1000.0) for t in HOURS],
+        "rows",
+        {"asset": "raw/patients"},
+    )
+    insert_metrics(
+        engine,
+        "raw_loader",
+        "rows_loaded",
+        [(t, 5.0) for t in HOURS],
+        "rows",
+        {"asset": "raw/other"},
+    )
 
-    disk = disk_forecast(engine, "system_resources", "sys.disk_percent", now=NOW,
-                         warn_days=30, fail_days=7)  # fmt: skip
+    disk = disk_forecast(
+        engine, "system_resources", "sys.disk_percent", now=NOW, warn_days=30, fail_days=7
+    )
     # 20 + 2 * 29.75 = 79.5% used, +2 points a day: full in ~10.25 days -> warning (30 / 7)
     assert disk.days_until_full == pytest.approx(10.25, rel=0.05)
     assert disk.status == HealthStatus.WARNING
     assert disk.unit == "%" and disk.limit == 100.0
 
-    size = database_size_growth(engine, "database", "db.database_size_bytes", max_bytes=4e9,
-                                now=NOW)  # fmt: skip
+    size = database_size_growth(
+        engine, "database", "db.database_size_bytes", max_bytes=4e9, now=NOW
+    )
     assert size.growth_per_day == pytest.approx(5e7, rel=0.001)
     assert size.days_until_full == pytest.approx((4e9 - (1e9 + 5e7 * _days(119))) / 5e7, rel=0.01)
 
     rows = table_row_growth(
-        engine, {"raw.patients": ("raw_loader", "rows_loaded", {"asset": "raw/patients"}, True)},
+        engine,
+        {"raw.patients": ("raw_loader", "rows_loaded", {"asset": "raw/patients"}, True)},
         now=NOW,
-    )  # fmt: skip
+    )
     assert rows["raw.patients"].growth_per_day == pytest.approx(4000, rel=0.001)  # 4 loads a day
     assert rows["raw.patients"].current_value == pytest.approx(120_000)

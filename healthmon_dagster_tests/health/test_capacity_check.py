@@ -13,8 +13,13 @@ NOW = datetime.now(UTC)
 
 
 def _capacity(db_url: str, **params: object) -> tuple[HealthStatus, dict[str, object], list[str]]:
-    check = HealthCheck("capacity", HealthComponent.SYSTEM_RESOURCES, "capacity",
-                        timeout_seconds=20, custom_parameters=params)  # fmt: skip
+    check = HealthCheck(
+        "capacity",
+        HealthComponent.SYSTEM_RESOURCES,
+        "capacity",
+        timeout_seconds=20,
+        custom_parameters=params,
+    )
     env = CheckEnvironment(database_url=db_url, health_database_url=db_url)
     result = HealthCheckRunner(env).run_health_check(check)
     return result.status, result.metrics, result.errors + result.warnings
@@ -22,11 +27,19 @@ def _capacity(db_url: str, **params: object) -> tuple[HealthStatus, dict[str, ob
 
 def _disk(engine: Engine, values: list[float]) -> None:
     start = NOW - timedelta(days=len(values) / 4)
-    write_metrics(engine, [
-        MetricPoint("system_resources", "system_resources.disk_percent", v, "%",
-                    ts=start + timedelta(hours=6 * i))
-        for i, v in enumerate(values)
-    ])  # fmt: skip
+    write_metrics(
+        engine,
+        [
+            MetricPoint(
+                "system_resources",
+                "system_resources.disk_percent",
+                v,
+                "%",
+                ts=start + timedelta(hours=6 * i),
+            )
+            for i, v in enumerate(values)
+        ],
+    )
 
 
 def test_disk_filling_up_is_critical_with_days_until_full(engine: Engine, db_url: str) -> None:
@@ -56,13 +69,30 @@ def test_no_history_is_unknown_not_an_alert(engine: Engine, db_url: str) -> None
 def test_table_rows_summed_from_loads_forecast_against_a_row_limit(
     engine: Engine, db_url: str
 ) -> None:
-    write_metrics(engine, [
-        MetricPoint("raw_loader", "rows_loaded", 10_000, "rows", {"asset": "raw/patients"},
-                    ts=NOW - timedelta(days=20 - i))
-        for i in range(20)
-    ])  # fmt: skip
-    tables = [{"table": "raw.patients", "component": "raw_loader", "metric": "rows_loaded",
-               "asset": "raw/patients", "cumulative": True, "max_rows": 250_000}]  # fmt: skip
+    write_metrics(
+        engine,
+        [
+            MetricPoint(
+                "raw_loader",
+                "rows_loaded",
+                10_000,
+                "rows",
+                {"asset": "raw/patients"},
+                ts=NOW - timedelta(days=20 - i),
+            )
+            for i in range(20)
+        ],
+    )
+    tables = [
+        {
+            "table": "raw.patients",
+            "component": "raw_loader",
+            "metric": "rows_loaded",
+            "asset": "raw/patients",
+            "cumulative": True,
+            "max_rows": 250_000,
+        }
+    ]
     status, metrics, _ = _capacity(db_url, disk_metric="", database_size_metric="", tables=tables)
     # 200,000 rows a day ago, growing 10,000 a day: the 250,000 limit is about 4 days away.
     assert status == HealthStatus.CRITICAL

@@ -25,9 +25,12 @@ from healthmon_dagster_tests.conftest import free_port
 
 def run(kind: str, env: CheckEnvironment | None = None, **params: object) -> HealthCheckResult:
     check = HealthCheck(
-        f"{kind}_check", HealthComponent.NETWORK, kind, timeout_seconds=10,
+        f"{kind}_check",
+        HealthComponent.NETWORK,
+        kind,
+        timeout_seconds=10,
         custom_parameters=params,
-    )  # fmt: skip
+    )
     result = HealthCheckRunner(env or CheckEnvironment()).run_health_check(check)
     assert "Traceback" not in str(result.to_dict())
     return result
@@ -242,8 +245,11 @@ def test_landing_folder_warns_about_pending_files(tmp_path: Path) -> None:
 
 def test_network_reports_the_endpoint_that_refuses(httpserver: HTTPServer) -> None:
     closed = free_port()
-    result = run("network", endpoints=[f"127.0.0.1:{httpserver.port}", f"127.0.0.1:{closed}"],
-                 dns_names=["localhost"])  # fmt: skip
+    result = run(
+        "network",
+        endpoints=[f"127.0.0.1:{httpserver.port}", f"127.0.0.1:{closed}"],
+        dns_names=["localhost"],
+    )
 
     assert result.status == HealthStatus.CRITICAL
     assert result.errors == [
@@ -254,10 +260,20 @@ def test_network_reports_the_endpoint_that_refuses(httpserver: HTTPServer) -> No
 
 
 def test_system_resources_thresholds_come_from_parameters() -> None:
-    calm = run("system_resources", cpu_percent_warning=101, cpu_percent_critical=101,
-               load_per_cpu_warning=1000, load_per_cpu_critical=1000)  # fmt: skip
-    strained = run("system_resources", memory_percent_warning=0.0001, disk_percent_critical=0.0001,
-                   cpu_percent_warning=101, cpu_percent_critical=101)  # fmt: skip
+    calm = run(
+        "system_resources",
+        cpu_percent_warning=101,
+        cpu_percent_critical=101,
+        load_per_cpu_warning=1000,
+        load_per_cpu_critical=1000,
+    )
+    strained = run(
+        "system_resources",
+        memory_percent_warning=0.0001,
+        disk_percent_critical=0.0001,
+        cpu_percent_warning=101,
+        cpu_percent_critical=101,
+    )
 
     assert {"cpu_percent", "memory_percent", "disk_percent", "load_1m", "process_rss_mb"} <= set(
         calm.metrics
@@ -292,8 +308,9 @@ def test_etl_component_reads_materialization_age_and_failure_rate() -> None:
         never = run("etl_component", env, assets=["raw/patients"])
         dg.materialize([fake_raw], instance=instance)
         for fail in ("no", "yes", "yes"):
-            fake_etl_job.execute_in_process(instance=instance, tags={"fail": fail},
-                                            raise_on_error=False)  # fmt: skip
+            fake_etl_job.execute_in_process(
+                instance=instance, tags={"fail": fail}, raise_on_error=False
+            )
         result = run("etl_component", env, assets=["raw/patients"])
 
     assert never.status == HealthStatus.WARNING

@@ -143,19 +143,25 @@ def test_configured_thresholds_raise_the_status_and_name_the_threshold() -> None
     from healthmon_dagster.health.framework import HealthCheckResult, apply_thresholds
 
     def result() -> HealthCheckResult:
-        return HealthCheckResult("db", datetime.now(UTC), HealthStatus.HEALTHY, 3.0,
-                                 metrics={"query_time_ms": 700.0})  # fmt: skip
+        return HealthCheckResult(
+            "db", datetime.now(UTC), HealthStatus.HEALTHY, 3.0, metrics={"query_time_ms": 700.0}
+        )
 
-    t = ThresholdConfiguration(threshold_id="db_latency", component="database",
-                               metric_name="query_time_ms", warning_threshold=500,
-                               critical_threshold=2000)  # fmt: skip
+    t = ThresholdConfiguration(
+        threshold_id="db_latency",
+        component="database",
+        metric_name="query_time_ms",
+        warning_threshold=500,
+        critical_threshold=2000,
+    )
     warned = apply_thresholds(result(), HealthComponent.DATABASE, [t])
     assert warned.status == HealthStatus.WARNING
     assert warned.warnings == [
         "query_time_ms is 700, above the warning threshold 500 (threshold db_latency)"
     ]
-    failed = apply_thresholds(result(), HealthComponent.DATABASE,
-                              [t.model_copy(update={"critical_threshold": 600})])  # fmt: skip
+    failed = apply_thresholds(
+        result(), HealthComponent.DATABASE, [t.model_copy(update={"critical_threshold": 600})]
+    )
     assert failed.status == HealthStatus.CRITICAL and "critical threshold 600" in failed.errors[0]
     # Another component's threshold, or a disabled one, does not apply.
     assert apply_thresholds(result(), HealthComponent.NETWORK, [t]).status == HealthStatus.HEALTHY
@@ -177,9 +183,13 @@ def test_a_threshold_breach_is_retried_and_makes_dependents_unknown() -> None:
 
     slow_db = mk("slow_db", "test_latency", custom_parameters={"ms": 900}, retry_attempts=1)
     child = mk("child", "test_sleep", dependencies=("slow_db",))
-    limit = ThresholdConfiguration(threshold_id="db_latency", component="network",
-                                   metric_name="query_time_ms", warning_threshold=300,
-                                   critical_threshold=600)  # fmt: skip
+    limit = ThresholdConfiguration(
+        threshold_id="db_latency",
+        component="network",
+        metric_name="query_time_ms",
+        warning_threshold=300,
+        critical_threshold=600,
+    )
 
     results = HealthCheckRunner(thresholds=[limit]).run([slow_db, child]).by_id()
 

@@ -93,8 +93,14 @@ def _database_timeline() -> list[dict]:
 def test_uptime_mtbf_mttr_from_transitions(engine: Engine) -> None:
     rows = _database_timeline()
     # filesystem was already down before the window and recovers at 1:00: downtime, no failure
-    rows += series("filesystem", "landing_writable", T0 - 30 * M, NOW, 10 * M,
-                   lambda ts: "critical" if ts < T0 + H else "healthy")  # fmt: skip
+    rows += series(
+        "filesystem",
+        "landing_writable",
+        T0 - 30 * M,
+        NOW,
+        10 * M,
+        lambda ts: "critical" if ts < T0 + H else "healthy",
+    )
     insert_results(engine, rows)
 
     db = get_uptime(engine, T0, NOW, "database")
@@ -125,9 +131,15 @@ def test_uptime_mtbf_mttr_from_transitions(engine: Engine) -> None:
 
 
 def test_status_figures_response_time_error_rate_throughput(engine: Engine) -> None:
-    rows = series("database", "db_ping", NOW - 2 * H, NOW, 10 * M,
-                  lambda ts: "critical" if ts >= NOW - 30 * M else "healthy",
-                  response_time_ms=20.0)  # fmt: skip
+    rows = series(
+        "database",
+        "db_ping",
+        NOW - 2 * H,
+        NOW,
+        10 * M,
+        lambda ts: "critical" if ts >= NOW - 30 * M else "healthy",
+        response_time_ms=20.0,
+    )
     insert_results(engine, rows)
     insert_load_run(engine, "raw", 12_000, NOW - 3 * H)
     insert_load_run(engine, "raw", 99_999, NOW - 30 * H)  # outside the window
@@ -152,14 +164,24 @@ def test_status_figures_response_time_error_rate_throughput(engine: Engine) -> N
 
 def test_history_buckets_per_component_and_overall(engine: Engine) -> None:
     insert_results(engine, _database_timeline())
-    insert_results(engine, series("network", "dns", T0, T0 + 5 * H, 10 * M,
-                                  lambda ts: "warning" if ts >= T0 + 4 * H else "healthy"))  # fmt: skip
+    insert_results(
+        engine,
+        series(
+            "network",
+            "dns",
+            T0,
+            T0 + 5 * H,
+            10 * M,
+            lambda ts: "warning" if ts >= T0 + 4 * H else "healthy",
+        ),
+    )
     history = get_health_history(engine, T0, NOW, bucket=H)
     assert len(history.timestamps) == 10 and history.bucket_seconds == 3600
     db = history.component_health["database"]
     # db_size (non-critical, always critical) makes every bucket at least WARNING
-    assert db == [HealthStatus.WARNING] * 2 + [HealthStatus.CRITICAL] + [HealthStatus.WARNING] * 3 + [
-        HealthStatus.CRITICAL] + [HealthStatus.WARNING] * 2 + [HealthStatus.CRITICAL]  # fmt: skip
+    assert db == [HealthStatus.WARNING] * 2 + [HealthStatus.CRITICAL] + [
+        HealthStatus.WARNING
+    ] * 3 + [HealthStatus.CRITICAL] + [HealthStatus.WARNING] * 2 + [HealthStatus.CRITICAL]
     net = history.component_health["network"]
     assert net[:4] == [HealthStatus.HEALTHY] * 4 and net[4] == HealthStatus.WARNING
     assert net[5:] == [HealthStatus.UNKNOWN] * 5  # silent after 5:00

@@ -66,8 +66,14 @@ def project_config() -> HealthConfiguration:
     return load_config(PROJECT_CONFIG)
 
 
-def load(engine: Engine, tmp_path: Path, rows: int = ROWS, files: int = 2,
-         defect: str | None = None, **kw: object) -> None:  # fmt: skip
+def load(
+    engine: Engine,
+    tmp_path: Path,
+    rows: int = ROWS,
+    files: int = 2,
+    defect: str | None = None,
+    **kw: object,
+) -> None:
     """Land, load, stage and merge a generated batch, as the pipeline does."""
     landing = LocalLandingSource(tmp_path / "landing")
     samples = generate_sample(rows, files=files, defect=defect, **kw)  # type: ignore[arg-type]
@@ -81,25 +87,39 @@ def load(engine: Engine, tmp_path: Path, rows: int = ROWS, files: int = 2,
 def seed_volume_history(engine: Engine, days: int = 10, rows: float = ROWS) -> None:
     """Per-load row counts of raw/patients as the raw asset records them, one a day."""
     start = datetime.now(UTC) - timedelta(days=days + 1)
-    write_metrics(engine, [
-        MetricPoint("raw_loader", "rows_loaded", rows + (i % 3) * 2, "rows",
-                    {"asset": "raw/patients"}, start + timedelta(days=i))
-        for i in range(days)
-    ])  # fmt: skip
+    write_metrics(
+        engine,
+        [
+            MetricPoint(
+                "raw_loader",
+                "rows_loaded",
+                rows + (i % 3) * 2,
+                "rows",
+                {"asset": "raw/patients"},
+                start + timedelta(days=i),
+            )
+            for i in range(days)
+        ],
+    )
 
 
 def record_current_load(engine: Engine) -> None:
     """The latest file's row count, as raw_patients records it after a load."""
     with engine.connect() as conn:
-        rows = conn.execute(sa.text(
-            "SELECT rows_raw FROM etl.files WHERE status IN ('loaded', 'empty') "
-            "ORDER BY file_id DESC LIMIT 1")).scalar_one()  # fmt: skip
-    write_metrics(engine, [MetricPoint("raw_loader", "rows_loaded", rows, "rows",
-                                       {"asset": "raw/patients"})])  # fmt: skip
+        rows = conn.execute(
+            sa.text(
+                "SELECT rows_raw FROM etl.files WHERE status IN ('loaded', 'empty') "
+                "ORDER BY file_id DESC LIMIT 1"
+            )
+        ).scalar_one()
+    write_metrics(
+        engine, [MetricPoint("raw_loader", "rows_loaded", rows, "rows", {"asset": "raw/patients"})]
+    )
 
 
-def evaluate_all(engine: Engine, config: HealthConfiguration, mode: str = INCREMENTAL
-                 ) -> dict[str, CheckResult]:  # fmt: skip
+def evaluate_all(
+    engine: Engine, config: HealthConfiguration, mode: str = INCREMENTAL
+) -> dict[str, CheckResult]:
     rejection = (config.quality.rejection_rate.warn, config.quality.rejection_rate.fail)
     out: dict[str, CheckResult] = {}
     for asset, qc in config.quality.assets.items():
@@ -163,12 +183,16 @@ def test_broken_scd2_history_fails_with_the_violation_counted(
         current = conn.execute(sa.select(d).where(d.c.is_current).limit(1)).mappings().one()
         # An older closed version whose window runs past the start of the current one.
         older = {k: v for k, v in current.items() if k != "patient_sk"}
-        older.update(valid_from=current["valid_from"] - timedelta(days=10),
-                     valid_to=current["valid_from"] + timedelta(days=1), is_current=False)  # fmt: skip
+        older.update(
+            valid_from=current["valid_from"] - timedelta(days=10),
+            valid_to=current["valid_from"] + timedelta(days=1),
+            is_current=False,
+        )
         conn.execute(d.insert().values(**older))
 
-    (result,) = evaluate(engine, "core/dim_patient", project_config().quality.assets[
-        "core/dim_patient"].checks[:1])  # fmt: skip
+    (result,) = evaluate(
+        engine, "core/dim_patient", project_config().quality.assets["core/dim_patient"].checks[:1]
+    )
 
     assert result.status == FAILED and result.severity == "ERROR"
     assert result.details["overlapping_versions"] == 1
@@ -179,11 +203,15 @@ def test_missing_column_and_missing_table_are_errors_never_passes(
     engine: Engine, tmp_path: Path
 ) -> None:
     load(engine, tmp_path, files=1)
-    qc = AssetQualityConfig.model_validate({"checks": [
-        {"kind": "not_null", "columns": ["id"]},
-        {"kind": "not_null", "name": "ghost_is_not_null", "columns": ["ghost"]},
-        {"kind": "range", "column": "lat", "min": -90, "max": 90},
-    ]})  # fmt: skip
+    qc = AssetQualityConfig.model_validate(
+        {
+            "checks": [
+                {"kind": "not_null", "columns": ["id"]},
+                {"kind": "not_null", "name": "ghost_is_not_null", "columns": ["ghost"]},
+                {"kind": "range", "column": "lat", "min": -90, "max": 90},
+            ]
+        }
+    )
 
     ok, ghost, lat = evaluate(engine, "stg/patients", qc.checks)
     (missing,) = evaluate(engine, "stg/not_there", qc.checks[:1])
@@ -198,26 +226,47 @@ def test_missing_column_and_missing_table_are_errors_never_passes(
 def test_checks_on_a_users_own_table(engine: Engine) -> None:
     """Any warehouse table named as schema/table works with the same YAML."""
     with engine.begin() as conn:
-        conn.execute(sa.text("CREATE TABLE core.visits (visit_id INTEGER, code TEXT, amount REAL, "
-                             "batch INTEGER, _loaded_at TIMESTAMP)"))  # fmt: skip
+        conn.execute(
+            sa.text(
+                "CREATE TABLE core.visits (visit_id INTEGER, code TEXT, amount REAL, "
+                "batch INTEGER, _loaded_at TIMESTAMP)"
+            )
+        )
         now = datetime.now(UTC).replace(tzinfo=None)
-        rows = [{"v": i, "c": "A" if i % 10 else "Z", "a": float(i), "b": 1 + i // 50,
-                 "t": now - timedelta(minutes=5)} for i in range(100)]  # fmt: skip
+        rows = [
+            {
+                "v": i,
+                "c": "A" if i % 10 else "Z",
+                "a": float(i),
+                "b": 1 + i // 50,
+                "t": now - timedelta(minutes=5),
+            }
+            for i in range(100)
+        ]
         rows.append({"v": 99, "c": None, "a": -5.0, "b": 3, "t": now})  # a duplicate, in batch 3
         conn.execute(sa.text("INSERT INTO core.visits VALUES (:v, :c, :a, :b, :t)"), rows)
-    qc = AssetQualityConfig.model_validate({"batch_column": "batch", "checks": [
-        {"kind": "not_null", "columns": ["code"], "mostly": 0.95},
-        {"kind": "unique", "columns": ["visit_id"]},
-        {"kind": "accepted_values", "column": "code", "values": ["A", "B"], "warn": 0},
-        {"kind": "range", "column": "amount", "min": 0},
-        {"kind": "regex", "column": "code", "pattern": "^[A-Z]$"},
-        {"kind": "row_count", "min": 10, "max": 1000},
-        {"kind": "freshness", "column": "_loaded_at", "fail_after_minutes": 60},
-        {"kind": "schema", "required_columns": ["visit_id", "code"], "allow_unexpected": False,
-         "types": {"visit_id": "integer", "amount": "float"}},
-        {"kind": "custom_sql", "sql": "SELECT * FROM core.visits WHERE amount > 1000"},
-        {"kind": "volume_anomaly", "min_history": 3},
-    ]})  # fmt: skip
+    qc = AssetQualityConfig.model_validate(
+        {
+            "batch_column": "batch",
+            "checks": [
+                {"kind": "not_null", "columns": ["code"], "mostly": 0.95},
+                {"kind": "unique", "columns": ["visit_id"]},
+                {"kind": "accepted_values", "column": "code", "values": ["A", "B"], "warn": 0},
+                {"kind": "range", "column": "amount", "min": 0},
+                {"kind": "regex", "column": "code", "pattern": "^[A-Z]$"},
+                {"kind": "row_count", "min": 10, "max": 1000},
+                {"kind": "freshness", "column": "_loaded_at", "fail_after_minutes": 60},
+                {
+                    "kind": "schema",
+                    "required_columns": ["visit_id", "code"],
+                    "allow_unexpected": False,
+                    "types": {"visit_id": "integer", "amount": "float"},
+                },
+                {"kind": "custom_sql", "sql": "SELECT * FROM core.visits WHERE amount > 1000"},
+                {"kind": "volume_anomaly", "min_history": 3},
+            ],
+        }
+    )
 
     full = {r.check_name: r for r in evaluate(engine, "core/visits", qc.checks, mode=FULL)}
     batch = {
@@ -246,8 +295,9 @@ def test_insufficient_history_is_a_visible_warning_and_history_turns_it_into_a_v
 ) -> None:
     load(engine, tmp_path, files=1)
     record_current_load(engine)
-    (spec,) = [s for s in project_config().quality.assets["raw/patients"].checks
-               if s.check_name == VOLUME]  # fmt: skip
+    (spec,) = [
+        s for s in project_config().quality.assets["raw/patients"].checks if s.check_name == VOLUME
+    ]
 
     (first,) = evaluate(engine, "raw/patients", [spec])
     seed_volume_history(engine, days=10)
@@ -264,8 +314,9 @@ def test_last_load_freshness_reads_the_load_audit(engine: Engine, tmp_path: Path
     never = evaluate_last_load(engine, "stg/patients", 60, 120)
     load(engine, tmp_path, files=1)
     fresh = evaluate_last_load(engine, "stg/patients", 60, 120)
-    stale = evaluate_last_load(engine, "stg/patients", 60, 120,
-                               now=datetime.now(UTC) + timedelta(minutes=90))  # fmt: skip
+    stale = evaluate_last_load(
+        engine, "stg/patients", 60, 120, now=datetime.now(UTC) + timedelta(minutes=90)
+    )
 
     assert never.status == FAILED
     assert fresh.status == PASSED

@@ -37,8 +37,14 @@ def test_driver_messages_lose_their_quoted_values(pg_engine: Engine) -> None:
 def test_bound_parameters_are_hidden_and_detail_lines_dropped(engine: Engine) -> None:
     # valid_from is NOT NULL: the insert fails. SQLAlchemy hides the parameters; Postgres still
     # echoes the failing row in its DETAIL line, which error_text drops.
-    row = {"patient_id": "4b1f0c3e-2a6d-4c8e-9f7a-1d2e3f4a5b6c", "hash_diff": SECRET,
-           "valid_from": None, "is_current": True, "_file_id": 1, "_row_number": 1}  # fmt: skip
+    row = {
+        "patient_id": "4b1f0c3e-2a6d-4c8e-9f7a-1d2e3f4a5b6c",
+        "hash_diff": SECRET,
+        "valid_from": None,
+        "is_current": True,
+        "_file_id": 1,
+        "_row_number": 1,
+    }
     with engine.begin() as conn, pytest.raises(sa.exc.DBAPIError) as caught:
         conn.execute(dim_patient.insert(), [row])
     assert "parameters hidden" in str(caught.value)

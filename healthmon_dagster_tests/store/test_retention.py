@@ -15,17 +15,38 @@ from healthmon_dagster.store.tables import check_results, load_runs, metrics
 
 def _seed(engine: Engine) -> None:
     now = utcnow()
-    write_metrics(engine, [MetricPoint("database", "q", 1.0, ts=now - timedelta(days=d))
-                           for d in (1, 10, 100)])  # fmt: skip
+    write_metrics(
+        engine,
+        [MetricPoint("database", "q", 1.0, ts=now - timedelta(days=d)) for d in (1, 10, 100)],
+    )
     with engine.begin() as conn:
-        conn.execute(check_results.insert(), [
-            {"ts": now - timedelta(days=d), "source": "health_check", "check_name": "c",
-             "target": "database", "status": "healthy", "details": {}} for d in (1, 100)
-        ])  # fmt: skip
-        conn.execute(load_runs.insert(), [
-            {"layer": "raw", "status": "success", "started_at": now - timedelta(days=d),
-             "finished_at": now - timedelta(days=d), "duration_ms": 1.0} for d in (1, 400)
-        ])  # fmt: skip
+        conn.execute(
+            check_results.insert(),
+            [
+                {
+                    "ts": now - timedelta(days=d),
+                    "source": "health_check",
+                    "check_name": "c",
+                    "target": "database",
+                    "status": "healthy",
+                    "details": {},
+                }
+                for d in (1, 100)
+            ],
+        )
+        conn.execute(
+            load_runs.insert(),
+            [
+                {
+                    "layer": "raw",
+                    "status": "success",
+                    "started_at": now - timedelta(days=d),
+                    "finished_at": now - timedelta(days=d),
+                    "duration_ms": 1.0,
+                }
+                for d in (1, 400)
+            ],
+        )
 
 
 def _count(engine: Engine, table: sa.Table) -> int:
@@ -38,8 +59,10 @@ def test_prune_deletes_only_rows_older_than_their_retention(engine: Engine) -> N
     deleted = prune(engine, RetentionConfiguration(metrics_days=30, check_results_days=30))
     assert deleted == {"etl.metrics": 1, "etl.check_results": 1, "etl.load_runs": 1}
     assert (_count(engine, metrics), _count(engine, check_results), _count(engine, load_runs)) == (
-        2, 1, 1,
-    )  # fmt: skip
+        2,
+        1,
+        1,
+    )
     assert prune(engine, RetentionConfiguration(metrics_days=5))["etl.metrics"] == 1
 
 

@@ -137,8 +137,10 @@ def test_metric_aggregate_tag_filter_and_window_boundaries(engine: Engine) -> No
     # a point exactly at start == end is found; one microsecond later is not
     assert metric_aggregate(engine, "db", "latency_ms", t1, t1, "sum") == 20.0
     just_after = t1 + timedelta(microseconds=1)
-    assert metric_aggregate(engine, "db", "latency_ms", just_after, t3 - timedelta(minutes=1),
-                            "sum") == 30.0  # fmt: skip
+    assert (
+        metric_aggregate(engine, "db", "latency_ms", just_after, t3 - timedelta(minutes=1), "sum")
+        == 30.0
+    )
 
 
 def test_metric_window_in_another_timezone_means_the_same_instant(engine: Engine) -> None:
@@ -213,8 +215,14 @@ def test_ten_thousand_points_in_one_call(engine: Engine) -> None:
 
 
 def _file_row(status: str, key: str) -> dict[str, object]:
-    return {"source": "test", "file_key": key, "sha256": "b" * 64, "size_bytes": 10,
-            "status": status, "loaded_at": T0}  # fmt: skip
+    return {
+        "source": "test",
+        "file_key": key,
+        "sha256": "b" * 64,
+        "size_bytes": 10,
+        "status": status,
+        "loaded_at": T0,
+    }
 
 
 def test_same_content_cannot_be_loaded_twice(engine: Engine) -> None:
@@ -237,9 +245,15 @@ def test_same_content_may_be_rejected_many_times(engine: Engine) -> None:
 
 
 def _version(patient_id: str, current: bool, valid_from: datetime) -> dict[str, object]:
-    return {"patient_id": patient_id, "hash_diff": "0" * 32, "valid_from": valid_from,
-            "valid_to": None if current else valid_from + timedelta(days=1),
-            "is_current": current, "_file_id": 1, "_row_number": 1}  # fmt: skip
+    return {
+        "patient_id": patient_id,
+        "hash_diff": "0" * 32,
+        "valid_from": valid_from,
+        "valid_to": None if current else valid_from + timedelta(days=1),
+        "is_current": current,
+        "_file_id": 1,
+        "_row_number": 1,
+    }
 
 
 PATIENT = "4b1f0c3e-2a6d-4c8e-9f7a-1d2e3f4a5b6c"

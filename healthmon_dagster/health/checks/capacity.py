@@ -26,20 +26,30 @@ from healthmon_dagster.health.framework import (
 from healthmon_dagster.store.db import get_engine
 
 DEFAULT_TABLES = [
-    {"table": "raw.patients", "component": "raw_loader", "metric": "rows_loaded",
-     "asset": "raw/patients", "cumulative": True},
-]  # fmt: skip
+    {
+        "table": "raw.patients",
+        "component": "raw_loader",
+        "metric": "rows_loaded",
+        "asset": "raw/patients",
+        "cumulative": True,
+    },
+]
 GB = 1024**3
 
 
 def _record(obs: Observation, name: str, forecast: CapacityForecast) -> None:
     obs.metric(f"{name}.days_until_full", forecast.days_until_full)
     obs.metric(f"{name}.growth_per_day", forecast.growth_per_day)
-    obs.metric(f"{name}.utilization_percent",
-               None if forecast.utilization is None else forecast.utilization * 100)  # fmt: skip
+    obs.metric(
+        f"{name}.utilization_percent",
+        None if forecast.utilization is None else forecast.utilization * 100,
+    )
     trend = forecast.trend.trend_direction.value if forecast.trend else None
-    obs.details[name] = {"status": forecast.status.value, "points": forecast.n_points,
-                         "trend": trend}  # fmt: skip
+    obs.details[name] = {
+        "status": forecast.status.value,
+        "points": forecast.n_points,
+        "trend": trend,
+    }
     if forecast.status == HealthStatus.CRITICAL:
         obs.error(forecast.message)
     elif forecast.status == HealthStatus.WARNING:
@@ -72,21 +82,52 @@ def capacity_check(check: HealthCheck, ctx: CheckContext) -> Observation:
     obs = Observation()
     disk_metric = check.param("disk_metric", "system_resources.disk_percent")
     if disk_metric:
-        _record(obs, "disk", metric_forecast(
-            engine, "system_resources", str(disk_metric), 100.0, history=history,
-            resource=f"disk ({disk_metric})", **options))  # fmt: skip
+        _record(
+            obs,
+            "disk",
+            metric_forecast(
+                engine,
+                "system_resources",
+                str(disk_metric),
+                100.0,
+                history=history,
+                resource=f"disk ({disk_metric})",
+                **options,
+            ),
+        )
     size_metric = check.param("database_size_metric", "database_connectivity.database_size_bytes")
     if size_metric:
         max_gb = f("database_max_gb", None)
-        _record(obs, "database_size", metric_forecast(
-            engine, "database", str(size_metric), max_gb * GB if max_gb else None,
-            history=history, resource=f"database size ({size_metric})", **options))  # fmt: skip
+        _record(
+            obs,
+            "database_size",
+            metric_forecast(
+                engine,
+                "database",
+                str(size_metric),
+                max_gb * GB if max_gb else None,
+                history=history,
+                resource=f"database size ({size_metric})",
+                **options,
+            ),
+        )
     for spec in check.param("tables", DEFAULT_TABLES) or []:
         tags = {"asset": spec["asset"]} if spec.get("asset") else None
-        _record(obs, f"table.{spec['table']}", metric_forecast(
-            engine, spec["component"], spec["metric"], spec.get("max_rows"), history=history,
-            tags=tags, cumulative=bool(spec.get("cumulative")),
-            resource=f"table {spec['table']} rows", **options))  # fmt: skip
+        _record(
+            obs,
+            f"table.{spec['table']}",
+            metric_forecast(
+                engine,
+                spec["component"],
+                spec["metric"],
+                spec.get("max_rows"),
+                history=history,
+                tags=tags,
+                cumulative=bool(spec.get("cumulative")),
+                resource=f"table {spec['table']} rows",
+                **options,
+            ),
+        )
     if obs.details and all(d["status"] == HealthStatus.UNKNOWN.value for d in obs.details.values()):
         obs.status = HealthStatus.UNKNOWN
         obs.warn("not enough history for a forecast yet (see details per resource)")
