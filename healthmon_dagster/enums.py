@@ -1,5 +1,12 @@
-"""Enumerations shared by config, health, alerting and incidents (values as in the seed plan)."""
+"""The project's shared vocabulary: one enum per concept, used by config, quality, health, the rollup,
+alerting, incidents and the API. Deciding code compares members of these enums, never bare strings.
 
+The one order of health: ``HEALTHY < UNKNOWN < WARNING < CRITICAL``. UNKNOWN ranks above HEALTHY
+because "we cannot tell" must never hide behind green, and below WARNING because a confirmed problem
+outranks a missing answer: an on-call engineer should look at what is known to be broken first.
+"""
+
+from collections.abc import Iterable
 from enum import StrEnum
 
 
@@ -26,10 +33,69 @@ class HealthCheckType(StrEnum):
 
 
 class HealthStatus(StrEnum):
+    """The health of a check, component, asset or the whole system, ordered by :attr:`rank`."""
+
     HEALTHY = "healthy"
     WARNING = "warning"
     CRITICAL = "critical"
     UNKNOWN = "unknown"
+
+    @property
+    def rank(self) -> int:
+        """0 for HEALTHY up to 3 for CRITICAL: HEALTHY < UNKNOWN < WARNING < CRITICAL."""
+        return _HEALTH_RANK[self]
+
+    @classmethod
+    def from_rank(cls, rank: int) -> "HealthStatus":
+        return _HEALTH_BY_RANK[rank]
+
+    @classmethod
+    def worst(cls, statuses: Iterable[str]) -> "HealthStatus":
+        """The worst of ``statuses`` (members or their values); HEALTHY for none."""
+        return _HEALTH_BY_RANK[max((cls(s).rank for s in statuses), default=0)]
+
+
+_HEALTH_RANK = {
+    HealthStatus.HEALTHY: 0,
+    HealthStatus.UNKNOWN: 1,
+    HealthStatus.WARNING: 2,
+    HealthStatus.CRITICAL: 3,
+}
+_HEALTH_BY_RANK = {rank: status for status, rank in _HEALTH_RANK.items()}
+
+
+class QualityStatus(StrEnum):
+    """What one evaluation of a quality (asset) check found."""
+
+    PASSED = "passed"
+    WARN = "warn"
+    FAILED = "failed"
+    ERROR = "error"  # the check could not be evaluated (missing table/column, SQL error)
+    INSUFFICIENT_HISTORY = "insufficient_history"  # not enough history for a verdict yet
+
+
+class CheckSeverity(StrEnum):
+    """The one severity vocabulary of ``etl.check_results.severity`` (Dagster's
+    ``AssetCheckSeverity`` values): WARN or ERROR for a result that did not pass, NULL for a pass.
+    A health check's criticality is not a severity: it has its own column, ``critical``."""
+
+    WARN = "WARN"
+    ERROR = "ERROR"
+
+
+class RecordSource(StrEnum):
+    """Who wrote a row of ``etl.check_results``."""
+
+    ASSET_CHECK = "asset_check"
+    HEALTH_CHECK = "health_check"
+
+
+class Layer(StrEnum):
+    """A layer of the warehouse; also the database schema its tables live in."""
+
+    RAW = "raw"
+    STG = "stg"
+    CORE = "core"
 
 
 class ConditionOperator(StrEnum):
