@@ -77,6 +77,7 @@ def run_one(rows: int, database: str) -> dict[str, object]:
     size = (landing / "patients_bench.csv").stat().st_size
 
     rss = PeakRss()
+    seconds: dict[str, float] = {}
     out: dict[str, object] = {
         "rows": rows,
         "database": database,
@@ -87,17 +88,17 @@ def run_one(rows: int, database: str) -> dict[str, object]:
         rss.reset()
         t = time.perf_counter()
         loaded = raw.load_file(engine, LocalLandingSource(landing), "patients_bench.csv")
-        out["raw_s"], out["raw_peak_rss_mb"] = time.perf_counter() - t, rss.peak / 1e6
+        seconds["raw"], out["raw_peak_rss_mb"] = time.perf_counter() - t, rss.peak / 1e6
         assert loaded.status == "loaded" and loaded.rows == rows, loaded
         rss.reset()
         t = time.perf_counter()
         (staged,) = staging.stage_pending(engine)
-        out["stg_s"], out["stg_peak_rss_mb"] = time.perf_counter() - t, rss.peak / 1e6
+        seconds["stg"], out["stg_peak_rss_mb"] = time.perf_counter() - t, rss.peak / 1e6
         out["rejected"] = staged.rows_rejected
         rss.reset()
         t = time.perf_counter()
         (merged,) = core.merge_pending(engine)
-        out["core_s"], out["core_peak_rss_mb"] = time.perf_counter() - t, rss.peak / 1e6
+        seconds["core"], out["core_peak_rss_mb"] = time.perf_counter() - t, rss.peak / 1e6
         assert merged.inserted_new == rows - staged.rows_rejected, merged
     finally:
         rss.stop()
@@ -106,9 +107,9 @@ def run_one(rows: int, database: str) -> dict[str, object]:
             with admin.connect() as conn:
                 conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
             admin.dispose()
-    for layer in ("raw", "stg", "core"):
-        out[f"{layer}_rows_per_s"] = rows / float(out[f"{layer}_s"])  # type: ignore[arg-type]
-    out["chain_s"] = sum(float(out[f"{k}_s"]) for k in ("raw", "stg", "core"))  # type: ignore[arg-type]
+    for layer, s in seconds.items():
+        out[f"{layer}_s"], out[f"{layer}_rows_per_s"] = s, rows / s
+    out["chain_s"] = sum(seconds.values())
     out["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3
     return out
 

@@ -509,9 +509,11 @@ def _write_file(
         with write_transaction(engine) as conn:
             # The claim: the unique index on sha256 makes a concurrent load of the same bytes wait
             # here, then fail with IntegrityError once this transaction commits.
-            file_id = conn.execute(
+            inserted = conn.execute(
                 files.insert().values(**file_row, status="loaded", loaded_at=loaded_at)
-            ).inserted_primary_key[0]
+            ).inserted_primary_key
+            assert inserted is not None  # a single-row insert into a table with a primary key
+            file_id = inserted[0]
             counts = _Counts()
             if shape is not None:
                 write = _insert_file if is_sqlite(engine) else _copy_file
