@@ -1,28 +1,59 @@
-"""The code location: merges the ``definitions()`` of every module in ``healthmon_dagster.defs``.
+"""The code location: reads healthmon.yaml once and merges the ``definitions(config)`` of every
+module and domain package in ``healthmon_dagster.defs`` (``resources``, ``pipeline``, ``quality``,
+``health``, ``maintenance``).
 
-Adding assets, checks, jobs, schedules or sensors means adding them to a module's ``definitions()``
-(or a new module with one); this file does not list them.
+Adding assets, checks, jobs, schedules or sensors means adding them to a domain's ``definitions()``
+(or a new domain package with one); this file does not list them. A module or package of
+``healthmon_dagster.defs`` without a ``definitions(config)`` function is an error at load.
 """
 
 import importlib
 import pkgutil
+from collections.abc import Callable
+from types import ModuleType
 
 import dagster as dg
 
 import healthmon_dagster.defs as defs_package
-from healthmon_dagster.defs.checks import with_freshness_policies
+from healthmon_dagster.config import HealthConfiguration
+from healthmon_dagster.defs.quality.assets import with_freshness_policies
+from healthmon_dagster.defs.resources import HealthmonConfigResource
 
 
-def module_definitions() -> list[dg.Definitions]:
-    """``definitions()`` of each module in ``healthmon_dagster.defs``, in module-name order."""
+class MissingDefinitions(Exception):
+    """A module of ``healthmon_dagster.defs`` has no ``definitions(config)``."""
+
+
+def domain_modules() -> list[ModuleType]:
+    """The modules and packages directly in ``healthmon_dagster.defs``, in name order."""
+    return [
+        importlib.import_module(f"{defs_package.__name__}.{info.name}")
+        for info in sorted(pkgutil.iter_modules(defs_package.__path__), key=lambda m: m.name)
+    ]
+
+
+def domain_definitions(config: HealthConfiguration) -> list[dg.Definitions]:
+    """``definitions(config)`` of each domain, in name order."""
     found = []
-    for info in sorted(pkgutil.iter_modules(defs_package.__path__), key=lambda m: m.name):
-        module = importlib.import_module(f"{defs_package.__name__}.{info.name}")
-        build = getattr(module, "definitions", None)
-        if callable(build):
-            found.append(build())
+    for module in domain_modules():
+        build: Callable[[HealthConfiguration], dg.Definitions] | None = getattr(
+            module, "definitions", None
+        )
+        if not callable(build):
+            raise MissingDefinitions(
+                f"{module.__name__} has no definitions(config) function: every module and package "
+                f"of {defs_package.__name__} contributes its definitions through one (move helpers "
+                "into a domain package)"
+            )
+        found.append(build(config))
     return found
 
 
-# Cross-cutting policy: each asset's freshness window from healthmon.yaml.
-defs = with_freshness_policies(dg.Definitions.merge(*module_definitions()))
+def build_defs(config: HealthConfiguration | None = None) -> dg.Definitions:
+    """The code location for ``config`` (default: healthmon.yaml as the config resource reads it)."""
+    config = config if config is not None else HealthmonConfigResource().load()
+    # Cross-cutting policy: each asset's freshness window from healthmon.yaml.
+    return with_freshness_policies(dg.Definitions.merge(*domain_definitions(config)), config)
+
+
+defs = build_defs()

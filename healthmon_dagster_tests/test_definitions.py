@@ -1,15 +1,35 @@
-"""The code location loads: assets, job and sensor are there, and `dagster definitions validate` passes."""
+"""The code location loads: assets, job and sensor are there, `dagster definitions validate` passes,
+every ``defs`` module contributes through ``definitions(config)``, and what the code location defines
+matches the checked-in snapshot.
 
+Snapshot: ``snapshots/code_location.json``, built from ``healthmon_dagster.definitions.defs`` loaded
+in a subprocess with the project's healthmon.yaml (no other HEALTHMON_* variable), so it does not
+depend on the machine. After an intended change, regenerate it with
+``HEALTHMON_UPDATE_SNAPSHOTS=1 pytest healthmon_dagster_tests/test_definitions.py`` (or
+``python -m healthmon_dagster_tests.test_definitions > healthmon_dagster_tests/snapshots/code_location.json``)
+and review the diff.
+"""
+
+import difflib
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import dagster as dg
+import pytest
 
-from healthmon_dagster.definitions import defs
+import healthmon_dagster.definitions as definitions_module
+from healthmon_dagster.config import load_config
+from healthmon_dagster.definitions import MissingDefinitions, defs, domain_definitions
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_CONFIG = PROJECT_ROOT / "healthmon.yaml"
+SNAPSHOT = Path(__file__).resolve().parent / "snapshots" / "code_location.json"
+UPDATE_VARIABLE = "HEALTHMON_UPDATE_SNAPSHOTS"
 PIPELINE_ASSET_KEYS = {
     dg.AssetKey(["raw", "patients"]),
     dg.AssetKey(["stg", "patients"]),
@@ -32,6 +52,14 @@ def test_landing_sensor_starts_the_etl_job() -> None:
 
     assert sensor.job_name == job.name == "patients_etl_job"
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+
+
+def test_a_defs_module_without_definitions_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    stray = ModuleType("healthmon_dagster.defs.stray")
+    monkeypatch.setattr(definitions_module, "domain_modules", lambda: [stray])
+
+    with pytest.raises(MissingDefinitions, match="healthmon_dagster.defs.stray"):
+        domain_definitions(load_config(PROJECT_CONFIG))
 
 
 def validate_cli(cwd: Path, dagster_home: Path | None) -> subprocess.CompletedProcess[str]:
@@ -76,3 +104,114 @@ def test_the_quality_full_sweep_runs_daily_over_every_check() -> None:
     job = defs.resolve_job_def("quality_full_sweep_job")
     assert schedule.job_name == job.name
     assert job.tags.get("healthmon/quality_mode") == "full"
+
+
+def _key(key: dg.AssetKey) -> str:
+    return "/".join(key.path)
+
+
+def _minutes(window: Any) -> float | None:
+    return None if window is None else window.to_timedelta().total_seconds() / 60
+
+
+def describe(code_location: dg.Definitions) -> dict[str, Any]:
+    """What the code location defines, as plain sorted data (no descriptions: they are prose)."""
+    graph = code_location.resolve_asset_graph()
+    assets: dict[str, dict[str, Any]] = {}
+    for spec in code_location.resolve_all_asset_specs():
+        policy = spec.freshness_policy
+        assets[_key(spec.key)] = {
+            "group": spec.group_name,
+            "kinds": sorted(spec.kinds),
+            "deps": sorted(_key(d.asset_key) for d in spec.deps),
+            "freshness_minutes": None
+            if policy is None
+            else {
+                "fail": _minutes(getattr(policy, "fail_window", None)),
+                "warn": _minutes(getattr(policy, "warn_window", None)),
+            },
+            "checks": {},
+        }
+    for check_key in graph.asset_check_keys:
+        check = graph.get_check_spec(check_key)
+        assets[_key(check_key.asset_key)]["checks"][check_key.name] = {"blocking": check.blocking}
+    jobs = {
+        job.name: {"tags": dict(job.tags)}
+        for job in code_location.resolve_all_job_defs()
+        if not job.name.startswith("__")  # Dagster's implicit asset job
+    }
+    schedules = {
+        s.name: {
+            "cron": s.cron_schedule,
+            "default_status": s.default_status.value,
+            "job": s.job_name,
+        }
+        for s in code_location.schedules or []
+        if isinstance(s, dg.ScheduleDefinition)
+    }
+    sensors = {
+        s.name: {
+            "default_status": s.default_status.value,
+            "minimum_interval_seconds": s.minimum_interval_seconds,
+            "jobs": sorted(t.job_name for t in s.targets),
+        }
+        for s in code_location.sensors or []
+        if isinstance(s, dg.SensorDefinition)
+    }
+    return {"assets": assets, "jobs": jobs, "schedules": schedules, "sensors": sensors}
+
+
+def snapshot_text(code_location: dg.Definitions) -> str:
+    return json.dumps(describe(code_location), indent=2, sort_keys=True) + "\n"
+
+
+def current_snapshot(tmp_path: Path) -> str:
+    """The snapshot of ``healthmon_dagster.definitions.defs`` as a fresh process with the project's
+    healthmon.yaml and no other healthmon setting loads it."""
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("HEALTHMON_", "AWS_", "DAGSTER_"))
+    }
+    env.update(
+        HEALTHMON_CONFIG=str(PROJECT_CONFIG),
+        HEALTHMON_HOME=str(tmp_path / "home"),
+        PYTHONPATH=os.pathsep.join([str(PROJECT_ROOT), env.get("PYTHONPATH", "")]).rstrip(
+            os.pathsep
+        ),
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "healthmon_dagster_tests.test_definitions"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def test_code_location_matches_the_snapshot(tmp_path: Path) -> None:
+    current = current_snapshot(tmp_path)
+    if os.environ.get(UPDATE_VARIABLE) == "1":
+        SNAPSHOT.parent.mkdir(exist_ok=True)
+        SNAPSHOT.write_text(current)
+    expected = SNAPSHOT.read_text() if SNAPSHOT.exists() else ""
+    if current != expected:
+        diff = "".join(
+            difflib.unified_diff(
+                expected.splitlines(keepends=True),
+                current.splitlines(keepends=True),
+                fromfile=f"{SNAPSHOT.name} (checked in)",
+                tofile=f"{SNAPSHOT.name} (current code location)",
+            )
+        )
+        pytest.fail(
+            f"The code location differs from {SNAPSHOT}:\n{diff}\n"
+            f"If the change is intended, regenerate the snapshot with {UPDATE_VARIABLE}=1 "
+            "pytest healthmon_dagster_tests/test_definitions.py and commit it.",
+            pytrace=False,
+        )
+
+
+if __name__ == "__main__":  # prints the snapshot: see the module docstring
+    sys.stdout.write(snapshot_text(defs))

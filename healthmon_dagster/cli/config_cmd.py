@@ -5,8 +5,10 @@ from pathlib import Path
 import click
 import yaml
 
+from healthmon_dagster.cli.store_access import read_store
 from healthmon_dagster.config import ConfigError, HealthConfiguration, load_config
 from healthmon_dagster.settings import get_settings
+from healthmon_dagster.store.config_versions import config_history
 
 _PATH = click.Path(path_type=Path, dir_okay=False)
 
@@ -74,9 +76,6 @@ def show(path: Path | None) -> None:
 @config.command()
 def history() -> None:
     """List the configuration versions recorded in the health store (one per distinct content)."""
-    from healthmon_dagster.cli.store_access import read_store
-    from healthmon_dagster.store.config_versions import config_history
-
     rows = read_store(get_settings().health_database_url, config_history)
     if not rows:
         click.echo("no configuration recorded yet (a pipeline run records the one it uses)")

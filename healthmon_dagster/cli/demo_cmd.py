@@ -13,7 +13,17 @@ import click
 import dagster as dg
 import sqlalchemy as sa
 
+from healthmon_dagster.cli.checks_cmd import latest_results
+from healthmon_dagster.defs.pipeline.sensors import landing_files_sensor
+from healthmon_dagster.etl.sample import generate_sample, write_to
+from healthmon_dagster.etl.staging import rejection_reasons
 from healthmon_dagster.settings import get_settings, redact_url
+from healthmon_dagster.store.tables import (
+    dim_patient,
+    files,
+    stg_patients,
+    stg_patients_rejected,
+)
 
 INSTANCE_YAML = Path(__file__).resolve().parent.parent / "defaults" / "dagster.yaml"
 
@@ -34,14 +44,6 @@ def ensure_dagster_home() -> Path:
 
 def summary_lines(engine: sa.Engine) -> list[str]:
     """What the warehouse holds, per file and per layer: counts and reason codes only."""
-    from healthmon_dagster.etl.staging import rejection_reasons
-    from healthmon_dagster.store.tables import (
-        dim_patient,
-        files,
-        stg_patients,
-        stg_patients_rejected,
-    )
-
     lines = []
     with engine.connect() as conn:
         for f in conn.execute(sa.select(files).order_by(files.c.file_id)):
@@ -67,8 +69,6 @@ def summary_lines(engine: sa.Engine) -> list[str]:
 
 def check_lines(engine: sa.Engine) -> list[str]:
     """Counts per status, then every check that did not pass, with its message (numbers only)."""
-    from healthmon_dagster.cli.checks_cmd import latest_results
-
     rows = latest_results(engine)
     counts: dict[str, int] = {}
     for row in rows:
@@ -107,11 +107,9 @@ def health_lines(
 @click.option("--seed", default=42, show_default=True)
 def demo(rows: int, n_files: int, seed: int) -> None:
     """Generate sample data if the landing is empty, run the ETL job for each new file, print results."""
-    import dagster as dg
-
+    # Imported here: importing the code location builds it from healthmon.yaml, which must not
+    # happen when any other command (e.g. `healthmon config validate` of a broken file) starts.
     from healthmon_dagster.definitions import defs
-    from healthmon_dagster.defs.sensors import landing_files_sensor
-    from healthmon_dagster.etl.sample import generate_sample, write_to
 
     settings = get_settings()
     ensure_dagster_home()
@@ -125,6 +123,7 @@ def demo(rows: int, n_files: int, seed: int) -> None:
     sensor_result = landing_files_sensor(
         dg.build_sensor_context(instance=instance, resources=resources)
     )
+    assert isinstance(sensor_result, dg.SensorResult)  # the sensor always returns one
     requests = sensor_result.run_requests or []
     job = defs.resolve_job_def("patients_etl_job")
     failed = 0

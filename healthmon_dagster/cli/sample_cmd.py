@@ -4,23 +4,16 @@ from pathlib import Path
 
 import click
 
-from healthmon_dagster.etl.landing import (
-    LandingError,
-    LandingSource,
-    LocalLandingSource,
-    open_landing_source,
-)
+from healthmon_dagster.defs.resources import LandingResource
+from healthmon_dagster.etl.landing import LandingError, LandingSource, LocalLandingSource
 from healthmon_dagster.etl.sample import DEFECTS, write_to
 from healthmon_dagster.etl.sample import generate_sample as generate_files
-from healthmon_dagster.settings import get_settings
 
 
 def _configured_landing() -> LandingSource:
-    """The landing source from the settings: S3 when a bucket is set, else the local folder."""
-    s = get_settings()
-    return open_landing_source(
-        s.s3_bucket, s.s3_prefix, s.aws_endpoint_url, s.aws_region, s.landing_dir
-    )
+    """The landing source of the code location's resource, from the settings: S3 when a bucket is
+    set, else the local folder."""
+    return LandingResource().source()
 
 
 @click.command("generate-sample")

@@ -5,6 +5,7 @@ import sys
 from typing import Any
 
 import click
+import dagster as dg
 
 from healthmon_dagster.cli.store_access import read_store
 from healthmon_dagster.health.status import (
@@ -52,8 +53,6 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 def _asset_health() -> tuple[list[Any] | None, str | None]:
     """The per-asset rollup from the Dagster instance at DAGSTER_HOME, or why there is none."""
-    import dagster as dg
-
     from healthmon_dagster.health.asset_health import get_asset_health
 
     try:
@@ -61,6 +60,8 @@ def _asset_health() -> tuple[list[Any] | None, str | None]:
     except Exception as exc:  # DAGSTER_HOME unset or not a usable instance folder
         return None, f"no Dagster instance: {str(exc).splitlines()[0]}"
     try:
+        # Imported here: importing the code location builds it from healthmon.yaml, only needed
+        # for the per-asset rollup (and a broken file must not stop the command from starting).
         from healthmon_dagster.definitions import defs
 
         return get_asset_health(instance, defs), None

@@ -1,8 +1,8 @@
 """Landing sources: where patient CSV files arrive. One interface, two implementations.
 
-``S3LandingSource`` reads a bucket/prefix through a boto3 client (built by dagster-aws ``S3Resource``);
-``LocalLandingSource`` reads a folder (the embedded default). Sensors and assets only see
-:class:`LandingSource`, never which one it is.
+``S3LandingSource`` reads a bucket/prefix through a boto3 client it is given (the Dagster resource
+builds it, see ``healthmon_dagster.defs.resources``); ``LocalLandingSource`` reads a folder (the
+embedded default). Sensors and assets only see :class:`LandingSource`, never which one it is.
 """
 
 import fnmatch
@@ -10,11 +10,17 @@ import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol
+
+import boto3
+from botocore.config import Config
+
+S3ClientFactory = Callable[[str | None, str | None, int], Any]
+"""Builds a boto3 S3 client from ``(endpoint_url, region_name, max_attempts)``."""
 
 
 class LandingError(Exception):
@@ -182,6 +188,16 @@ class S3LandingSource:
             raise self._error(exc, f"write {full_key!r} to") from exc
 
 
+def boto3_s3_client(endpoint_url: str | None, region_name: str | None, max_attempts: int) -> Any:
+    """A plain boto3 S3 client: the default of callers that pass no factory (outside Dagster)."""
+    return boto3.session.Session().client(
+        "s3",
+        endpoint_url=endpoint_url,
+        region_name=region_name,
+        config=Config(retries={"max_attempts": max_attempts, "mode": "standard"}),
+    )
+
+
 def open_landing_source(
     s3_bucket: str | None,
     s3_prefix: str,
@@ -189,20 +205,19 @@ def open_landing_source(
     region_name: str | None,
     local_dir: Path,
     max_attempts: int = 2,
+    client_factory: S3ClientFactory | None = None,
 ) -> LandingSource:
-    """S3 (through dagster-aws ``S3Resource``) when a bucket is given, else the local folder.
+    """S3 when a bucket is given, through a client from ``client_factory`` (the Dagster resource
+    passes one built by dagster-aws; default :func:`boto3_s3_client`), else the local folder.
 
     ``max_attempts`` bounds botocore's retries: a sensor tick against an endpoint that is down
     should report it in seconds, not after five backed-off attempts.
     """
     if not s3_bucket:
         return LocalLandingSource(local_dir)
-    from dagster_aws.s3 import S3Resource  # imported here: loading dagster is slow for the CLI
-
+    factory = client_factory or boto3_s3_client
     try:
-        client = S3Resource(
-            endpoint_url=endpoint_url, region_name=region_name, max_attempts=max_attempts
-        ).get_client()
+        client = factory(endpoint_url, region_name, max_attempts)
     except Exception as exc:  # botocore raises plain ValueErrors for a malformed endpoint URL
         raise LandingError(
             f"could not create an S3 client for s3://{s3_bucket}/{s3_prefix} (endpoint "

@@ -4,7 +4,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from healthmon_dagster.defs.assets import _db_failure
+from healthmon_dagster.defs.pipeline.assets import _db_failure
 from healthmon_dagster.defs.resources import WarehouseResource
 from healthmon_dagster.store.db import get_engine
 from healthmon_dagster.store.errors import error_text

@@ -1,23 +1,19 @@
-"""Generated asset checks in patients_etl_job: results, blocking, crashes, records, PHI, the CLI."""
+"""Generated asset checks in patients_etl_job: results, blocking, crashes, records, PHI."""
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
 import pytest
 import sqlalchemy as sa
 import yaml
-from click.testing import CliRunner
 
-from healthmon_dagster.cli.main import cli
-from healthmon_dagster.definitions import module_definitions
-from healthmon_dagster.defs.checks import with_freshness_policies
+from healthmon_dagster.definitions import build_defs
 from healthmon_dagster.etl.landing import LocalLandingSource
 from healthmon_dagster.etl.sample import generate_sample, write_to
 from healthmon_dagster.store.db import get_engine
 from healthmon_dagster.store.tables import check_results, metrics
-from healthmon_dagster_tests.defs.test_pipeline import (
+from healthmon_dagster_tests.defs.fixtures import (
     CORE,
     RAW,
     STG,
@@ -34,15 +30,9 @@ from healthmon_dagster_tests.quality.test_engine import (
 )
 
 
-@pytest.fixture
-def instance() -> Iterator[dg.DagsterInstance]:
-    with dg.instance_for_test() as inst:
-        yield inst
-
-
 def code_location() -> dg.Definitions:
     """The code location as definitions.py builds it, from the current HEALTHMON_CONFIG."""
-    return with_freshness_policies(dg.Definitions.merge(*module_definitions()))
+    return build_defs()
 
 
 def use_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, edit: dict[str, object]) -> None:
@@ -177,15 +167,6 @@ def test_a_crashing_check_is_an_execution_failure_not_a_pass(
     values = patient_values(samples)
     assert len(values) > 500
     assert not sorted(v for v in values if v in text)
-
-    # The CLI shows the latest result of every check per asset.
-    cli_out = CliRunner().invoke(cli, ["checks", "--json"])
-    assert cli_out.exit_code == 0, cli_out.output
-    latest = {(r["asset"], r["check"]): r["status"] for r in json.loads(cli_out.output)}
-    assert latest[("stg/patients", "ghost_is_not_null")] == "error"
-    assert latest[("stg/patients", REJECTION)] == "warn"
-    table = CliRunner().invoke(cli, ["checks"])
-    assert table.exit_code == 0 and "ghost_is_not_null" in table.output and "error" in table.output
 
 
 def test_full_sweep_job_checks_whole_tables_not_only_the_latest_file(

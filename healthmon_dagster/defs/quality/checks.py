@@ -11,25 +11,15 @@ check step fails after reporting the others: Dagster shows it as an execution fa
 
 Runs evaluate row-level checks on the latest batch (incremental); a run tagged
 ``healthmon/quality_mode: full`` (``quality_full_sweep_job``) sweeps the whole tables.
-
-Asset keys a user names that are not defined in this code location (``schema/table`` of the
-warehouse) become external assets, so their checks and freshness show in the UI.
 """
 
-import warnings
 from collections.abc import Iterator
-from datetime import timedelta
 
 import dagster as dg
 
-from healthmon_dagster.config import HealthConfiguration, load_config
+from healthmon_dagster.config import HealthConfiguration
 from healthmon_dagster.config.models import FreshnessConfig
-from healthmon_dagster.defs.assets import (
-    CORE_DIM_PATIENT,
-    RAW_PATIENTS,
-    STG_PATIENTS,
-    STG_PATIENTS_REJECTED,
-)
+from healthmon_dagster.defs.quality.assets import asset_key_of
 from healthmon_dagster.defs.resources import WarehouseResource
 from healthmon_dagster.quality import (
     ERROR,
@@ -41,13 +31,8 @@ from healthmon_dagster.quality import (
     evaluate_last_load,
     record_results,
 )
-from healthmon_dagster.settings import get_settings
 
 QUALITY_MODE_TAG = "healthmon/quality_mode"
-BUNDLED_ASSET_KEYS = frozenset(
-    {RAW_PATIENTS, STG_PATIENTS, STG_PATIENTS_REJECTED, CORE_DIM_PATIENT}
-)
-EXTERNAL_GROUP = "warehouse_tables"
 
 # What each kind means to the business, shown in the UI when a spec has no description.
 KIND_DESCRIPTIONS: dict[str, str] = {
@@ -72,10 +57,6 @@ LAST_LOAD_DESCRIPTION = (
     "The asset was loaded recently enough (from the load audit or the table's load timestamp, so "
     "loads outside Dagster count too)."
 )
-
-
-def asset_key_of(path: str) -> dg.AssetKey:
-    return dg.AssetKey(path.split("/"))
 
 
 def _metadata(result: CheckResult) -> dict[str, float | int | str]:
@@ -175,56 +156,3 @@ def build_asset_checks(config: HealthConfiguration) -> list[dg.AssetChecksDefini
     """One multi-asset check per asset named in ``quality.assets`` or ``freshness``."""
     paths = list(dict.fromkeys([*config.quality.assets, *config.freshness]))
     return [c for p in paths if (c := _checks_for_asset(p, config)) is not None]
-
-
-def external_asset_specs(config: HealthConfiguration) -> list[dg.AssetSpec]:
-    """Warehouse tables named in config that no asset of this code location produces."""
-    paths = dict.fromkeys([*config.quality.assets, *config.freshness])
-    return [
-        dg.AssetSpec(
-            asset_key_of(p),
-            group_name=EXTERNAL_GROUP,
-            description=f"Warehouse table {p.replace('/', '.')}, loaded outside this code "
-            "location and checked by healthmon.",
-        )
-        for p in paths
-        if asset_key_of(p) not in BUNDLED_ASSET_KEYS
-    ]
-
-
-def freshness_policy(cfg: FreshnessConfig) -> dg.FreshnessPolicy:
-    return dg.FreshnessPolicy.time_window(
-        fail_window=timedelta(minutes=cfg.fail_window_minutes),
-        warn_window=None
-        if cfg.warn_window_minutes is None
-        else timedelta(minutes=cfg.warn_window_minutes),
-    )
-
-
-def with_freshness_policies(
-    defs: dg.Definitions, config: HealthConfiguration | None = None
-) -> dg.Definitions:
-    """``defs`` with the ``freshness:`` time window of each configured asset as its Dagster
-    FreshnessPolicy (evaluated by the freshness daemon, shown in the OSS UI)."""
-    config = config or load_config(get_settings().config_path)
-    policies = {asset_key_of(p): freshness_policy(c) for p, c in config.freshness.items()}
-    if not policies:
-        return defs
-    with warnings.catch_warnings():
-        # map_asset_specs is "preview" in 1.13; it is the documented way to apply a policy to
-        # every asset, and test_definitions pins the behaviour.
-        warnings.simplefilter("ignore", dg.PreviewWarning)
-        return defs.map_asset_specs(
-            func=lambda spec: (
-                spec.replace_attributes(freshness_policy=policies[spec.key])
-                if spec.key in policies
-                else spec
-            )
-        )
-
-
-def definitions() -> dg.Definitions:
-    config = load_config(get_settings().config_path)
-    return dg.Definitions(
-        assets=external_asset_specs(config), asset_checks=build_asset_checks(config)
-    )

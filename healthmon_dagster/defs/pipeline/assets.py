@@ -1,31 +1,38 @@
 """The reference pipeline as Dagster assets: landing -> raw/patients -> stg/patients -> core/dim_patient.
 
 The deciding code lives in ``healthmon_dagster.etl``; these functions adapt it: run config in,
-numeric metadata out (Dagster plots it), the same figures written to ``etl.metrics``.
+numeric metadata out (Dagster plots it), the same figures written to ``etl.metrics``. Keys, group,
+components and metric names come from ``healthmon_dagster.etl.catalog``, where the readers of those
+figures find them too.
 """
 
 from collections.abc import Iterator
+from typing import Any
 
 import dagster as dg
 import sqlalchemy as sa
 from pydantic import Field
 
-from healthmon_dagster.config import ConfigError, load_config
-from healthmon_dagster.defs.resources import LandingResource, WarehouseResource
-from healthmon_dagster.etl import core, raw, staging
+from healthmon_dagster.config import ConfigError
+from healthmon_dagster.defs.resources import (
+    HealthmonConfigResource,
+    LandingResource,
+    WarehouseResource,
+)
+from healthmon_dagster.etl import catalog, core, raw, staging
+from healthmon_dagster.etl.catalog import CoreMetrics, PipelineAsset, RawMetrics, StagingMetrics
 from healthmon_dagster.etl.landing import LandingError
-from healthmon_dagster.settings import get_settings, redact_url
+from healthmon_dagster.settings import redact_url
 from healthmon_dagster.store.config_versions import record_config_version
 from healthmon_dagster.store.db import describe_unavailable
 from healthmon_dagster.store.errors import error_text
 from healthmon_dagster.store.metrics import MetricPoint, write_metrics
 from healthmon_dagster.store.tables import dim_patient
 
-GROUP = "patients_etl"
-RAW_PATIENTS = dg.AssetKey(["raw", "patients"])
-STG_PATIENTS = dg.AssetKey(["stg", "patients"])
-STG_PATIENTS_REJECTED = dg.AssetKey(["stg", "patients_rejected"])
-CORE_DIM_PATIENT = dg.AssetKey(["core", "dim_patient"])
+RAW_PATIENTS = dg.AssetKey(catalog.RAW_PATIENTS.path)
+STG_PATIENTS = dg.AssetKey(catalog.STG_PATIENTS.path)
+STG_PATIENTS_REJECTED = dg.AssetKey(catalog.STG_PATIENTS_REJECTED.path)
+CORE_DIM_PATIENT = dg.AssetKey(catalog.CORE_DIM_PATIENT.path)
 
 
 class RawPatientsConfig(dg.Config):
@@ -52,32 +59,34 @@ def _db_failure(warehouse: WarehouseResource, exc: sa.exc.DBAPIError) -> dg.Fail
 
 
 def _record(
-    warehouse: WarehouseResource, component: str, asset: str, values: dict[str, tuple[float, str]]
+    warehouse: WarehouseResource, asset: PipelineAsset, values: dict[str, tuple[float, str]]
 ) -> None:
-    """Write the materialization's figures to etl.metrics (health store)."""
+    """Write the materialization's figures to etl.metrics (health store), under the asset's
+    component and tagged with its key, where the volume-anomaly check and benchmarks read them."""
     write_metrics(
         warehouse.health_engine(),
         [
-            MetricPoint(component, name, float(v), unit, {"asset": asset})
+            MetricPoint(asset.component.value, name, float(v), unit, {"asset": asset.key})
             for name, (v, unit) in values.items()
         ],
     )
 
 
-@dg.asset(key=RAW_PATIENTS, group_name=GROUP, output_required=False, kinds={"sql"})
+@dg.asset(key=RAW_PATIENTS, group_name=catalog.GROUP, output_required=False, kinds={"sql"})
 def raw_patients(
     context: dg.AssetExecutionContext,
     config: RawPatientsConfig,
     warehouse: WarehouseResource,
     landing: LandingResource,
-) -> Iterator[dg.MaterializeResult]:
+    healthmon_config: HealthmonConfigResource,
+) -> Iterator[dg.MaterializeResult[Any]]:
     """Patient CSV records exactly as they landed: every field as text, plus the file, the record's
     row number and load time. A file's content is loaded once; a record that cannot be split into the
     header's fields is kept with ``_error`` set. Files that break the contract (missing columns, wrong
     delimiter, not UTF-8) are rejected whole and fail the run with the reason."""
-    config_path = get_settings().config_path
+    config_path = healthmon_config.path()
     try:
-        cfg = load_config(config_path)
+        cfg = healthmon_config.load()
         if record_config_version(warehouse.health_engine(), cfg, str(config_path or "<defaults>")):
             context.log.info(
                 f"recorded a new configuration version from {config_path or 'defaults'}"
@@ -120,15 +129,15 @@ def raw_patients(
         rows = sum(r.rows for r in loaded)
         duration = sum(r.duration_s for r in loaded)
         figures = {
-            "rows_loaded": (rows, "rows"),
-            "malformed_rows": (sum(r.malformed_rows for r in loaded), "rows"),
-            "bytes_loaded": (sum(r.size_bytes for r in loaded), "bytes"),
-            "load_duration_seconds": (duration, "s"),
-            "rows_per_second": (rows / duration if duration else 0.0, "rows/s"),
-            "files_loaded": (sum(r.status == "loaded" for r in loaded), "files"),
-            "files_empty": (sum(r.status == "empty" for r in loaded), "files"),
+            RawMetrics.ROWS_LOADED: (rows, "rows"),
+            RawMetrics.MALFORMED_ROWS: (sum(r.malformed_rows for r in loaded), "rows"),
+            RawMetrics.BYTES_LOADED: (sum(r.size_bytes for r in loaded), "bytes"),
+            RawMetrics.LOAD_DURATION_SECONDS: (duration, "s"),
+            RawMetrics.ROWS_PER_SECOND: (rows / duration if duration else 0.0, "rows/s"),
+            RawMetrics.FILES_LOADED: (sum(r.status == "loaded" for r in loaded), "files"),
+            RawMetrics.FILES_EMPTY: (sum(r.status == "empty" for r in loaded), "files"),
         }
-        _record(warehouse, "raw_loader", "raw/patients", figures)
+        _record(warehouse, catalog.RAW_PATIENTS, figures)
         unexpected = sorted({c for r in loaded for c in r.unexpected_columns})
         yield dg.MaterializeResult(
             metadata={
@@ -140,7 +149,7 @@ def raw_patients(
     if rejected:
         raise dg.Failure(
             description="; ".join(r.message for r in rejected),
-            metadata={"files_rejected": len(rejected), "files_loaded": len(loaded)},
+            metadata={"files_rejected": len(rejected), RawMetrics.FILES_LOADED: len(loaded)},
             allow_retries=False,
         )
 
@@ -150,22 +159,22 @@ def raw_patients(
         dg.AssetSpec(
             STG_PATIENTS,
             deps=[RAW_PATIENTS],
-            group_name=GROUP,
+            group_name=catalog.GROUP,
             kinds={"sql"},
-            description="Typed, validated patients: one row per accepted raw record.",
+            description=catalog.STG_PATIENTS.description,
         ),
         dg.AssetSpec(
             STG_PATIENTS_REJECTED,
             deps=[RAW_PATIENTS],
-            group_name=GROUP,
+            group_name=catalog.GROUP,
             kinds={"sql"},
-            description="Raw records that broke a staging rule, with reason codes.",
+            description=catalog.STG_PATIENTS_REJECTED.description,
         ),
     ]
 )
 def stg_patients(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource
-) -> Iterator[dg.MaterializeResult]:
+) -> Iterator[dg.MaterializeResult[Any]]:
     """Stages every loaded file not staged yet, in load order, with SQL validation rules."""
     try:
         results = staging.stage_pending(warehouse.engine(), context.run.run_id)
@@ -180,16 +189,16 @@ def stg_patients(
             reasons[code] = reasons.get(code, 0) + n
     rate = rejected / rows_in if rows_in else 0.0
     figures = {
-        "rows_in": (rows_in, "rows"),
-        "rows_staged": (rows_in - rejected, "rows"),
-        "rows_rejected": (rejected, "rows"),
-        "rejection_rate": (rate, "ratio"),
-        "stage_duration_seconds": (duration, "s"),
-        "rows_per_second": (rows_in / duration if duration else 0.0, "rows/s"),
-        "files_staged": (len(results), "files"),
+        StagingMetrics.ROWS_IN: (rows_in, "rows"),
+        StagingMetrics.ROWS_STAGED: (rows_in - rejected, "rows"),
+        StagingMetrics.ROWS_REJECTED: (rejected, "rows"),
+        StagingMetrics.REJECTION_RATE: (rate, "ratio"),
+        StagingMetrics.STAGE_DURATION_SECONDS: (duration, "s"),
+        StagingMetrics.ROWS_PER_SECOND: (rows_in / duration if duration else 0.0, "rows/s"),
+        StagingMetrics.FILES_STAGED: (len(results), "files"),
     }
     if results:  # a run that staged nothing has no figures: zeros would drag averages down
-        _record(warehouse, "staging_transformer", "stg/patients", figures)
+        _record(warehouse, catalog.STG_PATIENTS, figures)
     if rejected:
         context.log.warning(
             f"{rejected} of {rows_in} rows rejected ({rate:.2%}): "
@@ -197,24 +206,31 @@ def stg_patients(
         )
     yield dg.MaterializeResult(
         asset_key=STG_PATIENTS,
-        metadata={name: v for name, (v, _) in figures.items() if name != "rows_rejected"},
+        metadata={
+            name: v for name, (v, _) in figures.items() if name != StagingMetrics.ROWS_REJECTED
+        },
     )
     yield dg.MaterializeResult(
         asset_key=STG_PATIENTS_REJECTED,
         metadata={
-            "rows_rejected": rejected,
-            "rejection_rate": rate,
+            StagingMetrics.ROWS_REJECTED: rejected,
+            StagingMetrics.REJECTION_RATE: rate,
             **{f"reason__{code}": n for code, n in reasons.items()},
         },
     )
 
 
-@dg.asset(key=CORE_DIM_PATIENT, deps=[STG_PATIENTS], group_name=GROUP, kinds={"sql"})
+@dg.asset(
+    key=CORE_DIM_PATIENT,
+    deps=[STG_PATIENTS],
+    group_name=catalog.GROUP,
+    kinds={"sql"},
+    description=catalog.CORE_DIM_PATIENT.description,
+)
 def core_dim_patient(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource
-) -> dg.MaterializeResult:
-    """Patient dimension with SCD2 history: a new version when tracked attributes change (hash_diff),
-    ``valid_from``/``valid_to`` windows and exactly one current row per patient Id."""
+) -> dg.MaterializeResult[Any]:
+    """Merges every staged file not merged yet into the SCD2 dimension, in load order."""
     engine = warehouse.engine()
     try:
         results = core.merge_pending(engine, context.run.run_id)
@@ -227,20 +243,19 @@ def core_dim_patient(
     duration = sum(r.duration_s for r in results)
     rows_in = sum(r.rows_in for r in results)
     figures = {
-        "rows_in": (rows_in, "rows"),
-        "patients_new": (sum(r.inserted_new for r in results), "rows"),
-        "versions_changed": (sum(r.versions_changed for r in results), "rows"),
-        "rows_unchanged": (sum(r.unchanged for r in results), "rows"),
-        "merge_duration_seconds": (duration, "s"),
-        "rows_per_second": (rows_in / duration if duration else 0.0, "rows/s"),
-        "current_patients": (current, "rows"),
-        "total_versions": (versions, "rows"),
-        "files_merged": (len(results), "files"),
+        CoreMetrics.ROWS_IN: (rows_in, "rows"),
+        CoreMetrics.PATIENTS_NEW: (sum(r.inserted_new for r in results), "rows"),
+        CoreMetrics.VERSIONS_CHANGED: (sum(r.versions_changed for r in results), "rows"),
+        CoreMetrics.ROWS_UNCHANGED: (sum(r.unchanged for r in results), "rows"),
+        CoreMetrics.MERGE_DURATION_SECONDS: (duration, "s"),
+        CoreMetrics.ROWS_PER_SECOND: (rows_in / duration if duration else 0.0, "rows/s"),
+        CoreMetrics.CURRENT_PATIENTS: (current, "rows"),
+        CoreMetrics.TOTAL_VERSIONS: (versions, "rows"),
+        CoreMetrics.FILES_MERGED: (len(results), "files"),
     }
     if results:
-        _record(warehouse, "core_merger", "core/dim_patient", figures)
+        _record(warehouse, catalog.CORE_DIM_PATIENT, figures)
     return dg.MaterializeResult(metadata={name: v for name, (v, _) in figures.items()})
 
 
-def definitions() -> dg.Definitions:
-    return dg.Definitions(assets=[raw_patients, stg_patients, core_dim_patient])
+ASSETS = [raw_patients, stg_patients, core_dim_patient]

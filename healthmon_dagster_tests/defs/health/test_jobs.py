@@ -1,15 +1,14 @@
 """Health-check and benchmark jobs through Dagster (real instance) on SQLite and Postgres:
 rows in etl.check_results and etl.metrics, schedules from the configured intervals."""
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
-import pytest
 import sqlalchemy as sa
 
 from healthmon_dagster.config import load_config_text
-from healthmon_dagster.defs.health import build_health_definitions, cron_for_interval
+from healthmon_dagster.defs.health import definitions as build_health_definitions
+from healthmon_dagster.defs.health.schedules import cron_for_interval
 from healthmon_dagster.defs.resources import LandingResource, WarehouseResource
 from healthmon_dagster.store.db import get_engine
 from healthmon_dagster.store.tables import check_results, metrics
@@ -44,12 +43,6 @@ health_checks:
     kind: smtp
     enabled: false
 """
-
-
-@pytest.fixture
-def instance() -> Iterator[dg.DagsterInstance]:
-    with dg.instance_for_test() as inst:
-        yield inst
 
 
 def health_defs(db_url: str, landing: Path) -> dg.Definitions:

@@ -2,12 +2,14 @@
 
 import dagster as dg
 
-from healthmon_dagster.config import load_config
-from healthmon_dagster.defs.jobs import patients_etl_job, raw_file_run_config
-from healthmon_dagster.defs.resources import LandingResource, WarehouseResource
+from healthmon_dagster.defs.pipeline.jobs import patients_etl_job, raw_file_run_config
+from healthmon_dagster.defs.resources import (
+    HealthmonConfigResource,
+    LandingResource,
+    WarehouseResource,
+)
 from healthmon_dagster.etl.landing import LandingError
 from healthmon_dagster.etl.raw import unloaded_files
-from healthmon_dagster.settings import get_settings
 
 MAX_RUNS_PER_TICK = 100
 
@@ -16,12 +18,15 @@ MAX_RUNS_PER_TICK = 100
     job=patients_etl_job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING
 )
 def landing_files_sensor(
-    context: dg.SensorEvaluationContext, landing: LandingResource, warehouse: WarehouseResource
+    context: dg.SensorEvaluationContext,
+    landing: LandingResource,
+    warehouse: WarehouseResource,
+    healthmon_config: HealthmonConfigResource,
 ) -> dg.SensorResult:
     """One run per new landing file: files not yet in etl.files with this key and fingerprint (S3 ETag,
     or size and mtime locally). The run key is key@fingerprint, so Dagster never launches a file twice
     while it is in flight; the loader's content hash is the last guard against a double load."""
-    pattern = load_config(get_settings().config_path).landing.file_pattern
+    pattern = healthmon_config.load().landing.file_pattern
     try:
         pending = unloaded_files(warehouse.engine(), landing.source(), pattern)
     except LandingError as exc:
@@ -40,5 +45,4 @@ def landing_files_sensor(
     return dg.SensorResult(run_requests=requests)
 
 
-def definitions() -> dg.Definitions:
-    return dg.Definitions(sensors=[landing_files_sensor])
+SENSORS = [landing_files_sensor]

@@ -1,9 +1,10 @@
 """Health-check and benchmark jobs, generated from the ``health_checks`` of ``healthmon.yaml``.
 
 One job per cadence (checks grouped by ``interval_seconds``), each one op that runs its checks
-concurrently in-process through :class:`HealthCheckRunner` (timeouts, retries, dependencies), and a
-schedule per job built from the interval. Results go to ``etl.check_results`` and ``etl.metrics``;
-the op's output metadata carries each check's status code and response time so Dagster plots them.
+concurrently in-process through :class:`HealthCheckRunner` (timeouts, retries, dependencies); the
+schedule of each job is built from its interval in ``schedules.py``. Results go to
+``etl.check_results`` and ``etl.metrics``; the op's output metadata carries each check's status code
+and response time so Dagster plots them.
 A benchmark job runs one op per component and records its performance score.
 """
 
@@ -15,7 +16,6 @@ from typing import Any
 import dagster as dg
 import sqlalchemy as sa
 
-from healthmon_dagster.config import load_config
 from healthmon_dagster.config.models import HealthConfiguration, ThresholdConfiguration
 from healthmon_dagster.defs.resources import LandingResource, WarehouseResource
 from healthmon_dagster.enums import HealthComponent, HealthStatus
@@ -42,21 +42,6 @@ STATUS_CODE = {
     HealthStatus.CRITICAL: 3,
 }
 BENCHMARK_JOB = "health_benchmark_job"
-BENCHMARK_CRON = "15 * * * *"
-
-
-def cron_for_interval(seconds: int) -> str:
-    """The cron schedule closest to every ``seconds`` (cron cannot go below one minute).
-
-    Minutes that do not divide the hour restart at each full hour (``*/7`` runs at :56 then :00).
-    """
-    minutes = max(1, round(seconds / 60))
-    if minutes < 60:
-        return "* * * * *" if minutes == 1 else f"*/{minutes} * * * *"
-    hours = max(1, round(minutes / 60))
-    if hours < 24:
-        return "0 * * * *" if hours == 1 else f"0 */{hours} * * *"
-    return "0 0 * * *"
 
 
 def job_name_for_interval(seconds: int) -> str:
@@ -261,37 +246,15 @@ def build_benchmark_job(
     return _job
 
 
-def build_health_definitions(config: HealthConfiguration) -> dg.Definitions:
-    """Jobs and schedules for ``config``: one health-check job per cadence, plus the benchmark."""
+def build_health_check_jobs(config: HealthConfiguration) -> dict[int, dg.JobDefinition]:
+    """One job per cadence of the enabled health checks, by interval in seconds (ascending)."""
     groups: dict[int, list[HealthCheck]] = defaultdict(list)
     for check in checks_from_config(config):
         if check.enabled:
             groups[check.interval_seconds].append(check)
-    jobs = [
-        build_health_check_job(seconds, checks, config.landing.file_pattern, config.thresholds)
+    return {
+        seconds: build_health_check_job(
+            seconds, checks, config.landing.file_pattern, config.thresholds
+        )
         for seconds, checks in sorted(groups.items())
-    ]
-    schedules = [
-        dg.ScheduleDefinition(
-            name=f"{job.name.removesuffix('_job')}_schedule",
-            job=job,
-            cron_schedule=cron_for_interval(seconds),
-            default_status=dg.DefaultScheduleStatus.RUNNING,
-            description=f"Every {seconds}s as cron '{cron_for_interval(seconds)}'.",
-        )
-        for (seconds, _), job in zip(sorted(groups.items()), jobs, strict=True)
-    ]
-    bench = build_benchmark_job()
-    schedules.append(
-        dg.ScheduleDefinition(
-            name="health_benchmark_schedule",
-            job=bench,
-            cron_schedule=BENCHMARK_CRON,
-            default_status=dg.DefaultScheduleStatus.RUNNING,
-        )
-    )
-    return dg.Definitions(jobs=[*jobs, bench], schedules=schedules)
-
-
-def definitions() -> dg.Definitions:
-    return build_health_definitions(load_config(get_settings().config_path))
+    }

@@ -2,11 +2,11 @@
 
 import dagster as dg
 
-from healthmon_dagster.defs.assets import GROUP
+from healthmon_dagster.etl import catalog
 
 patients_etl_job = dg.define_asset_job(
-    "patients_etl_job",
-    selection=dg.AssetSelection.groups(GROUP),
+    catalog.ETL_JOB,
+    selection=dg.AssetSelection.groups(catalog.GROUP),
     executor_def=dg.in_process_executor,
     # dagster.yaml limits runs with this tag to one at a time (see concurrency: there).
     tags={"healthmon/pipeline": "patients_etl"},
@@ -17,22 +17,10 @@ patients_etl_job = dg.define_asset_job(
 )
 
 
-# Every asset check over whole tables (the ETL runs check only each new file's rows).
-quality_full_sweep_job = dg.define_asset_job(
-    "quality_full_sweep_job",
-    selection=dg.AssetSelection.all_asset_checks(),
-    executor_def=dg.in_process_executor,
-    tags={"healthmon/quality_mode": "full"},
-    description="Evaluate every configured quality check over the whole tables.",
-)
-
-
 def raw_file_run_config(file_key: str, fingerprint: str | None = None) -> dict[str, object]:
     """Run config of ``patients_etl_job`` that loads one landing file."""
-    return {
-        "ops": {"raw__patients": {"config": {"file_key": file_key, "fingerprint": fingerprint}}}
-    }
+    op = "__".join(catalog.RAW_PATIENTS.path)
+    return {"ops": {op: {"config": {"file_key": file_key, "fingerprint": fingerprint}}}}
 
 
-def definitions() -> dg.Definitions:
-    return dg.Definitions(jobs=[patients_etl_job, quality_full_sweep_job])
+JOBS = [patients_etl_job]

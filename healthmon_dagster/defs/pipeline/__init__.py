@@ -1,0 +1,14 @@
+"""The bundled pipeline: landing -> raw/patients -> stg/patients -> core/dim_patient, its ETL job and
+the landing sensor that starts it."""
+
+import dagster as dg
+
+from healthmon_dagster.config import HealthConfiguration
+from healthmon_dagster.defs.pipeline.assets import ASSETS
+from healthmon_dagster.defs.pipeline.jobs import JOBS
+from healthmon_dagster.defs.pipeline.sensors import SENSORS
+
+
+def definitions(config: HealthConfiguration) -> dg.Definitions:
+    """The pipeline's definitions; they do not depend on ``config`` (read at run time instead)."""
+    return dg.Definitions(assets=ASSETS, jobs=JOBS, sensors=SENSORS)

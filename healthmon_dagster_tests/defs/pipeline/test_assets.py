@@ -1,0 +1,160 @@
+"""The ETL assets through patients_etl_job on a real Dagster instance, SQLite and Postgres: loads,
+rejected files, duplicate content, a database outage, and no patient value in anything emitted."""
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import sqlalchemy as sa
+
+from healthmon_dagster.defs.pipeline.jobs import raw_file_run_config
+from healthmon_dagster.etl.landing import LocalLandingSource
+from healthmon_dagster.etl.sample import generate_sample, write_to
+from healthmon_dagster.store.db import get_engine
+from healthmon_dagster.store.tables import files, metrics
+from healthmon_dagster_tests.conftest import free_port
+from healthmon_dagster_tests.defs.fixtures import (
+    CHECK_STEPS,
+    DOWNSTREAM_STEPS,
+    RAW,
+    STG,
+    STG_REJECTED,
+    evaluate_sensor,
+    failure_descriptions,
+    materialized,
+    patient_values,
+    ran_steps,
+    raw_rows,
+    run_job,
+)
+
+
+def test_run_without_config_loads_every_unloaded_file(
+    healthmon_env: Path, db_url: str, instance: dg.DagsterInstance
+) -> None:
+    write_to(LocalLandingSource(healthmon_env / "landing"), generate_sample(100, files=3))
+
+    result = run_job(instance)
+
+    assert result.success, failure_descriptions(result)
+    meta = materialized(result)
+    assert meta[RAW]["rows_loaded"] == 300
+    assert meta[RAW]["files_loaded"] == 3
+    assert meta[STG]["files_staged"] == 3
+    assert raw_rows(db_url) == 300
+    assert not evaluate_sensor(instance).run_requests
+
+
+def test_file_missing_a_column_fails_the_run_and_loads_nothing(
+    healthmon_env: Path, db_url: str, instance: dg.DagsterInstance
+) -> None:
+    (bad,) = generate_sample(100, files=1, defect="missing_column")
+    write_to(LocalLandingSource(healthmon_env / "landing"), [bad])
+
+    result = run_job(instance, raw_file_run_config(bad.key))
+
+    assert result.success is False
+    (description,) = failure_descriptions(result)
+    assert "HEALTHCARE_COVERAGE" in description
+    assert bad.key in description
+    assert ran_steps(result) == {"raw__patients"}
+    assert not materialized(result)
+    assert raw_rows(db_url, bad.key) == 0
+    with get_engine(db_url).connect() as conn:
+        status = conn.execute(sa.select(files.c.status).where(files.c.file_key == bad.key)).scalar()
+    assert status == "rejected"
+
+
+def test_same_content_under_another_name_is_not_loaded_twice(
+    healthmon_env: Path, db_url: str, instance: dg.DagsterInstance
+) -> None:
+    landing = LocalLandingSource(healthmon_env / "landing")
+    (sample,) = generate_sample(100, files=1)
+    write_to(landing, [sample])
+    assert run_job(instance).success
+    landing.put("patients_resent.csv", sample.data)
+
+    (request,) = evaluate_sensor(instance).run_requests or []
+    result = run_job(instance, request.run_config)
+
+    assert result.success, failure_descriptions(result)
+    assert request.run_config["ops"]["raw__patients"]["config"]["file_key"] == "patients_resent.csv"
+    assert RAW not in materialized(result)
+    assert {e.step_key for e in result.get_step_skipped_events()} == DOWNSTREAM_STEPS | CHECK_STEPS
+    assert raw_rows(db_url) == 100
+    messages = [e.user_message for e in instance.all_logs(result.run_id)]
+    assert any("patients_resent.csv" in m and "already loaded" in m for m in messages)
+
+
+def test_database_down_fails_with_a_clear_message_then_the_file_loads(
+    healthmon_env: Path,
+    db_url: str,
+    instance: dg.DagsterInstance,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    (sample,) = generate_sample(100, files=1)
+    write_to(LocalLandingSource(healthmon_env / "landing"), [sample])
+    run_config = raw_file_run_config(sample.key)
+    port = free_port()
+    monkeypatch.setenv(
+        "HEALTHMON_DATABASE_URL", f"postgresql+psycopg2://etl:s3cret@127.0.0.1:{port}/warehouse"
+    )
+
+    down = run_job(instance, run_config)
+
+    assert down.success is False
+    (description,) = failure_descriptions(down)
+    assert "unavailable" in description
+    assert f"127.0.0.1:{port}" in description
+    assert "s3cret" not in description
+    assert ran_steps(down) == {"raw__patients"}
+
+    monkeypatch.setenv("HEALTHMON_DATABASE_URL", db_url)
+    up = run_job(instance, run_config)
+
+    assert up.success, failure_descriptions(up)
+    assert materialized(up)[RAW]["rows_loaded"] == 100
+    assert raw_rows(db_url, sample.key) == 100
+
+
+def test_no_patient_value_leaves_the_warehouse(
+    healthmon_env: Path, db_url: str, instance: dg.DagsterInstance
+) -> None:
+    landing = LocalLandingSource(healthmon_env / "landing")
+    samples = [
+        *generate_sample(100, files=2, defect="unknown_gender"),
+        *generate_sample(100, files=1, seed=7, defect="missing_column", prefix="patients_bad"),
+    ]
+    write_to(landing, samples)
+    values = patient_values(samples)
+    assert len(values) > 1000
+
+    outcomes = [
+        run_job(instance, r.run_config) for r in evaluate_sensor(instance).run_requests or []
+    ]
+
+    assert [r.success for r in outcomes] == [True, True, False]
+    assert materialized(outcomes[1])[STG_REJECTED]["rows_rejected"] > 0
+    seen: list[str] = []
+    for result in outcomes:
+        for meta in materialized(result).values():
+            seen.extend(str(v) for v in meta.values())
+        seen.extend(failure_descriptions(result))
+        for entry in instance.all_logs(result.run_id):
+            seen.append(entry.user_message)
+            event = entry.dagster_event
+            if event is not None and event.is_step_failure:
+                data = event.step_failure_data
+                seen.append(data.error.to_string() if data.error else "")
+                if data.user_failure_data is not None:
+                    seen.extend(str(v.value) for v in data.user_failure_data.metadata.values())
+    with get_engine(db_url).connect() as conn:
+        seen.extend(json.dumps(tags) for tags in conn.execute(sa.select(metrics.c.tags)).scalars())
+    assert any("rows rejected" in s for s in seen)  # the logs were collected
+
+    text = "\n".join(seen)
+    leaked = sorted(v for v in values if v in text)
+    assert not leaked, (
+        f"{len(leaked)} patient field value(s) found in metadata, logs or metric tags"
+    )
