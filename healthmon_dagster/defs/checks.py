@@ -49,25 +49,6 @@ BUNDLED_ASSET_KEYS = frozenset(
 )
 EXTERNAL_GROUP = "warehouse_tables"
 
-# What each kind means to the business, shown in the UI when a spec has no description.
-KIND_DESCRIPTIONS: dict[str, str] = {
-    "not_null": "Every row has a value in the key column(s): a missing id cannot be joined.",
-    "unique": "No two rows share the key: duplicates double-count patients downstream.",
-    "accepted_values": "The column holds only the agreed codes, so reports group correctly.",
-    "range": "Values lie within their physical range (e.g. a latitude within +-90).",
-    "regex": "Values have the agreed format.",
-    "row_count": "The load holds a plausible number of rows (an empty export is an incident).",
-    "row_count_change": "The table did not shrink or grow more than allowed since the last check.",
-    "schema": "The columns the pipeline relies on are there, with the agreed types.",
-    "freshness": "The newest timestamp is recent enough for the data to be trusted.",
-    "reconciliation": "Rows are neither lost nor invented between two layers.",
-    "rejection_rate": "Few enough source rows are rejected by staging (default warn 1%, fail 5%).",
-    "scd2_integrity": "Patient history is consistent: exactly one current version per patient, "
-    "no overlapping validity windows, valid_from before valid_to.",
-    "custom_sql": "The custom query returns no (or few enough) failing rows.",
-    "volume_anomaly": "The load's volume is normal for this asset (robust score against its own "
-    "history); too little history is reported as a warning, never as a silent pass.",
-}
 LAST_LOAD_DESCRIPTION = (
     "The asset was loaded recently enough (from the load audit or the table's load timestamp, so "
     "loads outside Dagster count too)."
@@ -119,7 +100,7 @@ def _checks_for_asset(path: str, config: HealthConfiguration) -> dg.AssetChecksD
             s.check_name,
             asset=key,
             blocking=s.blocking,
-            description=s.description or KIND_DESCRIPTIONS[s.kind],
+            description=s.description or s.kind_description,
         )
         for s in specs
     ]
