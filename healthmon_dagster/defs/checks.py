@@ -1,7 +1,7 @@
 """Asset checks generated from ``quality.assets`` and ``freshness`` in healthmon.yaml.
 
 One ``@multi_asset_check`` per configured asset, so the checks of one table share their aggregate
-queries (see ``healthmon_dagster.quality.engine``). Each spec becomes one check: WARN or ERROR from
+queries (see ``healthmon_dagster.quality.evaluation``). Each spec becomes one check: WARN or ERROR from
 its thresholds, ``blocking: true`` stops downstream assets on an ERROR. An asset with a
 ``freshness:`` entry also gets ``last_load_is_fresh`` (from the load audit, so data loaded outside
 Dagster counts). Every evaluation is recorded in ``etl.check_results`` and ``etl.metrics``.
@@ -31,8 +31,8 @@ from healthmon_dagster.defs.assets import (
     STG_PATIENTS_REJECTED,
 )
 from healthmon_dagster.defs.resources import WarehouseResource
+from healthmon_dagster.enums import QualityStatus
 from healthmon_dagster.quality import (
-    ERROR,
     FULL,
     INCREMENTAL,
     LAST_LOAD_IS_FRESH,
@@ -61,7 +61,8 @@ def asset_key_of(path: str) -> dg.AssetKey:
 
 def _metadata(result: CheckResult) -> dict[str, float | int | str]:
     """Numbers Dagster can plot, plus the status word; never a data value."""
-    meta: dict[str, float | int | str] = {"status": result.status}
+    # The plain value: Dagster serializes no enum of ours.
+    meta: dict[str, float | int | str] = {"status": str(result.status)}
     for name in ("observed_value", "threshold", "failing_rows", "total_rows", "failing_fraction"):
         value = getattr(result, name)
         if value is not None:
@@ -138,9 +139,9 @@ def _checks_for_asset(path: str, config: HealthConfiguration) -> dg.AssetChecksD
                 )
             )
         record_results(warehouse.health_engine(), results, context.run.run_id)
-        errored = [r for r in results if r.status == ERROR]
+        errored = [r for r in results if r.status == QualityStatus.ERROR]
         for r in results:
-            if r.status != ERROR:
+            if r.status != QualityStatus.ERROR:
                 yield to_dagster(r, key)
         if errored:
             raise dg.Failure(

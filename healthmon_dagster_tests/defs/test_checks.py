@@ -26,7 +26,7 @@ from healthmon_dagster_tests.defs.test_pipeline import (
     patient_values,
     ran_steps,
 )
-from healthmon_dagster_tests.quality.test_engine import (
+from healthmon_dagster_tests.quality.fixtures import (
     PROJECT_CONFIG,
     REJECTION,
     SCHEMA,
