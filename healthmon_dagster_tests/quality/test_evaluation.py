@@ -118,7 +118,7 @@ def test_checks_on_a_users_own_table(engine: Engine) -> None:
             )
         )
         now = datetime.now(UTC).replace(tzinfo=None)
-        rows = [
+        rows: list[dict[str, object]] = [
             {
                 "v": i,
                 "c": "A" if i % 10 else "Z",

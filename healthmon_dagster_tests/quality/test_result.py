@@ -29,7 +29,7 @@ def test_severity_follows_the_status(status: QualityStatus, severity: CheckSever
 
 def test_a_plain_status_value_becomes_the_member_with_the_same_value() -> None:
     r = result("warn")
-    assert r.status is QualityStatus.WARN and r.status == "warn"
+    assert r.status is QualityStatus.WARN and str(r.status) == "warn"
     assert r.severity == "WARN"
 
 
