@@ -6,7 +6,7 @@ and incremental row-level checks on a 10,000-row file landing on the 1,000,000-r
 
 ``HEALTHMON_BENCH_POSTGRES_URL`` (default ``postgresql+psycopg2://postgres@127.0.0.1:5432/postgres``)
 is the admin connection; a scratch database is created and dropped. Each timing is the best of
-``--repeat`` runs (the machine is shared). Targets (issue 3): full sweep within 1.3x of the
+``--repeat`` runs (the machine is shared). Targets: full sweep within 1.3x of the
 hand-written SQL; incremental row-level checks on the new file under 100 ms.
 """
 
@@ -21,6 +21,15 @@ from pathlib import Path
 
 import pandas as pd
 import sqlalchemy as sa
+
+from healthmon_dagster.config import load_config
+from healthmon_dagster.enums import QualityStatus
+from healthmon_dagster.etl import core, raw, staging
+from healthmon_dagster.etl.landing import LocalLandingSource
+from healthmon_dagster.etl.sample import write_patients_csv
+from healthmon_dagster.quality import FULL, INCREMENTAL, evaluate
+from healthmon_dagster.store.db import create_db_engine
+from healthmon_dagster.store.migrate import upgrade
 
 ADMIN_URL = os.environ.get(
     "HEALTHMON_BENCH_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
@@ -113,14 +122,6 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
 
-    from healthmon_dagster.config import load_config
-    from healthmon_dagster.etl import core, raw, staging
-    from healthmon_dagster.etl.landing import LocalLandingSource
-    from healthmon_dagster.etl.sample import write_patients_csv
-    from healthmon_dagster.quality import FULL, INCREMENTAL, evaluate
-    from healthmon_dagster.store.db import create_db_engine
-    from healthmon_dagster.store.migrate import upgrade
-
     config = load_config(Path(__file__).resolve().parents[1] / "healthmon.yaml")
     specs = {a: config.quality.assets[a].checks for a in ASSETS}
     admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
@@ -151,7 +152,7 @@ def main() -> None:
             per: dict[str, float] = {}
             for asset in ASSETS:
                 for r in evaluate(engine, asset, specs[asset], mode=FULL):
-                    assert r.status != "error", r.message
+                    assert r.status != QualityStatus.ERROR, r.message
                     per[f"{asset}:{r.check_name}"] = r.duration_ms
             return per
 

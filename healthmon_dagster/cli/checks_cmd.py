@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from healthmon_dagster.cli.store_access import read_store
-from healthmon_dagster.quality.record import SOURCE
+from healthmon_dagster.enums import RecordSource
 from healthmon_dagster.settings import get_settings
 from healthmon_dagster.store.tables import check_results
 
@@ -20,7 +20,7 @@ def latest_results(engine: Engine, asset: str | None = None) -> list[dict[str, A
     r = check_results.c
     newest = (
         sa.select(sa.func.max(r.result_id).label("result_id"))
-        .where(r.source == SOURCE, *([r.target == asset] if asset else []))
+        .where(r.source == RecordSource.ASSET_CHECK, *([r.target == asset] if asset else []))
         .group_by(r.target, r.check_name)
         .subquery()
     )

@@ -6,9 +6,10 @@ problem raise :class:`ConfigProblem` with locations relative to the model, which
 into path-precise messages with YAML line numbers.
 """
 
+import difflib
 import re
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -178,12 +179,19 @@ class HealthCheckConfiguration(_Model):
 # Data quality
 
 
-class _CheckSpec(_Model):
+class CheckSpec(_Model):
     """Fields shared by every quality check.
 
     ``warn`` and ``fail`` are the failing fraction (or count, for count-based checks) above which
     the check warns or fails. A ``blocking`` check that fails stops downstream assets.
+    ``description`` is the user's text for one check; ``kind_description`` is what the kind means
+    to the business, shown in the UI when a check has no description of its own.
     """
+
+    kind_description: ClassVar[str] = ""
+    if TYPE_CHECKING:
+        # Every concrete spec declares ``kind`` as its Literal discriminator; not a field here.
+        kind: str
 
     name: str | None = Field(default=None, pattern=NAME_PATTERN.pattern)
     warn: float | None = Field(default=None, ge=0)
@@ -200,13 +208,13 @@ class _CheckSpec(_Model):
         return self.name or self.default_name()
 
     @model_validator(mode="after")
-    def _warn_below_fail(self) -> "_CheckSpec":
+    def _warn_below_fail(self) -> "CheckSpec":
         if self.warn is not None and self.fail is not None and self.warn > self.fail:
             _raise_if([(("warn",), f"warn ({self.warn}) must be <= fail ({self.fail})")])
         return self
 
 
-def _no_levels(spec: "_CheckSpec", allowed: tuple[str, ...], why: str) -> None:
+def _no_levels(spec: "CheckSpec", allowed: tuple[str, ...], why: str) -> None:
     """Reject ``warn``/``fail`` where the kind does not read them as levels (they would do
     nothing); ``allowed`` lists the ones the kind does read."""
     problems: list[tuple[Loc, str]] = []
@@ -216,7 +224,7 @@ def _no_levels(spec: "_CheckSpec", allowed: tuple[str, ...], why: str) -> None:
     _raise_if(problems)
 
 
-def _breach_levels(spec: "_CheckSpec") -> None:
+def _breach_levels(spec: "CheckSpec") -> None:
     """A bounds check either holds or not: warn/fail may only be 0 (a breach warns / fails)."""
     _raise_if(
         [
@@ -231,7 +239,7 @@ def _breach_levels(spec: "_CheckSpec") -> None:
     )
 
 
-class _MostlyCheckSpec(_CheckSpec):
+class _MostlyCheckSpec(CheckSpec):
     # Fraction of rows that must pass (Great Expectations' ``mostly``); an alternative to ``fail``.
     mostly: float | None = Field(default=None, gt=0, le=1)
 
@@ -247,6 +255,8 @@ def _join(columns: list[str]) -> str:
 
 
 class NotNullCheck(_MostlyCheckSpec):
+    kind_description = "Every row has a value in the key column(s): a missing id cannot be joined."
+
     kind: Literal["not_null"]
     columns: list[str] = Field(min_length=1)
 
@@ -257,6 +267,8 @@ class NotNullCheck(_MostlyCheckSpec):
 class UniqueCheck(_MostlyCheckSpec):
     """Uniqueness of one column, or of the combination of several (compound key)."""
 
+    kind_description = "No two rows share the key: duplicates double-count patients downstream."
+
     kind: Literal["unique"]
     columns: list[str] = Field(min_length=1)
     scope: Literal["table", "latest_file"] = "table"
@@ -266,6 +278,8 @@ class UniqueCheck(_MostlyCheckSpec):
 
 
 class AcceptedValuesCheck(_MostlyCheckSpec):
+    kind_description = "The column holds only the agreed codes, so reports group correctly."
+
     kind: Literal["accepted_values"]
     column: str
     values: list[str | int | float] = Field(min_length=1)
@@ -275,6 +289,8 @@ class AcceptedValuesCheck(_MostlyCheckSpec):
 
 
 class RangeCheck(_MostlyCheckSpec):
+    kind_description = "Values lie within their physical range (e.g. a latitude within +-90)."
+
     kind: Literal["range"]
     column: str
     min: float | None = None
@@ -293,6 +309,8 @@ class RangeCheck(_MostlyCheckSpec):
 
 
 class RegexCheck(_MostlyCheckSpec):
+    kind_description = "Values have the agreed format."
+
     kind: Literal["regex"]
     column: str
     pattern: str
@@ -310,7 +328,9 @@ class RegexCheck(_MostlyCheckSpec):
         return value
 
 
-class RowCountCheck(_CheckSpec):
+class RowCountCheck(CheckSpec):
+    kind_description = "The load holds a plausible number of rows (an empty export is an incident)."
+
     kind: Literal["row_count"]
     min: int | None = Field(default=None, ge=0)
     max: int | None = Field(default=None, ge=0)
@@ -326,8 +346,10 @@ class RowCountCheck(_CheckSpec):
         return self
 
 
-class RowCountChangeCheck(_CheckSpec):
+class RowCountChangeCheck(CheckSpec):
     """Change of the row count against the previous materialization, in percent."""
+
+    kind_description = "The table did not shrink or grow more than allowed since the last check."
 
     kind: Literal["row_count_change"]
     max_drop_pct: float | None = Field(default=None, ge=0, le=100)
@@ -342,7 +364,9 @@ class RowCountChangeCheck(_CheckSpec):
         return self
 
 
-class SchemaCheck(_CheckSpec):
+class SchemaCheck(CheckSpec):
+    kind_description = "The columns the pipeline relies on are there, with the agreed types."
+
     kind: Literal["schema"]
     required_columns: list[str] = Field(default_factory=list)
     allow_unexpected: bool = True
@@ -364,8 +388,10 @@ class SchemaCheck(_CheckSpec):
         return value
 
 
-class FreshnessCheck(_CheckSpec):
+class FreshnessCheck(CheckSpec):
     """Age of the newest value of a timestamp column."""
+
+    kind_description = "The newest timestamp is recent enough for the data to be trusted."
 
     kind: Literal["freshness"]
     column: str
@@ -384,8 +410,10 @@ class FreshnessCheck(_CheckSpec):
         return self
 
 
-class ReconciliationCheck(_CheckSpec):
+class ReconciliationCheck(CheckSpec):
     """Row counts of two adjacent layers agree (rejected rows accounted for)."""
+
+    kind_description = "Rows are neither lost nor invented between two layers."
 
     kind: Literal["reconciliation"]
     between: Literal["raw_vs_stg", "stg_vs_core"]
@@ -394,8 +422,10 @@ class ReconciliationCheck(_CheckSpec):
         return f"{self.between}_reconciles"
 
 
-class RejectionRateCheck(_CheckSpec):
+class RejectionRateCheck(CheckSpec):
     """Fraction of rows rejected by staging; warn/fail default to ``quality.rejection_rate``."""
+
+    kind_description = "Few enough source rows are rejected by staging (default warn 1%, fail 5%)."
 
     kind: Literal["rejection_rate"]
 
@@ -403,8 +433,13 @@ class RejectionRateCheck(_CheckSpec):
         return "rejection_rate_below_threshold"
 
 
-class Scd2IntegrityCheck(_CheckSpec):
+class Scd2IntegrityCheck(CheckSpec):
     """One current row per key, no overlapping validity intervals."""
+
+    kind_description = (
+        "Patient history is consistent: exactly one current version per patient, no "
+        "overlapping validity windows, valid_from before valid_to."
+    )
 
     kind: Literal["scd2_integrity"]
     key: str = "patient_id"
@@ -416,8 +451,10 @@ class Scd2IntegrityCheck(_CheckSpec):
         return "scd2_integrity_holds"
 
 
-class CustomSqlCheck(_CheckSpec):
+class CustomSqlCheck(CheckSpec):
     """A query returning the failing rows; their count is compared with ``warn``/``fail``."""
+
+    kind_description = "The custom query returns no (or few enough) failing rows."
 
     kind: Literal["custom_sql"]
     sql: str = Field(min_length=1)
@@ -426,8 +463,13 @@ class CustomSqlCheck(_CheckSpec):
         return "custom_sql_passes"
 
 
-class VolumeAnomalyCheck(_CheckSpec):
+class VolumeAnomalyCheck(CheckSpec):
     """A metric of the asset (default: row count) compared with its own history."""
+
+    kind_description = (
+        "The load's volume is normal for this asset (robust score against its own history); "
+        "too little history is reported as a warning, never as a silent pass."
+    )
 
     kind: Literal["volume_anomaly"]
     metric: str = "row_count"
@@ -775,8 +817,6 @@ class HealthConfiguration(_Model):
 
 
 def _unknown(what: str, name: str, known: list[str]) -> str:
-    import difflib
-
     msg = f"unknown {what} '{name}'"
     close = difflib.get_close_matches(name, known, n=1)
     if close:

@@ -1,38 +1,30 @@
 """Data-quality check library: specs from config -> SQL in the warehouse -> :class:`CheckResult`.
 
 No Dagster import: the Dagster checks (``defs/checks.py``), the CLI and the API use it directly.
+
+- :mod:`.evaluation`: :func:`evaluate` (the fused query) and :func:`evaluate_last_load`.
+- :mod:`.context`: the asset's table, its latest batch, the modes.
+- :mod:`.plan`: the planner registry; :mod:`.kinds`: one planner module per family of kinds.
+- :mod:`.grading`: thresholds and verdicts; :mod:`.result`: :class:`CheckResult`.
+- :mod:`.record`: results in the health store.
 """
 
-from healthmon_dagster.quality.engine import (
+from healthmon_dagster.quality.context import (
     FULL,
     INCREMENTAL,
-    LAST_LOAD_IS_FRESH,
     Batch,
     CheckError,
-    evaluate,
-    evaluate_last_load,
     resolve_batch,
     resolve_table,
 )
+from healthmon_dagster.quality.evaluation import LAST_LOAD_IS_FRESH, evaluate, evaluate_last_load
 from healthmon_dagster.quality.record import record_results
-from healthmon_dagster.quality.results import (
-    ERROR,
-    FAILED,
-    INSUFFICIENT_HISTORY,
-    PASSED,
-    WARN,
-    CheckResult,
-)
+from healthmon_dagster.quality.result import CheckResult
 
 __all__ = [
-    "ERROR",
-    "FAILED",
     "FULL",
     "INCREMENTAL",
-    "INSUFFICIENT_HISTORY",
     "LAST_LOAD_IS_FRESH",
-    "PASSED",
-    "WARN",
     "Batch",
     "CheckError",
     "CheckResult",

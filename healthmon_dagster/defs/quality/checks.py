@@ -1,7 +1,7 @@
 """Asset checks generated from ``quality.assets`` and ``freshness`` in healthmon.yaml.
 
 One ``@multi_asset_check`` per configured asset, so the checks of one table share their aggregate
-queries (see ``healthmon_dagster.quality.engine``). Each spec becomes one check: WARN or ERROR from
+queries (see ``healthmon_dagster.quality.evaluation``). Each spec becomes one check: WARN or ERROR from
 its thresholds, ``blocking: true`` stops downstream assets on an ERROR. An asset with a
 ``freshness:`` entry also gets ``last_load_is_fresh`` (from the load audit, so data loaded outside
 Dagster counts). Every evaluation is recorded in ``etl.check_results`` and ``etl.metrics``.
@@ -21,8 +21,8 @@ from healthmon_dagster.config import HealthConfiguration
 from healthmon_dagster.config.models import FreshnessConfig
 from healthmon_dagster.defs.quality.assets import asset_key_of
 from healthmon_dagster.defs.resources import WarehouseResource
+from healthmon_dagster.enums import QualityStatus
 from healthmon_dagster.quality import (
-    ERROR,
     FULL,
     INCREMENTAL,
     LAST_LOAD_IS_FRESH,
@@ -34,25 +34,6 @@ from healthmon_dagster.quality import (
 
 QUALITY_MODE_TAG = "healthmon/quality_mode"
 
-# What each kind means to the business, shown in the UI when a spec has no description.
-KIND_DESCRIPTIONS: dict[str, str] = {
-    "not_null": "Every row has a value in the key column(s): a missing id cannot be joined.",
-    "unique": "No two rows share the key: duplicates double-count patients downstream.",
-    "accepted_values": "The column holds only the agreed codes, so reports group correctly.",
-    "range": "Values lie within their physical range (e.g. a latitude within +-90).",
-    "regex": "Values have the agreed format.",
-    "row_count": "The load holds a plausible number of rows (an empty export is an incident).",
-    "row_count_change": "The table did not shrink or grow more than allowed since the last check.",
-    "schema": "The columns the pipeline relies on are there, with the agreed types.",
-    "freshness": "The newest timestamp is recent enough for the data to be trusted.",
-    "reconciliation": "Rows are neither lost nor invented between two layers.",
-    "rejection_rate": "Few enough source rows are rejected by staging (default warn 1%, fail 5%).",
-    "scd2_integrity": "Patient history is consistent: exactly one current version per patient, "
-    "no overlapping validity windows, valid_from before valid_to.",
-    "custom_sql": "The custom query returns no (or few enough) failing rows.",
-    "volume_anomaly": "The load's volume is normal for this asset (robust score against its own "
-    "history); too little history is reported as a warning, never as a silent pass.",
-}
 LAST_LOAD_DESCRIPTION = (
     "The asset was loaded recently enough (from the load audit or the table's load timestamp, so "
     "loads outside Dagster count too)."
@@ -61,7 +42,8 @@ LAST_LOAD_DESCRIPTION = (
 
 def _metadata(result: CheckResult) -> dict[str, float | int | str]:
     """Numbers Dagster can plot, plus the status word; never a data value."""
-    meta: dict[str, float | int | str] = {"status": result.status}
+    # The plain value: Dagster serializes no enum of ours.
+    meta: dict[str, float | int | str] = {"status": str(result.status)}
     for name in ("observed_value", "threshold", "failing_rows", "total_rows", "failing_fraction"):
         value = getattr(result, name)
         if value is not None:
@@ -100,7 +82,7 @@ def _checks_for_asset(path: str, config: HealthConfiguration) -> dg.AssetChecksD
             s.check_name,
             asset=key,
             blocking=s.blocking,
-            description=s.description or KIND_DESCRIPTIONS[s.kind],
+            description=s.description or s.kind_description,
         )
         for s in specs
     ]
@@ -138,9 +120,9 @@ def _checks_for_asset(path: str, config: HealthConfiguration) -> dg.AssetChecksD
                 )
             )
         record_results(warehouse.health_engine(), results, context.run.run_id)
-        errored = [r for r in results if r.status == ERROR]
+        errored = [r for r in results if r.status == QualityStatus.ERROR]
         for r in results:
-            if r.status != ERROR:
+            if r.status != QualityStatus.ERROR:
                 yield to_dagster(r, key)
         if errored:
             raise dg.Failure(

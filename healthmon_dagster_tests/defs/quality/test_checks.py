@@ -22,7 +22,7 @@ from healthmon_dagster_tests.defs.fixtures import (
     patient_values,
     ran_steps,
 )
-from healthmon_dagster_tests.quality.test_engine import (
+from healthmon_dagster_tests.quality.fixtures import (
     PROJECT_CONFIG,
     REJECTION,
     SCHEMA,

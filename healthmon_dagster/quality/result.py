@@ -3,23 +3,15 @@
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-PASSED = "passed"
-WARN = "warn"
-FAILED = "failed"
-ERROR = "error"  # the check could not be evaluated (missing table/column, SQL error): never a pass
-INSUFFICIENT_HISTORY = "insufficient_history"  # not enough history for a verdict: reported as WARN
-STATUSES = (PASSED, WARN, FAILED, ERROR, INSUFFICIENT_HISTORY)
-
-SEVERITY_WARN = "WARN"
-SEVERITY_ERROR = "ERROR"
+from healthmon_dagster.enums import CheckSeverity, QualityStatus
 
 
-def severity_of(status: str) -> str | None:
+def severity_of(status: QualityStatus) -> CheckSeverity | None:
     """WARN for warn and insufficient history, ERROR for failed and error, None for a pass."""
-    if status in (FAILED, ERROR):
-        return SEVERITY_ERROR
-    if status in (WARN, INSUFFICIENT_HISTORY):
-        return SEVERITY_WARN
+    if status in (QualityStatus.FAILED, QualityStatus.ERROR):
+        return CheckSeverity.ERROR
+    if status in (QualityStatus.WARN, QualityStatus.INSUFFICIENT_HISTORY):
+        return CheckSeverity.WARN
     return None
 
 
@@ -27,6 +19,7 @@ def severity_of(status: str) -> str | None:
 class CheckResult:
     """One evaluation of one check on one asset.
 
+    ``status`` is a :class:`QualityStatus`; its plain value (``"passed"``) is accepted and converted.
     ``message`` carries counts, rates and column names; ``details`` numbers only. Neither ever holds
     a field value of the checked data.
     """
@@ -34,7 +27,7 @@ class CheckResult:
     check_name: str
     asset: str  # asset key path, "stg/patients"
     kind: str
-    status: str
+    status: QualityStatus
     observed_value: float | None = None
     threshold: float | None = None
     failing_rows: int | None = None
@@ -45,19 +38,23 @@ class CheckResult:
     duration_ms: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.status not in STATUSES:
-            raise ValueError(f"status {self.status!r} is not one of {', '.join(STATUSES)}")
+        try:
+            # A frozen dataclass: the conversion writes through object.__setattr__.
+            object.__setattr__(self, "status", QualityStatus(self.status))
+        except ValueError:
+            known = ", ".join(QualityStatus)
+            raise ValueError(f"status {self.status!r} is not one of {known}") from None
         for key, value in self.details.items():
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise TypeError(f"details[{key!r}] must be a number, got {type(value).__name__}")
 
     @property
-    def severity(self) -> str | None:
+    def severity(self) -> CheckSeverity | None:
         return severity_of(self.status)
 
     @property
     def passed(self) -> bool:
-        return self.status == PASSED
+        return self.status == QualityStatus.PASSED
 
     @property
     def failing_fraction(self) -> float | None:

@@ -1,0 +1,128 @@
+"""Helpers shared by the quality tests (and the Dagster check tests): load generated files through
+the pipeline, seed volume history, evaluate the project's checks."""
+
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from healthmon_dagster.config import load_config
+from healthmon_dagster.config.models import HealthConfiguration
+from healthmon_dagster.enums import QualityStatus
+from healthmon_dagster.etl import core, raw, staging
+from healthmon_dagster.etl.catalog import RAW_PATIENTS
+from healthmon_dagster.etl.landing import LocalLandingSource
+from healthmon_dagster.etl.sample import generate_sample, write_to
+from healthmon_dagster.quality import INCREMENTAL, CheckResult, evaluate
+from healthmon_dagster.store.metrics import MetricPoint, write_metrics
+
+PROJECT_CONFIG = Path(__file__).resolve().parents[2] / "healthmon.yaml"
+ROWS = 200
+TODAY = date(2025, 1, 2)
+
+# Check names of healthmon.yaml.
+SCHEMA = "patients_file_has_synthea_columns"
+ROW_COUNT = "row_count_is_in_range"
+WELL_FORMED = "raw_records_are_well_formed"
+VOLUME = "row_count_volume_is_normal"
+REJECTION = "rejection_rate_below_threshold"
+SCD2 = "scd2_integrity_holds"
+# Defects the raw loader rejects whole (the run fails before any check); checks see the file before.
+LOADER_REJECTS = {"missing_column", "semicolon_delimiter", "non_utf8"}
+# Which check each defect fails, and how; every other check passes.
+EXPECTED: dict[str, dict[str, QualityStatus]] = {
+    "null_ids": {REJECTION: QualityStatus.WARN},  # 3% rejected: above warn (1%), below fail (5%)
+    "duplicate_ids": {REJECTION: QualityStatus.FAILED},  # both rows of each pair are rejected: 6%
+    "unknown_gender": {REJECTION: QualityStatus.WARN},
+    "future_birthdate": {REJECTION: QualityStatus.WARN},
+    "death_before_birth": {REJECTION: QualityStatus.WARN},
+    "out_of_range_coordinates": {REJECTION: QualityStatus.WARN},
+    "missing_column": {},
+    "extra_column": {},  # allow_unexpected: true
+    "semicolon_delimiter": {},
+    "empty_file": {ROW_COUNT: QualityStatus.FAILED, VOLUME: QualityStatus.WARN},
+    # 1 of 200 rejected (0.5%) is within 1%
+    "truncated_last_line": {WELL_FORMED: QualityStatus.WARN},
+    "volume_drop": {VOLUME: QualityStatus.WARN},
+    "bom_crlf": {},
+    "non_utf8": {},
+    "zip_leading_zeros_stripped": {REJECTION: QualityStatus.FAILED},
+    "locale_numbers": {REJECTION: QualityStatus.FAILED},
+}
+
+
+def project_config() -> HealthConfiguration:
+    return load_config(PROJECT_CONFIG)
+
+
+def load(
+    engine: Engine,
+    tmp_path: Path,
+    rows: int = ROWS,
+    files: int = 2,
+    defect: str | None = None,
+    **kw: object,
+) -> None:
+    """Land, load, stage and merge a generated batch, as the pipeline does."""
+    landing = LocalLandingSource(tmp_path / "landing")
+    # kw passes generate_sample's other keyword arguments through as ``object``: hence the ignore.
+    samples = generate_sample(rows, files=files, defect=defect, **kw)  # type: ignore[arg-type]
+    write_to(landing, samples)
+    for sample in samples:
+        raw.load_file(engine, landing, sample.key)
+    staging.stage_pending(engine, today=TODAY)
+    core.merge_pending(engine)
+
+
+def seed_volume_history(engine: Engine, days: int = 10, rows: float = ROWS) -> None:
+    """Per-load row counts of raw/patients as the raw asset records them, one a day."""
+    start = datetime.now(UTC) - timedelta(days=days + 1)
+    write_metrics(
+        engine,
+        [
+            MetricPoint(
+                RAW_PATIENTS.component,
+                RAW_PATIENTS.volume_metric,
+                rows + (i % 3) * 2,
+                "rows",
+                {"asset": RAW_PATIENTS.key},
+                start + timedelta(days=i),
+            )
+            for i in range(days)
+        ],
+    )
+
+
+def record_current_load(engine: Engine) -> None:
+    """The latest file's row count, as raw_patients records it after a load."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT rows_raw FROM etl.files WHERE status IN ('loaded', 'empty') "
+                "ORDER BY file_id DESC LIMIT 1"
+            )
+        ).scalar_one()
+    point = MetricPoint(
+        RAW_PATIENTS.component,
+        RAW_PATIENTS.volume_metric,
+        rows,
+        "rows",
+        {"asset": RAW_PATIENTS.key},
+    )
+    write_metrics(engine, [point])
+
+
+def evaluate_all(
+    engine: Engine, config: HealthConfiguration, mode: str = INCREMENTAL
+) -> dict[str, CheckResult]:
+    rejection = (config.quality.rejection_rate.warn, config.quality.rejection_rate.fail)
+    out: dict[str, CheckResult] = {}
+    for asset, qc in config.quality.assets.items():
+        for result in evaluate(engine, asset, qc.checks, mode=mode, rejection_rate=rejection):
+            out[result.check_name] = result
+    return out
+
+
+def statuses(results: dict[str, CheckResult]) -> dict[str, str]:
+    return {name: r.status for name, r in results.items() if r.status != QualityStatus.PASSED}

@@ -1,0 +1,192 @@
+"""evaluate() and evaluate_last_load() on SQLite and Postgres: each sample defect fails the right
+check and only it, clean data passes, the full sweep reads whole tables, a check that cannot be
+evaluated is an error and never a pass."""
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from healthmon_dagster.config.models import AssetQualityConfig
+from healthmon_dagster.enums import QualityStatus
+from healthmon_dagster.etl.sample import DEFECTS
+from healthmon_dagster.quality import (
+    FULL,
+    INCREMENTAL,
+    evaluate,
+    evaluate_last_load,
+)
+from healthmon_dagster.store.tables import dim_patient
+from healthmon_dagster_tests.quality.fixtures import (
+    EXPECTED,
+    LOADER_REJECTS,
+    REJECTION,
+    ROWS,
+    SCD2,
+    SCHEMA,
+    evaluate_all,
+    load,
+    project_config,
+    record_current_load,
+    seed_volume_history,
+    statuses,
+)
+
+
+@pytest.mark.parametrize("defect", [None, *DEFECTS])
+def test_each_defect_fails_the_right_check_and_only_it(
+    engine: Engine, tmp_path: Path, defect: str | None
+) -> None:
+    seed_volume_history(engine)
+    load(engine, tmp_path, defect=defect)
+    record_current_load(engine)
+
+    results = evaluate_all(engine, project_config())
+
+    assert statuses(results) == (EXPECTED[defect] if defect else {}), {
+        n: r.message for n, r in results.items() if r.status != QualityStatus.PASSED
+    }
+    for result in results.values():
+        assert (
+            result.severity
+            == {
+                QualityStatus.PASSED: None,
+                QualityStatus.WARN: "WARN",
+                QualityStatus.FAILED: "ERROR",
+            }[result.status]
+        )
+    if defect == "extra_column":
+        assert results[SCHEMA].details["unexpected_columns"] == 1
+        assert "LOYALTY_TIER" in results[SCHEMA].message
+    if defect in LOADER_REJECTS:
+        with engine.connect() as conn:
+            last = sa.text("SELECT status FROM etl.files ORDER BY file_id DESC LIMIT 1")
+            assert conn.execute(last).scalar() == "rejected"
+
+
+def test_full_sweep_evaluates_whole_tables(engine: Engine, tmp_path: Path) -> None:
+    load(engine, tmp_path, files=3, defect="unknown_gender")
+
+    incremental = evaluate_all(engine, project_config(), INCREMENTAL)
+    full = evaluate_all(engine, project_config(), FULL)
+
+    assert incremental[REJECTION].total_rows == ROWS
+    assert incremental[REJECTION].status == QualityStatus.WARN  # 6 of 200
+    assert full[REJECTION].total_rows == 3 * ROWS
+    assert full[REJECTION].status == QualityStatus.PASSED  # 6 of 600 = 1.0%, not above 1%
+    assert full["patient_id_is_not_null"].total_rows == 3 * ROWS - 6
+    assert full[SCD2].status == QualityStatus.PASSED
+    with engine.connect() as conn:
+        versions = conn.execute(sa.select(sa.func.count()).select_from(dim_patient)).scalar_one()
+    # SCD2 integrity is judged on the whole table in either mode, and says so in its total.
+    assert full[SCD2].total_rows == incremental[SCD2].total_rows == versions
+
+
+def test_missing_column_and_missing_table_are_errors_never_passes(
+    engine: Engine, tmp_path: Path
+) -> None:
+    load(engine, tmp_path, files=1)
+    qc = AssetQualityConfig.model_validate(
+        {
+            "checks": [
+                {"kind": "not_null", "columns": ["id"]},
+                {"kind": "not_null", "name": "ghost_is_not_null", "columns": ["ghost"]},
+                {"kind": "range", "column": "lat", "min": -90, "max": 90},
+            ]
+        }
+    )
+
+    ok, ghost, lat = evaluate(engine, "stg/patients", qc.checks)
+    (missing,) = evaluate(engine, "stg/not_there", qc.checks[:1])
+
+    assert (ok.status, lat.status) == (QualityStatus.PASSED, QualityStatus.PASSED)
+    assert ghost.status == QualityStatus.ERROR and ghost.severity == "ERROR"
+    assert "column ghost does not exist in stg.patients" in ghost.message
+    assert missing.status == QualityStatus.ERROR
+    assert "stg.not_there" in missing.message and "does not exist" in missing.message
+
+
+def test_checks_on_a_users_own_table(engine: Engine) -> None:
+    """Any warehouse table named as schema/table works with the same YAML."""
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "CREATE TABLE core.visits (visit_id INTEGER, code TEXT, amount REAL, "
+                "batch INTEGER, _loaded_at TIMESTAMP)"
+            )
+        )
+        now = datetime.now(UTC).replace(tzinfo=None)
+        rows: list[dict[str, object]] = [
+            {
+                "v": i,
+                "c": "A" if i % 10 else "Z",
+                "a": float(i),
+                "b": 1 + i // 50,
+                "t": now - timedelta(minutes=5),
+            }
+            for i in range(100)
+        ]
+        rows.append({"v": 99, "c": None, "a": -5.0, "b": 3, "t": now})  # a duplicate, in batch 3
+        conn.execute(sa.text("INSERT INTO core.visits VALUES (:v, :c, :a, :b, :t)"), rows)
+    qc = AssetQualityConfig.model_validate(
+        {
+            "batch_column": "batch",
+            "checks": [
+                {"kind": "not_null", "columns": ["code"], "mostly": 0.95},
+                {"kind": "unique", "columns": ["visit_id"]},
+                {"kind": "accepted_values", "column": "code", "values": ["A", "B"], "warn": 0},
+                {"kind": "range", "column": "amount", "min": 0},
+                {"kind": "regex", "column": "code", "pattern": "^[A-Z]$"},
+                {"kind": "row_count", "min": 10, "max": 1000},
+                {"kind": "freshness", "column": "_loaded_at", "fail_after_minutes": 60},
+                {
+                    "kind": "schema",
+                    "required_columns": ["visit_id", "code"],
+                    "allow_unexpected": False,
+                    "types": {"visit_id": "integer", "amount": "float"},
+                },
+                {"kind": "custom_sql", "sql": "SELECT * FROM core.visits WHERE amount > 1000"},
+                {"kind": "volume_anomaly", "min_history": 3},
+            ],
+        }
+    )
+
+    full = {r.check_name: r for r in evaluate(engine, "core/visits", qc.checks, mode=FULL)}
+    batch = {
+        r.check_name: r
+        for r in evaluate(engine, "core/visits", qc.checks, batch_column=qc.batch_column)
+    }
+
+    assert {n: r.status for n, r in full.items() if r.status != QualityStatus.PASSED} == {
+        "visit_id_is_unique": QualityStatus.FAILED,
+        "code_has_accepted_values": QualityStatus.WARN,
+        "amount_is_in_range": QualityStatus.FAILED,
+        "schema_matches": QualityStatus.FAILED,  # batch is not declared
+        "row_count_volume_is_normal": QualityStatus.INSUFFICIENT_HISTORY,
+    }, {n: r.message for n, r in full.items()}
+    assert full["visit_id_is_unique"].failing_rows == 1
+    assert full["code_has_accepted_values"].failing_rows == 10
+    assert "batch" in full["schema_matches"].message
+    # Batch 3 (the latest) holds the second row with visit_id 99: found against the table.
+    assert batch["visit_id_is_unique"].total_rows == 1
+    assert batch["visit_id_is_unique"].failing_rows == 1
+    assert batch["row_count_is_in_range"].status == QualityStatus.FAILED  # 1 row in the batch
+
+
+def test_last_load_freshness_reads_the_load_audit(engine: Engine, tmp_path: Path) -> None:
+    never = evaluate_last_load(engine, "stg/patients", 60, 120)
+    load(engine, tmp_path, files=1)
+    fresh = evaluate_last_load(engine, "stg/patients", 60, 120)
+    stale = evaluate_last_load(
+        engine, "stg/patients", 60, 120, now=datetime.now(UTC) + timedelta(minutes=90)
+    )
+
+    assert never.status == QualityStatus.FAILED
+    assert fresh.status == QualityStatus.PASSED
+    assert (
+        stale.status == QualityStatus.WARN
+        and stale.observed_value is not None
+        and stale.observed_value > 60
+    )
