@@ -135,7 +135,9 @@ check_results = sa.Table(
     sa.Column("check_name", sa.String(200), nullable=False),
     sa.Column("target", sa.String(300), nullable=False),  # asset key ("stg/patients") or component
     sa.Column("status", sa.String(30), nullable=False),
+    # CheckSeverity (WARN/ERROR) of a result that did not pass, NULL otherwise
     sa.Column("severity", sa.String(20)),
+    sa.Column("critical", sa.Boolean),  # health checks: counts fully in its component's status
     sa.Column("observed_value", sa.Float),
     sa.Column("threshold", sa.Float),
     sa.Column("failing_rows", sa.BigInteger),

@@ -5,11 +5,8 @@ from datetime import datetime, timedelta
 import dagster as dg
 import pytest
 
-from healthmon_dagster.health.asset_health import (
-    AssetHealthStatus,
-    CheckState,
-    get_asset_health,
-)
+from healthmon_dagster.defs.instance_facts import get_asset_health
+from healthmon_dagster.health.asset_health import AssetHealthStatus, CheckState
 
 
 class FlakyConfig(dg.Config):

@@ -4,14 +4,14 @@ import time
 
 import pytest
 
+from healthmon_dagster.config import ConfigError, load_config_text
+from healthmon_dagster.config.models import ThresholdConfiguration
 from healthmon_dagster.enums import HealthComponent, HealthStatus
-from healthmon_dagster.health.framework import (
-    CheckContext,
-    HealthCheck,
-    HealthCheckRunner,
-    Observation,
-    register,
-)
+from healthmon_dagster.health.context import CheckContext
+from healthmon_dagster.health.registry import checks_from_config, register
+from healthmon_dagster.health.result import HealthCheck, HealthCheckResult, Observation
+from healthmon_dagster.health.runner import HealthCheckRunner
+from healthmon_dagster.health.thresholds import apply_thresholds
 
 CALLS: dict[str, int] = {}
 
@@ -139,9 +139,6 @@ def test_disabled_checks_do_not_run_and_duplicate_ids_are_refused() -> None:
 def test_configured_thresholds_raise_the_status_and_name_the_threshold() -> None:
     from datetime import UTC, datetime
 
-    from healthmon_dagster.config.models import ThresholdConfiguration
-    from healthmon_dagster.health.framework import HealthCheckResult, apply_thresholds
-
     def result() -> HealthCheckResult:
         return HealthCheckResult(
             "db", datetime.now(UTC), HealthStatus.HEALTHY, 3.0, metrics={"query_time_ms": 700.0}
@@ -179,7 +176,6 @@ def latency_check(check: HealthCheck, ctx: CheckContext) -> Observation:
 
 
 def test_a_threshold_breach_is_retried_and_makes_dependents_unknown() -> None:
-    from healthmon_dagster.config.models import ThresholdConfiguration
 
     slow_db = mk("slow_db", "test_latency", custom_parameters={"ms": 900}, retry_attempts=1)
     child = mk("child", "test_sleep", dependencies=("slow_db",))
@@ -202,8 +198,6 @@ def test_a_threshold_breach_is_retried_and_makes_dependents_unknown() -> None:
 
 
 def test_an_unknown_custom_parameter_is_a_config_error_with_a_suggestion() -> None:
-    from healthmon_dagster.config import ConfigError, load_config_text
-    from healthmon_dagster.health.framework import checks_from_config
 
     config = load_config_text(
         "health_checks:\n"

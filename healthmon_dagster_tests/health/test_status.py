@@ -6,16 +6,10 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from healthmon_dagster.enums import HealthStatus
-from healthmon_dagster.health.status import (
-    InvalidWindow,
-    get_component_status,
-    get_health_history,
-    get_system_status,
-    get_uptime,
-    get_uptime_by_component,
-    overall_status,
-    parse_duration,
-)
+from healthmon_dagster.formatting import InvalidWindow, parse_duration
+from healthmon_dagster.health.history import get_health_history
+from healthmon_dagster.health.status import get_component_status, get_system_status, overall_status
+from healthmon_dagster.health.uptime import get_uptime, get_uptime_by_component
 from healthmon_dagster_tests.health.rows import T0, insert_load_run, insert_results, result, series
 
 H = timedelta(hours=1)

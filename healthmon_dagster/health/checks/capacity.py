@@ -16,13 +16,9 @@ from datetime import timedelta
 
 from healthmon_dagster.enums import HealthStatus
 from healthmon_dagster.health.capacity import CapacityForecast, metric_forecast
-from healthmon_dagster.health.framework import (
-    CheckContext,
-    CheckFailed,
-    HealthCheck,
-    Observation,
-    register,
-)
+from healthmon_dagster.health.context import CheckContext
+from healthmon_dagster.health.kind import builtin
+from healthmon_dagster.health.result import CheckFailed, HealthCheck, Observation
 from healthmon_dagster.store.db import get_engine
 
 DEFAULT_TABLES = [
@@ -58,7 +54,7 @@ def _record(obs: Observation, name: str, forecast: CapacityForecast) -> None:
         obs.details[name]["message"] = forecast.message
 
 
-@register(
+@builtin(
     "capacity",
     params=(
         "database_max_gb",

@@ -15,13 +15,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
-from healthmon_dagster.health.framework import (
-    CheckContext,
+from healthmon_dagster.health.context import CheckContext
+from healthmon_dagster.health.kind import builtin
+from healthmon_dagster.health.result import (
     CheckFailed,
     HealthCheck,
     Observation,
     describe_exception,
-    register,
 )
 from healthmon_dagster.settings import redact_url
 
@@ -139,7 +139,7 @@ def _check_one(
         engine.dispose()
 
 
-@register(
+@builtin(
     "database",
     params=(
         "connections_critical_percent",

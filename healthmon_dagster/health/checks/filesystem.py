@@ -13,13 +13,9 @@ import time
 import uuid
 from pathlib import Path
 
-from healthmon_dagster.health.framework import (
-    CheckContext,
-    HealthCheck,
-    Observation,
-    describe_exception,
-    register,
-)
+from healthmon_dagster.health.context import CheckContext
+from healthmon_dagster.health.kind import builtin
+from healthmon_dagster.health.result import HealthCheck, Observation, describe_exception
 
 MB = 1024 * 1024
 
@@ -77,7 +73,7 @@ def _pending(check: HealthCheck, ctx: CheckContext, obs: Observation) -> None:
     )
 
 
-@register(
+@builtin(
     "landing_folder",
     params=(
         "free_space_critical_mb",

@@ -8,14 +8,9 @@ import socket
 import time
 from typing import Any
 
-from healthmon_dagster.health.framework import (
-    CheckContext,
-    CheckFailed,
-    HealthCheck,
-    Observation,
-    metric_safe,
-    register,
-)
+from healthmon_dagster.health.context import CheckContext
+from healthmon_dagster.health.kind import builtin
+from healthmon_dagster.health.result import CheckFailed, HealthCheck, Observation, metric_safe
 
 
 def _endpoints(check: HealthCheck) -> list[tuple[str, str, int]]:
@@ -36,7 +31,7 @@ def _endpoints(check: HealthCheck) -> list[tuple[str, str, int]]:
     return out
 
 
-@register(
+@builtin(
     "network",
     params=(
         "dns_names",

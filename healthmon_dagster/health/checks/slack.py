@@ -7,18 +7,14 @@ point it at a local server), ``latency_warning_ms`` (2000). The token is never l
 import os
 import time
 
-from healthmon_dagster.health.framework import (
-    CheckContext,
-    CheckFailed,
-    HealthCheck,
-    Observation,
-    register,
-)
+from healthmon_dagster.health.context import CheckContext
+from healthmon_dagster.health.kind import builtin
+from healthmon_dagster.health.result import CheckFailed, HealthCheck, Observation
 
 DEFAULT_BASE_URL = "https://slack.com/api/"
 
 
-@register(
+@builtin(
     "slack",
     params=(
         "base_url",
