@@ -49,7 +49,7 @@ class CapacityError(ValueError):
 
 @dataclass(frozen=True)
 class TrendAnalysis:
-    """The seed plan's PerformanceTrend for one series."""
+    """The trend of one metric series."""
 
     metric_name: str
     trend_direction: TrendDirection
@@ -272,7 +272,7 @@ def _history(
 ) -> tuple[list[datetime], list[float], str]:
     points = metric_history(engine, component, metric_name, now - history, now, tags)
     unit = points[-1].unit if points else ""
-    return [p.ts for p in points if p.ts], [p.value for p in points], unit  # type: ignore[misc]
+    return [p.ts for p in points if p.ts], [p.value for p in points], unit
 
 
 def metric_forecast(

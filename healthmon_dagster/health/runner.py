@@ -140,7 +140,7 @@ class _Scheduler:
         runner: "HealthCheckRunner",
         checks: Sequence[HealthCheck],
         known_results: Mapping[str, HealthCheckResult] | None,
-        on_result: Callable[[HealthCheckResult], None] | None,
+        on_result: Callable[[HealthCheckResult], object] | None,
         respect_dependencies: bool,
     ) -> None:
         ids = [c.check_id for c in checks]
@@ -349,7 +349,7 @@ class HealthCheckRunner:
         checks: Sequence[HealthCheck],
         component: HealthComponent | None = None,
         known_results: Mapping[str, HealthCheckResult] | None = None,
-        on_result: Callable[[HealthCheckResult], None] | None = None,
+        on_result: Callable[[HealthCheckResult], object] | None = None,
     ) -> list[HealthCheckResult]:
         """Run the enabled checks (of ``component`` if given); results in the order of ``checks``."""
         selected = [c for c in checks if component is None or c.component == component]
@@ -361,7 +361,7 @@ class HealthCheckRunner:
         self,
         checks: Sequence[HealthCheck],
         known_results: Mapping[str, HealthCheckResult] | None = None,
-        on_result: Callable[[HealthCheckResult], None] | None = None,
+        on_result: Callable[[HealthCheckResult], object] | None = None,
         respect_dependencies: bool = True,
     ) -> RunReport:
         """Run ``checks`` (disabled ones are left out) and return every result.

@@ -18,7 +18,7 @@ AGGREGATIONS = ("avg", "min", "max", "sum", "count")
 
 @dataclass(frozen=True)
 class MetricPoint:
-    """One observation: the seed plan's HealthMetrics (metadata lives in tags; values are numbers)."""
+    """One observation of a metric (metadata lives in tags; values are numbers)."""
 
     component: str
     metric_name: str
@@ -161,13 +161,7 @@ def metric_aggregate(
     """
     if aggregation not in AGGREGATIONS:
         raise ValueError(f"aggregation {aggregation!r} is not one of {', '.join(AGGREGATIONS)}")
-    func = {
-        "avg": sa.func.avg,
-        "min": sa.func.min,
-        "max": sa.func.max,
-        "sum": sa.func.sum,
-        "count": sa.func.count,
-    }[aggregation]
+    func = getattr(sa.func, aggregation)  # avg, min, max, sum or count
     query = sa.select(func(metrics.c.value)).where(
         *_window(component, metric_name, start, end, tags)
     )

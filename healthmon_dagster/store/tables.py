@@ -4,6 +4,8 @@ The Alembic migrations in ``store/migrations`` create and evolve exactly these t
 the migrated database against this metadata so the two cannot drift.
 """
 
+from typing import Any
+
 import sqlalchemy as sa
 
 metadata = sa.MetaData()
@@ -185,7 +187,7 @@ raw_patients = sa.Table(
 # 1M random keys is several times cheaper than on 36-character text); SQLite keeps the text.
 PatientId = sa.Uuid(as_uuid=False).with_variant(sa.String(36), "sqlite")
 
-STG_TYPES: dict[str, sa.types.TypeEngine] = {
+STG_TYPES: dict[str, sa.types.TypeEngine[Any]] = {
     "id": PatientId,
     "birthdate": sa.Date(),
     "deathdate": sa.Date(),

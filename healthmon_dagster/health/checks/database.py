@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
@@ -129,7 +130,7 @@ def _check_one(
                 f"{prefix}database_size_gb", size / GB, warn_gb, crit_gb, f"{name} size", " GB"
             )
         obs.details[name] = {"url": shown, "backend": backend}
-    except sa.exc.DBAPIError as exc:
+    except sa_exc.DBAPIError as exc:
         obs.details[name] = {"url": shown, "backend": backend}
         obs.error(
             f"{name} database {shown} is unavailable: {describe_exception(exc)}. Check that the "

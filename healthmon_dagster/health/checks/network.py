@@ -21,8 +21,8 @@ def _endpoints(check: HealthCheck) -> list[tuple[str, str, int]]:
                 host, _, port = item.rpartition(":")
                 out.append((item, host, int(port)))
             else:
-                host, port = str(item["host"]), int(item["port"])
-                out.append((str(item.get("name") or f"{host}:{port}"), host, port))
+                name, number = str(item["host"]), int(item["port"])
+                out.append((str(item.get("name") or f"{name}:{number}"), name, number))
         except (KeyError, ValueError, TypeError):
             raise CheckFailed(
                 f"custom_parameters.endpoints[{i}] of '{check.check_id}' is {item!r}; "
