@@ -12,6 +12,7 @@ import argparse
 import statistics
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -62,7 +63,7 @@ def seed(engine: sa.Engine, now: datetime) -> None:
     analyze(engine, check_results)
 
 
-def timed(label: str, fn) -> None:  # type: ignore[no-untyped-def]
+def timed(label: str, fn: Callable[[], object]) -> None:
     times = []
     for _ in range(5):
         t = time.perf_counter()

@@ -52,6 +52,7 @@ def _copy_rows(conn: Connection, points: Sequence[MetricPoint], now: datetime) -
             ]
         )
     buf.seek(0)
+    # A pooled connection always has its DBAPI connection; the stubs allow None.
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
         cursor.copy_expert(

@@ -19,8 +19,24 @@ CHECKS = {
 }
 
 
-def _result(check_id: str, status: HealthStatus, **kw: object) -> HealthCheckResult:
-    return HealthCheckResult(check_id, TS, status, 12.5, **kw)  # type: ignore[arg-type]
+def _result(
+    check_id: str,
+    status: HealthStatus,
+    errors: list[str] | None = None,
+    warnings: list[str] | None = None,
+    metrics: dict[str, float] | None = None,
+    attempts: int = 1,
+) -> HealthCheckResult:
+    return HealthCheckResult(
+        check_id,
+        TS,
+        status,
+        12.5,
+        errors=errors or [],
+        warnings=warnings or [],
+        metrics=metrics or {},
+        attempts=attempts,
+    )
 
 
 def test_rows_carry_critical_and_the_severity_of_their_status(engine: Engine) -> None:

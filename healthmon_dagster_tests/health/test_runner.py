@@ -40,6 +40,7 @@ def boom(check: HealthCheck, ctx: CheckContext) -> Observation:
 
 
 def mk(check_id: str, kind: str, **kw: object) -> HealthCheck:
+    # kw holds HealthCheck fields of several types; a wrong one fails the test at once
     return HealthCheck(check_id, HealthComponent.NETWORK, kind, **kw)  # type: ignore[arg-type]
 
 
