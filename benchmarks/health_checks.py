@@ -14,13 +14,10 @@ import statistics
 import time
 
 from healthmon_dagster.enums import HealthComponent, HealthStatus
-from healthmon_dagster.health.framework import (
-    CheckContext,
-    HealthCheck,
-    HealthCheckRunner,
-    Observation,
-    register,
-)
+from healthmon_dagster.health.context import CheckContext
+from healthmon_dagster.health.registry import register
+from healthmon_dagster.health.result import HealthCheck, Observation
+from healthmon_dagster.health.runner import HealthCheckRunner
 
 
 @register("bench_sleep")

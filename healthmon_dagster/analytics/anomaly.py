@@ -59,6 +59,8 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
+from healthmon_dagster.analytics.trend import robust_slope
+
 STATUS_OK = "ok"
 STATUS_ANOMALY = "anomaly"
 STATUS_INSUFFICIENT_HISTORY = "insufficient_history"
@@ -309,7 +311,9 @@ def _fit(training: list[tuple[datetime, float]], current_ts: datetime, *, season
     deseasonalized = y.copy()
     for g in groups:
         deseasonalized[g] -= np.median(y[g])
-    slope = _theil_sen_slope(days, deseasonalized)
+    slope = robust_slope(
+        days, deseasonalized, TREND_MIN_POINTS, TREND_MIN_SPAN_DAYS, TREND_MAX_POINTS
+    )
     z = y - slope * days
 
     residuals = []
@@ -336,21 +340,6 @@ def _fit(training: list[tuple[datetime, float]], current_ts: datetime, *, season
     if seasonal:
         basis += f"; {_WEEKDAYS[target]} baseline from {n_target} observations"
     return _Fit(expected, scale, len(raw), basis)
-
-
-def _theil_sen_slope(t: np.ndarray, y: np.ndarray) -> float:
-    """Median of pairwise slopes; 0 when the history spans too few days to tell a trend."""
-    if len(t) < TREND_MIN_POINTS or float(t.max() - t.min()) < TREND_MIN_SPAN_DAYS:
-        return 0.0
-    if len(t) > TREND_MAX_POINTS:  # pairwise slopes are O(n^2): thin a dense (e.g. hourly) history
-        idx = np.linspace(0, len(t) - 1, TREND_MAX_POINTS).round().astype(int)
-        t, y = t[idx], y[idx]
-    i, j = np.triu_indices(len(t), k=1)
-    dt = t[j] - t[i]
-    ok = dt > 0
-    if not ok.any():
-        return 0.0
-    return float(np.median((y[j][ok] - y[i][ok]) / dt[ok]))
 
 
 def _fmt(x: float) -> str:

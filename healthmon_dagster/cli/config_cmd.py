@@ -51,7 +51,7 @@ def config() -> None:
 @click.argument("path", required=False, type=_PATH)
 def validate(path: Path | None) -> None:
     """Validate PATH (default: $HEALTHMON_CONFIG or healthmon.yaml); exit 1 listing every error."""
-    from healthmon_dagster.health.framework import parameter_problems
+    from healthmon_dagster.health.registry import parameter_problems
 
     path = _resolve(path)
     cfg = _load_or_exit(path)

@@ -11,11 +11,10 @@ from datetime import date
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
-from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.elements import ColumnElement
-from sqlalchemy.sql.functions import FunctionElement
 
 from healthmon_dagster.store.db import analyze, is_sqlite, write_transaction
+from healthmon_dagster.store.dialect import as_date, is_iso_date, is_uuid
 from healthmon_dagster.store.metrics import utcnow
 from healthmon_dagster.store.tables import (
     STG_COLUMNS,
@@ -34,81 +33,6 @@ DECIMAL_RE = r"^-?[0-9]{1,15}(\.[0-9]{1,20})?$"
 ZIP_RE = r"^[0-9]{5}(-[0-9]{4})?$"
 SSN_RE = r"^[0-9]{3}-[0-9]{2}-[0-9]{4}$"
 REJECTED_TABLE = "healthmon_stg_rejected"
-
-
-class is_iso_date(FunctionElement[bool]):
-    """True when the text is a real calendar date in ``YYYY-MM-DD`` form."""
-
-    type = sa.Boolean()
-    inherit_cache = True
-
-
-@compiles(is_iso_date, "postgresql")
-def _is_iso_date_pg(
-    element: is_iso_date, compiler: sa.sql.compiler.SQLCompiler, **kw: object
-) -> str:
-    x = compiler.process(list(element.clauses)[0], **kw)
-    # The regex admits months 01-12 and days 01-31; the arithmetic rejects 02-30, 04-31, ...
-    return (
-        f"(CASE WHEN {x} ~ '^[12][0-9]{{3}}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$' "
-        f"THEN extract(month FROM make_date(substr({x},1,4)::int, substr({x},6,2)::int, 1) "
-        f"+ (substr({x},9,2)::int - 1)) = substr({x},6,2)::int ELSE false END)"
-    )
-
-
-@compiles(is_iso_date, "sqlite")
-def _is_iso_date_sqlite(
-    element: is_iso_date, compiler: sa.sql.compiler.SQLCompiler, **kw: object
-) -> str:
-    x = compiler.process(list(element.clauses)[0], **kw)
-    # date(x, '+0 days') normalises impossible days (2021-02-30 -> 2021-03-02), so it must round-trip.
-    return (
-        f"coalesce({x} GLOB '[12][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]' "
-        f"AND date({x}, '+0 days') = {x}, 0)"
-    )
-
-
-class is_uuid(FunctionElement[bool]):
-    """True when the text is a UUID in its 8-4-4-4-12 hex form (either case)."""
-
-    type = sa.Boolean()
-    inherit_cache = True
-
-
-@compiles(is_uuid, "postgresql")
-def _is_uuid_pg(element: is_uuid, compiler: sa.sql.compiler.SQLCompiler, **kw: object) -> str:
-    x = compiler.process(list(element.clauses)[0], **kw)
-    # LIKE fixes the shape and ltrim the alphabet: several times cheaper than a regex per row.
-    return (
-        f"({x} LIKE '________-____-____-____-____________' "
-        f"AND ltrim({x}, '0123456789abcdefABCDEF-') = '' "
-        f"AND substr({x}, 9, 1) || substr({x}, 14, 1) || substr({x}, 19, 1) "
-        f"|| substr({x}, 24, 1) = '----')"
-    )
-
-
-@compiles(is_uuid)
-def _is_uuid_default(element: is_uuid, compiler: sa.sql.compiler.SQLCompiler, **kw: object) -> str:
-    x = compiler.process(list(element.clauses)[0], **kw)
-    h = "[0-9a-fA-F]"
-    return f"coalesce({x} GLOB '{h * 8}-{h * 4}-{h * 4}-{h * 4}-{h * 12}', 0)"
-
-
-class as_date(FunctionElement[date]):
-    """Cast validated ISO text to a date (SQLite keeps dates as ISO text already)."""
-
-    type = sa.Date()
-    inherit_cache = True
-
-
-@compiles(as_date, "postgresql")
-def _as_date_pg(element: as_date, compiler: sa.sql.compiler.SQLCompiler, **kw: object) -> str:
-    return f"CAST({compiler.process(list(element.clauses)[0], **kw)} AS DATE)"
-
-
-@compiles(as_date, "sqlite")
-def _as_date_sqlite(element: as_date, compiler: sa.sql.compiler.SQLCompiler, **kw: object) -> str:
-    return compiler.process(list(element.clauses)[0], **kw)
 
 
 def _blank(col: ColumnElement[str]) -> ColumnElement[bool]:

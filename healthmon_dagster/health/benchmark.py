@@ -1,4 +1,4 @@
-"""Performance benchmarks per component (the seed's PerformanceBenchmark), from stored history.
+"""Performance benchmarks per component, from stored history.
 
 Current window: the last ``current`` period (default 1 hour); baseline: the ``baseline`` period
 (default 7 days) before it. Sources:
@@ -25,7 +25,6 @@ Recommendations are rules on the same figures; each says which number crossed wh
 matters. Only counts, rates and durations: never a field value (PHI rule).
 """
 
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -54,7 +53,7 @@ class ResourceUtilization:
 
 @dataclass
 class PerformanceMetrics:
-    """Baseline or current figures of one component (the seed's Baseline/CurrentMetrics)."""
+    """Baseline or current figures of one component."""
 
     response_time_ms: float | None = None
     throughput_per_second: float | None = None
@@ -108,7 +107,9 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None or b <= 0 else a / b
 
 
-def _avg_metric(conn: Any, suffix: str, start: datetime, end: datetime, component: str | None):
+def _avg_metric(
+    conn: Any, suffix: str, start: datetime, end: datetime, component: str | None
+) -> tuple[float | None, int]:
     conds = [metrics.c.metric_name.like(f"%.{suffix}"), metrics.c.ts >= start, metrics.c.ts < end]
     if component is not None:
         conds.append(metrics.c.component == component)
@@ -116,7 +117,9 @@ def _avg_metric(conn: Any, suffix: str, start: datetime, end: datetime, componen
     return (None if row[0] is None else float(row[0])), int(row[1])
 
 
-def _window(conn: Any, component: HealthComponent, start: datetime, end: datetime):
+def _window(
+    conn: Any, component: HealthComponent, start: datetime, end: datetime
+) -> PerformanceMetrics:
     m = PerformanceMetrics()
     layer = LAYER_OF.get(component)
     if layer is not None:
@@ -166,7 +169,9 @@ def _window(conn: Any, component: HealthComponent, start: datetime, end: datetim
     return m
 
 
-def score(baseline: PerformanceMetrics, current: PerformanceMetrics) -> tuple[float | None, dict]:
+def score(
+    baseline: PerformanceMetrics, current: PerformanceMetrics
+) -> tuple[float | None, dict[str, float]]:
     """The performance score and its terms (formula in the module docstring)."""
     if current.samples == 0:
         return None, {}
@@ -284,10 +289,3 @@ def run_benchmark(
         recommendations=recommend(component, base_m, cur_m, label),
         last_run=now,
     )
-
-
-def run_benchmarks(
-    engine: Engine, components: Sequence[HealthComponent] = tuple(HealthComponent), **kw: Any
-) -> list[PerformanceBenchmark]:
-    """:func:`run_benchmark` for each component."""
-    return [run_benchmark(engine, c, **kw) for c in components]

@@ -3,8 +3,9 @@
 A forecast is only made from a trend that is statistically there: the Mann-Kendall test (Kendall's
 tau between time and value, ``scipy.stats.kendalltau``) must reject "no monotonic trend" at
 ``alpha``; the growth rate is the Theil-Sen slope (``scipy.stats.theilslopes``: the median of pairwise
-slopes, robust to outliers and to a noisy sample or two). Noise alone gives no days-until-full and
-the status says "no significant trend".
+slopes, robust to outliers and to a noisy sample or two; both from
+:mod:`healthmon_dagster.analytics.trend`). Noise alone gives no days-until-full and the status says
+"no significant trend".
 
 Definitions (all rates per day):
     trend_direction: UPWARD / DOWNWARD with a significant trend; otherwise VOLATILE when the spread of
@@ -28,41 +29,26 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
-from scipy import stats
 from sqlalchemy.engine import Engine
 
-from healthmon_dagster.enums import HealthStatus, TrendDirection
+from healthmon_dagster.analytics.trend import (
+    DEFAULT_ALPHA,
+    DEFAULT_MIN_POINTS,
+    SECONDS_PER_DAY,
+    TrendAnalysis,
+    analyze_trend,
+    days_since,
+)
+from healthmon_dagster.enums import HealthStatus
 from healthmon_dagster.store.metrics import as_utc, metric_history
 
-DEFAULT_ALPHA = 0.05
-DEFAULT_MIN_POINTS = 10
 DEFAULT_WARN_DAYS = 30.0
 DEFAULT_FAIL_DAYS = 7.0
-DEFAULT_VOLATILITY_RATIO = 0.10
 DEFAULT_HISTORY = timedelta(days=30)
-SECONDS_PER_DAY = 86400.0
 
 
 class CapacityError(ValueError):
     """Capacity settings that cannot be used (thresholds, limits); the message says which and why."""
-
-
-@dataclass(frozen=True)
-class TrendAnalysis:
-    """The seed plan's PerformanceTrend for one series."""
-
-    metric_name: str
-    trend_direction: TrendDirection
-    trend_strength: float  # |Kendall tau|, 0-1
-    change_rate: float  # Theil-Sen slope, units per day
-    change_rate_low: float
-    change_rate_high: float
-    predicted_value: float | None  # the line at the end of the horizon (significant trends only)
-    confidence: float  # 1 - p of the Mann-Kendall test
-    p_value: float
-    significant: bool
-    n_points: int
-    analysis: str
 
 
 @dataclass(frozen=True)
@@ -87,73 +73,6 @@ class CapacityForecast:
         data = asdict(self)
         data["full_at"] = self.full_at.isoformat() if self.full_at else None
         return data
-
-
-def _days(times: Sequence[datetime], origin: datetime) -> np.ndarray:
-    return np.array([(as_utc(t) - origin).total_seconds() / SECONDS_PER_DAY for t in times])
-
-
-def analyze_trend(
-    times: Sequence[datetime],
-    values: Sequence[float],
-    metric_name: str = "",
-    horizon: timedelta = timedelta(days=7),
-    alpha: float = DEFAULT_ALPHA,
-    min_points: int = DEFAULT_MIN_POINTS,
-    volatility_ratio: float = DEFAULT_VOLATILITY_RATIO,
-) -> TrendAnalysis | None:
-    """Trend of ``values`` over ``times`` (see the module docstring); None with < ``min_points``."""
-    if len(times) != len(values):
-        raise CapacityError(f"{len(times)} times but {len(values)} values")
-    if len(values) < max(min_points, 3):
-        return None
-    origin = as_utc(min(times))
-    x = _days(times, origin)
-    y = np.asarray(values, dtype=float)
-    if np.ptp(x) == 0:
-        return None
-    tau, p = stats.kendalltau(x, y)
-    if math.isnan(tau):  # constant series
-        tau, p = 0.0, 1.0
-    slope, intercept, low, high = stats.theilslopes(y, x, alpha=1 - alpha)
-    significant = p < alpha and slope != 0
-    residuals = y - (intercept + slope * x)
-    spread = 1.4826 * float(np.median(np.abs(residuals - np.median(residuals))))
-    level = abs(float(np.median(y)))
-    if significant:
-        direction = TrendDirection.UPWARD if slope > 0 else TrendDirection.DOWNWARD
-    elif spread > (volatility_ratio * level if level else 0.0):
-        direction = TrendDirection.VOLATILE
-    else:
-        direction = TrendDirection.STABLE
-    end_day = float(x.max()) + horizon.total_seconds() / SECONDS_PER_DAY
-    predicted = float(intercept + slope * end_day) if significant else None
-    name = metric_name or "the series"
-    if significant:
-        analysis = (
-            f"{name} is trending {direction.value} by {slope:+.4g}/day "
-            f"(Mann-Kendall tau={tau:+.2f}, p={p:.2g}; Theil-Sen 95% interval {low:+.4g} to "
-            f"{high:+.4g}/day over {len(y)} points)"
-        )
-    else:
-        analysis = (
-            f"no significant trend in {name} (Mann-Kendall p={p:.2g} >= {alpha:g} over {len(y)} "
-            f"points); {direction.value}, spread {spread:.4g} around a level of {level:.4g}"
-        )
-    return TrendAnalysis(
-        metric_name=metric_name,
-        trend_direction=direction,
-        trend_strength=min(1.0, abs(float(tau))),
-        change_rate=float(slope),
-        change_rate_low=float(low),
-        change_rate_high=float(high),
-        predicted_value=predicted,
-        confidence=1.0 - float(p),
-        p_value=float(p),
-        significant=bool(significant),
-        n_points=len(y),
-        analysis=analysis,
-    )
 
 
 def _check_thresholds(warn_days: float, fail_days: float) -> None:
@@ -182,6 +101,8 @@ def forecast_capacity(
     _check_thresholds(warn_days, fail_days)
     if limit is not None and not math.isfinite(limit):
         raise CapacityError(f"the limit of {resource} must be a finite number")
+    if len(times) != len(values):
+        raise CapacityError(f"{len(times)} times but {len(values)} values")
     now = as_utc(now) if now is not None else datetime.now(UTC)
     n = len(values)
     trend = analyze_trend(times, values, resource, alpha=alpha, min_points=min_points)
@@ -206,7 +127,7 @@ def forecast_capacity(
     origin = as_utc(times[order[0]])
     latest = float(values[order[-1]])
     x_now = (now - origin).total_seconds() / SECONDS_PER_DAY
-    x = _days(times, origin)
+    x = days_since(times, origin)
     y = np.asarray(values, dtype=float)
     intercept = float(np.median(y - trend.change_rate * x))  # the line through the median residual
     current = max(latest, intercept + trend.change_rate * x_now) if trend.significant else latest
@@ -272,7 +193,7 @@ def _history(
 ) -> tuple[list[datetime], list[float], str]:
     points = metric_history(engine, component, metric_name, now - history, now, tags)
     unit = points[-1].unit if points else ""
-    return [p.ts for p in points if p.ts], [p.value for p in points], unit  # type: ignore[misc]
+    return [p.ts for p in points if p.ts], [p.value for p in points], unit
 
 
 def metric_forecast(

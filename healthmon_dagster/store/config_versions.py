@@ -4,6 +4,7 @@ from datetime import datetime
 
 import sqlalchemy as sa
 import yaml
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 
 from healthmon_dagster.config import HealthConfiguration, config_hash
@@ -36,7 +37,7 @@ def record_config_version(engine: Engine, config: HealthConfiguration, source: s
                     recorded_at=utcnow(),
                 )
             )
-    except sa.exc.IntegrityError:
+    except sa_exc.IntegrityError:
         return False
     return True
 

@@ -11,24 +11,24 @@ import hashlib
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 
-SCHEMAS = ("raw", "stg", "core", "etl")
+from healthmon_dagster.store.connection import SCHEMAS as SCHEMAS
+from healthmon_dagster.store.connection import is_sqlite as is_sqlite
+from healthmon_dagster.store.connection import write_transaction as write_transaction
+from healthmon_dagster.store.errors import error_text
+from healthmon_dagster.store.migrate import current_revision, head_revision, upgrade
+
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
 class DatabaseUnavailable(Exception):
     """The database could not be reached; the message names it (without password) and says what to do."""
-
-
-def is_sqlite(bind: Engine | Connection) -> bool:
-    return bind.dialect.name == "sqlite"
 
 
 def _md5(value: str | None) -> str | None:
@@ -117,8 +117,6 @@ def get_engine(url: str) -> Engine:
         engine = _engines.get(url)
         if engine is None:
             engine = create_db_engine(url)
-            from healthmon_dagster.store.migrate import upgrade
-
             upgrade(engine)
             _engines[url] = engine
         return engine
@@ -132,19 +130,6 @@ def dispose_engines() -> None:
         _engines.clear()
 
 
-@contextmanager
-def write_transaction(engine: Engine) -> Iterator[Connection]:
-    """A transaction meant to write: ``BEGIN IMMEDIATE`` on SQLite, a plain transaction elsewhere."""
-    conn = engine.connect()
-    if is_sqlite(engine):
-        conn = conn.execution_options(sqlite_begin="IMMEDIATE")
-    try:
-        with conn.begin():
-            yield conn
-    finally:
-        conn.close()
-
-
 def describe_unavailable(
     where: Engine | str,
     exc: BaseException,
@@ -155,8 +140,6 @@ def describe_unavailable(
 
     ``where`` is the engine, or a description of the database(s) already free of passwords.
     """
-    from healthmon_dagster.store.errors import error_text
-
     if isinstance(where, Engine):
         where = where.url.render_as_string(hide_password=True)
     return DatabaseUnavailable(f"database {where} is unavailable: {error_text(exc)}. {advice}")
@@ -179,11 +162,9 @@ def open_for_reading(url: str) -> Engine:
     ``HEALTHMON_HOME`` or URL is reported instead of looking like an empty store. Raises
     :class:`DatabaseUnavailable` with what to do.
     """
-    from healthmon_dagster.store.migrate import current_revision, head_revision
-
     try:
         parsed = make_url(url)
-    except sa.exc.ArgumentError:
+    except sa_exc.ArgumentError:
         raise DatabaseUnavailable(
             f"database URL {url.split(':', 1)[0]}://... cannot be parsed; set it to a SQLAlchemy "
             "URL such as postgresql+psycopg2://user@host:5432/db or sqlite:////path/healthmon.db"
@@ -199,7 +180,7 @@ def open_for_reading(url: str) -> Engine:
     engine = create_db_engine(url)
     try:
         revision = current_revision(engine)
-    except sa.exc.DBAPIError as exc:
+    except sa_exc.DBAPIError as exc:
         engine.dispose()
         raise describe_unavailable(
             shown, exc, "Check that the server is running and reachable."

@@ -10,6 +10,8 @@ or schema name becomes ``"?"``, ``=(...)`` key values are dropped, and only the 
 import re
 from collections.abc import Iterable
 
+from healthmon_dagster.store.tables import metadata
+
 # A quoted token, or an unbalanced quote running to the end of the line.
 _QUOTED = re.compile(r"\"([^\"]*)(\"|$)|'([^']*)('|$)")
 _KEY_VALUE = re.compile(r"=\((.*?)\)(?=\s|$|,|\.)")
@@ -17,8 +19,6 @@ _TRAILER = re.compile(r"\s*\[(SQL|parameters|Background on this error).*$")
 
 
 def _schema_names() -> set[str]:
-    from healthmon_dagster.store.tables import metadata
-
     names = {"raw", "stg", "core", "etl"}
     for table in metadata.tables.values():
         names.add(table.name)

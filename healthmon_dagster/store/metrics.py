@@ -18,7 +18,7 @@ AGGREGATIONS = ("avg", "min", "max", "sum", "count")
 
 @dataclass(frozen=True)
 class MetricPoint:
-    """One observation: the seed plan's HealthMetrics (metadata lives in tags; values are numbers)."""
+    """One observation of a metric (metadata lives in tags; values are numbers)."""
 
     component: str
     metric_name: str
@@ -52,6 +52,7 @@ def _copy_rows(conn: Connection, points: Sequence[MetricPoint], now: datetime) -
             ]
         )
     buf.seek(0)
+    # A pooled connection always has its DBAPI connection; the stubs allow None.
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
         cursor.copy_expert(
@@ -161,13 +162,7 @@ def metric_aggregate(
     """
     if aggregation not in AGGREGATIONS:
         raise ValueError(f"aggregation {aggregation!r} is not one of {', '.join(AGGREGATIONS)}")
-    func = {
-        "avg": sa.func.avg,
-        "min": sa.func.min,
-        "max": sa.func.max,
-        "sum": sa.func.sum,
-        "count": sa.func.count,
-    }[aggregation]
+    func = getattr(sa.func, aggregation)  # avg, min, max, sum or count
     query = sa.select(func(metrics.c.value)).where(
         *_window(component, metric_name, start, end, tags)
     )

@@ -13,7 +13,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Engine
 
-from healthmon_dagster.store.db import SCHEMAS, is_sqlite, write_transaction
+from healthmon_dagster.store.connection import SCHEMAS, is_sqlite, write_transaction
 
 _MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 _ADVISORY_LOCK_ID = 0x6865616C74686D  # "healthm"

@@ -4,6 +4,8 @@ The Alembic migrations in ``store/migrations`` create and evolve exactly these t
 the migrated database against this metadata so the two cannot drift.
 """
 
+from typing import Any
+
 import sqlalchemy as sa
 
 metadata = sa.MetaData()
@@ -135,7 +137,9 @@ check_results = sa.Table(
     sa.Column("check_name", sa.String(200), nullable=False),
     sa.Column("target", sa.String(300), nullable=False),  # asset key ("stg/patients") or component
     sa.Column("status", sa.String(30), nullable=False),
+    # CheckSeverity (WARN/ERROR) of a result that did not pass, NULL otherwise
     sa.Column("severity", sa.String(20)),
+    sa.Column("critical", sa.Boolean),  # health checks: counts fully in its component's status
     sa.Column("observed_value", sa.Float),
     sa.Column("threshold", sa.Float),
     sa.Column("failing_rows", sa.BigInteger),
@@ -183,7 +187,7 @@ raw_patients = sa.Table(
 # 1M random keys is several times cheaper than on 36-character text); SQLite keeps the text.
 PatientId = sa.Uuid(as_uuid=False).with_variant(sa.String(36), "sqlite")
 
-STG_TYPES: dict[str, sa.types.TypeEngine] = {
+STG_TYPES: dict[str, sa.types.TypeEngine[Any]] = {
     "id": PatientId,
     "birthdate": sa.Date(),
     "deathdate": sa.Date(),

@@ -230,6 +230,7 @@ def test_timezone_aware_timestamps_are_accepted() -> None:
 def test_bad_parameters_are_rejected(kwargs: dict[str, object], match: str) -> None:
     history = daily(noisy(14))
     with pytest.raises(ValueError, match=match):
+        # deliberately wrong parameter values and types
         detect_volume_anomaly(history, next_day(history, 1000), **kwargs)  # type: ignore[arg-type]
 
 
@@ -241,8 +242,10 @@ def test_bad_points_are_rejected_with_their_position() -> None:
     with pytest.raises(ValueError, match="current value must be finite; got inf"):
         detect_volume_anomaly(history, (current[0], math.inf))
     with pytest.raises(ValueError, match=r"history\[0\] value must be a number; got str"):
+        # a string value on purpose
         detect_volume_anomaly([(MONDAY, "12")], current)  # type: ignore[list-item]
     with pytest.raises(ValueError, match=r"history\[0\] timestamp must be a datetime"):
+        # a string timestamp on purpose
         detect_volume_anomaly([("2025-03-03", 12.0)], current)  # type: ignore[list-item]
     with pytest.raises(ValueError, match="at or after the current timestamp"):
         detect_volume_anomaly(history + [current], current)

@@ -1,15 +1,23 @@
-"""Per-asset health rollup on a real Dagster instance: materialization, freshness and checks."""
+"""Per-asset health rollup: from plain facts, and on a real Dagster instance through the
+adapter (materialization, freshness and checks)."""
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import pytest
 
+from healthmon_dagster.defs.instance_facts import get_asset_health
+from healthmon_dagster.enums import CheckSeverity
 from healthmon_dagster.health.asset_health import (
+    AssetFacts,
     AssetHealthStatus,
+    CheckExecutionFacts,
     CheckState,
-    get_asset_health,
+    FreshnessFacts,
+    MaterializationFacts,
+    RunState,
 )
+from healthmon_dagster.health.asset_health import get_asset_health as get_rollup
 
 
 class FlakyConfig(dg.Config):
@@ -188,3 +196,35 @@ def test_freshness_policy_windows(instance_after_runs) -> None:
 def test_rollup_status_maps_to_component_status() -> None:
     assert AssetHealthStatus.DEGRADED.as_health_status().value == "critical"
     assert AssetHealthStatus.WARNING.as_health_status().value == "warning"
+
+
+def test_rollup_decides_from_plain_facts_without_an_instance() -> None:
+    now = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+    facts = AssetFacts(
+        asset_key="stg/patients",
+        materialization=MaterializationFacts(
+            last_materialized_at=now - timedelta(hours=3),
+            last_materialization_run_id="aaaaaaaa1",
+            planned_run_id="bbbbbbbb2",
+            planned_run_state=RunState.FAILED,
+        ),
+        freshness=FreshnessFacts(fail_window=timedelta(hours=2), warn_window=timedelta(hours=1)),
+        checks=[
+            CheckExecutionFacts("volume", "FAILED", "r1", now, CheckSeverity.WARN, "40% below"),
+            CheckExecutionFacts("not_null", "SUCCEEDED", "r1", now),
+            CheckExecutionFacts("late", "PLANNED", "r2", now, run_state=RunState.ACTIVE),
+        ],
+    )
+    (health,) = get_rollup([facts], now=now)
+    assert health.status == AssetHealthStatus.DEGRADED
+    assert health.materialization.reason == (
+        "latest run bbbbbbbb failed before materializing it; last success 3.0h ago"
+    )
+    assert health.freshness is not None
+    assert health.freshness.status == AssetHealthStatus.DEGRADED
+    assert health.checks is not None and health.checks.status == AssetHealthStatus.WARNING
+    assert [c.state for c in health.check_results] == [
+        CheckState.IN_PROGRESS,
+        CheckState.PASSED,
+        CheckState.WARNED,
+    ]

@@ -9,7 +9,6 @@ from sqlalchemy.engine import Engine
 from healthmon_dagster.enums import HealthStatus, TrendDirection
 from healthmon_dagster.health.capacity import (
     CapacityError,
-    analyze_trend,
     database_size_growth,
     disk_forecast,
     forecast_capacity,
@@ -51,17 +50,6 @@ def test_pure_noise_gives_no_forecast() -> None:
         assert "no significant trend" in f.message
         assert f.trend is not None
         assert f.trend.trend_direction in (TrendDirection.STABLE, TrendDirection.VOLATILE)
-
-
-def test_noise_with_outliers_is_volatile_and_flat_is_stable() -> None:
-    rng = np.random.default_rng(3)
-    volatile = analyze_trend(HOURS, list(50 + rng.normal(0, 20, size=120)), "latency")
-    assert volatile is not None and not volatile.significant
-    assert volatile.trend_direction == TrendDirection.VOLATILE
-    assert volatile.predicted_value is None
-    flat = analyze_trend(HOURS, [50.0] * 120, "latency")
-    assert flat is not None and flat.trend_direction == TrendDirection.STABLE
-    assert flat.trend_strength == 0.0
 
 
 def test_downward_trend_is_shrinking_not_full() -> None:

@@ -6,7 +6,9 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.engine import Engine
 
 from healthmon_dagster.enums import HealthComponent, HealthStatus
-from healthmon_dagster.health.framework import CheckEnvironment, HealthCheck, HealthCheckRunner
+from healthmon_dagster.health.context import CheckEnvironment
+from healthmon_dagster.health.result import HealthCheck
+from healthmon_dagster.health.runner import HealthCheckRunner
 from healthmon_dagster.store.metrics import MetricPoint, write_metrics
 
 NOW = datetime.now(UTC)

@@ -13,13 +13,11 @@ import pytest
 from aiosmtpd.controller import Controller
 from pytest_httpserver import HTTPServer
 
+from healthmon_dagster.defs.instance_facts import InstanceFacts, make_s3_client
 from healthmon_dagster.enums import HealthComponent, HealthStatus
-from healthmon_dagster.health.framework import (
-    CheckEnvironment,
-    HealthCheck,
-    HealthCheckResult,
-    HealthCheckRunner,
-)
+from healthmon_dagster.health.context import CheckEnvironment
+from healthmon_dagster.health.result import HealthCheck, HealthCheckResult
+from healthmon_dagster.health.runner import HealthCheckRunner
 from healthmon_dagster_tests.conftest import free_port
 
 
@@ -78,7 +76,12 @@ def test_database_connection_usage_above_threshold_warns(db_url: str, engine: ob
 
 
 def s3_env(bucket: str, endpoint: str) -> CheckEnvironment:
-    return CheckEnvironment(s3_bucket=bucket, aws_endpoint_url=endpoint, aws_region="us-east-1")
+    return CheckEnvironment(
+        s3_bucket=bucket,
+        aws_endpoint_url=endpoint,
+        aws_region="us-east-1",
+        s3_client=make_s3_client,
+    )
 
 
 def test_s3_up_lists_one_key(s3_bucket: str, moto_server: str) -> None:
@@ -304,7 +307,7 @@ def fake_etl_job() -> None:
 
 def test_etl_component_reads_materialization_age_and_failure_rate() -> None:
     with dg.instance_for_test() as instance:
-        env = CheckEnvironment(instance=instance)
+        env = CheckEnvironment(dagster=InstanceFacts(instance))
         never = run("etl_component", env, assets=["raw/patients"])
         dg.materialize([fake_raw], instance=instance)
         for fail in ("no", "yes", "yes"):
@@ -327,7 +330,7 @@ def test_daemon_heartbeats_missing_then_fresh() -> None:
     from dagster._daemon.types import DaemonHeartbeat  # no public way to fake a live daemon
 
     with dg.instance_for_test() as instance:
-        env = CheckEnvironment(instance=instance)
+        env = CheckEnvironment(dagster=InstanceFacts(instance))
         down = run("daemon", env, daemon_types=["SCHEDULER", "SENSOR"])
         for daemon_type in ("SCHEDULER", "SENSOR"):
             instance.add_daemon_heartbeat(DaemonHeartbeat(time.time(), daemon_type, "test"))

@@ -1,26 +1,20 @@
-"""System status from etl.check_results: component/overall rules, uptime, MTBF/MTTR, history."""
-
-from datetime import timedelta
+"""Current system status from etl.check_results: component and overall rules, figures, JSON."""
 
 import pytest
 from sqlalchemy.engine import Engine
 
 from healthmon_dagster.enums import HealthStatus
-from healthmon_dagster.health.status import (
-    InvalidWindow,
-    get_component_status,
-    get_health_history,
-    get_system_status,
-    get_uptime,
-    get_uptime_by_component,
-    overall_status,
-    parse_duration,
+from healthmon_dagster.health.asset_health import AssetHealthStatus
+from healthmon_dagster.health.status import get_component_status, get_system_status, overall_status
+from healthmon_dagster_tests.health.rows import (
+    NOW,
+    H,
+    M,
+    insert_load_run,
+    insert_results,
+    result,
+    series,
 )
-from healthmon_dagster_tests.health.rows import T0, insert_load_run, insert_results, result, series
-
-H = timedelta(hours=1)
-M = timedelta(minutes=1)
-NOW = T0 + 10 * H
 
 
 def test_worst_critical_check_decides_and_non_critical_only_warns(engine: Engine) -> None:
@@ -76,60 +70,6 @@ def test_nothing_reported_is_unknown_not_healthy(engine: Engine) -> None:
     assert "nothing is monitored" in status.description
 
 
-def _database_timeline() -> list[dict]:
-    """db_ping every 10 min from T0-1h: critical 2:00-3:00, 6:00-6:30, and from 9:00 on."""
-
-    def db_status(ts):
-        t = ts - T0
-        down = (2 * H <= t < 3 * H) or (6 * H <= t < 6.5 * H) or t >= 9 * H
-        return "critical" if down else "healthy"
-
-    rows = series("database", "db_ping", T0 - H, NOW, 10 * M, db_status)
-    # A non-critical check failing all the time does not count as downtime.
-    rows += series("database", "db_size", T0 - H, NOW, 10 * M, lambda ts: "critical", False)
-    return rows
-
-
-def test_uptime_mtbf_mttr_from_transitions(engine: Engine) -> None:
-    rows = _database_timeline()
-    # filesystem was already down before the window and recovers at 1:00: downtime, no failure
-    rows += series(
-        "filesystem",
-        "landing_writable",
-        T0 - 30 * M,
-        NOW,
-        10 * M,
-        lambda ts: "critical" if ts < T0 + H else "healthy",
-    )
-    insert_results(engine, rows)
-
-    db = get_uptime(engine, T0, NOW, "database")
-    assert db.total_time_ms == pytest.approx(10 * 3600_000)
-    assert db.downtime_time_ms == pytest.approx(2.5 * 3600_000)
-    assert db.uptime_percentage == pytest.approx(75.0)
-    assert db.failures == 3 and db.recoveries == 2
-    assert db.mean_time_to_recovery_ms == pytest.approx(45 * 60_000)  # (60 + 30) / 2, open one out
-    assert db.mean_time_between_failures_ms == pytest.approx(7.5 * 3600_000 / 3)
-    assert [o.end is None for o in db.incidents] == [False, False, True]
-    assert db.incidents[0].checks == ("db_ping",)
-
-    fs = get_uptime(engine, T0, NOW, "filesystem")
-    assert fs.downtime_time_ms == pytest.approx(3600_000)
-    assert fs.failures == 0 and fs.mean_time_to_recovery_ms is None
-    assert fs.incidents[0].started_before_window
-
-    system = get_uptime(engine, T0, NOW)
-    # union: 0:00-1:00, 2:00-3:00, 6:00-6:30, 9:00-10:00
-    assert system.downtime_time_ms == pytest.approx(3.5 * 3600_000)
-    assert system.failures == 3
-    assert set(get_uptime_by_component(engine, T0, NOW)) == {"database", "filesystem"}
-
-    # A window that starts inside an outage: the open part counts as downtime, not as a failure.
-    late = get_uptime(engine, T0 + 2.5 * H, T0 + 5 * H, "database")
-    assert late.downtime_time_ms == pytest.approx(0.5 * 3600_000)
-    assert late.failures == 0 and late.recoveries == 0
-
-
 def test_status_figures_response_time_error_rate_throughput(engine: Engine) -> None:
     rows = series(
         "database",
@@ -162,54 +102,22 @@ def test_status_figures_response_time_error_rate_throughput(engine: Engine) -> N
     assert db_json["last_check"] == (NOW - 10 * M).isoformat()
 
 
-def test_history_buckets_per_component_and_overall(engine: Engine) -> None:
-    insert_results(engine, _database_timeline())
-    insert_results(
-        engine,
-        series(
-            "network",
-            "dns",
-            T0,
-            T0 + 5 * H,
-            10 * M,
-            lambda ts: "warning" if ts >= T0 + 4 * H else "healthy",
-        ),
-    )
-    history = get_health_history(engine, T0, NOW, bucket=H)
-    assert len(history.timestamps) == 10 and history.bucket_seconds == 3600
-    db = history.component_health["database"]
-    # db_size (non-critical, always critical) makes every bucket at least WARNING
-    assert db == [HealthStatus.WARNING] * 2 + [HealthStatus.CRITICAL] + [
-        HealthStatus.WARNING
-    ] * 3 + [HealthStatus.CRITICAL] + [HealthStatus.WARNING] * 2 + [HealthStatus.CRITICAL]
-    net = history.component_health["network"]
-    assert net[:4] == [HealthStatus.HEALTHY] * 4 and net[4] == HealthStatus.WARNING
-    assert net[5:] == [HealthStatus.UNKNOWN] * 5  # silent after 5:00
-    assert history.overall_health[0] == HealthStatus.WARNING
-    assert history.overall_health[2] == HealthStatus.CRITICAL
-    assert len(history.incidents) == 3
-
-
-def test_history_carries_state_between_sparse_results(engine: Engine) -> None:
-    insert_results(engine, series("network", "dns", T0, NOW, 20 * M, lambda ts: "healthy"))
-    history = get_health_history(engine, T0, T0 + 2 * H, bucket=10 * M, stale_after=30 * M)
-    assert set(history.component_health["network"]) == {HealthStatus.HEALTHY}
-
-
-@pytest.mark.parametrize(
-    ("text", "seconds"),
-    [("90s", 90), ("15m", 900), ("24h", 86400), ("7d", 604800), ("2w", 1209600)],
-)
-def test_parse_duration(text: str, seconds: int) -> None:
-    assert parse_duration(text).total_seconds() == seconds
-
-
-@pytest.mark.parametrize("text", ["", "24", "h", "1.5h", "-1h", "0h", "3 fortnights"])
-def test_parse_duration_rejects(text: str) -> None:
-    with pytest.raises(InvalidWindow, match="e.g. 30m, 24h|longer than zero"):
-        parse_duration(text)
-
-
-def test_inverted_window_is_rejected(engine: Engine) -> None:
-    with pytest.raises(InvalidWindow, match="at or after it ends"):
-        get_uptime(engine, NOW, T0)
+def test_one_status_order_healthy_unknown_warning_critical() -> None:
+    order = [
+        HealthStatus.HEALTHY,
+        HealthStatus.UNKNOWN,
+        HealthStatus.WARNING,
+        HealthStatus.CRITICAL,
+    ]
+    assert sorted(HealthStatus, key=lambda s: s.rank) == order
+    assert [HealthStatus.from_rank(i) for i in range(4)] == order
+    assert HealthStatus.worst([HealthStatus.UNKNOWN, HealthStatus.WARNING]) == HealthStatus.WARNING
+    assert HealthStatus.worst([]) == HealthStatus.HEALTHY
+    # The asset rollup's statuses rank as their component-level equivalents.
+    assert sorted(AssetHealthStatus, key=lambda s: s.rank) == [
+        AssetHealthStatus.HEALTHY,
+        AssetHealthStatus.UNKNOWN,
+        AssetHealthStatus.WARNING,
+        AssetHealthStatus.DEGRADED,
+    ]
+    assert all(s.rank == s.as_health_status().rank for s in AssetHealthStatus)

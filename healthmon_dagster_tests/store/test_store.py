@@ -2,16 +2,13 @@
 
 import math
 import threading
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Engine
 
 from healthmon_dagster.store.db import create_db_engine
 from healthmon_dagster.store.metrics import (
@@ -22,7 +19,6 @@ from healthmon_dagster.store.metrics import (
 )
 from healthmon_dagster.store.migrate import current_revision, head_revision, upgrade
 from healthmon_dagster.store.tables import dim_patient, files, metadata
-from healthmon_dagster_tests.conftest import ADMIN_URL
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -56,24 +52,6 @@ def test_upgrade_twice_is_a_no_op(engine: Engine) -> None:
     assert current_revision(engine) == head_revision()
     with engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(files)).scalar_one() == 1
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def fresh_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A database no migration has touched yet."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'fresh.db'}"
-        return
-    admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    name = f"healthmon_fresh_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def test_two_processes_upgrading_a_fresh_database_at_once_both_succeed(fresh_db_url: str) -> None:

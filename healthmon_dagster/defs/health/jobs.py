@@ -17,30 +17,21 @@ import dagster as dg
 import sqlalchemy as sa
 
 from healthmon_dagster.config.models import HealthConfiguration, ThresholdConfiguration
+from healthmon_dagster.defs.instance_facts import InstanceFacts, make_s3_client
 from healthmon_dagster.defs.resources import LandingResource, WarehouseResource
 from healthmon_dagster.enums import HealthComponent, HealthStatus
 from healthmon_dagster.health.benchmark import PerformanceBenchmark, run_benchmark
-from healthmon_dagster.health.framework import (
-    CheckEnvironment,
-    HealthCheck,
-    HealthCheckResult,
-    HealthCheckRunner,
-    checks_from_config,
-)
-from healthmon_dagster.health.results import latest_results, write_results
+from healthmon_dagster.health.context import CheckEnvironment
+from healthmon_dagster.health.record import latest_results, write_results
+from healthmon_dagster.health.registry import checks_from_config
+from healthmon_dagster.health.result import HealthCheck, HealthCheckResult
+from healthmon_dagster.health.runner import HealthCheckRunner
 from healthmon_dagster.settings import get_settings, redact_url
 from healthmon_dagster.store.db import describe_unavailable, write_transaction
 from healthmon_dagster.store.errors import error_text
 from healthmon_dagster.store.metrics import MetricPoint, write_metrics
 from healthmon_dagster.store.tables import check_results
 
-# Numeric codes for the op metadata (a plot shows a step up as a change for the worse).
-STATUS_CODE = {
-    HealthStatus.HEALTHY: 0,
-    HealthStatus.WARNING: 1,
-    HealthStatus.UNKNOWN: 2,
-    HealthStatus.CRITICAL: 3,
-}
 BENCHMARK_JOB = "health_benchmark_job"
 
 
@@ -61,7 +52,8 @@ def _environment(
         aws_region=landing.region_name or s.aws_region,
         landing_dir=Path(landing.local_dir) if landing.local_dir else s.landing_dir,
         landing_pattern=pattern,
-        instance=instance,
+        dagster=InstanceFacts(instance),
+        s3_client=make_s3_client,
     )
 
 
@@ -75,7 +67,8 @@ def _store_failure(warehouse: WarehouseResource, exc: Exception) -> dg.Failure:
 def _result_metadata(results: Sequence[HealthCheckResult]) -> dict[str, Any]:
     meta: dict[str, Any] = {}
     for r in results:
-        meta[f"{r.check_id}.status_code"] = STATUS_CODE[r.status]
+        # HealthStatus.rank: a plot shows a step up as a change for the worse
+        meta[f"{r.check_id}.status_code"] = r.status.rank
         meta[f"{r.check_id}.response_time_ms"] = float(r.response_time_ms)
         meta[f"{r.check_id}.attempts"] = r.attempts
     for status in HealthStatus:

@@ -13,16 +13,13 @@ check is UNKNOWN when no resource has enough history.
 """
 
 from datetime import timedelta
+from typing import Any
 
 from healthmon_dagster.enums import HealthStatus
 from healthmon_dagster.health.capacity import CapacityForecast, metric_forecast
-from healthmon_dagster.health.framework import (
-    CheckContext,
-    CheckFailed,
-    HealthCheck,
-    Observation,
-    register,
-)
+from healthmon_dagster.health.context import CheckContext
+from healthmon_dagster.health.kind import builtin
+from healthmon_dagster.health.result import CheckFailed, HealthCheck, Observation
 from healthmon_dagster.store.db import get_engine
 
 DEFAULT_TABLES = [
@@ -58,7 +55,7 @@ def _record(obs: Observation, name: str, forecast: CapacityForecast) -> None:
         obs.details[name]["message"] = forecast.message
 
 
-@register(
+@builtin(
     "capacity",
     params=(
         "database_max_gb",
@@ -77,7 +74,7 @@ def capacity_check(check: HealthCheck, ctx: CheckContext) -> Observation:
         raise CheckFailed("no health store configured: set HEALTHMON_HEALTH_DATABASE_URL")
     engine = get_engine(url)
     f = check.float_param
-    options = {"warn_days": f("warn_days", 30), "fail_days": f("fail_days", 7)}
+    options: dict[str, Any] = {"warn_days": f("warn_days", 30), "fail_days": f("fail_days", 7)}
     history = timedelta(days=f("history_days", 30) or 30)
     obs = Observation()
     disk_metric = check.param("disk_metric", "system_resources.disk_percent")

@@ -1,36 +1,33 @@
 """Dagster daemon heartbeats: the monitor monitors its own scheduler.
 
-Uses ``DagsterInstance.get_daemon_statuses()`` (the required daemons of the instance, each healthy
-when its last heartbeat is recent). Parameters: ``daemon_types`` (default: the instance's required
-daemons). Needs ``environment.instance``.
+Reads the daemons' heartbeats through ``environment.dagster`` (the required daemons of the instance,
+each healthy when its last heartbeat is recent). Parameters: ``daemon_types`` (default: the
+instance's required daemons). Needs ``environment.dagster``.
 """
 
 import time
 
-from healthmon_dagster.health.framework import (
-    CheckContext,
-    HealthCheck,
-    Observation,
-    register,
-)
+from healthmon_dagster.health.context import CheckContext
+from healthmon_dagster.health.kind import builtin
+from healthmon_dagster.health.result import HealthCheck, Observation
 
 
-@register(
+@builtin(
     "daemon",
     params=("daemon_types",),
 )
 def daemon_check(check: HealthCheck, ctx: CheckContext) -> Observation:
     """Each required Dagster daemon (scheduler, sensors, ...) sent a recent heartbeat."""
-    instance = ctx.require_instance(check)
+    dagster = ctx.require_dagster(check)
     types = check.param("daemon_types")
-    statuses = instance.get_daemon_statuses(list(types) if types else None)
+    statuses = dagster.daemon_heartbeats(list(types) if types else None)
     obs = Observation(details={"daemons": {}})
     now = time.time()
     healthy = 0
     never: list[str] = []
     for daemon_type, status in sorted(statuses.items()):
         beat = status.last_heartbeat
-        age = None if beat is None else now - beat.timestamp
+        age = None if beat is None else now - beat
         obs.details["daemons"][daemon_type] = {"healthy": bool(status.healthy), "age_s": age}
         if age is not None:
             obs.metric(f"{daemon_type.lower()}.heartbeat_age_s", age)

@@ -12,16 +12,17 @@ import time
 from pathlib import Path
 
 import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
-from healthmon_dagster.health.framework import (
-    CheckContext,
+from healthmon_dagster.health.context import CheckContext
+from healthmon_dagster.health.kind import builtin
+from healthmon_dagster.health.result import (
     CheckFailed,
     HealthCheck,
     Observation,
     describe_exception,
-    register,
 )
 from healthmon_dagster.settings import redact_url
 
@@ -129,7 +130,7 @@ def _check_one(
                 f"{prefix}database_size_gb", size / GB, warn_gb, crit_gb, f"{name} size", " GB"
             )
         obs.details[name] = {"url": shown, "backend": backend}
-    except sa.exc.DBAPIError as exc:
+    except sa_exc.DBAPIError as exc:
         obs.details[name] = {"url": shown, "backend": backend}
         obs.error(
             f"{name} database {shown} is unavailable: {describe_exception(exc)}. Check that the "
@@ -139,7 +140,7 @@ def _check_one(
         engine.dispose()
 
 
-@register(
+@builtin(
     "database",
     params=(
         "connections_critical_percent",

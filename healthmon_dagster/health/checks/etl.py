@@ -1,27 +1,23 @@
-"""ETL component health from Dagster's own history (public ``DagsterInstance`` API).
+"""ETL component health from Dagster's own history (read through ``environment.dagster``).
 
-- Age of the last successful materialization of each asset (``get_latest_materialization_event``).
-- Failure rate of the job's last finished runs (``get_run_records``).
-- Step duration p95 of the recent runs against the p95 of the runs before them
-  (``get_run_step_stats``): a step that became much slower is a warning before it is an outage.
+- Age of the last successful materialization of each asset.
+- Failure rate of the job's last finished runs.
+- Step duration p95 of the recent runs against the p95 of the runs before them: a step that became
+  much slower is a warning before it is an outage.
 
 Parameters: ``assets`` (asset keys like ``raw/patients``; default the pipeline's), ``job_name``
 (``patients_etl_job``), ``max_age_minutes_warning`` (1440) / ``max_age_minutes_critical`` (2880),
 ``window_runs`` (20), ``failure_rate_warning`` (0.2) / ``failure_rate_critical`` (0.5),
 ``recent_runs`` (5), ``min_baseline_runs`` (5), ``duration_ratio_warning`` (1.5) /
-``duration_ratio_critical`` (3.0). Needs ``environment.instance``.
+``duration_ratio_critical`` (3.0). Needs ``environment.dagster``.
 """
 
 import time
 from collections import defaultdict
 
-from healthmon_dagster.health.framework import (
-    CheckContext,
-    HealthCheck,
-    Observation,
-    metric_safe,
-    register,
-)
+from healthmon_dagster.health.context import CheckContext
+from healthmon_dagster.health.kind import builtin
+from healthmon_dagster.health.result import HealthCheck, Observation, metric_safe
 
 DEFAULT_ASSETS = ("raw/patients", "stg/patients", "core/dim_patient")
 
@@ -32,7 +28,7 @@ def p95(values: list[float]) -> float:
     return ordered[max(0, int(round(0.95 * len(ordered))) - 1)]
 
 
-@register(
+@builtin(
     "etl_component",
     params=(
         "assets",
@@ -50,20 +46,18 @@ def p95(values: list[float]) -> float:
 )
 def etl_component_check(check: HealthCheck, ctx: CheckContext) -> Observation:
     """Assets are fresh, the job does not keep failing, and steps are not getting slower."""
-    import dagster as dg
-
-    instance = ctx.require_instance(check)
+    dagster = ctx.require_dagster(check)
     f = check.float_param
     obs = Observation()
     now = time.time()
     for key in check.param("assets", list(DEFAULT_ASSETS)):
-        event = instance.get_latest_materialization_event(dg.AssetKey(str(key).split("/")))
-        if event is None:
+        materialized_at = dagster.last_materialization_time(str(key))
+        if materialized_at is None:
             obs.warn(f"asset {key} has never been materialized; run the ETL job")
             continue
         obs.threshold(
             f"{metric_safe(key)}.age_minutes",
-            (now - event.timestamp) / 60,
+            (now - materialized_at) / 60,
             f("max_age_minutes_warning", 1440),
             f("max_age_minutes_critical", 2880),
             f"time since asset {key} was last materialized",
@@ -72,14 +66,11 @@ def etl_component_check(check: HealthCheck, ctx: CheckContext) -> Observation:
 
     job_name = str(check.param("job_name", "patients_etl_job"))
     window = int(f("window_runs", 20) or 20)
-    finished = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE]
-    records = instance.get_run_records(
-        filters=dg.RunsFilter(job_name=job_name, statuses=finished), limit=window
-    )
+    records = dagster.finished_runs(job_name, window)
     obs.details["job_name"] = job_name
     obs.metric("runs_considered", len(records))
     if records:
-        failed = sum(r.dagster_run.status == dg.DagsterRunStatus.FAILURE for r in records)
+        failed = sum(not r.succeeded for r in records)
         obs.metric("failed_runs", failed)
         obs.threshold(
             "failure_rate",
@@ -89,7 +80,7 @@ def etl_component_check(check: HealthCheck, ctx: CheckContext) -> Observation:
             f"failure rate of the last {len(records)} {job_name} runs ({failed} failed)",
         )
 
-    successes = [r for r in records if r.dagster_run.status == dg.DagsterRunStatus.SUCCESS]
+    successes = [r for r in records if r.succeeded]
     recent_n = int(f("recent_runs", 5) or 5)
     min_base = int(f("min_baseline_runs", 5) or 5)
     if len(successes) < recent_n + min_base:
@@ -100,7 +91,7 @@ def etl_component_check(check: HealthCheck, ctx: CheckContext) -> Observation:
     recent: dict[str, list[float]] = defaultdict(list)
     baseline: dict[str, list[float]] = defaultdict(list)
     for i, record in enumerate(successes):  # newest first
-        for stat in instance.get_run_step_stats(record.dagster_run.run_id):
+        for stat in dagster.step_timings(record.run_id):
             if stat.start_time is None or stat.end_time is None:
                 continue
             target = recent if i < recent_n else baseline

@@ -13,13 +13,17 @@ import time
 import uuid
 from pathlib import Path
 
-from healthmon_dagster.health.framework import (
-    CheckContext,
+from healthmon_dagster.etl.landing import LandingSource, LocalLandingSource, S3LandingSource
+from healthmon_dagster.etl.raw import unloaded_files
+from healthmon_dagster.health.context import CheckContext
+from healthmon_dagster.health.kind import builtin
+from healthmon_dagster.health.result import (
+    CheckFailed,
     HealthCheck,
     Observation,
     describe_exception,
-    register,
 )
+from healthmon_dagster.store.db import get_engine
 
 MB = 1024 * 1024
 
@@ -45,24 +49,20 @@ def _probe_write(folder: Path) -> str | None:
 
 def _pending(check: HealthCheck, ctx: CheckContext, obs: Observation) -> None:
     """Count landing files not yet recorded in etl.files (by key and fingerprint)."""
-    from healthmon_dagster.etl.landing import open_landing_source
-    from healthmon_dagster.etl.raw import unloaded_files
-    from healthmon_dagster.store.db import get_engine
-
     env = ctx.environment
     max_files = check.float_param("max_pending_files", None)
     max_age = check.float_param("max_oldest_pending_minutes", None)
     if max_files is None and max_age is None:
         return
     try:
-        source = open_landing_source(
-            env.s3_bucket,
-            env.s3_prefix,
-            env.aws_endpoint_url,
-            env.aws_region,
-            Path(check.param("path", env.landing_dir or ".")),
-            max_attempts=1,
-        )
+        source: LandingSource
+        if env.s3_bucket:
+            if env.s3_client is None:
+                raise CheckFailed("no S3 client factory (CheckEnvironment.s3_client)")
+            client = env.s3_client(env.aws_endpoint_url, env.aws_region)
+            source = S3LandingSource(client, env.s3_bucket, env.s3_prefix)
+        else:
+            source = LocalLandingSource(Path(check.param("path", env.landing_dir or ".")))
         if env.database_url:
             pending = unloaded_files(get_engine(env.database_url), source, env.landing_pattern)
         else:
@@ -77,7 +77,7 @@ def _pending(check: HealthCheck, ctx: CheckContext, obs: Observation) -> None:
     )
 
 
-@register(
+@builtin(
     "landing_folder",
     params=(
         "free_space_critical_mb",

@@ -8,14 +8,9 @@ import socket
 import time
 from typing import Any
 
-from healthmon_dagster.health.framework import (
-    CheckContext,
-    CheckFailed,
-    HealthCheck,
-    Observation,
-    metric_safe,
-    register,
-)
+from healthmon_dagster.health.context import CheckContext
+from healthmon_dagster.health.kind import builtin
+from healthmon_dagster.health.result import CheckFailed, HealthCheck, Observation, metric_safe
 
 
 def _endpoints(check: HealthCheck) -> list[tuple[str, str, int]]:
@@ -26,8 +21,8 @@ def _endpoints(check: HealthCheck) -> list[tuple[str, str, int]]:
                 host, _, port = item.rpartition(":")
                 out.append((item, host, int(port)))
             else:
-                host, port = str(item["host"]), int(item["port"])
-                out.append((str(item.get("name") or f"{host}:{port}"), host, port))
+                name, number = str(item["host"]), int(item["port"])
+                out.append((str(item.get("name") or f"{name}:{number}"), name, number))
         except (KeyError, ValueError, TypeError):
             raise CheckFailed(
                 f"custom_parameters.endpoints[{i}] of '{check.check_id}' is {item!r}; "
@@ -36,7 +31,7 @@ def _endpoints(check: HealthCheck) -> list[tuple[str, str, int]]:
     return out
 
 
-@register(
+@builtin(
     "network",
     params=(
         "dns_names",

@@ -1,6 +1,6 @@
 """S3 landing check: head the bucket and list one key under the prefix, with latencies.
 
-The client is built like the landing source's (dagster-aws ``S3Resource``). Parameters: ``bucket``,
+The client comes from ``environment.s3_client`` (built like the landing source's). Parameters: ``bucket``,
 ``prefix``, ``endpoint_url`` (default: the landing settings), ``latency_warning_ms`` (1000),
 ``latency_critical_ms`` (5000). Without a bucket (embedded mode) the check reports healthy with
 ``details.skipped`` since there is no S3 to reach.
@@ -9,27 +9,18 @@ The client is built like the landing source's (dagster-aws ``S3Resource``). Para
 import time
 from typing import Any
 
-from healthmon_dagster.health.framework import (
-    CheckContext,
-    CheckFailed,
-    HealthCheck,
-    Observation,
-    register,
-)
+from healthmon_dagster.health.context import CheckContext, CheckEnvironment
+from healthmon_dagster.health.kind import builtin
+from healthmon_dagster.health.result import CheckFailed, HealthCheck, Observation
 
 
-def _client(endpoint_url: str | None, region: str | None) -> Any:
-    from dagster_aws.s3 import S3Resource  # imported here: loading dagster is slow for the CLI
-
-    try:
-        return S3Resource(
-            endpoint_url=endpoint_url, region_name=region, max_attempts=1
-        ).get_client()
-    except Exception as exc:  # botocore raises ValueError for a malformed endpoint URL
+def _client(env: CheckEnvironment, endpoint_url: str | None, region: str | None) -> Any:
+    if env.s3_client is None:
         raise CheckFailed(
-            f"could not create an S3 client for endpoint {endpoint_url}: {type(exc).__name__}: "
-            f"{exc}. Check AWS_ENDPOINT_URL and AWS_REGION"
-        ) from None
+            "the S3 check has no S3 client factory (CheckEnvironment.s3_client); run it from the "
+            "health job"
+        )
+    return env.s3_client(endpoint_url, region)
 
 
 def _explain(exc: Exception, where: str, endpoint: str | None) -> str:
@@ -48,7 +39,7 @@ def _explain(exc: Exception, where: str, endpoint: str | None) -> str:
     return f"S3 request for {where} failed (endpoint {endpoint}): {name}: {first}"
 
 
-@register(
+@builtin(
     "s3",
     params=(
         "bucket",
@@ -69,7 +60,7 @@ def s3_check(check: HealthCheck, ctx: CheckContext) -> Observation:
     if not bucket:
         obs.details["skipped"] = "no S3 bucket configured: landing is the local folder"
         return obs
-    client = _client(endpoint, check.param("region", env.aws_region))
+    client = _client(env, endpoint, check.param("region", env.aws_region))
     where = f"s3://{bucket}/{prefix}"
     start = time.perf_counter()
     try:

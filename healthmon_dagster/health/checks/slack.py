@@ -7,18 +7,17 @@ point it at a local server), ``latency_warning_ms`` (2000). The token is never l
 import os
 import time
 
-from healthmon_dagster.health.framework import (
-    CheckContext,
-    CheckFailed,
-    HealthCheck,
-    Observation,
-    register,
-)
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+
+from healthmon_dagster.health.context import CheckContext
+from healthmon_dagster.health.kind import builtin
+from healthmon_dagster.health.result import CheckFailed, HealthCheck, Observation
 
 DEFAULT_BASE_URL = "https://slack.com/api/"
 
 
-@register(
+@builtin(
     "slack",
     params=(
         "base_url",
@@ -28,9 +27,6 @@ DEFAULT_BASE_URL = "https://slack.com/api/"
 )
 def slack_check(check: HealthCheck, ctx: CheckContext) -> Observation:
     """The bot token is accepted by Slack (``auth.test`` answers ok)."""
-    from slack_sdk import WebClient
-    from slack_sdk.errors import SlackApiError
-
     token_env = str(check.param("token_env", "SLACK_BOT_TOKEN"))
     token = os.environ.get(token_env)
     if not token:

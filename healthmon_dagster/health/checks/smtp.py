@@ -8,13 +8,9 @@ import os
 import smtplib
 import time
 
-from healthmon_dagster.health.framework import (
-    CheckContext,
-    CheckFailed,
-    HealthCheck,
-    Observation,
-    register,
-)
+from healthmon_dagster.health.context import CheckContext
+from healthmon_dagster.health.kind import builtin
+from healthmon_dagster.health.result import CheckFailed, HealthCheck, Observation
 
 
 def _host_port(check: HealthCheck) -> tuple[str, int]:
@@ -30,7 +26,7 @@ def _host_port(check: HealthCheck) -> tuple[str, int]:
         raise CheckFailed(f"SMTP port {port!r} is not a number; fix {port_env}") from None
 
 
-@register(
+@builtin(
     "smtp",
     params=(
         "host",

@@ -11,10 +11,12 @@ import os
 
 import psutil
 
-from healthmon_dagster.health.framework import CheckContext, HealthCheck, Observation, register
+from healthmon_dagster.health.context import CheckContext
+from healthmon_dagster.health.kind import builtin
+from healthmon_dagster.health.result import HealthCheck, Observation
 
 
-@register(
+@builtin(
     "system_resources",
     params=(
         "cpu_percent_critical",

@@ -90,14 +90,14 @@ def test_health_job_writes_results(
         metric_names = set(conn.execute(sa.select(metrics.c.metric_name)).scalars())
     assert set(rows) == {"database_connectivity", "broken_dependency", "behind_broken"}
     db = rows["database_connectivity"]
-    assert (db.target, db.status, db.severity) == ("database", "healthy", "critical")
+    assert (db.target, db.status, db.severity, db.critical) == ("database", "healthy", None, True)
     assert db.details["check_type"] == "connectivity" and db.details["attempts"] == 1
     assert db.dagster_run_id == result.run_id
     broken = rows["broken_dependency"]
-    assert (broken.status, broken.severity) == ("critical", "critical")
+    assert (broken.status, broken.severity, broken.critical) == ("critical", "ERROR", True)
     assert "Connection refused" in broken.message
     behind = rows["behind_broken"]
-    assert (behind.status, behind.severity) == ("unknown", "non_critical")
+    assert (behind.status, behind.severity, behind.critical) == ("unknown", None, False)
     assert behind.message.startswith("dependency broken_dependency failed")
     assert {"database_connectivity.response_time_ms", "database_connectivity.query_time_ms"} <= (
         metric_names

@@ -4,14 +4,12 @@ import time
 
 import pytest
 
+from healthmon_dagster.config.models import ThresholdConfiguration
 from healthmon_dagster.enums import HealthComponent, HealthStatus
-from healthmon_dagster.health.framework import (
-    CheckContext,
-    HealthCheck,
-    HealthCheckRunner,
-    Observation,
-    register,
-)
+from healthmon_dagster.health.context import CheckContext
+from healthmon_dagster.health.registry import register
+from healthmon_dagster.health.result import HealthCheck, Observation
+from healthmon_dagster.health.runner import HealthCheckRunner
 
 CALLS: dict[str, int] = {}
 
@@ -42,6 +40,7 @@ def boom(check: HealthCheck, ctx: CheckContext) -> Observation:
 
 
 def mk(check_id: str, kind: str, **kw: object) -> HealthCheck:
+    # kw holds HealthCheck fields of several types; a wrong one fails the test at once
     return HealthCheck(check_id, HealthComponent.NETWORK, kind, **kw)  # type: ignore[arg-type]
 
 
@@ -136,41 +135,6 @@ def test_disabled_checks_do_not_run_and_duplicate_ids_are_refused() -> None:
         HealthCheckRunner().run([mk("a", "test_sleep"), mk("a", "test_sleep")])
 
 
-def test_configured_thresholds_raise_the_status_and_name_the_threshold() -> None:
-    from datetime import UTC, datetime
-
-    from healthmon_dagster.config.models import ThresholdConfiguration
-    from healthmon_dagster.health.framework import HealthCheckResult, apply_thresholds
-
-    def result() -> HealthCheckResult:
-        return HealthCheckResult(
-            "db", datetime.now(UTC), HealthStatus.HEALTHY, 3.0, metrics={"query_time_ms": 700.0}
-        )
-
-    t = ThresholdConfiguration(
-        threshold_id="db_latency",
-        component="database",
-        metric_name="query_time_ms",
-        warning_threshold=500,
-        critical_threshold=2000,
-    )
-    warned = apply_thresholds(result(), HealthComponent.DATABASE, [t])
-    assert warned.status == HealthStatus.WARNING
-    assert warned.warnings == [
-        "query_time_ms is 700, above the warning threshold 500 (threshold db_latency)"
-    ]
-    failed = apply_thresholds(
-        result(), HealthComponent.DATABASE, [t.model_copy(update={"critical_threshold": 600})]
-    )
-    assert failed.status == HealthStatus.CRITICAL and "critical threshold 600" in failed.errors[0]
-    # Another component's threshold, or a disabled one, does not apply.
-    assert apply_thresholds(result(), HealthComponent.NETWORK, [t]).status == HealthStatus.HEALTHY
-    off = t.model_copy(update={"enabled": False})
-    assert (
-        apply_thresholds(result(), HealthComponent.DATABASE, [off]).status == HealthStatus.HEALTHY
-    )
-
-
 @register("test_latency")
 def latency_check(check: HealthCheck, ctx: CheckContext) -> Observation:
     obs = Observation()
@@ -179,7 +143,6 @@ def latency_check(check: HealthCheck, ctx: CheckContext) -> Observation:
 
 
 def test_a_threshold_breach_is_retried_and_makes_dependents_unknown() -> None:
-    from healthmon_dagster.config.models import ThresholdConfiguration
 
     slow_db = mk("slow_db", "test_latency", custom_parameters={"ms": 900}, retry_attempts=1)
     child = mk("child", "test_sleep", dependencies=("slow_db",))
@@ -199,22 +162,3 @@ def test_a_threshold_breach_is_retried_and_makes_dependents_unknown() -> None:
         "warehouse.query_time_ms is 900, above the critical threshold 600 (threshold db_latency)"
     ]
     assert results["child"].status == HealthStatus.UNKNOWN
-
-
-def test_an_unknown_custom_parameter_is_a_config_error_with_a_suggestion() -> None:
-    from healthmon_dagster.config import ConfigError, load_config_text
-    from healthmon_dagster.health.framework import checks_from_config
-
-    config = load_config_text(
-        "health_checks:\n"
-        "  - {check_id: landing, component: filesystem, kind: landing_folder,\n"
-        "     custom_parameters: {max_pending_file: 3}}\n"
-        "  - {check_id: mine, component: network, kind: custom, impl: 'a.b:c',\n"
-        "     custom_parameters: {anything: 1}}\n"
-    )
-    with pytest.raises(ConfigError) as caught:
-        checks_from_config(config)
-    assert caught.value.errors == [
-        "health_checks[0].custom_parameters.max_pending_file: not a parameter of the "
-        "landing_folder check 'landing'; did you mean 'max_pending_files'?"
-    ]  # custom checks read whatever they like: no error for 'anything'

@@ -1,7 +1,9 @@
 """Health check results in the health store: ``etl.check_results`` rows and ``etl.metrics`` points.
 
-One row per result (``source='health_check'``, ``check_name`` = check_id, ``target`` = component),
-and one metric per number (``metric_name`` = ``<check_id>.<metric>``), written in one transaction.
+One row per result (``source='health_check'``, ``check_name`` = check_id, ``target`` = component,
+``critical`` = the check's criticality, ``severity`` = the CheckSeverity of its status: ERROR for
+CRITICAL, WARN for WARNING, NULL otherwise), and one metric per number
+(``metric_name`` = ``<check_id>.<metric>``), written in one transaction.
 """
 
 from collections.abc import Iterable, Mapping, Sequence
@@ -10,13 +12,19 @@ from datetime import UTC
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from healthmon_dagster.enums import HealthStatus
-from healthmon_dagster.health.framework import HealthCheck, HealthCheckResult
+from healthmon_dagster.enums import CheckSeverity, HealthStatus, RecordSource
+from healthmon_dagster.health.result import HealthCheck, HealthCheckResult
 from healthmon_dagster.store.db import write_transaction
 from healthmon_dagster.store.metrics import MetricPoint, write_metrics
 from healthmon_dagster.store.tables import check_results
 
-SOURCE = "health_check"
+SOURCE = RecordSource.HEALTH_CHECK.value
+_SEVERITY = {HealthStatus.CRITICAL: CheckSeverity.ERROR, HealthStatus.WARNING: CheckSeverity.WARN}
+
+
+def severity_of(status: HealthStatus) -> CheckSeverity | None:
+    """The CheckSeverity stored with a result of ``status`` (None: it passed or is unknown)."""
+    return _SEVERITY.get(status)
 
 
 def result_row(
@@ -29,7 +37,8 @@ def result_row(
         "check_name": result.check_id,
         "target": check.component.value,
         "status": result.status.value,
-        "severity": "critical" if check.critical else "non_critical",
+        "severity": severity.value if (severity := severity_of(result.status)) else None,
+        "critical": check.critical,
         "response_time_ms": result.response_time_ms,
         "message": result.message,
         "details": {

@@ -1,0 +1,125 @@
+"""SQL functions that differ between SQLite and Postgres, compiled per dialect.
+
+Staging validation (:class:`is_iso_date`, :class:`is_uuid`, :class:`as_date`) and the status history
+buckets (:class:`epoch`, :class:`floor_int`) use them so that one query runs on both databases.
+"""
+
+from datetime import date
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
+
+
+class is_iso_date(FunctionElement[bool]):
+    """True when the text is a real calendar date in ``YYYY-MM-DD`` form."""
+
+    type = sa.Boolean()
+    inherit_cache = True
+
+
+@compiles(is_iso_date, "postgresql")
+def _is_iso_date_pg(
+    element: is_iso_date, compiler: sa.sql.compiler.SQLCompiler, **kw: object
+) -> str:
+    x = compiler.process(list(element.clauses)[0], **kw)
+    # The regex admits months 01-12 and days 01-31; the arithmetic rejects 02-30, 04-31, ...
+    return (
+        f"(CASE WHEN {x} ~ '^[12][0-9]{{3}}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$' "
+        f"THEN extract(month FROM make_date(substr({x},1,4)::int, substr({x},6,2)::int, 1) "
+        f"+ (substr({x},9,2)::int - 1)) = substr({x},6,2)::int ELSE false END)"
+    )
+
+
+@compiles(is_iso_date, "sqlite")
+def _is_iso_date_sqlite(
+    element: is_iso_date, compiler: sa.sql.compiler.SQLCompiler, **kw: object
+) -> str:
+    x = compiler.process(list(element.clauses)[0], **kw)
+    # date(x, '+0 days') normalises impossible days (2021-02-30 -> 2021-03-02), so it must round-trip.
+    return (
+        f"coalesce({x} GLOB '[12][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]' "
+        f"AND date({x}, '+0 days') = {x}, 0)"
+    )
+
+
+class is_uuid(FunctionElement[bool]):
+    """True when the text is a UUID in its 8-4-4-4-12 hex form (either case)."""
+
+    type = sa.Boolean()
+    inherit_cache = True
+
+
+@compiles(is_uuid, "postgresql")
+def _is_uuid_pg(element: is_uuid, compiler: sa.sql.compiler.SQLCompiler, **kw: object) -> str:
+    x = compiler.process(list(element.clauses)[0], **kw)
+    # LIKE fixes the shape and ltrim the alphabet: several times cheaper than a regex per row.
+    return (
+        f"({x} LIKE '________-____-____-____-____________' "
+        f"AND ltrim({x}, '0123456789abcdefABCDEF-') = '' "
+        f"AND substr({x}, 9, 1) || substr({x}, 14, 1) || substr({x}, 19, 1) "
+        f"|| substr({x}, 24, 1) = '----')"
+    )
+
+
+@compiles(is_uuid)
+def _is_uuid_default(element: is_uuid, compiler: sa.sql.compiler.SQLCompiler, **kw: object) -> str:
+    x = compiler.process(list(element.clauses)[0], **kw)
+    h = "[0-9a-fA-F]"
+    return f"coalesce({x} GLOB '{h * 8}-{h * 4}-{h * 4}-{h * 4}-{h * 12}', 0)"
+
+
+class as_date(FunctionElement[date]):
+    """Cast validated ISO text to a date (SQLite keeps dates as ISO text already)."""
+
+    type = sa.Date()
+    inherit_cache = True
+
+
+@compiles(as_date, "postgresql")
+def _as_date_pg(element: as_date, compiler: sa.sql.compiler.SQLCompiler, **kw: object) -> str:
+    return f"CAST({compiler.process(list(element.clauses)[0], **kw)} AS DATE)"
+
+
+@compiles(as_date, "sqlite")
+def _as_date_sqlite(element: as_date, compiler: sa.sql.compiler.SQLCompiler, **kw: object) -> str:
+    return compiler.process(list(element.clauses)[0], **kw)
+
+
+class epoch(FunctionElement[float]):
+    """Seconds since 1970 of a timestamp column (UTC)."""
+
+    type = sa.Float()
+    inherit_cache = True
+    name = "epoch"
+
+
+@compiles(epoch)
+def _epoch_default(element: epoch, compiler: Any, **kw: Any) -> str:
+    return f"EXTRACT(EPOCH FROM {compiler.process(element.clauses, **kw)})"
+
+
+@compiles(epoch, "sqlite")
+def _epoch_sqlite(element: epoch, compiler: Any, **kw: Any) -> str:
+    # SQLAlchemy stores UTC timestamps as ISO text on SQLite; julianday parses it. A double holds
+    # julian days to ~50 microseconds: rounding to the millisecond keeps 04:00:00 out of 03:00's bucket.
+    return f"ROUND((julianday({compiler.process(element.clauses, **kw)}) - 2440587.5) * 86400.0, 3)"
+
+
+class floor_int(FunctionElement[int]):
+    """floor() of a non-negative number as an integer (Postgres CAST rounds, SQLite's truncates)."""
+
+    type = sa.Integer()
+    inherit_cache = True
+    name = "floor_int"
+
+
+@compiles(floor_int)
+def _floor_int_default(element: floor_int, compiler: Any, **kw: Any) -> str:
+    return f"CAST(FLOOR({compiler.process(element.clauses, **kw)}) AS INTEGER)"
+
+
+@compiles(floor_int, "sqlite")
+def _floor_int_sqlite(element: floor_int, compiler: Any, **kw: Any) -> str:
+    return f"CAST({compiler.process(element.clauses, **kw)} AS INTEGER)"
