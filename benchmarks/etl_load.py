@@ -24,6 +24,12 @@ from pathlib import Path
 import psutil
 import sqlalchemy as sa
 
+from healthmon_dagster.etl import core, raw, staging
+from healthmon_dagster.etl.landing import LocalLandingSource
+from healthmon_dagster.etl.sample import write_patients_csv
+from healthmon_dagster.store.db import create_db_engine
+from healthmon_dagster.store.migrate import upgrade
+
 ADMIN_URL = os.environ.get(
     "HEALTHMON_BENCH_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 )
@@ -51,11 +57,6 @@ class PeakRss:
 
 
 def run_one(rows: int, database: str) -> dict[str, object]:
-    from healthmon_dagster.etl import core, raw, staging
-    from healthmon_dagster.etl.landing import LocalLandingSource
-    from healthmon_dagster.etl.sample import write_patients_csv
-    from healthmon_dagster.store.db import create_db_engine
-    from healthmon_dagster.store.migrate import upgrade
 
     tmp = Path(tempfile.mkdtemp(prefix="healthmon-bench-"))
     admin = None

@@ -88,6 +88,7 @@ class RecordSource(StrEnum):
 
     ASSET_CHECK = "asset_check"
     HEALTH_CHECK = "health_check"
+    BENCHMARK = "benchmark"
 
 
 class Layer(StrEnum):

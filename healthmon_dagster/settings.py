@@ -8,6 +8,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy.engine import make_url
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -62,7 +64,6 @@ def get_settings(env: dict[str, str] | None = None) -> Settings:
 
 def redact_url(url: str) -> str:
     """A database URL safe to print: the password replaced by ``***``."""
-    from sqlalchemy.engine import make_url
 
     try:
         return make_url(url).render_as_string(hide_password=True)

@@ -6,8 +6,6 @@ is unreachable, Postgres-parametrized tests are skipped with the reason; ``.ci/r
 any were skipped.
 """
 
-import os
-import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,20 +13,12 @@ from pathlib import Path
 import boto3
 import pytest
 import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine, make_url
 
 from healthmon_dagster.store.db import dispose_engines, get_engine
 from healthmon_dagster.store.tables import metadata
-
-ADMIN_URL = os.environ.get(
-    "HEALTHMON_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
-)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from healthmon_dagster_tests.fixtures import ADMIN_URL, free_port
 
 
 @pytest.fixture(scope="session")
@@ -41,7 +31,7 @@ def postgres_url() -> Iterator[str]:
     try:
         with admin.connect() as conn:
             conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    except sa.exc.OperationalError as exc:
+    except sa_exc.OperationalError as exc:
         admin.dispose()
         pytest.skip(f"Postgres unavailable at {make_url(ADMIN_URL).render_as_string()}: {exc.orig}")
     url = make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)

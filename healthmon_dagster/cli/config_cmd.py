@@ -7,6 +7,7 @@ import yaml
 
 from healthmon_dagster.cli.store_access import read_store
 from healthmon_dagster.config import ConfigError, HealthConfiguration, load_config
+from healthmon_dagster.health.registry import parameter_problems
 from healthmon_dagster.settings import get_settings
 from healthmon_dagster.store.config_versions import config_history
 
@@ -51,7 +52,6 @@ def config() -> None:
 @click.argument("path", required=False, type=_PATH)
 def validate(path: Path | None) -> None:
     """Validate PATH (default: $HEALTHMON_CONFIG or healthmon.yaml); exit 1 listing every error."""
-    from healthmon_dagster.health.registry import parameter_problems
 
     path = _resolve(path)
     cfg = _load_or_exit(path)

@@ -3,7 +3,7 @@
 import sys
 
 import click
-import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
 
 from healthmon_dagster.settings import get_settings, redact_url
 from healthmon_dagster.store.db import create_db_engine, describe_unavailable
@@ -28,7 +28,7 @@ def upgrade_cmd() -> None:
         try:
             upgrade(engine)
             click.echo(f"{redact_url(url)}: at revision {current_revision(engine)}")
-        except sa.exc.OperationalError as exc:
+        except sa_exc.OperationalError as exc:
             click.echo(str(describe_unavailable(engine, exc)), err=True)
             sys.exit(1)
         finally:
@@ -43,7 +43,7 @@ def status_cmd() -> None:
         engine = create_db_engine(url)
         try:
             rev = current_revision(engine)
-        except sa.exc.OperationalError as exc:
+        except sa_exc.OperationalError as exc:
             click.echo(str(describe_unavailable(engine, exc)), err=True)
             sys.exit(1)
         finally:

@@ -17,6 +17,7 @@ from healthmon_dagster.cli.checks_cmd import latest_results
 from healthmon_dagster.defs.pipeline.sensors import landing_files_sensor
 from healthmon_dagster.etl.sample import generate_sample, write_to
 from healthmon_dagster.etl.staging import rejection_reasons
+from healthmon_dagster.health.status import get_system_status
 from healthmon_dagster.settings import get_settings, redact_url
 from healthmon_dagster.store.tables import (
     dim_patient,
@@ -86,7 +87,6 @@ def health_lines(
     defs: dg.Definitions, instance: dg.DagsterInstance, engine: sa.Engine
 ) -> list[str]:
     """Run every health-check job once, in process, then the system status in a few lines."""
-    from healthmon_dagster.health.status import get_system_status
 
     for job in defs.resolve_all_job_defs():
         if job.name.startswith("health_checks_every_"):

@@ -8,6 +8,7 @@ import click
 import dagster as dg
 
 from healthmon_dagster.cli.store_access import read_store
+from healthmon_dagster.defs.health.instance_facts import get_asset_health
 from healthmon_dagster.formatting import InvalidWindow, human_duration, parse_duration
 from healthmon_dagster.health.status import ComponentStatus, SystemStatus, get_system_status
 from healthmon_dagster.settings import get_settings
@@ -47,7 +48,6 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 def _asset_health() -> tuple[list[Any] | None, str | None]:
     """The per-asset rollup from the Dagster instance at DAGSTER_HOME, or why there is none."""
-    from healthmon_dagster.defs.instance_facts import get_asset_health
 
     try:
         instance = dg.DagsterInstance.get()

@@ -5,7 +5,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import click
-import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 
 from healthmon_dagster.settings import redact_url
@@ -20,6 +20,6 @@ def read_store(url: str, read: Callable[[Engine], T]) -> T:
         return read(open_for_reading(url))
     except DatabaseUnavailable as exc:
         click.echo(str(exc), err=True)
-    except sa.exc.DBAPIError as exc:
+    except sa_exc.DBAPIError as exc:
         click.echo(str(describe_unavailable(redact_url(url), exc, "")), err=True)
     sys.exit(1)

@@ -113,8 +113,8 @@ class LandingResource(dg.ConfigurableResource):  # type: ignore[type-arg]
             self.endpoint_url or s.aws_endpoint_url,
             self.region_name or s.aws_region,
             Path(self.local_dir) if self.local_dir else s.landing_dir,
-            self.max_attempts,
             client_factory=s3_client,
+            max_attempts=self.max_attempts,
         )
 
 

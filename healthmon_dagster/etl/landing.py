@@ -16,9 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-import boto3
-from botocore.config import Config
-
 S3ClientFactory = Callable[[str | None, str | None, int], Any]
 """Builds a boto3 S3 client from ``(endpoint_url, region_name, max_attempts)``."""
 
@@ -188,36 +185,25 @@ class S3LandingSource:
             raise self._error(exc, f"write {full_key!r} to") from exc
 
 
-def boto3_s3_client(endpoint_url: str | None, region_name: str | None, max_attempts: int) -> Any:
-    """A plain boto3 S3 client: the default of callers that pass no factory (outside Dagster)."""
-    return boto3.session.Session().client(
-        "s3",
-        endpoint_url=endpoint_url,
-        region_name=region_name,
-        config=Config(retries={"max_attempts": max_attempts, "mode": "standard"}),
-    )
-
-
 def open_landing_source(
     s3_bucket: str | None,
     s3_prefix: str,
     endpoint_url: str | None,
     region_name: str | None,
     local_dir: Path,
+    client_factory: S3ClientFactory,
     max_attempts: int = 2,
-    client_factory: S3ClientFactory | None = None,
 ) -> LandingSource:
     """S3 when a bucket is given, through a client from ``client_factory`` (the Dagster resource
-    passes one built by dagster-aws; default :func:`boto3_s3_client`), else the local folder.
+    passes one built by dagster-aws), else the local folder.
 
     ``max_attempts`` bounds botocore's retries: a sensor tick against an endpoint that is down
     should report it in seconds, not after five backed-off attempts.
     """
     if not s3_bucket:
         return LocalLandingSource(local_dir)
-    factory = client_factory or boto3_s3_client
     try:
-        client = factory(endpoint_url, region_name, max_attempts)
+        client = client_factory(endpoint_url, region_name, max_attempts)
     except Exception as exc:  # botocore raises plain ValueErrors for a malformed endpoint URL
         raise LandingError(
             f"could not create an S3 client for s3://{s3_bucket}/{s3_prefix} (endpoint "

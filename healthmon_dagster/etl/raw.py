@@ -17,6 +17,7 @@ from datetime import datetime
 from pathlib import Path
 
 import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine
 
 from healthmon_dagster.etl.landing import LandingFile, LandingSource, sha256_file
@@ -329,7 +330,7 @@ def _copy_file(
         # handle an outage during COPY like any other database error.
         dbapi = conn.dialect.loaded_dbapi
         if isinstance(exc, dbapi.Error):
-            raise sa.exc.DBAPIError.instance("COPY raw.patients", None, exc, dbapi.Error) from None
+            raise sa_exc.DBAPIError.instance("COPY raw.patients", None, exc, dbapi.Error) from None
         raise
     finally:
         cursor.close()
@@ -532,7 +533,7 @@ def _write_file(
                     loaded_at=utcnow(),
                 )
             )
-    except sa.exc.IntegrityError:
+    except sa_exc.IntegrityError:
         with engine.connect() as conn:
             seen = _already_loaded(conn, result.sha256)
         if seen is None:

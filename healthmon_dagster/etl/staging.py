@@ -118,7 +118,7 @@ def _typed(col_name: str, col: ColumnElement[str]) -> ColumnElement[object]:
     """The stg value of a validated raw column: ids lower case, dates and numbers typed."""
     type_ = STG_TYPES.get(col_name)
     if col_name == "id":
-        return sa.cast(sa.func.lower(col), type_)
+        return sa.cast(sa.func.lower(col), STG_TYPES["id"])
     if isinstance(type_, sa.Date):
         return sa.case((_blank(col), None), else_=as_date(col))
     if type_ is not None:

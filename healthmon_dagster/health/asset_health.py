@@ -3,7 +3,7 @@
 Each asset gets HEALTHY / WARNING / DEGRADED / UNKNOWN, the worst of three parts, and the reason in
 words. The order is that of the component statuses (:attr:`AssetHealthStatus.rank` is the rank of
 :meth:`AssetHealthStatus.as_health_status`): HEALTHY < UNKNOWN < WARNING < DEGRADED. The rollup
-decides from plain data (:class:`AssetFacts`); ``healthmon_dagster.defs.instance_facts`` reads those
+decides from plain data (:class:`AssetFacts`); ``healthmon_dagster.defs.health.instance_facts`` reads those
 facts from a Dagster instance.
 
 Materialization (the last materialization and the run that last planned the asset):

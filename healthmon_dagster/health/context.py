@@ -3,7 +3,7 @@ its deadline (:class:`CheckContext`), and the plain-data views of Dagster's hist
 checks read through (:class:`DagsterFacts`, :data:`S3ClientFactory`).
 
 No Dagster or boto3 import: the implementations backed by a Dagster instance and by dagster-aws live
-in ``healthmon_dagster.defs.instance_facts`` and are handed in through the environment.
+in ``healthmon_dagster.defs.health.instance_facts`` and are handed in through the environment.
 """
 
 import time

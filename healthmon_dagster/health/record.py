@@ -1,9 +1,11 @@
-"""Health check results in the health store: ``etl.check_results`` rows and ``etl.metrics`` points.
+"""Health check and benchmark results in the health store: ``etl.check_results`` rows and
+``etl.metrics`` points.
 
 One row per result (``source='health_check'``, ``check_name`` = check_id, ``target`` = component,
 ``critical`` = the check's criticality, ``severity`` = the CheckSeverity of its status: ERROR for
 CRITICAL, WARN for WARNING, NULL otherwise), and one metric per number
-(``metric_name`` = ``<check_id>.<metric>``), written in one transaction.
+(``metric_name`` = ``<check_id>.<metric>``), written in one transaction. Benchmarks are stored the
+same way under ``source='benchmark'`` (never critical), so health-check rollups do not count them.
 """
 
 from collections.abc import Iterable, Mapping, Sequence
@@ -13,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from healthmon_dagster.enums import CheckSeverity, HealthStatus, RecordSource
+from healthmon_dagster.health.benchmark import PerformanceBenchmark
 from healthmon_dagster.health.result import HealthCheck, HealthCheckResult
 from healthmon_dagster.store.db import write_transaction
 from healthmon_dagster.store.metrics import MetricPoint, write_metrics
@@ -116,3 +119,49 @@ def latest_results(engine: Engine, check_ids: Iterable[str]) -> dict[str, Health
                 attempts=body.get("attempts", 1),
             )
     return out
+
+
+def benchmark_numbers(bench: PerformanceBenchmark) -> dict[str, float]:
+    """The figures of a benchmark: current and baseline response time, throughput and error rate,
+    and the performance score (those that could be computed)."""
+    out: dict[str, float] = {}
+    for label, m in (("current", bench.current_metrics), ("baseline", bench.baseline_metrics)):
+        for name in ("response_time_ms", "throughput_per_second", "error_rate"):
+            value = getattr(m, name)
+            if value is not None:
+                out[f"{label}_{name}"] = float(value)
+    if bench.performance_score is not None:
+        out["performance_score"] = float(bench.performance_score)
+    return out
+
+
+def write_benchmark(engine: Engine, bench: PerformanceBenchmark, run_id: str | None = None) -> None:
+    """Write a benchmark: its figures to ``etl.metrics`` (``benchmark.<name>``) and one
+    ``etl.check_results`` row (``source='benchmark'``), in one transaction."""
+    points = [
+        MetricPoint(
+            bench.component.value,
+            f"benchmark.{name}",
+            value,
+            "ms" if name.endswith("_ms") else "",
+            {"benchmark_id": bench.benchmark_id},
+            bench.last_run,
+        )
+        for name, value in benchmark_numbers(bench).items()
+    ]
+    row = {
+        "ts": bench.last_run,
+        "source": RecordSource.BENCHMARK.value,
+        "check_name": bench.benchmark_id,
+        "target": bench.component.value,
+        "status": bench.status.value,
+        "severity": severity.value if (severity := severity_of(bench.status)) else None,
+        "critical": False,
+        "observed_value": bench.performance_score,
+        "message": "; ".join(r.message for r in bench.recommendations) or "ok",
+        "details": bench.to_dict(),
+        "dagster_run_id": run_id,
+    }
+    with write_transaction(engine) as conn:
+        conn.execute(check_results.insert(), [row])
+        write_metrics(engine, points, conn=conn)

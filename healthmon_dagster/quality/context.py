@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any, Final
 
 import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -89,7 +90,7 @@ def resolve_table(engine: Engine, asset: str) -> sa.Table:
     schema, name = parts
     try:
         return sa.Table(name, sa.MetaData(), schema=schema, autoload_with=engine)
-    except sa.exc.NoSuchTableError:
+    except sa_exc.NoSuchTableError:
         raise CheckError(
             f"table {schema}.{name} (asset {asset}) does not exist in the warehouse"
         ) from None

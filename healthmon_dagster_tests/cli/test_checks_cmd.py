@@ -11,7 +11,7 @@ from sqlalchemy.engine import Engine
 
 from healthmon_dagster.cli.main import cli
 from healthmon_dagster.store.tables import check_results
-from healthmon_dagster_tests.conftest import free_port
+from healthmon_dagster_tests.fixtures import free_port
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 

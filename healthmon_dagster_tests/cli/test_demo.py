@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from healthmon_dagster.cli.main import cli
 from healthmon_dagster.store.migrate import head_revision
-from healthmon_dagster_tests.conftest import free_port
+from healthmon_dagster_tests.fixtures import free_port
 
 SAMPLE_KEYS = ("patients_0001.csv", "patients_0002.csv", "patients_0003.csv")
 

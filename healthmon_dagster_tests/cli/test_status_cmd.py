@@ -9,8 +9,8 @@ from click.testing import CliRunner
 from sqlalchemy.engine import Engine
 
 from healthmon_dagster.cli.main import cli
-from healthmon_dagster_tests.conftest import free_port
-from healthmon_dagster_tests.health.rows import insert_results, result, series
+from healthmon_dagster_tests.fixtures import free_port
+from healthmon_dagster_tests.health.fixtures import insert_results, result, series
 
 M = timedelta(minutes=1)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from healthmon_dagster.config import ConfigError
-from healthmon_dagster.defs.resources import HealthmonConfigResource, LandingResource
+from healthmon_dagster.defs.resources import HealthmonConfigResource, LandingResource, s3_client
 from healthmon_dagster.etl.landing import LocalLandingSource, S3LandingSource
 
 
@@ -77,3 +77,15 @@ def test_landing_resource_builds_the_s3_client(monkeypatch: pytest.MonkeyPatch) 
     meta = source.client.meta
     assert (meta.endpoint_url, meta.region_name) == ("http://127.0.0.1:9", "eu-west-1")
     assert meta.config.retries["total_max_attempts"] == 3  # max_attempts=2 retries, plus the call
+
+
+def test_s3_client_has_the_endpoint_region_and_bounded_retries(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    client = s3_client("http://127.0.0.1:9", "eu-west-1", 3)
+
+    assert client.meta.endpoint_url == "http://127.0.0.1:9"
+    assert client.meta.region_name == "eu-west-1"
+    # botocore counts the first call too: 3 retries are 4 attempts in all.
+    assert client.meta.config.retries == {"total_max_attempts": 4, "mode": "standard"}

@@ -15,10 +15,9 @@ from healthmon_dagster.etl.landing import (
     LandingFileMissing,
     LocalLandingSource,
     S3LandingSource,
-    boto3_s3_client,
     open_landing_source,
 )
-from healthmon_dagster_tests.conftest import free_port
+from healthmon_dagster_tests.fixtures import free_port
 
 
 def test_local_source_lists_matching_files_oldest_first(tmp_path: Path) -> None:
@@ -112,7 +111,13 @@ def test_open_with_a_bucket_uses_the_client_of_the_factory(tmp_path: Path) -> No
         return client
 
     source = open_landing_source(
-        "bucket", "in/", "http://s3.test", "eu-west-1", tmp_path, 1, client_factory=factory
+        "bucket",
+        "in/",
+        "http://s3.test",
+        "eu-west-1",
+        tmp_path,
+        client_factory=factory,
+        max_attempts=1,
     )
 
     assert isinstance(source, S3LandingSource)
@@ -134,15 +139,3 @@ def test_a_client_that_cannot_be_built_is_a_landing_error(tmp_path: Path) -> Non
 
     text = str(excinfo.value)
     assert "s3://bucket/in/" in text and "127.0.0.1:9000" in text and message in text
-
-
-def test_default_factory_is_a_plain_boto3_client_with_bounded_retries(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    client = boto3_s3_client("http://127.0.0.1:9", "eu-west-1", 3)
-
-    assert client.meta.endpoint_url == "http://127.0.0.1:9"
-    assert client.meta.region_name == "eu-west-1"
-    # botocore counts the first call too: 3 retries are 4 attempts in all.
-    assert client.meta.config.retries == {"total_max_attempts": 4, "mode": "standard"}

@@ -6,6 +6,7 @@ from pathlib import Path
 import boto3
 import pytest
 import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 
 from healthmon_dagster.etl import raw
@@ -14,7 +15,7 @@ from healthmon_dagster.etl.raw import RawLoadResult
 from healthmon_dagster.etl.sample import generate_sample, write_to
 from healthmon_dagster.store.db import create_db_engine, describe_unavailable
 from healthmon_dagster.store.tables import SOURCE_COLUMNS, db_column, files, load_runs, raw_patients
-from healthmon_dagster_tests.conftest import free_port
+from healthmon_dagster_tests.fixtures import free_port
 
 ROWS = 20
 VALUE_COLUMNS = [raw_patients.c[db_column(c)] for c in SOURCE_COLUMNS]
@@ -238,7 +239,7 @@ def test_database_down_then_back(engine: Engine, tmp_path: Path) -> None:
     port = free_port()
     down = create_db_engine(f"postgresql+psycopg2://postgres:s3cret@127.0.0.1:{port}/x")
     try:
-        with pytest.raises(sa.exc.OperationalError) as excinfo:
+        with pytest.raises(sa_exc.OperationalError) as excinfo:
             raw.load_file(down, source, sample.key)
         message = str(describe_unavailable(down, excinfo.value))
     finally:

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 import pytest
 
-from healthmon_dagster.defs.instance_facts import get_asset_health
+from healthmon_dagster.defs.health.instance_facts import get_asset_health
 from healthmon_dagster.enums import CheckSeverity
 from healthmon_dagster.health.asset_health import (
     AssetFacts,

@@ -14,7 +14,7 @@ from healthmon_dagster.health.capacity import (
     forecast_capacity,
     table_row_growth,
 )
-from healthmon_dagster_tests.health.rows import T0, insert_metrics
+from healthmon_dagster_tests.health.fixtures import T0, insert_metrics
 
 HOURS = [T0 + timedelta(hours=6 * i) for i in range(120)]  # 30 days, every 6 hours
 NOW = HOURS[-1]

@@ -13,12 +13,12 @@ import pytest
 from aiosmtpd.controller import Controller
 from pytest_httpserver import HTTPServer
 
-from healthmon_dagster.defs.instance_facts import InstanceFacts, make_s3_client
+from healthmon_dagster.defs.health.instance_facts import InstanceFacts, make_s3_client
 from healthmon_dagster.enums import HealthComponent, HealthStatus
 from healthmon_dagster.health.context import CheckEnvironment
 from healthmon_dagster.health.result import HealthCheck, HealthCheckResult
 from healthmon_dagster.health.runner import HealthCheckRunner
-from healthmon_dagster_tests.conftest import free_port
+from healthmon_dagster_tests.fixtures import free_port
 
 
 def run(kind: str, env: CheckEnvironment | None = None, **params: object) -> HealthCheckResult:

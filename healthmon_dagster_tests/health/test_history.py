@@ -4,7 +4,7 @@ from sqlalchemy.engine import Engine
 
 from healthmon_dagster.enums import HealthStatus
 from healthmon_dagster.health.history import get_health_history
-from healthmon_dagster_tests.health.rows import (
+from healthmon_dagster_tests.health.fixtures import (
     NOW,
     T0,
     H,

@@ -6,7 +6,7 @@ from sqlalchemy.engine import Engine
 from healthmon_dagster.enums import HealthStatus
 from healthmon_dagster.health.asset_health import AssetHealthStatus
 from healthmon_dagster.health.status import get_component_status, get_system_status, overall_status
-from healthmon_dagster_tests.health.rows import (
+from healthmon_dagster_tests.health.fixtures import (
     NOW,
     H,
     M,

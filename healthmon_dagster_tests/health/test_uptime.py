@@ -5,7 +5,7 @@ from sqlalchemy.engine import Engine
 
 from healthmon_dagster.formatting import InvalidWindow
 from healthmon_dagster.health.uptime import get_uptime, get_uptime_by_component
-from healthmon_dagster_tests.health.rows import (
+from healthmon_dagster_tests.health.fixtures import (
     NOW,
     T0,
     H,

@@ -8,7 +8,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from healthmon_dagster_tests.conftest import ADMIN_URL
+from healthmon_dagster_tests.fixtures import ADMIN_URL
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -2,6 +2,7 @@
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 
 from healthmon_dagster.defs.pipeline.assets import _db_failure
@@ -18,10 +19,10 @@ def pg_engine(postgres_url: str) -> Engine:
     return get_engine(postgres_url)
 
 
-def _data_error(engine: Engine) -> sa.exc.DBAPIError:
+def _data_error(engine: Engine) -> sa_exc.DBAPIError:
     """A real driver error whose message quotes the value: Postgres' invalid uuid text (SQLite's
     messages name constraints and columns, not values)."""
-    with engine.connect() as conn, pytest.raises(sa.exc.DBAPIError) as caught:
+    with engine.connect() as conn, pytest.raises(sa_exc.DBAPIError) as caught:
         conn.execute(sa.text(f"SELECT CAST('{SECRET}' AS uuid)"))
     return caught.value
 
@@ -45,7 +46,7 @@ def test_bound_parameters_are_hidden_and_detail_lines_dropped(engine: Engine) ->
         "_file_id": 1,
         "_row_number": 1,
     }
-    with engine.begin() as conn, pytest.raises(sa.exc.DBAPIError) as caught:
+    with engine.begin() as conn, pytest.raises(sa_exc.DBAPIError) as caught:
         conn.execute(dim_patient.insert(), [row])
     assert "parameters hidden" in str(caught.value)
     assert "valid_from" in error_text(caught.value)

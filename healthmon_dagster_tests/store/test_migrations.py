@@ -1,4 +1,5 @@
-"""Migration 0002: health-check rows get ``critical`` and a CheckSeverity, other rows keep theirs."""
+"""Migration 0002: health-check and benchmark rows get ``critical`` and a CheckSeverity, asset-check
+rows keep theirs."""
 
 from datetime import UTC, datetime
 
@@ -17,12 +18,14 @@ OLD_ROWS = [
     ("health_check", "db_ok", "healthy", "critical"),
     ("health_check", "disk_down", "critical", "non_critical"),
     ("health_check", "disk_unknown", "unknown", "non_critical"),
+    ("benchmark", "bench_raw", "warning", "non_critical"),
+    ("benchmark", "bench_core", "healthy", "non_critical"),
     ("asset_check", "not_null", "failed", "ERROR"),
     ("asset_check", "volume", "warn", "WARN"),
 ]
 
 
-def test_0002_converts_old_health_check_rows(fresh_db_url: str) -> None:
+def test_0002_converts_old_health_check_and_benchmark_rows(fresh_db_url: str) -> None:
     engine = create_db_engine(fresh_db_url)
     try:
         upgrade(engine, "0001")
@@ -65,6 +68,8 @@ def test_0002_converts_old_health_check_rows(fresh_db_url: str) -> None:
         "db_ok": (None, True),
         "disk_down": ("ERROR", False),
         "disk_unknown": (None, False),
+        "bench_raw": ("WARN", False),
+        "bench_core": (None, False),
         "not_null": ("ERROR", None),
         "volume": ("WARN", None),
     }

@@ -8,6 +8,7 @@ import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 
 from healthmon_dagster.store.db import create_db_engine
@@ -206,9 +207,9 @@ def _file_row(status: str, key: str) -> dict[str, object]:
 def test_same_content_cannot_be_loaded_twice(engine: Engine) -> None:
     with engine.begin() as conn:
         conn.execute(files.insert().values(**_file_row("loaded", "a.csv")))
-    with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:
+    with pytest.raises(sa_exc.IntegrityError), engine.begin() as conn:
         conn.execute(files.insert().values(**_file_row("loaded", "b.csv")))
-    with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:
+    with pytest.raises(sa_exc.IntegrityError), engine.begin() as conn:
         conn.execute(files.insert().values(**_file_row("empty", "c.csv")))
 
 
@@ -245,7 +246,7 @@ def test_database_allows_only_one_current_version_per_patient(engine: Engine) ->
             dim_patient.insert().values(**_version(PATIENT, False, T0 - timedelta(days=5)))
         )
         conn.execute(dim_patient.insert().values(**_version(OTHER_PATIENT, True, T0)))
-    with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:
+    with pytest.raises(sa_exc.IntegrityError), engine.begin() as conn:
         conn.execute(dim_patient.insert().values(**_version(PATIENT, True, T0 + timedelta(days=1))))
     with engine.connect() as conn:
         current = conn.execute(

@@ -14,23 +14,26 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
 
 from healthmon_dagster.config.models import HealthConfiguration, ThresholdConfiguration
-from healthmon_dagster.defs.instance_facts import InstanceFacts, make_s3_client
+from healthmon_dagster.defs.health.instance_facts import InstanceFacts, make_s3_client
 from healthmon_dagster.defs.resources import LandingResource, WarehouseResource
 from healthmon_dagster.enums import HealthComponent, HealthStatus
-from healthmon_dagster.health.benchmark import PerformanceBenchmark, run_benchmark
+from healthmon_dagster.health.benchmark import run_benchmark
 from healthmon_dagster.health.context import CheckEnvironment
-from healthmon_dagster.health.record import latest_results, write_results
+from healthmon_dagster.health.record import (
+    benchmark_numbers,
+    latest_results,
+    write_benchmark,
+    write_results,
+)
 from healthmon_dagster.health.registry import checks_from_config
 from healthmon_dagster.health.result import HealthCheck, HealthCheckResult
 from healthmon_dagster.health.runner import HealthCheckRunner
 from healthmon_dagster.settings import get_settings, redact_url
-from healthmon_dagster.store.db import describe_unavailable, write_transaction
+from healthmon_dagster.store.db import describe_unavailable
 from healthmon_dagster.store.errors import error_text
-from healthmon_dagster.store.metrics import MetricPoint, write_metrics
-from healthmon_dagster.store.tables import check_results
 
 BENCHMARK_JOB = "health_benchmark_job"
 
@@ -106,7 +109,7 @@ def build_health_check_job(
             try:
                 engine = warehouse.health_engine()
                 known = latest_results(engine, external)
-            except sa.exc.DBAPIError as exc:
+            except sa_exc.DBAPIError as exc:
                 context.log.warning(f"could not read dependency results: {error_text(exc)}")
         env = _environment(warehouse, landing, context.instance, landing_pattern)
         runner = HealthCheckRunner(env, thresholds=thresholds)
@@ -123,7 +126,7 @@ def build_health_check_job(
             write_results(
                 engine or warehouse.health_engine(), by_id, report.results, context.run_id
             )
-        except sa.exc.DBAPIError as exc:
+        except sa_exc.DBAPIError as exc:
             raise _store_failure(warehouse, exc) from None
         return dg.Output(
             {r.check_id: r.status.value for r in report.results},
@@ -158,8 +161,8 @@ def _benchmark_op(component: HealthComponent) -> dg.OpDefinition:
         try:
             engine = warehouse.health_engine()
             bench = run_benchmark(engine, component)
-            record_benchmark(engine, bench, context.run_id)
-        except sa.exc.DBAPIError as exc:
+            write_benchmark(engine, bench, context.run_id)
+        except sa_exc.DBAPIError as exc:
             raise _store_failure(warehouse, exc) from None
         for rec in bench.recommendations:
             context.log.info(f"{component.value}: {rec.message}")
@@ -170,54 +173,11 @@ def _benchmark_op(component: HealthComponent) -> dg.OpDefinition:
             "status": bench.status.value,
             "recommendations": len(bench.recommendations),
         }
-        for name, value in _benchmark_numbers(bench).items():
+        for name, value in benchmark_numbers(bench).items():
             meta[name] = value
         return dg.Output(bench.to_dict(), metadata=meta)
 
     return _bench
-
-
-def _benchmark_numbers(bench: PerformanceBenchmark) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for label, m in (("current", bench.current_metrics), ("baseline", bench.baseline_metrics)):
-        for name in ("response_time_ms", "throughput_per_second", "error_rate"):
-            value = getattr(m, name)
-            if value is not None:
-                out[f"{label}_{name}"] = float(value)
-    if bench.performance_score is not None:
-        out["performance_score"] = float(bench.performance_score)
-    return out
-
-
-def record_benchmark(engine: Any, bench: PerformanceBenchmark, run_id: str | None = None) -> None:
-    """Write a benchmark: numbers to etl.metrics (``benchmark.*``), one etl.check_results row
-    (``source='benchmark'``, so status rollups of health checks are not affected by it)."""
-    points = [
-        MetricPoint(
-            bench.component.value,
-            f"benchmark.{name}",
-            value,
-            "ms" if name.endswith("_ms") else "",
-            {"benchmark_id": bench.benchmark_id},
-            bench.last_run,
-        )
-        for name, value in _benchmark_numbers(bench).items()
-    ]
-    row = {
-        "ts": bench.last_run,
-        "source": "benchmark",
-        "check_name": bench.benchmark_id,
-        "target": bench.component.value,
-        "status": bench.status.value,
-        "severity": "non_critical",
-        "observed_value": bench.performance_score,
-        "message": "; ".join(r.message for r in bench.recommendations) or "ok",
-        "details": bench.to_dict(),
-        "dagster_run_id": run_id,
-    }
-    with write_transaction(engine) as conn:
-        conn.execute(check_results.insert(), [row])
-        write_metrics(engine, points, conn=conn)
 
 
 def build_benchmark_job(

@@ -12,6 +12,7 @@ from typing import Any
 import dagster as dg
 import sqlalchemy as sa
 from pydantic import Field
+from sqlalchemy import exc as sa_exc
 
 from healthmon_dagster.config import ConfigError
 from healthmon_dagster.defs.resources import (
@@ -45,10 +46,10 @@ class RawPatientsConfig(dg.Config):
     )
 
 
-def _db_failure(warehouse: WarehouseResource, exc: sa.exc.DBAPIError) -> dg.Failure:
+def _db_failure(warehouse: WarehouseResource, exc: sa_exc.DBAPIError) -> dg.Failure:
     """A run failure that names the database (no password) and what went wrong, with no data
     value in it: driver messages quote values, so they go through ``store.errors.error_text``."""
-    if isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError):
+    if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
         urls = list(dict.fromkeys([warehouse.url(), warehouse.health_url()]))
         where = " or ".join(redact_url(u) for u in urls)
         return dg.Failure(description=str(describe_unavailable(where, exc)))
@@ -115,7 +116,7 @@ def raw_patients(
         raise dg.Failure(description=str(exc), allow_retries=False) from None
     except LandingError as exc:
         raise dg.Failure(description=str(exc), allow_retries=True) from None
-    except sa.exc.DBAPIError as exc:
+    except sa_exc.DBAPIError as exc:
         raise _db_failure(warehouse, exc) from None
 
     rejected = [r for r in results if r.status == "rejected"]
@@ -178,7 +179,7 @@ def stg_patients(
     """Stages every loaded file not staged yet, in load order, with SQL validation rules."""
     try:
         results = staging.stage_pending(warehouse.engine(), context.run.run_id)
-    except sa.exc.DBAPIError as exc:
+    except sa_exc.DBAPIError as exc:
         raise _db_failure(warehouse, exc) from None
     rows_in = sum(r.rows_in for r in results)
     rejected = sum(r.rows_rejected for r in results)
@@ -238,7 +239,7 @@ def core_dim_patient(
             current, versions = conn.execute(
                 sa.select(sa.func.count().filter(dim_patient.c.is_current), sa.func.count())
             ).one()
-    except sa.exc.DBAPIError as exc:
+    except sa_exc.DBAPIError as exc:
         raise _db_failure(warehouse, exc) from None
     duration = sum(r.duration_s for r in results)
     rows_in = sum(r.rows_in for r in results)

@@ -5,6 +5,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
 
 from healthmon_dagster.config.models import ReconciliationCheck, RejectionRateCheck
 from healthmon_dagster.etl import catalog
@@ -23,7 +24,7 @@ def _reflect(ctx: EvalContext, qualified: str) -> sa.Table:
     schema, _, name = qualified.rpartition(".")
     try:
         return sa.Table(name, sa.MetaData(), schema=schema or None, autoload_with=ctx.engine)
-    except sa.exc.NoSuchTableError:
+    except sa_exc.NoSuchTableError:
         raise CheckError(f"table {qualified} does not exist in the warehouse") from None
 
 

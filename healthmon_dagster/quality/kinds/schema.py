@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
 
 from healthmon_dagster.config.models import SchemaCheck
 from healthmon_dagster.etl import catalog
@@ -58,7 +59,7 @@ def plan_schema(ctx: EvalContext, spec: SchemaCheck) -> Plan:
         t = ctx.table
         try:
             reflected = sa.inspect(ctx.engine).get_columns(t.name, schema=t.schema)
-        except sa.exc.NoSuchTableError:
+        except sa_exc.NoSuchTableError:
             raise CheckError(f"table {ctx.qualified} does not exist in the warehouse") from None
         if not reflected:
             raise CheckError(f"table {ctx.qualified} does not exist in the warehouse")

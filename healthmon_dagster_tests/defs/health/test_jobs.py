@@ -12,7 +12,7 @@ from healthmon_dagster.defs.health.schedules import cron_for_interval
 from healthmon_dagster.defs.resources import LandingResource, WarehouseResource
 from healthmon_dagster.store.db import get_engine
 from healthmon_dagster.store.tables import check_results, metrics
-from healthmon_dagster_tests.conftest import free_port
+from healthmon_dagster_tests.fixtures import free_port
 
 CONFIG = """
 health_checks:

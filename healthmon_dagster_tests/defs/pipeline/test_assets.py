@@ -13,7 +13,6 @@ from healthmon_dagster.etl.landing import LocalLandingSource
 from healthmon_dagster.etl.sample import generate_sample, write_to
 from healthmon_dagster.store.db import get_engine
 from healthmon_dagster.store.tables import files, metrics
-from healthmon_dagster_tests.conftest import free_port
 from healthmon_dagster_tests.defs.fixtures import (
     CHECK_STEPS,
     DOWNSTREAM_STEPS,
@@ -28,6 +27,7 @@ from healthmon_dagster_tests.defs.fixtures import (
     raw_rows,
     run_job,
 )
+from healthmon_dagster_tests.fixtures import free_port
 
 
 def test_run_without_config_loads_every_unloaded_file(

@@ -10,7 +10,6 @@ import pytest
 
 from healthmon_dagster.etl.landing import LocalLandingSource, S3LandingSource
 from healthmon_dagster.etl.sample import generate_sample, write_to
-from healthmon_dagster_tests.conftest import free_port
 from healthmon_dagster_tests.defs.fixtures import (
     CORE,
     RAW,
@@ -25,6 +24,7 @@ from healthmon_dagster_tests.defs.fixtures import (
     raw_rows,
     run_job,
 )
+from healthmon_dagster_tests.fixtures import free_port
 
 
 def test_sensor_requests_one_run_per_file_and_each_run_loads_its_file(

@@ -1,9 +1,10 @@
 """etl.check_results.critical: a health check's criticality gets its own column
 
-Health-check rows stored their criticality in ``severity`` (``critical``/``non_critical``) while asset
-checks store a CheckSeverity there (``WARN``/``ERROR``). This adds ``critical`` and converts the
-health-check rows: ``critical = (severity = 'critical')`` and ``severity`` becomes the CheckSeverity of
-the row's status (CRITICAL -> ERROR, WARNING -> WARN, otherwise NULL).
+Health-check and benchmark rows stored their criticality in ``severity`` (``critical`` or
+``non_critical``) while asset checks store a CheckSeverity there (``WARN``/``ERROR``). This adds
+``critical`` and converts the health-check and benchmark rows: ``critical = (severity = 'critical')``
+and ``severity`` becomes the CheckSeverity of the row's status (CRITICAL -> ERROR, WARNING -> WARN,
+otherwise NULL).
 
 Revision ID: 0002
 Revises: 0001
@@ -26,7 +27,8 @@ _results = sa.table(
     sa.column("critical", sa.Boolean),
     schema="etl",
 )
-_HEALTH = _results.c.source == "health_check"
+# Benchmark rows (source 'benchmark') were written like health-check rows, always 'non_critical'.
+_HEALTH = _results.c.source.in_(("health_check", "benchmark"))
 
 
 def upgrade() -> None:

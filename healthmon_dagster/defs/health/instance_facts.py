@@ -3,7 +3,7 @@
 - :class:`InstanceFacts`: Dagster's history for the ``etl_component`` and ``daemon`` health checks
   (:class:`~healthmon_dagster.health.context.DagsterFacts`), from a ``DagsterInstance``.
 - :func:`make_s3_client`: the S3 client of the ``s3`` health check, built like the landing source's
-  (dagster-aws ``S3Resource``).
+  (:func:`healthmon_dagster.defs.resources.s3_client`), one attempt per request.
 - :func:`asset_facts` / :func:`get_asset_health`: the per-asset rollup's inputs from the instance and
   the definitions, and the rollup itself (:mod:`healthmon_dagster.health.asset_health`).
 """
@@ -13,8 +13,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
-from dagster_aws.s3 import S3Resource
 
+from healthmon_dagster.defs.resources import s3_client
 from healthmon_dagster.enums import CheckSeverity
 from healthmon_dagster.health import asset_health
 from healthmon_dagster.health.asset_health import (
@@ -81,9 +81,7 @@ class InstanceFacts:
 def make_s3_client(endpoint_url: str | None, region: str | None) -> Any:
     """A boto3 S3 client for the ``s3`` health check (one attempt per request)."""
     try:
-        return S3Resource(
-            endpoint_url=endpoint_url, region_name=region, max_attempts=1
-        ).get_client()
+        return s3_client(endpoint_url, region, max_attempts=1)
     except Exception as exc:  # botocore raises ValueError for a malformed endpoint URL
         raise CheckFailed(
             f"could not create an S3 client for endpoint {endpoint_url}: {type(exc).__name__}: "
