@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from healthmon_dagster.cli.checks_cmd import latest_results
 from healthmon_dagster.defs.pipeline.sensors import landing_files_sensor
+from healthmon_dagster.etl import catalog
 from healthmon_dagster.etl.sample import generate_sample, write_to
 from healthmon_dagster.etl.staging import rejection_reasons
 from healthmon_dagster.health.status import get_system_status
@@ -125,7 +126,7 @@ def demo(rows: int, n_files: int, seed: int) -> None:
     )
     assert isinstance(sensor_result, dg.SensorResult)  # the sensor always returns one
     requests = sensor_result.run_requests or []
-    job = defs.resolve_job_def("patients_etl_job")
+    job = defs.resolve_job_def(catalog.ETL_JOB)
     failed = 0
     for request in requests:
         result = job.execute_in_process(

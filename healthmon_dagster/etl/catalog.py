@@ -160,8 +160,8 @@ LAYER_COMPONENTS: dict[Layer, HealthComponent] = {
     STG_PATIENTS.layer: STG_PATIENTS.component,
     CORE_DIM_PATIENT.layer: CORE_DIM_PATIENT.component,
 }
-COMPONENT_LAYERS: dict[HealthComponent, Layer] = {c: lay for lay, c in LAYER_COMPONENTS.items()}
-"""The layer of ``etl.load_runs`` each pipeline component processes."""
+COMPONENT_LAYERS: dict[str, Layer] = {c: lay for lay, c in LAYER_COMPONENTS.items()}
+"""The layer of ``etl.load_runs`` each pipeline component processes, by component name."""
 
 
 def asset(key: str) -> PipelineAsset | None:

@@ -33,13 +33,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from healthmon_dagster.enums import HealthComponent, HealthStatus
+from healthmon_dagster.etl.catalog import COMPONENT_LAYERS
 from healthmon_dagster.store.tables import check_results, load_runs, metrics
-
-LAYER_OF = {
-    HealthComponent.RAW_LOADER: "raw",
-    HealthComponent.STAGING_TRANSFORMER: "stg",
-    HealthComponent.CORE_MERGER: "core",
-}
 
 
 @dataclass
@@ -121,7 +116,7 @@ def _window(
     conn: Any, component: HealthComponent, start: datetime, end: datetime
 ) -> PerformanceMetrics:
     m = PerformanceMetrics()
-    layer = LAYER_OF.get(component)
+    layer = COMPONENT_LAYERS.get(component)
     if layer is not None:
         row = conn.execute(
             sa.select(

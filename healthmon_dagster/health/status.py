@@ -32,6 +32,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from healthmon_dagster.enums import HealthComponent, HealthStatus, RecordSource
+from healthmon_dagster.etl.catalog import COMPONENT_LAYERS
 from healthmon_dagster.formatting import InvalidWindow, jsonable
 from healthmon_dagster.health.uptime import UptimeStats, uptime_all
 from healthmon_dagster.store.metrics import as_utc
@@ -43,13 +44,6 @@ DEFAULT_STALE_AFTER = timedelta(minutes=15)
 # Latest results are looked for at most this far back (or one window, when longer): a check silent for
 # longer than that is no longer monitored.
 DEFAULT_LOOKBACK = timedelta(days=7)
-
-# The layer of etl.load_runs each pipeline component processes (throughput = rows out per hour).
-COMPONENT_LAYERS: dict[str, str] = {
-    HealthComponent.RAW_LOADER: "raw",
-    HealthComponent.STAGING_TRANSFORMER: "stg",
-    HealthComponent.CORE_MERGER: "core",
-}
 
 
 def effective_status(status: str, critical: bool) -> HealthStatus:
@@ -282,6 +276,7 @@ def get_system_status(
         status, checks = component_state(by_target.get(name, []), now, stale_after)
         agg = aggregates.get(name)
         last = max((c.ts for c in checks), default=None)
+        # The layer of etl.load_runs the component processes (throughput = rows out per hour).
         layer = COMPONENT_LAYERS.get(name)
         result.append(
             ComponentStatus(

@@ -16,6 +16,7 @@ from datetime import timedelta
 from typing import Any
 
 from healthmon_dagster.enums import HealthStatus
+from healthmon_dagster.etl.catalog import RAW_PATIENTS
 from healthmon_dagster.health.capacity import CapacityForecast, metric_forecast
 from healthmon_dagster.health.context import CheckContext
 from healthmon_dagster.health.kind import builtin
@@ -24,10 +25,10 @@ from healthmon_dagster.store.db import get_engine
 
 DEFAULT_TABLES = [
     {
-        "table": "raw.patients",
-        "component": "raw_loader",
-        "metric": "rows_loaded",
-        "asset": "raw/patients",
+        "table": f"{RAW_PATIENTS.table.schema}.{RAW_PATIENTS.table.name}",
+        "component": RAW_PATIENTS.component.value,
+        "metric": RAW_PATIENTS.volume_metric,
+        "asset": RAW_PATIENTS.key,
         "cumulative": True,
     },
 ]

@@ -15,11 +15,12 @@ Parameters: ``assets`` (asset keys like ``raw/patients``; default the pipeline's
 import time
 from collections import defaultdict
 
+from healthmon_dagster.etl import catalog
 from healthmon_dagster.health.context import CheckContext
 from healthmon_dagster.health.kind import builtin
 from healthmon_dagster.health.result import HealthCheck, Observation, metric_safe
 
-DEFAULT_ASSETS = ("raw/patients", "stg/patients", "core/dim_patient")
+DEFAULT_ASSETS = catalog.MATERIALIZED_KEYS
 
 
 def p95(values: list[float]) -> float:
@@ -64,7 +65,7 @@ def etl_component_check(check: HealthCheck, ctx: CheckContext) -> Observation:
             " min",
         )
 
-    job_name = str(check.param("job_name", "patients_etl_job"))
+    job_name = str(check.param("job_name", catalog.ETL_JOB))
     window = int(f("window_runs", 20) or 20)
     records = dagster.finished_runs(job_name, window)
     obs.details["job_name"] = job_name
