@@ -6,7 +6,7 @@
 Postgres: ``HEALTHMON_BENCH_POSTGRES_URL`` (default ``postgresql+psycopg2://postgres@127.0.0.1:5432/postgres``)
 is the admin connection; a scratch database is created and dropped. Each size runs in its own process so
 its peak RSS is its own: memory that does not grow with the file size is the point of the comparison.
-Targets (issue 2): >= 100,000 rows/s into raw, the whole chain under 60 s.
+Targets: >= 100,000 rows/s into raw, the whole chain of 1,000,000 rows under 60 s.
 """
 
 import argparse

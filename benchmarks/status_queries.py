@@ -19,8 +19,9 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from healthmon_dagster.enums import HealthComponent
+from healthmon_dagster.enums import HealthComponent, HealthStatus, RecordSource
 from healthmon_dagster.health.history import get_health_history
+from healthmon_dagster.health.record import severity_of
 from healthmon_dagster.health.status import get_system_status
 from healthmon_dagster.health.uptime import get_uptime, get_uptime_by_component
 from healthmon_dagster.store.db import analyze, dispose_engines, get_engine
@@ -46,11 +47,11 @@ def seed(engine: sa.Engine, now: datetime) -> None:
             rows.append(
                 {
                     "ts": now - timedelta(days=7) + i * step,
-                    "source": "health_check",
+                    "source": RecordSource.HEALTH_CHECK.value,
                     "check_name": name,
                     "target": component,
                     "status": status,
-                    "severity": {"critical": "ERROR", "warning": "WARN"}.get(status),
+                    "severity": s.value if (s := severity_of(HealthStatus(status))) else None,
                     "critical": critical,
                     "response_time_ms": float(rng.gamma(2, 10)),
                     "message": None,

@@ -98,6 +98,8 @@ def healthmon_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, db_url: str) 
 @pytest.fixture(scope="session")
 def moto_server() -> Iterator[str]:
     """A real S3 HTTP endpoint (moto) on a free loopback port; yields its URL."""
+    # Imported here: moto's server pulls in Flask and every AWS service model (~1 s), which only
+    # the tests that use S3 should pay for.
     from moto.server import ThreadedMotoServer
 
     port = free_port()

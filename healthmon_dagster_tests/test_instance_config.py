@@ -6,6 +6,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from healthmon_dagster.definitions import build_defs
+from healthmon_dagster.etl import catalog
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -53,7 +56,5 @@ def test_postgres_template_stores_runs_in_postgres(
 
 
 def test_the_etl_job_carries_the_tag_its_run_limit_applies_to() -> None:
-    from healthmon_dagster.definitions import defs
-
-    job = defs.resolve_job_def("patients_etl_job")
+    job = build_defs().resolve_job_def(catalog.ETL_JOB)
     assert job.tags.get("healthmon/pipeline") == "patients_etl"

@@ -7,7 +7,6 @@ import yaml
 
 from healthmon_dagster.cli.store_access import read_store
 from healthmon_dagster.config import ConfigError, HealthConfiguration, load_config
-from healthmon_dagster.health.registry import parameter_problems
 from healthmon_dagster.settings import get_settings
 from healthmon_dagster.store.config_versions import config_history
 
@@ -55,6 +54,10 @@ def validate(path: Path | None) -> None:
 
     path = _resolve(path)
     cfg = _load_or_exit(path)
+    # Imported here: the registry imports every health-check implementation (scipy, slack_sdk,
+    # psutil: ~0.8 s), which every other `healthmon` command would pay for at start-up.
+    from healthmon_dagster.health.registry import parameter_problems
+
     problems = parameter_problems(cfg)  # the health checks' parameters, known per kind
     if problems:
         for problem in problems:

@@ -8,7 +8,6 @@ import click
 import dagster as dg
 
 from healthmon_dagster.cli.store_access import read_store
-from healthmon_dagster.defs.health.instance_facts import get_asset_health
 from healthmon_dagster.formatting import InvalidWindow, human_duration, parse_duration
 from healthmon_dagster.health.status import ComponentStatus, SystemStatus, get_system_status
 from healthmon_dagster.settings import get_settings
@@ -48,6 +47,9 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 def _asset_health() -> tuple[list[Any] | None, str | None]:
     """The per-asset rollup from the Dagster instance at DAGSTER_HOME, or why there is none."""
+    # Imported here: the health domain's Dagster adapters import every health-check
+    # implementation (~1 s), which only this part of `healthmon status` needs.
+    from healthmon_dagster.defs.health.instance_facts import get_asset_health
 
     try:
         instance = dg.DagsterInstance.get()

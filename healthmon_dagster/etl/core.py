@@ -14,7 +14,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.sql.elements import ColumnElement
 
-from healthmon_dagster.store.db import analyze, write_transaction
+from healthmon_dagster.store.connection import write_transaction
+from healthmon_dagster.store.db import analyze
 from healthmon_dagster.store.metrics import utcnow
 from healthmon_dagster.store.tables import (
     TRACKED_COLUMNS,

@@ -191,17 +191,25 @@ def open_landing_source(
     endpoint_url: str | None,
     region_name: str | None,
     local_dir: Path,
-    client_factory: S3ClientFactory,
+    client_factory: S3ClientFactory | None,
     max_attempts: int = 2,
 ) -> LandingSource:
     """S3 when a bucket is given, through a client from ``client_factory`` (the Dagster resource
     passes one built by dagster-aws), else the local folder.
+
+    Raises:
+        LandingError: a bucket is given but no client factory, or the client cannot be built.
 
     ``max_attempts`` bounds botocore's retries: a sensor tick against an endpoint that is down
     should report it in seconds, not after five backed-off attempts.
     """
     if not s3_bucket:
         return LocalLandingSource(local_dir)
+    if client_factory is None:
+        raise LandingError(
+            f"no S3 client factory to reach s3://{s3_bucket}/{s3_prefix}: the caller must pass "
+            "one (the Dagster resources do)"
+        )
     try:
         client = client_factory(endpoint_url, region_name, max_attempts)
     except Exception as exc:  # botocore raises plain ValueErrors for a malformed endpoint URL

@@ -21,7 +21,8 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine
 
 from healthmon_dagster.etl.landing import LandingFile, LandingSource, sha256_file
-from healthmon_dagster.store.db import analyze, is_sqlite, write_transaction
+from healthmon_dagster.store.connection import is_sqlite, write_transaction
+from healthmon_dagster.store.db import analyze
 from healthmon_dagster.store.errors import error_text
 from healthmon_dagster.store.metrics import utcnow
 from healthmon_dagster.store.tables import (

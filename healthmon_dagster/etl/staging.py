@@ -13,7 +13,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.sql.elements import ColumnElement
 
-from healthmon_dagster.store.db import analyze, is_sqlite, write_transaction
+from healthmon_dagster.store.connection import is_sqlite, write_transaction
+from healthmon_dagster.store.db import analyze
 from healthmon_dagster.store.dialect import as_date, is_iso_date, is_uuid
 from healthmon_dagster.store.metrics import utcnow
 from healthmon_dagster.store.tables import (

@@ -32,7 +32,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from healthmon_dagster.enums import HealthComponent, HealthStatus
+from healthmon_dagster.enums import AlertSeverity, HealthComponent, HealthStatus, RecordSource
 from healthmon_dagster.etl.catalog import COMPONENT_LAYERS
 from healthmon_dagster.store.tables import check_results, load_runs, metrics
 
@@ -60,7 +60,7 @@ class PerformanceMetrics:
 @dataclass
 class Recommendation:
     metric: str
-    severity: str  # info | warning | critical
+    severity: AlertSeverity  # info, warning or critical
     message: str
 
 
@@ -144,9 +144,11 @@ def _window(
         row = conn.execute(
             sa.select(
                 sa.func.count(),
-                sa.func.sum(sa.case((check_results.c.status == "critical", 1), else_=0)),
+                sa.func.sum(
+                    sa.case((check_results.c.status == HealthStatus.CRITICAL.value, 1), else_=0)
+                ),
             ).where(
-                check_results.c.source == "health_check",
+                check_results.c.source == RecordSource.HEALTH_CHECK.value,
                 check_results.c.target == component.value,
                 check_results.c.ts >= start,
                 check_results.c.ts < end,
@@ -196,7 +198,7 @@ def recommend(
         out.append(
             Recommendation(
                 "samples",
-                "info",
+                AlertSeverity.INFO,
                 f"no {c} data in the current window: "
                 "nothing to benchmark; check that its checks or loads run",
             )
@@ -206,7 +208,7 @@ def recommend(
         out.append(
             Recommendation(
                 "samples",
-                "info",
+                AlertSeverity.INFO,
                 f"no {c} data in the {baseline_label} "
                 "baseline window yet; the score ignores baseline comparisons",
             )
@@ -216,7 +218,7 @@ def recommend(
         out.append(
             Recommendation(
                 "response_time_ms",
-                "critical" if rt >= 2 else "warning",
+                AlertSeverity.CRITICAL if rt >= 2 else AlertSeverity.WARNING,
                 f"{c} response time {current.response_time_ms:.0f} ms is {rt:.1f}x the "
                 f"{baseline_label} baseline ({baseline.response_time_ms:.0f} ms): look for a larger "
                 "input, lock contention or a missing index before it breaches its timeout",
@@ -227,7 +229,7 @@ def recommend(
         out.append(
             Recommendation(
                 "throughput_per_second",
-                "warning",
+                AlertSeverity.WARNING,
                 f"{c} throughput {current.throughput_per_second:.1f}/s is {tp:.0%} of the baseline "
                 f"({baseline.throughput_per_second:.1f}/s): the same work now takes longer",
             )
@@ -239,7 +241,7 @@ def recommend(
         out.append(
             Recommendation(
                 "error_rate",
-                "critical" if er > 0.10 else "warning",
+                AlertSeverity.CRITICAL if er > 0.10 else AlertSeverity.WARNING,
                 f"{c} error rate is {er:.1%}{was}, above 5%: read the latest failed results in "
                 "etl.check_results / etl.load_runs for the cause",
             )
@@ -249,7 +251,7 @@ def recommend(
         out.append(
             Recommendation(
                 "cpu_percent",
-                "warning",
+                AlertSeverity.WARNING,
                 f"host CPU averaged {cpu:.0f}% in the current window (above 80%): checks and loads "
                 "compete for CPU; spread schedules or add capacity",
             )

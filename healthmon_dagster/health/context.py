@@ -10,9 +10,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from healthmon_dagster.enums import HealthStatus
+from healthmon_dagster.etl.landing import S3ClientFactory
 from healthmon_dagster.health.result import CheckFailed, HealthCheck, Observation
 
 
@@ -59,11 +60,6 @@ class DagsterFacts(Protocol):
     def daemon_heartbeats(self, daemon_types: Sequence[str] | None) -> dict[str, DaemonHeartbeat]:
         """Heartbeat state of ``daemon_types`` (None: the instance's required daemons)."""
         ...
-
-
-# (endpoint_url, region) -> an S3 client (boto3-like: head_bucket, list_objects_v2); raises
-# CheckFailed when it cannot be built.
-S3ClientFactory = Callable[[str | None, str | None], Any]
 
 
 @dataclass(frozen=True)

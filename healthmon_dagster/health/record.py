@@ -17,7 +17,7 @@ from sqlalchemy.engine import Engine
 from healthmon_dagster.enums import CheckSeverity, HealthStatus, RecordSource
 from healthmon_dagster.health.benchmark import PerformanceBenchmark
 from healthmon_dagster.health.result import HealthCheck, HealthCheckResult
-from healthmon_dagster.store.db import write_transaction
+from healthmon_dagster.store.connection import write_transaction
 from healthmon_dagster.store.metrics import MetricPoint, write_metrics
 from healthmon_dagster.store.tables import check_results
 

@@ -5,7 +5,7 @@ import path (``impl: "pkg.mod:func"``).
 
 import difflib
 import importlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from healthmon_dagster.config import ConfigError
@@ -34,11 +34,6 @@ def register(kind: str, params: Iterable[str] | None = None) -> Callable[[CheckI
         return impl
 
     return wrap
-
-
-def registry() -> Mapping[str, CheckImpl]:
-    """``kind`` -> implementation, built-ins included."""
-    return _REGISTRY
 
 
 def parameter_problems(config: Any) -> list[str]:

@@ -3,16 +3,16 @@
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from healthmon_dagster.enums import HealthComponent, HealthStatus
+from healthmon_dagster.enums import ConditionOperator, HealthComponent, HealthStatus
 from healthmon_dagster.health.result import HealthCheckResult, short
 
-_COMPARE: dict[str, tuple[Callable[[float, float], bool], str]] = {
-    "greater_than": (lambda v, t: v > t, "above"),
-    "greater_than_or_equals": (lambda v, t: v >= t, "at or above"),
-    "less_than": (lambda v, t: v < t, "below"),
-    "less_than_or_equals": (lambda v, t: v <= t, "at or below"),
-    "equals": (lambda v, t: v == t, "equal to"),
-    "not_equals": (lambda v, t: v != t, "not equal to"),
+_COMPARE: dict[ConditionOperator, tuple[Callable[[float, float], bool], str]] = {
+    ConditionOperator.GREATER_THAN: (lambda v, t: v > t, "above"),
+    ConditionOperator.GREATER_THAN_OR_EQUALS: (lambda v, t: v >= t, "at or above"),
+    ConditionOperator.LESS_THAN: (lambda v, t: v < t, "below"),
+    ConditionOperator.LESS_THAN_OR_EQUALS: (lambda v, t: v <= t, "at or below"),
+    ConditionOperator.EQUALS: (lambda v, t: v == t, "equal to"),
+    ConditionOperator.NOT_EQUALS: (lambda v, t: v != t, "not equal to"),
 }
 
 
@@ -29,7 +29,7 @@ def apply_thresholds(
     for t in thresholds:
         if not t.enabled or HealthComponent(t.component) != component:
             continue
-        compare = _COMPARE.get(getattr(t.operator, "value", t.operator))
+        compare = _COMPARE.get(ConditionOperator(t.operator))
         if compare is None:
             continue
         test, words = compare

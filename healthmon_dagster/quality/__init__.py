@@ -1,6 +1,6 @@
 """Data-quality check library: specs from config -> SQL in the warehouse -> :class:`CheckResult`.
 
-No Dagster import: the Dagster checks (``defs/checks.py``), the CLI and the API use it directly.
+No Dagster import: the Dagster checks (``defs/quality/checks.py``), the CLI and the API use it directly.
 
 - :mod:`.evaluation`: :func:`evaluate` (the fused query) and :func:`evaluate_last_load`.
 - :mod:`.context`: the asset's table, its latest batch, the modes.

@@ -11,7 +11,7 @@ from sqlalchemy.engine import Engine
 from healthmon_dagster.enums import QualityStatus, RecordSource
 from healthmon_dagster.etl.catalog import component_for
 from healthmon_dagster.quality.result import CheckResult
-from healthmon_dagster.store.db import write_transaction
+from healthmon_dagster.store.connection import write_transaction
 from healthmon_dagster.store.metrics import MetricPoint, utcnow, write_metrics
 from healthmon_dagster.store.tables import check_results
 

@@ -7,6 +7,7 @@ import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
 from healthmon_dagster.quality.context import EvalContext
+from healthmon_dagster.store.dialect import byte_order
 from healthmon_dagster.store.metrics import as_utc
 
 
@@ -15,12 +16,10 @@ def count_if(cond: ColumnElement[bool]) -> ColumnElement[int]:
     return sa.func.count().filter(cond)
 
 
-def group_key(ctx: EvalContext, column: sa.Column[Any]) -> ColumnElement[Any]:
-    """The key as grouped: text under COLLATE "C" on Postgres (equality is the same, hashing
-    and comparing bytes is cheaper than the database's default collation)."""
-    if ctx.engine.dialect.name == "postgresql" and isinstance(column.type, sa.String):
-        return column.collate("C")
-    return column
+def group_key(column: sa.Column[Any]) -> ColumnElement[Any]:
+    """The key as grouped: text in byte order (:class:`~healthmon_dagster.store.dialect.byte_order`),
+    other types as they are."""
+    return byte_order(column) if isinstance(column.type, sa.String) else column
 
 
 def scalar(ctx: EvalContext, query: sa.Select[Any]) -> Any:

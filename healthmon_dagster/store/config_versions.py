@@ -8,7 +8,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 
 from healthmon_dagster.config import HealthConfiguration, config_hash
-from healthmon_dagster.store.db import write_transaction
+from healthmon_dagster.store.connection import write_transaction
 from healthmon_dagster.store.metrics import utcnow
 from healthmon_dagster.store.tables import config_versions
 

@@ -18,9 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 
-from healthmon_dagster.store.connection import SCHEMAS as SCHEMAS
-from healthmon_dagster.store.connection import is_sqlite as is_sqlite
-from healthmon_dagster.store.connection import write_transaction as write_transaction
+from healthmon_dagster.store.connection import SCHEMAS, is_sqlite
 from healthmon_dagster.store.errors import error_text
 from healthmon_dagster.store.migrate import current_revision, head_revision, upgrade
 

@@ -10,10 +10,11 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from healthmon_dagster.store.db import is_sqlite, write_transaction
+from healthmon_dagster.enums import Aggregation
+from healthmon_dagster.store.connection import is_sqlite, write_transaction
 from healthmon_dagster.store.tables import metrics
 
-AGGREGATIONS = ("avg", "min", "max", "sum", "count")
+AGGREGATIONS = tuple(a.value for a in Aggregation)
 
 
 @dataclass(frozen=True)

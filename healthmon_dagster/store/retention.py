@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from healthmon_dagster.config.models import RetentionConfiguration
-from healthmon_dagster.store.db import write_transaction
+from healthmon_dagster.store.connection import write_transaction
 from healthmon_dagster.store.metrics import utcnow
 from healthmon_dagster.store.tables import check_results, load_runs, metrics
 

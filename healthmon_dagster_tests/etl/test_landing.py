@@ -139,3 +139,8 @@ def test_a_client_that_cannot_be_built_is_a_landing_error(tmp_path: Path) -> Non
 
     text = str(excinfo.value)
     assert "s3://bucket/in/" in text and "127.0.0.1:9000" in text and message in text
+
+
+def test_a_bucket_without_a_client_factory_is_a_landing_error(tmp_path: Path) -> None:
+    with pytest.raises(LandingError, match=r"no S3 client factory to reach s3://bucket/in/"):
+        open_landing_source("bucket", "in/", None, None, tmp_path, client_factory=None)

@@ -4,7 +4,6 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from healthmon_dagster.enums import HealthStatus
-from healthmon_dagster.health.asset_health import AssetHealthStatus
 from healthmon_dagster.health.status import get_component_status, get_system_status, overall_status
 from healthmon_dagster_tests.health.fixtures import (
     NOW,
@@ -100,24 +99,3 @@ def test_status_figures_response_time_error_rate_throughput(engine: Engine) -> N
     db_json = next(c for c in data["components"] if c["component"] == "database")
     assert db_json["checks"][0]["status"] == "critical"
     assert db_json["last_check"] == (NOW - 10 * M).isoformat()
-
-
-def test_one_status_order_healthy_unknown_warning_critical() -> None:
-    order = [
-        HealthStatus.HEALTHY,
-        HealthStatus.UNKNOWN,
-        HealthStatus.WARNING,
-        HealthStatus.CRITICAL,
-    ]
-    assert sorted(HealthStatus, key=lambda s: s.rank) == order
-    assert [HealthStatus.from_rank(i) for i in range(4)] == order
-    assert HealthStatus.worst([HealthStatus.UNKNOWN, HealthStatus.WARNING]) == HealthStatus.WARNING
-    assert HealthStatus.worst([]) == HealthStatus.HEALTHY
-    # The asset rollup's statuses rank as their component-level equivalents.
-    assert sorted(AssetHealthStatus, key=lambda s: s.rank) == [
-        AssetHealthStatus.HEALTHY,
-        AssetHealthStatus.UNKNOWN,
-        AssetHealthStatus.WARNING,
-        AssetHealthStatus.DEGRADED,
-    ]
-    assert all(s.rank == s.as_health_status().rank for s in AssetHealthStatus)

@@ -8,6 +8,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from healthmon_dagster.config.models import RetentionConfiguration
+from healthmon_dagster.definitions import build_defs
 from healthmon_dagster.store.metrics import MetricPoint, utcnow, write_metrics
 from healthmon_dagster.store.retention import prune
 from healthmon_dagster.store.tables import check_results, load_runs, metrics
@@ -67,11 +68,9 @@ def test_prune_deletes_only_rows_older_than_their_retention(engine: Engine) -> N
 
 
 def test_retention_job_runs_through_dagster(engine: Engine, healthmon_env: Path) -> None:
-    from healthmon_dagster.definitions import defs
-
     _seed(engine)
     with dg.instance_for_test() as instance:
-        result = defs.resolve_job_def("retention_job").execute_in_process(instance=instance)
+        result = build_defs().resolve_job_def("retention_job").execute_in_process(instance=instance)
     assert result.success
     # healthmon.yaml keeps metrics 90 days: the 100-day-old point is gone, the others stay.
     assert _count(engine, metrics) == 2

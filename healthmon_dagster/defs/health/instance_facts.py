@@ -2,8 +2,6 @@
 
 - :class:`InstanceFacts`: Dagster's history for the ``etl_component`` and ``daemon`` health checks
   (:class:`~healthmon_dagster.health.context.DagsterFacts`), from a ``DagsterInstance``.
-- :func:`make_s3_client`: the S3 client of the ``s3`` health check, built like the landing source's
-  (:func:`healthmon_dagster.defs.resources.s3_client`), one attempt per request.
 - :func:`asset_facts` / :func:`get_asset_health`: the per-asset rollup's inputs from the instance and
   the definitions, and the rollup itself (:mod:`healthmon_dagster.health.asset_health`).
 """
@@ -14,7 +12,6 @@ from typing import Any
 
 import dagster as dg
 
-from healthmon_dagster.defs.resources import s3_client
 from healthmon_dagster.enums import CheckSeverity
 from healthmon_dagster.health import asset_health
 from healthmon_dagster.health.asset_health import (
@@ -26,7 +23,6 @@ from healthmon_dagster.health.asset_health import (
     RunState,
 )
 from healthmon_dagster.health.context import DaemonHeartbeat, FinishedRun, StepTiming
-from healthmon_dagster.health.result import CheckFailed
 
 _RUN_STATE = {
     dg.DagsterRunStatus.SUCCESS: RunState.SUCCEEDED,
@@ -76,17 +72,6 @@ class InstanceFacts:
             )
             for daemon_type, status in statuses.items()
         }
-
-
-def make_s3_client(endpoint_url: str | None, region: str | None) -> Any:
-    """A boto3 S3 client for the ``s3`` health check (one attempt per request)."""
-    try:
-        return s3_client(endpoint_url, region, max_attempts=1)
-    except Exception as exc:  # botocore raises ValueError for a malformed endpoint URL
-        raise CheckFailed(
-            f"could not create an S3 client for endpoint {endpoint_url}: {type(exc).__name__}: "
-            f"{exc}. Check AWS_ENDPOINT_URL and AWS_REGION"
-        ) from None
 
 
 def _run_state(instance: dg.DagsterInstance, run_id: str | None) -> RunState | None:

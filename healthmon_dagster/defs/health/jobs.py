@@ -17,8 +17,8 @@ import dagster as dg
 from sqlalchemy import exc as sa_exc
 
 from healthmon_dagster.config.models import HealthConfiguration, ThresholdConfiguration
-from healthmon_dagster.defs.health.instance_facts import InstanceFacts, make_s3_client
-from healthmon_dagster.defs.resources import LandingResource, WarehouseResource
+from healthmon_dagster.defs.health.instance_facts import InstanceFacts
+from healthmon_dagster.defs.resources import LandingResource, WarehouseResource, s3_client
 from healthmon_dagster.enums import HealthComponent, HealthStatus
 from healthmon_dagster.health.benchmark import run_benchmark
 from healthmon_dagster.health.context import CheckEnvironment
@@ -56,7 +56,7 @@ def _environment(
         landing_dir=Path(landing.local_dir) if landing.local_dir else s.landing_dir,
         landing_pattern=pattern,
         dagster=InstanceFacts(instance),
-        s3_client=make_s3_client,
+        s3_client=s3_client,
     )
 
 
@@ -70,8 +70,10 @@ def _store_failure(warehouse: WarehouseResource, exc: Exception) -> dg.Failure:
 def _result_metadata(results: Sequence[HealthCheckResult]) -> dict[str, Any]:
     meta: dict[str, Any] = {}
     for r in results:
-        # HealthStatus.rank: a plot shows a step up as a change for the worse
-        meta[f"{r.check_id}.status_code"] = r.status.rank
+        # HealthStatus.rank (0 healthy, 1 unknown, 2 warning, 3 critical): a plot shows a step up
+        # as a change for the worse. Named status_rank, not the former status_code, whose numbers
+        # ranked unknown above warning: the two series must not be read as one.
+        meta[f"{r.check_id}.status_rank"] = r.status.rank
         meta[f"{r.check_id}.response_time_ms"] = float(r.response_time_ms)
         meta[f"{r.check_id}.attempts"] = r.attempts
     for status in HealthStatus:

@@ -21,7 +21,7 @@ from healthmon_dagster.config import HealthConfiguration
 from healthmon_dagster.config.models import FreshnessConfig
 from healthmon_dagster.defs.quality.assets import asset_key_of
 from healthmon_dagster.defs.resources import WarehouseResource
-from healthmon_dagster.enums import QualityStatus
+from healthmon_dagster.enums import CheckSeverity, QualityStatus
 from healthmon_dagster.quality import (
     FULL,
     INCREMENTAL,
@@ -56,7 +56,9 @@ def _metadata(result: CheckResult) -> dict[str, float | int | str]:
 
 def to_dagster(result: CheckResult, key: dg.AssetKey) -> dg.AssetCheckResult:
     severity = (
-        dg.AssetCheckSeverity.WARN if result.severity == "WARN" else dg.AssetCheckSeverity.ERROR
+        dg.AssetCheckSeverity.WARN
+        if result.severity == CheckSeverity.WARN
+        else dg.AssetCheckSeverity.ERROR
     )
     return dg.AssetCheckResult(
         asset_key=key,

@@ -13,12 +13,11 @@ import time
 import uuid
 from pathlib import Path
 
-from healthmon_dagster.etl.landing import LandingSource, LocalLandingSource, S3LandingSource
+from healthmon_dagster.etl.landing import open_landing_source
 from healthmon_dagster.etl.raw import unloaded_files
 from healthmon_dagster.health.context import CheckContext
 from healthmon_dagster.health.kind import builtin
 from healthmon_dagster.health.result import (
-    CheckFailed,
     HealthCheck,
     Observation,
     describe_exception,
@@ -55,14 +54,15 @@ def _pending(check: HealthCheck, ctx: CheckContext, obs: Observation) -> None:
     if max_files is None and max_age is None:
         return
     try:
-        source: LandingSource
-        if env.s3_bucket:
-            if env.s3_client is None:
-                raise CheckFailed("no S3 client factory (CheckEnvironment.s3_client)")
-            client = env.s3_client(env.aws_endpoint_url, env.aws_region)
-            source = S3LandingSource(client, env.s3_bucket, env.s3_prefix)
-        else:
-            source = LocalLandingSource(Path(check.param("path", env.landing_dir or ".")))
+        source = open_landing_source(
+            env.s3_bucket,
+            env.s3_prefix,
+            env.aws_endpoint_url,
+            env.aws_region,
+            Path(check.param("path", env.landing_dir or ".")),
+            client_factory=env.s3_client,
+            max_attempts=1,
+        )
         if env.database_url:
             pending = unloaded_files(get_engine(env.database_url), source, env.landing_pattern)
         else:

@@ -20,7 +20,13 @@ def _client(env: CheckEnvironment, endpoint_url: str | None, region: str | None)
             "the S3 check has no S3 client factory (CheckEnvironment.s3_client); run it from the "
             "health job"
         )
-    return env.s3_client(endpoint_url, region)
+    try:
+        return env.s3_client(endpoint_url, region, 1)  # one attempt: a check reports, not retries
+    except Exception as exc:  # botocore raises ValueError for a malformed endpoint URL
+        raise CheckFailed(
+            f"could not create an S3 client for endpoint {endpoint_url}: {type(exc).__name__}: "
+            f"{exc}. Check AWS_ENDPOINT_URL and AWS_REGION"
+        ) from None
 
 
 def _explain(exc: Exception, where: str, endpoint: str | None) -> str:

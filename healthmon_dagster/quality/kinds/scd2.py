@@ -29,7 +29,7 @@ def plan_scd2(ctx: EvalContext, spec: Scd2IntegrityCheck) -> Plan:
         nc, bw, bf = (count_if(is_cur), count_if(bad_window), count_if(bad_flag))
         per_key = (
             sa.select(nc.label("nc"), bw.label("bw"), bf.label("bf"))
-            .group_by(group_key(ctx, key))
+            .group_by(group_key(key))
             .having(sa.or_(nc != 1, bw > 0, bf > 0))
             .subquery()
         )

@@ -36,7 +36,7 @@ def plan_unique(ctx: EvalContext, spec: UniqueCheck) -> Plan:
         )
 
     def duplicates(where: Sequence[ColumnElement[bool]], extra_key: Sequence[Any]) -> int:
-        keys = [*extra_key, *(group_key(ctx, c) for c in cols)]
+        keys = [*extra_key, *(group_key(c) for c in cols)]
         groups = (
             sa.select(sa.func.count().label("n"))
             .where(*where)

@@ -102,6 +102,17 @@ def test_health_job_writes_results(
     assert {"database_connectivity.response_time_ms", "database_connectivity.query_time_ms"} <= (
         metric_names
     )
+    (metadata,) = [
+        e.step_output_data.metadata
+        for e in result.all_node_events
+        if e.is_successful_output and e.step_key == "run_health_checks_every_60s"
+    ]
+    ranks = {k: v.value for k, v in metadata.items() if k.endswith(".status_rank")}
+    assert ranks == {
+        "database_connectivity.status_rank": 0,
+        "behind_broken.status_rank": 1,
+        "broken_dependency.status_rank": 3,
+    }
     output = result.output_for_node("run_health_checks_every_60s")
     assert output == {
         "database_connectivity": "healthy",
