@@ -66,7 +66,8 @@ def test_project_config_is_valid_and_covers_the_pipeline() -> None:
     stg = {c.kind for c in config.quality.assets["stg/patients"].checks}
     assert {"not_null", "unique", "accepted_values", "range", "rejection_rate"} <= stg
     core = config.quality.assets["core/dim_patient"].checks
-    assert [c.kind for c in core] == ["scd2_integrity", "reconciliation"]
+    assert [c.kind for c in core] == ["scd2_integrity", "reconciliation", "identity_stability"]
+    assert core[2].check_name == "patient_identity_is_stable" and not core[2].blocking
     assert core[0].blocking
     assert isinstance(core[1], ReconciliationCheck) and core[1].between == "stg_vs_core"
 

@@ -10,7 +10,7 @@ import yaml
 
 from healthmon_dagster.definitions import build_defs
 from healthmon_dagster.etl.landing import LocalLandingSource
-from healthmon_dagster.etl.sample import generate_sample, write_to
+from healthmon_dagster.etl.sample import SampleFile, defect_count, generate_sample, write_to
 from healthmon_dagster.store.db import get_engine
 from healthmon_dagster.store.tables import check_results, metrics
 from healthmon_dagster_tests.defs.fixtures import (
@@ -23,6 +23,7 @@ from healthmon_dagster_tests.defs.fixtures import (
     ran_steps,
 )
 from healthmon_dagster_tests.quality.fixtures import (
+    IDENTITY,
     PROJECT_CONFIG,
     REJECTION,
     SCHEMA,
@@ -35,13 +36,14 @@ def code_location() -> dg.Definitions:
     return build_defs()
 
 
-def use_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, edit: dict[str, object]) -> None:
+def use_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, edit: dict[str, object]) -> Path:
     """healthmon.yaml with ``edit`` applied to quality.assets, as HEALTHMON_CONFIG."""
     data = yaml.safe_load(PROJECT_CONFIG.read_text())
     data["quality"]["assets"].update(edit)
     path = tmp_path / "healthmon.yaml"
     path.write_text(yaml.safe_dump(data))
     monkeypatch.setenv("HEALTHMON_CONFIG", str(path))
+    return path
 
 
 def run_job(defs: dg.Definitions, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
@@ -82,7 +84,7 @@ def test_clean_files_pass_every_check_of_every_layer(
     n_events = sum(
         e.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION for e in result.all_events
     )
-    assert n_events == 16  # raw 4, stg 7, core 2 from healthmon.yaml + 3 last_load_is_fresh
+    assert n_events == 17  # raw 4, stg 7, core 3 from healthmon.yaml + 3 last_load_is_fresh
     assert {n for n, e in found.items() if not e.passed} == set(), {
         n: e.description for n, e in found.items() if not e.passed
     }
@@ -192,3 +194,69 @@ def test_full_sweep_job_checks_whole_tables_not_only_the_latest_file(
     assert swept.passed is False and swept.severity == dg.AssetCheckSeverity.WARN
     row = recorded(db_url, sweep.run_id)[REJECTION]
     assert row.status == "warn" and row.failing_rows == 6
+
+
+def emitted_text(result: dg.ExecuteInProcessResult, db_url: str) -> str:
+    """Everything the run's checks said: descriptions, metadata, recorded messages and details."""
+    seen = failure_descriptions(result)
+    for evaluation in evaluations(result).values():
+        seen.append(evaluation.description or "")
+        seen.extend(str(v.value) for v in evaluation.metadata.values())
+    for row in recorded(db_url, result.run_id).values():
+        seen.extend([row.message or "", json.dumps(row.details)])
+    return "\n".join(seen)
+
+
+def run_each_file(
+    samples: list[SampleFile], home: Path, db_url: str, instance: dg.DagsterInstance
+) -> dg.ExecuteInProcessResult:
+    """Land the files one at a time, one ETL run each (a daily export); the last run's result."""
+    seed_volume_history(get_engine(db_url))
+    defs = code_location()
+    result = None
+    for sample in samples:
+        write_to(LocalLandingSource(home / "landing"), [sample])
+        result = run_job(defs, instance)
+        assert result.success, failure_descriptions(result)
+    assert result is not None
+    return result
+
+
+def test_a_later_file_that_reuses_ids_for_other_people_fails_the_identity_check(
+    healthmon_env: Path, db_url: str, instance: dg.DagsterInstance
+) -> None:
+    samples = generate_sample(200, files=2, defect="identity_change")
+
+    result = run_each_file(samples, healthmon_env, db_url, instance)
+
+    found = evaluations(result)
+    identity = found[IDENTITY]
+    assert identity.passed is False and identity.severity == dg.AssetCheckSeverity.ERROR
+    assert identity.asset_key == CORE
+    reused = defect_count(200)
+    meta = {k: v.value for k, v in identity.metadata.items()}
+    assert meta["failing_rows"] == reused and meta["keys_affected"] == reused
+    assert meta["changed__birthdate"] == meta["changed__ssn"] == reused
+    # Every field is valid: the identity check is the only one that fails.
+    assert {n for n, e in found.items() if not e.passed} == {IDENTITY}
+    row = recorded(db_url, result.run_id)[IDENTITY]
+    assert (row.status, row.severity, row.failing_rows) == ("failed", "ERROR", reused)
+    # PHI: counts and column names only, never an id, birth date or SSN of either file.
+    text = emitted_text(result, db_url)
+    values = patient_values(samples)
+    assert len(values) > 500
+    assert not sorted(v for v in values if v in text)
+
+
+def test_legitimate_changes_of_a_later_file_pass_the_identity_check(
+    healthmon_env: Path, db_url: str, instance: dg.DagsterInstance
+) -> None:
+    # The generator's normal second file re-sends 10% of the patients, half of them changed
+    # (address, marital status or a death date): ordinary SCD2 versions.
+    result = run_each_file(generate_sample(200, files=2), healthmon_env, db_url, instance)
+
+    found = evaluations(result)
+    assert {n: e.description for n, e in found.items() if not e.passed} == {}
+    identity = found[IDENTITY]
+    meta = {k: v.value for k, v in identity.metadata.items()}
+    assert meta["version_changes"] == 10 and meta["failing_rows"] == 0  # judged, not vacuous
