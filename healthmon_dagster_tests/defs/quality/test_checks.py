@@ -1,6 +1,7 @@
 """Generated asset checks in patients_etl_job: results, blocking, crashes, records, PHI."""
 
 import json
+import logging
 from pathlib import Path
 
 import dagster as dg
@@ -8,6 +9,7 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
+from healthmon_dagster.config import ConfigError
 from healthmon_dagster.definitions import build_defs
 from healthmon_dagster.etl.landing import LocalLandingSource
 from healthmon_dagster.etl.sample import SampleFile, defect_count, generate_sample, write_to
@@ -140,7 +142,15 @@ def test_a_crashing_check_is_an_execution_failure_not_a_pass(
 ) -> None:
     data = yaml.safe_load(PROJECT_CONFIG.read_text())
     stg_checks = data["quality"]["assets"]["stg/patients"]["checks"]
-    stg_checks.append({"kind": "not_null", "name": "ghost_is_not_null", "columns": ["ghost"]})
+    # A column named in a check's own fields is refused at load (test_unknown_column_stops_...);
+    # one inside custom SQL is only found when the query runs.
+    stg_checks.append(
+        {
+            "kind": "custom_sql",
+            "name": "ghost_query_runs",
+            "sql": "SELECT _row_number FROM stg.patients WHERE ghost IS NULL",
+        }
+    )
     use_config(monkeypatch, tmp_path, {"stg/patients": {"checks": stg_checks}})
     samples = generate_sample(100, files=1, defect="unknown_gender")
     write_to(LocalLandingSource(healthmon_env / "landing"), samples)
@@ -149,13 +159,13 @@ def test_a_crashing_check_is_an_execution_failure_not_a_pass(
 
     assert result.success is False
     found = evaluations(result)
-    assert "ghost_is_not_null" not in found  # planned, never evaluated: execution failed
+    assert "ghost_query_runs" not in found  # planned, never evaluated: execution failed
     assert found[REJECTION].passed is False  # the other checks still reported
     (description,) = failure_descriptions(result)
-    assert "ghost_is_not_null" in description and "column ghost does not exist" in description
+    assert "ghost_query_runs: check could not be evaluated" in description
     rows = recorded(db_url, result.run_id)
-    assert rows["ghost_is_not_null"].status == "error"
-    assert rows["ghost_is_not_null"].severity == "ERROR"
+    assert rows["ghost_query_runs"].status == "error"
+    assert rows["ghost_query_runs"].severity == "ERROR"
     assert CORE in materialized(result)  # the failed check was not blocking
 
     # PHI: nothing a check emitted or recorded holds a field value of the data.
@@ -260,3 +270,84 @@ def test_legitimate_changes_of_a_later_file_pass_the_identity_check(
     identity = found[IDENTITY]
     meta = {k: v.value for k, v in identity.metadata.items()}
     assert meta["version_changes"] == 10 and meta["failing_rows"] == 0  # judged, not vacuous
+
+
+# --- Load-time validation: config that names what exists -------------------------------------------
+
+
+def test_a_mistyped_asset_key_stops_the_load_and_creates_no_asset(
+    healthmon_env: Path, db_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    get_engine(db_url)  # the warehouse exists and is reachable
+    path = use_config(
+        monkeypatch,
+        tmp_path,
+        {"stg/patient": {"checks": [{"kind": "not_null", "columns": ["idd"]}]}},
+    )
+
+    with pytest.raises(ConfigError) as caught:
+        code_location()
+
+    assert caught.value.source == str(path)
+    (error,) = caught.value.errors
+    line = path.read_text().splitlines().index("    stg/patient:") + 1
+    assert error.startswith(f"quality.assets['stg/patient'] (line {line}): asset key 'stg/patient'")
+    assert error.endswith("did you mean 'stg/patients'?")
+
+
+def test_an_unknown_column_of_a_bundled_table_stops_the_load_without_a_warehouse(
+    healthmon_env: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # The bundled tables' columns are known from store/tables.py: no connection is needed.
+    monkeypatch.setenv("HEALTHMON_DATABASE_URL", "postgresql+psycopg2://nobody@127.0.0.1:9/none")
+    data = yaml.safe_load(PROJECT_CONFIG.read_text())
+    stg_checks = data["quality"]["assets"]["stg/patients"]["checks"]
+    stg_checks[0]["columns"] = ["idd"]
+    path = use_config(monkeypatch, tmp_path, {"stg/patients": {"checks": stg_checks}})
+
+    with pytest.raises(ConfigError) as caught:
+        code_location()
+
+    (error,) = caught.value.errors
+    assert error.startswith("quality.assets['stg/patients'].checks[0].columns[0] (line ")
+    assert "column 'idd' does not exist in stg.patients" in error
+    assert error.endswith("did you mean 'id'?")
+    assert str(path) in str(caught.value)
+
+
+def test_a_users_table_is_checked_against_the_warehouse_at_load(
+    healthmon_env: Path, db_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    with get_engine(db_url).begin() as conn:
+        conn.execute(sa.text("CREATE TABLE core.visits (visit_id INTEGER, amount REAL)"))
+    good = {"core/visits": {"checks": [{"kind": "range", "column": "AMOUNT", "min": 0}]}}
+    use_config(monkeypatch, tmp_path, good)
+
+    keys = set(code_location().resolve_all_asset_keys())  # column names match case-insensitively
+
+    assert dg.AssetKey(["core", "visits"]) in keys
+    bad = {"core/visits": {"checks": [{"kind": "range", "column": "amout", "min": 0}]}}
+    use_config(monkeypatch, tmp_path, bad)
+    with pytest.raises(ConfigError, match=r"column 'amout' does not exist in core.visits"):
+        code_location()
+
+
+def test_an_unreachable_warehouse_is_a_warning_at_load_not_an_error(
+    healthmon_env: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setenv("HEALTHMON_DATABASE_URL", "postgresql+psycopg2://nobody@127.0.0.1:9/none")
+    use_config(
+        monkeypatch,
+        tmp_path,
+        {"core/visits": {"checks": [{"kind": "range", "column": "amount", "min": 0}]}},
+    )
+
+    with caplog.at_level(logging.WARNING):
+        keys = set(code_location().resolve_all_asset_keys())
+
+    assert dg.AssetKey(["core", "visits"]) in keys  # cannot tell: the table may well exist
+    (warning,) = [r.getMessage() for r in caplog.records if "could not check" in r.getMessage()]
+    assert "core/visits" in warning and "127.0.0.1" in warning
