@@ -7,6 +7,8 @@ import yaml
 
 from healthmon_dagster.cli.store_access import read_store
 from healthmon_dagster.config import ConfigError, HealthConfiguration, load_config
+from healthmon_dagster.config.loader import located_errors
+from healthmon_dagster.quality.targets import check_targets
 from healthmon_dagster.settings import get_settings
 from healthmon_dagster.store.config_versions import config_history
 
@@ -50,7 +52,11 @@ def config() -> None:
 @config.command()
 @click.argument("path", required=False, type=_PATH)
 def validate(path: Path | None) -> None:
-    """Validate PATH (default: $HEALTHMON_CONFIG or healthmon.yaml); exit 1 listing every error."""
+    """Validate PATH (default: $HEALTHMON_CONFIG or healthmon.yaml); exit 1 listing every error.
+
+    Asset keys and the columns their checks name must exist: the bundled pipeline's are known, other
+    tables are looked up in the warehouse ($HEALTHMON_DATABASE_URL); when it cannot be reached,
+    a WARNING line says what was not checked (not an error)."""
 
     path = _resolve(path)
     cfg = _load_or_exit(path)
@@ -59,6 +65,10 @@ def validate(path: Path | None) -> None:
     from healthmon_dagster.health.registry import parameter_problems
 
     problems = parameter_problems(cfg)  # the health checks' parameters, known per kind
+    targets = check_targets(cfg, get_settings().database_url)
+    problems += located_errors(cfg, targets.problems)
+    for why in targets.unchecked:
+        click.echo(f"WARNING: {why}", err=True)
     if problems:
         for problem in problems:
             click.echo(problem, err=True)

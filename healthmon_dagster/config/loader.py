@@ -6,6 +6,7 @@ import json
 import re
 import types
 import typing
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,11 @@ from healthmon_dagster.config.models import ConfigProblem, HealthConfiguration, 
 
 _QUOTED = re.compile(r"'([^']*)'")
 _LINE = re.compile(r"^.*? \(line (\d+)\): ")
+# Where each loaded configuration was read (file name, YAML text), by object, for as long as the
+# object lives: problems found after loading (asset keys and columns checked against the warehouse)
+# are reported with their line. Kept beside the model, not in it, so that it is no part of the
+# configuration's content (equality, model_dump, config_hash).
+_SOURCES: dict[int, tuple[str, str]] = {}
 
 
 class ConfigError(Exception):
@@ -70,7 +76,30 @@ def load_config_text(text: str, source_name: str = "<string>") -> HealthConfigur
         # In file order, so the list reads top to bottom like the file.
         errors.sort(key=lambda e: int(m.group(1)) if (m := _LINE.search(e)) else 0)
         raise ConfigError(errors, source_name)
+    _SOURCES[id(config)] = (source_name, text)
+    weakref.finalize(config, _SOURCES.pop, id(config), None)
     return config
+
+
+def located_errors(config: HealthConfiguration, problems: list[tuple[Loc, str]]) -> list[str]:
+    """Problems found after loading (``loc`` from the top of the file) as loader messages: the path
+    and, when ``config`` was read from YAML, its line; in file order."""
+    root: yaml.Node | None = None
+    source = _SOURCES.get(id(config))
+    if source is not None:
+        try:
+            root = yaml.compose(source[1], Loader=yaml.SafeLoader)
+        except yaml.YAMLError:  # it parsed when it was loaded; without lines if not now
+            root = None
+    errors = [_render(loc, root, msg) for loc, msg in problems]
+    errors.sort(key=lambda e: int(m.group(1)) if (m := _LINE.search(e)) else 0)
+    return errors
+
+
+def located_error(config: HealthConfiguration, problems: list[tuple[Loc, str]]) -> ConfigError:
+    """:func:`located_errors` as the :class:`ConfigError` of the file ``config`` was read from."""
+    source = _SOURCES.get(id(config), ("<config>", ""))[0]
+    return ConfigError(located_errors(config, problems), source)
 
 
 def config_hash(config: HealthConfiguration) -> str:

@@ -451,6 +451,49 @@ class Scd2IntegrityCheck(CheckSpec):
         return "scd2_integrity_holds"
 
 
+class IdentityStabilityCheck(CheckSpec):
+    """A key keeps its identity across SCD2 versions.
+
+    Judged on the SCD2 table (``core/dim_patient``), not on staging: a version transition is
+    explicit there (the replaced version's ``valid_to`` equals the new one's ``valid_from``, for the
+    same key), so the check compares each new version with exactly the version it replaced, however
+    many files ago that patient was last sent, and it sees only real changes (unchanged re-sends
+    open no version). Staging holds rows per file and no notion of "the version it replaces": it
+    would have to rebuild core's history to answer the same question.
+
+    An identity attribute changes when both versions have a value and the values differ; a value
+    newly supplied (or withdrawn) is not counted. ``warn``/``fail`` are counts of such version
+    changes (default: any one fails, severity ERROR). Incremental runs judge the versions opened by
+    the latest batch; the full sweep every version transition of the table.
+    """
+
+    kind_description = (
+        "A patient Id keeps its identity: a new version never changes who the patient is (birth "
+        "date, SSN), only attributes that legitimately change (address, marital status, death)."
+    )
+
+    kind: Literal["identity_stability"]
+    key: str = "patient_id"
+    identity_columns: list[str] = Field(default_factory=lambda: ["birthdate", "ssn"], min_length=1)
+    valid_from: str = "valid_from"
+    valid_to: str = "valid_to"
+
+    def default_name(self) -> str:
+        return "identity_is_stable"
+
+    @field_validator("identity_columns")
+    @classmethod
+    def _distinct_columns(cls, value: list[str]) -> list[str]:
+        seen: set[str] = set()
+        problems: list[tuple[Loc, str]] = []
+        for i, column in enumerate(value):
+            if column.lower() in seen:
+                problems.append(((i,), f"duplicate column '{column}'"))
+            seen.add(column.lower())
+        _raise_if(problems)
+        return value
+
+
 class CustomSqlCheck(CheckSpec):
     """A query returning the failing rows; their count is compared with ``warn``/``fail``."""
 
@@ -506,7 +549,8 @@ QualityCheckSpec = Annotated[
     | RejectionRateCheck
     | Scd2IntegrityCheck
     | CustomSqlCheck
-    | VolumeAnomalyCheck,
+    | VolumeAnomalyCheck
+    | IdentityStabilityCheck,
     Field(discriminator="kind"),
 ]
 

@@ -31,6 +31,10 @@ change the whole file:
   round trip does; all generated Massachusetts ZIPs start with ``0``.
 - ``locale_numbers``: ``HEALTHCARE_EXPENSES`` and ``HEALTHCARE_COVERAGE`` are written as
   ``1.234,56`` (quoted, since they contain the delimiter) in every row.
+- ``identity_change``: the defect rows are other people sent under the ``Id`` of a patient of an
+  earlier file (one not otherwise in this file), with another ``BIRTHDATE`` and ``SSN``: an upstream
+  system that reused ids. Every field is valid, so only the identity check can see it. Needs an
+  earlier file (``files >= 2`` or ``start_index >= 1``).
 """
 
 import csv
@@ -88,6 +92,7 @@ DEFECTS: tuple[str, ...] = (
     "non_utf8",
     "zip_leading_zeros_stripped",
     "locale_numbers",
+    "identity_change",
 )
 
 ROW_DEFECTS: frozenset[str] = frozenset(
@@ -113,7 +118,7 @@ REFERENCE_DATE = date(2025, 1, 1)
 RESEND_FRACTION = 0.10
 
 # Column positions, named to keep the generator readable.
-_ID, _BIRTH, _DEATH = 0, 1, 2
+_ID, _BIRTH, _DEATH, _SSN = 0, 1, 2, 3
 _FIRST, _MARITAL, _GENDER = 7, 11, 14
 _ADDRESS, _ZIP, _LAT, _LON = 16, 20, 21, 22
 _EXPENSES, _COVERAGE = 23, 24
@@ -481,7 +486,12 @@ def _render(out: IO[str], rows: Iterable[list[str]], n_rows: int, defect: str | 
         quoting=csv.QUOTE_MINIMAL,
     )
     writer.writerow(header)
-    if defect is None or defect in ("semicolon_delimiter", "bom_crlf", "volume_drop"):
+    if defect is None or defect in (
+        "semicolon_delimiter",
+        "bom_crlf",
+        "volume_drop",
+        "identity_change",  # applied to the rows by generate_sample
+    ):
         writer.writerows(rows)
         return
     positions = set(defect_rows(n_rows)) if defect in ROW_DEFECTS else set()
@@ -569,6 +579,11 @@ def generate_sample(
         raise ValueError(f"start_index must be >= 0, got {start_index}")
     if defect == "duplicate_ids" and rows < 2:
         raise ValueError("the duplicate_ids defect needs at least 2 rows per file")
+    if defect == "identity_change" and start_index + files < 2:
+        raise ValueError(
+            "the identity_change defect reuses ids of an earlier file: give files >= 2 "
+            "(or start_index >= 1)"
+        )
 
     total = start_index + files
     pool: dict[str, list[str]] = {}  # latest version of every patient sent so far
@@ -586,6 +601,8 @@ def generate_sample(
                 old = pool[old_id]
                 batch.append(_changed(rng, old) if i % 2 == 0 else list(old))
             rng.shuffle(batch)
+        if file_defect == "identity_change":
+            _reuse_ids(rng, batch, pool, n_rows)
         for row in batch:
             pool[row[_ID]] = row
         if number <= start_index:
@@ -602,6 +619,28 @@ def generate_sample(
             )
         )
     return result
+
+
+def _reuse_ids(
+    rng: random.Random, batch: list[list[str]], pool: dict[str, list[str]], n_rows: int
+) -> None:
+    """The identity_change defect: the rows at :func:`defect_rows` take the ``Id`` of earlier
+    patients that this file does not otherwise send, and keep their own (different) birth date and
+    SSN."""
+    in_batch = {row[_ID] for row in batch}
+    reusable = sorted(set(pool) - in_batch)
+    positions = defect_rows(n_rows)
+    for pos, old_id in zip(positions, rng.sample(reusable, len(positions)), strict=True):
+        row = list(batch[pos])
+        old = pool[old_id]
+        row[_ID] = old_id
+        if row[_BIRTH] == old[_BIRTH]:  # another person: never the same birth date
+            shifted = date.fromisoformat(row[_BIRTH]).toordinal() - 1
+            row[_BIRTH] = date.fromordinal(shifted).isoformat()  # death dates stay after it
+        if row[_SSN] == old[_SSN]:  # nor the same SSN
+            last = int(row[_SSN][-4:])
+            row[_SSN] = f"{row[_SSN][:-4]}{(last + 1) % 9000 + 1000:04d}"
+        batch[pos] = row
 
 
 def _stream_patients(rng: random.Random, rows: int) -> Iterator[list[str]]:
@@ -624,6 +663,11 @@ def write_patients_csv(
     whole file in memory or bytes that are not text).
     """
     _check_defect(defect)
+    if defect == "identity_change":
+        raise ValueError(
+            "write_patients_csv writes one file of new patients; the identity_change defect "
+            "reuses ids of an earlier file: use generate_sample with files >= 2"
+        )
     if defect in _BYTES_DEFECTS:
         raise ValueError(
             f"write_patients_csv cannot stream the {defect!r} defect; use generate_sample"

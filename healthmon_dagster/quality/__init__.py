@@ -7,6 +7,7 @@ No Dagster import: the Dagster checks (``defs/quality/checks.py``), the CLI and 
 - :mod:`.plan`: the planner registry; :mod:`.kinds`: one planner module per family of kinds.
 - :mod:`.grading`: thresholds and verdicts; :mod:`.result`: :class:`CheckResult`.
 - :mod:`.record`: results in the health store.
+- :mod:`.targets`: the asset keys and columns ``healthmon.yaml`` names exist (config validate, load).
 """
 
 from healthmon_dagster.quality.context import (

@@ -3,11 +3,13 @@
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 import yaml
 from click.testing import CliRunner
 
 from healthmon_dagster.cli.config_cmd import config
 from healthmon_dagster.config import load_config_text
+from healthmon_dagster.store.db import get_engine
 
 PROJECT_CONFIG = Path(__file__).resolve().parents[2] / "healthmon.yaml"
 
@@ -140,3 +142,88 @@ def test_validate_reports_a_mistyped_health_check_parameter(tmp_path: Path) -> N
     assert result.exit_code == 1
     assert "custom_parameters.cpu_percent_warn: not a parameter" in result.stderr
     assert "did you mean 'cpu_percent_warning'?" in result.stderr
+
+
+# --- Asset keys and columns must exist ------------------------------------------------------------
+
+TYPO_KEY = """\
+quality:
+  assets:
+    stg/patient:
+      checks:
+        - kind: not_null
+          columns: [idd]
+"""
+TYPO_COLUMN = TYPO_KEY.replace("stg/patient:", "stg/patients:")
+USERS_TABLE = TYPO_KEY.replace("stg/patient:", "core/visits:").replace("idd", "visit_id")
+UNREACHABLE = "postgresql+psycopg2://nobody@127.0.0.1:9/none"
+
+
+def test_validate_rejects_an_asset_key_that_names_nothing(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, db_url: str
+) -> None:
+    get_engine(db_url)  # a reachable warehouse, without that table
+    monkeypatch.setenv("HEALTHMON_DATABASE_URL", db_url)
+    path = tmp_path / "healthmon.yaml"
+    path.write_text(TYPO_KEY)
+
+    result = runner.invoke(config, ["validate", str(path)])
+
+    assert result.exit_code == 1, result.output
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        "quality.assets['stg/patient'] (line 3): asset key 'stg/patient' is neither an asset of "
+        "this code location nor a table of the warehouse (no table stg.patient); did you mean "
+        "'stg/patients'?",
+        f"INVALID: {path}: 1 error",
+    ]
+
+
+def test_validate_rejects_an_unknown_column_even_without_a_warehouse(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HEALTHMON_DATABASE_URL", UNREACHABLE)  # bundled columns need no connection
+    path = tmp_path / "healthmon.yaml"
+    path.write_text(TYPO_COLUMN)
+
+    result = runner.invoke(config, ["validate", str(path)])
+
+    assert result.exit_code == 1, result.output
+    assert result.stderr.splitlines() == [
+        "quality.assets['stg/patients'].checks[0].columns[0] (line 6): column 'idd' does not exist "
+        "in stg.patients (asset stg/patients); did you mean 'id'?",
+        f"INVALID: {path}: 1 error",
+    ]
+
+
+def test_validate_warns_when_the_warehouse_is_unreachable_and_exits_0(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HEALTHMON_DATABASE_URL", UNREACHABLE)
+    path = tmp_path / "healthmon.yaml"
+    path.write_text(USERS_TABLE)
+
+    result = runner.invoke(config, ["validate", str(path)])
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith(f"OK: {path}: ")
+    (warning,) = result.stderr.splitlines()
+    assert warning.startswith(
+        "WARNING: could not check that core/visits exists in the warehouse, nor its columns: "
+        "warehouse postgresql+psycopg2://nobody@127.0.0.1:9/none: OperationalError"
+    )
+
+
+def test_validate_accepts_a_users_table_that_exists(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, db_url: str
+) -> None:
+    with get_engine(db_url).begin() as conn:
+        conn.execute(sa.text("CREATE TABLE core.visits (visit_id INTEGER)"))
+    monkeypatch.setenv("HEALTHMON_DATABASE_URL", db_url)
+    path = tmp_path / "healthmon.yaml"
+    path.write_text(USERS_TABLE)
+
+    result = runner.invoke(config, ["validate", str(path)])
+
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from healthmon_dagster.config import ConfigError, HealthConfiguration, config_hash, load_config
-from healthmon_dagster.config.loader import load_config_text
+from healthmon_dagster.config.loader import load_config_text, located_error, located_errors
 from healthmon_dagster.config.models import (
     QualityCheckSpec,
     ReconciliationCheck,
@@ -66,7 +66,8 @@ def test_project_config_is_valid_and_covers_the_pipeline() -> None:
     stg = {c.kind for c in config.quality.assets["stg/patients"].checks}
     assert {"not_null", "unique", "accepted_values", "range", "rejection_rate"} <= stg
     core = config.quality.assets["core/dim_patient"].checks
-    assert [c.kind for c in core] == ["scd2_integrity", "reconciliation"]
+    assert [c.kind for c in core] == ["scd2_integrity", "reconciliation", "identity_stability"]
+    assert core[2].check_name == "patient_identity_is_stable" and not core[2].blocking
     assert core[0].blocking
     assert isinstance(core[1], ReconciliationCheck) and core[1].between == "stg_vs_core"
 
@@ -321,3 +322,23 @@ def test_warn_and_fail_are_rejected_where_they_would_do_nothing(
         load_config_text(text)
     (error,) = caught.value.errors
     assert where in error and says in error
+
+
+def test_problems_found_after_loading_get_the_path_and_line_of_the_file() -> None:
+    text = "quality:\n  assets:\n    stg/patients:\n      checks:\n        - kind: not_null\n"
+    text += "          columns: [idd]\n"
+    config = load_config_text(text, "site.yaml")
+    loc = ("quality", "assets", "stg/patients", "checks", 0, "columns", 0)
+
+    error = located_error(config, [(loc, "column 'idd' does not exist"), (("quality",), "first")])
+
+    assert error.source == "site.yaml"
+    assert error.errors == [
+        "quality (line 1): first",
+        "quality.assets['stg/patients'].checks[0].columns[0] (line 6): column 'idd' does not exist",
+    ]
+    # The source is no part of the configuration's content: equal to the same content unsourced.
+    assert config == HealthConfiguration.model_validate(config.model_dump())
+    assert located_errors(HealthConfiguration(), [(loc, "x")]) == [
+        "quality.assets['stg/patients'].checks[0].columns[0]: x"
+    ]

@@ -258,6 +258,35 @@ def test_file_defects() -> None:
     assert last.data[3:].replace(b"\r\n", b"\n") == clean.data
 
 
+def test_identity_change_reuses_earlier_ids_for_other_people() -> None:
+    clean = generate_sample(300, files=3, seed=12)
+    dirty = generate_sample(300, files=3, seed=12, defect="identity_change")
+    earlier: dict[str, list[str]] = {}
+    for f in dirty[:2]:
+        earlier.update({r[0]: r for r in parse(f.data)[1]})
+    _, clean_rows = parse(clean[2].data)
+    _, rows = parse(dirty[2].data)
+    positions = defect_rows(300)
+    assert len(positions) == 9
+    ids = column(rows, "Id")
+    assert len(set(ids)) == len(ids)  # still one row per Id in the file
+    for i, (row, before) in enumerate(zip(rows, clean_rows, strict=True)):
+        if i not in positions:
+            assert row == before
+            continue
+        old = earlier[row[0]]  # an Id of an earlier file ...
+        assert before[0] != row[0] and row[0] not in column(clean_rows, "Id")  # not re-sent here
+        assert row[COL["BIRTHDATE"]] != old[COL["BIRTHDATE"]]  # ... for someone else
+        assert row[COL["SSN"]] != old[COL["SSN"]]
+        assert row[1:] == before[1:] or row[COL["BIRTHDATE"]] != before[COL["BIRTHDATE"]]
+        assert date.fromisoformat(row[COL["BIRTHDATE"]]) <= REFERENCE_DATE
+    with pytest.raises(ValueError, match="identity_change defect reuses ids of an earlier file"):
+        generate_sample(10, files=1, defect="identity_change")
+    assert generate_sample(10, files=1, start_index=1, defect="identity_change")[0].rows == 10
+    with pytest.raises(ValueError, match="identity_change"):
+        write_patients_csv(io.StringIO(), 10, defect="identity_change")
+
+
 def test_unknown_defect_and_bad_sizes_are_rejected() -> None:
     with pytest.raises(ValueError, match="unknown defect 'nope'"):
         generate_sample(10, defect="nope")

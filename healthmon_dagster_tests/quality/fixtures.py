@@ -28,6 +28,7 @@ WELL_FORMED = "raw_records_are_well_formed"
 VOLUME = "row_count_volume_is_normal"
 REJECTION = "rejection_rate_below_threshold"
 SCD2 = "scd2_integrity_holds"
+IDENTITY = "patient_identity_is_stable"
 # Defects the raw loader rejects whole (the run fails before any check); checks see the file before.
 LOADER_REJECTS = {"missing_column", "semicolon_delimiter", "non_utf8"}
 # Which check each defect fails, and how; every other check passes.
@@ -49,6 +50,8 @@ EXPECTED: dict[str, dict[str, QualityStatus]] = {
     "non_utf8": {},
     "zip_leading_zeros_stripped": {REJECTION: QualityStatus.FAILED},
     "locale_numbers": {REJECTION: QualityStatus.FAILED},
+    # valid in every field: only the identity check sees the reused ids
+    "identity_change": {IDENTITY: QualityStatus.FAILED},
 }
 
 

@@ -1,15 +1,20 @@
 """Assets of the quality domain: the warehouse tables that ``healthmon.yaml`` checks but this code
 location does not produce (external assets, so their checks and freshness show in the UI), and the
-``freshness:`` window of each configured asset as its Dagster FreshnessPolicy."""
+``freshness:`` window of each configured asset as its Dagster FreshnessPolicy. A key or column that
+names nothing stops the load (:func:`validate_targets`), so a typo never becomes an asset."""
 
+import logging
 import warnings
 from datetime import timedelta
 
 import dagster as dg
 
 from healthmon_dagster.config import HealthConfiguration
+from healthmon_dagster.config.loader import located_error
 from healthmon_dagster.config.models import FreshnessConfig
 from healthmon_dagster.etl import catalog
+from healthmon_dagster.quality.targets import check_targets
+from healthmon_dagster.settings import get_settings
 
 BUNDLED_ASSET_KEYS = frozenset(dg.AssetKey(a.path) for a in catalog.ASSETS)
 EXTERNAL_GROUP = "warehouse_tables"
@@ -17,6 +22,21 @@ EXTERNAL_GROUP = "warehouse_tables"
 
 def asset_key_of(path: str) -> dg.AssetKey:
     return dg.AssetKey(path.split("/"))
+
+
+_log = logging.getLogger(__name__)
+
+
+def validate_targets(config: HealthConfiguration) -> None:
+    """Stop the load when ``healthmon.yaml`` names an asset or a column that does not exist (the
+    ``ConfigError`` says where, as ``healthmon config validate`` does): a typo never becomes an
+    external asset whose checks can only error. Tables outside the bundled pipeline are looked up in
+    the warehouse; when it is unreachable, a warning says what could not be checked."""
+    report = check_targets(config, get_settings().database_url)
+    for why in report.unchecked:
+        _log.warning("healthmon.yaml: %s", why)
+    if report.problems:
+        raise located_error(config, report.problems)
 
 
 def external_asset_specs(config: HealthConfiguration) -> list[dg.AssetSpec]:

@@ -1,6 +1,7 @@
 """Generated asset checks in patients_etl_job: results, blocking, crashes, records, PHI."""
 
 import json
+import logging
 from pathlib import Path
 
 import dagster as dg
@@ -8,9 +9,10 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
+from healthmon_dagster.config import ConfigError
 from healthmon_dagster.definitions import build_defs
 from healthmon_dagster.etl.landing import LocalLandingSource
-from healthmon_dagster.etl.sample import generate_sample, write_to
+from healthmon_dagster.etl.sample import SampleFile, defect_count, generate_sample, write_to
 from healthmon_dagster.store.db import get_engine
 from healthmon_dagster.store.tables import check_results, metrics
 from healthmon_dagster_tests.defs.fixtures import (
@@ -23,6 +25,7 @@ from healthmon_dagster_tests.defs.fixtures import (
     ran_steps,
 )
 from healthmon_dagster_tests.quality.fixtures import (
+    IDENTITY,
     PROJECT_CONFIG,
     REJECTION,
     SCHEMA,
@@ -35,13 +38,14 @@ def code_location() -> dg.Definitions:
     return build_defs()
 
 
-def use_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, edit: dict[str, object]) -> None:
+def use_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, edit: dict[str, object]) -> Path:
     """healthmon.yaml with ``edit`` applied to quality.assets, as HEALTHMON_CONFIG."""
     data = yaml.safe_load(PROJECT_CONFIG.read_text())
     data["quality"]["assets"].update(edit)
     path = tmp_path / "healthmon.yaml"
     path.write_text(yaml.safe_dump(data))
     monkeypatch.setenv("HEALTHMON_CONFIG", str(path))
+    return path
 
 
 def run_job(defs: dg.Definitions, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
@@ -82,7 +86,7 @@ def test_clean_files_pass_every_check_of_every_layer(
     n_events = sum(
         e.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION for e in result.all_events
     )
-    assert n_events == 16  # raw 4, stg 7, core 2 from healthmon.yaml + 3 last_load_is_fresh
+    assert n_events == 17  # raw 4, stg 7, core 3 from healthmon.yaml + 3 last_load_is_fresh
     assert {n for n, e in found.items() if not e.passed} == set(), {
         n: e.description for n, e in found.items() if not e.passed
     }
@@ -138,7 +142,15 @@ def test_a_crashing_check_is_an_execution_failure_not_a_pass(
 ) -> None:
     data = yaml.safe_load(PROJECT_CONFIG.read_text())
     stg_checks = data["quality"]["assets"]["stg/patients"]["checks"]
-    stg_checks.append({"kind": "not_null", "name": "ghost_is_not_null", "columns": ["ghost"]})
+    # A column named in a check's own fields is refused at load (test_unknown_column_stops_...);
+    # one inside custom SQL is only found when the query runs.
+    stg_checks.append(
+        {
+            "kind": "custom_sql",
+            "name": "ghost_query_runs",
+            "sql": "SELECT _row_number FROM stg.patients WHERE ghost IS NULL",
+        }
+    )
     use_config(monkeypatch, tmp_path, {"stg/patients": {"checks": stg_checks}})
     samples = generate_sample(100, files=1, defect="unknown_gender")
     write_to(LocalLandingSource(healthmon_env / "landing"), samples)
@@ -147,13 +159,13 @@ def test_a_crashing_check_is_an_execution_failure_not_a_pass(
 
     assert result.success is False
     found = evaluations(result)
-    assert "ghost_is_not_null" not in found  # planned, never evaluated: execution failed
+    assert "ghost_query_runs" not in found  # planned, never evaluated: execution failed
     assert found[REJECTION].passed is False  # the other checks still reported
     (description,) = failure_descriptions(result)
-    assert "ghost_is_not_null" in description and "column ghost does not exist" in description
+    assert "ghost_query_runs: check could not be evaluated" in description
     rows = recorded(db_url, result.run_id)
-    assert rows["ghost_is_not_null"].status == "error"
-    assert rows["ghost_is_not_null"].severity == "ERROR"
+    assert rows["ghost_query_runs"].status == "error"
+    assert rows["ghost_query_runs"].severity == "ERROR"
     assert CORE in materialized(result)  # the failed check was not blocking
 
     # PHI: nothing a check emitted or recorded holds a field value of the data.
@@ -192,3 +204,150 @@ def test_full_sweep_job_checks_whole_tables_not_only_the_latest_file(
     assert swept.passed is False and swept.severity == dg.AssetCheckSeverity.WARN
     row = recorded(db_url, sweep.run_id)[REJECTION]
     assert row.status == "warn" and row.failing_rows == 6
+
+
+def emitted_text(result: dg.ExecuteInProcessResult, db_url: str) -> str:
+    """Everything the run's checks said: descriptions, metadata, recorded messages and details."""
+    seen = failure_descriptions(result)
+    for evaluation in evaluations(result).values():
+        seen.append(evaluation.description or "")
+        seen.extend(str(v.value) for v in evaluation.metadata.values())
+    for row in recorded(db_url, result.run_id).values():
+        seen.extend([row.message or "", json.dumps(row.details)])
+    return "\n".join(seen)
+
+
+def run_each_file(
+    samples: list[SampleFile], home: Path, db_url: str, instance: dg.DagsterInstance
+) -> dg.ExecuteInProcessResult:
+    """Land the files one at a time, one ETL run each (a daily export); the last run's result."""
+    seed_volume_history(get_engine(db_url))
+    defs = code_location()
+    result = None
+    for sample in samples:
+        write_to(LocalLandingSource(home / "landing"), [sample])
+        result = run_job(defs, instance)
+        assert result.success, failure_descriptions(result)
+    assert result is not None
+    return result
+
+
+def test_a_later_file_that_reuses_ids_for_other_people_fails_the_identity_check(
+    healthmon_env: Path, db_url: str, instance: dg.DagsterInstance
+) -> None:
+    samples = generate_sample(200, files=2, defect="identity_change")
+
+    result = run_each_file(samples, healthmon_env, db_url, instance)
+
+    found = evaluations(result)
+    identity = found[IDENTITY]
+    assert identity.passed is False and identity.severity == dg.AssetCheckSeverity.ERROR
+    assert identity.asset_key == CORE
+    reused = defect_count(200)
+    meta = {k: v.value for k, v in identity.metadata.items()}
+    assert meta["failing_rows"] == reused and meta["keys_affected"] == reused
+    assert meta["changed__birthdate"] == meta["changed__ssn"] == reused
+    # Every field is valid: the identity check is the only one that fails.
+    assert {n for n, e in found.items() if not e.passed} == {IDENTITY}
+    row = recorded(db_url, result.run_id)[IDENTITY]
+    assert (row.status, row.severity, row.failing_rows) == ("failed", "ERROR", reused)
+    # PHI: counts and column names only, never an id, birth date or SSN of either file.
+    text = emitted_text(result, db_url)
+    values = patient_values(samples)
+    assert len(values) > 500
+    assert not sorted(v for v in values if v in text)
+
+
+def test_legitimate_changes_of_a_later_file_pass_the_identity_check(
+    healthmon_env: Path, db_url: str, instance: dg.DagsterInstance
+) -> None:
+    # The generator's normal second file re-sends 10% of the patients, half of them changed
+    # (address, marital status or a death date): ordinary SCD2 versions.
+    result = run_each_file(generate_sample(200, files=2), healthmon_env, db_url, instance)
+
+    found = evaluations(result)
+    assert {n: e.description for n, e in found.items() if not e.passed} == {}
+    identity = found[IDENTITY]
+    meta = {k: v.value for k, v in identity.metadata.items()}
+    assert meta["version_changes"] == 10 and meta["failing_rows"] == 0  # judged, not vacuous
+
+
+# --- Load-time validation: config that names what exists -------------------------------------------
+
+
+def test_a_mistyped_asset_key_stops_the_load_and_creates_no_asset(
+    healthmon_env: Path, db_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    get_engine(db_url)  # the warehouse exists and is reachable
+    path = use_config(
+        monkeypatch,
+        tmp_path,
+        {"stg/patient": {"checks": [{"kind": "not_null", "columns": ["idd"]}]}},
+    )
+
+    with pytest.raises(ConfigError) as caught:
+        code_location()
+
+    assert caught.value.source == str(path)
+    (error,) = caught.value.errors
+    line = path.read_text().splitlines().index("    stg/patient:") + 1
+    assert error.startswith(f"quality.assets['stg/patient'] (line {line}): asset key 'stg/patient'")
+    assert error.endswith("did you mean 'stg/patients'?")
+
+
+def test_an_unknown_column_of_a_bundled_table_stops_the_load_without_a_warehouse(
+    healthmon_env: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # The bundled tables' columns are known from store/tables.py: no connection is needed.
+    monkeypatch.setenv("HEALTHMON_DATABASE_URL", "postgresql+psycopg2://nobody@127.0.0.1:9/none")
+    data = yaml.safe_load(PROJECT_CONFIG.read_text())
+    stg_checks = data["quality"]["assets"]["stg/patients"]["checks"]
+    stg_checks[0]["columns"] = ["idd"]
+    path = use_config(monkeypatch, tmp_path, {"stg/patients": {"checks": stg_checks}})
+
+    with pytest.raises(ConfigError) as caught:
+        code_location()
+
+    (error,) = caught.value.errors
+    assert error.startswith("quality.assets['stg/patients'].checks[0].columns[0] (line ")
+    assert "column 'idd' does not exist in stg.patients" in error
+    assert error.endswith("did you mean 'id'?")
+    assert str(path) in str(caught.value)
+
+
+def test_a_users_table_is_checked_against_the_warehouse_at_load(
+    healthmon_env: Path, db_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    with get_engine(db_url).begin() as conn:
+        conn.execute(sa.text("CREATE TABLE core.visits (visit_id INTEGER, amount REAL)"))
+    good = {"core/visits": {"checks": [{"kind": "range", "column": "AMOUNT", "min": 0}]}}
+    use_config(monkeypatch, tmp_path, good)
+
+    keys = set(code_location().resolve_all_asset_keys())  # column names match case-insensitively
+
+    assert dg.AssetKey(["core", "visits"]) in keys
+    bad = {"core/visits": {"checks": [{"kind": "range", "column": "amout", "min": 0}]}}
+    use_config(monkeypatch, tmp_path, bad)
+    with pytest.raises(ConfigError, match=r"column 'amout' does not exist in core.visits"):
+        code_location()
+
+
+def test_an_unreachable_warehouse_is_a_warning_at_load_not_an_error(
+    healthmon_env: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setenv("HEALTHMON_DATABASE_URL", "postgresql+psycopg2://nobody@127.0.0.1:9/none")
+    use_config(
+        monkeypatch,
+        tmp_path,
+        {"core/visits": {"checks": [{"kind": "range", "column": "amount", "min": 0}]}},
+    )
+
+    with caplog.at_level(logging.WARNING):
+        keys = set(code_location().resolve_all_asset_keys())
+
+    assert dg.AssetKey(["core", "visits"]) in keys  # cannot tell: the table may well exist
+    (warning,) = [r.getMessage() for r in caplog.records if "could not check" in r.getMessage()]
+    assert "core/visits" in warning and "127.0.0.1" in warning
