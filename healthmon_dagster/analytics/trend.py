@@ -21,7 +21,6 @@ from datetime import datetime, timedelta
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats
 
 from healthmon_dagster.enums import TrendDirection
 from healthmon_dagster.store.metrics import as_utc
@@ -50,6 +49,10 @@ class TheilSenFit:
 
 def theil_sen(x: FloatArray, y: FloatArray, confidence: float = 0.95) -> TheilSenFit:
     """The Theil-Sen line of ``y`` over ``x`` (pairs with equal ``x`` are left out)."""
+    # scipy.stats is imported on first use in this module: it costs ~0.5 s, which every `healthmon`
+    # command (the CLI imports quality/ and health/) would otherwise pay at start-up.
+    from scipy import stats
+
     fit = stats.theilslopes(y, x, alpha=confidence)
     return TheilSenFit(
         float(fit.slope), float(fit.intercept), float(fit.low_slope), float(fit.high_slope)
@@ -74,6 +77,8 @@ def robust_slope(
 
 def mann_kendall(x: FloatArray, y: FloatArray) -> tuple[float, float]:
     """Kendall's tau between ``x`` and ``y`` and its p-value (tau 0, p 1 for a constant series)."""
+    from scipy import stats  # on first use: see theil_sen
+
     tau, p = stats.kendalltau(x, y)
     if math.isnan(tau):  # constant series
         return 0.0, 1.0
