@@ -47,12 +47,18 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def _asset_health() -> tuple[list[Any] | None, str | None]:
-    """The per-asset rollup from the Dagster instance at DAGSTER_HOME, or why there is none."""
-
+    """The per-asset rollup from the Dagster instance at DAGSTER_HOME (unset: the demo's,
+    ``$HEALTHMON_HOME/dagster``), or why there is none."""
+    home = get_settings().dagster_home
+    if not home.is_dir():
+        return None, (
+            f"no Dagster instance: {home} does not exist; run `healthmon demo`, or set "
+            "DAGSTER_HOME to your instance's folder"
+        )
     try:
-        instance = dg.DagsterInstance.get()
-    except Exception as exc:  # DAGSTER_HOME unset or not a usable instance folder
-        return None, f"no Dagster instance: {str(exc).splitlines()[0]}"
+        instance = dg.DagsterInstance.from_config(str(home.resolve()))
+    except Exception as exc:  # not a usable instance folder (a broken dagster.yaml)
+        return None, f"no Dagster instance at {home}: {str(exc).splitlines()[0]}"
     try:
         # Imported here: importing the code location builds it from healthmon.yaml, only needed
         # for the per-asset rollup (and a broken file must not stop the command from starting).
@@ -105,7 +111,8 @@ def _print_text(status: SystemStatus, assets: list[Any] | None, note: str | None
     "--assets/--no-assets",
     default=True,
     show_default=True,
-    help="Include the per-asset rollup from the Dagster instance at DAGSTER_HOME.",
+    help="Include the per-asset rollup from the Dagster instance at DAGSTER_HOME "
+    "(default: $HEALTHMON_HOME/dagster, the demo's).",
 )
 @click.option(
     "--exit-code", is_flag=True, help="Exit 0 when healthy, 1 on warning/unknown, 2 on critical."
