@@ -24,7 +24,7 @@ def _row(c: ComponentStatus) -> list[str]:
     up = c.uptime
     return [
         c.component,
-        c.status.value.upper(),
+        c.status.value.upper() if c.monitored else "NOT MONITORED",
         f"{human_duration(c.last_check_age_seconds)} ago"
         if c.last_check_age_seconds is not None
         else "-",
@@ -82,7 +82,11 @@ def _print_text(status: SystemStatus, assets: list[Any] | None, note: str | None
     click.echo(f"Evaluated at {status.last_updated:%Y-%m-%d %H:%M:%S} UTC\n")
     header = ["COMPONENT", "STATUS", "LAST CHECK", "RESPONSE", "UPTIME", "FAILS", "MTBF", "MTTR"]
     click.echo(_table(header, [_row(c) for c in status.components]))
-    problems = [c for c in status.components if c.monitored and c.status.value != "healthy"]
+    problems = [
+        c
+        for c in status.components
+        if (c.monitored and c.status.value != "healthy") or any(k.skipped for k in c.checks)
+    ]
     for c in problems:
         click.echo(f"  {c.component}: {c.description}")
     click.echo("")
