@@ -1,6 +1,12 @@
-"""``healthmon checks``: the latest result of every asset check, per asset, from etl.check_results."""
+"""``healthmon checks``: the latest result of every asset check, per asset, from etl.check_results.
+
+A check that lacks the history to judge (status ``insufficient_history``) passes and is shown as
+learning, e.g. ``LEARNING (needs 4 more loads)``; an unknown ``--asset`` is an error naming the known
+ones.
+"""
 
 import json
+import sys
 from typing import Any
 
 import click
@@ -8,7 +14,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from healthmon_dagster.cli.store_access import read_store
-from healthmon_dagster.enums import RecordSource
+from healthmon_dagster.config import ConfigError, load_config
+from healthmon_dagster.enums import QualityStatus, RecordSource
+from healthmon_dagster.etl import catalog
+from healthmon_dagster.quality.result import learning_label, loads_needed
 from healthmon_dagster.settings import get_settings
 from healthmon_dagster.store.tables import check_results
 
@@ -36,6 +45,7 @@ def latest_results(engine: Engine, asset: str | None = None) -> list[dict[str, A
             r.ts,
             r.message,
             r.dagster_run_id,
+            r.details,
         )
         .join(newest, newest.c.result_id == r.result_id)
         .order_by(r.target, r.check_name)
@@ -43,6 +53,7 @@ def latest_results(engine: Engine, asset: str | None = None) -> list[dict[str, A
     with engine.connect() as conn:
         return [
             {
+                **_learning(row.status, row.details),
                 "asset": row.target,
                 "check": row.check_name,
                 "status": row.status,
@@ -56,6 +67,42 @@ def latest_results(engine: Engine, asset: str | None = None) -> list[dict[str, A
             }
             for row in conn.execute(query)
         ]
+
+
+def _learning(status: str, details: Any) -> dict[str, Any]:
+    """``learning`` and ``loads_needed`` of a result (a check lacking the history to judge)."""
+    if status != QualityStatus.INSUFFICIENT_HISTORY:
+        return {"learning": False, "loads_needed": None}
+    return {
+        "learning": True,
+        "loads_needed": loads_needed(details if isinstance(details, dict) else {}),
+    }
+
+
+def status_label(row: dict[str, Any]) -> str:
+    """The status word of a row: ``LEARNING (needs 4 more loads)`` while a check learns."""
+    if row.get("learning"):
+        return learning_label(row.get("loads_needed"))
+    return str(row["status"])
+
+
+def known_assets(engine: Engine) -> list[str]:
+    """Assets with recorded asset-check results, configured quality checks or freshness, or in the
+    bundled pipeline."""
+    r = check_results.c
+    with engine.connect() as conn:
+        recorded = set(
+            conn.execute(
+                sa.select(r.target).where(r.source == RecordSource.ASSET_CHECK).distinct()
+            ).scalars()
+        )
+    configured: set[str] = set()
+    try:
+        config = load_config(get_settings().config_path)
+        configured = {*config.quality.assets, *config.freshness}
+    except ConfigError:  # a broken healthmon.yaml: `healthmon config validate` says why
+        pass
+    return sorted(recorded | configured | set(catalog.BY_KEY))
 
 
 def _cell(value: Any) -> str:
@@ -73,13 +120,25 @@ def checks(as_json: bool, asset: str | None) -> None:
     """Latest result of every data-quality check, per asset, with its status."""
     url = get_settings().health_database_url
     rows = read_store(url, lambda engine: latest_results(engine, asset))
+    if asset is not None and not rows:
+        known = read_store(url, known_assets)
+        if asset not in known:
+            click.echo(
+                f"unknown asset {asset!r} for --asset; known assets: {', '.join(known)}", err=True
+            )
+            sys.exit(1)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
     if not rows:
-        click.echo("no check results recorded yet (run the ETL job or quality_full_sweep_job)")
+        where = f" for {asset}" if asset is not None else ""
+        click.echo(
+            f"no check results recorded yet{where} (run the ETL job or quality_full_sweep_job)"
+        )
         return
-    table = [[_cell(row[c]) for c in COLUMNS] for row in rows]
+    table = [
+        [status_label(row) if c == "status" else _cell(row[c]) for c in COLUMNS] for row in rows
+    ]
     widths = [max(len(c), *(len(line[i]) for line in table)) for i, c in enumerate(COLUMNS)]
     click.echo("  ".join(c.upper().ljust(w) for c, w in zip(COLUMNS, widths, strict=True)))
     previous = None
@@ -90,5 +149,6 @@ def checks(as_json: bool, asset: str | None) -> None:
         click.echo("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip())
     counts: dict[str, int] = {}
     for row in rows:
-        counts[row["status"]] = counts.get(row["status"], 0) + 1
+        word = "learning" if row["learning"] else row["status"]
+        counts[word] = counts.get(word, 0) + 1
     click.echo("\n" + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())))

@@ -13,7 +13,7 @@ import click
 import dagster as dg
 import sqlalchemy as sa
 
-from healthmon_dagster.cli.checks_cmd import latest_results
+from healthmon_dagster.cli.checks_cmd import latest_results, status_label
 from healthmon_dagster.defs.pipeline.sensors import landing_files_sensor
 from healthmon_dagster.etl import catalog
 from healthmon_dagster.etl.sample import generate_sample, write_to
@@ -74,14 +74,28 @@ def check_lines(engine: sa.Engine) -> list[str]:
     rows = latest_results(engine)
     counts: dict[str, int] = {}
     for row in rows:
-        counts[row["status"]] = counts.get(row["status"], 0) + 1
+        word = "learning" if row["learning"] else row["status"]
+        counts[word] = counts.get(word, 0) + 1
     lines = ["  " + (", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none recorded")]
     lines += [
-        f"  {r['status'].upper():<8} {r['asset']}: {r['check']}: {r['message']}"
+        f"  {status_label(r) if r['learning'] else r['status'].upper():<8} "
+        f"{r['asset']}: {r['check']}: {r['message']}"
         for r in rows
         if r["status"] != "passed"
     ]
     return lines
+
+
+def dagster_command() -> str:
+    """The ``dagster`` executable beside the running Python (the venv's), relative to the current
+    folder when inside it; a bare ``dagster`` only when there is none."""
+    beside = Path(sys.executable).parent / "dagster"
+    if not beside.is_file():
+        return "dagster"
+    try:
+        return str(beside.relative_to(Path.cwd()))
+    except ValueError:
+        return str(beside)
 
 
 def health_lines(
@@ -150,5 +164,8 @@ def demo(rows: int, n_files: int, seed: int) -> None:
     click.echo("\nhealth checks (one run of each cadence's job; `healthmon status` for more):")
     for line in health_lines(defs, instance, resources["warehouse"].health_engine()):
         click.echo(line)
-    click.echo(f"\nDagster UI on the same data: DAGSTER_HOME={settings.dagster_home} dagster dev")
+    click.echo(
+        f"\nDagster UI on the same data: DAGSTER_HOME={settings.dagster_home} "
+        f"{dagster_command()} dev"
+    )
     sys.exit(1 if failed else 0)

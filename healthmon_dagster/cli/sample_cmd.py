@@ -6,7 +6,7 @@ import click
 
 from healthmon_dagster.defs.resources import LandingResource
 from healthmon_dagster.etl.landing import LandingError, LandingSource, LocalLandingSource
-from healthmon_dagster.etl.sample import DEFECTS, write_to
+from healthmon_dagster.etl.sample import DEFECTS, next_start_index, write_to
 from healthmon_dagster.etl.sample import generate_sample as generate_files
 
 
@@ -37,18 +37,35 @@ def _configured_landing() -> LandingSource:
     default=None,
     help="Write to this folder instead of the configured landing source.",
 )
-def generate_sample(rows: int, files: int, seed: int, defect: str | None, out: Path | None) -> None:
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Start at patients_0001.csv and overwrite existing files (default: continue the numbering "
+    "after the highest existing patients_<n>.csv, never overwriting).",
+)
+def generate_sample(
+    rows: int, files: int, seed: int, defect: str | None, out: Path | None, force: bool
+) -> None:
     """Generate Synthea patients.csv files (file 2 on re-send ~10% earlier patients, half changed).
 
     Same options, same bytes. Without --out the files go to the configured landing source:
-    S3 when HEALTHMON_S3_BUCKET is set, else $HEALTHMON_HOME/landing.
+    S3 when HEALTHMON_S3_BUCKET is set, else $HEALTHMON_HOME/landing. An existing file is never
+    overwritten: numbering continues after the highest patients_<n>.csv there (the batch goes on,
+    e.g. patients_0004.csv after patients_0001..0003.csv), unless --force starts again at 0001 and
+    overwrites.
     """
     try:
-        generated = generate_files(rows=rows, files=files, seed=seed, defect=defect)
+        source = LocalLandingSource(out) if out is not None else _configured_landing()
+        start = 0 if force else next_start_index(f.key for f in source.list_files("*.csv"))
+    except LandingError as exc:
+        raise click.ClickException(str(exc)) from exc
+    try:
+        generated = generate_files(
+            rows=rows, files=files, seed=seed, defect=defect, start_index=start
+        )
     except ValueError as exc:  # option combinations, e.g. duplicate_ids with --rows 1
         raise click.UsageError(str(exc)) from exc
     try:
-        source = LocalLandingSource(out) if out is not None else _configured_landing()
         for f in generated:
             write_to(source, [f])
             click.echo(

@@ -23,7 +23,7 @@ def _row(c: ComponentStatus) -> list[str]:
     up = c.uptime
     return [
         c.component,
-        c.status.value.upper(),
+        c.status.value.upper() if c.monitored else "NOT MONITORED",
         f"{human_duration(c.last_check_age_seconds)} ago"
         if c.last_check_age_seconds is not None
         else "-",
@@ -46,15 +46,22 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def _asset_health() -> tuple[list[Any] | None, str | None]:
-    """The per-asset rollup from the Dagster instance at DAGSTER_HOME, or why there is none."""
+    """The per-asset rollup from the Dagster instance at DAGSTER_HOME (unset: the demo's,
+    ``$HEALTHMON_HOME/dagster``), or why there is none."""
+    home = get_settings().dagster_home
+    if not home.is_dir():
+        return None, (
+            f"no Dagster instance: {home} does not exist; run `healthmon demo`, or set "
+            "DAGSTER_HOME to your instance's folder"
+        )
     # Imported here: the health domain's Dagster adapters import every health-check
     # implementation (~1 s), which only this part of `healthmon status` needs.
     from healthmon_dagster.defs.health.instance_facts import get_asset_health
 
     try:
-        instance = dg.DagsterInstance.get()
-    except Exception as exc:  # DAGSTER_HOME unset or not a usable instance folder
-        return None, f"no Dagster instance: {str(exc).splitlines()[0]}"
+        instance = dg.DagsterInstance.from_config(str(home.resolve()))
+    except Exception as exc:  # not a usable instance folder (a broken dagster.yaml)
+        return None, f"no Dagster instance at {home}: {str(exc).splitlines()[0]}"
     try:
         # Imported here: importing the code location builds it from healthmon.yaml, only needed
         # for the per-asset rollup (and a broken file must not stop the command from starting).
@@ -78,7 +85,11 @@ def _print_text(status: SystemStatus, assets: list[Any] | None, note: str | None
     click.echo(f"Evaluated at {status.last_updated:%Y-%m-%d %H:%M:%S} UTC\n")
     header = ["COMPONENT", "STATUS", "LAST CHECK", "RESPONSE", "UPTIME", "FAILS", "MTBF", "MTTR"]
     click.echo(_table(header, [_row(c) for c in status.components]))
-    problems = [c for c in status.components if c.monitored and c.status.value != "healthy"]
+    problems = [
+        c
+        for c in status.components
+        if (c.monitored and c.status.value != "healthy") or any(k.skipped for k in c.checks)
+    ]
     for c in problems:
         click.echo(f"  {c.component}: {c.description}")
     click.echo("")
@@ -107,7 +118,8 @@ def _print_text(status: SystemStatus, assets: list[Any] | None, note: str | None
     "--assets/--no-assets",
     default=True,
     show_default=True,
-    help="Include the per-asset rollup from the Dagster instance at DAGSTER_HOME.",
+    help="Include the per-asset rollup from the Dagster instance at DAGSTER_HOME "
+    "(default: $HEALTHMON_HOME/dagster, the demo's).",
 )
 @click.option(
     "--exit-code", is_flag=True, help="Exit 0 when healthy, 1 on warning/unknown, 2 on critical."

@@ -41,6 +41,7 @@ import csv
 import functools
 import io
 import random
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date
@@ -693,6 +694,17 @@ def write_patients_csv(
             done += n
         return
     _render(out, _stream_patients(rng, rows), rows, defect)
+
+
+def next_start_index(names: Iterable[str], prefix: str = "patients") -> int:
+    """The ``start_index`` that continues after the highest-numbered ``{prefix}_<n>.csv`` among
+    ``names`` (file names, or keys: the part after the last ``/`` counts), so a new batch never
+    takes an existing name: ``patients_0004.csv`` after ``patients_0001..0003.csv``; 0 for none."""
+    pattern = re.compile(rf"{re.escape(prefix)}_(\d+)\.csv")
+    numbers = [
+        int(m.group(1)) for name in names if (m := pattern.fullmatch(name.rsplit("/", 1)[-1]))
+    ]
+    return max(numbers, default=0)
 
 
 def write_to(source: Putter, files: list[SampleFile]) -> None:

@@ -20,7 +20,10 @@ Freshness (the asset's freshness policy):
     PASS -> HEALTHY, none yet -> UNKNOWN. No policy: not applicable.
 
 Checks (the latest execution of each asset check):
-    a failed evaluation with severity ERROR -> DEGRADED, WARN -> WARNING; a check recorded PLANNED
+    a failed evaluation with severity ERROR -> DEGRADED, WARN -> WARNING; a passed evaluation whose
+    status is ``insufficient_history`` is *learning* (it lacks the history to judge yet): it counts as
+    completed and never as a failure, and the reason names it, e.g. ``check row_count_volume_is_normal
+    LEARNING (needs 4 more loads)``; a check recorded PLANNED
     whose run failed (the check raised) -> DEGRADED "execution failed"; PLANNED in a run still going
     -> in progress, PLANNED in a successful run -> skipped, never executed -> no effect (both named in
     the reason).
@@ -34,6 +37,7 @@ from typing import Any
 
 from healthmon_dagster.enums import CheckSeverity, HealthStatus
 from healthmon_dagster.formatting import human_duration, jsonable
+from healthmon_dagster.quality.result import learning_label
 
 
 class RunState(StrEnum):
@@ -80,6 +84,10 @@ class CheckExecutionFacts:
     severity: CheckSeverity = CheckSeverity.ERROR
     description: str | None = None
     run_state: RunState | None = None
+    # A passed evaluation with status insufficient_history: learning, and how many more loads it
+    # needs (None when the metadata did not say).
+    learning: bool = False
+    loads_needed: int | None = None
 
 
 @dataclass(frozen=True)
@@ -115,6 +123,7 @@ class AssetHealthStatus(StrEnum):
 
 class CheckState(StrEnum):
     PASSED = "passed"
+    LEARNING = "learning"  # passed: too little history to judge yet
     FAILED = "failed"  # severity ERROR
     WARNED = "warned"  # failed with severity WARN
     EXECUTION_FAILED = "execution_failed"
@@ -225,6 +234,9 @@ def _check(facts: CheckExecutionFacts) -> AssetCheckHealth:
     if facts.status is None:
         return AssetCheckHealth(name, CheckState.NOT_EXECUTED, None, None, None)
     if facts.status == "SUCCEEDED":
+        if facts.learning:
+            label = learning_label(facts.loads_needed)
+            return AssetCheckHealth(name, CheckState.LEARNING, run_id, at, label)
         return AssetCheckHealth(name, CheckState.PASSED, run_id, at, None)
     if facts.status == "FAILED":
         state = CheckState.WARNED if facts.severity == CheckSeverity.WARN else CheckState.FAILED
@@ -255,16 +267,18 @@ def _checks_part(results: Sequence[AssetCheckHealth]) -> Part | None:
             CheckState.EXECUTION_FAILED: "execution failed",
         }[r.state]
         parts.append(f"check {r.name} {what}" + (f": {r.description}" if r.description else ""))
+    parts += [f"check {r.name} {r.description}" for r in results if r.state == CheckState.LEARNING]
     for state in (CheckState.IN_PROGRESS, CheckState.SKIPPED, CheckState.NOT_EXECUTED):
         names = [r.name for r in results if r.state == state]
         if names:
             parts.append(f"{state.value.replace('_', ' ')}: {', '.join(names)}")
     passed = sum(r.state == CheckState.PASSED for r in results)
+    learning = sum(r.state == CheckState.LEARNING for r in results)
     if degraded:
         return Part(AssetHealthStatus.DEGRADED, "; ".join(parts))
     if warned:
         return Part(AssetHealthStatus.WARNING, "; ".join(parts))
-    if passed == 0:
+    if passed + learning == 0:
         return Part(AssetHealthStatus.UNKNOWN, "no check has completed; " + "; ".join(parts))
     return Part(AssetHealthStatus.HEALTHY, "; ".join([f"{passed} check(s) passed", *parts]))
 

@@ -11,6 +11,7 @@ from sqlalchemy.engine import Engine
 
 from healthmon_dagster.enums import HealthStatus, RecordSource
 from healthmon_dagster.formatting import InvalidWindow, jsonable
+from healthmon_dagster.health.record import counted
 from healthmon_dagster.health.status import DEFAULT_STALE_AFTER, overall_status
 from healthmon_dagster.health.uptime import Outage, check_window, uptime_all
 from healthmon_dagster.store.dialect import epoch, floor_int
@@ -78,7 +79,7 @@ def get_health_history(
     idx = floor_int((epoch(cr.ts) - start_epoch) / bucket_s).label("idx")
     inner = (
         sa.select(cr.target.label("target"), idx, rank.label("rank"), cr.ts)
-        .where(cr.source == SOURCE, cr.ts >= start, cr.ts < end)
+        .where(cr.source == SOURCE, counted(), cr.ts >= start, cr.ts < end)
         .subquery()
     )
     query = sa.select(
@@ -115,5 +116,5 @@ def get_health_history(
         component_health[name] = series
     monitored = [n for n in names if cells.get(n)]
     overall = [overall_status(component_health[n][i] for n in monitored) for i in range(n_buckets)]
-    _, system = uptime_all(engine, start, end)
+    _, system = uptime_all(engine, start, end, stale_after)
     return HealthHistory(timestamps, bucket_s, overall, component_health, system.incidents)

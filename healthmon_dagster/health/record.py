@@ -4,8 +4,15 @@
 One row per result (``source='health_check'``, ``check_name`` = check_id, ``target`` = component,
 ``critical`` = the check's criticality, ``severity`` = the CheckSeverity of its status: ERROR for
 CRITICAL, WARN for WARNING, NULL otherwise), and one metric per number
-(``metric_name`` = ``<check_id>.<metric>``), written in one transaction. Benchmarks are stored the
-same way under ``source='benchmark'`` (never critical), so health-check rollups do not count them.
+(``metric_name`` = ``<check_id>.<metric>``), written in one transaction.
+
+A *skipped* result (the check had nothing to check, e.g. the S3 check in local mode: its
+``details["skipped"]`` says why) measured nothing: it is stored with status ``unknown``, message
+``skipped: <why>`` and ``details["skipped"]``, and :func:`counted` keeps it out of the status, uptime
+and history, so its component is "not monitored" rather than HEALTHY with 100% uptime.
+
+Benchmarks are stored the same way under ``source='benchmark'`` (never critical), so health-check
+rollups do not count them.
 """
 
 from collections.abc import Iterable, Mapping, Sequence
@@ -30,21 +37,36 @@ def severity_of(status: HealthStatus) -> CheckSeverity | None:
     return _SEVERITY.get(status)
 
 
+def skipped_reason(result: HealthCheckResult) -> str | None:
+    """Why the check skipped (its ``details["skipped"]``), or None when it measured something."""
+    reason = result.details.get("skipped")
+    return str(reason) if reason else None
+
+
+def counted() -> sa.ColumnElement[bool]:
+    """The health rows that measured something: not skipped (see the module docstring)."""
+    skipped: sa.ColumnElement[str] = check_results.c.details["skipped"].as_string()
+    return skipped.is_(None)
+
+
 def result_row(
     check: HealthCheck, result: HealthCheckResult, run_id: str | None = None
 ) -> dict[str, object]:
-    """The ``etl.check_results`` row of one result."""
+    """The ``etl.check_results`` row of one result (a skipped one as described above)."""
+    skipped = skipped_reason(result)
+    status = HealthStatus.UNKNOWN if skipped else result.status
     return {
         "ts": result.timestamp,
         "source": SOURCE,
         "check_name": result.check_id,
         "target": check.component.value,
-        "status": result.status.value,
-        "severity": severity.value if (severity := severity_of(result.status)) else None,
+        "status": status.value,
+        "severity": severity.value if (severity := severity_of(status)) else None,
         "critical": check.critical,
         "response_time_ms": result.response_time_ms,
-        "message": result.message,
+        "message": f"skipped: {skipped}" if skipped else result.message,
         "details": {
+            **({"skipped": skipped} if skipped else {}),
             "details": result.details,
             "errors": result.errors,
             "warnings": result.warnings,
@@ -83,7 +105,10 @@ def write_results(
     if not results:
         return 0
     rows = [result_row(checks[r.check_id], r, run_id) for r in results]
-    points = [p for r in results for p in metric_points(checks[r.check_id], r)]
+    # A skipped result measured nothing: no metrics (not even a response time).
+    points = [
+        p for r in results if not skipped_reason(r) for p in metric_points(checks[r.check_id], r)
+    ]
     with write_transaction(engine) as conn:
         conn.execute(check_results.insert(), rows)
         write_metrics(engine, points, conn=conn)

@@ -11,7 +11,8 @@ Component status (now):
     results of non-critical checks are capped at WARNING (a failing non-critical check warns, it never
     makes the component critical) and their UNKNOWN is ignored. The component's status is the worst of
     those by :attr:`HealthStatus.rank` (HEALTHY < UNKNOWN < WARNING < CRITICAL). A component with no
-    result at all in the lookback is UNKNOWN and not *monitored*.
+    result at all in the lookback, or only skipped ones (a check with nothing to check, e.g. the S3
+    check in local mode; see ``health.record``), is UNKNOWN and not *monitored*: never HEALTHY.
 
 Overall status:
     Worst of the monitored components, where a monitored component that is UNKNOWN (its checks went
@@ -34,13 +35,15 @@ from sqlalchemy.engine import Engine
 from healthmon_dagster.enums import HealthComponent, HealthStatus, RecordSource
 from healthmon_dagster.etl.catalog import COMPONENT_LAYERS
 from healthmon_dagster.formatting import InvalidWindow, jsonable
+from healthmon_dagster.health import uptime
+from healthmon_dagster.health.record import counted
 from healthmon_dagster.health.uptime import UptimeStats, uptime_all
 from healthmon_dagster.store.metrics import as_utc
 from healthmon_dagster.store.tables import check_results, load_runs
 
 SOURCE = RecordSource.HEALTH_CHECK.value
 DEFAULT_WINDOW = timedelta(hours=24)
-DEFAULT_STALE_AFTER = timedelta(minutes=15)
+DEFAULT_STALE_AFTER = uptime.DEFAULT_STALE_AFTER
 # Latest results are looked for at most this far back (or one window, when longer): a check silent for
 # longer than that is no longer monitored.
 DEFAULT_LOOKBACK = timedelta(days=7)
@@ -89,6 +92,7 @@ class CheckState:
     stale: bool
     response_time_ms: float | None
     message: str | None
+    skipped: bool = False  # measured nothing (see health.record); counts nowhere
 
 
 @dataclass(frozen=True)
@@ -155,6 +159,7 @@ def _latest_per_check(engine: Engine, since: datetime, now: datetime) -> list[sa
             cr.ts,
             cr.response_time_ms,
             cr.message,
+            cr.details["skipped"].as_string().label("skipped"),
             rn,
         )
         .where(cr.source == SOURCE, cr.ts >= since, cr.ts <= now)
@@ -176,7 +181,7 @@ def _window_aggregates(engine: Engine, start: datetime, end: datetime) -> dict[s
                 "n_critical"
             ),
         )
-        .where(cr.source == SOURCE, cr.ts >= start, cr.ts <= end)
+        .where(cr.source == SOURCE, counted(), cr.ts >= start, cr.ts <= end)
         .group_by(cr.target)
     )
     with engine.connect() as conn:
@@ -197,7 +202,11 @@ def _throughput(engine: Engine, start: datetime, end: datetime) -> dict[str, flo
 
 
 def _describe_component(status: HealthStatus, checks: Sequence[CheckState]) -> str:
+    skipped = [c for c in checks if c.skipped]
+    checks = [c for c in checks if not c.skipped]
     if not checks:
+        if skipped:
+            return "not monitored: " + "; ".join(f"{c.check_name} {c.message}" for c in skipped)
         return "no health check has reported in the lookback"
     stale = [c.check_name for c in checks if c.stale]
     failing = [c for c in checks if not c.stale and c.status != HealthStatus.HEALTHY]
@@ -208,18 +217,38 @@ def _describe_component(status: HealthStatus, checks: Sequence[CheckState]) -> s
         parts.append(f"{kind} {c.check_name} is {c.status.value}{msg}")
     if stale:
         parts.append(f"no recent result from {', '.join(stale)}")
+    not_monitored = (
+        f"; not monitored: {', '.join(c.check_name for c in skipped)}" if skipped else ""
+    )
     if not parts:
-        return f"all {len(checks)} check(s) healthy"
-    return f"{status.value}: " + "; ".join(parts)
+        return f"all {len(checks)} check(s) healthy{not_monitored}"
+    return f"{status.value}: " + "; ".join(parts) + not_monitored
 
 
 def component_state(
     rows: Sequence[Any], now: datetime, stale_after: timedelta
 ) -> tuple[HealthStatus, list[CheckState]]:
     """A component's status from the latest result of each of its checks (rows with check_name,
-    status, critical, ts, response_time_ms, message)."""
+    status, critical, ts, response_time_ms, message and optionally skipped); skipped checks are
+    listed but count nowhere."""
     checks: list[CheckState] = []
     for r in rows:
+        if getattr(r, "skipped", None):
+            ts = as_utc(r.ts)
+            checks.append(
+                CheckState(
+                    r.check_name,
+                    HealthStatus.UNKNOWN,
+                    HealthStatus.UNKNOWN,
+                    bool(r.critical),
+                    ts,
+                    now - ts > stale_after,
+                    r.response_time_ms,
+                    r.message,
+                    skipped=True,
+                )
+            )
+            continue
         ts = as_utc(r.ts)
         critical = bool(r.critical)
         stale = now - ts > stale_after
@@ -233,9 +262,10 @@ def component_state(
                 r.check_name, status, eff, critical, ts, stale, r.response_time_ms, r.message
             )
         )
-    if not checks or all(c.stale for c in checks):
+    measured = [c for c in checks if not c.skipped]
+    if not measured or all(c.stale for c in measured):
         return HealthStatus.UNKNOWN, checks
-    return HealthStatus.worst(c.effective_status for c in checks), checks
+    return HealthStatus.worst(c.effective_status for c in measured), checks
 
 
 def get_system_status(
@@ -262,7 +292,7 @@ def get_system_status(
     latest = _latest_per_check(engine, now - max(window, DEFAULT_LOOKBACK), now)
     aggregates = _window_aggregates(engine, start, now)
     throughput = _throughput(engine, start, now)
-    per_component, system_uptime = uptime_all(engine, start, now)
+    per_component, system_uptime = uptime_all(engine, start, now, stale_after)
 
     by_target: dict[str, list[Any]] = defaultdict(list)
     for row in latest:
@@ -275,14 +305,14 @@ def get_system_status(
     for name in names:
         status, checks = component_state(by_target.get(name, []), now, stale_after)
         agg = aggregates.get(name)
-        last = max((c.ts for c in checks), default=None)
+        last = max((c.ts for c in checks if not c.skipped), default=None)
         # The layer of etl.load_runs the component processes (throughput = rows out per hour).
         layer = COMPONENT_LAYERS.get(name)
         result.append(
             ComponentStatus(
                 component=name,
                 status=status,
-                monitored=bool(checks),
+                monitored=any(not c.skipped for c in checks),
                 last_check=last,
                 last_check_age_seconds=(now - last).total_seconds() if last else None,
                 response_time_ms=float(agg.avg_rt) if agg and agg.avg_rt is not None else None,

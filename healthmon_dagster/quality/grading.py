@@ -183,6 +183,35 @@ def age_result(
     )
 
 
+def learning_result(
+    ctx: EvalContext,
+    spec: CheckIdentity,
+    n_history: int,
+    min_history: int,
+    needed: int,
+    what: str,
+    **kw: Any,
+) -> CheckResult:
+    """A check that lacks the history to judge: status INSUFFICIENT_HISTORY, which passes, with
+    ``n_history``/``min_history``/``loads_needed`` in details and in the message."""
+    needed = max(needed, 1)
+    details = {
+        "n_history": n_history,
+        "min_history": min_history,
+        "loads_needed": needed,
+        **kw.pop("details", {}),
+    }
+    return make_result(
+        ctx,
+        spec,
+        QualityStatus.INSUFFICIENT_HISTORY,
+        f"learning: {n_history} of {min_history} training observation(s) for {what}; needs "
+        f"{needed} more load{'s' if needed != 1 else ''} before it judges (passes until then)",
+        details=details,
+        **kw,
+    )
+
+
 def error_result(asset: str, spec: CheckIdentity, message: str, ms: float = 0.0) -> CheckResult:
     """The result of a check that could not be evaluated: status ERROR, never a pass."""
     return CheckResult(

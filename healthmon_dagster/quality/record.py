@@ -33,7 +33,7 @@ def metric_points(result: CheckResult) -> list[MetricPoint]:
         "status": str(result.status),
     }
     figures: dict[str, tuple[float | None, str]] = {
-        "passed": (1.0 if result.status == QualityStatus.PASSED else 0.0, "bool"),
+        "passed": (1.0 if result.passed else 0.0, "bool"),  # learning is no failure
         "observed_value": (result.observed_value, ""),
         "failing_rows": (result.failing_rows, "rows"),
         "total_rows": (result.total_rows, "rows"),

@@ -94,6 +94,43 @@ def test_asset_option_filters(store: Engine) -> None:
     assert [r["check"] for r in json.loads(result.output)] == ["row_count_in_range"]
 
 
+def test_an_unknown_asset_is_an_error_listing_the_known_ones(store: Engine) -> None:
+    result = CliRunner().invoke(cli, ["checks", "--asset", "stg/patient"])
+
+    assert result.exit_code == 1
+    assert "unknown asset 'stg/patient' for --asset; known assets:" in result.output
+    assert "raw/patients, " in result.output and "stg/patients" in result.output
+    # A configured asset without results yet is known: an empty answer, not an error.
+    empty = CliRunner().invoke(cli, ["checks", "--asset", "core/dim_patient"])
+    assert empty.exit_code == 0 and "no check results recorded yet for core/dim_patient" in (
+        empty.output
+    )
+
+
+def test_a_learning_check_shows_how_many_more_loads_it_needs(store: Engine) -> None:
+    with store.begin() as conn:
+        conn.execute(
+            check_results.insert(),
+            [
+                {
+                    **row(7, "raw/patients", "volume_is_normal", "insufficient_history"),
+                    "severity": None,
+                    "details": {"n_history": 3, "min_history": 7, "loads_needed": 4},
+                }
+            ],
+        )
+
+    table = CliRunner().invoke(cli, ["checks", "--asset", "raw/patients"])
+    data = json.loads(CliRunner().invoke(cli, ["checks", "--json"]).output)
+
+    assert table.exit_code == 0, table.output
+    (line,) = [line for line in table.output.splitlines() if "volume_is_normal" in line]
+    assert "LEARNING (needs 4 more loads)" in line
+    assert table.output.splitlines()[-1] == "1 learning, 1 passed"
+    (learning,) = [r for r in data if r["check"] == "volume_is_normal"]
+    assert learning["learning"] is True and learning["loads_needed"] == 4
+
+
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_empty_store_says_how_to_get_results(healthmon_env: Path, engine: Engine) -> None:
     result = CliRunner().invoke(cli, ["checks"])

@@ -41,6 +41,15 @@ def test_demo_loads_three_sample_files_then_has_nothing_new(
         assert re.search(rf"^run \w{{8}} {re.escape(key)}: ok$", first.output, re.MULTILINE)
         line = summary_line(first.output, key)
         assert " loaded " in line and "raw=100" in line and "rejected=0" in line
+    # The last hint runs the venv's dagster (beside this Python), never a bare `dagster`.
+    venv_dagster = Path(sys.executable).parent / "dagster"
+    assert venv_dagster.is_file()
+    hint = first.output.strip().splitlines()[-1]
+    assert hint.startswith("Dagster UI on the same data: DAGSTER_HOME=")
+    assert hint.endswith(" dev") and hint.split()[-2] in (
+        str(venv_dagster),
+        os.path.relpath(venv_dagster),
+    )
     core = re.search(r"core\.dim_patient: (\d+) current patients, (\d+) versions", first.output)
     assert core is not None
     assert 100 < int(core.group(1)) <= 300  # later files re-send some earlier patients

@@ -85,6 +85,20 @@ def test_without_dagster_home_says_so(store: Engine, monkeypatch: pytest.MonkeyP
     out = CliRunner().invoke(cli, ["status"])
     assert out.exit_code == 0, out.output
     assert "Assets: no Dagster instance" in out.output
+    assert "run `healthmon demo`, or set DAGSTER_HOME" in out.output
+
+
+def test_without_dagster_home_it_reads_the_demo_instance(
+    store: Engine, healthmon_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DAGSTER_HOME")
+    (healthmon_env / "dagster").mkdir(parents=True)  # where `healthmon demo` keeps its instance
+
+    out = CliRunner().invoke(cli, ["status"])
+
+    assert out.exit_code == 0, out.output
+    assert "no Dagster instance" not in out.output
+    assert any(line.startswith("raw/patients") for line in out.output.splitlines())
 
 
 def test_unreachable_health_store_is_a_clear_error(

@@ -22,6 +22,7 @@ from healthmon_dagster.etl.sample import (
     SampleFile,
     defect_rows,
     generate_sample,
+    next_start_index,
     write_patients_csv,
     write_to,
 )
@@ -339,6 +340,39 @@ def test_cli_writes_to_out_folder(tmp_path: Path) -> None:
         assert f"{len(f.data)} bytes" in result.output
 
 
+def test_next_start_index_continues_after_the_highest_number() -> None:
+    assert next_start_index([]) == 0
+    names = ["patients_0001.csv", "in/patients_0003.csv", "patients_0002.csv", "other_0009.csv"]
+    assert next_start_index(names) == 3
+    assert next_start_index(["patients_12.csv", "patients_x.csv", "patients_0004.csv.tmp"]) == 12
+    assert next_start_index(["patients_a_0002.csv"], prefix="patients_a") == 2
+
+
+def test_cli_never_overwrites_a_landing_file_unless_forced(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    runner = CliRunner()
+    first = runner.invoke(generate_sample_cmd, ["--rows", "10", "--files", "3", "--out", str(out)])
+    (out / "patients_0002.csv").write_bytes(b"a file someone else put there")
+
+    again = runner.invoke(generate_sample_cmd, ["--rows", "10", "--files", "2", "--out", str(out)])
+
+    assert first.exit_code == 0 and again.exit_code == 0, again.output
+    assert sorted(p.name for p in out.iterdir()) == [f"patients_{n:04d}.csv" for n in range(1, 6)]
+    assert (out / "patients_0002.csv").read_bytes() == b"a file someone else put there"
+    # The numbering continues the same batch: file 4 is what a 5-file run makes as its 4th.
+    batch = generate_sample(10, files=5)
+    assert (out / "patients_0004.csv").read_bytes() == batch[3].data
+    assert "wrote patients_0004.csv" in again.output and "patients_0001" not in again.output
+
+    forced = runner.invoke(
+        generate_sample_cmd, ["--rows", "10", "--files", "2", "--force", "--out", str(out)]
+    )
+
+    assert forced.exit_code == 0, forced.output
+    assert (out / "patients_0002.csv").read_bytes() == batch[1].data
+    assert len(list(out.iterdir())) == 5
+
+
 def test_cli_rejects_bad_options(tmp_path: Path) -> None:
     runner = CliRunner()
     result = runner.invoke(generate_sample_cmd, ["--defect", "typo", "--out", str(tmp_path)])
@@ -413,7 +447,8 @@ def test_cli_s3_endpoint_down_exits_1_without_traceback(
 
     result = CliRunner().invoke(generate_sample_cmd, ["--rows", "5", "--files", "1"])
     assert result.exit_code == 1
-    assert "could not write 'patients_0001.csv' to s3://landing-sample/" in result.output
+    # The landing is listed first (to continue its numbering), so that is what fails.
+    assert "could not list s3://landing-sample/" in result.output
     assert f"127.0.0.1:{port}" in result.output and "reachable" in result.output
     assert "Traceback" not in result.output
     assert isinstance(result.exception, SystemExit)

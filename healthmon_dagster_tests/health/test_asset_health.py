@@ -15,6 +15,7 @@ from healthmon_dagster.health.asset_health import (
     CheckState,
     FreshnessFacts,
     MaterializationFacts,
+    Part,
     RunState,
 )
 from healthmon_dagster.health.asset_health import get_asset_health as get_rollup
@@ -228,3 +229,27 @@ def test_rollup_decides_from_plain_facts_without_an_instance() -> None:
         CheckState.PASSED,
         CheckState.WARNED,
     ]
+
+
+def test_a_learning_check_is_healthy_and_named_never_a_warning() -> None:
+    now = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+    materialized = MaterializationFacts(last_materialized_at=now, last_materialization_run_id="r1")
+    learning = CheckExecutionFacts("volume", "SUCCEEDED", "r1", now, learning=True, loads_needed=4)
+    facts = [
+        AssetFacts(
+            "raw/patients",
+            materialized,
+            checks=[learning, CheckExecutionFacts("not_null", "SUCCEEDED", "r1", now)],
+        ),
+        AssetFacts("stg/patients", materialized, checks=[learning]),  # only a learning check
+    ]
+
+    raw, stg = get_rollup(facts, now=now)
+
+    assert raw.status == AssetHealthStatus.HEALTHY
+    assert raw.checks == Part(
+        AssetHealthStatus.HEALTHY, "1 check(s) passed; check volume LEARNING (needs 4 more loads)"
+    )
+    assert [c.state for c in raw.check_results] == [CheckState.PASSED, CheckState.LEARNING]
+    assert stg.status == AssetHealthStatus.HEALTHY
+    assert "check volume LEARNING (needs 4 more loads)" in stg.reason

@@ -52,6 +52,30 @@ def test_worst_critical_check_decides_and_non_critical_only_warns(engine: Engine
     assert get_component_status(engine, "filesystem", now=NOW).status == HealthStatus.WARNING
 
 
+def test_a_skipped_check_is_not_monitored_never_healthy(engine: Engine) -> None:
+    skipped = {"status": "unknown", "details": {"skipped": "no S3 bucket configured"}}
+    insert_results(
+        engine,
+        [
+            result(NOW - 2 * M, "database", "db_ping", "healthy"),
+            {**result(NOW - 2 * M, "s3_discovery", "s3_landing", "healthy"), **skipped},
+            {**result(NOW - 1 * M, "filesystem", "s3_mirror", "healthy"), **skipped},
+            result(NOW - 1 * M, "filesystem", "landing_writable", "healthy"),
+        ],
+    )
+
+    status = get_system_status(engine, now=NOW, window=24 * H, stale_after=15 * M)
+
+    s3 = status.component("s3_discovery")
+    assert not s3.monitored and s3.status == HealthStatus.UNKNOWN and s3.uptime is None
+    assert s3.description.startswith("not monitored: s3_landing")
+    assert s3.results_in_window == 0 and s3.last_check is None
+    fs = status.component("filesystem")
+    assert fs.monitored and fs.status == HealthStatus.HEALTHY
+    assert fs.description == "all 1 check(s) healthy; not monitored: s3_mirror"
+    assert status.overall_health == HealthStatus.HEALTHY  # a skipped check is no monitoring gap
+
+
 def test_overall_status_rules() -> None:
     S = HealthStatus
     assert overall_status([]) == S.UNKNOWN

@@ -1,4 +1,4 @@
-"""Uptime, MTBF and MTTR from the transitions of critical checks."""
+"""Uptime, MTBF and MTTR from the transitions of critical checks; time without data is unknown."""
 
 import pytest
 from sqlalchemy.engine import Engine
@@ -12,6 +12,7 @@ from healthmon_dagster_tests.health.fixtures import (
     M,
     database_timeline,
     insert_results,
+    result,
     series,
 )
 
@@ -59,3 +60,33 @@ def test_uptime_mtbf_mttr_from_transitions(engine: Engine) -> None:
 def test_inverted_window_is_rejected(engine: Engine) -> None:
     with pytest.raises(InvalidWindow, match="at or after it ends"):
         get_uptime(engine, NOW, T0)
+
+
+def test_time_without_data_is_unknown_not_down(engine: Engine) -> None:
+    rows = series("database", "db_ping", T0, T0 + H, 10 * M, lambda ts: "healthy")
+    rows.append(result(T0 + H, "database", "db_ping", "critical"))  # then silent until 5:00
+    rows += series("database", "db_ping", T0 + 5 * H, NOW, 10 * M, lambda ts: "healthy")
+    # UNKNOWN results are no data either; a skipped check counts nowhere.
+    rows += series("network", "dns", T0, NOW, 10 * M, lambda ts: "unknown")
+    rows += [
+        {**row, "status": "unknown", "details": {"skipped": "no S3 bucket configured"}}
+        for row in series("s3_discovery", "s3_landing", T0, NOW, 10 * M, lambda ts: "healthy")
+    ]
+    insert_results(engine, rows)
+
+    db = get_uptime(engine, T0, NOW, "database")
+
+    # Data 0:00-1:15 (down 1:00-1:15: a result holds 15 minutes) and 5:00-10:00.
+    assert db.total_time_ms == pytest.approx(6.25 * 3600_000)
+    assert db.no_data_time_ms == pytest.approx(3.75 * 3600_000)
+    assert db.downtime_time_ms == pytest.approx(15 * 60_000)
+    assert db.uptime_percentage == pytest.approx(100 * 6 / 6.25)
+    assert db.failures == 1 and db.recoveries == 0  # followed by no data: not a recovery
+    assert db.mean_time_to_recovery_ms is None
+    (outage,) = db.incidents
+    assert outage.end == T0 + H + 15 * M
+    network = get_uptime(engine, T0, NOW, "network")
+    assert network.uptime_percentage is None and network.total_time_ms == 0
+    assert "s3_discovery" not in get_uptime_by_component(engine, T0, NOW)
+    system = get_uptime(engine, T0, NOW)
+    assert system.uptime_percentage == pytest.approx(db.uptime_percentage)

@@ -4,7 +4,7 @@ follow the status, details hold numbers only."""
 import pytest
 
 from healthmon_dagster.enums import CheckSeverity, QualityStatus
-from healthmon_dagster.quality.result import CheckResult
+from healthmon_dagster.quality.result import CheckResult, learning_label
 
 
 def result(status: str, **kw: object) -> CheckResult:
@@ -17,14 +17,28 @@ def result(status: str, **kw: object) -> CheckResult:
     [
         (QualityStatus.PASSED, None),
         (QualityStatus.WARN, CheckSeverity.WARN),
-        (QualityStatus.INSUFFICIENT_HISTORY, CheckSeverity.WARN),
+        (QualityStatus.INSUFFICIENT_HISTORY, None),  # learning: no failure
         (QualityStatus.FAILED, CheckSeverity.ERROR),
         (QualityStatus.ERROR, CheckSeverity.ERROR),
     ],
 )
 def test_severity_follows_the_status(status: QualityStatus, severity: CheckSeverity | None) -> None:
     assert result(status).severity == severity
-    assert result(status).passed == (status == QualityStatus.PASSED)
+    assert result(status).passed == (
+        status in (QualityStatus.PASSED, QualityStatus.INSUFFICIENT_HISTORY)
+    )
+
+
+def test_learning_says_how_many_more_loads_it_needs() -> None:
+    learning = result("insufficient_history", details={"n_history": 3, "min_history": 7})
+
+    assert learning.learning and learning.passed and learning.loads_needed == 4
+    told = result("insufficient_history", details={"n_history": 3, "loads_needed": 5})
+    assert told.loads_needed == 5  # the check's own count wins (e.g. a detection window)
+    assert learning_label(4) == "LEARNING (needs 4 more loads)"
+    assert learning_label(1) == "LEARNING (needs 1 more load)"
+    assert learning_label(None) == "LEARNING"
+    assert result("passed").loads_needed is None and not result("warn").learning
 
 
 def test_a_plain_status_value_becomes_the_member_with_the_same_value() -> None:

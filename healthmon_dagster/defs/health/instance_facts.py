@@ -12,7 +12,7 @@ from typing import Any
 
 import dagster as dg
 
-from healthmon_dagster.enums import CheckSeverity
+from healthmon_dagster.enums import CheckSeverity, QualityStatus
 from healthmon_dagster.health import asset_health
 from healthmon_dagster.health.asset_health import (
     AssetFacts,
@@ -23,6 +23,7 @@ from healthmon_dagster.health.asset_health import (
     RunState,
 )
 from healthmon_dagster.health.context import DaemonHeartbeat, FinishedRun, StepTiming
+from healthmon_dagster.quality.result import loads_needed
 
 _RUN_STATE = {
     dg.DagsterRunStatus.SUCCESS: RunState.SUCCEEDED,
@@ -117,13 +118,28 @@ def _freshness(
     return FreshnessFacts(daemon_state=state, daemon_updated_at=record.updated_at)
 
 
+def _metadata_value(evaluation: Any, name: str) -> Any:
+    entry = (getattr(evaluation, "metadata", None) or {}).get(name)
+    return getattr(entry, "value", entry)
+
+
+def _loads_needed(evaluation: Any) -> int | None:
+    names = ("loads_needed", "n_history", "min_history")
+    return loads_needed({name: _metadata_value(evaluation, name) for name in names})
+
+
 def _check(instance: dg.DagsterInstance, key: dg.AssetCheckKey, record: Any) -> CheckExecutionFacts:
     if record is None:
         return CheckExecutionFacts(key.name)
     status = str(record.status.value)
     evaluation = None
-    if status == "FAILED" and record.event is not None:
+    if status in ("FAILED", "SUCCEEDED") and record.event is not None:
         evaluation = record.event.asset_check_evaluation
+    # A check that lacks the history to judge passes with metadata status insufficient_history.
+    learning = (
+        status == "SUCCEEDED"
+        and _metadata_value(evaluation, "status") == QualityStatus.INSUFFICIENT_HISTORY.value
+    )
     severity = getattr(evaluation, "severity", dg.AssetCheckSeverity.ERROR)
     return CheckExecutionFacts(
         name=key.name,
@@ -133,8 +149,10 @@ def _check(instance: dg.DagsterInstance, key: dg.AssetCheckKey, record: Any) -> 
         severity=CheckSeverity.WARN
         if severity == dg.AssetCheckSeverity.WARN
         else CheckSeverity.ERROR,
-        description=getattr(evaluation, "description", None),
+        description=getattr(evaluation, "description", None) if status == "FAILED" else None,
         run_state=_run_state(instance, record.run_id) if status == "PLANNED" else None,
+        learning=learning,
+        loads_needed=_loads_needed(evaluation) if learning else None,
     )
 
 

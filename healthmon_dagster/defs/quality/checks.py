@@ -13,6 +13,7 @@ Runs evaluate row-level checks on the latest batch (incremental); a run tagged
 ``healthmon/quality_mode: full`` (``quality_full_sweep_job``) sweeps the whole tables.
 """
 
+import math
 from collections.abc import Iterator
 
 import dagster as dg
@@ -40,21 +41,61 @@ LAST_LOAD_DESCRIPTION = (
 )
 
 
+# Figures that are fractions, rates or scores (or may be: observed values and thresholds) stay floats
+# even when whole, so a plotted series keeps one type.
+_FLOAT_WORDS = (
+    "fraction",
+    "rate",
+    "ratio",
+    "pct",
+    "score",
+    "sensitivity",
+    "threshold",
+    "observed",
+    "expected",
+    "lower",
+    "upper",
+    "minutes",
+)
+
+
+def metadata_number(name: str, value: float) -> float | int:
+    """``value`` rounded to meaningful digits: milliseconds (``*_ms``) to 0.1 ms, other floats to 4
+    significant digits (to 0.1 from 1000 on, so large counts keep their units); whole counts become
+    ints; fractions, rates, scores, observed values and thresholds stay floats."""
+    if isinstance(value, int) or not math.isfinite(value):
+        return value
+    if name.endswith("_ms"):
+        return round(value, 1)
+    if value.is_integer() and not any(word in name for word in _FLOAT_WORDS):
+        return int(value)
+    if value == 0 or abs(value) >= 1000:
+        return round(value, 1)
+    return round(value, 3 - math.floor(math.log10(abs(value))))
+
+
 def _metadata(result: CheckResult) -> dict[str, float | int | str]:
-    """Numbers Dagster can plot, plus the status word; never a data value."""
+    """Numbers Dagster can plot (rounded by :func:`metadata_number`), plus the status word; a check
+    still learning its history says ``n_history``, ``min_history`` and ``loads_needed``; never a
+    data value."""
     # The plain value: Dagster serializes no enum of ours.
     meta: dict[str, float | int | str] = {"status": str(result.status)}
+    figures: dict[str, float] = {}
     for name in ("observed_value", "threshold", "failing_rows", "total_rows", "failing_fraction"):
         value = getattr(result, name)
         if value is not None:
-            meta[name] = value
-    meta["duration_ms"] = round(result.duration_ms, 3)
+            figures[name] = value
+    figures["duration_ms"] = result.duration_ms
     for name, value in result.details.items():
-        meta.setdefault(name, value)
+        figures.setdefault(name, value)
+    for name, value in figures.items():
+        meta[name] = metadata_number(name, value)
     return meta
 
 
 def to_dagster(result: CheckResult, key: dg.AssetKey) -> dg.AssetCheckResult:
+    """The Dagster result: a pass or a check still learning its history passes; WARN/ERROR from
+    the result's severity otherwise."""
     severity = (
         dg.AssetCheckSeverity.WARN
         if result.severity == CheckSeverity.WARN

@@ -15,7 +15,7 @@ from healthmon_dagster.config.models import RowCountChangeCheck, VolumeAnomalyCh
 from healthmon_dagster.enums import QualityStatus
 from healthmon_dagster.etl import catalog
 from healthmon_dagster.quality.context import EvalContext
-from healthmon_dagster.quality.grading import make_result
+from healthmon_dagster.quality.grading import learning_result, make_result
 from healthmon_dagster.quality.plan import Plan, planner
 from healthmon_dagster.quality.record import check_metric_name, latest_details
 from healthmon_dagster.quality.result import CheckResult
@@ -24,6 +24,15 @@ from healthmon_dagster.store.tables import metrics
 
 VOLUME_HISTORY_LIMIT = 400
 """Most recent observations a volume check learns from."""
+DETECTION_WINDOW = 1
+"""Most recent history points kept out of training (see analytics.anomaly): they enter it later."""
+
+
+def volume_loads_needed(n_history: int, n_training: int, min_history: int) -> int:
+    """More loads until ``min_history`` training observations exist, from ``n_history`` earlier
+    observations of which ``n_training`` train (each new load moves one point into training once
+    the detection window is full); ``n_history = -1``: not even the current load is recorded."""
+    return min_history - n_training + max(DETECTION_WINDOW - n_history, 0)
 
 
 @planner(RowCountChangeCheck)
@@ -33,12 +42,13 @@ def plan_row_count_change(ctx: EvalContext, spec: RowCountChangeCheck) -> Plan:
         previous_details = latest_details(ctx.health, ctx.asset, spec.check_name)
         previous = (previous_details or {}).get("row_count")
         if previous is None:
-            return make_result(
+            return learning_result(
                 ctx,
                 spec,
-                QualityStatus.INSUFFICIENT_HISTORY,
-                f"{current} rows; no previous evaluation to compare with",
-                observed_value=None,
+                0,
+                1,
+                1,
+                f"the row count of {ctx.asset} (no previous evaluation to compare with)",
                 total_rows=current,
                 details={"row_count": current},
             )
@@ -109,12 +119,13 @@ def plan_volume_anomaly(ctx: EvalContext, spec: VolumeAnomalyCheck) -> Plan:
     def finish(_v: Mapping[str, Any], _total: int) -> CheckResult:
         history, current = volume_history(ctx, spec)
         if current is None:
-            return make_result(
+            return learning_result(
                 ctx,
                 spec,
-                QualityStatus.INSUFFICIENT_HISTORY,
-                f"no {spec.metric} observation recorded for {ctx.asset} yet",
-                details={"n_history": 0, "min_history": spec.min_history},
+                0,
+                spec.min_history,
+                volume_loads_needed(-1, 0, spec.min_history),
+                f"{spec.metric} of {ctx.asset} (none recorded yet)",
             )
         found = detect_volume_anomaly(
             history,
@@ -123,10 +134,20 @@ def plan_volume_anomaly(ctx: EvalContext, spec: VolumeAnomalyCheck) -> Plan:
             sensitivity=spec.sensitivity,
             min_history=spec.min_history,
             seasonality=spec.seasonality,
+            detection_window=DETECTION_WINDOW,
         )
         if found.status == "insufficient_history":
-            status = QualityStatus.INSUFFICIENT_HISTORY
-        elif found.status == "anomaly":
+            return learning_result(
+                ctx,
+                spec,
+                found.n_history,
+                spec.min_history,
+                volume_loads_needed(len(history), found.n_history, spec.min_history),
+                f"{spec.metric} of {ctx.asset}",
+                observed_value=current[1],
+                details={"current": current[1], "sensitivity": spec.sensitivity},
+            )
+        if found.status == "anomaly":
             fail_score = spec.fail
             strong = fail_score is not None and abs(found.score or 0.0) >= fail_score
             status = QualityStatus.FAILED if strong else QualityStatus.WARN

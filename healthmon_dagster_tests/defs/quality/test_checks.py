@@ -8,11 +8,16 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 import yaml
+from click.testing import CliRunner
 
+from healthmon_dagster.cli.main import cli
 from healthmon_dagster.config import ConfigError
 from healthmon_dagster.definitions import build_defs
+from healthmon_dagster.defs.health.instance_facts import get_asset_health
+from healthmon_dagster.defs.quality.checks import metadata_number
 from healthmon_dagster.etl.landing import LocalLandingSource
 from healthmon_dagster.etl.sample import SampleFile, defect_count, generate_sample, write_to
+from healthmon_dagster.health.asset_health import AssetHealthStatus
 from healthmon_dagster.store.db import get_engine
 from healthmon_dagster.store.tables import check_results, metrics
 from healthmon_dagster_tests.defs.fixtures import (
@@ -29,6 +34,7 @@ from healthmon_dagster_tests.quality.fixtures import (
     PROJECT_CONFIG,
     REJECTION,
     SCHEMA,
+    VOLUME,
     seed_volume_history,
 )
 
@@ -93,6 +99,12 @@ def test_clean_files_pass_every_check_of_every_layer(
     for evaluation in found.values():
         numbers = {k: v.value for k, v in evaluation.metadata.items() if k != "status"}
         assert numbers and all(isinstance(v, int | float) for v in numbers.values())
+        # Rounded to meaningful digits: 0.1 ms, 4 significant digits, counts as ints.
+        assert numbers["duration_ms"] == round(numbers["duration_ms"], 1)
+        for name in ("failing_rows", "total_rows", "row_count", "n_history", "min_history"):
+            assert not isinstance(numbers.get(name, 0), float), (name, numbers)
+        for value in numbers.values():
+            assert isinstance(value, int) or value == float(f"{value:.4g}") or abs(value) >= 1000
     rows = recorded(db_url, result.run_id)
     assert set(rows) == set(found)
     assert {r.status for r in rows.values()} == {"passed"}
@@ -106,6 +118,27 @@ def test_clean_files_pass_every_check_of_every_layer(
     assert comps == {"raw_loader", "staging_transformer", "core_merger"}
     specs = {s.key: s for s in defs.resolve_all_asset_specs()}
     assert {k for k, s in specs.items() if s.freshness_policy is not None} == {RAW, STG, CORE}
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "shown"),
+    [
+        ("duration_ms", 12.34567, 12.3),
+        ("failing_fraction", 0.0123456, 0.01235),
+        ("failing_fraction", 0.0, 0.0),  # a fraction stays a float when whole
+        ("change_pct", -12.3456, -12.35),
+        ("score", 123456.789, 123456.8),
+        ("failing_rows", 6.0, 6),
+        ("n_history", 7.0, 7),
+        ("expected", 200.0, 200.0),
+        ("age_minutes", 0.000123456, 0.0001235),
+    ],
+)
+def test_metadata_numbers_are_rounded_to_meaningful_digits(
+    name: str, value: float, shown: float
+) -> None:
+    got = metadata_number(name, value)
+    assert got == shown and type(got) is type(shown)
 
 
 def test_blocking_schema_failure_on_raw_stops_staging(
@@ -351,3 +384,75 @@ def test_an_unreachable_warehouse_is_a_warning_at_load_not_an_error(
     assert dg.AssetKey(["core", "visits"]) in keys  # cannot tell: the table may well exist
     (warning,) = [r.getMessage() for r in caplog.records if "could not check" in r.getMessage()]
     assert "core/visits" in warning and "127.0.0.1" in warning
+
+
+def test_a_fresh_install_learns_volume_without_failing_until_a_real_deviation(
+    healthmon_env: Path, db_url: str, instance: dg.DagsterInstance
+) -> None:
+    """No volume history yet: row_count_volume_is_normal passes as learning (Dagster, the store,
+    the rollup, `healthmon checks`), then fails on a real drop once it has history."""
+    defs = code_location()
+    landing = LocalLandingSource(healthmon_env / "landing")
+    samples = generate_sample(200, files=2)
+
+    runs = []
+    for sample in samples:  # one load per run, as the landing sensor requests them
+        write_to(landing, [sample])
+        runs.append(run_job(defs, instance))
+
+    # 7 training observations needed; the latest earlier load is kept out of training (detection
+    # window), so a fresh install needs 8 more loads after its first.
+    for run, needed in zip(runs, (8, 7), strict=True):
+        assert run.success, failure_descriptions(run)
+        found = evaluations(run)
+        assert {n for n, e in found.items() if not e.passed} == set()
+        volume = found[VOLUME]
+        meta = {k: v.value for k, v in volume.metadata.items()}
+        assert meta["status"] == "insufficient_history"
+        assert meta["n_history"] == 0 and meta["min_history"] == 7
+        assert meta["loads_needed"] == needed
+        assert f"needs {needed} more load" in (volume.description or "")
+        row = recorded(db_url, run.run_id)[VOLUME]
+        assert row.status == "insufficient_history" and row.severity is None
+        with get_engine(db_url).connect() as conn:
+            passed = conn.execute(
+                sa.select(metrics.c.value).where(
+                    metrics.c.metric_name == f"check.{VOLUME}.passed",
+                    metrics.c.tags["status"].as_string() == "insufficient_history",
+                )
+            ).scalars()
+            assert set(passed) == {1.0}  # learning is no failure in the metrics either
+
+    raw = next(a for a in get_asset_health(instance, defs) if a.asset_key == "raw/patients")
+    assert raw.status == AssetHealthStatus.HEALTHY, raw.reason
+    assert f"check {VOLUME} LEARNING (needs 7 more loads)" in raw.reason
+    shown = CliRunner().invoke(cli, ["checks", "--asset", "raw/patients"])
+    assert shown.exit_code == 0, shown.output
+    (line,) = [line for line in shown.output.splitlines() if VOLUME in line]
+    assert "LEARNING (needs 7 more loads)" in line
+    assert shown.output.splitlines()[-1] == "1 learning, 4 passed"
+
+    # With history, a real deviation fails: a tenth of the usual volume.
+    seed_volume_history(get_engine(db_url), days=10)
+    (drop,) = generate_sample(200, files=1, defect="volume_drop", start_index=2)
+    write_to(landing, [drop])
+    dropped = run_job(defs, instance)
+
+    volume = evaluations(dropped)[VOLUME]
+    assert volume.passed is False and volume.severity == dg.AssetCheckSeverity.WARN
+    assert recorded(db_url, dropped.run_id)[VOLUME].severity == "WARN"
+    raw = next(a for a in get_asset_health(instance, defs) if a.asset_key == "raw/patients")
+    assert raw.status == AssetHealthStatus.WARNING and "LEARNING" not in raw.reason
+
+    # PHI: what the learning and failing checks emitted and recorded holds no field value.
+    seen = [shown.output, raw.reason]
+    for run in [*runs, dropped]:
+        for evaluation in evaluations(run).values():
+            seen.append(evaluation.description or "")
+            seen.extend(str(v.value) for v in evaluation.metadata.values())
+        for r in recorded(db_url, run.run_id).values():
+            seen.extend([r.message or "", json.dumps(r.details)])
+    text = "\n".join(seen)
+    values = patient_values([*samples, drop])
+    assert len(values) > 500
+    assert not sorted(v for v in values if v in text)

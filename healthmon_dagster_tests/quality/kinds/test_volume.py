@@ -1,4 +1,5 @@
-"""volume_anomaly: too little history is a visible warning until history gives a verdict."""
+"""volume_anomaly: too little history is learning (a pass that says so) until history gives a
+verdict."""
 
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from healthmon_dagster_tests.quality.fixtures import (
 )
 
 
-def test_insufficient_history_is_a_visible_warning_and_history_turns_it_into_a_verdict(
+def test_insufficient_history_is_learning_not_failing_and_history_turns_it_into_a_verdict(
     engine: Engine, tmp_path: Path
 ) -> None:
     load(engine, tmp_path, files=1)
@@ -31,7 +32,11 @@ def test_insufficient_history_is_a_visible_warning_and_history_turns_it_into_a_v
     record_current_load(engine)
     (later,) = evaluate(engine, "raw/patients", [spec])
 
-    assert first.status == QualityStatus.INSUFFICIENT_HISTORY and first.severity == "WARN"
-    assert "insufficient history" in first.message
+    assert first.status == QualityStatus.INSUFFICIENT_HISTORY
+    assert first.passed and first.learning and first.severity is None
+    assert first.details["n_history"] == 0 and first.details["min_history"] == 7
+    # 7 training observations, and the latest earlier load is kept out of training: 8 more loads.
+    assert first.loads_needed == 8
+    assert "learning" in first.message and "needs 8 more loads" in first.message
     assert later.status == QualityStatus.PASSED
     assert later.details["n_history"] >= 7
