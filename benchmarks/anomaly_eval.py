@@ -30,8 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from healthmon_dagster.analytics.anomaly import (  # noqa: E402
     DEFAULT_TRAINING_DAYS,
-    STATUS_ANOMALY,
-    STATUS_INSUFFICIENT_HISTORY,
+    AnomalyStatus,
     detect_volume_anomaly,
 )
 
@@ -99,9 +98,9 @@ def robust_detector(seasonality: bool, sensitivity: float, detection_window: int
             seasonality=seasonality,
             detection_window=detection_window,
         )
-        if result.status == STATUS_INSUFFICIENT_HISTORY:
+        if result.status == AnomalyStatus.INSUFFICIENT_HISTORY:
             return None
-        return result.status == STATUS_ANOMALY
+        return result.status == AnomalyStatus.ANOMALY
 
     return detect
 

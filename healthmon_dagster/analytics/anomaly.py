@@ -42,7 +42,8 @@ Choices, and why they differ from a plain mean/stddev z-score (Elementary's defa
   volume the baseline follows within about half the window (a median needs half its points at the
   new level), and the trend is estimated from recent behaviour only. ``None`` uses all history.
 * **Minimum history.** Fewer than ``min_history`` training observations (after the exclusions above)
-  gives status ``insufficient_history``: a distinct result for the caller to show, never a pass.
+  gives status ``insufficient_history``: a distinct result the caller shows as learning (the quality
+  check passes while it learns, and says how many more loads it needs).
 * **Direction.** ``up`` flags only values above the band (spikes, duplicate loads), ``down`` only
   values below it (missing data), ``both`` either. The side that is not tested is ``None`` in the
   result.
@@ -56,14 +57,20 @@ import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 
 import numpy as np
 
 from healthmon_dagster.analytics.trend import robust_slope
 
-STATUS_OK = "ok"
-STATUS_ANOMALY = "anomaly"
-STATUS_INSUFFICIENT_HISTORY = "insufficient_history"
+
+class AnomalyStatus(StrEnum):
+    """What the detector says of the latest value."""
+
+    OK = "ok"
+    ANOMALY = "anomaly"
+    INSUFFICIENT_HISTORY = "insufficient_history"  # too little history to judge (yet)
+
 
 METHOD_MAD = "mad"
 METHOD_SEASONAL_DOW = "mad_seasonal_dow"
@@ -92,7 +99,7 @@ class InvalidAnomalyInput(ValueError):
 
 @dataclass(frozen=True)
 class AnomalyResult:
-    status: str  # 'ok' | 'anomaly' | 'insufficient_history'
+    status: AnomalyStatus
     score: float | None  # robust score of the current value (signed: + above expected)
     expected: float | None
     lower: float | None  # band the current value was tested against
@@ -158,7 +165,7 @@ def detect_volume_anomaly(
         excluded = f"the {detection_window} most recent point(s) and " if detection_window else ""
         window = f" within {training_days} days" if training_days is not None else ""
         return AnomalyResult(
-            status=STATUS_INSUFFICIENT_HISTORY,
+            status=AnomalyStatus.INSUFFICIENT_HISTORY,
             score=None,
             expected=None,
             lower=None,
@@ -205,7 +212,7 @@ def detect_volume_anomaly(
         f"observations{basis})"
     )
     return AnomalyResult(
-        status=STATUS_ANOMALY if is_anomaly else STATUS_OK,
+        status=AnomalyStatus.ANOMALY if is_anomaly else AnomalyStatus.OK,
         score=score,
         expected=expected,
         lower=lower,

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from healthmon_dagster.cli.checks_cmd import latest_results, status_label
 from healthmon_dagster.defs.pipeline.sensors import landing_files_sensor
+from healthmon_dagster.enums import HealthStatus, QualityStatus
 from healthmon_dagster.etl import catalog
 from healthmon_dagster.etl.sample import generate_sample, write_to
 from healthmon_dagster.etl.staging import rejection_reasons
@@ -81,7 +82,7 @@ def check_lines(engine: sa.Engine) -> list[str]:
         f"  {status_label(r) if r['learning'] else r['status'].upper():<8} "
         f"{r['asset']}: {r['check']}: {r['message']}"
         for r in rows
-        if r["status"] != "passed"
+        if r["status"] != QualityStatus.PASSED
     ]
     return lines
 
@@ -111,7 +112,7 @@ def health_lines(
     lines += [
         f"  {c.status.value.upper():<8} {c.component}: {c.description}"
         for c in system.components
-        if c.status.value not in ("healthy", "unknown")
+        if c.status not in (HealthStatus.HEALTHY, HealthStatus.UNKNOWN)
     ]
     return lines
 

@@ -8,11 +8,17 @@ import click
 import dagster as dg
 
 from healthmon_dagster.cli.store_access import read_store
+from healthmon_dagster.enums import HealthStatus
 from healthmon_dagster.formatting import InvalidWindow, human_duration, parse_duration
 from healthmon_dagster.health.status import ComponentStatus, SystemStatus, get_system_status
 from healthmon_dagster.settings import get_settings
 
-EXIT_CODES = {"healthy": 0, "warning": 1, "unknown": 1, "critical": 2}
+EXIT_CODES = {
+    HealthStatus.HEALTHY: 0,
+    HealthStatus.UNKNOWN: 1,
+    HealthStatus.WARNING: 1,
+    HealthStatus.CRITICAL: 2,
+}
 
 
 def _ms(value: float | None) -> str:
@@ -88,7 +94,7 @@ def _print_text(status: SystemStatus, assets: list[Any] | None, note: str | None
     problems = [
         c
         for c in status.components
-        if (c.monitored and c.status.value != "healthy") or any(k.skipped for k in c.checks)
+        if (c.monitored and c.status != HealthStatus.HEALTHY) or any(k.skipped for k in c.checks)
     ]
     for c in problems:
         click.echo(f"  {c.component}: {c.description}")
@@ -144,4 +150,4 @@ def status(window: str, stale_after: str, as_json: bool, assets: bool, exit_code
     else:
         _print_text(system, asset_rows, note)
     if exit_code:
-        sys.exit(EXIT_CODES[system.overall_health.value])
+        sys.exit(EXIT_CODES[system.overall_health])

@@ -53,6 +53,22 @@ class RunState(StrEnum):
 _FAILED_RUN = {RunState.FAILED, RunState.CANCELED}
 
 
+class CheckExecution(StrEnum):
+    """The latest execution of an asset check as the orchestrator records it."""
+
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"  # evaluated and did not pass
+    PLANNED = "PLANNED"  # requested, no evaluation (yet): running, or its run failed
+
+
+class FreshnessState(StrEnum):
+    """The freshness daemon's verdict on an asset."""
+
+    PASS = "PASS"
+    WARN = "WARN"
+    FAIL = "FAIL"
+
+
 @dataclass(frozen=True)
 class MaterializationFacts:
     """The asset's last materialization and the run that last planned it."""
@@ -69,7 +85,9 @@ class FreshnessFacts:
 
     fail_window: timedelta | None = None
     warn_window: timedelta | None = None
-    daemon_state: str | None = None  # PASS / WARN / FAIL; None: not evaluated yet
+    daemon_state: FreshnessState | None = (
+        None  # None: not evaluated yet (or a state we do not know)
+    )
     daemon_updated_at: datetime | None = None
 
 
@@ -78,7 +96,7 @@ class CheckExecutionFacts:
     """The latest execution of one asset check (``status`` None: never executed)."""
 
     name: str
-    status: str | None = None  # SUCCEEDED / FAILED / PLANNED
+    status: CheckExecution | None = None
     run_id: str | None = None
     evaluated_at: datetime | None = None
     severity: CheckSeverity = CheckSeverity.ERROR
@@ -119,6 +137,13 @@ class AssetHealthStatus(StrEnum):
     def rank(self) -> int:
         """The rank of the component-level equivalent: HEALTHY < UNKNOWN < WARNING < DEGRADED."""
         return self.as_health_status().rank
+
+
+_FRESHNESS = {
+    FreshnessState.PASS: (AssetHealthStatus.HEALTHY, "fresh"),
+    FreshnessState.WARN: (AssetHealthStatus.WARNING, "getting stale"),
+    FreshnessState.FAIL: (AssetHealthStatus.DEGRADED, "stale"),
+}
 
 
 class CheckState(StrEnum):
@@ -218,14 +243,7 @@ def _freshness(
         return Part(AssetHealthStatus.HEALTHY, f"fresh (within {_ago(fail)})")
     if policy.daemon_state is None or policy.daemon_updated_at is None:
         return Part(AssetHealthStatus.UNKNOWN, "freshness not yet evaluated by the daemon")
-    mapping = {
-        "PASS": (AssetHealthStatus.HEALTHY, "fresh"),
-        "WARN": (AssetHealthStatus.WARNING, "getting stale"),
-        "FAIL": (AssetHealthStatus.DEGRADED, "stale"),
-    }
-    status, word = mapping.get(
-        policy.daemon_state, (AssetHealthStatus.UNKNOWN, "freshness unknown")
-    )
+    status, word = _FRESHNESS[policy.daemon_state]
     return Part(status, f"{word} (freshness daemon, {_ago(now - policy.daemon_updated_at)} ago)")
 
 
@@ -233,12 +251,12 @@ def _check(facts: CheckExecutionFacts) -> AssetCheckHealth:
     name, run_id, at = facts.name, facts.run_id, facts.evaluated_at
     if facts.status is None:
         return AssetCheckHealth(name, CheckState.NOT_EXECUTED, None, None, None)
-    if facts.status == "SUCCEEDED":
+    if facts.status == CheckExecution.SUCCEEDED:
         if facts.learning:
             label = learning_label(facts.loads_needed)
             return AssetCheckHealth(name, CheckState.LEARNING, run_id, at, label)
         return AssetCheckHealth(name, CheckState.PASSED, run_id, at, None)
-    if facts.status == "FAILED":
+    if facts.status == CheckExecution.FAILED:
         state = CheckState.WARNED if facts.severity == CheckSeverity.WARN else CheckState.FAILED
         return AssetCheckHealth(name, state, run_id, at, facts.description)
     if facts.run_state in _FAILED_RUN:  # PLANNED

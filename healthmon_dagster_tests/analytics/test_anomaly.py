@@ -15,10 +15,8 @@ from healthmon_dagster.analytics.anomaly import (
     METHOD_MAD,
     METHOD_SEASONAL_DOW,
     METHOD_SEASONAL_FALLBACK,
-    STATUS_ANOMALY,
-    STATUS_INSUFFICIENT_HISTORY,
-    STATUS_OK,
     AnomalyResult,
+    AnomalyStatus,
     InvalidAnomalyInput,
     detect_volume_anomaly,
 )
@@ -47,7 +45,7 @@ def test_normal_value_is_ok_and_result_carries_the_band() -> None:
     history = daily(noisy(28))
     result = detect_volume_anomaly(history, next_day(history, 1010))
     assert isinstance(result, AnomalyResult)
-    assert result.status == STATUS_OK
+    assert result.status == AnomalyStatus.OK
     assert result.method == METHOD_MAD
     assert result.n_history == 27  # the detection window (1 point) is not trained on
     assert result.lower is not None and result.upper is not None
@@ -58,7 +56,7 @@ def test_normal_value_is_ok_and_result_carries_the_band() -> None:
 def test_drop_is_an_anomaly_with_a_negative_score_and_a_numeric_message() -> None:
     history = daily(noisy(28))
     result = detect_volume_anomaly(history, next_day(history, 300))
-    assert result.status == STATUS_ANOMALY
+    assert result.status == AnomalyStatus.ANOMALY
     assert result.score is not None and result.score < -3
     # Numbers only (no field values ever reach a message): value, score, expected, band.
     assert re.match(
@@ -70,7 +68,7 @@ def test_drop_is_an_anomaly_with_a_negative_score_and_a_numeric_message() -> Non
 def test_too_little_history_is_a_distinct_result_not_a_pass() -> None:
     history = daily(noisy(6))
     result = detect_volume_anomaly(history, next_day(history, 5), min_history=7)
-    assert result.status == STATUS_INSUFFICIENT_HISTORY
+    assert result.status == AnomalyStatus.INSUFFICIENT_HISTORY
     assert (result.score, result.expected, result.lower, result.upper) == (None,) * 4
     assert result.n_history == 5
     assert "5 training observation(s)" in result.message and "7 required" in result.message
@@ -79,9 +77,9 @@ def test_too_little_history_is_a_distinct_result_not_a_pass() -> None:
 def test_minimum_history_counts_training_points_after_the_exclusions() -> None:
     history = daily(noisy(8))
     current = next_day(history, 1000)
-    assert detect_volume_anomaly(history, current, detection_window=1).status == STATUS_OK
+    assert detect_volume_anomaly(history, current, detection_window=1).status == AnomalyStatus.OK
     gated = detect_volume_anomaly(history, current, detection_window=2)
-    assert gated.status == STATUS_INSUFFICIENT_HISTORY and gated.n_history == 6
+    assert gated.status == AnomalyStatus.INSUFFICIENT_HISTORY and gated.n_history == 6
     # Old history outside the training window does not count either.
     old = daily(noisy(20), start=MONDAY - timedelta(days=200)) + history
     assert detect_volume_anomaly(old, current, detection_window=2).n_history == 6
@@ -92,28 +90,28 @@ def test_minimum_history_counts_training_points_after_the_exclusions() -> None:
 
 def test_flat_history_tolerates_small_changes_but_not_large_ones() -> None:
     history = daily([10_000] * 28)
-    assert detect_volume_anomaly(history, next_day(history, 10_050)).status == STATUS_OK
-    assert detect_volume_anomaly(history, next_day(history, 9_800)).status == STATUS_OK
-    assert detect_volume_anomaly(history, next_day(history, 10_500)).status == STATUS_ANOMALY
-    assert detect_volume_anomaly(history, next_day(history, 9_000)).status == STATUS_ANOMALY
+    assert detect_volume_anomaly(history, next_day(history, 10_050)).status == AnomalyStatus.OK
+    assert detect_volume_anomaly(history, next_day(history, 9_800)).status == AnomalyStatus.OK
+    assert detect_volume_anomaly(history, next_day(history, 10_500)).status == AnomalyStatus.ANOMALY
+    assert detect_volume_anomaly(history, next_day(history, 9_000)).status == AnomalyStatus.ANOMALY
 
 
 def test_flat_zero_history_uses_the_absolute_floor() -> None:
     history = daily([0] * 14)
-    assert detect_volume_anomaly(history, next_day(history, 2)).status == STATUS_OK
+    assert detect_volume_anomaly(history, next_day(history, 2)).status == AnomalyStatus.OK
     result = detect_volume_anomaly(history, next_day(history, 5))
-    assert result.status == STATUS_ANOMALY and result.score == pytest.approx(5.0)
+    assert result.status == AnomalyStatus.ANOMALY and result.score == pytest.approx(5.0)
 
 
 @pytest.mark.parametrize(
     ("direction", "value", "status"),
     [
-        ("up", 2000, STATUS_ANOMALY),
-        ("up", 300, STATUS_OK),
-        ("down", 2000, STATUS_OK),
-        ("down", 300, STATUS_ANOMALY),
-        ("both", 2000, STATUS_ANOMALY),
-        ("both", 300, STATUS_ANOMALY),
+        ("up", 2000, AnomalyStatus.ANOMALY),
+        ("up", 300, AnomalyStatus.OK),
+        ("down", 2000, AnomalyStatus.OK),
+        ("down", 300, AnomalyStatus.ANOMALY),
+        ("both", 2000, AnomalyStatus.ANOMALY),
+        ("both", 300, AnomalyStatus.ANOMALY),
     ],
 )
 def test_direction_decides_which_side_is_an_anomaly(
@@ -131,8 +129,8 @@ def test_direction_decides_which_side_is_an_anomaly(
 def test_sensitivity_widens_the_band() -> None:
     history = daily(noisy(28))
     current = next_day(history, 1070)
-    assert detect_volume_anomaly(history, current, sensitivity=3).status == STATUS_ANOMALY
-    assert detect_volume_anomaly(history, current, sensitivity=8).status == STATUS_OK
+    assert detect_volume_anomaly(history, current, sensitivity=3).status == AnomalyStatus.ANOMALY
+    assert detect_volume_anomaly(history, current, sensitivity=8).status == AnomalyStatus.OK
 
 
 def weekly_history(weeks: int) -> list[tuple[datetime, float]]:
@@ -148,17 +146,17 @@ def test_seasonality_knows_a_low_weekday_from_a_drop() -> None:
     assert sunday[0].weekday() == 6 and monday[0].weekday() == 0
 
     on_sunday = detect_volume_anomaly(history, sunday, seasonality=True)
-    assert on_sunday.status == STATUS_OK
+    assert on_sunday.status == AnomalyStatus.OK
     assert on_sunday.method == METHOD_SEASONAL_DOW
     assert on_sunday.expected == pytest.approx(200, rel=0.05)
     assert "Sunday baseline from" in on_sunday.message
 
     on_monday = detect_volume_anomaly(history + [sunday], monday, seasonality=True)
-    assert on_monday.status == STATUS_ANOMALY
+    assert on_monday.status == AnomalyStatus.ANOMALY
     assert on_monday.expected == pytest.approx(1000, rel=0.05)
 
     # Without seasonality the normal Sunday is taken for a drop.
-    assert detect_volume_anomaly(history, sunday).status == STATUS_ANOMALY
+    assert detect_volume_anomaly(history, sunday).status == AnomalyStatus.ANOMALY
 
 
 def test_seasonality_falls_back_and_says_so_when_history_is_short() -> None:
@@ -167,7 +165,7 @@ def test_seasonality_falls_back_and_says_so_when_history_is_short() -> None:
     result = detect_volume_anomaly(history, sunday, seasonality=True)
     assert result.method == METHOD_SEASONAL_FALLBACK
     assert "seasonality skipped: 2 Sunday observation(s) in 2 week(s)" in result.message
-    assert result.status == STATUS_ANOMALY  # judged by the non-seasonal band, as documented
+    assert result.status == AnomalyStatus.ANOMALY  # judged by the non-seasonal band, as documented
 
 
 def test_training_excludes_the_detection_window() -> None:
@@ -175,10 +173,10 @@ def test_training_excludes_the_detection_window() -> None:
     history = daily(noisy(10) + noisy(10, level=3000, seed=2))
     current = next_day(history, 3000)
     inside = detect_volume_anomaly(history, current, detection_window=10)
-    assert inside.status == STATUS_ANOMALY and inside.n_history == 10
+    assert inside.status == AnomalyStatus.ANOMALY and inside.n_history == 10
     assert inside.expected == pytest.approx(1000, abs=20)
     # Trained on the last ten days too, the jump has become the norm.
-    assert detect_volume_anomaly(history, current, detection_window=0).status == STATUS_OK
+    assert detect_volume_anomaly(history, current, detection_window=0).status == AnomalyStatus.OK
 
 
 def test_values_in_the_detection_window_and_the_current_value_do_not_move_the_band() -> None:
@@ -198,7 +196,7 @@ def test_steady_growth_is_followed_not_flagged() -> None:
     history = daily([1000 * 1.01**i * (1 + 0.01 * math.sin(i)) for i in range(56)])
     on_trend = next_day(history, 1000 * 1.01**57)
     result = detect_volume_anomaly(history, on_trend)
-    assert result.status == STATUS_OK
+    assert result.status == AnomalyStatus.OK
     assert result.expected == pytest.approx(on_trend[1], rel=0.03)
     assert "trend +1.00%/day" in result.message
 
@@ -211,7 +209,7 @@ def test_history_order_does_not_matter() -> None:
 
 def test_timezone_aware_timestamps_are_accepted() -> None:
     history = daily(noisy(28), start=datetime(2025, 3, 3, tzinfo=UTC))
-    assert detect_volume_anomaly(history, next_day(history, 1000)).status == STATUS_OK
+    assert detect_volume_anomaly(history, next_day(history, 1000)).status == AnomalyStatus.OK
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ from healthmon_dagster.enums import CheckSeverity
 from healthmon_dagster.health.asset_health import (
     AssetFacts,
     AssetHealthStatus,
+    CheckExecution,
     CheckExecutionFacts,
     CheckState,
     FreshnessFacts,
@@ -211,9 +212,13 @@ def test_rollup_decides_from_plain_facts_without_an_instance() -> None:
         ),
         freshness=FreshnessFacts(fail_window=timedelta(hours=2), warn_window=timedelta(hours=1)),
         checks=[
-            CheckExecutionFacts("volume", "FAILED", "r1", now, CheckSeverity.WARN, "40% below"),
-            CheckExecutionFacts("not_null", "SUCCEEDED", "r1", now),
-            CheckExecutionFacts("late", "PLANNED", "r2", now, run_state=RunState.ACTIVE),
+            CheckExecutionFacts(
+                "volume", CheckExecution.FAILED, "r1", now, CheckSeverity.WARN, "40% below"
+            ),
+            CheckExecutionFacts("not_null", CheckExecution.SUCCEEDED, "r1", now),
+            CheckExecutionFacts(
+                "late", CheckExecution.PLANNED, "r2", now, run_state=RunState.ACTIVE
+            ),
         ],
     )
     (health,) = get_rollup([facts], now=now)
@@ -234,12 +239,14 @@ def test_rollup_decides_from_plain_facts_without_an_instance() -> None:
 def test_a_learning_check_is_healthy_and_named_never_a_warning() -> None:
     now = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
     materialized = MaterializationFacts(last_materialized_at=now, last_materialization_run_id="r1")
-    learning = CheckExecutionFacts("volume", "SUCCEEDED", "r1", now, learning=True, loads_needed=4)
+    learning = CheckExecutionFacts(
+        "volume", CheckExecution.SUCCEEDED, "r1", now, learning=True, loads_needed=4
+    )
     facts = [
         AssetFacts(
             "raw/patients",
             materialized,
-            checks=[learning, CheckExecutionFacts("not_null", "SUCCEEDED", "r1", now)],
+            checks=[learning, CheckExecutionFacts("not_null", CheckExecution.SUCCEEDED, "r1", now)],
         ),
         AssetFacts("stg/patients", materialized, checks=[learning]),  # only a learning check
     ]

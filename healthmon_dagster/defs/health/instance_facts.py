@@ -17,8 +17,10 @@ from healthmon_dagster.health import asset_health
 from healthmon_dagster.health.asset_health import (
     AssetFacts,
     AssetHealth,
+    CheckExecution,
     CheckExecutionFacts,
     FreshnessFacts,
+    FreshnessState,
     MaterializationFacts,
     RunState,
 )
@@ -115,7 +117,9 @@ def _freshness(
     if record is None:
         return FreshnessFacts()
     state = str(getattr(record.freshness_state, "value", record.freshness_state))
-    return FreshnessFacts(daemon_state=state, daemon_updated_at=record.updated_at)
+    if state not in FreshnessState.__members__:  # e.g. UNKNOWN, or a state of a later Dagster
+        return FreshnessFacts()
+    return FreshnessFacts(daemon_state=FreshnessState(state), daemon_updated_at=record.updated_at)
 
 
 def _metadata_value(evaluation: Any, name: str) -> Any:
@@ -131,13 +135,13 @@ def _loads_needed(evaluation: Any) -> int | None:
 def _check(instance: dg.DagsterInstance, key: dg.AssetCheckKey, record: Any) -> CheckExecutionFacts:
     if record is None:
         return CheckExecutionFacts(key.name)
-    status = str(record.status.value)
+    status = CheckExecution(str(record.status.value))
     evaluation = None
-    if status in ("FAILED", "SUCCEEDED") and record.event is not None:
+    if status in (CheckExecution.FAILED, CheckExecution.SUCCEEDED) and record.event is not None:
         evaluation = record.event.asset_check_evaluation
     # A check that lacks the history to judge passes with metadata status insufficient_history.
     learning = (
-        status == "SUCCEEDED"
+        status == CheckExecution.SUCCEEDED
         and _metadata_value(evaluation, "status") == QualityStatus.INSUFFICIENT_HISTORY.value
     )
     severity = getattr(evaluation, "severity", dg.AssetCheckSeverity.ERROR)
@@ -149,8 +153,10 @@ def _check(instance: dg.DagsterInstance, key: dg.AssetCheckKey, record: Any) -> 
         severity=CheckSeverity.WARN
         if severity == dg.AssetCheckSeverity.WARN
         else CheckSeverity.ERROR,
-        description=getattr(evaluation, "description", None) if status == "FAILED" else None,
-        run_state=_run_state(instance, record.run_id) if status == "PLANNED" else None,
+        description=getattr(evaluation, "description", None)
+        if status == CheckExecution.FAILED
+        else None,
+        run_state=_run_state(instance, record.run_id) if status == CheckExecution.PLANNED else None,
         learning=learning,
         loads_needed=_loads_needed(evaluation) if learning else None,
     )

@@ -2,8 +2,8 @@
 
 The client comes from ``environment.s3_client`` (built like the landing source's). Parameters: ``bucket``,
 ``prefix``, ``endpoint_url`` (default: the landing settings), ``latency_warning_ms`` (1000),
-``latency_critical_ms`` (5000). Without a bucket (embedded mode) the check reports healthy with
-``details.skipped`` since there is no S3 to reach.
+``latency_critical_ms`` (5000). Without a bucket (embedded mode) there is no S3 to reach: the
+check sets ``details.skipped``, and the result is stored and shown as not monitored.
 """
 
 import time

@@ -10,7 +10,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from healthmon_dagster.analytics.anomaly import detect_volume_anomaly
+from healthmon_dagster.analytics.anomaly import AnomalyStatus, detect_volume_anomaly
 from healthmon_dagster.config.models import RowCountChangeCheck, VolumeAnomalyCheck
 from healthmon_dagster.enums import QualityStatus
 from healthmon_dagster.etl import catalog
@@ -136,7 +136,7 @@ def plan_volume_anomaly(ctx: EvalContext, spec: VolumeAnomalyCheck) -> Plan:
             seasonality=spec.seasonality,
             detection_window=DETECTION_WINDOW,
         )
-        if found.status == "insufficient_history":
+        if found.status == AnomalyStatus.INSUFFICIENT_HISTORY:
             return learning_result(
                 ctx,
                 spec,
@@ -147,7 +147,7 @@ def plan_volume_anomaly(ctx: EvalContext, spec: VolumeAnomalyCheck) -> Plan:
                 observed_value=current[1],
                 details={"current": current[1], "sensitivity": spec.sensitivity},
             )
-        if found.status == "anomaly":
+        if found.status == AnomalyStatus.ANOMALY:
             fail_score = spec.fail
             strong = fail_score is not None and abs(found.score or 0.0) >= fail_score
             status = QualityStatus.FAILED if strong else QualityStatus.WARN
