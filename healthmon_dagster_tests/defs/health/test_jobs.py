@@ -102,8 +102,11 @@ def test_health_job_writes_results(
     assert {"database_connectivity.response_time_ms", "database_connectivity.query_time_ms"} <= (
         metric_names
     )
-    output = result.output_for_node("run_health_checks_every_60s")
-    assert output == {
+    evaluations = {
+        e.check_name: e.metadata["health_status"].value
+        for e in (result.get_asset_check_evaluations())
+    }
+    assert evaluations == {
         "database_connectivity": "healthy",
         "broken_dependency": "critical",
         "behind_broken": "unknown",
