@@ -7,6 +7,10 @@ Each enabled health check of ``healthmon.yaml`` is an asset check named by its `
 ``etl.check_results`` and ``etl.metrics`` as before, and reports one evaluation per check:
 
 - CRITICAL -> failed, severity ERROR; WARNING -> failed, severity WARN; HEALTHY -> passed.
+- A check with ``critical: false`` fails with WARN at most, as it counts for its component in
+  ``healthmon status`` (:func:`healthmon_dagster.health.status.effective_status`: a failing
+  non-critical check warns, it never makes the component critical); its metadata still says
+  ``health_status: critical``.
 - UNKNOWN (a dependency failed, so the check was not run) -> failed, severity WARN: "we cannot
   tell" must not look green, and it ranks below a confirmed problem as in ``HealthStatus``.
 - Skipped by configuration (``details.skipped``, e.g. the S3 check when landing is the local
@@ -53,15 +57,10 @@ from healthmon_dagster.health.context import CheckEnvironment
 from healthmon_dagster.health.record import latest_results, write_results
 from healthmon_dagster.health.result import HealthCheck, HealthCheckResult
 from healthmon_dagster.health.runner import HealthCheckRunner
+from healthmon_dagster.health.status import effective_status
 from healthmon_dagster.settings import get_settings, redact_url
 from healthmon_dagster.store.db import describe_unavailable
 from healthmon_dagster.store.errors import error_text
-
-_SEVERITY = {
-    HealthStatus.CRITICAL: dg.AssetCheckSeverity.ERROR,
-    HealthStatus.WARNING: dg.AssetCheckSeverity.WARN,
-    HealthStatus.UNKNOWN: dg.AssetCheckSeverity.WARN,
-}
 
 
 def checks_op_name(interval_seconds: int) -> str:
@@ -116,12 +115,14 @@ def to_evaluation(check: HealthCheck, result: HealthCheckResult) -> dg.AssetChec
     """The Dagster evaluation of one result; None for a skipped check (Dagster: SKIPPED)."""
     if skip_reason(result) is not None:
         return None
-    severity = _SEVERITY.get(result.status)
+    counts_as = effective_status(result.status, check.critical)
     return dg.AssetCheckResult(
         asset_key=component_asset_key(check.component),
         check_name=check.check_id,
-        passed=severity is None,
-        severity=severity or dg.AssetCheckSeverity.ERROR,
+        passed=result.status == HealthStatus.HEALTHY,
+        severity=dg.AssetCheckSeverity.ERROR
+        if counts_as == HealthStatus.CRITICAL
+        else dg.AssetCheckSeverity.WARN,
         description=result.message,
         metadata=evaluation_metadata(check, result),
     )

@@ -3,7 +3,10 @@ health check on each run of a health-check job, read back from a real Dagster in
 health store on SQLite and Postgres."""
 
 import asyncio
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pytest
@@ -13,6 +16,7 @@ from dagster._core.storage.asset_check_execution_record import (
     AssetCheckExecutionRecord,
     AssetCheckExecutionResolvedStatus,
 )
+from sqlalchemy.engine import make_url
 
 from healthmon_dagster.config import load_config_text
 from healthmon_dagster.definitions import defs as code_location
@@ -30,7 +34,7 @@ from healthmon_dagster_tests.defs.fixtures import (
     patient_values,
     run_job,
 )
-from healthmon_dagster_tests.fixtures import free_port
+from healthmon_dagster_tests.fixtures import ADMIN_URL, free_port
 
 DOWN_URL_ENV = "HEALTHMON_TEST_DOWN_DATABASE_URL"
 
@@ -53,6 +57,11 @@ health_checks:
     kind: database
     interval_seconds: 60
     custom_parameters: {{target: warehouse, query_time_warning_ms: 0}}
+  - check_id: endpoint_down
+    component: network
+    kind: network
+    interval_seconds: 60
+    custom_parameters: {{endpoints: ["127.0.0.1:1"]}}
   - check_id: behind_down
     component: network
     kind: network
@@ -100,6 +109,30 @@ def down_url(monkeypatch: pytest.MonkeyPatch) -> str:
     return url
 
 
+@pytest.fixture
+def dagster_instance(db_url: str) -> Iterator[dg.DagsterInstance]:
+    """A Dagster instance on the warehouse's database system: SQLite storage next to a SQLite
+    warehouse, Postgres storage (a database of its own, dropped after) next to a Postgres one."""
+    if not db_url.startswith("postgresql"):
+        with dg.instance_for_test() as instance:
+            yield instance
+        return
+    admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    name = f"healthmon_dagster_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = make_url(ADMIN_URL).set(database=name)  # +psycopg2, as deploy/dagster.postgres.yaml says
+    storage = {"postgres": {"postgres_url": url.render_as_string(hide_password=False)}}
+    try:
+        with dg.instance_for_test(overrides={"storage": storage}) as instance:
+            assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
+            yield instance
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
 def evaluations(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
     return {e.check_name: e for e in result.get_asset_check_evaluations()}
 
@@ -136,6 +169,7 @@ def test_one_asset_per_component_with_its_checks(tmp_path: Path) -> None:
         ("health/database", "warehouse_down"),
         ("health/database", "warehouse_up"),
         ("health/database", "warehouse_slow"),
+        ("health/network", "endpoint_down"),
         ("health/network", "behind_down"),
         ("health/s3_discovery", "s3_landing"),
         ("health/filesystem", "landing_folder"),
@@ -145,6 +179,7 @@ def test_one_asset_per_component_with_its_checks(tmp_path: Path) -> None:
         "warehouse_down",
         "warehouse_up",
         "warehouse_slow",
+        "endpoint_down",
         "behind_down",
         "s3_landing",
     }
@@ -164,7 +199,13 @@ def test_each_health_check_is_one_evaluation_on_its_component(
 
     assert result.success
     found = evaluations(result)
-    assert set(found) == {"warehouse_down", "warehouse_up", "warehouse_slow", "behind_down"}
+    assert set(found) == {
+        "warehouse_down",
+        "warehouse_up",
+        "warehouse_slow",
+        "endpoint_down",
+        "behind_down",
+    }
     down = found["warehouse_down"]
     assert down.asset_key == DATABASE
     assert (down.passed, down.severity) == (False, dg.AssetCheckSeverity.ERROR)
@@ -182,6 +223,9 @@ def test_each_health_check_is_one_evaluation_on_its_component(
     assert (slow.passed, slow.severity) == (False, dg.AssetCheckSeverity.WARN)
     assert "above the warning threshold" in (slow.description or "")
     assert (plain(slow)["health_status"], plain(slow)["critical"]) == ("warning", False)
+    endpoint = found["endpoint_down"]  # not critical: it warns at most, as in healthmon status
+    assert (endpoint.passed, endpoint.severity) == (False, dg.AssetCheckSeverity.WARN)
+    assert (plain(endpoint)["health_status"], plain(endpoint)["critical"]) == ("critical", False)
     behind = found["behind_down"]  # not run: its dependency failed
     assert behind.asset_key == dg.AssetKey(["health", "network"])
     assert (behind.passed, behind.severity) == (False, dg.AssetCheckSeverity.WARN)
@@ -199,6 +243,7 @@ def test_each_health_check_is_one_evaluation_on_its_component(
         "warehouse_down",
         "warehouse_up",
         "warehouse_slow",
+        "endpoint_down",
         "behind_down",
         "s3_landing",
     }
@@ -209,8 +254,9 @@ def test_latest_evaluation_and_history_are_read_from_the_instance(
     engine: sa.Engine,
     down_url: str,
     tmp_path: Path,
-    instance: dg.DagsterInstance,
+    dagster_instance: dg.DagsterInstance,
 ) -> None:
+    instance = dagster_instance
     defs = health_defs(db_url, tmp_path)
     runs = [defs.resolve_job_def(JOB).execute_in_process(instance=instance) for _ in range(2)]
 
@@ -235,8 +281,9 @@ def test_a_skipped_check_is_not_monitored_never_passed(
     engine: sa.Engine,
     down_url: str,
     tmp_path: Path,
-    instance: dg.DagsterInstance,
+    dagster_instance: dg.DagsterInstance,
 ) -> None:
+    instance = dagster_instance
     # No S3 bucket: landing is the local folder, so the S3 check has nothing to reach.
     defs = health_defs(db_url, tmp_path)
 
@@ -267,7 +314,13 @@ def test_health_store_down_still_reports_to_dagster(
     (failure,) = failure_descriptions(result)
     assert "The results of this run are in Dagster and the run log only." in failure
     found = evaluations(result)
-    assert set(found) == {"warehouse_down", "warehouse_up", "warehouse_slow", "behind_down"}
+    assert set(found) == {
+        "warehouse_down",
+        "warehouse_up",
+        "warehouse_slow",
+        "endpoint_down",
+        "behind_down",
+    }
     assert found["warehouse_up"].passed and not found["warehouse_down"].passed
     keys = [dg.AssetCheckKey(DATABASE, n) for n in ("warehouse_down", "warehouse_up")]
     latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(keys)
@@ -353,3 +406,87 @@ def test_asset_rollup_leaves_the_component_assets_to_the_component_status(
 
     assert {"raw/patients", "stg/patients", "core/dim_patient"} <= keys
     assert not [k for k in keys if k.startswith("health/")]
+
+
+UI_LOCATION = """
+import os
+
+import dagster as dg
+
+from healthmon_dagster.config import load_config_text
+from healthmon_dagster.defs.health import definitions
+from healthmon_dagster.defs.resources import LandingResource, WarehouseResource
+
+defs = dg.Definitions.merge(
+    definitions(load_config_text(os.environ["HEALTHMON_TEST_HEALTH_CONFIG"])),
+    dg.Definitions(
+        resources={
+            "warehouse": WarehouseResource(database_url=os.environ["HEALTHMON_TEST_DB_URL"]),
+            "landing": LandingResource(local_dir=os.environ["HEALTHMON_TEST_LANDING"]),
+        }
+    ),
+)
+"""
+
+UI_QUERY = """
+query ($assetKey: AssetKeyInput!, $checkName: String!) {
+  assetCheckExecutions(assetKey: $assetKey, checkName: $checkName, limit: 10) {
+    runId
+    status
+    evaluation {
+      success
+      severity
+      description
+      metadataEntries { label ... on FloatMetadataEntry { floatValue } }
+    }
+  }
+}
+"""
+
+
+def test_the_ui_shows_each_checks_history(
+    db_url: str,
+    engine: sa.Engine,
+    down_url: str,
+    tmp_path: Path,
+    instance: dg.DagsterInstance,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Through the webserver's GraphQL API, with the code location loaded as ``dagster dev`` does."""
+    from dagster_graphql.test.utils import define_out_of_process_context, execute_dagster_graphql
+
+    location = tmp_path / "location.py"
+    location.write_text(UI_LOCATION)
+    monkeypatch.setenv("HEALTHMON_TEST_HEALTH_CONFIG", CONFIG)
+    monkeypatch.setenv("HEALTHMON_TEST_DB_URL", db_url)
+    monkeypatch.setenv("HEALTHMON_TEST_LANDING", str(tmp_path))
+    runs = [
+        health_defs(db_url, tmp_path).resolve_job_def(JOB).execute_in_process(instance=instance)
+        for _ in range(2)
+    ]
+
+    with define_out_of_process_context(str(location), "defs", instance) as context:
+
+        def executions(component: str, check: str) -> list[dict[str, Any]]:
+            result = execute_dagster_graphql(
+                context, UI_QUERY, {"assetKey": {"path": ["health", component]}, "checkName": check}
+            )
+            assert not result.errors, result.errors
+            return result.data["assetCheckExecutions"]
+
+        down = executions("database", "warehouse_down")
+        up = executions("database", "warehouse_up")
+        s3 = executions("s3_discovery", "s3_landing")
+
+    newest_first = [r.run_id for r in reversed(runs)]
+    assert [e["runId"] for e in down] == newest_first
+    assert {e["status"] for e in down} == {"FAILED"}
+    evaluation = down[0]["evaluation"]
+    assert (evaluation["success"], evaluation["severity"]) == (False, "ERROR")
+    assert "Connection refused" in evaluation["description"]
+    figures = {m["label"]: m.get("floatValue") for m in evaluation["metadataEntries"]}
+    assert is_number(figures["response_time_ms"])
+    assert [e["status"] for e in up] == ["SUCCEEDED", "SUCCEEDED"]
+    assert [(e["runId"], e["status"], e["evaluation"]) for e in s3] == [
+        (run_id, "SKIPPED", None) for run_id in newest_first
+    ]
