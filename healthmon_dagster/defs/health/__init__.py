@@ -1,5 +1,6 @@
-"""Health checks and benchmarks as Dagster jobs, generated from the ``health_checks`` of
-healthmon.yaml, with their schedules."""
+"""Health checks and benchmarks, generated from the ``health_checks`` of healthmon.yaml: one asset
+per monitored component with its health checks as asset checks, one job and schedule per cadence,
+and the benchmark."""
 
 import dagster as dg
 
@@ -9,10 +10,13 @@ from healthmon_dagster.defs.health.schedules import build_health_schedules
 
 
 def definitions(config: HealthConfiguration) -> dg.Definitions:
-    """Jobs and schedules for ``config``: one health-check job per cadence, plus the benchmark."""
-    check_jobs = build_health_check_jobs(config)
+    """Component assets, their health checks, one health-check job per cadence, the benchmark and
+    the schedules for ``config``."""
+    health = build_health_check_jobs(config)
     benchmark = build_benchmark_job()
     return dg.Definitions(
-        jobs=[*check_jobs.values(), benchmark],
-        schedules=build_health_schedules(check_jobs, benchmark),
+        assets=health.assets,
+        asset_checks=list(health.checks.values()),
+        jobs=[*health.jobs.values(), benchmark],
+        schedules=build_health_schedules(health.jobs, benchmark),
     )

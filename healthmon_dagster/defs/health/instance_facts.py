@@ -167,11 +167,19 @@ def asset_facts(
     defs: dg.Definitions,
     asset_keys: Iterable[dg.AssetKey] | None = None,
 ) -> list[AssetFacts]:
-    """What the rollup needs of every asset of ``defs`` (or of ``asset_keys``)."""
+    """What the rollup needs of every materializable asset of ``defs`` (or of ``asset_keys``).
+
+    External assets (the ``health/<component>`` assets) are left out by default: they are never
+    materialized, and the component status of the health store already reports them.
+    """
     specs = {spec.key: spec for spec in defs.resolve_all_asset_specs()}
-    keys = sorted(asset_keys if asset_keys is not None else specs, key=lambda k: k.to_user_string())
+    graph = defs.resolve_asset_graph()
+    default = [k for k in specs if graph.get(k).is_materializable]
+    keys = sorted(
+        asset_keys if asset_keys is not None else default, key=lambda k: k.to_user_string()
+    )
     check_keys_by_asset: dict[dg.AssetKey, list[dg.AssetCheckKey]] = {}
-    for ck in defs.resolve_asset_graph().asset_check_keys:
+    for ck in graph.asset_check_keys:
         check_keys_by_asset.setdefault(ck.asset_key, []).append(ck)
     all_check_keys = [ck for k in keys for ck in check_keys_by_asset.get(k, [])]
     check_records = (
@@ -205,5 +213,6 @@ def get_asset_health(
     now: datetime | None = None,
     asset_keys: Iterable[dg.AssetKey] | None = None,
 ) -> list[AssetHealth]:
-    """The health rollup of every asset of ``defs`` (or of ``asset_keys``), by asset key."""
+    """The health rollup of every materializable asset of ``defs`` (or of ``asset_keys``), by asset
+    key."""
     return asset_health.get_asset_health(asset_facts(instance, defs, asset_keys), now)

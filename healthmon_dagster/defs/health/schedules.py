@@ -1,6 +1,14 @@
 """Schedules of the health domain: one per health-check cadence, and the hourly benchmark."""
 
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
 import dagster as dg
+
+if TYPE_CHECKING:  # what dg.define_asset_job returns; dagster does not export the class
+    from dagster._core.definitions.unresolved_asset_job_definition import (
+        UnresolvedAssetJobDefinition,
+    )
 
 BENCHMARK_CRON = "15 * * * *"
 
@@ -20,7 +28,7 @@ def cron_for_interval(seconds: int) -> str:
 
 
 def build_health_schedules(
-    check_jobs: dict[int, dg.JobDefinition], benchmark_job: dg.JobDefinition
+    check_jobs: Mapping[int, "UnresolvedAssetJobDefinition"], benchmark_job: dg.JobDefinition
 ) -> list[dg.ScheduleDefinition]:
     """A running schedule per health-check job (``check_jobs`` by interval in seconds), and the
     benchmark's."""

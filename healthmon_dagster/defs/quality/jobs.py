@@ -1,13 +1,15 @@
-"""The quality full sweep: every asset check over whole tables (ETL runs check only each new file's
-rows)."""
+"""The quality full sweep: every asset check of the pipeline's assets over whole tables (ETL runs
+check only each new file's rows). The health checks on the ``health/<component>`` assets are not
+quality checks: their own jobs run them."""
 
 import dagster as dg
 
 from healthmon_dagster.defs.quality.checks import QUALITY_MODE_TAG
+from healthmon_dagster.etl import catalog
 
 quality_full_sweep_job = dg.define_asset_job(
     "quality_full_sweep_job",
-    selection=dg.AssetSelection.all_asset_checks(),
+    selection=dg.AssetSelection.all_asset_checks() & dg.AssetSelection.groups(catalog.GROUP),
     executor_def=dg.in_process_executor,
     tags={QUALITY_MODE_TAG: "full"},
     description="Evaluate every configured quality check over the whole tables.",

@@ -5,15 +5,11 @@ from pathlib import Path
 
 import dagster as dg
 import sqlalchemy as sa
-from click.testing import CliRunner
 
-from healthmon_dagster.cli.main import cli
 from healthmon_dagster.config import load_config_text
 from healthmon_dagster.defs.health import definitions as build_health_definitions
 from healthmon_dagster.defs.health.schedules import cron_for_interval
 from healthmon_dagster.defs.resources import LandingResource, WarehouseResource
-from healthmon_dagster.enums import HealthStatus
-from healthmon_dagster.health.status import get_system_status
 from healthmon_dagster.store.db import get_engine
 from healthmon_dagster.store.tables import check_results, metrics
 from healthmon_dagster_tests.fixtures import free_port
@@ -106,19 +102,11 @@ def test_health_job_writes_results(
     assert {"database_connectivity.response_time_ms", "database_connectivity.query_time_ms"} <= (
         metric_names
     )
-    (metadata,) = [
-        e.step_output_data.metadata
-        for e in result.all_node_events
-        if e.is_successful_output and e.step_key == "run_health_checks_every_60s"
-    ]
-    ranks = {k: v.value for k, v in metadata.items() if k.endswith(".status_rank")}
-    assert ranks == {
-        "database_connectivity.status_rank": 0,
-        "behind_broken.status_rank": 1,
-        "broken_dependency.status_rank": 3,
+    evaluations = {
+        e.check_name: e.metadata["health_status"].value
+        for e in (result.get_asset_check_evaluations())
     }
-    output = result.output_for_node("run_health_checks_every_60s")
-    assert output == {
+    assert evaluations == {
         "database_connectivity": "healthy",
         "broken_dependency": "critical",
         "behind_broken": "unknown",
@@ -148,58 +136,3 @@ def test_benchmark_job_scores_components_from_history(
             )
         ).all()
     assert ("network", 70.0) in [tuple(s) for s in scores]
-
-
-S3_LOCAL = """
-health_checks:
-  - check_id: database_connectivity
-    component: database
-    kind: database
-    interval_seconds: 60
-    critical: true
-  - check_id: s3_landing
-    component: s3_discovery
-    kind: s3
-    interval_seconds: 60
-    critical: true
-"""
-
-
-def test_the_s3_check_in_local_mode_is_not_monitored_never_healthy(
-    healthmon_env: Path, db_url: str, engine: sa.Engine, instance: dg.DagsterInstance
-) -> None:
-    defs = dg.Definitions.merge(
-        build_health_definitions(load_config_text(S3_LOCAL)),
-        dg.Definitions(
-            resources={
-                "warehouse": WarehouseResource(database_url=db_url),
-                "landing": LandingResource(local_dir=str(healthmon_env / "landing")),
-            }
-        ),
-    )
-
-    result = defs.resolve_job_def("health_checks_every_60s_job").execute_in_process(
-        instance=instance
-    )
-
-    assert result.success
-    with get_engine(db_url).connect() as conn:
-        (row,) = conn.execute(
-            sa.select(check_results).where(check_results.c.check_name == "s3_landing")
-        ).all()
-        s3_metrics = conn.execute(
-            sa.select(metrics.c.metric_name).where(metrics.c.metric_name.like("s3_landing.%"))
-        ).all()
-    assert (row.status, row.severity, row.critical) == ("unknown", None, True)
-    assert row.message == "skipped: no S3 bucket configured: landing is the local folder"
-    assert row.details["skipped"] and not s3_metrics
-    status = get_system_status(get_engine(db_url))
-    s3 = status.component("s3_discovery")
-    assert not s3.monitored and s3.uptime is None
-    assert status.component("database").monitored
-    assert status.overall_health == HealthStatus.HEALTHY
-    out = CliRunner().invoke(cli, ["status", "--no-assets"])
-    assert out.exit_code == 0, out.output
-    (line,) = [line for line in out.output.splitlines() if line.startswith("s3_discovery ")]
-    assert "NOT MONITORED" in line and "HEALTHY" not in line and "100.00%" not in line
-    assert "s3_discovery: not monitored: s3_landing skipped: no S3 bucket" in out.output
