@@ -51,7 +51,9 @@ def seed(engine: sa.Engine, now: datetime) -> None:
                     "check_name": name,
                     "target": component,
                     "status": status,
-                    "severity": s.value if (s := severity_of(HealthStatus(status))) else None,
+                    "severity": s.value
+                    if (s := severity_of(HealthStatus(status), critical))
+                    else None,
                     "critical": critical,
                     "response_time_ms": float(rng.gamma(2, 10)),
                     "message": None,

@@ -76,10 +76,10 @@ class QualityStatus(StrEnum):
 
 class CheckSeverity(StrEnum):
     """The one severity vocabulary of ``etl.check_results.severity`` (Dagster's
-    ``AssetCheckSeverity`` values): WARN or ERROR for a result that found a problem; NULL for a
-    pass and for a result that could not judge (a health check's UNKNOWN: its dependency failed and
-    carries the severity itself). A health check's criticality is not a severity: it has its own
-    column, ``critical``."""
+    ``AssetCheckSeverity`` values): WARN or ERROR for a result that did not pass, NULL for a pass
+    (and for a health check that had nothing to check). A health check's criticality is not a
+    severity: it has its own column, ``critical``; how the two combine is
+    ``health.record.severity_of``."""
 
     WARN = "WARN"
     ERROR = "ERROR"

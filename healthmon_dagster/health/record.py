@@ -2,8 +2,8 @@
 ``etl.metrics`` points.
 
 One row per result (``source='health_check'``, ``check_name`` = check_id, ``target`` = component,
-``critical`` = the check's criticality, ``severity`` = the CheckSeverity of its status: ERROR for
-CRITICAL, WARN for WARNING, NULL otherwise), and one metric per number
+``critical`` = the check's criticality, ``severity`` = :func:`severity_of` the result, the same
+severity its Dagster asset check evaluation carries), and one metric per number
 (``metric_name`` = ``<check_id>.<metric>``), written in one transaction.
 
 A *skipped* result (the check had nothing to check, e.g. the S3 check in local mode: its
@@ -29,12 +29,20 @@ from healthmon_dagster.store.metrics import MetricPoint, write_metrics
 from healthmon_dagster.store.tables import check_results
 
 SOURCE = RecordSource.HEALTH_CHECK.value
-_SEVERITY = {HealthStatus.CRITICAL: CheckSeverity.ERROR, HealthStatus.WARNING: CheckSeverity.WARN}
 
 
-def severity_of(status: HealthStatus) -> CheckSeverity | None:
-    """The CheckSeverity stored with a result of ``status`` (None: it passed or is unknown)."""
-    return _SEVERITY.get(status)
+def severity_of(status: HealthStatus, critical: bool) -> CheckSeverity | None:
+    """The severity of a result, stored in ``etl.check_results`` and reported to Dagster alike.
+
+    None for HEALTHY. ERROR for CRITICAL from a critical check. WARN otherwise: a warning, a
+    non-critical check's CRITICAL (it warns at most, as in the component status), and UNKNOWN (the
+    check could not judge, e.g. its dependency failed: "cannot tell" is never green).
+    """
+    if status == HealthStatus.HEALTHY:
+        return None
+    if status == HealthStatus.CRITICAL and critical:
+        return CheckSeverity.ERROR
+    return CheckSeverity.WARN
 
 
 def skipped_reason(result: HealthCheckResult) -> str | None:
@@ -61,7 +69,9 @@ def result_row(
         "check_name": result.check_id,
         "target": check.component.value,
         "status": status.value,
-        "severity": severity.value if (severity := severity_of(status)) else None,
+        "severity": None
+        if skipped or (severity := severity_of(status, check.critical)) is None
+        else severity.value,
         "critical": check.critical,
         "response_time_ms": result.response_time_ms,
         "message": f"skipped: {skipped}" if skipped else result.message,
@@ -180,7 +190,7 @@ def write_benchmark(engine: Engine, bench: PerformanceBenchmark, run_id: str | N
         "check_name": bench.benchmark_id,
         "target": bench.component.value,
         "status": bench.status.value,
-        "severity": severity.value if (severity := severity_of(bench.status)) else None,
+        "severity": severity.value if (severity := severity_of(bench.status, False)) else None,
         "critical": False,
         "observed_value": bench.performance_score,
         "message": "; ".join(r.message for r in bench.recommendations) or "ok",

@@ -3,11 +3,12 @@ and the latest result per check read back."""
 
 from datetime import UTC, datetime
 
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from healthmon_dagster.enums import HealthComponent, HealthStatus
-from healthmon_dagster.health.record import latest_results, write_results
+from healthmon_dagster.enums import CheckSeverity, HealthComponent, HealthStatus
+from healthmon_dagster.health.record import latest_results, severity_of, write_results
 from healthmon_dagster.health.result import HealthCheck, HealthCheckResult
 from healthmon_dagster.store.tables import check_results, metrics
 
@@ -73,3 +74,20 @@ def test_latest_results_reads_back_the_newest_result_per_check(engine: Engine) -
     assert latest["ping"].status == HealthStatus.HEALTHY and latest["ping"].attempts == 2
     assert latest["ping"].timestamp == TS
     assert write_results(engine, CHECKS, []) == 0 and latest_results(engine, []) == {}
+
+
+@pytest.mark.parametrize(
+    ("status", "critical", "expected"),
+    [
+        (HealthStatus.HEALTHY, True, None),
+        (HealthStatus.CRITICAL, True, CheckSeverity.ERROR),
+        (HealthStatus.CRITICAL, False, CheckSeverity.WARN),  # a non-critical check warns at most
+        (HealthStatus.WARNING, True, CheckSeverity.WARN),
+        (HealthStatus.UNKNOWN, True, CheckSeverity.WARN),  # could not judge: never green
+        (HealthStatus.UNKNOWN, False, CheckSeverity.WARN),
+    ],
+)
+def test_one_severity_for_the_store_and_dagster(
+    status: HealthStatus, critical: bool, expected: CheckSeverity | None
+) -> None:
+    assert severity_of(status, critical) == expected

@@ -8,9 +8,8 @@ Each enabled health check of ``healthmon.yaml`` is an asset check named by its `
 
 - CRITICAL -> failed, severity ERROR; WARNING -> failed, severity WARN; HEALTHY -> passed.
 - A check with ``critical: false`` fails with WARN at most, as it counts for its component in
-  ``healthmon status`` (:func:`healthmon_dagster.health.status.effective_status`: a failing
-  non-critical check warns, it never makes the component critical); its metadata still says
-  ``health_status: critical``.
+  ``healthmon status``; its metadata still says ``health_status: critical``. The severity is
+  :func:`healthmon_dagster.health.record.severity_of`, the one ``etl.check_results`` stores.
 - UNKNOWN (a dependency failed, so the check was not run) -> failed, severity WARN: "we cannot
   tell" must not look green, and it ranks below a confirmed problem as in ``HealthStatus``.
 - Skipped by configuration (``details.skipped``, e.g. the S3 check when landing is the local
@@ -52,12 +51,16 @@ from healthmon_dagster.config.models import ThresholdConfiguration
 from healthmon_dagster.defs.health.assets import component_asset_key
 from healthmon_dagster.defs.health.instance_facts import InstanceFacts
 from healthmon_dagster.defs.resources import LandingResource, WarehouseResource, s3_client
-from healthmon_dagster.enums import HealthStatus
+from healthmon_dagster.enums import CheckSeverity, HealthStatus
 from healthmon_dagster.health.context import CheckEnvironment
-from healthmon_dagster.health.record import latest_results, write_results
+from healthmon_dagster.health.record import (
+    latest_results,
+    severity_of,
+    skipped_reason,
+    write_results,
+)
 from healthmon_dagster.health.result import HealthCheck, HealthCheckResult
 from healthmon_dagster.health.runner import HealthCheckRunner
-from healthmon_dagster.health.status import effective_status
 from healthmon_dagster.settings import get_settings, redact_url
 from healthmon_dagster.store.db import describe_unavailable
 from healthmon_dagster.store.errors import error_text
@@ -90,12 +93,6 @@ def check_spec(check: HealthCheck) -> dg.AssetCheckSpec:
     )
 
 
-def skip_reason(result: HealthCheckResult) -> str | None:
-    """Why the check did not monitor anything this time (``details.skipped``), else None."""
-    reason = result.details.get("skipped")
-    return str(reason) if reason else None
-
-
 def evaluation_metadata(check: HealthCheck, result: HealthCheckResult) -> dict[str, Any]:
     """Numbers Dagster plots, the status word and the check's criticality; never a detail."""
     meta: dict[str, Any] = {
@@ -113,15 +110,14 @@ def evaluation_metadata(check: HealthCheck, result: HealthCheckResult) -> dict[s
 
 def to_evaluation(check: HealthCheck, result: HealthCheckResult) -> dg.AssetCheckResult | None:
     """The Dagster evaluation of one result; None for a skipped check (Dagster: SKIPPED)."""
-    if skip_reason(result) is not None:
+    if skipped_reason(result) is not None:
         return None
-    counts_as = effective_status(result.status, check.critical)
     return dg.AssetCheckResult(
         asset_key=component_asset_key(check.component),
         check_name=check.check_id,
         passed=result.status == HealthStatus.HEALTHY,
         severity=dg.AssetCheckSeverity.ERROR
-        if counts_as == HealthStatus.CRITICAL
+        if severity_of(result.status, check.critical) == CheckSeverity.ERROR
         else dg.AssetCheckSeverity.WARN,
         description=result.message,
         metadata=evaluation_metadata(check, result),
@@ -196,7 +192,7 @@ def build_health_checks(
         runner = HealthCheckRunner(env, thresholds=thresholds)
 
         def log(result: HealthCheckResult) -> None:
-            reason = skip_reason(result)
+            reason = skipped_reason(result)
             if reason is not None:
                 context.log.info(f"{result.check_id}: not monitored ({reason})")
             elif result.status == HealthStatus.HEALTHY:

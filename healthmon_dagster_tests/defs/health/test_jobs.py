@@ -97,7 +97,7 @@ def test_health_job_writes_results(
     assert (broken.status, broken.severity, broken.critical) == ("critical", "ERROR", True)
     assert "Connection refused" in broken.message
     behind = rows["behind_broken"]
-    assert (behind.status, behind.severity, behind.critical) == ("unknown", None, False)
+    assert (behind.status, behind.severity, behind.critical) == ("unknown", "WARN", False)
     assert behind.message.startswith("dependency broken_dependency failed")
     assert {"database_connectivity.response_time_ms", "database_connectivity.query_time_ms"} <= (
         metric_names

@@ -3,8 +3,9 @@
 Health-check and benchmark rows stored their criticality in ``severity`` (``critical`` or
 ``non_critical``) while asset checks store a CheckSeverity there (``WARN``/``ERROR``). This adds
 ``critical`` and converts the health-check and benchmark rows: ``critical = (severity = 'critical')``
-and ``severity`` becomes the CheckSeverity of the row's status (CRITICAL -> ERROR, WARNING -> WARN,
-otherwise NULL).
+and ``severity`` becomes the CheckSeverity of the row (``health.record.severity_of``): ERROR for
+CRITICAL from a critical check; WARN for WARNING, UNKNOWN and a non-critical check's CRITICAL; NULL
+for HEALTHY.
 
 Revision ID: 0002
 Revises: 0001
@@ -40,8 +41,11 @@ def upgrade() -> None:
         .values(
             critical=sa.case((_results.c.severity == "critical", sa.true()), else_=sa.false()),
             severity=sa.case(
-                (_results.c.status == "critical", "ERROR"),
-                (_results.c.status == "warning", "WARN"),
+                (
+                    sa.and_(_results.c.status == "critical", _results.c.severity == "critical"),
+                    "ERROR",
+                ),
+                (_results.c.status.in_(("critical", "warning", "unknown")), "WARN"),
                 else_=sa.null(),
             ),
         )
