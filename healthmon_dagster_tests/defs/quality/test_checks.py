@@ -82,7 +82,7 @@ def test_clean_files_pass_every_check_of_every_layer(
     n_events = sum(
         e.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION for e in result.all_events
     )
-    assert n_events == 16  # raw 4, stg 7, core 2 from healthmon.yaml + 3 last_load_is_fresh
+    assert n_events == 17  # raw 5, stg 7, core 2 from healthmon.yaml + 3 last_load_is_fresh
     assert {n for n, e in found.items() if not e.passed} == set(), {
         n: e.description for n, e in found.items() if not e.passed
     }
