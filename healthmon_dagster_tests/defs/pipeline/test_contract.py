@@ -244,3 +244,28 @@ def test_without_a_contract_check_a_rejected_file_fails_the_run_as_before(
     assert not evaluations(result)
     with get_engine(db_url).connect() as conn:
         assert not conn.execute(sa.select(check_results.c.check_name)).all()
+
+
+def test_a_run_over_several_files_loads_the_good_ones_and_fails_the_check_for_the_bad(
+    healthmon_env: Path, db_url: str, instance: dg.DagsterInstance
+) -> None:
+    landing = LocalLandingSource(healthmon_env / "landing")
+    (good,) = generate_sample(100, files=1, prefix="patients_a")
+    (bad,) = generate_sample(100, files=1, seed=7, defect="non_utf8", prefix="patients_b")
+    for sample in (good, bad):
+        landing.put(sample.key, sample.data)
+
+    result = (
+        build_defs()
+        .resolve_job_def("patients_etl_job")
+        .execute_in_process(instance=instance, raise_on_error=False)
+    )
+
+    assert result.success is False
+    assert materialized(result)[RAW]["file_keys"] == good.key
+    evaluation = evaluations(result)[SCHEMA].asset_check_evaluation_data
+    assert evaluation.passed is False
+    meta = {k: v.value for k, v in evaluation.metadata.items()}
+    assert (meta["files_rejected"], meta["file_keys"]) == (1, bad.key)
+    assert f"{bad.key}: not valid UTF-8 at line" in (evaluation.description or "")
+    assert good.key not in (evaluation.description or "")

@@ -23,6 +23,7 @@ from healthmon_dagster_tests.defs.fixtures import (
     ran_steps,
 )
 from healthmon_dagster_tests.quality.fixtures import (
+    FILE_ANOMALIES,
     PROJECT_CONFIG,
     REJECTION,
     SCHEMA,
@@ -83,6 +84,7 @@ def test_clean_files_pass_every_check_of_every_layer(
         e.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION for e in result.all_events
     )
     assert n_events == 17  # raw 5, stg 7, core 2 from healthmon.yaml + 3 last_load_is_fresh
+    assert {SCHEMA, FILE_ANOMALIES} <= set(found)  # the file checks too: no failure, no warning
     assert {n for n, e in found.items() if not e.passed} == set(), {
         n: e.description for n, e in found.items() if not e.passed
     }
