@@ -115,7 +115,7 @@ def plan_file_anomalies(ctx: EvalContext, spec: FileAnomaliesCheck) -> Plan:
         if warned:
             message = f"{where}: " + "; ".join(f"{found[a]:g} {words[a]}" for a in warned)
         elif rows:
-            message = f"{where}: no anomaly the loader had to tolerate"
+            message = f"{where}: no anomaly set to warn"
         else:
             message = f"{where}: no file to judge"
         return make_result(

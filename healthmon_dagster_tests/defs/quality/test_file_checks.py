@@ -178,6 +178,7 @@ def test_an_ignored_anomaly_does_not_warn(
     assert result.success, failure_descriptions(result)
     evaluation = file_check(result)
     assert evaluation.passed is True, evaluation.description
+    assert evaluation.description == "the latest file: no anomaly set to warn"
     meta = {k: v.value for k, v in evaluation.metadata.items()}
     assert (meta["bom"], meta["crlf_line_endings"], meta["anomalies_warned"]) == (1, 1, 0)
     assert recorded(db_url, result.run_id).status == "passed"
