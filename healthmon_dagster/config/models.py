@@ -535,6 +535,59 @@ class VolumeAnomalyCheck(CheckSpec):
         return self
 
 
+AnomalyAction = Literal["warn", "ignore"]
+
+
+class FileAnomaliesCheck(CheckSpec):
+    """What the raw loader tolerated and normalised in a landing file, from its load audit
+    (``etl.files``): each anomaly warns or is ignored. It never fails: a file the loader cannot
+    read is rejected whole and reported by the asset's ``schema`` check instead.
+
+    The newest file in runs that load one; in the full sweep every file loaded in the last
+    ``window_hours``.
+    """
+
+    kind_description = (
+        "The landing file needed no normalisation: no byte-order mark, no CRLF line endings, no "
+        "columns outside the contract, the agreed delimiter."
+    )
+
+    kind: Literal["file_anomalies"]
+    bom: AnomalyAction = "warn"
+    crlf_line_endings: AnomalyAction = "warn"
+    unexpected_columns: AnomalyAction = "warn"
+    other_delimiter: AnomalyAction = "warn"
+    missing_optional_columns: AnomalyAction = "ignore"
+    malformed_records: AnomalyAction = "warn"
+    # The delimiter a file should have; empty: the first of landing.accepted_delimiters (filled in
+    # when healthmon.yaml is loaded).
+    expected_delimiter: str | None = Field(default=None, min_length=1, max_length=1)
+    window_hours: int = Field(default=24, ge=1)
+
+    ANOMALIES: ClassVar[tuple[str, ...]] = (
+        "bom",
+        "crlf_line_endings",
+        "unexpected_columns",
+        "other_delimiter",
+        "missing_optional_columns",
+        "malformed_records",
+    )
+
+    def default_name(self) -> str:
+        return "landing_file_is_clean"
+
+    def action(self, anomaly: str) -> AnomalyAction:
+        action: AnomalyAction = getattr(self, anomaly)
+        return action
+
+    @model_validator(mode="after")
+    def _levels(self) -> "FileAnomaliesCheck":
+        _no_levels(self, (), "each anomaly is set to warn or ignore")
+        if self.blocking:
+            _raise_if([(("blocking",), "a file_anomalies check only warns, so it never blocks")])
+        return self
+
+
 QualityCheckSpec = Annotated[
     NotNullCheck
     | UniqueCheck
@@ -550,7 +603,8 @@ QualityCheckSpec = Annotated[
     | Scd2IntegrityCheck
     | CustomSqlCheck
     | VolumeAnomalyCheck
-    | IdentityStabilityCheck,
+    | IdentityStabilityCheck
+    | FileAnomaliesCheck,
     Field(discriminator="kind"),
 ]
 
@@ -847,6 +901,15 @@ class HealthConfiguration(_Model):
                     problems.append((loc, _unknown("health check", dep, check_ids)))
         problems += _dependency_cycles(self.health_checks)
         _raise_if(problems)
+        return self
+
+    @model_validator(mode="after")
+    def _file_check_delimiters(self) -> "HealthConfiguration":
+        # A file_anomalies check without expected_delimiter expects the landing contract's first.
+        for asset in self.quality.assets.values():
+            for spec in asset.checks:
+                if isinstance(spec, FileAnomaliesCheck) and spec.expected_delimiter is None:
+                    spec.expected_delimiter = self.landing.accepted_delimiters[0]
         return self
 
     def health_check(self, check_id: str) -> HealthCheckConfiguration:

@@ -40,12 +40,39 @@ DELIMITER_CANDIDATES = (",", ";", "\t", "|")
 csv.field_size_limit(10 * 1024 * 1024)
 
 
-class FileRejected(Exception):
-    """The file breaks the input contract; nothing of it was loaded. ``reason`` is a short code."""
+@dataclass(frozen=True)
+class ContractBreak:
+    """What the loader found wrong with a rejected file, as facts a check can report: never a
+    header text outside the contract, never a field value."""
 
-    def __init__(self, reason: str, message: str) -> None:
+    reason: str  # not_utf8 | no_delimiter | delimiter | duplicate_columns | missing_columns | ...
+    columns: tuple[str, ...] = ()  # contract columns involved (missing, repeated)
+    other_columns: int = 0  # header names outside the contract involved (repeated): counted only
+    delimiter: str | None = None  # the delimiter found in the header
+    line: int | None = None  # 1-based physical line of the file (1 = the header)
+    header_columns: int | None = None  # fields in the header line
+
+
+class FileRejected(Exception):
+    """The file breaks the input contract; nothing of it was loaded. ``reason`` is a short code,
+    ``found`` the facts behind it."""
+
+    def __init__(
+        self,
+        reason: str,
+        message: str,
+        *,
+        columns: Iterable[str] = (),
+        other_columns: int = 0,
+        delimiter: str | None = None,
+        line: int | None = None,
+        header_columns: int | None = None,
+    ) -> None:
         super().__init__(message)
         self.reason = reason
+        self.found = ContractBreak(
+            reason, tuple(columns), other_columns, delimiter, line, header_columns
+        )
 
 
 @dataclass
@@ -73,6 +100,7 @@ class RawLoadResult:
     message: str = ""
     unexpected_columns: list[str] = field(default_factory=list)
     missing_columns: list[str] = field(default_factory=list)
+    contract_break: ContractBreak | None = None  # why a rejected file was rejected
 
     @property
     def rows_per_second(self) -> float:
@@ -97,6 +125,7 @@ def inspect_header(path: Path, accepted_delimiters: Iterable[str] = (",",)) -> F
         raise FileRejected(
             "not_utf8",
             f"header line is not valid UTF-8 (byte {exc.start}); re-export the file as UTF-8",
+            line=1,
         ) from exc
     counts = {d: header_text.count(d) for d in DELIMITER_CANDIDATES}
     delimiter = max(counts, key=lambda d: counts[d])
@@ -105,6 +134,7 @@ def inspect_header(path: Path, accepted_delimiters: Iterable[str] = (",",)) -> F
             "no_delimiter",
             "header line has no recognised delimiter (',', ';', tab, '|'); "
             "expected a comma separated Synthea patients.csv export",
+            line=1,
         )
     accepted = tuple(accepted_delimiters)
     if delimiter not in accepted:
@@ -114,20 +144,41 @@ def inspect_header(path: Path, accepted_delimiters: Iterable[str] = (",",)) -> F
             f"file is {shown}-delimited but the contract accepts {', '.join(map(repr, accepted))}; "
             "re-export it comma separated, or add the delimiter to landing.accepted_delimiters "
             "in healthmon.yaml",
+            delimiter=delimiter,
+            line=1,
         )
     header = [h.strip() for h in next(csv.reader([header_text], delimiter=delimiter))]
     upper = [h.upper() for h in header]
+    known = {c.upper() for c in SOURCE_COLUMNS}
     duplicates = sorted({h for h in upper if upper.count(h) > 1})
     if duplicates:
-        raise FileRejected("duplicate_columns", f"header repeats column(s) {', '.join(duplicates)}")
+        # A header may be a data row: only contract column names are shown, others are counted.
+        named = [c for c in SOURCE_COLUMNS if c.upper() in duplicates]
+        others = sum(d not in known for d in duplicates)
+        shown = ", ".join(named) + (
+            f"{' and ' if named else ''}{others} name(s) outside the contract" if others else ""
+        )
+        raise FileRejected(
+            "duplicate_columns",
+            f"header repeats column(s) {shown}; the file was not loaded; re-export it with each "
+            "column once",
+            columns=named,
+            other_columns=others,
+            delimiter=delimiter,
+            line=1,
+            header_columns=len(header),
+        )
     missing = [c for c in REQUIRED_COLUMNS if c.upper() not in upper]
     if missing:
         raise FileRejected(
             "missing_columns",
             f"header lacks required column(s) {', '.join(missing)} "
             f"({len(header)} columns found); the file was not loaded",
+            columns=missing,
+            delimiter=delimiter,
+            line=1,
+            header_columns=len(header),
         )
-    known = {c.upper() for c in SOURCE_COLUMNS}
     return FileShape(
         delimiter=delimiter,
         had_bom=had_bom,
@@ -155,16 +206,21 @@ def _records(path: Path, shape: FileShape) -> Iterator[_Record]:
     """
     d, width = shape.delimiter, len(shape.header)
     row_number = 0
+    line_number = 1  # physical line of the file, the header being 1
     with open(path, encoding="utf-8-sig" if shape.had_bom else "utf-8", newline="") as f:
         lines = iter(f)
         try:
             next(lines)  # the header
             for physical in lines:
+                line_number += 1
                 if "\x00" in physical:
                     raise FileRejected(
                         "nul_byte",
-                        f"data record {row_number + 1} contains a NUL byte: the file is binary or "
-                        "corrupt; nothing was loaded; re-export it",
+                        f"data record {row_number + 1} (line {line_number}) contains a NUL byte: "
+                        "the file is binary or corrupt; nothing was loaded; re-export it",
+                        delimiter=d,
+                        line=line_number,
+                        header_columns=width,
                     )
                 line = physical.rstrip("\r\n")
                 if not line:
@@ -182,6 +238,7 @@ def _records(path: Path, shape: FileShape) -> Iterator[_Record]:
                         if more is None:
                             unterminated = True
                             break
+                        line_number += 1
                         text += more
                     fields = next(csv.reader([text.rstrip("\r\n")], delimiter=d), [])
                     if unterminated:
@@ -198,14 +255,22 @@ def _records(path: Path, shape: FileShape) -> Iterator[_Record]:
                     fields = (fields + [""] * width)[:width]
                 yield _Record(row_number, None, fields, error)
         except UnicodeDecodeError as exc:
+            bad_line = _first_non_utf8_line(path)
             raise FileRejected(
                 "not_utf8",
-                f"file is not valid UTF-8 at line {_first_non_utf8_line(path)}; nothing was "
+                f"file is not valid UTF-8 at line {bad_line}; nothing was "
                 "loaded; re-export it as UTF-8",
+                delimiter=d,
+                line=bad_line,
+                header_columns=width,
             ) from exc
         except csv.Error as exc:
             raise FileRejected(
-                "unparsable", f"data record {row_number} cannot be parsed as CSV: {exc}"
+                "unparsable",
+                f"data record {row_number} cannot be parsed as CSV: {exc}",
+                delimiter=d,
+                line=line_number,
+                header_columns=width,
             ) from exc
 
 
@@ -487,6 +552,7 @@ def _load_local_copy(
         return _write_file(engine, path, shape, file_row, result)
     except FileRejected as exc:
         result.status, result.message = "rejected", f"{key}: {exc}"
+        result.contract_break = exc.found
         with write_transaction(engine) as conn:
             conn.execute(
                 files.insert().values(

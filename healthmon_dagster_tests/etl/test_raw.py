@@ -277,3 +277,43 @@ def test_a_nul_byte_rejects_the_file_on_both_databases(engine: Engine, tmp_path:
     assert "data record 5" in result.message
     with engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(raw_patients)).scalar_one() == 0
+
+
+@pytest.mark.parametrize(
+    ("defect", "found"),
+    [
+        (
+            "missing_column",
+            raw.ContractBreak("missing_columns", ("HEALTHCARE_COVERAGE",), 0, ",", 1, 24),
+        ),
+        ("semicolon_delimiter", raw.ContractBreak("delimiter", delimiter=";", line=1)),
+    ],
+)
+def test_a_rejected_file_exposes_what_the_loader_found(
+    engine: Engine, tmp_path: Path, defect: str, found: raw.ContractBreak
+) -> None:
+    result = _load(engine, tmp_path, defect)
+
+    assert result.status == "rejected"
+    assert result.contract_break == found
+
+
+def test_repeated_header_names_outside_the_contract_are_counted_not_shown(
+    engine: Engine, tmp_path: Path
+) -> None:
+    # A file without its header: the first record is read as the header; its values are no names.
+    [sample] = generate_sample(ROWS)
+    _, first, rest = sample.data.split(b"\n", 2)
+    fields = first.split(b",")
+    fields[9] = fields[10] = b"Quarry-Ypsilanti"
+    source = LocalLandingSource(tmp_path / "landing")
+    source.put("patients_headless.csv", b",".join(fields) + b"\n" + rest)
+
+    result = raw.load_file(engine, source, "patients_headless.csv")
+
+    assert result.status == "rejected" and result.contract_break is not None
+    assert result.contract_break.reason == "duplicate_columns"
+    assert (result.contract_break.columns, result.contract_break.other_columns) == ((), 2)
+    assert "header repeats column(s) 2 name(s) outside the contract" in result.message
+    [file_row] = _file_rows(engine, "patients_headless.csv")
+    assert "Quarry-Ypsilanti" not in result.message + file_row.error

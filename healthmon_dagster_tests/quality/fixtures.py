@@ -26,6 +26,7 @@ SCHEMA = "patients_file_has_synthea_columns"
 ROW_COUNT = "row_count_is_in_range"
 WELL_FORMED = "raw_records_are_well_formed"
 VOLUME = "row_count_volume_is_normal"
+FILE_ANOMALIES = "landing_file_is_clean"
 REJECTION = "rejection_rate_below_threshold"
 SCD2 = "scd2_integrity_holds"
 IDENTITY = "patient_identity_is_stable"
@@ -40,13 +41,13 @@ EXPECTED: dict[str, dict[str, QualityStatus]] = {
     "death_before_birth": {REJECTION: QualityStatus.WARN},
     "out_of_range_coordinates": {REJECTION: QualityStatus.WARN},
     "missing_column": {},
-    "extra_column": {},  # allow_unexpected: true
+    "extra_column": {FILE_ANOMALIES: QualityStatus.WARN},  # the schema check allows unexpected
     "semicolon_delimiter": {},
     "empty_file": {ROW_COUNT: QualityStatus.FAILED, VOLUME: QualityStatus.WARN},
     # 1 of 200 rejected (0.5%) is within 1%
     "truncated_last_line": {WELL_FORMED: QualityStatus.WARN},
     "volume_drop": {VOLUME: QualityStatus.WARN},
-    "bom_crlf": {},
+    "bom_crlf": {FILE_ANOMALIES: QualityStatus.WARN},
     "non_utf8": {},
     "zip_leading_zeros_stripped": {REJECTION: QualityStatus.FAILED},
     "locale_numbers": {REJECTION: QualityStatus.FAILED},

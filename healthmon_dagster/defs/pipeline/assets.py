@@ -14,7 +14,9 @@ import sqlalchemy as sa
 from pydantic import Field
 from sqlalchemy import exc as sa_exc
 
-from healthmon_dagster.config import ConfigError
+from healthmon_dagster.config import ConfigError, HealthConfiguration
+from healthmon_dagster.config.models import SchemaCheck
+from healthmon_dagster.defs.quality.checks import to_evaluation
 from healthmon_dagster.defs.resources import (
     HealthmonConfigResource,
     LandingResource,
@@ -23,6 +25,9 @@ from healthmon_dagster.defs.resources import (
 from healthmon_dagster.etl import catalog, core, raw, staging
 from healthmon_dagster.etl.catalog import CoreMetrics, PipelineAsset, RawMetrics, StagingMetrics
 from healthmon_dagster.etl.landing import LandingError
+from healthmon_dagster.etl.raw import RawLoadResult
+from healthmon_dagster.quality import record_results
+from healthmon_dagster.quality.kinds.landing_file import contract_break_results
 from healthmon_dagster.settings import redact_url
 from healthmon_dagster.store.config_versions import record_config_version
 from healthmon_dagster.store.db import describe_unavailable
@@ -73,6 +78,48 @@ def _record(
     )
 
 
+def _contract_evaluations(
+    context: dg.AssetExecutionContext,
+    warehouse: WarehouseResource,
+    cfg: HealthConfiguration,
+    rejected: list[RawLoadResult],
+) -> Iterator[dg.AssetCheckEvaluation]:
+    """A failed, blocking ERROR evaluation of each ``schema`` check of raw/patients for the files
+    the loader rejected, also recorded in etl.check_results. Yielded before the run fails: the
+    check's own step never runs once the asset fails, and would leave the check PLANNED. Only
+    checks this run plans are reported (none configured: nothing, as before)."""
+    quality = cfg.quality.assets.get(catalog.RAW_PATIENTS.key)
+    planned = context.job_def.asset_layer.asset_graph.asset_check_keys
+    selection = context.run.asset_check_selection
+    specs = [
+        s
+        for s in (quality.checks if quality is not None else [])
+        if isinstance(s, SchemaCheck)
+        and (key := dg.AssetCheckKey(RAW_PATIENTS, s.check_name)) in planned
+        and (selection is None or key in selection)
+    ]
+    breaks = [(r.file_key, r.contract_break) for r in rejected if r.contract_break is not None]
+    results = contract_break_results(
+        catalog.RAW_PATIENTS.key, specs, breaks, cfg.landing.accepted_delimiters
+    )
+    for result in results:
+        evaluation = to_evaluation(result, RAW_PATIENTS)
+        yield evaluation.with_metadata(
+            {
+                **evaluation.metadata,
+                "reasons": dg.MetadataValue.text(", ".join(sorted({b.reason for _, b in breaks}))),
+                "file_keys": dg.MetadataValue.text(", ".join(key for key, _ in breaks)),
+            }
+        )
+    try:
+        record_results(warehouse.health_engine(), results, context.run.run_id)
+    except sa_exc.DBAPIError as exc:
+        context.log.error(
+            "the contract check's result could not be recorded in etl.check_results: "
+            f"{error_text(exc)}; Dagster's check history has it"
+        )
+
+
 @dg.asset(key=RAW_PATIENTS, group_name=catalog.GROUP, output_required=False, kinds={"sql"})
 def raw_patients(
     context: dg.AssetExecutionContext,
@@ -80,11 +127,12 @@ def raw_patients(
     warehouse: WarehouseResource,
     landing: LandingResource,
     healthmon_config: HealthmonConfigResource,
-) -> Iterator[dg.MaterializeResult[Any]]:
+) -> Iterator[dg.MaterializeResult[Any] | dg.AssetCheckEvaluation]:
     """Patient CSV records exactly as they landed: every field as text, plus the file, the record's
     row number and load time. A file's content is loaded once; a record that cannot be split into the
     header's fields is kept with ``_error`` set. Files that break the contract (missing columns, wrong
-    delimiter, not UTF-8) are rejected whole and fail the run with the reason."""
+    delimiter, not UTF-8, NUL bytes, repeated columns) are rejected whole and fail the run with the
+    reason, after reporting a failed evaluation of the asset's ``schema`` (contract) check."""
     config_path = healthmon_config.path()
     try:
         cfg = healthmon_config.load()
@@ -148,6 +196,7 @@ def raw_patients(
             }
         )
     if rejected:
+        yield from _contract_evaluations(context, warehouse, cfg, rejected)
         raise dg.Failure(
             description="; ".join(r.message for r in rejected),
             metadata={"files_rejected": len(rejected), RawMetrics.FILES_LOADED: len(loaded)},

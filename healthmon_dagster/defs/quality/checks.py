@@ -111,6 +111,21 @@ def to_dagster(result: CheckResult, key: dg.AssetKey) -> dg.AssetCheckResult:
     )
 
 
+def to_evaluation(result: CheckResult, key: dg.AssetKey) -> dg.AssetCheckEvaluation:
+    """The evaluation of a check reported by a step that does not own it: the raw asset reports
+    the contract (``schema``) check of a file it rejects, whose own step then never runs."""
+    reported = to_dagster(result, key)
+    return dg.AssetCheckEvaluation(
+        asset_key=key,
+        check_name=result.check_name,
+        passed=reported.passed,
+        metadata=reported.metadata,
+        severity=reported.severity,
+        description=reported.description,
+        blocking=result.blocking,
+    )
+
+
 def _checks_for_asset(path: str, config: HealthConfiguration) -> dg.AssetChecksDefinition | None:
     key = asset_key_of(path)
     quality = config.quality.assets.get(path)

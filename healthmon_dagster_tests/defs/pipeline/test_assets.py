@@ -12,7 +12,7 @@ from healthmon_dagster.defs.pipeline.jobs import raw_file_run_config
 from healthmon_dagster.etl.landing import LocalLandingSource
 from healthmon_dagster.etl.sample import generate_sample, write_to
 from healthmon_dagster.store.db import get_engine
-from healthmon_dagster.store.tables import files, metrics
+from healthmon_dagster.store.tables import check_results, files, metrics
 from healthmon_dagster_tests.defs.fixtures import (
     CHECK_STEPS,
     DOWNSTREAM_STEPS,
@@ -149,9 +149,17 @@ def test_no_patient_value_leaves_the_warehouse(
                 seen.append(data.error.to_string() if data.error else "")
                 if data.user_failure_data is not None:
                     seen.extend(str(v.value) for v in data.user_failure_data.metadata.values())
+        for event in result.all_events:  # check evaluations, the raw contract check's included
+            if event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
+                evaluation = event.asset_check_evaluation_data
+                seen.append(evaluation.description or "")
+                seen.extend(str(v.value) for v in evaluation.metadata.values())
     with get_engine(db_url).connect() as conn:
         seen.extend(json.dumps(tags) for tags in conn.execute(sa.select(metrics.c.tags)).scalars())
+        for row in conn.execute(sa.select(check_results.c.message, check_results.c.details)):
+            seen.extend([row.message or "", json.dumps(row.details)])
     assert any("rows rejected" in s for s in seen)  # the logs were collected
+    assert any("patients_bad_0001.csv: header lacks" in s for s in seen)  # and the contract check
 
     text = "\n".join(seen)
     leaked = sorted(v for v in values if v in text)

@@ -30,6 +30,7 @@ from healthmon_dagster_tests.defs.fixtures import (
     ran_steps,
 )
 from healthmon_dagster_tests.quality.fixtures import (
+    FILE_ANOMALIES,
     IDENTITY,
     PROJECT_CONFIG,
     REJECTION,
@@ -92,7 +93,8 @@ def test_clean_files_pass_every_check_of_every_layer(
     n_events = sum(
         e.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION for e in result.all_events
     )
-    assert n_events == 17  # raw 4, stg 7, core 3 from healthmon.yaml + 3 last_load_is_fresh
+    assert n_events == 18  # raw 5, stg 7, core 3 from healthmon.yaml + 3 last_load_is_fresh
+    assert {SCHEMA, FILE_ANOMALIES, IDENTITY} <= set(found)  # no failure, no warning
     assert {n for n, e in found.items() if not e.passed} == set(), {
         n: e.description for n, e in found.items() if not e.passed
     }

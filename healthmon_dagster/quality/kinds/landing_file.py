@@ -1,0 +1,213 @@
+"""File-level checks of landing files, from the raw loader's audit (``etl.files``).
+
+- ``file_anomalies``: what the loader tolerated and normalised in a file it loaded (a byte-order
+  mark, CRLF line endings, columns outside the contract, a delimiter other than the expected one,
+  absent optional columns, records kept with ``_error``); each anomaly the spec sets to ``warn``
+  makes the check WARN. It never fails. Incremental runs judge the newest file; the full sweep
+  judges every file loaded in the spec's ``window_hours`` (default 24 h, the daily sweep's period),
+  so an old anomaly does not warn forever. Cost: one indexed read of ``etl.files``.
+- :func:`contract_break_results`: a file the loader rejects whole never reaches a table, so no
+  planner can see it; the raw asset reports it as a failed, blocking ERROR evaluation of each
+  ``schema`` check of the asset, built here.
+
+Header text outside the contract is never shown (a header may be a data row): such columns are
+counted; contract column names, delimiters, file names and line numbers are shown.
+"""
+
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from healthmon_dagster.config.models import FileAnomaliesCheck, LandingConfiguration, SchemaCheck
+from healthmon_dagster.enums import QualityStatus
+from healthmon_dagster.etl import catalog
+from healthmon_dagster.etl.raw import ContractBreak
+from healthmon_dagster.quality.context import INCREMENTAL, CheckError, EvalContext
+from healthmon_dagster.quality.grading import make_result
+from healthmon_dagster.quality.plan import Plan, planner
+from healthmon_dagster.quality.result import CheckResult
+from healthmon_dagster.store.metrics import as_utc
+from healthmon_dagster.store.tables import OPTIONAL_COLUMNS, files
+
+
+def _shown(delimiter: str | None) -> str:
+    return "tab" if delimiter == "\t" else repr(delimiter)
+
+
+def _names(text: str | None) -> list[str]:
+    return [c for c in (text or "").split(",") if c]
+
+
+@planner(FileAnomaliesCheck)
+def plan_file_anomalies(ctx: EvalContext, spec: FileAnomaliesCheck) -> Plan:
+    bundled = catalog.asset(ctx.asset)
+    if bundled is None:
+        raise CheckError(
+            f"a file_anomalies check reads the load audit of landing files (etl.files); {ctx.asset} "
+            "is not loaded from landing files: put the check under raw/patients"
+        )
+    expected = spec.expected_delimiter or LandingConfiguration().accepted_delimiters[0]
+
+    def finish(_v: Mapping[str, Any], _total: int) -> CheckResult:
+        f = files.c
+        query = sa.select(
+            f.file_id,
+            f.delimiter,
+            f.had_bom,
+            f.crlf,
+            f.unexpected_columns,
+            f.missing_columns,
+            f.malformed_rows,
+        ).where(bundled.arrived)
+        if ctx.mode == INCREMENTAL:
+            if ctx.batch is None:
+                return make_result(
+                    ctx,
+                    spec,
+                    QualityStatus.PASSED,
+                    "no landing file loaded yet: nothing to judge",
+                    details={"files_checked": 0},
+                )
+            query = query.where(f.file_id == ctx.batch.value)
+        else:
+            since = as_utc(ctx.now) - timedelta(hours=spec.window_hours)
+            query = query.where(bundled.loaded_at >= since)
+        with ctx.engine.connect() as conn:
+            rows = conn.execute(query.order_by(f.file_id)).all()
+        where = (
+            "the latest file"
+            if ctx.mode == INCREMENTAL
+            else f"{len(rows)} file(s) loaded in the last {spec.window_hours} h"
+        )
+        optional = {c.upper() for c in OPTIONAL_COLUMNS}
+        found: dict[str, float] = {
+            # files with each flag; columns and records counted
+            "bom": sum(bool(r.had_bom) for r in rows),
+            "crlf_line_endings": sum(bool(r.crlf) for r in rows),
+            "unexpected_columns": sum(len(_names(r.unexpected_columns)) for r in rows),
+            "other_delimiter": sum(
+                r.delimiter is not None and r.delimiter != expected for r in rows
+            ),
+            "missing_optional_columns": sum(
+                len([c for c in _names(r.missing_columns) if c.upper() in optional]) for r in rows
+            ),
+            "malformed_records": sum(int(r.malformed_rows or 0) for r in rows),
+        }
+        delimiters = sorted({r.delimiter for r in rows if r.delimiter and r.delimiter != expected})
+        missing = sorted(
+            {c for r in rows for c in _names(r.missing_columns) if c.upper() in optional}
+        )
+        words = {
+            "bom": "file(s) with a UTF-8 byte-order mark (stripped)",
+            "crlf_line_endings": "file(s) with CRLF line endings",
+            "unexpected_columns": "column(s) outside the contract (not loaded; header text "
+            "withheld)",
+            "other_delimiter": f"file(s) delimited by {', '.join(map(_shown, delimiters))} "
+            f"instead of {_shown(expected)}",
+            "missing_optional_columns": "optional column(s) absent (loaded as empty"
+            + (f": {', '.join(missing)})" if missing else ")"),
+            "malformed_records": "record(s) kept with _error (could not be split into the "
+            "header's fields)",
+        }
+        warned = [a for a in spec.ANOMALIES if found[a] and spec.action(a) == "warn"]
+        if warned:
+            message = f"{where}: " + "; ".join(f"{found[a]:g} {words[a]}" for a in warned)
+        elif rows:
+            message = f"{where}: no anomaly set to warn"
+        else:
+            message = f"{where}: no file to judge"
+        return make_result(
+            ctx,
+            spec,
+            QualityStatus.WARN if warned else QualityStatus.PASSED,
+            message,
+            observed_value=float(len(warned)),
+            threshold=0.0,
+            details={"files_checked": len(rows), "anomalies_warned": len(warned), **found},
+        )
+
+    return Plan({}, finish)
+
+
+def _describe(found: ContractBreak, accepted: Sequence[str]) -> str:
+    """What the loader found, in words: contract columns, delimiters, line numbers only."""
+    line = f" at line {found.line}" if found.line is not None else ""
+    if found.reason == "missing_columns":
+        return (
+            f"header lacks required column(s) {', '.join(found.columns)} "
+            f"({found.header_columns} columns found)"
+        )
+    if found.reason == "duplicate_columns":
+        named = ", ".join(found.columns)
+        others = (
+            f"{found.other_columns} name(s) outside the contract" if found.other_columns else ""
+        )
+        return f"header repeats column(s) {' and '.join(p for p in (named, others) if p)}"
+    if found.reason == "delimiter":
+        return (
+            f"file is {_shown(found.delimiter)}-delimited; the contract accepts "
+            f"{', '.join(map(_shown, accepted))}"
+        )
+    if found.reason == "no_delimiter":
+        return "header line has no recognised delimiter (',', ';', tab, '|')"
+    if found.reason == "not_utf8":
+        return f"not valid UTF-8{line}"
+    if found.reason == "nul_byte":
+        return f"NUL byte{line}: binary or corrupt file"
+    if found.reason == "unparsable":
+        return f"cannot be parsed as CSV{line}"
+    return f"{found.reason}{line}"
+
+
+def contract_break_results(
+    asset: str,
+    specs: Sequence[SchemaCheck],
+    rejected: Sequence[tuple[str, ContractBreak]],
+    accepted_delimiters: Sequence[str],
+) -> list[CheckResult]:
+    """A failed, blocking ERROR result of each ``schema`` spec for the files (``(file_key,
+    ContractBreak)``) the loader rejected whole. A contract break blocks whatever the spec's
+    ``blocking`` and levels say: the loader has refused the file, nothing of it reaches staging."""
+    if not rejected:
+        return []
+    reasons: dict[str, int] = {}
+    for _, found in rejected:
+        reasons[found.reason] = reasons.get(found.reason, 0) + 1
+    first = rejected[0][1]
+    details: dict[str, float] = {
+        "files_rejected": len(rejected),
+        "missing_columns": sum(
+            len(b.columns) for _, b in rejected if b.reason == "missing_columns"
+        ),
+        "repeated_columns": sum(
+            len(b.columns) + b.other_columns for _, b in rejected if b.reason == "duplicate_columns"
+        ),
+        **{f"reason__{code}": n for code, n in sorted(reasons.items())},
+    }
+    if len(rejected) == 1:
+        if first.line is not None:
+            details["line"] = first.line
+        if first.header_columns is not None:
+            details["header_columns"] = first.header_columns
+    message = (
+        f"{len(rejected)} landing file(s) break the contract and were rejected whole (nothing "
+        "loaded, staging and core not run): "
+        + "; ".join(f"{key}: {_describe(b, accepted_delimiters)}" for key, b in rejected)
+        + ". Re-export the file(s) to the contract and land them again; see etl.files"
+    )
+    return [
+        CheckResult(
+            check_name=spec.check_name,
+            asset=asset,
+            kind=spec.kind,
+            status=QualityStatus.FAILED,
+            observed_value=float(len(rejected)),
+            threshold=0.0,
+            message=message,
+            details=details,
+            blocking=True,
+        )
+        for spec in specs
+    ]
