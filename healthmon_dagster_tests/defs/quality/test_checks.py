@@ -432,7 +432,7 @@ def test_a_fresh_install_learns_volume_without_failing_until_a_real_deviation(
     assert shown.exit_code == 0, shown.output
     (line,) = [line for line in shown.output.splitlines() if VOLUME in line]
     assert "LEARNING (needs 7 more loads)" in line
-    assert shown.output.splitlines()[-1] == "1 learning, 4 passed"
+    assert shown.output.splitlines()[-1] == "1 learning, 5 passed"
 
     # With history, a real deviation fails: a tenth of the usual volume.
     seed_volume_history(get_engine(db_url), days=10)
