@@ -112,7 +112,10 @@ RAW_PATIENTS = PipelineAsset(
     arrived=files.c.status.in_(("loaded", "empty")),
     loaded_at=files.c.loaded_at,
     description="Patient CSV records exactly as they landed: every field as text, plus the file, "
-    "the record's row number and load time.",
+    "the record's row number and load time. A file's content is loaded once; a record that cannot "
+    "be split into the header's fields is kept with _error set. Files that break the contract "
+    "(missing columns, wrong delimiter, not UTF-8, NUL bytes, repeated columns) are rejected whole: "
+    "the contract (schema) check fails with the reason and the run fails.",
 )
 STG_PATIENTS = PipelineAsset(
     key="stg/patients",

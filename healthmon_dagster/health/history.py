@@ -9,16 +9,15 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from healthmon_dagster.enums import HealthStatus, RecordSource
+from healthmon_dagster.enums import HealthStatus
 from healthmon_dagster.formatting import InvalidWindow, jsonable
-from healthmon_dagster.health.record import counted
+from healthmon_dagster.health.record import SOURCE, counted
 from healthmon_dagster.health.status import DEFAULT_STALE_AFTER, overall_status
 from healthmon_dagster.health.uptime import Outage, check_window, uptime_all
 from healthmon_dagster.store.dialect import epoch, floor_int
 from healthmon_dagster.store.metrics import as_utc
 from healthmon_dagster.store.tables import check_results
 
-SOURCE = RecordSource.HEALTH_CHECK.value
 DEFAULT_HISTORY_BUCKETS = 48
 
 

@@ -32,16 +32,15 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from healthmon_dagster.enums import HealthComponent, HealthStatus, RecordSource
+from healthmon_dagster.enums import HealthComponent, HealthStatus
 from healthmon_dagster.etl.catalog import COMPONENT_LAYERS
 from healthmon_dagster.formatting import InvalidWindow, jsonable
 from healthmon_dagster.health import uptime
-from healthmon_dagster.health.record import counted
+from healthmon_dagster.health.record import SOURCE, counted
 from healthmon_dagster.health.uptime import UptimeStats, uptime_all
 from healthmon_dagster.store.metrics import as_utc
 from healthmon_dagster.store.tables import check_results, load_runs
 
-SOURCE = RecordSource.HEALTH_CHECK.value
 DEFAULT_WINDOW = timedelta(hours=24)
 DEFAULT_STALE_AFTER = uptime.DEFAULT_STALE_AFTER
 # Latest results are looked for at most this far back (or one window, when longer): a check silent for

@@ -30,14 +30,12 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from healthmon_dagster.enums import HealthStatus, RecordSource
+from healthmon_dagster.enums import HealthStatus
 from healthmon_dagster.formatting import InvalidWindow
-from healthmon_dagster.health.record import counted
+from healthmon_dagster.health.record import SOURCE, counted
 from healthmon_dagster.store.dialect import epoch
 from healthmon_dagster.store.metrics import as_utc
 from healthmon_dagster.store.tables import check_results
-
-SOURCE = RecordSource.HEALTH_CHECK.value
 
 
 def check_window(start: datetime, end: datetime) -> tuple[datetime, datetime]:

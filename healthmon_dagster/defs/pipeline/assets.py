@@ -120,7 +120,13 @@ def _contract_evaluations(
         )
 
 
-@dg.asset(key=RAW_PATIENTS, group_name=catalog.GROUP, output_required=False, kinds={"sql"})
+@dg.asset(
+    key=RAW_PATIENTS,
+    group_name=catalog.GROUP,
+    output_required=False,
+    kinds={"sql"},
+    description=catalog.RAW_PATIENTS.description,
+)
 def raw_patients(
     context: dg.AssetExecutionContext,
     config: RawPatientsConfig,
@@ -128,11 +134,9 @@ def raw_patients(
     landing: LandingResource,
     healthmon_config: HealthmonConfigResource,
 ) -> Iterator[dg.MaterializeResult[Any] | dg.AssetCheckEvaluation]:
-    """Patient CSV records exactly as they landed: every field as text, plus the file, the record's
-    row number and load time. A file's content is loaded once; a record that cannot be split into the
-    header's fields is kept with ``_error`` set. Files that break the contract (missing columns, wrong
-    delimiter, not UTF-8, NUL bytes, repeated columns) are rejected whole and fail the run with the
-    reason, after reporting a failed evaluation of the asset's ``schema`` (contract) check."""
+    """Loads each landing file of the run into raw.patients (once per content), records the file in
+    etl.files, and reports a contract break as a failed evaluation of the schema check before failing
+    the run."""
     config_path = healthmon_config.path()
     try:
         cfg = healthmon_config.load()
@@ -249,6 +253,13 @@ def stg_patients(
     }
     if results:  # a run that staged nothing has no figures: zeros would drag averages down
         _record(warehouse, catalog.STG_PATIENTS, figures)
+        # The rejections' own volume, under their own key: what a volume check on
+        # stg/patients_rejected learns from (catalog.STG_PATIENTS_REJECTED.volume_metric).
+        _record(
+            warehouse,
+            catalog.STG_PATIENTS_REJECTED,
+            {StagingMetrics.ROWS_REJECTED: (rejected, "rows")},
+        )
     if rejected:
         context.log.warning(
             f"{rejected} of {rows_in} rows rejected ({rate:.2%}): "

@@ -9,6 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from healthmon_dagster.defs.pipeline.jobs import raw_file_run_config
+from healthmon_dagster.etl import catalog
 from healthmon_dagster.etl.landing import LocalLandingSource
 from healthmon_dagster.etl.sample import generate_sample, write_to
 from healthmon_dagster.store.db import get_engine
@@ -44,6 +45,39 @@ def test_run_without_config_loads_every_unloaded_file(
     assert meta[STG]["files_staged"] == 3
     assert raw_rows(db_url) == 300
     assert not evaluate_sensor(instance).run_requests
+
+
+def test_each_asset_records_its_volume_under_its_own_key(
+    healthmon_env: Path, db_url: str, instance: dg.DagsterInstance
+) -> None:
+    write_to(
+        LocalLandingSource(healthmon_env / "landing"),
+        generate_sample(200, files=1, defect="unknown_gender"),
+    )
+
+    result = run_job(instance)
+
+    assert result.success, failure_descriptions(result)
+    with get_engine(db_url).connect() as conn:
+        recorded = {
+            (r.component, r.metric_name, r.tags["asset"]): r.value
+            for r in conn.execute(
+                sa.select(
+                    metrics.c.component, metrics.c.metric_name, metrics.c.tags, metrics.c.value
+                )
+            )
+        }
+    # The metric each volume-anomaly check learns from (etl/catalog.py), one per asset.
+    for asset in catalog.ASSETS:
+        assert (asset.component.value, asset.volume_metric, asset.key) in recorded, asset.key
+    rejected = recorded[
+        (
+            catalog.STG_PATIENTS_REJECTED.component.value,
+            catalog.STG_PATIENTS_REJECTED.volume_metric,
+            catalog.STG_PATIENTS_REJECTED.key,
+        )
+    ]
+    assert rejected == materialized(result)[STG_REJECTED]["rows_rejected"] > 0
 
 
 def test_file_missing_a_column_fails_the_run_and_loads_nothing(
