@@ -48,33 +48,10 @@ from datetime import date
 from pathlib import Path
 from typing import IO, Protocol
 
-COLUMNS: tuple[str, ...] = (
-    "Id",
-    "BIRTHDATE",
-    "DEATHDATE",
-    "SSN",
-    "DRIVERS",
-    "PASSPORT",
-    "PREFIX",
-    "FIRST",
-    "LAST",
-    "SUFFIX",
-    "MAIDEN",
-    "MARITAL",
-    "RACE",
-    "ETHNICITY",
-    "GENDER",
-    "BIRTHPLACE",
-    "ADDRESS",
-    "CITY",
-    "STATE",
-    "COUNTY",
-    "ZIP",
-    "LAT",
-    "LON",
-    "HEALTHCARE_EXPENSES",
-    "HEALTHCARE_COVERAGE",
-)
+from healthmon_dagster.store.tables import REQUIRED_COLUMNS
+
+COLUMNS: tuple[str, ...] = REQUIRED_COLUMNS
+"""The columns Synthea writes to patients.csv, in its order: the loader's contract."""
 
 DEFECTS: tuple[str, ...] = (
     "null_ids",
