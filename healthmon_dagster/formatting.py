@@ -1,8 +1,10 @@
-"""Durations for people and JSON: parse ``"15m"``/``"24h"``, show ``3.5h``, make results JSON-ready.
+"""Numbers and durations for people and JSON: parse ``"15m"``/``"24h"``, show ``3.5h``, make results
+JSON-ready, round metadata figures to meaningful digits.
 
 Used by the health status and asset rollup, and by the CLI.
 """
 
+import math
 import re
 from datetime import datetime, timedelta
 from enum import Enum
@@ -59,3 +61,36 @@ def human_duration(seconds: float | None) -> str:
     if s < 172800:
         return f"{s / 3600:.1f}h"
     return f"{s / 86400:.1f}d"
+
+
+# Figures that are fractions, rates or scores (or may be: observed values and thresholds) stay floats
+# even when whole, so a plotted series keeps one type.
+_FLOAT_WORDS = (
+    "fraction",
+    "rate",
+    "ratio",
+    "pct",
+    "score",
+    "sensitivity",
+    "threshold",
+    "observed",
+    "expected",
+    "lower",
+    "upper",
+    "minutes",
+)
+
+
+def metadata_number(name: str, value: float) -> float | int:
+    """``value`` rounded to meaningful digits: milliseconds (``*_ms``) to 0.1 ms, other floats to 4
+    significant digits (to 0.1 from 1000 on, so large counts keep their units); whole counts become
+    ints; fractions, rates, scores, observed values and thresholds stay floats."""
+    if isinstance(value, int) or not math.isfinite(value):
+        return value
+    if name.endswith("_ms"):
+        return round(value, 1)
+    if value.is_integer() and not any(word in name for word in _FLOAT_WORDS):
+        return int(value)
+    if value == 0 or abs(value) >= 1000:
+        return round(value, 1)
+    return round(value, 3 - math.floor(math.log10(abs(value))))

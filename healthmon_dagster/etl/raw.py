@@ -83,7 +83,7 @@ class FileShape:
     had_bom: bool
     crlf: bool
     header: list[str]
-    unexpected_columns: list[str] = field(default_factory=list)
+    unexpected_columns: list[str] = field(default_factory=list)  # positions: "#26"
     missing_optional: list[str] = field(default_factory=list)
 
 
@@ -184,7 +184,9 @@ def inspect_header(path: Path, accepted_delimiters: Iterable[str] = (",",)) -> F
         had_bom=had_bom,
         crlf=crlf,
         header=header,
-        unexpected_columns=[h for h in header if h.upper() not in known],
+        # By position, never by name: a header outside the contract may be a data row (a file
+        # without a header, a header joined to its first record), and its text patient data.
+        unexpected_columns=[f"#{i}" for i, h in enumerate(header, 1) if h.upper() not in known],
         missing_optional=[c for c in OPTIONAL_COLUMNS if c.upper() not in upper],
     )
 

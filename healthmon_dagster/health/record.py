@@ -51,6 +51,13 @@ def skipped_reason(result: HealthCheckResult) -> str | None:
     return str(reason) if reason else None
 
 
+def learning_reason(result: HealthCheckResult) -> str | None:
+    """Why the check cannot judge yet (its ``details["learning"]``, e.g. a forecast without
+    enough history), or None. A learning result is UNKNOWN with no severity: it never alerts."""
+    reason = result.details.get("learning")
+    return str(reason) if reason else None
+
+
 def counted() -> sa.ColumnElement[bool]:
     """The health rows that measured something: not skipped (see the module docstring)."""
     skipped: sa.ColumnElement[str] = check_results.c.details["skipped"].as_string()
@@ -70,7 +77,9 @@ def result_row(
         "target": check.component.value,
         "status": status.value,
         "severity": None
-        if skipped or (severity := severity_of(status, check.critical)) is None
+        if skipped
+        or learning_reason(result)
+        or (severity := severity_of(status, check.critical)) is None
         else severity.value,
         "critical": check.critical,
         "response_time_ms": result.response_time_ms,

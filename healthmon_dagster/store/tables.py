@@ -70,7 +70,9 @@ files = sa.Table(
     sa.Column("delimiter", sa.String(4)),
     sa.Column("had_bom", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("crlf", sa.Boolean, nullable=False, server_default=sa.false()),
-    sa.Column("unexpected_columns", sa.Text),  # comma separated header names, never values
+    # Comma-separated 1-based positions ("#26,#27") of header fields outside the contract: never
+    # their text, which may be patient data (a headerless file). Rows before 2026-12 hold names.
+    sa.Column("unexpected_columns", sa.Text),
     sa.Column("missing_columns", sa.Text),
     sa.Column("error", sa.Text),
     sa.Column("dagster_run_id", sa.String(64)),

@@ -51,10 +51,12 @@ from healthmon_dagster.config.models import ThresholdConfiguration
 from healthmon_dagster.defs.health.assets import component_asset_key
 from healthmon_dagster.defs.health.instance_facts import InstanceFacts
 from healthmon_dagster.defs.resources import LandingResource, WarehouseResource, s3_client
-from healthmon_dagster.enums import CheckSeverity, HealthStatus
+from healthmon_dagster.enums import CheckSeverity, HealthStatus, QualityStatus
+from healthmon_dagster.formatting import metadata_number
 from healthmon_dagster.health.context import CheckEnvironment
 from healthmon_dagster.health.record import (
     latest_results,
+    learning_reason,
     severity_of,
     skipped_reason,
     write_results,
@@ -101,10 +103,12 @@ def evaluation_metadata(check: HealthCheck, result: HealthCheckResult) -> dict[s
         "status_rank": result.status.rank,
         "critical": check.critical,
         "attempts": result.attempts,
-        "response_time_ms": float(result.response_time_ms),
+        "response_time_ms": metadata_number("response_time_ms", result.response_time_ms),
     }
+    if learning_reason(result) is not None:
+        meta["status"] = QualityStatus.INSUFFICIENT_HISTORY.value  # as a learning quality check
     for name, value in sorted(result.metrics.items()):
-        meta.setdefault(name, float(value))
+        meta.setdefault(name, metadata_number(name, value))
     return meta
 
 
@@ -115,7 +119,8 @@ def to_evaluation(check: HealthCheck, result: HealthCheckResult) -> dg.AssetChec
     return dg.AssetCheckResult(
         asset_key=component_asset_key(check.component),
         check_name=check.check_id,
-        passed=result.status == HealthStatus.HEALTHY,
+        # A check still learning (e.g. a forecast without history) passes, as quality checks do.
+        passed=result.status == HealthStatus.HEALTHY or learning_reason(result) is not None,
         severity=dg.AssetCheckSeverity.ERROR
         if severity_of(result.status, check.critical) == CheckSeverity.ERROR
         else dg.AssetCheckSeverity.WARN,

@@ -13,7 +13,6 @@ Runs evaluate row-level checks on the latest batch (incremental); a run tagged
 ``healthmon/quality_mode: full`` (``quality_full_sweep_job``) sweeps the whole tables.
 """
 
-import math
 from collections.abc import Iterator
 
 import dagster as dg
@@ -23,6 +22,7 @@ from healthmon_dagster.config.models import FreshnessConfig
 from healthmon_dagster.defs.quality.assets import asset_key_of
 from healthmon_dagster.defs.resources import WarehouseResource
 from healthmon_dagster.enums import CheckSeverity, QualityStatus
+from healthmon_dagster.formatting import metadata_number
 from healthmon_dagster.quality import (
     FULL,
     INCREMENTAL,
@@ -39,39 +39,6 @@ LAST_LOAD_DESCRIPTION = (
     "The asset was loaded recently enough (from the load audit or the table's load timestamp, so "
     "loads outside Dagster count too)."
 )
-
-
-# Figures that are fractions, rates or scores (or may be: observed values and thresholds) stay floats
-# even when whole, so a plotted series keeps one type.
-_FLOAT_WORDS = (
-    "fraction",
-    "rate",
-    "ratio",
-    "pct",
-    "score",
-    "sensitivity",
-    "threshold",
-    "observed",
-    "expected",
-    "lower",
-    "upper",
-    "minutes",
-)
-
-
-def metadata_number(name: str, value: float) -> float | int:
-    """``value`` rounded to meaningful digits: milliseconds (``*_ms``) to 0.1 ms, other floats to 4
-    significant digits (to 0.1 from 1000 on, so large counts keep their units); whole counts become
-    ints; fractions, rates, scores, observed values and thresholds stay floats."""
-    if isinstance(value, int) or not math.isfinite(value):
-        return value
-    if name.endswith("_ms"):
-        return round(value, 1)
-    if value.is_integer() and not any(word in name for word in _FLOAT_WORDS):
-        return int(value)
-    if value == 0 or abs(value) >= 1000:
-        return round(value, 1)
-    return round(value, 3 - math.floor(math.log10(abs(value))))
 
 
 def _metadata(result: CheckResult) -> dict[str, float | int | str]:

@@ -128,5 +128,7 @@ def capacity_check(check: HealthCheck, ctx: CheckContext) -> Observation:
         )
     if obs.details and all(d["status"] == HealthStatus.UNKNOWN.value for d in obs.details.values()):
         obs.status = HealthStatus.UNKNOWN
+        # Learning, not failing: it cannot judge yet, and says so without a severity.
+        obs.details["learning"] = "not enough history for a forecast yet"
         obs.warn("not enough history for a forecast yet (see details per resource)")
     return obs

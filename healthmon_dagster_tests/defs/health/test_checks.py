@@ -490,3 +490,41 @@ def test_the_ui_shows_each_checks_history(
     assert [(e["runId"], e["status"], e["evaluation"]) for e in s3] == [
         (run_id, "SKIPPED", None) for run_id in newest_first
     ]
+
+
+def test_a_forecast_still_learning_passes_and_never_warns(
+    db_url: str, engine: sa.Engine, tmp_path: Path, dagster_instance: dg.DagsterInstance
+) -> None:
+    # A fresh install: no history, so the capacity check cannot forecast yet.
+    config = """
+health_checks:
+  - check_id: capacity_forecast
+    component: system_resources
+    check_type: capacity
+    kind: capacity
+    interval_seconds: 3600
+"""
+    defs = dg.Definitions.merge(
+        build_health_definitions(load_config_text(config)),
+        dg.Definitions(
+            resources={
+                "warehouse": WarehouseResource(database_url=db_url),
+                "landing": LandingResource(local_dir=str(tmp_path)),
+            }
+        ),
+    )
+
+    result = defs.resolve_job_def("health_checks_every_3600s_job").execute_in_process(
+        instance=dagster_instance
+    )
+
+    evaluation = evaluations(result)["capacity_forecast"]
+    assert evaluation.passed, evaluation.description
+    meta = plain(evaluation)
+    assert (meta["health_status"], meta["status"]) == ("unknown", "insufficient_history")
+    with get_engine(db_url).connect() as conn:
+        row = conn.execute(
+            sa.select(check_results).where(check_results.c.check_name == "capacity_forecast")
+        ).one()
+    assert (row.status, row.severity) == ("unknown", None)
+    assert row.details["details"]["learning"] == "not enough history for a forecast yet"
