@@ -511,7 +511,7 @@ class VolumeAnomalyCheck(CheckSpec):
 
     kind_description = (
         "The load's volume is normal for this asset (robust score against its own history); "
-        "too little history is reported as a warning, never as a silent pass."
+        "while it lacks history it passes as learning and says how many more loads it needs."
     )
 
     kind: Literal["volume_anomaly"]

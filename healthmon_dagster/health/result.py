@@ -163,7 +163,7 @@ class Observation:
             return value > limit if higher_is_worse else value < limit
 
         side = "above" if higher_is_worse else "below"
-        shown = f"{value:.1f}{unit}" if isinstance(value, float) else f"{value}{unit}"
+        shown = f"{_figure(value)}{unit}" if isinstance(value, float) else f"{value}{unit}"
         if crossed(critical):
             self.error(f"{what} is {shown}, {side} the critical threshold {critical:g}{unit}")
         elif crossed(warning):
@@ -191,3 +191,13 @@ def describe_exception(exc: BaseException) -> str:
 def metric_safe(text: str) -> str:
     """``text`` (an asset key, a host:port) as part of a metric name: non-alphanumerics -> ``_``."""
     return "".join(c if c.isalnum() else "_" for c in text)
+
+
+def _figure(value: float) -> str:
+    """A measured value as people read it: whole from 100 on, one decimal from 1, three
+    significant digits below (a failure rate of 0.25 must not read 0.2)."""
+    if abs(value) >= 100:
+        return f"{value:.0f}"
+    if abs(value) >= 1:
+        return f"{value:.1f}"
+    return f"{value:.3g}"

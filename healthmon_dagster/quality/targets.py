@@ -30,6 +30,7 @@ from sqlalchemy.engine import Engine, Inspector, make_url
 from sqlalchemy.pool import NullPool
 
 from healthmon_dagster.config.models import CheckSpec, HealthConfiguration, Loc
+from healthmon_dagster.enums import Layer
 from healthmon_dagster.etl import catalog
 from healthmon_dagster.settings import redact_url
 from healthmon_dagster.store.db import create_db_engine
@@ -128,6 +129,15 @@ def _did_you_mean(name: str, known: list[str], what: str) -> str:
     return f"; {what}: {shown}"
 
 
+def _bundled_typo(key: str, bundled: list[str]) -> str | None:
+    """The bundled asset ``key`` was probably meant to be, when it is in one of the pipeline's
+    schemas (raw, stg, core) and close to one of its assets; else None."""
+    if key.split("/", 1)[0] not in {layer.value for layer in Layer}:
+        return None
+    close = difflib.get_close_matches(key, bundled, n=1, cutoff=0.8)
+    return close[0] if close else None
+
+
 class _Warehouse:
     """The warehouse's tables and columns, inspected on first need and once."""
 
@@ -195,6 +205,16 @@ def check_targets(config: HealthConfiguration, warehouse_url: str | None) -> Tar
                     key_locs[key],
                     f"asset key '{key}' names neither an asset of this code location nor a "
                     f"warehouse table (schema/table){_did_you_mean(key, bundled, 'assets')}",
+                )
+            )
+        elif (close := _bundled_typo(key, bundled)) is not None:
+            # The pipeline's own schemas: a near-miss of one of its assets is a typo, known
+            # without the warehouse (which a fresh install does not have yet).
+            report.problems.append(
+                (
+                    key_locs[key],
+                    f"asset key '{key}' is not an asset of this code location; did you mean "
+                    f"'{close}'?",
                 )
             )
         else:

@@ -172,9 +172,8 @@ def test_validate_rejects_an_asset_key_that_names_nothing(
     assert result.exit_code == 1, result.output
     assert result.stdout == ""
     assert result.stderr.splitlines() == [
-        "quality.assets['stg/patient'] (line 3): asset key 'stg/patient' is neither an asset of "
-        "this code location nor a table of the warehouse (no table stg.patient); did you mean "
-        "'stg/patients'?",
+        "quality.assets['stg/patient'] (line 3): asset key 'stg/patient' is not an asset of this "
+        "code location; did you mean 'stg/patients'?",
         f"INVALID: {path}: 1 error",
     ]
 

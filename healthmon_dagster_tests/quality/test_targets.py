@@ -65,9 +65,8 @@ def test_typos_are_found_with_their_line_and_a_suggestion(engine: Engine) -> Non
 
     assert report.unchecked == []
     assert errors == [
-        "quality.assets['stg/patient'] (line 3): asset key 'stg/patient' is neither an asset of "
-        "this code location nor a table of the warehouse (no table stg.patient); did you mean "
-        "'stg/patients'?",
+        "quality.assets['stg/patient'] (line 3): asset key 'stg/patient' is not an asset of this "
+        "code location; did you mean 'stg/patients'?",
         "quality.assets['stg/patients'].batch_column (line 8): column '_fil_id' does not exist in "
         "stg.patients (asset stg/patients); did you mean '_file_id'?",
         "quality.assets['stg/patients'].checks[0].columns[1] (line 11): column 'idd' does not "
@@ -77,10 +76,20 @@ def test_typos_are_found_with_their_line_and_a_suggestion(engine: Engine) -> Non
         "quality.assets['raw/patients/extra'] (line 18): asset key 'raw/patients/extra' names "
         "neither an asset of this code location nor a warehouse table (schema/table); did you "
         "mean 'raw/patients'?",
-        "freshness['core/dim_patients'] (line 23): asset key 'core/dim_patients' is neither an "
-        "asset of this code location nor a table of the warehouse (no table core.dim_patients); "
-        "did you mean 'core/dim_patient'?",
+        "freshness['core/dim_patients'] (line 23): asset key 'core/dim_patients' is not an "
+        "asset of this code location; did you mean 'core/dim_patient'?",
     ]
+
+
+def test_a_near_miss_of_a_pipeline_asset_is_an_error_even_without_a_warehouse() -> None:
+    # A fresh install has no warehouse yet: the typo is still known from the catalog alone.
+    config = load_config_text(TYPOS, "healthmon.yaml")
+
+    report = check_targets(config, UNREACHABLE)
+
+    keys = {loc[2] if loc[0] == "quality" else loc[1] for loc, _ in report.problems}
+    assert {"stg/patient", "core/dim_patients"} <= keys
+    assert not any("stg/patient" in why or "core/dim_patients" in why for why in report.unchecked)
 
 
 def test_a_users_table_and_its_columns_are_looked_up(engine: Engine) -> None:

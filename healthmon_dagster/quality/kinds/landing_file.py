@@ -5,7 +5,8 @@
   absent optional columns, records kept with ``_error``); each anomaly the spec sets to ``warn``
   makes the check WARN. It never fails. Incremental runs judge the newest file; the full sweep
   judges every file loaded in the spec's ``window_hours`` (default 24 h, the daily sweep's period),
-  so an old anomaly does not warn forever. Cost: one indexed read of ``etl.files``.
+  so an old anomaly does not warn forever. Cost: one read of ``etl.files`` (by primary key in a
+  run; the sweep reads the files of its window, one row per file).
 - :func:`contract_break_results`: a file the loader rejects whole never reaches a table, so no
   planner can see it; the raw asset reports it as a failed, blocking ERROR evaluation of each
   ``schema`` check of the asset, built here.

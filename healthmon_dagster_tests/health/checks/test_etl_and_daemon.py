@@ -43,7 +43,7 @@ def test_etl_component_reads_materialization_age_and_failure_rate() -> None:
     assert result.metrics["raw_patients.age_minutes"] < 1
     assert result.status == HealthStatus.CRITICAL
     assert result.errors == [
-        "failure rate of the last 3 patients_etl_job runs (2 failed) is 0.7, above the critical "
+        "failure rate of the last 3 patients_etl_job runs (2 failed) is 0.667, above the critical "
         "threshold 0.5"
     ]
 
