@@ -67,7 +67,7 @@ def generate_sample(
         raise click.UsageError(str(exc)) from exc
     try:
         for f in generated:
-            write_to(source, [f])
+            write_to(source, [f], overwrite=force)
             click.echo(
                 f"wrote {f.key}: {f.rows} rows, defect {f.defect or 'none'}, {len(f.data)} bytes "
                 f"-> {source.description}"

@@ -28,6 +28,10 @@ class LandingFileMissing(LandingError):
     """A file that was listed is gone by the time it is read."""
 
 
+class LandingFileExists(LandingError):
+    """A write that must not overwrite found the key taken."""
+
+
 @dataclass(frozen=True)
 class LandingFile:
     key: str
@@ -52,8 +56,9 @@ class LandingSource(Protocol):
         """A local copy of ``key`` for the duration of the block (the original file when local)."""
         ...
 
-    def put(self, key: str, data: bytes) -> None:
-        """Write ``data`` at ``key`` (used by the sample generator and tests)."""
+    def put(self, key: str, data: bytes, overwrite: bool = True) -> None:
+        """Write ``data`` at ``key`` (used by the sample generator and tests); with
+        ``overwrite=False`` an existing key raises :class:`LandingFileExists`."""
         ...
 
 
@@ -110,12 +115,26 @@ class LocalLandingSource:
             )
         yield path
 
-    def put(self, key: str, data: bytes) -> None:
+    def put(self, key: str, data: bytes, overwrite: bool = True) -> None:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)  # readers never see a half-written file
+        # A temporary file of its own (two writers never share one), then one atomic step:
+        # readers never see a half-written file.
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        tmp = Path(name)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            if overwrite:
+                os.replace(tmp, path)
+            else:
+                os.link(tmp, path)  # fails if the name exists, even when another writer won
+        except FileExistsError:
+            raise LandingFileExists(
+                f"{key!r} already exists in {self.description}; nothing was overwritten"
+            ) from None
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 class S3LandingSource:
@@ -177,11 +196,19 @@ class S3LandingSource:
         finally:
             shutil.rmtree(tmpdir, ignore_errors=True)
 
-    def put(self, key: str, data: bytes) -> None:
+    def put(self, key: str, data: bytes, overwrite: bool = True) -> None:
         full_key = key if key.startswith(self.prefix) else f"{self.prefix}{key}"
+        # A conditional write (If-None-Match: *) fails when the key exists, even when another
+        # writer created it a moment ago.
+        condition = {} if overwrite else {"IfNoneMatch": "*"}
         try:
-            self.client.put_object(Bucket=self.bucket, Key=full_key, Body=data)
+            self.client.put_object(Bucket=self.bucket, Key=full_key, Body=data, **condition)
         except Exception as exc:
+            code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+            if code in ("PreconditionFailed", "412"):
+                raise LandingFileExists(
+                    f"{full_key!r} already exists in {self.description}; nothing was overwritten"
+                ) from None
             raise self._error(exc, f"write {full_key!r} to") from exc
 
 

@@ -274,7 +274,7 @@ _LOCALE_TABLE = str.maketrans(",.", ".,")
 class Putter(Protocol):
     """What :func:`write_to` needs from a landing source."""
 
-    def put(self, key: str, data: bytes) -> None: ...
+    def put(self, key: str, data: bytes, overwrite: bool = True) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -684,7 +684,8 @@ def next_start_index(names: Iterable[str], prefix: str = "patients") -> int:
     return max(numbers, default=0)
 
 
-def write_to(source: Putter, files: list[SampleFile]) -> None:
-    """Put every file into a landing source (``LocalLandingSource`` or ``S3LandingSource``)."""
+def write_to(source: Putter, files: list[SampleFile], overwrite: bool = True) -> None:
+    """Put every file into a landing source (``LocalLandingSource`` or ``S3LandingSource``); with
+    ``overwrite=False`` a key that exists raises ``LandingFileExists`` and is left as it was."""
     for f in files:
-        source.put(f.key, f.data)
+        source.put(f.key, f.data, overwrite=overwrite)

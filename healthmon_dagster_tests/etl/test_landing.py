@@ -12,6 +12,7 @@ from botocore.config import Config
 
 from healthmon_dagster.etl.landing import (
     LandingError,
+    LandingFileExists,
     LandingFileMissing,
     LocalLandingSource,
     S3LandingSource,
@@ -144,3 +145,30 @@ def test_a_client_that_cannot_be_built_is_a_landing_error(tmp_path: Path) -> Non
 def test_a_bucket_without_a_client_factory_is_a_landing_error(tmp_path: Path) -> None:
     with pytest.raises(LandingError, match=r"no S3 client factory to reach s3://bucket/in/"):
         open_landing_source("bucket", "in/", None, None, tmp_path, client_factory=None)
+
+
+def test_a_write_that_must_not_overwrite_leaves_an_existing_local_file(tmp_path: Path) -> None:
+    source = LocalLandingSource(tmp_path)
+    source.put("patients_0001.csv", b"first")
+
+    with pytest.raises(LandingFileExists, match="nothing was overwritten"):
+        source.put("patients_0001.csv", b"second", overwrite=False)
+
+    assert (tmp_path / "patients_0001.csv").read_bytes() == b"first"
+    assert [p.name for p in tmp_path.iterdir()] == ["patients_0001.csv"]  # no temporary left
+    source.put("patients_0001.csv", b"third")  # the default overwrites, atomically
+    assert (tmp_path / "patients_0001.csv").read_bytes() == b"third"
+
+
+def test_a_write_that_must_not_overwrite_leaves_an_existing_s3_object(
+    s3_bucket: str, moto_server: str
+) -> None:
+    client = boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1")
+    source = S3LandingSource(client, s3_bucket, "in/")
+    source.put("patients_0001.csv", b"first", overwrite=False)
+
+    with pytest.raises(LandingFileExists, match="nothing was overwritten"):
+        source.put("patients_0001.csv", b"second", overwrite=False)
+
+    body = client.get_object(Bucket=s3_bucket, Key="in/patients_0001.csv")["Body"].read()
+    assert body == b"first"
