@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -76,21 +77,34 @@ class Rule:
     breaks: ColumnElement[bool]  # true when the row breaks the rule
 
 
+def _breaks_format(col: ColumnElement[str], fmt: countries.Format) -> ColumnElement[bool]:
+    """True when ``col`` (not blank) does not have the format."""
+    broken = [sa.not_(col.regexp_match(fmt.regex))]
+    if fmt.min_length is not None:
+        broken.append(sa.func.length(col) < fmt.min_length)
+    if fmt.max_length is not None:
+        broken.append(sa.func.length(col) > fmt.max_length)
+    return sa.or_(*broken)
+
+
 def _by_country(
-    state: ColumnElement[str], pattern: Callable[[str | None], str], default: str | None
+    state: ColumnElement[str],
+    format_of: Callable[[str | None], countries.Format],
+    default: str | None,
 ) -> Callable[[ColumnElement[str]], ColumnElement[bool]]:
-    """``breaks(col)``: true when ``col`` does not match the pattern of the country that ``state``
+    """``breaks(col)``: true when ``col`` does not have the format of the country that ``state``
     implies (``default`` when it implies none). One CASE on the state per rule: Postgres hashes
     an IN list of constants, SQLite probes it through an ephemeral index."""
 
     def breaks(col: ColumnElement[str]) -> ColumnElement[bool]:
+        fallback = format_of(default)
         whens = [
-            (state.in_(c.states), sa.not_(col.regexp_match(pattern(c.code))))
+            (state.in_(c.states), _breaks_format(col, format_of(c.code)))
             for c in countries.COUNTRIES.values()
-            if pattern(c.code) != pattern(default)
+            if format_of(c.code) != fallback
         ]
-        fallback = sa.not_(col.regexp_match(pattern(default)))
-        return sa.case(*whens, else_=fallback) if whens else fallback
+        otherwise = _breaks_format(col, fallback)
+        return sa.case(*whens, else_=otherwise) if whens else otherwise
 
     return breaks
 
@@ -104,12 +118,12 @@ def build_rules(today: date, config: StagingConfiguration | None = None) -> list
     birth_ok = is_iso_date(r.birthdate)
     death_ok = is_iso_date(r.deathdate)
     default = config.default_country
-    bad_postal = _by_country(r.state, countries.postal_re, default)
-    generic_id = countries.GENERIC_ID_RE
+    bad_postal = _by_country(r.state, countries.postal_format, default)
+    generic_id = countries.GENERIC_ID
     # A US-format SSN is valid anywhere (Synthea writes one in every configuration); elsewhere
     # the country's id pattern (generic by default) applies. The US check goes first: most rows
     # pass it without the CASE on the state.
-    bad_national_id = _by_country(r.state, countries.national_id_re, default)
+    bad_national_id = _by_country(r.state, countries.national_id_format, default)
 
     def present_and(col: ColumnElement[str], bad: ColumnElement[bool]) -> ColumnElement[bool]:
         return sa.and_(sa.not_(_blank(col)), bad)
@@ -150,11 +164,9 @@ def build_rules(today: date, config: StagingConfiguration | None = None) -> list
         ),
         Rule(
             "passport_invalid",
-            present_and(r.passport, sa.not_(r.passport.regexp_match(generic_id))),
+            present_and(r.passport, _breaks_format(r.passport, generic_id)),
         ),
-        Rule(
-            "drivers_invalid", present_and(r.drivers, sa.not_(r.drivers.regexp_match(generic_id)))
-        ),
+        Rule("drivers_invalid", present_and(r.drivers, _breaks_format(r.drivers, generic_id))),
     ]
 
 
@@ -247,20 +259,29 @@ def stage_file(
     )
     is_duplicate = sa.func.lower(r.id).in_(duplicated_ids)
     broken = sa.or_(*(sa.func.coalesce(rule.breaks, sa.true()) for rule in rules), is_duplicate)
+    flagged = (
+        sa.or_(*(sa.func.coalesce(rule.breaks, sa.true()) for rule in flag_rules))
+        if flag_rules
+        else sa.false()
+    )
     dup_code = sa.case((is_duplicate, DUPLICATE_ID + ";"), else_="")
-    # One pass over the file keeps only the rejected rows (few), with their reason codes; the
-    # reason string is only built for them. Clean rows are then copied with an anti-join.
+    # One pass over the file keeps only the rows that break a rule (few): the rejected ones with
+    # their reason codes, the kept ones with their flags (NULL reasons); the code strings are only
+    # built for them. Kept rows are then copied: the clean ones with an anti-join, the flagged
+    # ones from the temp table.
     create_rejected = (
         sa.select(
             r._row_number,
-            # A record that did not split into the header's fields has no meaningful fields: it
-            # carries that reason alone, not the rules its shifted fields happen to break.
             sa.case(
+                # A record that did not split into the header's fields has no meaningful fields:
+                # it carries that reason alone, not the rules its shifted fields happen to break.
                 (r._error.is_not(None), "malformed_record"),
-                else_=sa.func.rtrim(_reasons_expr(rules) + dup_code, ";"),
+                (broken, sa.func.rtrim(_reasons_expr(rules) + dup_code, ";")),
+                else_=sa.cast(sa.null(), sa.Text),
             ).label("reasons"),
+            _flags_expr(flag_rules).label("flags"),
         )
-        .where(in_file, broken)
+        .where(in_file, sa.or_(broken, flagged))
         .into(REJECTED_TABLE, temporary=True)
     )
     bad = create_rejected.table.c
@@ -277,18 +298,33 @@ def stage_file(
             conn.execute(sa.text("SET LOCAL work_mem = '256MB'"))
         conn.execute(sa.text(f"DROP TABLE IF EXISTS {REJECTED_TABLE}"))
         conn.execute(create_rejected)
-        conn.execute(
-            stg_patients.insert().from_select(
-                ["_file_id", "_row_number", *STG_COLUMNS, "_flags", "_staged_at"],
-                sa.select(
-                    r._file_id,
-                    r._row_number,
-                    *(_typed(c, r[c]) for c in STG_COLUMNS),
-                    _flags_expr(flag_rules),
-                    sa.literal(started, Timestamp),
-                ).where(in_file, ~sa.exists().where(bad._row_number == r._row_number)),
+        columns = ["_file_id", "_row_number", *STG_COLUMNS, "_flags", "_staged_at"]
+
+        def kept(flags: ColumnElement[str | None]) -> sa.Select[Any]:
+            return sa.select(
+                r._file_id,
+                r._row_number,
+                *(_typed(c, r[c]) for c in STG_COLUMNS),
+                flags,
+                sa.literal(started, Timestamp),
             )
+
+        # Rows that break no rule (nearly all): an anti-join on the few rows of the temp table.
+        clean = kept(sa.cast(sa.null(), sa.Text)).where(
+            in_file, ~sa.exists().where(bad._row_number == r._row_number)
         )
+        # Kept rows with flags: from the temp table into raw through its primary key.
+        flagged_rows = (
+            kept(bad.flags)
+            .select_from(
+                create_rejected.table.join(
+                    raw_patients, sa.and_(in_file, r._row_number == bad._row_number)
+                )
+            )
+            .where(bad.reasons.is_(None))
+        )
+        conn.execute(stg_patients.insert().from_select(columns, clean))
+        conn.execute(stg_patients.insert().from_select(columns, flagged_rows))
         conn.execute(
             stg_patients_rejected.insert().from_select(
                 ["_file_id", "_row_number", "reasons", "_staged_at"],
@@ -297,9 +333,19 @@ def stage_file(
                     bad._row_number,
                     bad.reasons,
                     sa.literal(started, Timestamp),
-                ),
+                ).where(bad.reasons.is_not(None)),
             )
         )
+        flag_rows = [
+            (str(codes), int(n))
+            for codes, n in conn.execute(
+                sa.select(bad.flags, sa.func.count())
+                .where(bad.reasons.is_(None), bad.flags.is_not(None))
+                .group_by(bad.flags)
+            )
+        ]
+        result.rows_flagged = sum(n for _, n in flag_rows)
+        result.flags = _split_counts(flag_rows)
         conn.execute(sa.text(f"DROP TABLE {REJECTED_TABLE}"))
         # Counted, not taken from rowcount: DB-API drivers disagree on INSERT ... SELECT.
         for table, attr in (
@@ -331,7 +377,6 @@ def stage_file(
         )
     analyze(engine, stg_patients)
     result.reasons = rejection_reasons(engine, file_id)
-    result.rows_flagged, result.flags = flag_counts(engine, file_id)
     return result
 
 
@@ -352,22 +397,6 @@ def _split_counts(rows: Iterable[tuple[str, int]]) -> dict[str, int]:
         for code in codes.split(";"):
             counts[code] = counts.get(code, 0) + n
     return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
-
-
-def flag_counts(engine: Engine, file_id: int) -> tuple[int, dict[str, int]]:
-    """(flagged rows, count of rows per flag code) of the staged (kept) rows of one file; a row
-    may carry several codes."""
-    s = stg_patients.c
-    with engine.connect() as conn:
-        rows = [
-            (str(codes), int(n))
-            for codes, n in conn.execute(
-                sa.select(s._flags, sa.func.count())
-                .where(s._file_id == file_id, s._flags.is_not(None))
-                .group_by(s._flags)
-            )
-        ]
-    return sum(n for _, n in rows), _split_counts(rows)
 
 
 def stage_pending(
