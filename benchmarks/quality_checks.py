@@ -23,6 +23,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from healthmon_dagster.config import load_config
+from healthmon_dagster.config.models import AssetQualityConfig
 from healthmon_dagster.enums import QualityStatus
 from healthmon_dagster.etl import core, raw, staging
 from healthmon_dagster.etl.landing import LocalLandingSource
@@ -35,9 +36,22 @@ ADMIN_URL = os.environ.get(
     "HEALTHMON_BENCH_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 )
 ASSETS = ("stg/patients", "core/dim_patient")
-ROW_LEVEL = ("not_null", "unique", "accepted_values", "range", "regex", "row_count")
+# The row-level checks of the fused query, on stg/patients. healthmon.yaml no longer configures
+# them there (staging rejects the rows they look for, so they could not fail); the cost of the
+# fused query is still what a user's checks of their own tables pay, hence measured here.
+ROW_SPECS = AssetQualityConfig.model_validate(
+    {
+        "checks": [
+            {"kind": "not_null", "columns": ["id"]},
+            {"kind": "unique", "columns": ["id"], "scope": "latest_file"},
+            {"kind": "accepted_values", "column": "gender", "values": ["M", "F"]},
+            {"kind": "range", "column": "lat", "min": -90, "max": 90},
+            {"kind": "range", "column": "lon", "min": -180, "max": 180},
+        ]
+    }
+).checks
 
-# The same checks as healthmon.yaml on stg/patients and core/dim_patient, written by hand.
+# The same checks as ROW_SPECS and healthmon.yaml's on stg/patients and core/dim_patient, by hand.
 HAND_SQL = {
     "stg row checks (not_null, accepted_values, 2x range, count)": """
         SELECT count(*), count(*) FILTER (WHERE id IS NULL),
@@ -124,6 +138,7 @@ def main() -> None:
 
     config = load_config(Path(__file__).resolve().parents[1] / "healthmon.yaml")
     specs = {a: config.quality.assets[a].checks for a in ASSETS}
+    specs["stg/patients"] = [*ROW_SPECS, *specs["stg/patients"]]  # what HAND_SQL computes
     admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
     name = f"healthmon_bench_{uuid.uuid4().hex[:8]}"
     with admin.connect() as conn:
@@ -202,7 +217,7 @@ def main() -> None:
         # --- (2) incremental ----------------------------------------------------------------
         batch_s = load("patients_batch.csv", args.batch_rows, 8)
         print(f"\nloaded a {args.batch_rows:,}-row file onto the table in {batch_s:.2f} s")
-        row_specs = [s for s in specs["stg/patients"] if s.kind in ROW_LEVEL]
+        row_specs = ROW_SPECS
         times, totals = [], []
         for _ in range(max(args.repeat, 5)):
             t = time.perf_counter()

@@ -6,7 +6,7 @@ import click
 
 from healthmon_dagster.defs.resources import LandingResource
 from healthmon_dagster.etl.landing import LandingError, LandingSource, LocalLandingSource
-from healthmon_dagster.etl.sample import DEFECTS, next_start_index, write_to
+from healthmon_dagster.etl.sample import COUNTRIES, DEFECTS, next_start_index, write_to
 from healthmon_dagster.etl.sample import generate_sample as generate_files
 
 
@@ -32,6 +32,14 @@ def _configured_landing() -> LandingSource:
     help=f"Inject one defect into the last file: {', '.join(DEFECTS)}.",
 )
 @click.option(
+    "--country",
+    type=click.Choice(COUNTRIES),
+    default="US",
+    show_default=True,
+    help="The Synthea configuration the export imitates: US (Massachusetts) or an international "
+    "one (local cities, states, postal codes and national ids).",
+)
+@click.option(
     "--out",
     type=click.Path(file_okay=False, dir_okay=True, writable=True, path_type=Path),
     default=None,
@@ -44,7 +52,13 @@ def _configured_landing() -> LandingSource:
     "after the highest existing patients_<n>.csv, never overwriting).",
 )
 def generate_sample(
-    rows: int, files: int, seed: int, defect: str | None, out: Path | None, force: bool
+    rows: int,
+    files: int,
+    seed: int,
+    defect: str | None,
+    country: str,
+    out: Path | None,
+    force: bool,
 ) -> None:
     """Generate Synthea patients.csv files (file 2 on re-send ~10% earlier patients, half changed).
 
@@ -61,7 +75,7 @@ def generate_sample(
         raise click.ClickException(str(exc)) from exc
     try:
         generated = generate_files(
-            rows=rows, files=files, seed=seed, defect=defect, start_index=start
+            rows=rows, files=files, seed=seed, defect=defect, start_index=start, country=country
         )
     except ValueError as exc:  # option combinations, e.g. duplicate_ids with --rows 1
         raise click.UsageError(str(exc)) from exc

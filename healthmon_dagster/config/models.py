@@ -81,6 +81,88 @@ class _Model(BaseModel):
 
 
 # --------------------------------------------------------------------------------------------------
+# Staging rules
+
+StagingAction = Literal["reject", "flag"]
+
+# Every staging rule (its reason code) and what a row that breaks it gets by default. Identity and
+# typing rules reject: the row cannot be joined or typed. Formats that vary by country and source
+# (postal code, SSN, passport, driver's licence) keep the row and flag it.
+STAGING_RULES: dict[str, StagingAction] = {
+    "malformed_record": "reject",
+    "id_missing": "reject",
+    "id_not_uuid": "reject",
+    "id_duplicate_in_file": "reject",
+    "birthdate_missing": "reject",
+    "birthdate_invalid": "reject",
+    "birthdate_in_future": "reject",
+    "deathdate_invalid": "reject",
+    "deathdate_in_future": "reject",
+    "deathdate_before_birthdate": "reject",
+    "gender_invalid": "reject",
+    "lat_invalid": "reject",
+    "lon_invalid": "reject",
+    "healthcare_expenses_invalid": "reject",
+    "healthcare_coverage_invalid": "reject",
+    "income_invalid": "reject",
+    "zip_invalid": "flag",
+    "ssn_invalid": "flag",
+    "passport_invalid": "flag",
+    "drivers_invalid": "flag",
+}
+# Rules whose breaking rows can be kept: the value stays text in stg (the others are typed, or
+# identify the row).
+FLAGGABLE_RULES: frozenset[str] = frozenset(
+    {"gender_invalid", "zip_invalid", "ssn_invalid", "passport_invalid", "drivers_invalid"}
+)
+COUNTRY_PATTERN = re.compile(r"^[A-Z]{2}$")
+
+
+class StagingConfiguration(_Model):
+    """What staging does with a row that breaks each rule (``reject`` or ``flag``), and the
+    country whose postal-code and id formats apply when a record's state implies none."""
+
+    # ISO 3166 alpha-2 ('DE'); empty: a record whose state names no known country gets the generic
+    # postal-code pattern.
+    default_country: str | None = None
+    rules: dict[str, StagingAction] = Field(default_factory=dict)
+
+    @field_validator("default_country")
+    @classmethod
+    def _country_code(cls, value: str | None) -> str | None:
+        if value is not None and not COUNTRY_PATTERN.match(value):
+            _raise_if([((), f"'{value}' is not a 2-letter ISO country code like 'DE'")])
+        return value
+
+    @field_validator("rules")
+    @classmethod
+    def _known_rules(cls, value: dict[str, StagingAction]) -> dict[str, StagingAction]:
+        problems: list[tuple[Loc, str]] = []
+        for name, action in value.items():
+            if name not in STAGING_RULES:
+                problems.append(((name,), _unknown("staging rule", name, list(STAGING_RULES))))
+            elif action == "flag" and name not in FLAGGABLE_RULES:
+                problems.append(
+                    (
+                        (name,),
+                        f"a row that breaks {name} cannot be kept (it could not be typed or "
+                        f"joined): only reject; rules that can flag: "
+                        f"{', '.join(sorted(FLAGGABLE_RULES))}",
+                    )
+                )
+        _raise_if(problems)
+        return value
+
+    def action(self, rule: str) -> StagingAction:
+        """What a row that breaks ``rule`` gets."""
+        return self.rules.get(rule, STAGING_RULES[rule])
+
+    def flagged(self) -> list[str]:
+        """The rules that keep and flag a breaking row, in rule order."""
+        return [r for r in STAGING_RULES if self.action(r) == "flag"]
+
+
+# --------------------------------------------------------------------------------------------------
 # Landing and thresholds
 
 
@@ -433,6 +515,66 @@ class RejectionRateCheck(CheckSpec):
         return "rejection_rate_below_threshold"
 
 
+class RejectionReasonsCheck(CheckSpec):
+    """Rows of the latest file that staging rejected for any of ``reasons`` (reason codes of
+    ``stg.patients_rejected``), as a fraction of the file's rows, with a per-reason breakdown and
+    the first row numbers. ``warn``/``fail`` are fractions of the file's rows; with neither, any
+    such row fails (``warn: 0`` warns at the first row instead)."""
+
+    kind_description = (
+        "No source row is rejected for these reasons: a rejected row is missing downstream."
+    )
+
+    kind: Literal["rejection_reasons"]
+    reasons: list[str] = Field(min_length=1)
+
+    def default_name(self) -> str:
+        return f"no_rows_rejected_for_{_join(self.reasons)}"
+
+    @field_validator("reasons")
+    @classmethod
+    def _known_reasons(cls, value: list[str]) -> list[str]:
+        _raise_if(
+            [
+                ((i,), _unknown("staging rule", name, list(STAGING_RULES)))
+                for i, name in enumerate(value)
+                if name not in STAGING_RULES
+            ]
+        )
+        return value
+
+
+class StagingFlagsCheck(CheckSpec):
+    """Rows of the latest file that staging kept and flagged (``stg.patients._flags``) for any of
+    ``flags`` (every flag when empty), as a count. Warns at the first row unless warn/fail say
+    otherwise."""
+
+    kind_description = (
+        "No staged row breaks a format that varies by country (postal code, SSN, passport, "
+        "driver's licence): flagged rows are loaded but their value is suspect."
+    )
+
+    kind: Literal["staging_flags"]
+    flags: list[str] = Field(default_factory=list)
+    warn: float | None = Field(default=0, ge=0)
+
+    def default_name(self) -> str:
+        return "no_rows_flagged"
+
+    @field_validator("flags")
+    @classmethod
+    def _known_flags(cls, value: list[str]) -> list[str]:
+        known = sorted(FLAGGABLE_RULES)
+        _raise_if(
+            [
+                ((i,), _unknown("flaggable staging rule", name, known))
+                for i, name in enumerate(value)
+                if name not in FLAGGABLE_RULES
+            ]
+        )
+        return value
+
+
 class Scd2IntegrityCheck(CheckSpec):
     """One current row per key, no overlapping validity intervals."""
 
@@ -600,6 +742,8 @@ QualityCheckSpec = Annotated[
     | FreshnessCheck
     | ReconciliationCheck
     | RejectionRateCheck
+    | RejectionReasonsCheck
+    | StagingFlagsCheck
     | Scd2IntegrityCheck
     | CustomSqlCheck
     | VolumeAnomalyCheck
@@ -812,6 +956,7 @@ class HealthConfiguration(_Model):
     updated_by: str | None = None
     last_updated: datetime | None = None
     landing: LandingConfiguration = Field(default_factory=LandingConfiguration)
+    staging: StagingConfiguration = Field(default_factory=StagingConfiguration)
     thresholds: list[ThresholdConfiguration] = Field(default_factory=list)
     health_checks: list[HealthCheckConfiguration] = Field(default_factory=list)
     quality: QualityConfiguration = Field(default_factory=QualityConfiguration)

@@ -261,6 +261,44 @@ _CITIES = (
     ("Salem", "Essex County", "01970", 42.5195, -70.8967),
     ("Framingham", "Middlesex County", "01701", 42.2793, -71.4162),
 )
+# Synthea's international configurations: (city, state, county, postal code, lat, lon).
+_INTL_CITIES: dict[str, tuple[tuple[str, str, str, str, float, float], ...]] = {
+    "DE": (
+        ("Berlin", "Berlin", "Berlin", "10115", 52.5200, 13.4050),
+        ("München", "Bayern", "Oberbayern", "80331", 48.1351, 11.5820),
+        ("Hamburg", "Hamburg", "Hamburg", "20095", 53.5511, 9.9937),
+        ("Köln", "Nordrhein-Westfalen", "Köln", "50667", 50.9375, 6.9603),
+        ("Frankfurt am Main", "Hessen", "Darmstadt", "60311", 50.1109, 8.6821),
+        ("Stuttgart", "Baden-Württemberg", "Stuttgart", "70173", 48.7758, 9.1829),
+        ("Leipzig", "Sachsen", "Leipzig", "04109", 51.3397, 12.3731),
+        ("Dresden", "Sachsen", "Dresden", "01067", 51.0504, 13.7373),
+    ),
+    "BR": (
+        ("São Paulo", "São Paulo", "São Paulo", "01310-100", -23.5505, -46.6333),
+        ("Rio de Janeiro", "Rio de Janeiro", "Rio de Janeiro", "20040-020", -22.9068, -43.1729),
+        ("Belo Horizonte", "Minas Gerais", "Belo Horizonte", "30130-010", -19.9167, -43.9345),
+        ("Salvador", "Bahia", "Salvador", "40020-000", -12.9777, -38.5016),
+        ("Brasília", "Distrito Federal", "Brasília", "70040-010", -15.7939, -47.8828),
+        ("Curitiba", "Paraná", "Curitiba", "80010-000", -25.4284, -49.2733),
+    ),
+    "CA": (
+        ("Toronto", "Ontario", "Toronto", "M5H 2N2", 43.6532, -79.3832),
+        ("Ottawa", "Ontario", "Ottawa", "K1P 1J1", 45.4215, -75.6972),
+        ("Montréal", "Quebec", "Montréal", "H2Y 1C6", 45.5017, -73.5673),
+        ("Vancouver", "British Columbia", "Greater Vancouver", "V6B 1A1", 49.2827, -123.1207),
+        ("Calgary", "Alberta", "Division No. 6", "T2P 1J9", 51.0447, -114.0719),
+        ("Halifax", "Nova Scotia", "Halifax", "B3H 1A1", 44.6488, -63.5752),
+    ),
+}
+_INTL_STREETS: dict[str, tuple[str, ...]] = {
+    "DE": ("Hauptstraße", "Schulstraße", "Gartenweg", "Bahnhofstraße", "Lindenallee", "Am Markt"),
+    "BR": ("Rua das Flores", "Avenida Paulista", "Rua XV de Novembro", "Rua da Praia"),
+    "CA": ("Main Street", "King Street West", "Rue Sainte-Catherine", "Maple Avenue"),
+}
+COUNTRIES: tuple[str, ...] = ("US", *_INTL_CITIES)
+"""Countries :func:`generate_sample` writes exports of: US (Massachusetts, Synthea's default) and
+Synthea's international configurations DE, BR and CA (local cities, states and postal codes;
+national ids instead of US SSNs, empty for children)."""
 _RACES = ("white",) * 14 + ("black",) * 3 + ("asian",) * 2 + ("native", "other")
 _SUFFIXES = ("",) * 46 + ("MD", "PhD", "JD", "DDS")
 _TIERS = ("bronze", "silver", "gold", "platinum")
@@ -292,6 +330,11 @@ def _check_defect(defect: str | None) -> None:
         raise ValueError(f"unknown defect {defect!r}; choose one of: {', '.join(DEFECTS)}")
 
 
+def _check_country(country: str) -> None:
+    if country not in COUNTRIES:
+        raise ValueError(f"unknown country {country!r}; choose one of: {', '.join(COUNTRIES)}")
+
+
 def defect_count(rows: int) -> int:
     """How many rows a row-level defect hits in a file of ``rows`` rows (3%, at least 1)."""
     return max(1, rows * 3 // 100) if rows > 0 else 0
@@ -319,7 +362,13 @@ def _uuid4(rng: random.Random) -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-def _address_block(r: random.Random) -> str:
+def _address_block(r: random.Random, country: str = "US") -> str:
+    if country != "US":
+        city, state, county, code, lat, lon = r.choice(_INTL_CITIES[country])
+        address = f"{r.choice(_INTL_STREETS[country])} {r.randint(1, 250)}"
+        code = "" if r.random() < 0.05 else code
+        lat_s, lon_s = repr(lat + (r.random() - 0.5) * 0.2), repr(lon + (r.random() - 0.5) * 0.2)
+        return f"{address},{city},{state},{county},{code},{lat_s},{lon_s}"
     city, county, zip_code, lat, lon = r.choice(_CITIES)
     address = f"{r.randint(10, 9999)} {r.choice(_STREETS)} {r.choice(_STREET_SUFFIX)}"
     unit = r.choice(_UNITS)
@@ -330,16 +379,36 @@ def _address_block(r: random.Random) -> str:
     return f"{address},{city},Massachusetts,{county},{zip_value},{lat_s},{lon_s}"
 
 
-def _ids_block(r: random.Random, adult: bool) -> str:
+def _national_id(r: random.Random, country: str) -> str:
+    """The SSN column of an international export: the country's own id number."""
+    if country == "DE":  # Steuer-ID: 11 digits
+        return str(r.randint(10_000_000_000, 99_999_999_999))
+    if country == "BR":  # CPF: 000.000.000-00
+        d = f"{r.randint(0, 999_999_999):09d}"
+        return f"{d[:3]}.{d[3:6]}.{d[6:]}-{r.randint(0, 99):02d}"
+    return f"{r.randint(100, 999)} {r.randint(100, 999)} {r.randint(100, 999)}"  # CA: SIN
+
+
+def _ids_block(r: random.Random, adult: bool, country: str = "US") -> str:
+    if country != "US":
+        ssn = _national_id(r, country) if adult else ""
+        drivers = (
+            f"{country}{r.randint(1_000_000, 9_999_999)}" if adult and r.random() < 0.8 else ""
+        )
+        passport = f"C{r.randint(10_000_000, 99_999_999)}" if adult and r.random() < 0.6 else ""
+        return f"{ssn},{drivers},{passport}"
     ssn = f"999-{r.randint(10, 99)}-{r.randint(1000, 9999)}"
     drivers = f"S999{r.randint(10000, 99999)}" if adult and r.random() < 0.85 else ""
     passport = f"X{r.randint(10_000_000, 99_999_999)}X" if adult and r.random() < 0.75 else ""
     return f"{ssn},{drivers},{passport}"
 
 
-def _demo_block(r: random.Random, gender: str) -> str:
+def _demo_block(r: random.Random, gender: str, country: str = "US") -> str:
     race = r.choice(_RACES)
     ethnicity = "hispanic" if r.random() < 0.12 else "nonhispanic"
+    if country != "US":
+        city, state, *_ = r.choice(_INTL_CITIES[country])
+        return f"{race},{ethnicity},{gender},{city}  {state}  {country}"
     return f"{race},{ethnicity},{gender},{r.choice(_CITIES)[0]}  Massachusetts  US"
 
 
@@ -356,7 +425,7 @@ class _Pools:
     Every group is comma-joined and never contains a delimiter, quote or newline.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, country: str = "US") -> None:
         n = 1 << _POOL_BITS
 
         def pool(seed: int, make: Callable[[random.Random], str]) -> tuple[str, ...]:
@@ -366,21 +435,21 @@ class _Pools:
         def numbered(names: tuple[str, ...]) -> Callable[[random.Random], str]:
             return lambda r: f"{r.choice(names)}{r.randint(10, 999)}"  # Synthea style: José123
 
-        self.address = pool(1, _address_block)
-        self.ids_adult = pool(2, lambda r: _ids_block(r, True))
-        self.ids_child = pool(3, lambda r: _ids_block(r, False))
+        self.address = pool(1, lambda r: _address_block(r, country))
+        self.ids_adult = pool(2, lambda r: _ids_block(r, True, country))
+        self.ids_child = pool(3, lambda r: _ids_block(r, False, country))
         self.first_m = pool(4, numbered(_FIRST_M))
         self.first_f = pool(5, numbered(_FIRST_F))
         self.last = pool(6, numbered(_LAST))
-        self.demo_m = pool(7, lambda r: _demo_block(r, "M"))
-        self.demo_f = pool(8, lambda r: _demo_block(r, "F"))
+        self.demo_m = pool(7, lambda r: _demo_block(r, "M", country))
+        self.demo_f = pool(8, lambda r: _demo_block(r, "F", country))
         self.money_adult = pool(9, lambda r: _money_block(r, True))
         self.money_child = pool(10, lambda r: _money_block(r, False))
 
 
 @functools.cache
-def _pools() -> _Pools:
-    return _Pools()
+def _pools(country: str = "US") -> _Pools:
+    return _Pools(country)
 
 
 def _patient_line(rng: random.Random, pools: _Pools) -> str:
@@ -417,12 +486,12 @@ def _patient_line(rng: random.Random, pools: _Pools) -> str:
     )
 
 
-def _patient(rng: random.Random) -> list[str]:
+def _patient(rng: random.Random, country: str = "US") -> list[str]:
     """One clean Synthea patient row, as strings in :data:`COLUMNS` order."""
-    return _patient_line(rng, _pools())[:-1].split(",")
+    return _patient_line(rng, _pools(country))[:-1].split(",")
 
 
-def _changed(rng: random.Random, row: list[str]) -> list[str]:
+def _changed(rng: random.Random, row: list[str], country: str = "US") -> list[str]:
     """A re-sent patient with one realistic change: moved, marital status, or died."""
     new = list(row)
     kind = int(rng.random() * 3)
@@ -434,7 +503,7 @@ def _changed(rng: random.Random, row: list[str]) -> list[str]:
     elif kind == 1 and new[_MARITAL]:
         new[_MARITAL] = {"M": "S", "S": "M"}.get(new[_MARITAL], "M")
     else:
-        new[_ADDRESS : _LON + 1] = _pools().address[rng.getrandbits(_POOL_BITS)].split(",")
+        new[_ADDRESS : _LON + 1] = _pools(country).address[rng.getrandbits(_POOL_BITS)].split(",")
     if new == row:  # the address drawn happened to be the old one
         new[_ADDRESS] += " Unit 1"
     return new
@@ -539,6 +608,7 @@ def generate_sample(
     defect: str | None = None,
     prefix: str = "patients",
     start_index: int = 0,
+    country: str = "US",
 ) -> list[SampleFile]:
     """Generate ``files`` Synthea ``patients.csv`` files of ``rows`` rows each.
 
@@ -547,8 +617,10 @@ def generate_sample(
     ``generate_sample(r, 4, s)[3]`` (earlier files are generated to know whom to re-send).
     ``defect`` (one of :data:`DEFECTS`) goes into the last file only; see the module docstring.
     ``SampleFile.rows`` counts data lines (a truncated last line counts; an empty file has 0).
+    ``country`` (one of :data:`COUNTRIES`) picks the Synthea configuration the export imitates.
     """
     _check_defect(defect)
+    _check_country(country)
     if rows < 1:
         raise ValueError(f"rows must be at least 1, got {rows}")
     if files < 1:
@@ -573,11 +645,11 @@ def generate_sample(
         n_rows = max(1, rows // 10) if file_defect == "volume_drop" else rows
         n_resend = int(n_rows * RESEND_FRACTION) if number > 1 else 0
         n_resend = min(n_resend, len(pool))
-        batch = [_patient(rng) for _ in range(n_rows - n_resend)]
+        batch = [_patient(rng, country) for _ in range(n_rows - n_resend)]
         if n_resend:
             for i, old_id in enumerate(rng.sample(sorted(pool), n_resend)):
                 old = pool[old_id]
-                batch.append(_changed(rng, old) if i % 2 == 0 else list(old))
+                batch.append(_changed(rng, old, country) if i % 2 == 0 else list(old))
             rng.shuffle(batch)
         if file_defect == "identity_change":
             _reuse_ids(rng, batch, pool, n_rows)
@@ -621,9 +693,9 @@ def _reuse_ids(
         batch[pos] = row
 
 
-def _stream_patients(rng: random.Random, rows: int) -> Iterator[list[str]]:
+def _stream_patients(rng: random.Random, rows: int, country: str) -> Iterator[list[str]]:
     for _ in range(rows):
-        yield _patient(rng)
+        yield _patient(rng, country)
 
 
 def write_patients_csv(
@@ -632,6 +704,7 @@ def write_patients_csv(
     seed: int = 42,
     defect: str | None = None,
     chunk_rows: int = 10_000,
+    country: str = "US",
 ) -> None:
     """Stream ``rows`` new patients to ``out`` (a text stream, or a path written as UTF-8).
 
@@ -641,6 +714,7 @@ def write_patients_csv(
     whole file in memory or bytes that are not text).
     """
     _check_defect(defect)
+    _check_country(country)
     if defect == "identity_change":
         raise ValueError(
             "write_patients_csv writes one file of new patients; the identity_change defect "
@@ -656,21 +730,21 @@ def write_patients_csv(
         raise ValueError(f"rows must be >= 0, got {rows}")
     if isinstance(out, str | Path):
         with open(out, "w", encoding="utf-8", newline="") as f:
-            write_patients_csv(f, rows, seed, defect, chunk_rows)
+            write_patients_csv(f, rows, seed, defect, chunk_rows, country)
         return
     rng = _file_rng(seed, 1)
     if defect is None:
         # Clean lines never need quoting (see _Pools), so they are written as rendered:
         # csv-exact and several times faster than csv.writer.
         out.write(",".join(COLUMNS) + "\n")
-        line, pools = _patient_line, _pools()
+        line, pools = _patient_line, _pools(country)
         done = 0
         while done < rows:
             n = min(chunk_rows, rows - done)
             out.write("".join([line(rng, pools) for _ in range(n)]))
             done += n
         return
-    _render(out, _stream_patients(rng, rows), rows, defect)
+    _render(out, _stream_patients(rng, rows, country), rows, defect)
 
 
 def next_start_index(names: Iterable[str], prefix: str = "patients") -> int:

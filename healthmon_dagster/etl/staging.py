@@ -1,18 +1,28 @@
 """Staging: raw text -> typed ``stg.patients``; rows that break a rule -> ``stg.patients_rejected``.
 
 All validation runs as SQL in the database (two INSERT ... SELECT statements per file): nothing is
-pulled into Python. The rules are data (:data:`RULES`), each a reason code and a SQLAlchemy predicate
-that is true when the row breaks it; the reason codes are what rejected rows carry, never values.
+pulled into Python. The rules are data (:func:`build_rules`), each a reason code and a SQLAlchemy
+predicate that is true when the row breaks it. ``staging.rules`` in ``healthmon.yaml``
+(:class:`~healthmon_dagster.config.models.StagingConfiguration`) says per rule whether a breaking
+row is rejected (to ``stg.patients_rejected`` with its reason codes) or kept and flagged (loaded,
+with its reason codes in ``stg.patients._flags``). Rows carry reason codes, never values.
+
+Postal codes and SSNs are validated for the country the record's ``STATE`` implies
+(:mod:`healthmon_dagster.etl.countries`), else ``staging.default_country``, else generically.
 """
 
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.sql.elements import ColumnElement
 
+from healthmon_dagster.config.models import StagingConfiguration
+from healthmon_dagster.etl import countries
 from healthmon_dagster.store.connection import is_sqlite, write_transaction
 from healthmon_dagster.store.db import analyze
 from healthmon_dagster.store.dialect import as_date, is_iso_date, is_uuid
@@ -31,8 +41,8 @@ from healthmon_dagster.store.tables import (
 # At most 15 integer digits: NUMERIC(18,2) holds them even after rounding, and so does a double:
 # the cast after the regex never fails on Postgres (a 400-digit number is invalid, not a crash).
 DECIMAL_RE = r"^-?[0-9]{1,15}(\.[0-9]{1,20})?$"
-ZIP_RE = r"^[0-9]{5}(-[0-9]{4})?$"
-SSN_RE = r"^[0-9]{3}-[0-9]{2}-[0-9]{4}$"
+SSN_RE = countries.US_SSN_RE
+DUPLICATE_ID = "id_duplicate_in_file"
 REJECTED_TABLE = "healthmon_stg_rejected"
 
 
@@ -67,12 +77,57 @@ class Rule:
     breaks: ColumnElement[bool]  # true when the row breaks the rule
 
 
-def build_rules(today: date) -> list[Rule]:
-    """The staging contract, one reason code per broken rule."""
+def _breaks_format(col: ColumnElement[str], fmt: countries.Format) -> ColumnElement[bool]:
+    """True when ``col`` (not blank) does not have the format."""
+    broken = [sa.not_(col.regexp_match(fmt.regex))]
+    if fmt.min_length is not None:
+        broken.append(sa.func.length(col) < fmt.min_length)
+    if fmt.max_length is not None:
+        broken.append(sa.func.length(col) > fmt.max_length)
+    return sa.or_(*broken)
+
+
+def _by_country(
+    state: ColumnElement[str],
+    format_of: Callable[[str | None], countries.Format],
+    default: str | None,
+) -> Callable[[ColumnElement[str]], ColumnElement[bool]]:
+    """``breaks(col)``: true when ``col`` does not have the format of the country that ``state``
+    implies (``default`` when it implies none). One CASE on the state per rule: Postgres hashes
+    an IN list of constants, SQLite probes it through an ephemeral index."""
+
+    def breaks(col: ColumnElement[str]) -> ColumnElement[bool]:
+        fallback = format_of(default)
+        whens = [
+            (state.in_(c.states), _breaks_format(col, format_of(c.code)))
+            for c in countries.COUNTRIES.values()
+            if format_of(c.code) != fallback
+        ]
+        otherwise = _breaks_format(col, fallback)
+        return sa.case(*whens, else_=otherwise) if whens else otherwise
+
+    return breaks
+
+
+def build_rules(today: date, config: StagingConfiguration | None = None) -> list[Rule]:
+    """The staging contract, one reason code per broken rule (the duplicate-id rule is a
+    per-file aggregate, built in :func:`stage_file`)."""
+    config = config or StagingConfiguration()
     r = raw_patients.c
     today_s = sa.literal(today.isoformat())
     birth_ok = is_iso_date(r.birthdate)
     death_ok = is_iso_date(r.deathdate)
+    default = config.default_country
+    bad_postal = _by_country(r.state, countries.postal_format, default)
+    generic_id = countries.GENERIC_ID
+    # A US-format SSN is valid anywhere (Synthea writes one in every configuration); elsewhere
+    # the country's id pattern (generic by default) applies. The US check goes first: most rows
+    # pass it without the CASE on the state.
+    bad_national_id = _by_country(r.state, countries.national_id_format, default)
+
+    def present_and(col: ColumnElement[str], bad: ColumnElement[bool]) -> ColumnElement[bool]:
+        return sa.and_(sa.not_(_blank(col)), bad)
+
     return [
         Rule("malformed_record", r._error.is_not(None)),
         Rule("id_missing", _blank(r.id)),
@@ -100,8 +155,18 @@ def build_rules(today: date) -> list[Rule]:
             _bad_number(r.healthcare_coverage, 0, None, required=True),
         ),
         Rule("income_invalid", _bad_number(r.income, 0, None, required=False)),
-        Rule("zip_invalid", sa.and_(sa.not_(_blank(r.zip)), sa.not_(r.zip.regexp_match(ZIP_RE)))),
-        Rule("ssn_invalid", sa.and_(sa.not_(_blank(r.ssn)), sa.not_(r.ssn.regexp_match(SSN_RE)))),
+        Rule("zip_invalid", present_and(r.zip, bad_postal(r.zip))),
+        Rule(
+            "ssn_invalid",
+            present_and(
+                r.ssn, sa.and_(sa.not_(r.ssn.regexp_match(SSN_RE)), bad_national_id(r.ssn))
+            ),
+        ),
+        Rule(
+            "passport_invalid",
+            present_and(r.passport, _breaks_format(r.passport, generic_id)),
+        ),
+        Rule("drivers_invalid", present_and(r.drivers, _breaks_format(r.drivers, generic_id))),
     ]
 
 
@@ -113,6 +178,23 @@ def _reasons_expr(rules: list[Rule]) -> ColumnElement[str]:
     for part in parts[1:]:
         expr = expr + part
     return expr
+
+
+def _flags_expr(rules: list[Rule]) -> ColumnElement[str | None]:
+    """The ``;``-separated codes of the flag rules a kept row breaks; NULL when none."""
+    if not rules:
+        return sa.cast(sa.null(), sa.Text)
+    return sa.func.nullif(sa.func.rtrim(_reasons_expr(rules), ";"), "")
+
+
+def split_rules(
+    rules: list[Rule], config: StagingConfiguration | None = None
+) -> tuple[list[Rule], list[Rule]]:
+    """(rules that reject, rules that flag) as ``staging.rules`` configures them."""
+    config = config or StagingConfiguration()
+    reject = [rule for rule in rules if config.action(rule.code) == "reject"]
+    flag = [rule for rule in rules if config.action(rule.code) == "flag"]
+    return reject, flag
 
 
 def _typed(col_name: str, col: ColumnElement[str]) -> ColumnElement[object]:
@@ -133,8 +215,10 @@ class StageResult:
     rows_in: int = 0
     rows_staged: int = 0
     rows_rejected: int = 0
+    rows_flagged: int = 0
     duration_s: float = 0.0
     reasons: dict[str, int] = field(default_factory=dict)
+    flags: dict[str, int] = field(default_factory=dict)
 
     @property
     def rejection_rate(self) -> float:
@@ -154,14 +238,18 @@ def pending_files(engine: Engine) -> list[int]:
 
 
 def stage_file(
-    engine: Engine, file_id: int, dagster_run_id: str | None = None, today: date | None = None
+    engine: Engine,
+    file_id: int,
+    dagster_run_id: str | None = None,
+    today: date | None = None,
+    config: StagingConfiguration | None = None,
 ) -> StageResult | None:
     """Stage one loaded file. None when another run staged it first (the claim is a row update)."""
     started, t0 = utcnow(), time.perf_counter()
     today = today or started.date()
     result = StageResult(file_id=file_id)
     r = raw_patients.c
-    rules = build_rules(today)
+    rules, flag_rules = split_rules(build_rules(today, config), config)
     in_file = r._file_id == file_id
     duplicated_ids = (
         sa.select(sa.func.lower(r.id))
@@ -171,14 +259,29 @@ def stage_file(
     )
     is_duplicate = sa.func.lower(r.id).in_(duplicated_ids)
     broken = sa.or_(*(sa.func.coalesce(rule.breaks, sa.true()) for rule in rules), is_duplicate)
-    dup_code = sa.case((is_duplicate, "id_duplicate_in_file;"), else_="")
-    # One pass over the file keeps only the rejected rows (few), with their reason codes; the
-    # reason string is only built for them. Clean rows are then copied with an anti-join.
+    flagged = (
+        sa.or_(*(sa.func.coalesce(rule.breaks, sa.true()) for rule in flag_rules))
+        if flag_rules
+        else sa.false()
+    )
+    dup_code = sa.case((is_duplicate, DUPLICATE_ID + ";"), else_="")
+    # One pass over the file keeps only the rows that break a rule (few): the rejected ones with
+    # their reason codes, the kept ones with their flags (NULL reasons); the code strings are only
+    # built for them. Kept rows are then copied: the clean ones with an anti-join, the flagged
+    # ones from the temp table.
     create_rejected = (
         sa.select(
-            r._row_number, sa.func.rtrim(_reasons_expr(rules) + dup_code, ";").label("reasons")
+            r._row_number,
+            sa.case(
+                # A record that did not split into the header's fields has no meaningful fields:
+                # it carries that reason alone, not the rules its shifted fields happen to break.
+                (r._error.is_not(None), "malformed_record"),
+                (broken, sa.func.rtrim(_reasons_expr(rules) + dup_code, ";")),
+                else_=sa.cast(sa.null(), sa.Text),
+            ).label("reasons"),
+            _flags_expr(flag_rules).label("flags"),
         )
-        .where(in_file, broken)
+        .where(in_file, sa.or_(broken, flagged))
         .into(REJECTED_TABLE, temporary=True)
     )
     bad = create_rejected.table.c
@@ -195,17 +298,33 @@ def stage_file(
             conn.execute(sa.text("SET LOCAL work_mem = '256MB'"))
         conn.execute(sa.text(f"DROP TABLE IF EXISTS {REJECTED_TABLE}"))
         conn.execute(create_rejected)
-        conn.execute(
-            stg_patients.insert().from_select(
-                ["_file_id", "_row_number", *STG_COLUMNS, "_staged_at"],
-                sa.select(
-                    r._file_id,
-                    r._row_number,
-                    *(_typed(c, r[c]) for c in STG_COLUMNS),
-                    sa.literal(started, Timestamp),
-                ).where(in_file, ~sa.exists().where(bad._row_number == r._row_number)),
+        columns = ["_file_id", "_row_number", *STG_COLUMNS, "_flags", "_staged_at"]
+
+        def kept(flags: ColumnElement[str | None]) -> sa.Select[Any]:
+            return sa.select(
+                r._file_id,
+                r._row_number,
+                *(_typed(c, r[c]) for c in STG_COLUMNS),
+                flags,
+                sa.literal(started, Timestamp),
             )
+
+        # Rows that break no rule (nearly all): an anti-join on the few rows of the temp table.
+        clean = kept(sa.cast(sa.null(), sa.Text)).where(
+            in_file, ~sa.exists().where(bad._row_number == r._row_number)
         )
+        # Kept rows with flags: from the temp table into raw through its primary key.
+        flagged_rows = (
+            kept(bad.flags)
+            .select_from(
+                create_rejected.table.join(
+                    raw_patients, sa.and_(in_file, r._row_number == bad._row_number)
+                )
+            )
+            .where(bad.reasons.is_(None))
+        )
+        conn.execute(stg_patients.insert().from_select(columns, clean))
+        conn.execute(stg_patients.insert().from_select(columns, flagged_rows))
         conn.execute(
             stg_patients_rejected.insert().from_select(
                 ["_file_id", "_row_number", "reasons", "_staged_at"],
@@ -214,9 +333,19 @@ def stage_file(
                     bad._row_number,
                     bad.reasons,
                     sa.literal(started, Timestamp),
-                ),
+                ).where(bad.reasons.is_not(None)),
             )
         )
+        flag_rows = [
+            (str(codes), int(n))
+            for codes, n in conn.execute(
+                sa.select(bad.flags, sa.func.count())
+                .where(bad.reasons.is_(None), bad.flags.is_not(None))
+                .group_by(bad.flags)
+            )
+        ]
+        result.rows_flagged = sum(n for _, n in flag_rows)
+        result.flags = _split_counts(flag_rows)
         conn.execute(sa.text(f"DROP TABLE {REJECTED_TABLE}"))
         # Counted, not taken from rowcount: DB-API drivers disagree on INSERT ... SELECT.
         for table, attr in (
@@ -253,26 +382,34 @@ def stage_file(
 
 def rejection_reasons(engine: Engine, file_id: int) -> dict[str, int]:
     """Count of rejected rows per reason code for one file (a row may carry several codes)."""
-    counts: dict[str, int] = {}
     with engine.connect() as conn:
         rows = conn.execute(
             sa.select(stg_patients_rejected.c.reasons, sa.func.count())
             .where(stg_patients_rejected.c._file_id == file_id)
             .group_by(stg_patients_rejected.c.reasons)
         )
-        for reasons, n in rows:
-            for code in reasons.split(";"):
-                counts[code] = counts.get(code, 0) + n
+        return _split_counts((codes, n) for codes, n in rows)
+
+
+def _split_counts(rows: Iterable[tuple[str, int]]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for codes, n in rows:
+        for code in codes.split(";"):
+            counts[code] = counts.get(code, 0) + n
     return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def stage_pending(
-    engine: Engine, dagster_run_id: str | None = None, today: date | None = None
+    engine: Engine,
+    dagster_run_id: str | None = None,
+    today: date | None = None,
+    config: StagingConfiguration | None = None,
 ) -> list[StageResult]:
-    """Stage every loaded file not staged yet, oldest first."""
+    """Stage every loaded file not staged yet, oldest first, with ``config``'s rules (the
+    built-in defaults when None)."""
     results = []
     for file_id in pending_files(engine):
-        res = stage_file(engine, file_id, dagster_run_id, today)
+        res = stage_file(engine, file_id, dagster_run_id, today, config)
         if res is not None:
             results.append(res)
     return results

@@ -211,6 +211,8 @@ stg_patients = sa.Table(
         for c in STG_COLUMNS
     ),
     sa.Column("_staged_at", Timestamp, nullable=False),
+    # ';'-separated codes of the flag rules the kept row breaks (staging.rules), never values.
+    sa.Column("_flags", sa.Text),
     schema="stg",
 )
 

@@ -10,6 +10,8 @@ import yaml
 from healthmon_dagster.config import ConfigError, HealthConfiguration, config_hash, load_config
 from healthmon_dagster.config.loader import load_config_text, located_error, located_errors
 from healthmon_dagster.config.models import (
+    FLAGGABLE_RULES,
+    STAGING_RULES,
     QualityCheckSpec,
     ReconciliationCheck,
     SchemaCheck,
@@ -64,7 +66,14 @@ def test_project_config_is_valid_and_covers_the_pipeline() -> None:
     assert raw_schema.blocking
     assert raw_schema.required_columns == SYNTHEA_HEADER.split(",")
     stg = {c.kind for c in config.quality.assets["stg/patients"].checks}
-    assert {"not_null", "unique", "accepted_values", "range", "rejection_rate"} <= stg
+    assert {"rejection_rate", "staging_flags", "reconciliation"} == stg
+    # Checks of values on stg/patients could not fail (staging removed the rows): the rejections
+    # are checked by reason instead, identity with zero tolerance.
+    rejected = config.quality.assets["stg/patients_rejected"].checks
+    assert {c.kind for c in rejected} == {"rejection_reasons"}
+    ids = next(c for c in rejected if c.check_name == "patient_ids_are_joinable")
+    assert (ids.warn, ids.fail) == (None, 0)
+    assert all((c.warn, c.fail) == (0, None) for c in rejected if c is not ids)
     core = config.quality.assets["core/dim_patient"].checks
     assert [c.kind for c in core] == ["scd2_integrity", "reconciliation", "identity_stability"]
     assert core[2].check_name == "patient_identity_is_stable" and not core[2].blocking
@@ -342,3 +351,60 @@ def test_problems_found_after_loading_get_the_path_and_line_of_the_file() -> Non
     assert located_errors(HealthConfiguration(), [(loc, "x")]) == [
         "quality.assets['stg/patients'].checks[0].columns[0]: x"
     ]
+
+
+def test_staging_rules_default_to_rejecting_identity_and_typing_and_flagging_formats() -> None:
+    staging = HealthConfiguration().staging
+    assert staging.flagged() == [
+        "zip_invalid",
+        "ssn_invalid",
+        "passport_invalid",
+        "drivers_invalid",
+    ]
+    assert staging.action("id_missing") == staging.action("gender_invalid") == "reject"
+    assert staging.default_country is None
+    assert load_config(PROJECT_CONFIG).staging.flagged() == staging.flagged()
+    assert set(STAGING_RULES) == {
+        *(r for r in STAGING_RULES if r not in FLAGGABLE_RULES),
+        *FLAGGABLE_RULES,
+    }
+
+
+def test_staging_rules_name_unknown_rules_and_keep_typing_rules_rejecting() -> None:
+    errors = errors_of(
+        """\
+        staging:
+          default_country: Germany
+          rules:
+            zip_invalidd: flag
+            birthdate_invalid: flag
+            gender_invalid: flag
+        """
+    )
+    assert errors[0].startswith("staging.default_country (line 2): 'Germany' is not a 2-letter")
+    assert errors[1] == (
+        "staging.rules.zip_invalidd (line 4): unknown staging rule 'zip_invalidd'; "
+        "did you mean 'zip_invalid'?"
+    )
+    assert errors[2].startswith(
+        "staging.rules.birthdate_invalid (line 5): a row that breaks birthdate_invalid cannot be "
+        "kept"
+    )
+    assert len(errors) == 3  # gender_invalid may flag
+
+
+def test_rejection_reason_and_flag_checks_name_unknown_codes() -> None:
+    errors = errors_of(
+        """\
+        quality:
+          assets:
+            stg/patients_rejected:
+              checks:
+                - kind: rejection_reasons
+                  reasons: [id_mising]
+                - kind: staging_flags
+                  flags: [lat_invalid]
+        """
+    )
+    assert "unknown staging rule 'id_mising'; did you mean 'id_missing'?" in errors[0]
+    assert "unknown flaggable staging rule 'lat_invalid'" in errors[1]

@@ -25,6 +25,7 @@ DOWNSTREAM_STEPS = {"stg_patients", "core__dim_patient"}
 CHECK_STEPS = {
     "raw__patients__quality_checks",
     "stg__patients__quality_checks",
+    "stg__patients_rejected__quality_checks",
     "core__dim_patient__quality_checks",
 }
 # Columns whose values identify a patient; none of them may leave the warehouse.

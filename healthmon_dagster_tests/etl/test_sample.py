@@ -2,6 +2,7 @@
 
 import csv
 import io
+import re
 import socket
 import uuid
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from click.testing import CliRunner
 from moto.server import ThreadedMotoServer
 
 from healthmon_dagster.cli.sample_cmd import generate_sample as generate_sample_cmd
+from healthmon_dagster.etl.countries import COUNTRIES as COUNTRY_TABLES
 from healthmon_dagster.etl.landing import LocalLandingSource
 from healthmon_dagster.etl.sample import (
     COLUMNS,
@@ -452,3 +454,60 @@ def test_cli_s3_endpoint_down_exits_1_without_traceback(
     assert f"127.0.0.1:{port}" in result.output and "reachable" in result.output
     assert "Traceback" not in result.output
     assert isinstance(result.exception, SystemExit)
+
+
+@pytest.mark.parametrize(
+    ("country", "states", "postal"),
+    [
+        ("DE", {"Berlin", "Bayern", "Hamburg", "Nordrhein-Westfalen", "Hessen"}, r"[0-9]{5}"),
+        ("BR", {"São Paulo", "Rio de Janeiro", "Minas Gerais", "Bahia"}, r"[0-9]{5}-[0-9]{3}"),
+        (
+            "CA",
+            {"Ontario", "Quebec", "British Columbia", "Alberta"},
+            r"[A-Z][0-9][A-Z] [0-9][A-Z][0-9]",
+        ),
+    ],
+)
+def test_international_exports_have_local_addresses_and_no_us_ssns(
+    country: str, states: set[str], postal: str
+) -> None:
+    files = generate_sample(1000, files=2, seed=5, country=country)
+    for f in files:
+        header, rows = parse(f.data)
+        assert header == list(COLUMNS) and len(rows) == 1000
+        assert states <= set(column(rows, "STATE")) <= set(COUNTRY_TABLES[country].states)
+        assert {r[COL["BIRTHPLACE"]].rsplit("  ", 1)[1] for r in rows} == {country}
+        zips = [z for z in column(rows, "ZIP") if z]
+        assert zips and all(re.fullmatch(postal, z) for z in zips)
+        ssns = column(rows, "SSN")
+        assert "" in ssns  # children have no national id
+        assert not any(re.fullmatch(r"[0-9]{3}-[0-9]{2}-[0-9]{4}", s) for s in ssns)
+        assert all(r[COL["GENDER"]] in ("M", "F") for r in rows)
+    # same arguments, same bytes; another country, other bytes; the US default is unchanged
+    assert generate_sample(50, country=country) == generate_sample(50, country=country)
+    assert generate_sample(50, country=country) != generate_sample(50)
+    assert generate_sample(50) == generate_sample(50, country="US")
+
+
+def test_streaming_writer_writes_the_country_too(tmp_path: Path) -> None:
+    out = io.StringIO()
+    write_patients_csv(out, 100, seed=3, country="DE")
+    assert out.getvalue().encode() == generate_sample(100, seed=3, country="DE")[0].data
+
+
+def test_unknown_country_is_rejected() -> None:
+    with pytest.raises(ValueError, match="unknown country 'XX'; choose one of: US, DE, BR, CA"):
+        generate_sample(10, country="XX")
+    result = CliRunner().invoke(generate_sample_cmd, ["--country", "XX", "--out", "/tmp/never"])
+    assert result.exit_code == 2 and "XX" in result.output
+
+
+def test_cli_writes_an_international_export(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        generate_sample_cmd,
+        ["--rows", "20", "--files", "1", "--country", "BR", "--out", str(out)],
+    )
+    assert result.exit_code == 0, result.output
+    [expected] = generate_sample(20, files=1, country="BR")
+    assert (out / expected.key).read_bytes() == expected.data

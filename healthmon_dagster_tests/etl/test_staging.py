@@ -7,9 +7,10 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from healthmon_dagster.config.models import STAGING_RULES, StagingConfiguration
 from healthmon_dagster.etl import raw, staging
 from healthmon_dagster.etl.landing import LocalLandingSource
-from healthmon_dagster.etl.sample import COLUMNS, defect_rows, generate_sample
+from healthmon_dagster.etl.sample import COLUMNS, COUNTRIES, defect_rows, generate_sample
 from healthmon_dagster.store.tables import raw_patients, stg_patients, stg_patients_rejected
 
 ROWS = 100  # row-level defects hit rows 17, 50 and 83 (1-based)
@@ -109,15 +110,122 @@ def test_duplicate_ids_reject_every_occurrence(engine: Engine, tmp_path: Path) -
     assert result.reasons == {"id_duplicate_in_file": len(expected_rows)}
 
 
-def test_stripped_zip_codes_are_rejected(engine: Engine, tmp_path: Path) -> None:
+def _flags(engine: Engine, file_id: int) -> dict[int, str]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(stg_patients.c._row_number, stg_patients.c._flags).where(
+                stg_patients.c._file_id == file_id, stg_patients.c._flags.is_not(None)
+            )
+        )
+        return {int(n): flags for n, flags in rows}
+
+
+def test_stripped_zip_codes_are_kept_and_flagged(engine: Engine, tmp_path: Path) -> None:
     [sample] = generate_sample(ROWS, defect="zip_leading_zeros_stripped")
-    file_id, _ = _stage(engine, tmp_path, sample.data)
+    file_id, result = _stage(engine, tmp_path, sample.data)
     lines = sample.data.decode().splitlines()[1:]
     with_zip = {n for n, line in enumerate(lines, 1) if line.split(",")[COLUMNS.index("ZIP")]}
     assert 0 < len(with_zip) < ROWS  # a few generated patients have no ZIP at all
-    rejected = _rejected(engine, file_id)
-    assert set(rejected) == with_zip
+    assert _rejected(engine, file_id) == {}
+    assert _flags(engine, file_id) == dict.fromkeys(with_zip, "zip_invalid")
+    assert (result.rows_staged, result.rows_flagged) == (ROWS, len(with_zip))
+    assert result.flags == {"zip_invalid": len(with_zip)}
+
+
+def test_a_flag_rule_configured_to_reject_rejects(engine: Engine, tmp_path: Path) -> None:
+    [sample] = generate_sample(ROWS, defect="zip_leading_zeros_stripped")
+    _load_bytes(engine, tmp_path, sample.data)
+    config = StagingConfiguration(rules={"zip_invalid": "reject"})
+    [result] = staging.stage_pending(engine, today=TODAY, config=config)
+    rejected = _rejected(engine, result.file_id)
+    assert len(rejected) == result.rows_rejected > 0
     assert all(reasons == {"zip_invalid"} for reasons in rejected.values())
+    assert _flags(engine, result.file_id) == {}
+
+
+@pytest.mark.parametrize(
+    ("state", "zip_code", "default_country", "flagged"),
+    [
+        ("Massachusetts", "02101", None, False),
+        ("Massachusetts", "02101-1234", None, False),
+        ("Massachusetts", "2101", None, True),  # leading zero stripped
+        ("Massachusetts", "K1A 0B1", None, True),
+        ("Bayern", "80331", None, False),
+        ("Bayern", "8033", None, True),
+        ("Bayern", "80331-1234", None, True),
+        ("São Paulo", "01310-100", None, False),
+        ("São Paulo", "01310100", None, False),
+        ("São Paulo", "0131", None, True),
+        ("Ontario", "K1A 0B1", None, False),
+        ("Ontario", "12345", None, True),
+        ("Noord-Holland", "1012 AB", None, False),  # no country of its own: generic
+        ("Noord-Holland", "1", None, True),
+        ("Noord-Holland", "12345678901", None, True),
+        ("Noord-Holland", "1012 AB", "DE", True),  # the default country's pattern applies
+        ("Noord-Holland", "10115", "DE", False),
+        ("", "SW1A 1AA", None, False),
+    ],
+)
+def test_postal_codes_are_judged_for_the_country_the_state_implies(
+    engine: Engine,
+    tmp_path: Path,
+    state: str,
+    zip_code: str,
+    default_country: str | None,
+    flagged: bool,
+) -> None:
+    [sample] = generate_sample(10)
+    data = _with_field(_with_field(sample.data, 4, "STATE", state), 4, "ZIP", zip_code)
+    _load_bytes(engine, tmp_path, data)
+    config = StagingConfiguration(default_country=default_country)
+    [result] = staging.stage_pending(engine, today=TODAY, config=config)
+    assert result.rows_rejected == 0
+    assert _flags(engine, result.file_id) == ({4: "zip_invalid"} if flagged else {})
+
+
+@pytest.mark.parametrize(
+    ("state", "ssn", "flagged"),
+    [
+        ("Massachusetts", "999-12-3456", False),
+        ("Massachusetts", "999123456", True),
+        ("Bayern", "12345678901", False),  # Steuer-ID
+        ("Bayern", "999-12-3456", False),  # Synthea writes US-style SSNs in every configuration
+        ("São Paulo", "123.456.789-09", False),  # CPF
+        ("Ontario", "123 456 789", False),  # SIN
+        ("Ontario", "#12", True),
+    ],
+)
+def test_ssns_are_judged_for_the_country_the_state_implies(
+    engine: Engine, tmp_path: Path, state: str, ssn: str, flagged: bool
+) -> None:
+    [sample] = generate_sample(10)
+    data = _with_field(_with_field(sample.data, 4, "STATE", state), 4, "SSN", ssn)
+    file_id, result = _stage(engine, tmp_path, data)
+    assert result.rows_rejected == 0
+    assert _flags(engine, file_id) == ({4: "ssn_invalid"} if flagged else {})
+
+
+def test_a_row_breaking_several_flag_rules_carries_every_code(
+    engine: Engine, tmp_path: Path
+) -> None:
+    [sample] = generate_sample(10)
+    data = sample.data
+    for column in ("ZIP", "SSN", "PASSPORT", "DRIVERS"):
+        data = _with_field(data, 6, column, "?")
+    file_id, result = _stage(engine, tmp_path, data)
+    assert _flags(engine, file_id) == {
+        6: "zip_invalid;ssn_invalid;passport_invalid;drivers_invalid"
+    }
+    assert result.rows_flagged == 1 and result.rows_rejected == 0
+
+
+@pytest.mark.parametrize("country", COUNTRIES)
+def test_valid_exports_of_every_country_stage_without_rejection_or_flag(
+    engine: Engine, tmp_path: Path, country: str
+) -> None:
+    [sample] = generate_sample(2000, country=country)
+    file_id, result = _stage(engine, tmp_path, sample.data)
+    assert (result.rows_rejected, result.rows_flagged) == (0, 0), (result.reasons, result.flags)
 
 
 def test_locale_formatted_numbers_are_rejected(engine: Engine, tmp_path: Path) -> None:
@@ -197,6 +305,7 @@ def test_rejected_rows_hold_no_field_values(engine: Engine, tmp_path: Path) -> N
     with engine.connect() as conn:
         reasons = set(conn.execute(sa.select(stg_patients_rejected.c.reasons)).scalars())
     codes = {r.code for r in staging.build_rules(TODAY)} | {"id_duplicate_in_file"}
+    assert codes == set(STAGING_RULES)
     assert all(set(r.split(";")) <= codes for r in reasons)
 
 

@@ -28,18 +28,26 @@ WELL_FORMED = "raw_records_are_well_formed"
 VOLUME = "row_count_volume_is_normal"
 FILE_ANOMALIES = "landing_file_is_clean"
 REJECTION = "rejection_rate_below_threshold"
+FLAGGED = "no_rows_flagged"
+IDS = "patient_ids_are_joinable"
+GENDER = "gender_is_m_or_f"
+DATES = "dates_are_valid"
+COORDINATES = "coordinates_are_valid"
+AMOUNTS = "amounts_are_valid"
 SCD2 = "scd2_integrity_holds"
 IDENTITY = "patient_identity_is_stable"
 # Defects the raw loader rejects whole (the run fails before any check); checks see the file before.
 LOADER_REJECTS = {"missing_column", "semicolon_delimiter", "non_utf8"}
 # Which check each defect fails, and how; every other check passes.
 EXPECTED: dict[str, dict[str, QualityStatus]] = {
-    "null_ids": {REJECTION: QualityStatus.WARN},  # 3% rejected: above warn (1%), below fail (5%)
-    "duplicate_ids": {REJECTION: QualityStatus.FAILED},  # both rows of each pair are rejected: 6%
-    "unknown_gender": {REJECTION: QualityStatus.WARN},
-    "future_birthdate": {REJECTION: QualityStatus.WARN},
-    "death_before_birth": {REJECTION: QualityStatus.WARN},
-    "out_of_range_coordinates": {REJECTION: QualityStatus.WARN},
+    # 3% rejected: above warn (1%), below fail (5%); a row that cannot be joined fails
+    "null_ids": {REJECTION: QualityStatus.WARN, IDS: QualityStatus.FAILED},
+    # both rows of each pair are rejected: 6%
+    "duplicate_ids": {REJECTION: QualityStatus.FAILED, IDS: QualityStatus.FAILED},
+    "unknown_gender": {REJECTION: QualityStatus.WARN, GENDER: QualityStatus.WARN},
+    "future_birthdate": {REJECTION: QualityStatus.WARN, DATES: QualityStatus.WARN},
+    "death_before_birth": {REJECTION: QualityStatus.WARN, DATES: QualityStatus.WARN},
+    "out_of_range_coordinates": {REJECTION: QualityStatus.WARN, COORDINATES: QualityStatus.WARN},
     "missing_column": {},
     "extra_column": {FILE_ANOMALIES: QualityStatus.WARN},  # the schema check allows unexpected
     "semicolon_delimiter": {},
@@ -49,8 +57,9 @@ EXPECTED: dict[str, dict[str, QualityStatus]] = {
     "volume_drop": {VOLUME: QualityStatus.WARN},
     "bom_crlf": {FILE_ANOMALIES: QualityStatus.WARN},
     "non_utf8": {},
-    "zip_leading_zeros_stripped": {REJECTION: QualityStatus.FAILED},
-    "locale_numbers": {REJECTION: QualityStatus.FAILED},
+    # 4-digit ZIPs in Massachusetts: kept and flagged, not rejected
+    "zip_leading_zeros_stripped": {FLAGGED: QualityStatus.WARN},
+    "locale_numbers": {REJECTION: QualityStatus.FAILED, AMOUNTS: QualityStatus.WARN},
     # valid in every field: only the identity check sees the reused ids
     "identity_change": {IDENTITY: QualityStatus.FAILED},
 }
@@ -58,6 +67,21 @@ EXPECTED: dict[str, dict[str, QualityStatus]] = {
 
 def project_config() -> HealthConfiguration:
     return load_config(PROJECT_CONFIG)
+
+
+# Configured checks that a landed defect fails in the Dagster job rather than in evaluate(): the
+# raw asset reports the contract check failed for a file the loader rejects whole
+# (defs/pipeline/test_contract.py: missing_column, semicolon_delimiter, non_utf8, ...).
+FAILED_BY_THE_JOB: dict[str, str] = {SCHEMA: "missing_column"}
+
+# Configured checks that guard invariants of the pipeline's own code (rows neither lost nor
+# invented between layers, one current SCD2 version per patient): no landing file can break them,
+# so they are made to fail by tampering with the tables in their own tests, not by a defect.
+INVARIANT_CHECKS: dict[str, str] = {
+    "raw_vs_stg_reconciles": "staging moves every raw row to stg or rejected in one transaction",
+    "stg_vs_core_reconciles": "the merge gives every staged patient a current row",
+    "scd2_integrity_holds": "the merge closes the old version in the statement that opens one",
+}
 
 
 def load(
@@ -75,7 +99,7 @@ def load(
     write_to(landing, samples)
     for sample in samples:
         raw.load_file(engine, landing, sample.key)
-    staging.stage_pending(engine, today=TODAY)
+    staging.stage_pending(engine, today=TODAY, config=project_config().staging)
     core.merge_pending(engine)
 
 

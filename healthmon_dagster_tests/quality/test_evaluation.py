@@ -11,7 +11,9 @@ from sqlalchemy.engine import Engine
 
 from healthmon_dagster.config.models import AssetQualityConfig
 from healthmon_dagster.enums import QualityStatus
-from healthmon_dagster.etl.sample import DEFECTS
+from healthmon_dagster.etl import raw, staging
+from healthmon_dagster.etl.landing import LocalLandingSource
+from healthmon_dagster.etl.sample import COLUMNS, COUNTRIES, DEFECTS, generate_sample
 from healthmon_dagster.quality import (
     FULL,
     INCREMENTAL,
@@ -21,11 +23,17 @@ from healthmon_dagster.quality import (
 from healthmon_dagster.store.tables import dim_patient
 from healthmon_dagster_tests.quality.fixtures import (
     EXPECTED,
+    FAILED_BY_THE_JOB,
+    FLAGGED,
+    GENDER,
+    IDS,
+    INVARIANT_CHECKS,
     LOADER_REJECTS,
     REJECTION,
     ROWS,
     SCD2,
     SCHEMA,
+    TODAY,
     evaluate_all,
     load,
     project_config,
@@ -76,7 +84,9 @@ def test_full_sweep_evaluates_whole_tables(engine: Engine, tmp_path: Path) -> No
     assert incremental[REJECTION].status == QualityStatus.WARN  # 6 of 200
     assert full[REJECTION].total_rows == 3 * ROWS
     assert full[REJECTION].status == QualityStatus.PASSED  # 6 of 600 = 1.0%, not above 1%
-    assert full["patient_id_is_not_null"].total_rows == 3 * ROWS - 6
+    assert full[FLAGGED].total_rows == 3 * ROWS - 6  # staged rows of every file
+    assert incremental[GENDER].total_rows == ROWS and full[GENDER].total_rows == 3 * ROWS
+    assert incremental[GENDER].failing_rows == full[GENDER].failing_rows == 6
     assert full[SCD2].status == QualityStatus.PASSED
     with engine.connect() as conn:
         versions = conn.execute(sa.select(sa.func.count()).select_from(dim_patient)).scalar_one()
@@ -190,3 +200,73 @@ def test_last_load_freshness_reads_the_load_audit(engine: Engine, tmp_path: Path
         and stale.observed_value is not None
         and stale.observed_value > 60
     )
+
+
+def test_every_configured_check_is_made_to_fail_by_a_landed_defect() -> None:
+    """A new check in healthmon.yaml needs a defect that makes it fail through the pipeline
+    (EXPECTED, exercised by test_each_defect_fails_the_right_check_and_only_it), unless it guards
+    an invariant of the pipeline's own code that no file can break (INVARIANT_CHECKS)."""
+    configured = {
+        spec.check_name
+        for asset in project_config().quality.assets.values()
+        for spec in asset.checks
+    }
+    made_to_fail = set().union(*(set(expected) for expected in EXPECTED.values()))
+    made_to_fail |= set(FAILED_BY_THE_JOB)
+    assert configured - made_to_fail - set(INVARIANT_CHECKS) == set()
+    assert set(INVARIANT_CHECKS) | set(FAILED_BY_THE_JOB) <= configured  # no stale exemption
+
+
+@pytest.mark.parametrize(
+    ("defect", "check", "status"),
+    [
+        ("null_ids", IDS, QualityStatus.FAILED),
+        ("unknown_gender", GENDER, QualityStatus.WARN),
+        ("zip_leading_zeros_stripped", FLAGGED, QualityStatus.WARN),
+    ],
+)
+def test_a_one_row_defect_in_a_large_file_is_reported_with_its_row_number(
+    engine: Engine, tmp_path: Path, defect: str, check: str, status: QualityStatus
+) -> None:
+    rows = 20_000
+    [sample] = generate_sample(rows, files=1)
+    lines = sample.data.decode().split("\n")
+    target = 12_345  # 1-based data row
+    fields = lines[target].split(",")
+    column = {"null_ids": "Id", "unknown_gender": "GENDER", "zip_leading_zeros_stripped": "ZIP"}
+    fields[COLUMNS.index(column[defect])] = {"Id": "", "GENDER": "U", "ZIP": "2101"}[column[defect]]
+    lines[target] = ",".join(fields)
+    landing = LocalLandingSource(tmp_path / "landing")
+    landing.put("patients_0001.csv", "\n".join(lines).encode())
+    raw.load_file(engine, landing, "patients_0001.csv")
+    staging.stage_pending(engine, today=TODAY, config=project_config().staging)
+
+    results = evaluate_all(engine, project_config())
+
+    assert statuses(results).get(check) == status
+    result = results[check]
+    assert result.failing_rows == 1
+    assert result.message.endswith(f"row numbers: {target}")
+    # 1 of 20,000 is far below the 1% rate: the rate check alone would not see it
+    assert results[REJECTION].status == QualityStatus.PASSED
+
+
+@pytest.mark.parametrize("country", COUNTRIES)
+def test_valid_exports_of_every_country_pass_every_check(
+    engine: Engine, tmp_path: Path, country: str
+) -> None:
+    seed_volume_history(engine)
+    load(engine, tmp_path, country=country)
+    record_current_load(engine)
+
+    results = evaluate_all(engine, project_config())
+
+    assert statuses(results) == {}, {n: r.message for n, r in results.items()}
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM stg.patients_rejected")).scalar() == 0
+        assert (
+            conn.execute(
+                sa.text("SELECT count(*) FROM stg.patients WHERE _flags IS NOT NULL")
+            ).scalar()
+            == 0
+        )

@@ -227,13 +227,25 @@ def raw_patients(
     ]
 )
 def stg_patients(
-    context: dg.AssetExecutionContext, warehouse: WarehouseResource
+    context: dg.AssetExecutionContext,
+    warehouse: WarehouseResource,
+    healthmon_config: HealthmonConfigResource,
 ) -> Iterator[dg.MaterializeResult[Any]]:
-    """Stages every loaded file not staged yet, in load order, with SQL validation rules."""
+    """Stages every loaded file not staged yet, in load order, with SQL validation rules
+    (``staging:`` of healthmon.yaml says which rules reject a row and which flag it)."""
     try:
-        results = staging.stage_pending(warehouse.engine(), context.run.run_id)
+        cfg = healthmon_config.load()
+    except ConfigError as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from None
+    try:
+        results = staging.stage_pending(warehouse.engine(), context.run.run_id, config=cfg.staging)
     except sa_exc.DBAPIError as exc:
         raise _db_failure(warehouse, exc) from None
+    flagged = sum(r.rows_flagged for r in results)
+    flags: dict[str, int] = {}
+    for r in results:
+        for code, n in r.flags.items():
+            flags[code] = flags.get(code, 0) + n
     rows_in = sum(r.rows_in for r in results)
     rejected = sum(r.rows_rejected for r in results)
     duration = sum(r.duration_s for r in results)
@@ -265,10 +277,17 @@ def stg_patients(
             f"{rejected} of {rows_in} rows rejected ({rate:.2%}): "
             + ", ".join(f"{code}={n}" for code, n in reasons.items())
         )
+    if flagged:
+        context.log.warning(
+            f"{flagged} of {rows_in} rows staged with flags: "
+            + ", ".join(f"{code}={n}" for code, n in flags.items())
+        )
     yield dg.MaterializeResult(
         asset_key=STG_PATIENTS,
         metadata={
-            name: v for name, (v, _) in figures.items() if name != StagingMetrics.ROWS_REJECTED
+            **{name: v for name, (v, _) in figures.items() if name != StagingMetrics.ROWS_REJECTED},
+            "rows_flagged": flagged,
+            **{f"flag__{code}": n for code, n in flags.items()},
         },
     )
     yield dg.MaterializeResult(

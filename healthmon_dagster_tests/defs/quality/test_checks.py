@@ -15,7 +15,13 @@ from healthmon_dagster.config import ConfigError
 from healthmon_dagster.definitions import build_defs
 from healthmon_dagster.defs.health.instance_facts import get_asset_health
 from healthmon_dagster.etl.landing import LocalLandingSource
-from healthmon_dagster.etl.sample import SampleFile, defect_count, generate_sample, write_to
+from healthmon_dagster.etl.sample import (
+    SampleFile,
+    defect_count,
+    defect_rows,
+    generate_sample,
+    write_to,
+)
 from healthmon_dagster.formatting import metadata_number
 from healthmon_dagster.health.asset_health import AssetHealthStatus
 from healthmon_dagster.store.db import get_engine
@@ -24,14 +30,21 @@ from healthmon_dagster_tests.defs.fixtures import (
     CORE,
     RAW,
     STG,
+    STG_REJECTED,
     failure_descriptions,
     materialized,
     patient_values,
     ran_steps,
 )
 from healthmon_dagster_tests.quality.fixtures import (
+    AMOUNTS,
+    COORDINATES,
+    DATES,
     FILE_ANOMALIES,
+    FLAGGED,
+    GENDER,
     IDENTITY,
+    IDS,
     PROJECT_CONFIG,
     REJECTION,
     SCHEMA,
@@ -93,7 +106,8 @@ def test_clean_files_pass_every_check_of_every_layer(
     n_events = sum(
         e.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION for e in result.all_events
     )
-    assert n_events == 18  # raw 5, stg 7, core 3 from healthmon.yaml + 3 last_load_is_fresh
+    # raw 5, stg 3, stg rejected 5, core 3 from healthmon.yaml + 3 last_load_is_fresh
+    assert n_events == 19
     assert {SCHEMA, FILE_ANOMALIES, IDENTITY} <= set(found)  # no failure, no warning
     assert {n for n, e in found.items() if not e.passed} == set(), {
         n: e.description for n, e in found.items() if not e.passed
@@ -338,7 +352,7 @@ def test_an_unknown_column_of_a_bundled_table_stops_the_load_without_a_warehouse
     monkeypatch.setenv("HEALTHMON_DATABASE_URL", "postgresql+psycopg2://nobody@127.0.0.1:9/none")
     data = yaml.safe_load(PROJECT_CONFIG.read_text())
     stg_checks = data["quality"]["assets"]["stg/patients"]["checks"]
-    stg_checks[0]["columns"] = ["idd"]
+    stg_checks.insert(0, {"kind": "not_null", "columns": ["idd"]})
     path = use_config(monkeypatch, tmp_path, {"stg/patients": {"checks": stg_checks}})
 
     with pytest.raises(ConfigError) as caught:
@@ -459,3 +473,73 @@ def test_a_fresh_install_learns_volume_without_failing_until_a_real_deviation(
     values = patient_values([*samples, drop])
     assert len(values) > 500
     assert not sorted(v for v in values if v in text)
+
+
+@pytest.mark.parametrize(
+    ("defect", "check", "severity"),
+    [
+        ("null_ids", IDS, dg.AssetCheckSeverity.ERROR),
+        ("duplicate_ids", IDS, dg.AssetCheckSeverity.ERROR),
+        ("unknown_gender", GENDER, dg.AssetCheckSeverity.WARN),
+        ("future_birthdate", DATES, dg.AssetCheckSeverity.WARN),
+        ("death_before_birth", DATES, dg.AssetCheckSeverity.WARN),
+        ("out_of_range_coordinates", COORDINATES, dg.AssetCheckSeverity.WARN),
+        ("locale_numbers", AMOUNTS, dg.AssetCheckSeverity.WARN),
+        ("zip_leading_zeros_stripped", FLAGGED, dg.AssetCheckSeverity.WARN),
+    ],
+)
+def test_each_staging_reason_check_fails_through_the_job(
+    healthmon_env: Path,
+    db_url: str,
+    instance: dg.DagsterInstance,
+    defect: str,
+    check: str,
+    severity: dg.AssetCheckSeverity,
+) -> None:
+    samples = generate_sample(200, files=1, defect=defect)
+    write_to(LocalLandingSource(healthmon_env / "landing"), samples)
+
+    result = run_job(code_location(), instance)
+
+    found = evaluations(result)
+    assert found[check].passed is False and found[check].severity == severity
+    assert found[check].asset_key == (STG if check == FLAGGED else STG_REJECTED)
+    meta = {k: v.value for k, v in found[check].metadata.items()}
+    row = recorded(db_url, result.run_id)[check]
+    assert row.failing_rows == meta["failing_rows"] > 0
+    if defect in ("null_ids", "unknown_gender"):  # one row each at defect_rows (0-based)
+        numbers = ", ".join(str(pos + 1) for pos in defect_rows(200))
+        assert (found[check].description or "").endswith(f"row numbers: {numbers}")
+        assert meta["failing_rows"] == defect_count(200)
+    assert "row numbers: " in (row.message or "")
+    # PHI: counts, reason codes and row numbers only.
+    text = emitted_text(result, db_url)
+    values = patient_values(samples)
+    assert len(values) > 500
+    assert not sorted(v for v in values if v in text)
+
+
+@pytest.mark.parametrize("country", ["DE", "BR", "CA"])
+def test_valid_international_exports_load_with_no_rejection_and_no_failed_check(
+    healthmon_env: Path, db_url: str, instance: dg.DagsterInstance, country: str
+) -> None:
+    seed_volume_history(get_engine(db_url))
+    samples = generate_sample(200, files=1, country=country)
+    write_to(LocalLandingSource(healthmon_env / "landing"), samples)
+
+    result = run_job(code_location(), instance)
+
+    assert result.success, failure_descriptions(result)
+    found = evaluations(result)
+    assert {n for n, e in found.items() if not e.passed} == set(), {
+        n: e.description for n, e in found.items() if not e.passed
+    }
+    with get_engine(db_url).connect() as conn:
+        rejected = conn.execute(sa.text("SELECT count(*) FROM stg.patients_rejected")).scalar()
+        flagged = conn.execute(
+            sa.text("SELECT count(*) FROM stg.patients WHERE _flags IS NOT NULL")
+        ).scalar()
+        current = conn.execute(
+            sa.text("SELECT count(*) FROM core.dim_patient WHERE is_current")
+        ).scalar()
+    assert (rejected, flagged, current) == (0, 0, 200)
