@@ -514,7 +514,8 @@ def report(deployments: list[Deployment], checks: dict[str, dict[str, Any]], rep
     s_label, l_label = f"{small.size / 1e6:g}M", f"{large.size / 1e6:g}M"
     head = (
         f"{'asset:check':<52} {'kind':<18} {s_label + ' ms':>8} {l_label + ' ms':>8} "
-        f"{'ratio':>6} {s_label + ' buf':>8} {l_label + ' buf':>8} {'ratio':>6}  verdict"
+        f"{'ratio':>6} {s_label + ' buf':>9} {l_label + ' buf':>9} {'ratio':>6} {'work':<6} "
+        "per-load targets (<= 1.2x, < 50 ms)"
     )
     print("\n" + head)
     print("-" * len(head))
@@ -523,15 +524,28 @@ def report(deployments: list[Deployment], checks: dict[str, dict[str, Any]], rep
         a, b = c["sizes"][small.size], c["sizes"][large.size]
         t_ratio = b["median_ms"] / a["median_ms"] if a["median_ms"] else float("inf")
         b_ratio = b["buffers"] / a["buffers"] if a["buffers"] else float("inf")
-        ok = t_ratio <= RATIO_TARGET and max(a["median_ms"], b["median_ms"]) < MS_TARGET
-        per_load = c["kind"] in PER_LOAD_KINDS
-        verdict = ("ok" if ok else "MISSED") if per_load else "table-level (not a target)"
-        if not ok:
+        misses = []
+        if t_ratio > RATIO_TARGET:
+            misses.append(f"ratio {t_ratio:.2f}")
+        if max(a["median_ms"], b["median_ms"]) >= MS_TARGET:
+            misses.append(f">= {MS_TARGET:g} ms")
+        if c["kind"] not in PER_LOAD_KINDS:
+            verdict = "table-level: " + ("; ".join(misses) or "within")
+        else:
+            verdict = "MISSED: " + "; ".join(misses) if misses else "ok"
+        if misses:
             missed.append(name)
+        work = "GROWS" if b_ratio > RATIO_TARGET else "flat"
         print(
             f"{name:<52} {c['kind']:<18} {a['median_ms']:>8.1f} {b['median_ms']:>8.1f} "
-            f"{t_ratio:>6.2f} {a['buffers']:>8,} {b['buffers']:>8,} {b_ratio:>6.2f}  {verdict}"
+            f"{t_ratio:>6.2f} {a['buffers']:>9,} {b['buffers']:>9,} {b_ratio:>6.2f} {work:<6} "
+            f"{verdict}"
         )
+    print(
+        f"work: GROWS when the buffers its statements touch grow more than {RATIO_TARGET}x "
+        "with the table (machine-independent), flat otherwise; a time ratio above the target "
+        "with flat work is the shared machine's noise."
+    )
     for name in missed:
         c = checks[name]
         for d in (small, large):
