@@ -41,7 +41,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -53,12 +53,10 @@ from healthmon_dagster.cli.demo_cmd import INSTANCE_YAML  # noqa: E402
 from healthmon_dagster.definitions import build_defs  # noqa: E402
 from healthmon_dagster.defs.pipeline.sensors import landing_files_sensor  # noqa: E402
 from healthmon_dagster.etl import catalog  # noqa: E402
-from healthmon_dagster.etl.catalog import RAW_PATIENTS  # noqa: E402
 from healthmon_dagster.etl.landing import LocalLandingSource  # noqa: E402
-from healthmon_dagster.etl.sample import COLUMNS, generate_sample  # noqa: E402
+from healthmon_dagster.etl.sample import COLUMNS, generate_sample, write_volume_history  # noqa: E402
 from healthmon_dagster.etl.staging import rejection_reasons  # noqa: E402
 from healthmon_dagster.store.db import dispose_engines, get_engine  # noqa: E402
-from healthmon_dagster.store.metrics import MetricPoint, write_metrics  # noqa: E402
 from healthmon_dagster.store.tables import check_results, files  # noqa: E402
 
 ADMIN_URL = os.environ.get(
@@ -430,21 +428,7 @@ def deployment(database: str, tmp: Path) -> Iterator[str]:
 
 def seed_volume_history(url: str, rows: int) -> None:
     """Ten daily raw/patients row counts around ``rows``, as the raw asset records them."""
-    start = datetime.now(UTC) - timedelta(days=HISTORY_DAYS + 1)
-    write_metrics(
-        get_engine(url),
-        [
-            MetricPoint(
-                RAW_PATIENTS.component,
-                RAW_PATIENTS.volume_metric,
-                rows + (i % 3) * 2,
-                "rows",
-                {"asset": RAW_PATIENTS.key},
-                start + timedelta(days=i),
-            )
-            for i in range(HISTORY_DAYS)
-        ],
-    )
+    write_volume_history(get_engine(url), rows, HISTORY_DAYS)
 
 
 def run_pending(defs: dg.Definitions, instance: dg.DagsterInstance, url: str) -> list[RunOutcome]:

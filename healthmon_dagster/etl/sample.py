@@ -44,10 +44,14 @@ import random
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import IO, Protocol
 
+from sqlalchemy.engine import Engine
+
+from healthmon_dagster.etl.catalog import RAW_PATIENTS
+from healthmon_dagster.store.metrics import MetricPoint, write_metrics
 from healthmon_dagster.store.tables import REQUIRED_COLUMNS
 
 COLUMNS: tuple[str, ...] = REQUIRED_COLUMNS
@@ -763,3 +767,24 @@ def write_to(source: Putter, files: list[SampleFile], overwrite: bool = True) ->
     ``overwrite=False`` a key that exists raises ``LandingFileExists`` and is left as it was."""
     for f in files:
         source.put(f.key, f.data, overwrite=overwrite)
+
+
+def write_volume_history(engine: Engine, rows: float, days: int = 10) -> None:
+    """Past daily row counts of raw/patients around ``rows``, recorded as the raw asset records
+    them (``etl.metrics``), so the volume check has history to judge a new load against (tests,
+    benchmarks, a demo of a volume drop)."""
+    start = datetime.now(UTC) - timedelta(days=days + 1)
+    write_metrics(
+        engine,
+        [
+            MetricPoint(
+                RAW_PATIENTS.component,
+                RAW_PATIENTS.volume_metric,
+                rows + (i % 3) * 2,
+                "rows",
+                {"asset": RAW_PATIENTS.key},
+                start + timedelta(days=i),
+            )
+            for i in range(days)
+        ],
+    )

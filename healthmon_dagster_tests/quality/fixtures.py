@@ -1,7 +1,7 @@
 """Helpers shared by the quality tests (and the Dagster check tests): load generated files through
 the pipeline, seed volume history, evaluate the project's checks."""
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import date
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -13,7 +13,7 @@ from healthmon_dagster.enums import QualityStatus
 from healthmon_dagster.etl import core, raw, staging
 from healthmon_dagster.etl.catalog import RAW_PATIENTS
 from healthmon_dagster.etl.landing import LocalLandingSource
-from healthmon_dagster.etl.sample import generate_sample, write_to
+from healthmon_dagster.etl.sample import generate_sample, write_to, write_volume_history
 from healthmon_dagster.quality import INCREMENTAL, CheckResult, evaluate
 from healthmon_dagster.store.metrics import MetricPoint, write_metrics
 
@@ -105,21 +105,7 @@ def load(
 
 def seed_volume_history(engine: Engine, days: int = 10, rows: float = ROWS) -> None:
     """Per-load row counts of raw/patients as the raw asset records them, one a day."""
-    start = datetime.now(UTC) - timedelta(days=days + 1)
-    write_metrics(
-        engine,
-        [
-            MetricPoint(
-                RAW_PATIENTS.component,
-                RAW_PATIENTS.volume_metric,
-                rows + (i % 3) * 2,
-                "rows",
-                {"asset": RAW_PATIENTS.key},
-                start + timedelta(days=i),
-            )
-            for i in range(days)
-        ],
-    )
+    write_volume_history(engine, rows, days)
 
 
 def record_current_load(engine: Engine) -> None:
