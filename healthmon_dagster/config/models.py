@@ -691,7 +691,8 @@ class FileAnomaliesCheck(CheckSpec):
 
     kind_description = (
         "The landing file needed no normalisation: no byte-order mark, no CRLF line endings, no "
-        "columns outside the contract, the agreed delimiter."
+        "columns outside the contract, the agreed delimiter, header names exactly as Synthea "
+        "writes them and in its order, no blank lines."
     )
 
     kind: Literal["file_anomalies"]
@@ -701,6 +702,10 @@ class FileAnomaliesCheck(CheckSpec):
     other_delimiter: AnomalyAction = "warn"
     missing_optional_columns: AnomalyAction = "ignore"
     malformed_records: AnomalyAction = "warn"
+    header_whitespace: AnomalyAction = "warn"  # header names with surrounding spaces (trimmed)
+    header_case: AnomalyAction = "warn"  # contract names in another case (matched ignoring case)
+    column_order: AnomalyAction = "warn"  # contract columns in another order (mapped by name)
+    blank_lines: AnomalyAction = "warn"  # empty lines between records (skipped)
     # The delimiter a file should have; empty: the first of landing.accepted_delimiters (filled in
     # when healthmon.yaml is loaded).
     expected_delimiter: str | None = Field(default=None, min_length=1, max_length=1)
@@ -713,6 +718,10 @@ class FileAnomaliesCheck(CheckSpec):
         "other_delimiter",
         "missing_optional_columns",
         "malformed_records",
+        "header_whitespace",
+        "header_case",
+        "column_order",
+        "blank_lines",
     )
 
     def default_name(self) -> str:

@@ -79,6 +79,13 @@ files = sa.Table(
     sa.Column("loaded_at", Timestamp, nullable=False),
     sa.Column("staged_at", Timestamp),
     sa.Column("merged_at", Timestamp),
+    # Normalisations the loader applied (counts and flags, never header text): header names
+    # trimmed of spaces, contract names matched ignoring case, contract columns in another order
+    # than Synthea's, blank lines skipped.
+    sa.Column("header_whitespace", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("header_case", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("columns_reordered", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("blank_lines", sa.BigInteger, nullable=False, server_default="0"),
     sa.CheckConstraint("status IN ('loaded', 'empty', 'rejected')", name="ck_files_status"),
     schema="etl",
 )
