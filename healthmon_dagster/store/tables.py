@@ -298,6 +298,10 @@ notifications = sa.Table(
     sa.Column("created_at", Timestamp, nullable=False),
     sa.Column("sent_at", Timestamp),
     sa.Column("delivery_key", sa.String(64)),  # idempotency key of the request that carried it
+    # A dispatcher's lease while it sends: a row claimed by a process killed mid-send is
+    # taken again once the lease ends, with the same delivery_key (the receiver dedups).
+    sa.Column("claimed_by", sa.String(100)),
+    sa.Column("claimed_until", Timestamp),
     sa.UniqueConstraint("event_id", "channel", name="uq_notifications_event_channel"),
     sa.CheckConstraint(
         "status IN ('pending', 'sent', 'failed', 'cancelled')", name="ck_notifications_status"

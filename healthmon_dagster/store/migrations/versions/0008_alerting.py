@@ -124,6 +124,8 @@ def upgrade() -> None:
         sa.Column("created_at", Timestamp, nullable=False),
         sa.Column("sent_at", Timestamp),
         sa.Column("delivery_key", sa.String(64)),
+        sa.Column("claimed_by", sa.String(100)),
+        sa.Column("claimed_until", Timestamp),
         sa.UniqueConstraint("event_id", "channel", name="uq_notifications_event_channel"),
         sa.CheckConstraint(
             "status IN ('pending', 'sent', 'failed', 'cancelled')",
