@@ -153,6 +153,22 @@ def analyze(engine: Engine, *tables: sa.Table) -> None:
             conn.execute(sa.text(f"ANALYZE {table.schema}.{table.name}"))
 
 
+def vacuum_analyze(engine: Engine, *tables: sa.Table) -> None:
+    """``VACUUM (ANALYZE)`` after a bulk write that the checks read next (Postgres; SQLite needs
+    neither).
+
+    Besides the statistics, it marks the pages just written all-visible in the visibility map:
+    without that, an index-only probe into the table (stg vs core reconciliation) fetches the heap
+    row of every new version. VACUUM only visits pages that are not all-visible yet (those the
+    write touched), and skips the indexes while dead rows are few (Postgres 14+), so its cost
+    follows the write, not the table. It cannot run inside a transaction: autocommit."""
+    if is_sqlite(engine):
+        return
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        for table in tables:
+            conn.execute(sa.text(f"VACUUM (ANALYZE) {table.schema}.{table.name}"))
+
+
 def open_for_reading(url: str) -> Engine:
     """An engine on an existing, migrated database, for commands that only read.
 
