@@ -168,9 +168,11 @@ def plan_reconciliation(ctx: EvalContext, spec: ReconciliationCheck) -> Plan:
             )
             probe = sa.exists().where(d.c.patient_id == leftover.c.id, d.c.is_current)
             missing_q = sa.select(sa.func.count()).select_from(leftover).where(~probe)
+        total_q = sa.select(sa.func.count()).where(in_scope)
         with ctx.engine.connect() as conn:
-            missing = conn.execute(missing_q).scalar_one()
-            total = conn.execute(sa.select(sa.func.count()).where(in_scope)).scalar_one()
+            missing, total = conn.execute(
+                sa.select(missing_q.scalar_subquery(), total_q.scalar_subquery())
+            ).one()
         return count_result(
             ctx,
             spec,
