@@ -290,15 +290,15 @@ def build(engine: sa.Engine, rows: int, n_files: int) -> dict[str, float]:
     return timings
 
 
-def land_batch(engine: sa.Engine, tmp: Path, batch_rows: int) -> dict[str, Any]:
+def land_batch(engine: sa.Engine, tmp: Path, batch_rows: int, seed: int = 8) -> dict[str, Any]:
     """A generated file with 10% of its rows re-sending existing patients, loaded as the newest
     file, timed per step (raw, stg, core). Half of the re-sent patients keep their birth date and
     SSN and take the generator's other fields (new SCD2 versions); the other half are re-sent
     exactly as staged before (unchanged: no new version), their core hash_diff set to the merge's
     hash first (the built rows carry a placeholder)."""
-    path = tmp / "patients_batch.csv"
+    path = tmp / f"patients_batch_{seed}.csv"
     buf = io.StringIO()
-    write_patients_csv(buf, batch_rows, seed=8)
+    write_patients_csv(buf, batch_rows, seed=seed)
     rows = list(csv.reader(io.StringIO(buf.getvalue())))
     header, body = rows[0], rows[1:]
     col = {c: i for i, c in enumerate(COLUMNS)}
