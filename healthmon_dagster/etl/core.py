@@ -5,6 +5,14 @@ current version closed (``valid_to``, ``is_current = false``) and a new current 
 a first version; an unchanged re-send creates nothing. A partial unique index keeps exactly one current
 row per patient even if two merges race. Files are feeds, not snapshots: a patient absent from a file is
 not ended.
+
+Cost: every statement is driven by the file's rows (``stg.patients`` through its primary key) and
+finds each patient's current version through ``uq_dim_patient_current``, so a merge is linear in
+the file and logarithmic in the table, on SQLite (which has no hash join: a statement driven by
+the table instead probes the file once per current version, quadratic as both grow) and on
+Postgres alike. Each row's hash is computed once per statement that needs it. After the merge,
+Postgres gets ``VACUUM``, and ``ANALYZE`` too when the merge changed a tenth of the table or more
+(:func:`~healthmon_dagster.store.db.vacuum_after_write`).
 """
 
 import time
@@ -15,7 +23,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.sql.elements import ColumnElement
 
 from healthmon_dagster.store.connection import write_transaction
-from healthmon_dagster.store.db import analyze
+from healthmon_dagster.store.db import vacuum_after_write
 from healthmon_dagster.store.metrics import utcnow
 from healthmon_dagster.store.tables import (
     TRACKED_COLUMNS,
@@ -87,10 +95,18 @@ def merge_file(
         if claimed != 1:
             return None
         result.rows_in = conn.execute(sa.select(sa.func.count()).where(in_batch)).scalar_one()
-        # 1. close the current version of every patient whose attributes changed
-        changed = sa.exists().where(in_batch, s.c.id == d.c.patient_id, batch_hash != d.c.hash_diff)
+        # 1. close the current version of every patient whose attributes changed: the file's rows
+        # whose hash differs from their current version's, then those versions by their key.
+        cur = d.alias("cur")
+        changed_ids = (
+            sa.select(s.c.id)
+            .join(cur, sa.and_(cur.c.patient_id == s.c.id, cur.c.is_current))
+            .where(in_batch, batch_hash != cur.c.hash_diff)
+        )
         result.versions_changed = conn.execute(
-            d.update().where(d.c.is_current, changed).values(valid_to=started, is_current=False)
+            d.update()
+            .where(d.c.is_current, d.c.patient_id.in_(changed_ids))
+            .values(valid_to=started, is_current=False)
         ).rowcount
         # 2. a current version for every patient of the batch that has none now (new or just closed)
         has_current = sa.exists().where(d.c.patient_id == s.c.id, d.c.is_current)
@@ -139,7 +155,8 @@ def merge_file(
                 duration_ms=result.duration_s * 1000,
             )
         )
-    analyze(engine, dim_patient)
+    # Rows inserted plus versions closed (updated), as autovacuum counts changes.
+    vacuum_after_write(engine, dim_patient, result.rows_written + result.versions_changed)
     return result
 
 

@@ -148,3 +148,34 @@ def _byte_order_default(
     element: byte_order, compiler: sa.sql.compiler.SQLCompiler, **kw: object
 ) -> str:
     return compiler.process(list(element.clauses)[0], **kw)
+
+
+class probe_in(FunctionElement[Any]):
+    """``column IN (subquery)`` evaluated as one index probe per key of the subquery.
+
+    Postgres plans a semi-join with a 1% share of a large table as a scan of the whole table
+    (a hash join), probing the index only once the share is far smaller; ``column =
+    ANY(ARRAY(subquery))`` is always an index scan with one probe per key (the planner assumes
+    a short array, and the scan visits the keys in index order). Only for a column with an
+    index: without one, every row would be compared with every key. SQLite already probes the
+    index for ``IN (subquery)``."""
+
+    type = sa.types.NullType()  # not Boolean: SQLite would compare the predicate with 1
+    inherit_cache = True
+
+    def __init__(self, column: Any, keys: sa.Select[Any]) -> None:
+        super().__init__(column, keys.scalar_subquery())
+
+
+@compiles(probe_in, "postgresql")
+def _probe_in_pg(element: probe_in, compiler: sa.sql.compiler.SQLCompiler, **kw: object) -> str:
+    column, keys = (compiler.process(c, **kw) for c in element.clauses)
+    return f"{column} = ANY(ARRAY{keys})"
+
+
+@compiles(probe_in)
+def _probe_in_default(
+    element: probe_in, compiler: sa.sql.compiler.SQLCompiler, **kw: object
+) -> str:
+    column, keys = (compiler.process(c, **kw) for c in element.clauses)
+    return f"{column} IN {keys}"

@@ -402,3 +402,13 @@ sa.Index(
     sqlite_where=sa.text("is_current = 1"),
 )
 sa.Index("uq_dim_patient_version", dim_patient.c.patient_id, dim_patient.c.valid_from, unique=True)
+# The versions one file opened, and the versions a merge closed (they end where the file's start):
+# what the checks of a load read instead of the whole table (quality/kinds/identity.py,
+# reconciliation.py).
+sa.Index("ix_dim_patient_file_id", dim_patient.c._file_id)
+sa.Index(
+    "ix_dim_patient_valid_to",
+    dim_patient.c.valid_to,
+    postgresql_where=sa.text("valid_to IS NOT NULL"),
+    sqlite_where=sa.text("valid_to IS NOT NULL"),
+)

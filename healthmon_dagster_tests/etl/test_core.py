@@ -3,6 +3,7 @@
 from datetime import date
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
@@ -126,3 +127,42 @@ def test_unchanged_resend_in_a_new_file_creates_no_version(engine: Engine, tmp_p
     again = _ingest(engine, source, "b.csv", f"{header}\n{lines[1]}\n{lines[0]}\n".encode())
     assert (again.inserted_new, again.versions_changed, again.unchanged) == (0, 0, 2)
     assert all(len(chain) == 1 for chain in _versions(engine).values())
+
+
+def _maintenance(engine: Engine) -> tuple[int, int, int]:
+    """(vacuums, analyzes, all-visible pages) of core.dim_patient, as Postgres reports them."""
+    with engine.connect() as conn:
+        return tuple(
+            conn.execute(
+                sa.text(
+                    "SELECT s.vacuum_count, s.analyze_count, c.relallvisible "
+                    "FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid "
+                    "WHERE s.schemaname = 'core' AND s.relname = 'dim_patient'"
+                )
+            ).one()
+        )
+
+
+@pytest.mark.parametrize(
+    "db_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
+def test_postgres_vacuums_after_each_merge_and_analyzes_after_large_changes(
+    engine: Engine, tmp_path: Path
+) -> None:
+    source = LocalLandingSource(tmp_path)
+    first, second = generate_sample(ROWS, files=2)
+    (later,) = generate_sample(ROWS, files=1, seed=99, prefix="later")
+    header, row, *_ = later.data.decode().splitlines()
+    vacuums, analyzes, _ = _maintenance(engine)
+
+    _ingest(engine, source, first.key, first.data)  # into an empty table
+    after_first = _maintenance(engine)
+    _ingest(engine, source, second.key, second.data)  # 36 new, 2 changed: a large change
+    after_second = _maintenance(engine)
+    _ingest(engine, source, "one_more.csv", f"{header}\n{row}\n".encode())  # 1 of 78 rows
+    after_third = _maintenance(engine)
+
+    assert after_first[:2] == (vacuums + 1, analyzes + 1)
+    assert after_first[2] > 0  # the pages the merge wrote are all-visible
+    assert after_second[:2] == (vacuums + 2, analyzes + 2)
+    assert after_third[:2] == (vacuums + 3, analyzes + 2)  # vacuumed, not re-analyzed

@@ -1,7 +1,10 @@
-"""Helpers shared by the quality tests (and the Dagster check tests): load generated files through
-the pipeline, seed volume history, evaluate the project's checks."""
+"""Helpers shared by the quality tests (and the Dagster check tests): load generated files (or
+given rows) through the pipeline, seed volume history, break an SCD2 history, evaluate the
+project's checks."""
 
-from datetime import date
+import csv
+import io
+from datetime import date, timedelta
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -13,9 +16,15 @@ from healthmon_dagster.enums import QualityStatus
 from healthmon_dagster.etl import core, raw, staging
 from healthmon_dagster.etl.catalog import RAW_PATIENTS
 from healthmon_dagster.etl.landing import LocalLandingSource
-from healthmon_dagster.etl.sample import generate_sample, write_to, write_volume_history
+from healthmon_dagster.etl.sample import (
+    COLUMNS,
+    generate_sample,
+    write_to,
+    write_volume_history,
+)
 from healthmon_dagster.quality import INCREMENTAL, CheckResult, evaluate
 from healthmon_dagster.store.metrics import MetricPoint, write_metrics
+from healthmon_dagster.store.tables import dim_patient
 
 PROJECT_CONFIG = Path(__file__).resolve().parents[2] / "healthmon.yaml"
 ROWS = 200
@@ -145,3 +154,40 @@ def evaluate_all(
 
 def statuses(results: dict[str, CheckResult]) -> dict[str, str]:
     return {name: r.status for name, r in results.items() if r.status != QualityStatus.PASSED}
+
+
+def land_rows(engine: Engine, tmp_path: Path, key: str, rows: list[list[str]]) -> None:
+    """Land one file of ``rows`` (fields in COLUMNS order), then load, stage and merge it as the
+    pipeline does."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    writer.writerows(rows)
+    landing = LocalLandingSource(tmp_path / "landing")
+    landing.put(key, out.getvalue().encode())
+    raw.load_file(engine, landing, key)
+    staging.stage_pending(engine, today=TODAY)
+    core.merge_pending(engine)
+
+
+def sample_rows(data: bytes) -> list[list[str]]:
+    """The records of a generated file, without its header."""
+    return list(csv.reader(io.StringIO(data.decode())))[1:]
+
+
+def add_overlapping_version(engine: Engine, patient_id: str) -> None:
+    """An older closed version of the patient whose window runs past the start of the current one."""
+    d = dim_patient
+    with engine.begin() as conn:
+        current = (
+            conn.execute(sa.select(d).where(d.c.is_current, d.c.patient_id == patient_id))
+            .mappings()
+            .one()
+        )
+        older = {k: v for k, v in current.items() if k != "patient_sk"}
+        older.update(
+            valid_from=current["valid_from"] - timedelta(days=10),
+            valid_to=current["valid_from"] + timedelta(days=1),
+            is_current=False,
+        )
+        conn.execute(d.insert().values(**older))

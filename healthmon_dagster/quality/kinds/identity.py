@@ -8,13 +8,14 @@ changes per column; no key or value leaves the database.
 
 Cost:
 
-- incremental (runs that load a file): only versions opened by the latest batch. On the bundled
-  ``core/dim_patient`` the batch's patient ids come from ``stg.patients`` through its primary key
-  (``_file_id``, ``_row_number``), and each new version and the version it replaced are found
-  through ``uq_dim_patient_version`` (``patient_id``, ``valid_from``) by its leading column: index
-  probes per batch row, however large the table (``core.dim_patient`` has no index on
-  ``_file_id``, so filtering on it alone would read the whole table). On another table the batch is
-  ``batch_column = <latest value>``; an index on that column keeps it O(batch).
+- incremental (runs that load a file): only the versions opened by the latest batch
+  (``batch_column = <latest value>``) and the versions that end where one of them starts: a first
+  statement reads the batch's earliest and latest ``valid_from``, the second joins the batch's
+  versions with the versions whose ``valid_to`` lies in that window. On the bundled
+  ``core/dim_patient`` both sides are index ranges (``ix_dim_patient_file_id``,
+  ``ix_dim_patient_valid_to``): the versions the file opened and the ones its merge closed, however
+  large the table. On another table, indexes on the batch column and on the valid_to column do the
+  same; without them the table is read.
 - full (the daily sweep): every transition of the table, one join of the table with its closed
   versions (a hash join on Postgres).
 """
@@ -26,14 +27,11 @@ import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
 from healthmon_dagster.config.models import IdentityStabilityCheck
-from healthmon_dagster.etl import catalog
 from healthmon_dagster.quality.context import INCREMENTAL, EvalContext
 from healthmon_dagster.quality.grading import count_result
 from healthmon_dagster.quality.plan import Plan, planner
 from healthmon_dagster.quality.result import CheckResult
 from healthmon_dagster.quality.sql import count_if
-
-_STG = catalog.STG_PATIENTS.table
 
 
 @planner(IdentityStabilityCheck)
@@ -50,27 +48,34 @@ def plan_identity_stability(ctx: EvalContext, spec: IdentityStabilityCheck) -> P
         changed = {c: new.c[c] != old.c[c] for c in identity}  # NULL on either side: not a change
         any_changed = sa.or_(*changed.values())
         where: list[ColumnElement[bool]] = []
-        if batch is not None and batch_col is not None:
-            where.append(new.c[batch_col] == batch.value)
-            if catalog.asset(ctx.asset) is catalog.CORE_DIM_PATIENT and batch_col == "_file_id":
-                # The batch's ids through stg's primary key: index probes instead of a table scan.
-                batch_ids = sa.select(_STG.c.id).where(_STG.c._file_id == batch.value)
-                where.append(new.c[key].in_(batch_ids))
-        query = (
-            sa.select(
-                sa.func.count().label("transitions"),
-                count_if(any_changed).label("changed"),
-                sa.func.count(sa.distinct(sa.case((any_changed, new.c[key])))).label("keys"),
-                *(count_if(cond).label(f"col{i}") for i, cond in enumerate(changed.values())),
-            )
-            .select_from(
-                new.join(
-                    old, sa.and_(old.c[key] == new.c[key], old.c[valid_to] == new.c[valid_from])
-                )
-            )
-            .where(*where)
-        )
         with ctx.engine.connect() as conn:
+            if batch is not None and batch_col is not None:
+                in_batch = ctx.table.c[batch_col] == batch.value
+                starts = ctx.table.c[valid_from]
+                first, last = conn.execute(
+                    sa.select(sa.func.min(starts), sa.func.max(starts)).where(in_batch)
+                ).one()
+                # A replaced version ends where a version of the batch starts: within the
+                # batch's window, found by the valid_to index instead of probing every key.
+                where += [
+                    new.c[batch_col] == batch.value,
+                    old.c[valid_to].between(first, last),
+                ]
+            query = (
+                sa.select(
+                    sa.func.count().label("transitions"),
+                    count_if(any_changed).label("changed"),
+                    sa.func.count(sa.distinct(sa.case((any_changed, new.c[key])))).label("keys"),
+                    *(count_if(cond).label(f"col{i}") for i, cond in enumerate(changed.values())),
+                )
+                .select_from(
+                    new.join(
+                        old,
+                        sa.and_(old.c[key] == new.c[key], old.c[valid_to] == new.c[valid_from]),
+                    )
+                )
+                .where(*where)
+            )
             row = conn.execute(query).one()._mapping
         transitions, failing, keys = (int(row[n] or 0) for n in ("transitions", "changed", "keys"))
         per_column = {f"changed__{c}": int(row[f"col{i}"] or 0) for i, c in enumerate(identity)}

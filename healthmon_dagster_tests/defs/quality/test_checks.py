@@ -47,8 +47,11 @@ from healthmon_dagster_tests.quality.fixtures import (
     IDS,
     PROJECT_CONFIG,
     REJECTION,
+    SCD2,
     SCHEMA,
     VOLUME,
+    add_overlapping_version,
+    sample_rows,
     seed_volume_history,
 )
 
@@ -320,6 +323,31 @@ def test_legitimate_changes_of_a_later_file_pass_the_identity_check(
     identity = found[IDENTITY]
     meta = {k: v.value for k, v in identity.metadata.items()}
     assert meta["version_changes"] == 10 and meta["failing_rows"] == 0  # judged, not vacuous
+
+
+def test_a_broken_history_of_a_patient_the_file_resends_fails_the_blocking_scd2_check(
+    healthmon_env: Path, db_url: str, instance: dg.DagsterInstance
+) -> None:
+    first, second = generate_sample(200, files=2)
+    resent = sorted(
+        {r[0] for r in sample_rows(first.data)} & {r[0] for r in sample_rows(second.data)}
+    )
+    engine = get_engine(db_url)
+    run_each_file([first], healthmon_env, db_url, instance)
+    add_overlapping_version(engine, resent[0])  # a history only the merge may write
+    write_to(LocalLandingSource(healthmon_env / "landing"), [second])
+
+    result = run_job(code_location(), instance)
+
+    scd2 = evaluations(result)[SCD2]
+    assert scd2.passed is False and scd2.severity == dg.AssetCheckSeverity.ERROR
+    meta = {k: v.value for k, v in scd2.metadata.items()}
+    # Judged on the 200 patients of the file (not the whole table), the re-sent ones included.
+    assert meta["keys_checked"] == 200 and meta["overlapping_versions"] == 1
+    assert "of the 200 patients of the latest batch" in (scd2.description or "")
+    row = recorded(db_url, result.run_id)[SCD2]
+    assert (row.status, row.severity, row.failing_rows) == ("failed", "ERROR", 1)
+    assert resent[0] not in emitted_text(result, db_url)
 
 
 # --- Load-time validation: config that names what exists -------------------------------------------

@@ -1,8 +1,6 @@
 """identity_stability: an Id reused for another person fails; every legitimate SCD2 change passes;
 incremental judges the latest batch's versions, full every transition."""
 
-import csv
-import io
 from pathlib import Path
 
 from sqlalchemy.engine import Engine
@@ -13,7 +11,14 @@ from healthmon_dagster.etl import core, raw, staging
 from healthmon_dagster.etl.landing import LocalLandingSource
 from healthmon_dagster.etl.sample import COLUMNS, defect_count, generate_sample, write_to
 from healthmon_dagster.quality import FULL, INCREMENTAL, CheckResult, evaluate
-from healthmon_dagster_tests.quality.fixtures import IDENTITY, TODAY, load, project_config
+from healthmon_dagster_tests.quality.fixtures import (
+    IDENTITY,
+    TODAY,
+    land_rows,
+    load,
+    project_config,
+    sample_rows,
+)
 
 COL = {name: i for i, name in enumerate(COLUMNS)}
 
@@ -30,23 +35,6 @@ def identity_check() -> IdentityStabilityCheck:
 def judge(engine: Engine, mode: str = INCREMENTAL, spec: object = None) -> CheckResult:
     (result,) = evaluate(engine, "core/dim_patient", [spec or identity_check()], mode=mode)
     return result
-
-
-def land(engine: Engine, tmp_path: Path, key: str, rows: list[list[str]]) -> None:
-    """Load, stage and merge one file of ``rows`` as the pipeline does."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(COLUMNS)
-    writer.writerows(rows)
-    landing = LocalLandingSource(tmp_path / "landing")
-    landing.put(key, out.getvalue().encode())
-    raw.load_file(engine, landing, key)
-    staging.stage_pending(engine, today=TODAY)
-    core.merge_pending(engine)
-
-
-def parse(data: bytes) -> list[list[str]]:
-    return list(csv.reader(io.StringIO(data.decode())))[1:]
 
 
 def test_the_project_configures_it_on_core_by_its_predicate_name() -> None:
@@ -75,8 +63,8 @@ def test_ids_reused_for_other_people_fail_with_counts_only(engine: Engine, tmp_p
 
 def test_every_legitimate_change_passes(engine: Engine, tmp_path: Path) -> None:
     (first,) = generate_sample(50, files=1, seed=3)
-    rows = parse(first.data)
-    land(engine, tmp_path, "patients_0001.csv", rows)
+    rows = sample_rows(first.data)
+    land_rows(engine, tmp_path, "patients_0001.csv", rows)
     changed = []
     for i, row in enumerate(rows[:40]):
         new = list(row)
@@ -92,7 +80,7 @@ def test_every_legitimate_change_passes(engine: Engine, tmp_path: Path) -> None:
         else:
             new[COL["DEATHDATE"]] = "2024-12-31"  # a death date newly set (or moved)
         changed.append(new)
-    land(engine, tmp_path, "patients_0002.csv", changed)
+    land_rows(engine, tmp_path, "patients_0002.csv", changed)
 
     result = judge(engine)
     swept = judge(engine, FULL)
@@ -104,10 +92,10 @@ def test_every_legitimate_change_passes(engine: Engine, tmp_path: Path) -> None:
 
 def test_a_value_newly_supplied_is_not_a_change_of_identity(engine: Engine, tmp_path: Path) -> None:
     (first,) = generate_sample(20, files=1, seed=4)
-    rows = parse(first.data)
+    rows = sample_rows(first.data)
     without_ssn = [[*r[: COL["SSN"]], "", *r[COL["SSN"] + 1 :]] for r in rows]
-    land(engine, tmp_path, "patients_0001.csv", without_ssn)
-    land(engine, tmp_path, "patients_0002.csv", rows)  # the SSNs arrive later
+    land_rows(engine, tmp_path, "patients_0001.csv", without_ssn)
+    land_rows(engine, tmp_path, "patients_0002.csv", rows)  # the SSNs arrive later
 
     result = judge(engine)
 
