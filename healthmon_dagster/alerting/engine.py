@@ -65,6 +65,7 @@ class EvaluationReport:
     unsuppressed: list[int] = field(default_factory=list)
     notifications: int = 0
     cursor: int | None = None
+    titles: dict[int, str] = field(default_factory=dict)  # alert id -> title, of those above
 
     def summary(self) -> str:
         parts = [
@@ -254,6 +255,7 @@ def _open(
         ).scalar_one()
     )
     report.opened.append(alert_id)
+    report.titles[alert_id] = signal.title
     record_event(
         conn,
         alert_id,
@@ -316,6 +318,7 @@ def _keep_active(
                 note=f"condition held for {rule.pending_minutes} min",
             )
             report.fired.append(current.alert_id)
+            report.titles[current.alert_id] = signal.title
         return
     conn.execute(alerts.update().where(a.alert_id == current.alert_id, OPEN).values(**refresh))
 
@@ -342,6 +345,7 @@ def _maybe_resolve(
     )
     if resolve_in(conn, current.alert_id, current.state, now, actor, note=note):
         report.resolved.append(current.alert_id)
+        report.titles[current.alert_id] = current.title
 
 
 def resolve_in(
