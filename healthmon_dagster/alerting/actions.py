@@ -14,7 +14,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from healthmon_dagster.alerting.engine import OPEN, queue, record_event, resolve_in
+from healthmon_dagster.alerting.engine import (
+    OPEN,
+    enabled_channels,
+    queue,
+    record_event,
+    resolve_in,
+)
 from healthmon_dagster.alerting.labels import Matcher
 from healthmon_dagster.alerting.signals import effective_rules
 from healthmon_dagster.config.models import EscalationPolicy, HealthConfiguration
@@ -277,7 +283,7 @@ def maintain(
         policy = _policy(config, rule.escalation_policy if rule else None)
         if policy is None or not policy.escalation_levels:
             continue
-        report.notifications += _escalate(engine, alert, policy, now, actor, report)
+        report.notifications += _escalate(engine, config, alert, policy, now, actor, report)
     for alert in stale:
         rule = rules.get(alert.rule_id)
         if rule is None:
@@ -295,7 +301,7 @@ def maintain(
                 conn,
                 event_id,
                 alert.alert_id,
-                rule.channels,
+                enabled_channels(config, rule.channels),
                 NotificationKind.REPEATED,
                 alert.group_key,
                 now,
@@ -306,6 +312,7 @@ def maintain(
 
 def _escalate(
     engine: Engine,
+    config: HealthConfiguration,
     alert: Any,
     policy: EscalationPolicy,
     now: datetime,
@@ -374,11 +381,12 @@ def _escalate(
             },
         )
         report.escalated.append(alert.alert_id)
+        channels = enabled_channels(config, level.channels)
         return queue(
             conn,
             event_id,
             alert.alert_id,
-            level.channels,
+            channels,
             NotificationKind.ESCALATED,
             alert.group_key,
             now,

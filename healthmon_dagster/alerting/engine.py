@@ -79,6 +79,11 @@ class EvaluationReport:
         return ", ".join(parts)
 
 
+def enabled_channels(config: HealthConfiguration, names: Iterable[str]) -> list[str]:
+    """``names`` without the channels turned off (``enabled: false``): nothing is queued for them."""
+    return [n for n in names if n in config.channels and config.channels[n].enabled]
+
+
 def group_key(labels: Mapping[str, str], group_by: Sequence[str]) -> str:
     return ",".join(f"{name}={labels.get(name, '')}" for name in group_by)
 
@@ -440,7 +445,19 @@ def _notify_pass(
             sa.select(alerts).where(a.state == str(AlertState.FIRING)).order_by(a.alert_id)
         ).all()
         silenced = active_silences(conn, now)
-        recent = _recent_firings(conn, [r for r in firing], by_id, now)
+        recent = _recent_firings(conn, list(firing), by_id, now)
+        n = notifications.c
+        queued_counts = {
+            int(alert_id): int(count)
+            for alert_id, count in conn.execute(
+                sa.select(n.alert_id, sa.func.count())
+                .where(
+                    n.kind == str(NotificationKind.FIRING),
+                    n.alert_id.in_(sa.select(a.alert_id).where(a.state == str(AlertState.FIRING))),
+                )
+                .group_by(n.alert_id)
+            )
+        }
     if not firing:
         return
     muted_globally = active_intervals(
@@ -452,7 +469,9 @@ def _notify_pass(
         reason, root = _suppression(
             alert, rule, config, now, silenced, muted_globally, inhibitor, recent
         )
-        _settle(engine, alert, rule, reason, root, now, report)
+        channels = enabled_channels(config, rule.channels) if rule is not None else []
+        queued_before = queued_counts.get(alert.alert_id, 0)
+        _settle(engine, alert, rule, channels, queued_before, reason, root, now, report)
 
 
 def _recent_firings(
@@ -512,6 +531,8 @@ def _settle(
     engine: Engine,
     alert: Any,
     rule: AlertRule | None,
+    channels: Sequence[str],
+    queued_before: int,
     reason: str | None,
     root: int | None,
     now: datetime,
@@ -526,7 +547,18 @@ def _settle(
     )
     want = str(AlertStatus.SUPPRESSED) if reason else unsuppressed
     changed = was != want or (reason or None) != alert.suppressed_by
-    needs_queue = reason is None and rule is not None
+    needs_queue = (
+        reason is None
+        and rule is not None
+        and (
+            queued_before < len(set(channels))
+            or (
+                alert.next_escalation_at is None
+                and alert.escalation_level == 0
+                and rule.escalation_policy is not None
+            )
+        )
+    )
     if not changed and not needs_queue:
         return
     with write_transaction(engine) as conn:
@@ -564,10 +596,12 @@ def _settle(
                 )
                 report.unsuppressed.append(alert.alert_id)
         if needs_queue and rule is not None:
-            report.notifications += _queue_firing(conn, alert, rule, now)
+            report.notifications += _queue_firing(conn, alert, rule, channels, now)
 
 
-def _queue_firing(conn: Connection, alert: Any, rule: AlertRule, now: datetime) -> int:
+def _queue_firing(
+    conn: Connection, alert: Any, rule: AlertRule, channels: Sequence[str], now: datetime
+) -> int:
     """The firing notifications of this episode, once: attached to its firing event."""
     e = alert_events.c
     event_id = conn.execute(
@@ -577,15 +611,10 @@ def _queue_firing(conn: Connection, alert: Any, rule: AlertRule, now: datetime) 
     ).scalar()
     if event_id is None:
         return 0
-    n = notifications.c
-    if conn.execute(sa.select(sa.func.count()).where(n.event_id == event_id)).scalar_one() >= len(
-        set(rule.channels)
-    ):
-        return 0
     queued = queue(
-        conn, event_id, alert.alert_id, rule.channels, NotificationKind.FIRING, alert.group_key, now
+        conn, event_id, alert.alert_id, channels, NotificationKind.FIRING, alert.group_key, now
     )
-    if queued and alert.next_escalation_at is None and rule.escalation_policy:
+    if alert.next_escalation_at is None and alert.escalation_level == 0 and rule.escalation_policy:
         conn.execute(
             alerts.update()
             .where(alerts.c.alert_id == alert.alert_id, alerts.c.escalation_level == 0)

@@ -435,3 +435,14 @@ def test_resolving_by_hand_cancels_what_was_not_sent(engine: Engine) -> None:
         "ana",
     )
     assert {n.status for n in rows(engine, notifications)} == {"cancelled"}
+
+
+def test_nothing_is_queued_for_a_disabled_channel(engine: Engine) -> None:
+    cfg = load_config_text(
+        (RULES % {"for": 0, "keep": 0}).replace(
+            "    type: webhook\n", "    type: webhook\n    enabled: false\n"
+        )
+    )
+    rate(engine, 0.5, T0)
+    evaluate(engine, cfg, T0)
+    assert [n.channel for n in rows(engine, notifications)] == ["log"]
