@@ -176,8 +176,10 @@ def evaluate(
         report.cursor = max(r.result_id for r in rows)
     report.signals = len(signals)
     group_by = config.alerting.grouping.group_by
+    with engine.connect() as conn:
+        open_alerts = {row.fingerprint: row for row in conn.execute(sa.select(alerts).where(OPEN))}
     for signal in _one_per_fingerprint(signals):
-        _apply(engine, signal, now, actor, group_by, report)
+        _apply(engine, signal, open_alerts.get(signal.fingerprint), now, actor, group_by, report)
     _notify_pass(engine, config, rules, now, lineage or Lineage.bundled(), report)
     return report
 
@@ -192,21 +194,18 @@ def _one_per_fingerprint(signals: Iterable[Signal]) -> list[Signal]:
     return list(chosen.values())
 
 
-def _open_alert(conn: Connection, fp: str) -> Any:
-    return conn.execute(sa.select(alerts).where(alerts.c.fingerprint == fp, OPEN)).first()
-
-
 def _apply(
     engine: Engine,
     signal: Signal,
+    current: Any,
     now: datetime,
     actor: str,
     group_by: Sequence[str],
     report: EvaluationReport,
 ) -> None:
+    """Reconcile one identity with its open alert (``current``, read at the start of the
+    evaluation; every write below is conditional on the state it read)."""
     fp = signal.fingerprint
-    with engine.connect() as conn:
-        current = _open_alert(conn, fp)
     if current is None and not signal.active:
         return  # inactive and nothing open: nothing to do, nothing written
     rule = signal.rule

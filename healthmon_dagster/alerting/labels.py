@@ -3,7 +3,6 @@ Alertmanager's syntax: ``name=value``, ``name!=value``, ``name=~regex``, ``name!
 matches the whole value). A label that is absent has the value ``""``."""
 
 import hashlib
-import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -17,8 +16,9 @@ class MatcherError(ValueError):
 
 
 def fingerprint(labels: Mapping[str, str]) -> str:
-    """Stable identity of an alert: sha256 of its labels in key order (64 hex characters)."""
-    text = json.dumps(sorted(labels.items()), separators=(",", ":"), ensure_ascii=False)
+    """Stable identity of an alert: sha256 of its labels in key order, each name and value
+    length-prefixed so no two label sets encode alike (64 hex characters)."""
+    text = "".join(f"{len(k)}:{k}{len(v)}:{v}" for k, v in sorted(labels.items()))
     return hashlib.sha256(text.encode()).hexdigest()
 
 

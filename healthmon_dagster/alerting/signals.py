@@ -11,6 +11,7 @@ and details carry check names, asset keys, counts, rates and row numbers (what t
 themselves record, which never holds a field value).
 """
 
+import functools
 import operator as op
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -53,7 +54,7 @@ class Signal:
     details: Mapping[str, Any] = field(default_factory=dict)
     value: float | None = None
 
-    @property
+    @functools.cached_property
     def fingerprint(self) -> str:
         return fingerprint(self.labels)
 
@@ -181,42 +182,63 @@ _SYMBOL = {
 
 
 def metric_signals(conn: Connection, rules: Sequence[AlertRule], now: datetime) -> list[Signal]:
-    """One signal per metric rule. Numeric rules: one grouped query per window size computes
-    avg/max/min/count/sum of every (component, metric) the rules of that window name. A rule
-    whose metric has no sample in its window is inactive (count is 0)."""
-    numeric: dict[int, list[AlertRule]] = {}
+    """One signal per metric rule. Numeric rules: one grouped query over the samples of the
+    longest window (through ``ix_metrics_ts``) computes avg/max/min/count/sum of every
+    (component, metric) the rules name, for every window size at once (aggregates filtered by
+    time). A rule whose metric has no sample in its window is inactive (count is 0)."""
+    numeric: list[AlertRule] = []
     textual: list[AlertRule] = []
     for rule in rules:
         assert rule.condition is not None
-        if rule.condition.operator in _COMPARE:
-            numeric.setdefault(rule.condition.window_minutes, []).append(rule)
-        else:
-            textual.append(rule)
-    m = metrics.c
+        (numeric if rule.condition.operator in _COMPARE else textual).append(rule)
     out: list[Signal] = []
-    for window, group in sorted(numeric.items()):
-        names = sorted({r.condition.metric_name for r in group if r.condition is not None})
-        query = (
-            sa.select(
-                m.component,
-                m.metric_name,
-                sa.func.avg(m.value),
-                sa.func.max(m.value),
-                sa.func.min(m.value),
-                sa.func.count(),
-                sa.func.sum(m.value),
-            )
-            .where(m.ts > now - timedelta(minutes=window), m.ts <= now, m.metric_name.in_(names))
-            .group_by(m.component, m.metric_name)
-        )
-        aggregates = {
-            (row[0], row[1]): dict(zip(("avg", "max", "min", "count", "sum"), row[2:], strict=True))
-            for row in conn.execute(query)
-        }
-        for rule in group:
-            out.append(_metric_signal(rule, aggregates.get((str(rule.component), _name(rule)))))
+    if numeric:
+        aggregates = _window_aggregates(conn, numeric, now)
+        for rule in numeric:
+            assert rule.condition is not None
+            key = (str(rule.component), rule.condition.metric_name, rule.condition.window_minutes)
+            out.append(_metric_signal(rule, aggregates.get(key)))
     for rule in textual:
         out.append(_text_signal(conn, rule, now))
+    return out
+
+
+_AGGREGATES = ("avg", "max", "min", "count", "sum")
+
+
+def _window_aggregates(
+    conn: Connection, rules: Sequence[AlertRule], now: datetime
+) -> dict[tuple[str, str, int], dict[str, Any]]:
+    """(component, metric, window minutes) -> its aggregates, in one query."""
+    m = metrics.c
+    windows = sorted({r.condition.window_minutes for r in rules if r.condition is not None})
+    names = sorted({r.condition.metric_name for r in rules if r.condition is not None})
+    columns = []
+    for w in windows:
+        inside = m.ts > now - timedelta(minutes=w)
+        value = sa.case((inside, m.value))
+        columns += [
+            sa.func.avg(value),
+            sa.func.max(value),
+            sa.func.min(value),
+            sa.func.count(value),
+            sa.func.sum(value),
+        ]
+    query = (
+        sa.select(m.component, m.metric_name, *columns)
+        .where(
+            m.ts > now - timedelta(minutes=windows[-1]),
+            m.ts <= now,
+            m.metric_name.in_(names),
+        )
+        .group_by(m.component, m.metric_name)
+    )
+    out: dict[tuple[str, str, int], dict[str, Any]] = {}
+    for row in conn.execute(query):
+        for i, w in enumerate(windows):
+            values = row[2 + i * 5 : 7 + i * 5]
+            if values[3]:  # samples in this window
+                out[(row[0], row[1], w)] = dict(zip(_AGGREGATES, values, strict=True))
     return out
 
 

@@ -11,7 +11,7 @@ from sqlalchemy.engine import Engine
 from healthmon_dagster.alerting.engine import evaluate
 from healthmon_dagster.cli.main import cli
 from healthmon_dagster.config.loader import load_config_text
-from healthmon_dagster.store.metrics import MetricPoint, utcnow, write_metrics
+from healthmon_dagster.store.metrics import MetricPoint, write_metrics
 
 CONFIG = """
 alerting:
