@@ -546,9 +546,11 @@ def _settle(
     )
     want = str(AlertStatus.SUPPRESSED) if reason else unsuppressed
     changed = was != want or (reason or None) != alert.suppressed_by
+    # An acknowledged alert is known to someone: it is not announced again when a silence ends.
     needs_queue = (
         reason is None
         and rule is not None
+        and alert.acknowledged_at is None
         and (
             queued_before < len(set(channels))
             or (
