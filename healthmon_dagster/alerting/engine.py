@@ -178,7 +178,10 @@ def evaluate(
     group_by = config.alerting.grouping.group_by
     with engine.connect() as conn:
         open_alerts = {row.fingerprint: row for row in conn.execute(sa.select(alerts).where(OPEN))}
-    for signal in _one_per_fingerprint(signals):
+    # An inactive signal of a rule without an open alert changes nothing: skip it unhashed.
+    open_rules = {row.rule_id for row in open_alerts.values()}
+    relevant = [s for s in signals if s.active or s.rule.rule_id in open_rules]
+    for signal in _one_per_fingerprint(relevant):
         _apply(engine, signal, open_alerts.get(signal.fingerprint), now, actor, group_by, report)
     _notify_pass(engine, config, rules, now, lineage or Lineage.bundled(), report)
     return report

@@ -204,12 +204,14 @@ def metric_signals(conn: Connection, rules: Sequence[AlertRule], now: datetime) 
 
 
 _AGGREGATES = ("avg", "max", "min", "count", "sum")
+_POSITION = {name: i for i, name in enumerate(_AGGREGATES)}
 
 
 def _window_aggregates(
     conn: Connection, rules: Sequence[AlertRule], now: datetime
-) -> dict[tuple[str, str, int], dict[str, Any]]:
-    """(component, metric, window minutes) -> its aggregates, in one query."""
+) -> dict[tuple[str, str, int], Sequence[Any]]:
+    """(component, metric, window minutes) -> its aggregates (``_AGGREGATES`` order), in one
+    query."""
     m = metrics.c
     windows = sorted({r.condition.window_minutes for r in rules if r.condition is not None})
     names = sorted({r.condition.metric_name for r in rules if r.condition is not None})
@@ -233,12 +235,12 @@ def _window_aggregates(
         )
         .group_by(m.component, m.metric_name)
     )
-    out: dict[tuple[str, str, int], dict[str, Any]] = {}
+    out: dict[tuple[str, str, int], Sequence[Any]] = {}
     for row in conn.execute(query):
         for i, w in enumerate(windows):
-            values = row[2 + i * 5 : 7 + i * 5]
+            values = row[2 + i * 5 : 7 + i * 5]  # in _AGGREGATES order
             if values[3]:  # samples in this window
-                out[(row[0], row[1], w)] = dict(zip(_AGGREGATES, values, strict=True))
+                out[(row[0], row[1], w)] = values
     return out
 
 
@@ -247,18 +249,19 @@ def _name(rule: AlertRule) -> str:
     return rule.condition.metric_name
 
 
-def _metric_signal(rule: AlertRule, agg: Mapping[str, Any] | None) -> Signal:
+def _metric_signal(rule: AlertRule, agg: Sequence[Any] | None) -> Signal:
     cond = rule.condition
     assert cond is not None
-    samples = int(agg["count"]) if agg else 0
-    raw = agg.get(str(cond.aggregation)) if agg else None
+    samples = int(agg[_POSITION["count"]]) if agg else 0
+    raw = agg[_POSITION[str(cond.aggregation)]] if agg else None
     value = (
         float(samples)
         if str(cond.aggregation) == "count"
         else (float(raw) if raw is not None else None)
     )
     active = value is not None and _COMPARE[cond.operator](value, cond.threshold)
-    shown = "no samples" if value is None else f"{value:.6g}"
+    # Described when it fires (most of many rules do not: their text would go unread).
+    described = active and not isinstance(cond.threshold, str)
     return Signal(
         rule=rule,
         labels=alert_labels(rule, component=str(rule.component), metric=cond.metric_name),
@@ -266,10 +269,10 @@ def _metric_signal(rule: AlertRule, agg: Mapping[str, Any] | None) -> Signal:
         title=rule.name,
         description=(
             f"{cond.aggregation}({cond.metric_name}) of {rule.component} over the last "
-            f"{cond.window_minutes} min is {shown} ({samples} samples); the rule fires when it "
-            f"is {_SYMBOL[cond.operator]} {cond.threshold:g}"
+            f"{cond.window_minutes} min is {value:.6g} ({samples} samples); the rule fires when "
+            f"it is {_SYMBOL[cond.operator]} {cond.threshold:g}"
         )
-        if not isinstance(cond.threshold, str)
+        if described
         else "",
         details={
             "samples": samples,
