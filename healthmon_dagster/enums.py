@@ -126,6 +126,17 @@ class AlertStatus(StrEnum):
     SUPPRESSED = "suppressed"
 
 
+class EventKind(StrEnum):
+    """What an event rule watches (``alert_rules[].event.kind``)."""
+
+    CHECK_FAILED = "check_failed"  # an asset check did not pass (WARN / ERROR) or could not run
+    CONTRACT_BREAK = "contract_break"  # a landing file rejected whole by the loader
+    FRESHNESS = "freshness"  # an asset's freshness check warned or failed
+    RUN_FAILURE = "run_failure"  # a Dagster run failed, including runs that never reached a step
+    HEALTH_CHECK = "health_check"  # a health check reported warning or critical
+    DEPENDENCY_UNREACHABLE = "dependency_unreachable"  # a connectivity check is critical
+
+
 class AlertState(StrEnum):
     """Where an alert episode is in Prometheus's rule lifecycle (``etl.alerts.state``). An
     inactive condition has no open episode; ``pending`` holds until the rule's ``for`` has passed."""

@@ -17,9 +17,12 @@ from healthmon_dagster.enums import (
     Aggregation,
     AlertSeverity,
     ChannelType,
+    CheckSeverity,
     ConditionOperator,
+    EventKind,
     HealthCheckType,
     HealthComponent,
+    HealthStatus,
 )
 
 Loc = tuple[str | int, ...]
@@ -32,6 +35,8 @@ IMPL_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 SECRET_KEY_PATTERN = re.compile(
     r"(token|password|passwd|secret|api_key|routing_key|integration_key|webhook_url|auth)$"
 )
+# Labels the alert engine sets on every alert; a rule's own labels cannot override them.
+RESERVED_LABELS = frozenset({"rule_id", "severity", "component", "asset", "check", "source", "job"})
 STRING_OPERATORS = frozenset({ConditionOperator.CONTAINS, ConditionOperator.NOT_CONTAINS})
 EQUALITY_OPERATORS = frozenset({ConditionOperator.EQUALS, ConditionOperator.NOT_EQUALS})
 LOWER_IS_WORSE_OPERATORS = frozenset(
@@ -865,13 +870,17 @@ class NotificationChannel(_Model):
 
 
 class AlertCondition(_Model):
-    """When a rule fires: ``aggregation(metric_name)`` over ``duration_minutes`` vs threshold."""
+    """A metric rule's condition: ``aggregation(metric_name)`` of the rule's component over the last
+    ``window_minutes`` of ``etl.metrics``, compared with ``threshold``. It must hold for
+    ``duration_minutes`` (Prometheus's ``for``: the alert is pending until then) before it fires.
+    ``contains``/``not_contains`` compare the text of the metric's tags (``key=value`` pairs)."""
 
     metric_name: str
     operator: ConditionOperator = ConditionOperator.GREATER_THAN
     threshold: float | str
-    duration_minutes: int = Field(default=0, ge=0)
+    duration_minutes: int = Field(default=0, ge=0, le=10_080)
     aggregation: Aggregation = Aggregation.AVG
+    window_minutes: int = Field(default=5, ge=1, le=10_080)
 
     @model_validator(mode="after")
     def _threshold_type(self) -> "AlertCondition":
@@ -885,24 +894,74 @@ class AlertCondition(_Model):
         return self
 
 
+class EventCondition(_Model):
+    """An event rule's condition: the latest result of each matching check (or each failed run)
+    is a signal; the alert is active while the latest result is bad. A check that passes while it
+    learns (``insufficient_history``) is a pass: it never alerts."""
+
+    kind: EventKind
+    assets: list[str] = Field(default_factory=list)  # empty: every asset
+    checks: list[str] = Field(default_factory=list)  # empty: every check
+    # check_failed / contract_break / freshness: which severities fire
+    severities: list[CheckSeverity] = Field(
+        default_factory=lambda: [CheckSeverity.WARN, CheckSeverity.ERROR]
+    )
+    execution_errors: bool = True  # check_failed: also a check that could not be evaluated
+    # health_check: which statuses fire
+    statuses: list[HealthStatus] = Field(default_factory=lambda: [HealthStatus.CRITICAL])
+    jobs: list[str] = Field(default_factory=list)  # run_failure: empty = every job
+
+    @field_validator("statuses")
+    @classmethod
+    def _bad_statuses(cls, value: list[HealthStatus]) -> list[HealthStatus]:
+        if HealthStatus.HEALTHY in value:
+            _raise_if([((), "'healthy' is not a bad status; use warning, critical or unknown")])
+        return value
+
+
 class AlertRule(_Model):
+    """A metric rule (``condition``) or an event rule (``event``), with Prometheus's ``for``
+    (``condition.duration_minutes``, or ``for_minutes`` on event rules) and ``keep_firing_for``."""
+
     rule_id: str = Field(pattern=NAME_PATTERN.pattern)
     name: str = ""
     description: str = ""
     enabled: bool = True
-    component: HealthComponent
-    condition: AlertCondition
+    # Metric rules read this component's metrics; event rules take it from what they watch unless
+    # set (then only signals of this component fire).
+    component: HealthComponent | None = None
+    condition: AlertCondition | None = None
+    event: EventCondition | None = None
+    for_minutes: int = Field(default=0, ge=0, le=10_080)  # event rules (metric: duration_minutes)
+    keep_firing_for_minutes: int = Field(default=0, ge=0, le=10_080)
     severity: AlertSeverity = AlertSeverity.WARNING
     channels: list[str] = Field(default_factory=lambda: ["log"])
     escalation_policy: str | None = None
-    cooldown_period_minutes: int = Field(default=15, ge=0)
+    cooldown_period_minutes: int = Field(default=15, ge=0, le=10_080)
     labels: dict[str, str] = Field(default_factory=dict)
+    mute_time_intervals: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
-    def _default_name(self) -> "AlertRule":
+    def _one_condition(self) -> "AlertRule":
         if not self.name:
             self.name = self.rule_id
+        if (self.condition is None) == (self.event is None):
+            _raise_if([((), "a rule has exactly one of 'condition' (metric) or 'event'")])
+        if self.condition is not None and self.component is None:
+            _raise_if([(("component",), "a metric rule names the component of its metric")])
+        if self.condition is not None and self.for_minutes:
+            msg = "a metric rule's 'for' is condition.duration_minutes"
+            _raise_if([(("for_minutes",), msg)])
+        reserved = sorted(set(self.labels) & RESERVED_LABELS)
+        if reserved:
+            msg = f"labels {', '.join(reserved)} are set by the engine"
+            _raise_if([(("labels",), msg)])
         return self
+
+    @property
+    def pending_minutes(self) -> int:
+        """Prometheus's ``for``: how long the condition holds before the alert fires."""
+        return self.condition.duration_minutes if self.condition is not None else self.for_minutes
 
 
 class EscalationLevel(_Model):
@@ -973,9 +1032,82 @@ class DispatchConfiguration(_Model):
     request_timeout_seconds: float = Field(default=10, ge=0.5, le=120)
 
 
-class AlertingConfiguration(_Model):
-    """The alert engine's settings: grouping of notifications and the outbox dispatcher."""
+class InhibitRule(_Model):
+    """Alertmanager's inhibition: while an alert matching ``source_matchers`` fires, alerts
+    matching ``target_matchers`` with the same values of the ``equal`` labels are muted. With
+    ``lineage: true`` the target must also be downstream of the source's asset (or of every asset
+    when the source has none, e.g. an unreachable database) in Dagster's asset graph."""
 
+    name: str = Field(default="", max_length=100)
+    source_matchers: list[str] = Field(min_length=1)  # 'label=value', '!=', '=~', '!~'
+    target_matchers: list[str] = Field(min_length=1)
+    equal: list[str] = Field(default_factory=list)
+    lineage: bool = False
+
+    @field_validator("source_matchers", "target_matchers")
+    @classmethod
+    def _parsable(cls, value: list[str]) -> list[str]:
+        from healthmon_dagster.alerting.labels import MatcherError, parse_matcher
+
+        problems: list[tuple[Loc, str]] = []
+        for i, text in enumerate(value):
+            try:
+                parse_matcher(text)
+            except MatcherError as exc:
+                problems.append(((i,), str(exc)))
+        _raise_if(problems)
+        return value
+
+
+class TimeRange(_Model):
+    start_time: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$|^24:00$")  # "HH:MM"
+    end_time: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$|^24:00$")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "TimeRange":
+        if self.end_time <= self.start_time:
+            _raise_if([(("end_time",), f"{self.end_time} is not after {self.start_time}")])
+        return self
+
+
+class TimeInterval(_Model):
+    """Alertmanager's time interval: every listed field must match (an empty one matches all).
+    Weekdays ``monday``..``sunday`` or ranges ``monday:friday``; days of month ``1:7`` or ``-1``
+    (last day); months ``1:3`` or names; years ``2026:2027``; times in ``location`` (IANA)."""
+
+    times: list[TimeRange] = Field(default_factory=list)
+    weekdays: list[str] = Field(default_factory=list)
+    days_of_month: list[str] = Field(default_factory=list)
+    months: list[str] = Field(default_factory=list)
+    years: list[str] = Field(default_factory=list)
+    location: str = "UTC"
+
+    @model_validator(mode="after")
+    def _parsable(self) -> "TimeInterval":
+        from healthmon_dagster.alerting.timeintervals import TimeIntervalError, compile_interval
+
+        try:
+            compile_interval(self)
+        except TimeIntervalError as exc:
+            _raise_if([(exc.loc, str(exc))])
+        return self
+
+
+class AlertingConfiguration(_Model):
+    """The alert engine's settings: built-in rules, inhibition, mute intervals, grouping of
+    notifications and the outbox dispatcher."""
+
+    # Built-in event rules (check failed, contract break, freshness, run failure, health check
+    # critical, dependency unreachable) alert to the log channel unless turned off.
+    builtin_rules: bool = True
+    builtin_channels: list[str] = Field(default_factory=lambda: ["log"])
+    # An unreachable dependency mutes the check and freshness alerts of everything downstream,
+    # and a failed upstream asset its downstream assets' alerts (lineage inhibition).
+    builtin_inhibit_rules: bool = True
+    inhibit_rules: list[InhibitRule] = Field(default_factory=list)
+    time_intervals: dict[str, list[TimeInterval]] = Field(default_factory=dict)
+    # Named time intervals during which no notification goes out (maintenance, backfills).
+    mute_time_intervals: list[str] = Field(default_factory=list)
     grouping: GroupingConfiguration = Field(default_factory=GroupingConfiguration)
     dispatch: DispatchConfiguration = Field(default_factory=DispatchConfiguration)
 
@@ -1087,6 +1219,21 @@ class HealthConfiguration(_Model):
                     if name not in self.channels:
                         loc = ("escalation_policies", i, "escalation_levels", k, "channels", j)
                         problems.append((loc, _unknown("channel", name, channels)))
+
+        for j, name in enumerate(self.alerting.builtin_channels):
+            if name not in self.channels:
+                loc = ("alerting", "builtin_channels", j)
+                problems.append((loc, _unknown("channel", name, channels)))
+        intervals = sorted(self.alerting.time_intervals)
+        for j, name in enumerate(self.alerting.mute_time_intervals):
+            if name not in self.alerting.time_intervals:
+                loc = ("alerting", "mute_time_intervals", j)
+                problems.append((loc, _unknown("time interval", name, intervals)))
+        for i, rule in enumerate(self.alert_rules):
+            for j, name in enumerate(rule.mute_time_intervals):
+                if name not in self.alerting.time_intervals:
+                    loc = ("alert_rules", i, "mute_time_intervals", j)
+                    problems.append((loc, _unknown("time interval", name, intervals)))
 
         check_ids = [c.check_id for c in self.health_checks]
         for i, check in enumerate(self.health_checks):

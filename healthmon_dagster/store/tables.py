@@ -136,6 +136,8 @@ metrics = sa.Table(
     schema="etl",
 )
 sa.Index("ix_metrics_component_name_ts", metrics.c.component, metrics.c.metric_name, metrics.c.ts)
+# Metric alert rules read the samples of their longest window, whatever the component.
+sa.Index("ix_metrics_ts", metrics.c.ts)
 
 check_results = sa.Table(
     "check_results",

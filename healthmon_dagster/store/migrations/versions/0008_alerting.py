@@ -24,6 +24,8 @@ Timestamp = sa.DateTime(timezone=True)
 
 
 def upgrade() -> None:
+    # Metric alert rules read the samples of their longest window, whatever the component.
+    op.create_index("ix_metrics_ts", "metrics", ["ts"], schema="etl")
     op.create_table(
         "alerts",
         sa.Column("alert_id", BigId, primary_key=True, autoincrement=True),
@@ -144,6 +146,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("ix_metrics_ts", table_name="metrics", schema="etl")
     op.drop_table("notifications", schema="etl")
     op.drop_table("silences", schema="etl")
     op.drop_table("alert_events", schema="etl")
