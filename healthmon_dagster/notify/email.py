@@ -13,7 +13,6 @@ Configuration: ``host`` or ``host_env`` (default ``HEALTHMON_SMTP_HOST``), ``por
 """
 
 import smtplib
-import socket
 import ssl
 from collections.abc import Mapping
 from email.message import EmailMessage
@@ -182,7 +181,7 @@ class EmailNotifier:
                 f"TLS with {where} failed: {exc.reason or type(exc).__name__}; check security "
                 "and ca_file"
             ) from None
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             raise RetryableError(f"{where} did not answer within {self.timeout:g}s") from None
         except (OSError, smtplib.SMTPException) as exc:
             reason = getattr(exc, "strerror", None) or type(exc).__name__

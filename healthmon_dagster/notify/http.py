@@ -34,7 +34,7 @@ def post(url: str, body: bytes, headers: Mapping[str, str], timeout: float, wher
         raise classify_http(exc.code, where, exc.headers.get("Retry-After"), reason) from None
     except urllib.error.URLError as exc:
         raise RetryableError(f"{where} is unreachable: {_reason(exc.reason)}; will retry") from None
-    except (TimeoutError, socket.timeout):
+    except TimeoutError:
         raise RetryableError(f"{where} did not answer within {timeout:g}s; will retry") from None
     except (OSError, http.client.HTTPException) as exc:
         raise RetryableError(f"{where} failed: {_reason(exc)}; will retry") from None
