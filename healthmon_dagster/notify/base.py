@@ -299,14 +299,16 @@ class Notifier(Protocol):
     # Replies for resolved/acknowledged go in the alert's thread: the dispatcher sends one
     # message per thread for those and records the threads a message starts.
     threaded: bool
+    # Each alert is its own request (PagerDuty's events): the dispatcher sends and records each
+    # alert of a group on its own.
+    one_alert_per_request: bool
 
     def configured(self) -> list[str]:
         """What stops the channel from sending ("SLACK_BOT_TOKEN is not set"); empty when ready."""
         ...
 
-    def split(self, message: Message) -> list[Message]:
-        """The requests ``message`` becomes, each sent and recorded on its own (PagerDuty sends
-        one event per alert); most channels send it whole."""
+    def secret_values(self) -> list[str]:
+        """The values of the channel's secrets, masked wherever an error is recorded."""
         ...
 
     def send(self, message: Message) -> Delivery:

@@ -59,6 +59,7 @@ def message_id(delivery_key: str, from_address: str) -> str:
 class EmailNotifier:
     type = ChannelType.EMAIL
     threaded = True
+    one_alert_per_request = False
 
     def __init__(
         self,
@@ -103,9 +104,6 @@ class EmailNotifier:
     def secret_values(self) -> list[str]:
         names = [self.config.password_env, self.config.username_env]
         return [v for n in names if n and (v := env_value(n, self.env))]
-
-    def split(self, message: Message) -> list[Message]:
-        return [message]
 
     def build(self, message: Message) -> EmailMessage:
         """The MIME message: subject, text and HTML parts, thread headers."""

@@ -27,6 +27,7 @@ class LogConfig(ChannelConfig):
 class LogNotifier:
     type = ChannelType.LOG
     threaded = False
+    one_alert_per_request = False
 
     def __init__(self, name: str, config: LogConfig | None = None) -> None:
         self.name = name
@@ -37,9 +38,6 @@ class LogNotifier:
 
     def secret_values(self) -> list[str]:
         return []
-
-    def split(self, message: Message) -> list[Message]:
-        return [message]
 
     def lines(self, message: Message) -> list[str]:
         return [

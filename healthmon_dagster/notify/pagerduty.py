@@ -13,7 +13,6 @@ routing key (``alerting.dispatch.rate_per_minute.pagerduty``); a 429 is retried.
 
 import json
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import Any
 
 from pydantic import Field
@@ -82,6 +81,7 @@ def event(message: Message, alert: AlertView, routing_key: str, source: str) -> 
 class PagerDutyNotifier:
     type = ChannelType.PAGERDUTY
     threaded = False
+    one_alert_per_request = True
 
     def __init__(
         self,
@@ -105,10 +105,6 @@ class PagerDutyNotifier:
     def secret_values(self) -> list[str]:
         value = env_value(self.config.routing_key_env, self.env)
         return [value] if value else []
-
-    def split(self, message: Message) -> list[Message]:
-        """One event per alert: each is accepted (and recorded) on its own."""
-        return [replace(message, alerts=(a,)) for a in message.alerts]
 
     def send(self, message: Message) -> Delivery:
         problems = self.configured()

@@ -107,6 +107,7 @@ def blocks(
 class SlackNotifier:
     type = ChannelType.SLACK
     threaded = True
+    one_alert_per_request = False
 
     def __init__(
         self,
@@ -133,9 +134,6 @@ class SlackNotifier:
     def secret_values(self) -> list[str]:
         value = env_value(self.config.token_env, self.env)
         return [value] if value else []
-
-    def split(self, message: Message) -> list[Message]:
-        return [message]
 
     def _client(self) -> "WebClient":
         if self.resource is not None:

@@ -83,6 +83,7 @@ def card(message: Message) -> dict[str, Any]:
 class TeamsNotifier:
     type = ChannelType.TEAMS
     threaded = False
+    one_alert_per_request = False
 
     def __init__(
         self,
@@ -105,9 +106,6 @@ class TeamsNotifier:
     def secret_values(self) -> list[str]:
         value = env_value(self.config.url_env or "", self.env)
         return [value] if value else []
-
-    def split(self, message: Message) -> list[Message]:
-        return [message]
 
     def send(self, message: Message) -> Delivery:
         problems = self.configured()

@@ -87,6 +87,7 @@ def payload(message: Message, receiver: str, max_alerts: int = 0) -> dict[str, A
 class WebhookNotifier:
     type = ChannelType.WEBHOOK
     threaded = False
+    one_alert_per_request = False
 
     def __init__(
         self,
@@ -113,9 +114,6 @@ class WebhookNotifier:
     def secret_values(self) -> list[str]:
         names = [self.config.url_env, self.config.secret_env]
         return [v for n in names if n and (v := env_value(n, self.env))]
-
-    def split(self, message: Message) -> list[Message]:
-        return [message]
 
     def send(self, message: Message) -> Delivery:
         problems = self.configured()
