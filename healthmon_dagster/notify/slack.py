@@ -229,8 +229,10 @@ def _classify(exc: Any, where: str) -> DeliveryError:
             retry_after=parse_retry_after(retry_after),
             rate_limited=True,
         )
-    if status >= 500 or error in RETRYABLE_ERRORS:
-        return RetryableError(f"{where}: {error or f'HTTP {status}'}; will retry")
+    if status >= 500:
+        return RetryableError(f"{where}: HTTP {status}; will retry")
+    if error in RETRYABLE_ERRORS:
+        return RetryableError(f"{where}: {error}; will retry")
     return PermanentError(
         f"{where}: {error or f'HTTP {status}'}; check the token's scopes and that the bot is in "
         "the channel"
