@@ -169,6 +169,11 @@ class EmailNotifier:
                 f"{where} rejected the login ({exc.smtp_code}); check {c.username_env} and "
                 f"{c.password_env}"
             ) from None
+        except smtplib.SMTPNotSupportedError:
+            raise PermanentError(
+                f"{where} does not offer what the configuration asks (AUTH for the login, or "
+                "STARTTLS); check security, username_env and password_env"
+            ) from None
         except smtplib.SMTPRecipientsRefused as exc:
             codes = sorted({code for code, _ in exc.recipients.values()})
             raise _by_code(codes[0], f"{where} refused every recipient ({codes})") from None
