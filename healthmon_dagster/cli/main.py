@@ -2,7 +2,15 @@
 
 import click
 
-from healthmon_dagster.cli import checks_cmd, config_cmd, db_cmd, demo_cmd, sample_cmd, status_cmd
+from healthmon_dagster.cli import (
+    alerts_cmd,
+    checks_cmd,
+    config_cmd,
+    db_cmd,
+    demo_cmd,
+    sample_cmd,
+    status_cmd,
+)
 
 
 @click.group()
@@ -10,6 +18,7 @@ def cli() -> None:
     """Health monitoring for the patients ETL pipeline on Dagster."""
 
 
+cli.add_command(alerts_cmd.alerts)
 cli.add_command(checks_cmd.checks)
 cli.add_command(config_cmd.config)
 cli.add_command(db_cmd.db)
