@@ -39,10 +39,12 @@ import math
 import os
 import random
 import socket
+import threading
 import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -63,6 +65,7 @@ from healthmon_dagster.notify.base import (
     FOLLOW_UP_KINDS,
     AlertEvent,
     AlertView,
+    Delivery,
     DeliveryError,
     Message,
     Notifier,
@@ -217,6 +220,7 @@ class Dispatcher:
         batch_size: int = 1000,
         owner: str | None = None,
         rng: random.Random | None = None,
+        concurrency: int = 8,
     ) -> None:
         self.engine = engine
         self.config = config
@@ -232,6 +236,10 @@ class Dispatcher:
         self.rng = rng or random.Random()
         self._slack_resource = slack_resource
         self._notifiers: dict[str, Notifier] = dict(notifiers or {})
+        # Requests in flight at once per channel: receivers answer in milliseconds to seconds,
+        # so sends overlap; the rate limit still bounds how many a second.
+        self.concurrency = max(1, concurrency)
+        self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="healthmon-notify")
 
     # --- channels ---------------------------------------------------------------------------
 
@@ -276,22 +284,39 @@ class Dispatcher:
                 ).scalars()
             )
         for name in sorted(names):
-            units = self._claim(name, report.channel(name))
-            lease_end = self.clock() + timedelta(seconds=self.dispatch.lease_seconds)
-            for i, unit in enumerate(units):
-                # Keep the lease ahead of the sends still to come: a slow receiver must not let
-                # it lapse while this process is alive (another would send the same rows).
-                if (
-                    self.clock() + timedelta(seconds=self.dispatch.request_timeout_seconds + 1)
-                    > lease_end
-                ):
-                    lease_end = self._extend_lease([u.ids for u in units[i:]])
-                pause = self._send(name, unit, report.channel(name))
-                if pause is not None:
-                    # The receiver asked the channel to wait: give back what this pass claimed.
-                    report.channel(name).deferred += self._release(units[i + 1 :], pause)
-                    break
+            self._send_all(name, self._claim(name, report.channel(name)), report.channel(name))
         return report
+
+    def _send_all(self, name: str, units: list[_Unit], report: ChannelReport) -> None:
+        """Send ``units`` ``concurrency`` at a time (announcements before follow-ups, so a
+        resolve never overtakes its firing)."""
+        units = sorted(units, key=lambda u: u.kind in FOLLOW_UP_KINDS)
+        lease_end = self.clock() + timedelta(seconds=self.dispatch.lease_seconds)
+        size = self.concurrency * 4  # one message query and one commit per wave
+        for start in range(0, len(units), size):
+            # Keep the lease ahead of the sends still to come: a slow receiver must not let it
+            # lapse while this process is alive (another dispatcher would send the same rows).
+            if (
+                self.clock() + timedelta(seconds=self.dispatch.request_timeout_seconds + 1)
+                > lease_end
+            ):
+                lease_end = self._extend_lease([u.ids for u in units[start:]])
+            wave = units[start : start + size]
+            pause = self._send_wave(name, wave, report)
+            if pause is not None:
+                # The receiver asked the channel to wait: give back what this pass claimed.
+                report.deferred += self._release(units[start + len(wave) :], pause)
+                return
+
+    def close(self) -> None:
+        """Stop the sending threads (a dispatcher is also usable as a context manager)."""
+        self._pool.shutdown(wait=True)
+
+    def __enter__(self) -> "Dispatcher":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _release(self, units: Sequence[_Unit], not_before: datetime) -> int:
         ids = [i for unit in units for i in unit.ids]
@@ -632,13 +657,16 @@ class Dispatcher:
 
     # --- sending ----------------------------------------------------------------------------
 
-    def message(self, name: str, unit: _Unit) -> Message:
-        """The message carrying ``unit``'s rows, from the alerts and events as stored now."""
+    def messages(self, name: str, units: Sequence[_Unit]) -> list[Message]:
+        """The messages carrying ``units``' rows, from the alerts and events as stored now (one
+        query for all of them)."""
         notifier = self.notifier(name)
+        ids = [i for unit in units for i in unit.ids]
+        E = alert_events.c
+        by_id: dict[int, RowMapping] = {}
         with self.engine.connect() as conn:
-            E = alert_events.c
-            rows = (
-                conn.execute(
+            for chunk in _chunks(ids, 500):
+                for r in conn.execute(
                     sa.select(
                         N.notification_id,
                         alerts,
@@ -647,38 +675,38 @@ class Dispatcher:
                         E.actor,
                         E.note,
                         E.details.label("event_details"),
-                    )  # fmt: skip
+                    )
                     .join(alerts, A.alert_id == N.alert_id)
                     .join(alert_events, E.event_id == N.event_id)
-                    .where(N.notification_id.in_(unit.ids))
-                    .order_by(N.notification_id)
+                    .where(N.notification_id.in_(chunk))
+                ).mappings():
+                    by_id[int(r["notification_id"])] = r
+            alert_ids = [int(r["alert_id"]) for r in by_id.values()]
+            threads = self._threads(conn, name, alert_ids) if notifier.threaded else {}
+            out = []
+            for unit in units:
+                rows = [by_id[i] for i in sorted(unit.ids) if i in by_id]
+                views = tuple(self._view(r, threads.get(int(r["alert_id"]))) for r in rows)
+                thread_alerts: tuple[AlertView, ...] = ()
+                shared = {v.thread for v in views}
+                if notifier.threaded and unit.kind in FOLLOW_UP_KINDS and len(shared) == 1:
+                    ref = shared.pop()
+                    if ref is not None:
+                        thread_alerts = self._thread_alerts(conn, name, ref, views)
+                out.append(
+                    Message(
+                        channel=name,
+                        kind=unit.kind,
+                        group_key=unit.group_key,
+                        alerts=views,
+                        delivery_key=unit.key,
+                        group_labels=self._group_labels(views),
+                        external_url=self.external_url,
+                        in_doubt=unit.in_doubt,
+                        thread_alerts=thread_alerts,
+                    )
                 )
-                .mappings()
-                .all()
-            )
-            threads = (
-                self._threads(conn, name, [r["alert_id"] for r in rows])
-                if notifier.threaded
-                else {}
-            )
-            views = tuple(self._view(r, threads.get(int(r["alert_id"]))) for r in rows)
-            thread_alerts: tuple[AlertView, ...] = ()
-            shared = {v.thread for v in views}
-            if notifier.threaded and unit.kind in FOLLOW_UP_KINDS and len(shared) == 1:
-                ref = shared.pop()
-                if ref is not None:
-                    thread_alerts = self._thread_alerts(conn, name, ref, views)
-        return Message(
-            channel=name,
-            kind=unit.kind,
-            group_key=unit.group_key,
-            alerts=views,
-            delivery_key=unit.key,
-            group_labels=self._group_labels(views),
-            external_url=self.external_url,
-            in_doubt=unit.in_doubt,
-            thread_alerts=thread_alerts,
-        )
+        return out
 
     def _group_labels(self, views: Sequence[AlertView]) -> dict[str, str]:
         out = {}
@@ -739,49 +767,103 @@ class Dispatcher:
         mine = {v.alert_id: v for v in views}
         return tuple(mine.get(int(r["alert_id"])) or self._view(r, ref) for r in rows)
 
-    def _send(self, name: str, unit: _Unit, report: ChannelReport) -> datetime | None:
-        """Send ``unit`` and record the outcome; returns until when the receiver asked the
-        channel to pause (a 429 with ``Retry-After``), else None."""
+    def _deliver(
+        self, notifier: Notifier, message: Message, paused: threading.Event
+    ) -> "Delivery | Exception | None":
+        """Send one message; None when the channel was paused (a 429) before its turn."""
+        if paused.is_set():
+            return None
+        try:
+            return notifier.send(message)
+        except RetryableError as exc:
+            if exc.rate_limited and exc.retry_after:
+                paused.set()
+            return exc
+        except Exception as exc:  # recorded by the caller, in the dispatching thread
+            return exc
+
+    def _send_wave(
+        self, name: str, wave: Sequence[_Unit], report: ChannelReport
+    ) -> datetime | None:
+        """Send ``wave`` (in parallel) and record every outcome; returns until when the receiver
+        asked the channel to pause (a 429 with ``Retry-After``), else None."""
         notifier = self.notifier(name)
         channel = self.config.channels[name]
+        outcomes: list[Delivery | Exception | None]
+        paused = threading.Event()
         try:
-            message = self.message(name, unit)
-            delivery = notifier.send(message)
-        except DeliveryError as exc:
-            return self._failed(name, channel, unit, exc, notifier.secret_values(), report)
-        except Exception as exc:  # a bug, not the receiver: fail loudly, keep the rows' story
-            LOGGER.exception("channel %s: building or sending a notification failed", name)
-            error = PermanentError(
-                f"healthmon could not build or send the notification ({type(exc).__name__}); "
-                "see the dispatcher's log"
-            )
-            return self._failed(name, channel, unit, error, notifier.secret_values(), report)
-        now = self.clock()
-        with write_transaction(self.engine) as conn:
-            conn.execute(
-                notifications.update()
-                .where(N.notification_id.in_(unit.ids), N.status == NotificationStatus.PENDING)
-                .values(
-                    status=NotificationStatus.SENT,
-                    sent_at=now,
-                    attempts=N.attempts + 1,
-                    last_error=None,
-                    claimed_by=None,
-                    claimed_until=None,
+            messages = self.messages(name, wave)
+        except Exception as exc:
+            outcomes = [exc] * len(wave)
+        else:
+            if len(wave) == 1:
+                outcomes = [self._deliver(notifier, messages[0], paused)]
+            else:
+                outcomes = list(
+                    self._pool.map(
+                        self._deliver, [notifier] * len(wave), messages, [paused] * len(wave)
+                    )
                 )
+        pause = None
+        delivered: list[tuple[_Unit, Delivery]] = []
+        skipped: list[_Unit] = []
+        for unit, outcome in zip(wave, outcomes, strict=True):
+            if outcome is None:
+                skipped.append(unit)
+                continue
+            if isinstance(outcome, Delivery):
+                delivered.append((unit, outcome))
+                continue
+            if not isinstance(outcome, DeliveryError):  # a bug, not the receiver: fail loudly
+                LOGGER.error(
+                    "channel %s: building or sending a notification failed",
+                    name,
+                    exc_info=outcome,
+                )
+                outcome = PermanentError(
+                    f"healthmon could not build or send the notification "
+                    f"({type(outcome).__name__}); see the dispatcher's log"
+                )
+            until = self._failed(name, channel, unit, outcome, notifier.secret_values(), report)
+            pause = max(pause, until) if pause and until else (pause or until)
+        if delivered:
+            self._mark_sent(name, delivered, report)
+        if skipped:
+            report.deferred += self._release(skipped, pause or self.clock())
+        return pause
+
+    def _mark_sent(
+        self, name: str, delivered: Sequence[tuple[_Unit, Delivery]], report: ChannelReport
+    ) -> None:
+        now = self.clock()
+        ids = [i for unit, _ in delivered for i in unit.ids]
+        threads = {k: v for _, d in delivered for k, v in d.threads.items()}
+        with write_transaction(self.engine) as conn:
+            for chunk in _chunks(ids, 500):
+                conn.execute(
+                    notifications.update()
+                    .where(N.notification_id.in_(chunk), N.status == NotificationStatus.PENDING)
+                    .values(
+                        status=NotificationStatus.SENT,
+                        sent_at=now,
+                        attempts=N.attempts + 1,
+                        last_error=None,
+                        claimed_by=None,
+                        claimed_until=None,
+                    )
+                )
+            if threads:
+                self._record_threads(conn, name, threads, now)
+        report.sent += len(ids)
+        for unit, delivery in delivered:
+            LOGGER.info(
+                "channel %s: sent %s notification(s) (%s, group %s): %s",
+                name,
+                len(unit.rows),
+                unit.kind.value,
+                unit.group_key,
+                delivery.detail,
             )
-            if delivery.threads:
-                self._record_threads(conn, name, delivery.threads, now)
-        report.sent += len(unit.rows)
-        LOGGER.info(
-            "channel %s: sent %s notification(s) (%s, group %s): %s",
-            name,
-            len(unit.rows),
-            unit.kind.value,
-            unit.group_key,
-            delivery.detail,
-        )
-        return None
 
     def _record_threads(
         self, conn: Connection, name: str, threads: Mapping[int, ThreadRef], now: datetime

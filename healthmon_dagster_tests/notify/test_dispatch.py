@@ -41,10 +41,15 @@ def hook_config(**kwargs: object) -> object:
     )
 
 
-def dispatcher(engine: Engine, server: HttpStub, clock: Clock, **kwargs: object) -> Dispatcher:
+def dispatcher(
+    engine: Engine, server: HttpStub, clock: Clock, concurrency: int = 8, **kwargs: object
+) -> Dispatcher:
     config = kwargs.pop("config", None) or hook_config(**kwargs)
     env = {"TEST_HOOK_URL": f"{server.url}/hook", "TEST_HOOK_SECRET": SECRET}
-    return Dispatcher(engine, config, clock=clock, env=env, external_url="http://dagster:3000")  # type: ignore[arg-type]
+    return Dispatcher(
+        engine, config, clock=clock, env=env, external_url="http://dagster:3000",  # type: ignore[arg-type]
+        concurrency=concurrency,
+    )  # fmt: skip
 
 
 def test_a_firing_alert_is_posted_once_as_alertmanager_v4_signed(engine: Engine) -> None:
@@ -174,7 +179,7 @@ def test_429_honours_retry_after_for_the_whole_channel_without_using_an_attempt(
     clock = Clock(T0)
     with webhook_server() as server:
         server.then(Answer(429, {"error": "slow down"}, {"Retry-After": "7"}))
-        d = dispatcher(engine, server, clock)
+        d = dispatcher(engine, server, clock, concurrency=1)  # the second waits for the first
         limited = d.run_once()
         rows = outbox(engine)
         clock.advance(6)
