@@ -46,5 +46,7 @@ def test_channel(channel: str, resolve: bool) -> None:
         click.echo(f"FAILED: {one_line(str(exc), 500, notifier.secret_values())}", err=True)
         raise click.exceptions.Exit(1) from None
     for what, delivery in zip(("firing", "resolved"), deliveries, strict=False):
-        click.echo(f"OK: {channel} ({settings.type}) accepted the test {what} notification: "
-                   f"{delivery.detail}")  # fmt: skip
+        click.echo(
+            f"OK: {channel} ({settings.type}) accepted the test {what} notification: "
+            f"{delivery.detail}"
+        )

@@ -791,6 +791,9 @@ class Dispatcher:
         channel = self.config.channels[name]
         outcomes: list[Delivery | Exception | None]
         paused = threading.Event()
+        # sent_at is when the requests went out (what the receiver and the rate limit count),
+        # not when the answers were recorded.
+        started = self.clock()
         try:
             messages = self.messages(name, wave)
         except Exception as exc:
@@ -827,15 +830,18 @@ class Dispatcher:
             until = self._failed(name, channel, unit, outcome, notifier.secret_values(), report)
             pause = max(pause, until) if pause and until else (pause or until)
         if delivered:
-            self._mark_sent(name, delivered, report)
+            self._mark_sent(name, delivered, report, started)
         if skipped:
             report.deferred += self._release(skipped, pause or self.clock())
         return pause
 
     def _mark_sent(
-        self, name: str, delivered: Sequence[tuple[_Unit, Delivery]], report: ChannelReport
+        self,
+        name: str,
+        delivered: Sequence[tuple[_Unit, Delivery]],
+        report: ChannelReport,
+        now: datetime,
     ) -> None:
-        now = self.clock()
         ids = [i for unit, _ in delivered for i in unit.ids]
         threads = {k: v for _, d in delivered for k, v in d.threads.items()}
         with write_transaction(self.engine) as conn:

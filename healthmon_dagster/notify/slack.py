@@ -46,9 +46,15 @@ MAX_SECTION = 3000
 MAX_HEADER = 150
 MAX_TEXT = 3000  # the notification's fallback text (Slack truncates past 40,000)
 RETRYABLE_ERRORS = frozenset(
-    {"ratelimited", "rate_limited", "internal_error", "fatal_error", "service_unavailable",
-     "request_timeout"}
-)  # fmt: skip
+    {
+        "ratelimited",
+        "rate_limited",
+        "internal_error",
+        "fatal_error",
+        "service_unavailable",
+        "request_timeout",
+    }
+)
 
 
 class SlackConfig(ChannelConfig):

@@ -47,9 +47,13 @@ def dispatcher(
     config = kwargs.pop("config", None) or hook_config(**kwargs)
     env = {"TEST_HOOK_URL": f"{server.url}/hook", "TEST_HOOK_SECRET": SECRET}
     return Dispatcher(
-        engine, config, clock=clock, env=env, external_url="http://dagster:3000",  # type: ignore[arg-type]
+        engine,
+        config,  # type: ignore[arg-type]
+        clock=clock,
+        env=env,
+        external_url="http://dagster:3000",
         concurrency=concurrency,
-    )  # fmt: skip
+    )
 
 
 def test_a_firing_alert_is_posted_once_as_alertmanager_v4_signed(engine: Engine) -> None:

@@ -12,6 +12,7 @@ from sqlalchemy.engine import Engine
 from healthmon_dagster.enums import AlertEventKind
 from healthmon_dagster.notify.dispatch import Dispatcher
 from healthmon_dagster.notify.email import message_id
+from healthmon_dagster_tests.fixtures import free_port
 from healthmon_dagster_tests.notify.fixtures import (
     T0,
     Clock,
@@ -23,7 +24,6 @@ from healthmon_dagster_tests.notify.fixtures import (
     server_tls,
     smtp_server,
 )
-from healthmon_dagster_tests.fixtures import free_port
 
 PASSWORD = "smtp-pass-93kd"
 
@@ -128,9 +128,15 @@ def test_a_wrong_password_fails_without_showing_it(engine: Engine, tmp_path: Pat
     open_alert(engine, channels=["mail"])
     with smtp_server(**args) as (sink, port):
         d = email_dispatcher(
-            engine, port, Clock(T0), "starttls", "wrong-secret-77", ca_file=str(cert),
-            username_env="TEST_SMTP_USER", password_env="TEST_SMTP_PASSWORD",
-        )  # fmt: skip
+            engine,
+            port,
+            Clock(T0),
+            "starttls",
+            "wrong-secret-77",
+            ca_file=str(cert),
+            username_env="TEST_SMTP_USER",
+            password_env="TEST_SMTP_PASSWORD",
+        )
         report = d.run_once()
 
     [row] = outbox(engine)

@@ -28,9 +28,12 @@ def pd_dispatcher(engine: Engine, url: str, clock: Clock, key: str = ROUTING_KEY
         {"pd": {"type": "pagerduty", "retry_attempts": 2, "configuration": {"url": url}}}
     )
     return Dispatcher(
-        engine, config, clock=clock, env={"PAGERDUTY_ROUTING_KEY": key},
+        engine,
+        config,
+        clock=clock,
+        env={"PAGERDUTY_ROUTING_KEY": key},
         external_url="http://dagster:3000",
-    )  # fmt: skip
+    )
 
 
 def test_trigger_acknowledge_resolve_with_the_fingerprint_as_dedup_key(engine: Engine) -> None:

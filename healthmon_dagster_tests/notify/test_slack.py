@@ -89,9 +89,14 @@ def test_acknowledgement_replies_in_the_thread_of_each_alert(engine: Engine) -> 
         clock.advance(60)
         for alert in (a, b):
             add_event(
-                engine, alert, AlertEventKind.ACKNOWLEDGED, ["alerts"], at=clock.now,
-                actor="cli:ana", note="looking into it",
-            )  # fmt: skip
+                engine,
+                alert,
+                AlertEventKind.ACKNOWLEDGED,
+                ["alerts"],
+                at=clock.now,
+                actor="cli:ana",
+                note="looking into it",
+            )
         d.run_once()
 
     posts = slack.on("/api/chat.postMessage")
@@ -128,14 +133,22 @@ def test_slack_limits_50_blocks_and_3000_characters_a_section(engine: Engine) ->
     ("answer", "status", "error"),
     [
         (Answer(500, b"upstream error"), "pending", "HTTP 500; will retry"),
-        (Answer(429, {"ok": False, "error": "ratelimited"}, {"Retry-After": "3"}), "pending", "rate limited (429)"),
-        (Answer(200, {"ok": False, "error": "internal_error"}), "pending", "internal_error; will retry"),
+        (
+            Answer(429, {"ok": False, "error": "ratelimited"}, {"Retry-After": "3"}),
+            "pending",
+            "rate limited (429)",
+        ),
+        (
+            Answer(200, {"ok": False, "error": "internal_error"}),
+            "pending",
+            "internal_error; will retry",
+        ),
         (Answer(200, {"ok": True}, delay=3), "pending", "timed out"),
         (Answer(200, {"ok": False, "error": "channel_not_found"}), "failed", "channel_not_found"),
         (Answer(200, {"ok": False, "error": "invalid_auth"}), "failed", "invalid_auth"),
     ],
     ids=["500", "429", "internal_error", "timeout", "channel_not_found", "invalid_auth"],
-)  # fmt: skip
+)
 def test_slack_failures_retry_or_fail_with_slacks_reason(
     engine: Engine, answer: Answer, status: str, error: str
 ) -> None:

@@ -90,43 +90,56 @@ def _check_alerts(engine: Engine) -> Iterator[tuple[str, dict[str, str], str, st
 def _event_alerts() -> Iterator[tuple[str, dict[str, str], str, str, dict[str, Any]]]:
     """Every other event rule kind and a metric rule, with the figures their sources carry."""
     yield (
-        "contract_break", {"asset": "raw/patients", "file": "broken_0001.csv"},
+        "contract_break",
+        {"asset": "raw/patients", "file": "broken_0001.csv"},
         "Landing file broken_0001.csv breaks the contract",
         "missing columns #9 (2 of 25); header line 1",
         {"missing_columns": 2, "line": 1, "delimiter": ","},
-    )  # fmt: skip
+    )
     yield (
-        "check_execution_failed", {"asset": "stg/patients", "check": "ssn_is_valid"},
+        "check_execution_failed",
+        {"asset": "stg/patients", "check": "ssn_is_valid"},
         "Check ssn_is_valid could not run on stg/patients",
-        "the check raised; its run failed", {"run_id": "9f1c2d3e-aaaa-bbbb-cccc-1234567890ab"},
-    )  # fmt: skip
+        "the check raised; its run failed",
+        {"run_id": "9f1c2d3e-aaaa-bbbb-cccc-1234567890ab"},
+    )
     for level in ("WARN", "FAIL"):
         yield (
-            "freshness", {"asset": "core/dim_patient", "freshness": level},
-            f"core/dim_patient freshness {level}", "last materialized 26h ago (fail window 24h)",
+            "freshness",
+            {"asset": "core/dim_patient", "freshness": level},
+            f"core/dim_patient freshness {level}",
+            "last materialized 26h ago (fail window 24h)",
             {"age_minutes": 1560, "fail_window_minutes": 1440, "warn_window_minutes": 720},
-        )  # fmt: skip
+        )
     yield (
-        "run_failure", {"job": "patients_etl_job"}, "Run of patients_etl_job failed",
+        "run_failure",
+        {"job": "patients_etl_job"},
+        "Run of patients_etl_job failed",
         "step stg_patients failed; 0 of 3 steps succeeded",
         {"run_id": "0a1b2c3d-1111-2222-3333-444455556666", "failed_steps": ["stg_patients"]},
-    )  # fmt: skip
+    )
     for status in ("critical", "warning"):
         yield (
-            "health_check", {"component": "database", "health_check": "db_ping", "status": status},
-            f"Health check db_ping is {status}", "query took 2300 ms (critical above 2000 ms)",
+            "health_check",
+            {"component": "database", "health_check": "db_ping", "status": status},
+            f"Health check db_ping is {status}",
+            "query took 2300 ms (critical above 2000 ms)",
             {"response_time_ms": 2300.5, "critical_threshold": 2000},
-        )  # fmt: skip
+        )
     yield (
-        "dependency_unreachable", {"component": "network", "health_check": "s3_reachable"},
-        "Dependency s3 is unreachable", "connection refused on port 443 after 3 attempts",
+        "dependency_unreachable",
+        {"component": "network", "health_check": "s3_reachable"},
+        "Dependency s3 is unreachable",
+        "connection refused on port 443 after 3 attempts",
         {"attempts": 3, "port": 443},
-    )  # fmt: skip
+    )
     yield (
-        "high_rejection_rate", {"component": "staging_transformer", "team": "data-platform"},
-        "High Rejection Rate Alert", "avg(rejection_rate) over 10m is 0.0612 > 0.05",
+        "high_rejection_rate",
+        {"component": "staging_transformer", "team": "data-platform"},
+        "High Rejection Rate Alert",
+        "avg(rejection_rate) over 10m is 0.0612 > 0.05",
         {"aggregation": "avg", "window_minutes": 10, "threshold": 0.05, "samples": 4},
-    )  # fmt: skip
+    )
 
 
 def _views(engine: Engine) -> list[AlertView]:
@@ -193,8 +206,11 @@ def _rendered(message: Message) -> str:
         _text(card(message)),
         _text(payload(message, "receiver")),
         *(_text(event(message, a, "ROUTINGKEY", "healthmon")) for a in message.alerts),
-        *(templates.render("slack", message.kind, "reply", message=message, alert=a) for a in message.alerts),
-    ]  # fmt: skip
+        *(
+            templates.render("slack", message.kind, "reply", message=message, alert=a)
+            for a in message.alerts
+        ),
+    ]
     mail = EmailNotifier(
         "mail", EmailConfig(from_address="healthmon@example.org", to=["oncall@example.org"])
     ).build(message)
@@ -216,8 +232,19 @@ def _allowed(message: Message) -> set[str]:
         )
         words.add(a.fingerprint[:12])
         words |= _tokens(json.dumps([[link.title, link.url] for link in a.links]))
-        words |= _tokens(" ".join(str(x) for x in (a.event.actor, a.acknowledged_by, a.ack_note,
-                                                    a.resolved_by, a.escalation_level, a.component)))  # fmt: skip
+        words |= _tokens(
+            " ".join(
+                str(x)
+                for x in (
+                    a.event.actor,
+                    a.acknowledged_by,
+                    a.ack_note,
+                    a.resolved_by,
+                    a.escalation_level,
+                    a.component,
+                )
+            )
+        )
         words |= _tokens(json.dumps(dict(a.event.details)))
         for ts in (a.started_at, a.fired_at, a.resolved_at, a.acknowledged_at, a.event.at):
             words |= _tokens(f"{templates._ts(ts)} {rfc3339(ts)}")
