@@ -412,15 +412,20 @@ class Dispatcher:
                 held = units[budget:]
                 units = units[:budget]
                 report.deferred += sum(len(u.rows) for u in held)
+            keys: dict[int, str] = {}
             for unit in units:
                 unit.key = unit.key or delivery_key(name, unit.kind, unit.ids)
+                keys.update(dict.fromkeys(unit.ids, unit.key))
+            # One statement per 400 rows (not one per message): each row gets its message's key.
+            ids = sorted(keys)
+            for chunk in _chunks(ids, 400):
                 conn.execute(
                     notifications.update()
-                    .where(N.notification_id.in_(unit.ids))
+                    .where(N.notification_id.in_(chunk))
                     .values(
                         claimed_by=self.owner,
                         claimed_until=now + timedelta(seconds=self.dispatch.lease_seconds),
-                        delivery_key=unit.key,
+                        delivery_key=sa.case({i: keys[i] for i in chunk}, value=N.notification_id),
                     )
                 )
             return units
