@@ -235,8 +235,10 @@ class Message:
     delivery_key: str
     group_labels: Mapping[str, str] = field(default_factory=dict)
     external_url: str | None = None
-    # The previous attempt at this very message ended without an answer (its dispatcher died or
-    # timed out): a channel that can look its messages up checks before it posts again.
+    # The previous attempt at this very message ended without a recorded answer (its dispatcher
+    # died mid-send): the receiver may have it already. Every channel resends it with the same
+    # idempotency key; Slack posts carry the key in their metadata (event_payload.delivery_key)
+    # for a future lookup.
     in_doubt: bool = False
     # Every alert of the thread this follow-up replies in, as it is now: Slack rewrites the
     # original message from them.
