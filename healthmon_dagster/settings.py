@@ -23,6 +23,9 @@ class Settings:
     s3_prefix: str
     aws_endpoint_url: str | None
     aws_region: str
+    # Base URL of the Dagster UI (``http://dagster.example.org:3000``) for links in notifications;
+    # None: notifications carry no links.
+    dagster_ui_url: str | None = None
 
     @property
     def landing_dir(self) -> Path:
@@ -59,6 +62,7 @@ def get_settings(env: dict[str, str] | None = None) -> Settings:
         s3_prefix=e.get("HEALTHMON_S3_PREFIX", ""),
         aws_endpoint_url=e.get("AWS_ENDPOINT_URL") or None,
         aws_region=e.get("AWS_REGION") or e.get("AWS_DEFAULT_REGION") or "us-east-1",
+        dagster_ui_url=(e.get("HEALTHMON_DAGSTER_UI_URL") or "").rstrip("/") or None,
     )
 
 

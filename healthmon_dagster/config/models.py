@@ -868,6 +868,36 @@ class NotificationChannel(_Model):
         _raise_if(problems)
         return value
 
+    @model_validator(mode="after")
+    def _configuration_of_its_type(self) -> "NotificationChannel":
+        # Each channel type's keys are declared by its notifier (notify/<type>.py); imported here,
+        # not at the top, because notify/ builds on this module.
+        from pydantic import ValidationError
+
+        from healthmon_dagster.notify.channels import UnsupportedChannel, config_model
+
+        try:
+            config_model(self.type).model_validate(self.configuration)
+        except UnsupportedChannel as exc:
+            _raise_if([(("type",), str(exc))])
+        except ValidationError as exc:
+            keys = sorted(config_model(self.type).model_fields)
+            problems = [
+                (("configuration", *e["loc"]), _channel_problem(e, keys)) for e in exc.errors()
+            ]
+            _raise_if(problems)
+        return self
+
+
+def _channel_problem(error: Any, keys: list[str]) -> str:
+    if error["type"] == "extra_forbidden":
+        close = difflib.get_close_matches(str(error["loc"][-1]), keys, n=1, cutoff=0.6)
+        if close:
+            return f"unknown key; did you mean '{close[0]}'?"
+        return f"unknown key; allowed: {', '.join(keys)}"
+    msg = str(error["msg"])
+    return msg[:1].lower() + msg[1:]
+
 
 class AlertCondition(_Model):
     """A metric rule's condition: ``aggregation(metric_name)`` of the rule's component over the last

@@ -318,6 +318,30 @@ sa.Index(
     sqlite_where=sa.text("status = 'pending'"),
 )
 
+# Where each alert's conversation lives in a threaded channel: the first message about an alert
+# starts its thread (Slack ts + conversation id, or the email Message-ID); the acknowledgement and
+# the resolve reply there. One thread per (channel, alert).
+notification_threads = sa.Table(
+    "notification_threads",
+    metadata,
+    sa.Column("thread_id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("channel", sa.String(100), nullable=False),
+    sa.Column(
+        "alert_id",
+        sa.BigInteger,
+        sa.ForeignKey("etl.alerts.alert_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("thread_ref", sa.String(255), nullable=False),
+    sa.Column("conversation", sa.String(100)),  # Slack's channel id; NULL for email
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.UniqueConstraint("channel", "alert_id", name="uq_notification_threads_channel_alert"),
+    schema="etl",
+)
+sa.Index(
+    "ix_notification_threads_ref", notification_threads.c.channel, notification_threads.c.thread_ref
+)
+
 # --- Warehouse: raw -> stg -> core ------------------------------------------------------------
 
 raw_patients = sa.Table(
