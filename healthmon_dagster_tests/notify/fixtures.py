@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from aiosmtpd.controller import Controller
 from sqlalchemy.engine import Engine
 
+from healthmon_dagster.alerting.labels import fingerprint
 from healthmon_dagster.config.models import HealthConfiguration
 from healthmon_dagster.enums import AlertEventKind, NotificationKind, NotificationStatus
 from healthmon_dagster.store.tables import alert_events, alerts, notifications
@@ -42,10 +43,7 @@ class StoredAlert:
 
 
 def fingerprint_of(labels: Mapping[str, str]) -> str:
-    import hashlib
-
-    text = json.dumps(dict(sorted(labels.items())), separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
+    return fingerprint(labels)
 
 
 def open_alert(
