@@ -10,8 +10,10 @@ step (a launch failure, a killed worker) alerts too.
 """
 
 from collections.abc import Sequence
+from typing import Any
 
 import dagster as dg
+import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
 from healthmon_dagster.alerting.actions import maintain
@@ -25,9 +27,12 @@ from healthmon_dagster.alerting.signals import (
 )
 from healthmon_dagster.config import HealthConfiguration
 from healthmon_dagster.config.loader import ConfigError
+from healthmon_dagster.defs.alerting.jobs import alert_dispatch_job
 from healthmon_dagster.defs.resources import HealthmonConfigResource, WarehouseResource
-from healthmon_dagster.enums import EventKind
+from healthmon_dagster.enums import EventKind, NotificationStatus
 from healthmon_dagster.store.errors import error_text
+from healthmon_dagster.store.metrics import utcnow
+from healthmon_dagster.store.tables import notifications
 
 RUNS_LOOKED_AT = 200  # the newest finished runs: the latest of each job decides its alert
 
@@ -114,4 +119,48 @@ def alert_evaluation_sensor(
     )
 
 
-SENSORS = [alert_evaluation_sensor]
+def _due(engine: Any) -> int:
+    n = notifications.c
+    with engine.connect() as conn:
+        return int(
+            conn.execute(
+                sa.select(sa.func.count()).where(
+                    n.status == str(NotificationStatus.PENDING), n.not_before <= utcnow()
+                )
+            ).scalar_one()
+        )
+
+
+@dg.sensor(
+    job=alert_dispatch_job,
+    minimum_interval_seconds=15,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+)
+def alert_dispatch_sensor(
+    context: dg.SensorEvaluationContext, warehouse: WarehouseResource
+) -> dg.SensorResult | dg.SkipReason:
+    """Starts alert_dispatch_job when the outbox holds notifications that are due and no dispatch
+    run is queued or running (dispatchers share the work safely; one at a time is enough)."""
+    try:
+        due = _due(warehouse.health_engine())
+    except sa_exc.SQLAlchemyError as exc:
+        return dg.SkipReason(f"health store unavailable: {error_text(exc)}")
+    if not due:
+        return dg.SkipReason("no notification due")
+    active = context.instance.get_runs_count(
+        dg.RunsFilter(
+            job_name=alert_dispatch_job.name,
+            statuses=[
+                dg.DagsterRunStatus.QUEUED,
+                dg.DagsterRunStatus.NOT_STARTED,
+                dg.DagsterRunStatus.STARTING,
+                dg.DagsterRunStatus.STARTED,
+            ],
+        )
+    )
+    if active:
+        return dg.SkipReason(f"{due} notification(s) due; a dispatch run is already active")
+    return dg.SensorResult(run_requests=[dg.RunRequest(tags={"healthmon/due": str(due)})])
+
+
+SENSORS = [alert_evaluation_sensor, alert_dispatch_sensor]
