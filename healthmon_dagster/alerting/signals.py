@@ -34,12 +34,23 @@ from healthmon_dagster.enums import (
     ConditionOperator,
     EventKind,
     HealthCheckType,
+    HealthComponent,
     HealthStatus,
     QualityStatus,
     RecordSource,
 )
 from healthmon_dagster.etl.catalog import component_for
 from healthmon_dagster.store.tables import check_results, metrics
+
+# Components whose connectivity the pipeline's data depends on.
+DEPENDENCY_COMPONENTS = frozenset(
+    {
+        HealthComponent.DATABASE,
+        HealthComponent.S3_DISCOVERY,
+        HealthComponent.FILESYSTEM,
+        HealthComponent.NETWORK,
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -130,14 +141,21 @@ def builtin_rules(config: HealthConfiguration) -> list[AlertRule]:
             "health_check_critical",
             "Health check critical",
             AlertSeverity.CRITICAL,
-            EventCondition(kind=EventKind.HEALTH_CHECK, statuses=[HealthStatus.CRITICAL]),
+            EventCondition(
+                kind=EventKind.HEALTH_CHECK, statuses=[HealthStatus.CRITICAL], severities=err
+            ),
             ch,
         ),
         _builtin(
             "health_check_warning",
             "Health check warning",
             AlertSeverity.WARNING,
-            EventCondition(kind=EventKind.HEALTH_CHECK, statuses=[HealthStatus.WARNING]),
+            # A warning, or a non-critical check's critical (it warns in its component's status).
+            EventCondition(
+                kind=EventKind.HEALTH_CHECK,
+                statuses=[HealthStatus.WARNING, HealthStatus.CRITICAL],
+                severities=warn,
+            ),
             ch,
         ),
         _builtin(
@@ -389,8 +407,12 @@ class EventContext:
             for spec in asset.checks
             if isinstance(spec, FreshnessCheck)
         }
-        self.connectivity_checks = {
-            c.check_id for c in config.health_checks if c.check_type == HealthCheckType.CONNECTIVITY
+        # Connectivity checks of what the pipeline's data depends on: their own rule
+        # (dependency_unreachable), whose alert mutes the asset alerts downstream.
+        self.dependency_checks = {
+            c.check_id
+            for c in config.health_checks
+            if c.check_type == HealthCheckType.CONNECTIVITY and c.component in DEPENDENCY_COMPONENTS
         }
 
 
@@ -427,11 +449,8 @@ def _event_signal(
     if kind == EventKind.HEALTH_CHECK or kind == EventKind.DEPENDENCY_UNREACHABLE:
         if row.source != str(RecordSource.HEALTH_CHECK) or not _selected(event, row):
             return None
-        if (
-            kind == EventKind.DEPENDENCY_UNREACHABLE
-            and row.check_name not in ctx.connectivity_checks
-        ):
-            return None
+        if (kind == EventKind.DEPENDENCY_UNREACHABLE) != (row.check_name in ctx.dependency_checks):
+            return None  # a dependency check has its own rule; other checks are health checks
         if row.details.get("skipped"):
             return None  # not monitored (e.g. S3 in local mode): no signal either way
         statuses = (
@@ -446,10 +465,14 @@ def _event_signal(
             source=row.source,
             **({"dependency": row.target} if kind == EventKind.DEPENDENCY_UNREACHABLE else {}),
         )
+        severities = {str(s) for s in event.severities}
+        active = row.status in statuses and (
+            kind == EventKind.DEPENDENCY_UNREACHABLE or row.severity in severities
+        )
         return Signal(
             rule=rule,
             labels=labels,
-            active=row.status in statuses,
+            active=active,
             title=f"{rule.name}: {row.check_name} on {row.target} is {row.status}",
             description=row.message,
             details={"check_status": row.status, "result_id": row.result_id},

@@ -117,6 +117,31 @@ def health_lines(
     return lines
 
 
+def alert_lines(defs: dg.Definitions, instance: dg.DagsterInstance, engine: sa.Engine) -> list[str]:
+    """One evaluation of the alert rules, as the alert sensor does, then the open alerts."""
+    from healthmon_dagster.alerting.actions import list_alerts
+    from healthmon_dagster.alerting.engine import evaluate
+    from healthmon_dagster.config import load_config
+    from healthmon_dagster.defs.alerting.sensors import lineage_of, run_signals
+
+    config = load_config(get_settings().config_path)
+    evaluate(
+        engine,
+        config,
+        extra_signals=run_signals(instance, config),
+        lineage=lineage_of(defs.get_repository_def()),
+        actor="demo",
+    )
+    open_alerts = list_alerts(engine)
+    if not open_alerts:
+        return ["  none: every check passed or is still learning"]
+    return [
+        f"  {a.severity.upper():<8} {a.title}"
+        + (f"  [{a.suppressed_by}]" if a.suppressed_by else "")
+        for a in open_alerts
+    ]
+
+
 @click.command()
 @click.option("--rows", default=1000, show_default=True, help="Rows per generated sample file.")
 @click.option("--files", "n_files", default=3, show_default=True, help="Sample files to generate.")
@@ -164,6 +189,11 @@ def demo(rows: int, n_files: int, seed: int) -> None:
         click.echo(line)
     click.echo("\nhealth checks (one run of each cadence's job; `healthmon status` for more):")
     for line in health_lines(defs, instance, resources["warehouse"].health_engine()):
+        click.echo(line)
+    click.echo(
+        "\nalerts (`healthmon alerts list`; sent by alert_dispatch_job when the daemon runs):"
+    )
+    for line in alert_lines(defs, instance, resources["warehouse"].health_engine()):
         click.echo(line)
     click.echo(
         f"\nDagster UI on the same data: DAGSTER_HOME={settings.dagster_home} "

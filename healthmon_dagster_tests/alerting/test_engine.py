@@ -446,3 +446,32 @@ def test_nothing_is_queued_for_a_disabled_channel(engine: Engine) -> None:
     rate(engine, 0.5, T0)
     evaluate(engine, cfg, T0)
     assert [n.channel for n in rows(engine, notifications)] == ["log"]
+
+
+def test_health_alerts_follow_the_checks_criticality_and_dependencies_alert_once(
+    engine: Engine,
+) -> None:
+    cfg = load_config_text(
+        """
+health_checks:
+  - {check_id: db, name: db, component: database, check_type: connectivity, kind: database}
+  - {check_id: daemon, name: d, component: audit_manager, check_type: connectivity, kind: daemon,
+     critical: true}
+  - {check_id: cpu, name: c, component: system_resources, check_type: capacity,
+     kind: system_resources}
+"""
+    )
+    record(engine, RecordSource.HEALTH_CHECK, "db", "database", "critical", severity="WARN")
+    record(
+        engine, RecordSource.HEALTH_CHECK, "daemon", "audit_manager", "critical", severity="ERROR"
+    )
+    record(
+        engine, RecordSource.HEALTH_CHECK, "cpu", "system_resources", "critical", severity="WARN"
+    )
+    evaluate(engine, cfg, T0)
+    got = sorted((a.rule_id, a.labels["check"], a.severity) for a in rows(engine, alerts))
+    assert got == [
+        ("dependency_unreachable", "db", "critical"),  # the warehouse: one alert, its own rule
+        ("health_check_critical", "daemon", "critical"),  # not a data dependency
+        ("health_check_warning", "cpu", "warning"),  # a non-critical check's critical warns
+    ]
