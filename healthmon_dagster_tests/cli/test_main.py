@@ -1,6 +1,7 @@
 """Every ``healthmon`` command with a database URL that cannot be used: a line that names the
 variable, says what is wrong and what to do, a non-zero exit code, never a traceback and never the
-password, in stdout, stderr or the logs; also through the installed console script."""
+password, in stdout, stderr or the logs; also through the installed console script. ``status``
+still reports a health store of its own when only the warehouse URL is wrong."""
 
 import logging
 import os
@@ -11,6 +12,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from healthmon_dagster.cli.main import cli
+from healthmon_dagster.store.db import get_engine
 from healthmon_dagster_tests.cli.fixtures import healthmon_script
 
 SECRET = "s3cretpw"
@@ -143,3 +145,36 @@ def test_the_console_script_prints_one_line_and_no_password(tmp_path: Path) -> N
         assert proc.stdout == ""
         assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("HEALTHMON_DATABASE_URL")
         assert "libpq keyword string" in proc.stderr and SECRET not in proc.stderr
+
+
+def test_status_still_reads_a_separate_health_store_when_the_warehouse_url_is_bad(
+    tmp_path: Path,
+) -> None:
+    # The store answers; only the per-asset rollup needs the code location, which does not load.
+    store = f"sqlite:///{tmp_path / 'health.db'}"
+    get_engine(store)
+    (tmp_path / "dagster").mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HEALTHMON_", "DAGSTER_"))}
+    env.update(
+        HEALTHMON_HOME=str(tmp_path / "home"),
+        HEALTHMON_DATABASE_URL="sqlite://",
+        HEALTHMON_HEALTH_DATABASE_URL=store,
+        DAGSTER_HOME=str(tmp_path / "dagster"),
+    )
+
+    proc = subprocess.run(
+        [healthmon_script(), "status"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=tmp_path,
+    )
+
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.startswith("Overall: ")
+    assert (
+        "Assets: the code location does not load: HEALTHMON_DATABASE_URL (sqlite://) is not "
+        "usable: it is an in-memory SQLite database" in proc.stdout
+    )
+    assert "Traceback" not in proc.stdout + proc.stderr
