@@ -126,6 +126,48 @@ class AlertStatus(StrEnum):
     SUPPRESSED = "suppressed"
 
 
+class AlertState(StrEnum):
+    """Where an alert episode is in Prometheus's rule lifecycle (``etl.alerts.state``). An
+    inactive condition has no open episode; ``pending`` holds until the rule's ``for`` has passed."""
+
+    PENDING = "pending"
+    FIRING = "firing"
+    RESOLVED = "resolved"
+
+
+class AlertEventKind(StrEnum):
+    """What happened to an alert (``etl.alert_events.kind``)."""
+
+    PENDING = "pending"
+    FIRING = "firing"
+    RESOLVED = "resolved"
+    ACKNOWLEDGED = "acknowledged"
+    SUPPRESSED = "suppressed"
+    UNSUPPRESSED = "unsuppressed"
+    ESCALATED = "escalated"
+    REPEATED = "repeated"
+    NOTE = "note"
+
+
+class NotificationKind(StrEnum):
+    """Why a notification goes out (``etl.notifications.kind``)."""
+
+    FIRING = "firing"
+    RESOLVED = "resolved"
+    ACKNOWLEDGED = "acknowledged"
+    ESCALATED = "escalated"
+    REPEATED = "repeated"
+
+
+class NotificationStatus(StrEnum):
+    """An outbox row (``etl.notifications.status``): ``sent`` only once the channel accepted it."""
+
+    PENDING = "pending"
+    SENT = "sent"
+    FAILED = "failed"  # gave up after the channel's retries; the error is kept
+    CANCELLED = "cancelled"  # the alert resolved or was silenced before it could be sent
+
+
 class IncidentSeverity(StrEnum):
     LOW = "low"
     MEDIUM = "medium"

@@ -728,7 +728,8 @@ class FileAnomaliesCheck(CheckSpec):
 
     kind_description = (
         "The landing file needed no normalisation: no byte-order mark, no CRLF line endings, no "
-        "columns outside the contract, the agreed delimiter."
+        "columns outside the contract, the agreed delimiter, header names exactly as Synthea "
+        "writes them and in its order, no blank lines."
     )
 
     kind: Literal["file_anomalies"]
@@ -738,6 +739,10 @@ class FileAnomaliesCheck(CheckSpec):
     other_delimiter: AnomalyAction = "warn"
     missing_optional_columns: AnomalyAction = "ignore"
     malformed_records: AnomalyAction = "warn"
+    header_whitespace: AnomalyAction = "warn"  # header names with surrounding spaces (trimmed)
+    header_case: AnomalyAction = "warn"  # contract names in another case (matched ignoring case)
+    column_order: AnomalyAction = "warn"  # contract columns in another order (mapped by name)
+    blank_lines: AnomalyAction = "warn"  # empty lines between records (skipped)
     # The delimiter a file should have; empty: the first of landing.accepted_delimiters (filled in
     # when healthmon.yaml is loaded).
     expected_delimiter: str | None = Field(default=None, min_length=1, max_length=1)
@@ -750,6 +755,10 @@ class FileAnomaliesCheck(CheckSpec):
         "other_delimiter",
         "missing_optional_columns",
         "malformed_records",
+        "header_whitespace",
+        "header_case",
+        "column_order",
+        "blank_lines",
     )
 
     def default_name(self) -> str:
@@ -969,6 +978,46 @@ class EscalationPolicy(_Model):
         return self
 
 
+class GroupingConfiguration(_Model):
+    """How alerts are batched into notifications, with Alertmanager's meaning: alerts whose
+    ``group_by`` labels are equal form one group; a new group waits ``group_wait_seconds`` for more
+    alerts, a group that was notified waits ``group_interval_seconds`` before the next notification
+    about changes, and a group still firing unchanged is notified again every
+    ``repeat_interval_minutes``."""
+
+    group_by: list[str] = Field(default_factory=lambda: ["rule_id", "asset", "component"])
+    group_wait_seconds: int = Field(default=30, ge=0, le=3600)
+    group_interval_seconds: int = Field(default=300, ge=1, le=86_400)
+    repeat_interval_minutes: int = Field(default=240, ge=1, le=10_080)
+
+
+class DispatchConfiguration(_Model):
+    """How the outbox is drained: per-channel rate limits, retry backoff and the send lease."""
+
+    # Slack allows about one message per second per channel; PagerDuty 120 events per minute per
+    # routing key. Keys are channel types; a channel's own ``rate_per_minute`` overrides.
+    rate_per_minute: dict[ChannelType, int] = Field(
+        default_factory=lambda: {
+            ChannelType.SLACK: 60,
+            ChannelType.PAGERDUTY: 120,
+            ChannelType.TEAMS: 60,
+            ChannelType.WEBHOOK: 600,
+            ChannelType.EMAIL: 60,
+        }
+    )
+    backoff_initial_seconds: float = Field(default=5, ge=0.1, le=3600)
+    backoff_max_seconds: float = Field(default=600, ge=1, le=86_400)
+    lease_seconds: int = Field(default=60, ge=5, le=3600)  # a claimed row is retaken after this
+    request_timeout_seconds: float = Field(default=10, ge=0.5, le=120)
+
+
+class AlertingConfiguration(_Model):
+    """The alert engine's settings: grouping of notifications and the outbox dispatcher."""
+
+    grouping: GroupingConfiguration = Field(default_factory=GroupingConfiguration)
+    dispatch: DispatchConfiguration = Field(default_factory=DispatchConfiguration)
+
+
 class RetentionConfiguration(_Model):
     """How long the health store keeps each kind of record, in days."""
 
@@ -1002,6 +1051,7 @@ class HealthConfiguration(_Model):
     channels: dict[str, NotificationChannel] = Field(default_factory=_default_channels)
     alert_rules: list[AlertRule] = Field(default_factory=list)
     escalation_policies: list[EscalationPolicy] = Field(default_factory=list)
+    alerting: AlertingConfiguration = Field(default_factory=AlertingConfiguration)
     retention: RetentionConfiguration = Field(default_factory=RetentionConfiguration)
     feature_flags: dict[str, bool] = Field(default_factory=lambda: dict(DEFAULT_FEATURE_FLAGS))
 

@@ -85,6 +85,10 @@ class FileShape:
     header: list[str]
     unexpected_columns: list[str] = field(default_factory=list)  # positions: "#26"
     missing_optional: list[str] = field(default_factory=list)
+    # Normalisations the loader applies to the header (counts, never the header's text):
+    header_whitespace: int = 0  # names with leading or trailing spaces (trimmed)
+    header_case: int = 0  # contract names spelt in another case (matched ignoring case)
+    columns_reordered: bool = False  # contract columns in another order than Synthea's (mapped)
 
 
 @dataclass
@@ -147,7 +151,8 @@ def inspect_header(path: Path, accepted_delimiters: Iterable[str] = (",",)) -> F
             delimiter=delimiter,
             line=1,
         )
-    header = [h.strip() for h in next(csv.reader([header_text], delimiter=delimiter))]
+    untrimmed = next(csv.reader([header_text], delimiter=delimiter))
+    header = [h.strip() for h in untrimmed]
     upper = [h.upper() for h in header]
     known = {c.upper() for c in SOURCE_COLUMNS}
     duplicates = sorted({h for h in upper if upper.count(h) > 1})
@@ -188,7 +193,23 @@ def inspect_header(path: Path, accepted_delimiters: Iterable[str] = (",",)) -> F
         # without a header, a header joined to its first record), and its text patient data.
         unexpected_columns=[f"#{i}" for i, h in enumerate(header, 1) if h.upper() not in known],
         missing_optional=[c for c in OPTIONAL_COLUMNS if c.upper() not in upper],
+        header_whitespace=sum(h != t for h, t in zip(untrimmed, header, strict=True)),
+        header_case=sum(h.upper() in known and h not in SOURCE_COLUMNS for h in header),
+        columns_reordered=_contract_order(upper) != sorted(_contract_order(upper)),
     )
+
+
+def _contract_order(upper: list[str]) -> list[int]:
+    """Positions in the Synthea column order of the header's contract columns, in header order."""
+    order = {c.upper(): i for i, c in enumerate(SOURCE_COLUMNS)}
+    return [order[h] for h in upper if h in order]
+
+
+@dataclass
+class _Counts:
+    rows: int = 0
+    malformed: int = 0
+    blank_lines: int = 0  # skipped: not records
 
 
 @dataclass
@@ -199,7 +220,7 @@ class _Record:
     error: str | None
 
 
-def _records(path: Path, shape: FileShape) -> Iterator[_Record]:
+def _records(path: Path, shape: FileShape, counts: _Counts) -> Iterator[_Record]:
     """Every data record of the file, in order; blank lines are not records.
 
     Most lines hold no quote character: they are split (or passed on whole) without the csv module,
@@ -226,6 +247,7 @@ def _records(path: Path, shape: FileShape) -> Iterator[_Record]:
                     )
                 line = physical.rstrip("\r\n")
                 if not line:
+                    counts.blank_lines += 1
                     continue
                 row_number += 1
                 if '"' not in line:
@@ -314,12 +336,6 @@ class _TextStream:
         return self.read(8192)
 
 
-@dataclass
-class _Counts:
-    rows: int = 0
-    malformed: int = 0
-
-
 def _column_plan(shape: FileShape) -> tuple[list[str], list[int], bool]:
     """Raw columns to fill, the header positions feeding them, and whether lines can pass whole."""
     known = {c.upper(): db_column(c) for c in SOURCE_COLUMNS}
@@ -357,7 +373,7 @@ def _copy_file(
         out: list[str] = []
         buf = io.StringIO()
         writer = csv.writer(buf, delimiter=d, lineterminator="\n")
-        for rec in _records(path, shape):
+        for rec in _records(path, shape, counts):
             counts.rows += 1
             if rec.line is not None and whole_lines:
                 out.append(f"{file_id}{d}{rec.row_number}{d}{rec.line}{d}{suffix}{d}\n")
@@ -416,7 +432,7 @@ def _insert_file(
     """Insert the file into raw.patients in batches of CHUNK_ROWS (SQLite)."""
     columns, positions, _ = _column_plan(shape)
     batch: list[dict[str, object]] = []
-    for rec in _records(path, shape):
+    for rec in _records(path, shape, counts):
         counts.rows += 1
         counts.malformed += rec.error is not None
         fields = rec.fields if rec.fields is not None else rec.line.split(shape.delimiter)  # type: ignore[union-attr]
@@ -548,6 +564,9 @@ def _load_local_copy(
                 crlf=shape.crlf,
                 unexpected_columns=",".join(shape.unexpected_columns) or None,
                 missing_columns=",".join(shape.missing_optional) or None,
+                header_whitespace=shape.header_whitespace,
+                header_case=shape.header_case,
+                columns_reordered=shape.columns_reordered,
             )
             result.unexpected_columns = shape.unexpected_columns
             result.missing_columns = shape.missing_optional
@@ -599,6 +618,7 @@ def _write_file(
                     status=status,
                     rows_raw=rows,
                     malformed_rows=malformed,
+                    blank_lines=counts.blank_lines,
                     loaded_at=utcnow(),
                 )
             )

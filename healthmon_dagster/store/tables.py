@@ -79,6 +79,13 @@ files = sa.Table(
     sa.Column("loaded_at", Timestamp, nullable=False),
     sa.Column("staged_at", Timestamp),
     sa.Column("merged_at", Timestamp),
+    # Normalisations the loader applied (counts and flags, never header text): header names
+    # trimmed of spaces, contract names matched ignoring case, contract columns in another order
+    # than Synthea's, blank lines skipped.
+    sa.Column("header_whitespace", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("header_case", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("columns_reordered", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("blank_lines", sa.BigInteger, nullable=False, server_default="0"),
     sa.CheckConstraint("status IN ('loaded', 'empty', 'rejected')", name="ck_files_status"),
     schema="etl",
 )
@@ -169,6 +176,144 @@ config_versions = sa.Table(
     sa.Column("content", sa.Text, nullable=False),
     sa.Column("recorded_at", Timestamp, nullable=False),
     schema="etl",
+)
+
+# --- Alerting: alerts, their history, silences, the notification outbox ------------------------
+
+# One row per alert episode: an alert is opened (pending or firing) for a fingerprint, the stable
+# hash of its labels, and ends resolved. A later episode of the same fingerprint is a new row.
+alerts = sa.Table(
+    "alerts",
+    metadata,
+    sa.Column("alert_id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("fingerprint", sa.String(64), nullable=False),
+    sa.Column("rule_id", sa.String(200), nullable=False),
+    sa.Column("state", sa.String(20), nullable=False),  # AlertState: pending | firing | resolved
+    # AlertStatus: active | acknowledged | resolved | suppressed (what a person acts on)
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("severity", sa.String(20), nullable=False),  # AlertSeverity
+    sa.Column("component", sa.String(64)),
+    sa.Column("labels", sa.JSON, nullable=False),  # identify the alert; never field values
+    sa.Column("title", sa.String(500), nullable=False),
+    sa.Column("description", sa.Text, nullable=False, server_default=""),
+    sa.Column("details", sa.JSON, nullable=False),  # counts, rates, column names, row numbers
+    sa.Column("value", sa.Float),  # the observed value that made the condition true
+    sa.Column("group_key", sa.String(500), nullable=False),
+    sa.Column("started_at", Timestamp, nullable=False),  # condition first true (pending)
+    sa.Column("fired_at", Timestamp),
+    sa.Column("last_active_at", Timestamp, nullable=False),  # condition last seen true
+    sa.Column("last_evaluated_at", Timestamp, nullable=False),
+    sa.Column("resolved_at", Timestamp),
+    sa.Column("resolved_by", sa.String(200)),
+    sa.Column("resolution", sa.Text),
+    sa.Column("acknowledged_by", sa.String(200)),
+    sa.Column("acknowledged_at", Timestamp),
+    sa.Column("ack_note", sa.Text),
+    # Why no notification goes out while it fires: "silence 3", "inhibited by alert 17 (...)",
+    # "mute interval weekend"; NULL when not suppressed.
+    sa.Column("suppressed_by", sa.String(500)),
+    sa.Column("inhibited_by", sa.BigInteger),  # alert_id of the root cause that mutes this one
+    sa.Column("escalation_level", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("escalations", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_escalation_at", Timestamp),
+    sa.CheckConstraint("state IN ('pending', 'firing', 'resolved')", name="ck_alerts_state"),
+    sa.CheckConstraint(
+        "status IN ('active', 'acknowledged', 'resolved', 'suppressed')", name="ck_alerts_status"
+    ),
+    schema="etl",
+)
+# Dedup is a constraint: at most one open episode per fingerprint, whichever process evaluates.
+sa.Index(
+    "uq_alerts_open_fingerprint",
+    alerts.c.fingerprint,
+    unique=True,
+    postgresql_where=sa.text("state <> 'resolved'"),
+    sqlite_where=sa.text("state <> 'resolved'"),
+)
+sa.Index("ix_alerts_state_rule", alerts.c.state, alerts.c.rule_id)
+sa.Index("ix_alerts_started_at", alerts.c.started_at)
+
+# Every transition and action on an alert, in order: its history.
+alert_events = sa.Table(
+    "alert_events",
+    metadata,
+    sa.Column("event_id", BigId, primary_key=True, autoincrement=True),
+    sa.Column(
+        "alert_id",
+        sa.BigInteger,
+        sa.ForeignKey("etl.alerts.alert_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("at", Timestamp, nullable=False),
+    # AlertEventKind: pending | firing | resolved | acknowledged | suppressed | unsuppressed |
+    # escalated | repeated | note
+    sa.Column("kind", sa.String(20), nullable=False),
+    sa.Column("from_state", sa.String(20)),
+    sa.Column("to_state", sa.String(20)),
+    sa.Column("actor", sa.String(200), nullable=False),  # "sensor", "cli:<user>", ...
+    sa.Column("note", sa.Text),
+    sa.Column("details", sa.JSON, nullable=False),
+    schema="etl",
+)
+sa.Index("ix_alert_events_alert_at", alert_events.c.alert_id, alert_events.c.at)
+
+silences = sa.Table(
+    "silences",
+    metadata,
+    sa.Column("silence_id", BigId, primary_key=True, autoincrement=True),
+    # [{"name": label, "value": v, "is_regex": bool, "is_equal": bool}], all must match
+    sa.Column("matchers", sa.JSON, nullable=False),
+    sa.Column("starts_at", Timestamp, nullable=False),
+    sa.Column("ends_at", Timestamp, nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("comment", sa.Text, nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("expired_at", Timestamp),  # set when expired early
+    sa.CheckConstraint("ends_at > starts_at", name="ck_silences_window"),
+    schema="etl",
+)
+
+# The outbox: written in the transaction that records the alert event, before anything is sent;
+# marked sent only after the channel accepted it. Exactly once per (event, channel).
+notifications = sa.Table(
+    "notifications",
+    metadata,
+    sa.Column("notification_id", BigId, primary_key=True, autoincrement=True),
+    sa.Column(
+        "event_id",
+        sa.BigInteger,
+        sa.ForeignKey("etl.alert_events.event_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("alert_id", sa.BigInteger, nullable=False),
+    sa.Column("channel", sa.String(100), nullable=False),  # name under channels: in healthmon.yaml
+    # NotificationKind: firing | resolved | acknowledged | escalated | repeated
+    sa.Column("kind", sa.String(20), nullable=False),
+    sa.Column("group_key", sa.String(500), nullable=False),
+    # NotificationStatus: pending | sent | failed (gave up after retries) | cancelled
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("not_before", Timestamp, nullable=False),  # group_wait / backoff / Retry-After
+    sa.Column("last_error", sa.Text),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("sent_at", Timestamp),
+    sa.Column("delivery_key", sa.String(64)),  # idempotency key of the request that carried it
+    # A dispatcher's lease while it sends: a row claimed by a process killed mid-send is
+    # taken again once the lease ends, with the same delivery_key (the receiver dedups).
+    sa.Column("claimed_by", sa.String(100)),
+    sa.Column("claimed_until", Timestamp),
+    sa.UniqueConstraint("event_id", "channel", name="uq_notifications_event_channel"),
+    sa.CheckConstraint(
+        "status IN ('pending', 'sent', 'failed', 'cancelled')", name="ck_notifications_status"
+    ),
+    schema="etl",
+)
+sa.Index(
+    "ix_notifications_pending",
+    notifications.c.channel,
+    notifications.c.not_before,
+    postgresql_where=sa.text("status = 'pending'"),
+    sqlite_where=sa.text("status = 'pending'"),
 )
 
 # --- Warehouse: raw -> stg -> core ------------------------------------------------------------

@@ -184,6 +184,47 @@ def test_bom_and_crlf_load_the_same_values_as_a_clean_file(engine: Engine, tmp_p
     assert _values(engine, bom.file_id) == clean_values
 
 
+# defect -> what etl.files records for it (every other normalisation column stays 0 / false)
+NORMALISED = {
+    "header_whitespace": {"header_whitespace": 2},
+    "header_case": {"header_case": 2},
+    "columns_reordered": {"columns_reordered": True},
+    "blank_lines": {"blank_lines": 2},  # after records 50 and 100
+}
+
+
+@pytest.mark.parametrize("defect", list(NORMALISED))
+def test_each_normalisation_loads_the_clean_values_and_is_recorded(
+    engine: Engine, tmp_path: Path, defect: str
+) -> None:
+    source = LocalLandingSource(tmp_path / "landing")
+    [clean_sample] = generate_sample(100)
+    [sample] = generate_sample(100, defect=defect)
+    source.put("clean.csv", clean_sample.data)
+    source.put("patients_0001.csv", sample.data)
+    clean = raw.load_file(engine, source, "clean.csv")
+    normalised = raw.load_file(engine, source, "patients_0001.csv")
+
+    assert (normalised.status, normalised.rows, normalised.malformed_rows) == ("loaded", 100, 0)
+    assert _values(engine, normalised.file_id) == _values(engine, clean.file_id)
+    expected = {
+        "header_whitespace": 0,
+        "header_case": 0,
+        "columns_reordered": False,
+        "blank_lines": 0,
+        **NORMALISED[defect],
+    }
+    [row] = _file_rows(engine, "patients_0001.csv")
+    assert {k: getattr(row, k) for k in expected} == expected
+    [clean_row] = _file_rows(engine, "clean.csv")
+    assert (
+        clean_row.header_whitespace,
+        clean_row.header_case,
+        clean_row.columns_reordered,
+        clean_row.blank_lines,
+    ) == (0, 0, False, 0)
+
+
 def test_file_gone_between_listing_and_reading(engine: Engine, tmp_path: Path) -> None:
     source = LocalLandingSource(tmp_path)
     write_to(source, generate_sample(ROWS))

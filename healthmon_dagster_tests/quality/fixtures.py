@@ -56,6 +56,11 @@ EXPECTED: dict[str, dict[str, QualityStatus]] = {
     "truncated_last_line": {WELL_FORMED: QualityStatus.WARN},
     "volume_drop": {VOLUME: QualityStatus.WARN},
     "bom_crlf": {FILE_ANOMALIES: QualityStatus.WARN},
+    # normalised by the loader (trimmed, matched ignoring case, mapped by name, skipped): warned
+    "header_whitespace": {FILE_ANOMALIES: QualityStatus.WARN},
+    "header_case": {FILE_ANOMALIES: QualityStatus.WARN},
+    "columns_reordered": {FILE_ANOMALIES: QualityStatus.WARN},
+    "blank_lines": {FILE_ANOMALIES: QualityStatus.WARN},
     "non_utf8": {},
     # 4-digit ZIPs in Massachusetts: kept and flagged, not rejected
     "zip_leading_zeros_stripped": {FLAGGED: QualityStatus.WARN},

@@ -259,6 +259,7 @@ def stg_patients(
         StagingMetrics.ROWS_STAGED: (rows_in - rejected, "rows"),
         StagingMetrics.ROWS_REJECTED: (rejected, "rows"),
         StagingMetrics.REJECTION_RATE: (rate, "ratio"),
+        StagingMetrics.ROWS_FLAGGED: (flagged, "rows"),
         StagingMetrics.STAGE_DURATION_SECONDS: (duration, "s"),
         StagingMetrics.ROWS_PER_SECOND: (rows_in / duration if duration else 0.0, "rows/s"),
         StagingMetrics.FILES_STAGED: (len(results), "files"),
@@ -286,7 +287,6 @@ def stg_patients(
         asset_key=STG_PATIENTS,
         metadata={
             **{name: v for name, (v, _) in figures.items() if name != StagingMetrics.ROWS_REJECTED},
-            "rows_flagged": flagged,
             **{f"flag__{code}": n for code, n in flags.items()},
         },
     )

@@ -2,11 +2,13 @@
 
 - ``file_anomalies``: what the loader tolerated and normalised in a file it loaded (a byte-order
   mark, CRLF line endings, columns outside the contract, a delimiter other than the expected one,
-  absent optional columns, records kept with ``_error``); each anomaly the spec sets to ``warn``
-  makes the check WARN. It never fails. Incremental runs judge the newest file; the full sweep
-  judges every file loaded in the spec's ``window_hours`` (default 24 h, the daily sweep's period),
-  so an old anomaly does not warn forever. Cost: one read of ``etl.files`` (by primary key in a
-  run; the sweep reads the files of its window, one row per file).
+  absent optional columns, records kept with ``_error``, header names trimmed of spaces or matched
+  ignoring case, columns in another order than Synthea's, blank lines skipped); each anomaly the
+  spec sets to ``warn`` makes the check WARN. It never fails. Incremental runs judge the newest
+  file; the full sweep judges every file loaded in the spec's ``window_hours`` (default 24 h, the
+  daily sweep's period), so an old anomaly does not warn forever. Cost: one read of
+  ``etl.files`` (by primary key in a run; the sweep reads the files of its window, one row per
+  file).
 - :func:`contract_break_results`: a file the loader rejects whole never reaches a table, so no
   planner can see it; the raw asset reports it as a failed, blocking ERROR evaluation of each
   ``schema`` check of the asset, built here.
@@ -61,6 +63,10 @@ def plan_file_anomalies(ctx: EvalContext, spec: FileAnomaliesCheck) -> Plan:
             f.unexpected_columns,
             f.missing_columns,
             f.malformed_rows,
+            f.header_whitespace,
+            f.header_case,
+            f.columns_reordered,
+            f.blank_lines,
         ).where(bundled.arrived)
         if ctx.mode == INCREMENTAL:
             if ctx.batch is None:
@@ -95,6 +101,10 @@ def plan_file_anomalies(ctx: EvalContext, spec: FileAnomaliesCheck) -> Plan:
                 len([c for c in _names(r.missing_columns) if c.upper() in optional]) for r in rows
             ),
             "malformed_records": sum(int(r.malformed_rows or 0) for r in rows),
+            "header_whitespace": sum(int(r.header_whitespace or 0) for r in rows),
+            "header_case": sum(int(r.header_case or 0) for r in rows),
+            "column_order": sum(bool(r.columns_reordered) for r in rows),
+            "blank_lines": sum(int(r.blank_lines or 0) for r in rows),
         }
         delimiters = sorted({r.delimiter for r in rows if r.delimiter and r.delimiter != expected})
         missing = sorted(
@@ -111,6 +121,11 @@ def plan_file_anomalies(ctx: EvalContext, spec: FileAnomaliesCheck) -> Plan:
             + (f": {', '.join(missing)})" if missing else ")"),
             "malformed_records": "record(s) kept with _error (could not be split into the "
             "header's fields)",
+            "header_whitespace": "header name(s) with surrounding spaces (trimmed)",
+            "header_case": "contract column name(s) in another case (matched ignoring case)",
+            "column_order": "file(s) with the contract columns in another order than Synthea's "
+            "(mapped by name)",
+            "blank_lines": "blank line(s) between records (skipped)",
         }
         warned = [a for a in spec.ANOMALIES if found[a] and spec.action(a) == "warn"]
         if warned:

@@ -32,6 +32,10 @@ ANOMALIES = (
     "other_delimiter",
     "missing_optional_columns",
     "malformed_records",
+    "header_whitespace",
+    "header_case",
+    "column_order",
+    "blank_lines",
 )
 
 
@@ -113,6 +117,34 @@ CASES: dict[str, tuple[str | None, dict[str, str], list[str] | None, dict[str, f
         None,
         {"missing_optional_columns": 3},
         "3 optional column(s) absent (loaded as empty: FIPS, INCOME, MIDDLE)",
+    ),
+    "header_whitespace": (
+        "header_whitespace",
+        {},
+        None,
+        {"header_whitespace": 2},
+        "2 header name(s) with surrounding spaces (trimmed)",
+    ),
+    "header_case": (
+        "header_case",
+        {},
+        None,
+        {"header_case": 2},
+        "2 contract column name(s) in another case (matched ignoring case)",
+    ),
+    "column_order": (
+        "columns_reordered",
+        {},
+        None,
+        {"column_order": 1},
+        "1 file(s) with the contract columns in another order than Synthea's",
+    ),
+    "blank_lines": (
+        "blank_lines",
+        {},
+        None,
+        {"blank_lines": 2},
+        "2 blank line(s) between records (skipped)",
     ),
     "malformed_records": (
         "truncated_last_line",
