@@ -21,6 +21,7 @@ from healthmon_dagster.etl.sample import generate_sample, write_to
 from healthmon_dagster.etl.staging import rejection_reasons
 from healthmon_dagster.health.status import get_system_status
 from healthmon_dagster.settings import get_settings, redact_url
+from healthmon_dagster.store.db import using_engine
 from healthmon_dagster.store.tables import (
     dim_patient,
     files,
@@ -153,6 +154,8 @@ def demo(rows: int, n_files: int, seed: int) -> None:
     from healthmon_dagster.definitions import defs
 
     settings = get_settings()
+    for url in dict.fromkeys([settings.database_url, settings.health_database_url]):
+        using_engine(url, lambda _engine: None)  # migrated, or one line saying why not
     ensure_dagster_home()
     resources = defs.resources or {}
     source = resources["landing"].source()
@@ -179,12 +182,16 @@ def demo(rows: int, n_files: int, seed: int) -> None:
         failed += not result.success
         click.echo(f"run {result.run_id[:8]} {request.tags.get('healthmon/file_key')}: {status}")
     if not requests:
-        click.echo("no new landing files: nothing to run")
+        skipped = sensor_result.skip_reason.skip_message if sensor_result.skip_reason else None
+        click.echo(f"nothing to run: {skipped or 'no new landing files'}")
 
     click.echo(f"\nwarehouse {redact_url(settings.database_url)}:")
     for line in summary_lines(resources["warehouse"].engine()):
         click.echo(line)
-    click.echo("\nasset checks (latest result of each; `healthmon checks` for the full table):")
+    click.echo(
+        f"\nasset checks in the health store {redact_url(settings.health_database_url)} "
+        "(latest result of each; `healthmon checks` for the full table):"
+    )
     for line in check_lines(resources["warehouse"].health_engine()):
         click.echo(line)
     click.echo("\nhealth checks (one run of each cadence's job; `healthmon status` for more):")

@@ -8,10 +8,12 @@ import click
 import dagster as dg
 
 from healthmon_dagster.cli.store_access import read_store
+from healthmon_dagster.config import ConfigError
 from healthmon_dagster.enums import HealthStatus
 from healthmon_dagster.formatting import InvalidWindow, human_duration, parse_duration
 from healthmon_dagster.health.status import ComponentStatus, SystemStatus, get_system_status
 from healthmon_dagster.settings import get_settings
+from healthmon_dagster.store.db import DatabaseUnavailable
 
 EXIT_CODES = {
     HealthStatus.HEALTHY: 0,
@@ -74,6 +76,8 @@ def _asset_health() -> tuple[list[Any] | None, str | None]:
         from healthmon_dagster.definitions import defs
 
         return get_asset_health(instance, defs), None
+    except (ConfigError, DatabaseUnavailable) as exc:  # the code location does not load
+        return None, f"the code location does not load: {str(exc).splitlines()[0]}"
     finally:
         instance.dispose()
 

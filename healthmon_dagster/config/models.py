@@ -1,7 +1,9 @@
 """Pydantic models of ``healthmon.yaml``.
 
 Every model forbids unknown keys, so a typo is an error rather than a silently ignored setting,
-and every section has a default, so an empty file is a valid configuration. Validators that find a
+and every section has a default, so an empty file is a valid configuration. Every number has bounds
+that the code using it can honour (a window of a year, not one past the range of a timedelta or a
+C int) and no float may be infinite or NaN: what passes validation works at run time. Validators that find a
 problem raise :class:`ConfigProblem` with locations relative to the model, which the loader turns
 into path-precise messages with YAML line numbers.
 """
@@ -26,6 +28,26 @@ from healthmon_dagster.enums import (
 )
 
 Loc = tuple[str | int, ...]
+
+# Bounds of the numbers (a value outside them is a typo or would break where it is used).
+MAX_WINDOW_DAYS = 366
+"""Longest time window, delay or cooldown: a year (a longer one means the check never fires)."""
+MAX_WINDOW_MINUTES = MAX_WINDOW_DAYS * 24 * 60
+MAX_WINDOW_HOURS = MAX_WINDOW_DAYS * 24
+MAX_RETENTION_DAYS = 36_500
+"""Longest retention: a century (records of patients may have to be kept for decades)."""
+MAX_INTERVAL_SECONDS = 86_400
+"""Longest health-check interval: schedules are cron, which runs a job at most daily."""
+MAX_TIMEOUT_SECONDS = 3_600
+MAX_RETRIES = 10
+MAX_ROWS = 10**12
+"""Largest row count or count threshold (a trillion rows)."""
+MAX_GROWTH_PCT = 100_000.0
+MAX_SENSITIVITY = 100.0
+"""Largest volume-anomaly sensitivity, in robust standard deviations."""
+MAX_HISTORY_LOADS = 10_000
+MAX_ESCALATION_LEVELS = 100
+INT64_MAX = 2**63 - 1
 
 ASSET_KEY_PATTERN = re.compile(r"^[A-Za-z0-9_]+(/[A-Za-z0-9_]+)*$")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_]+$")
@@ -82,7 +104,9 @@ def _raise_if(problems: list[tuple[Loc, str]]) -> None:
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    # allow_inf_nan: "inf" and "nan" are floats to Python and YAML (.inf, 1e999), and break every
+    # comparison and timedelta they reach.
+    model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -226,9 +250,9 @@ class HealthCheckConfiguration(_Model):
     check_type: HealthCheckType = HealthCheckType.CONNECTIVITY
     kind: HealthCheckKind
     impl: str | None = None
-    interval_seconds: int = Field(default=60, ge=1)
-    timeout_seconds: float = Field(default=10, gt=0)
-    retry_attempts: int = Field(default=0, ge=0, le=10)
+    interval_seconds: int = Field(default=60, ge=1, le=MAX_INTERVAL_SECONDS)
+    timeout_seconds: float = Field(default=10, gt=0, le=MAX_TIMEOUT_SECONDS)
+    retry_attempts: int = Field(default=0, ge=0, le=MAX_RETRIES)
     enabled: bool = True
     critical: bool = False
     dependencies: list[str] = Field(default_factory=list)
@@ -281,8 +305,8 @@ class CheckSpec(_Model):
         kind: str
 
     name: str | None = Field(default=None, pattern=NAME_PATTERN.pattern)
-    warn: float | None = Field(default=None, ge=0)
-    fail: float | None = Field(default=None, ge=0)
+    warn: float | None = Field(default=None, ge=0, le=MAX_ROWS)
+    fail: float | None = Field(default=None, ge=0, le=MAX_ROWS)
     blocking: bool = False
     description: str = ""
 
@@ -374,6 +398,19 @@ class AcceptedValuesCheck(_MostlyCheckSpec):
     def default_name(self) -> str:
         return f"{self.column.lower()}_has_accepted_values"
 
+    @field_validator("values")
+    @classmethod
+    def _bound_integers(cls, value: list[str | int | float]) -> list[str | int | float]:
+        # The values are bound parameters of the check's SQL: a database integer is 64 bits.
+        _raise_if(
+            [
+                ((i,), f"{v} is beyond the 64-bit integer range of a database")
+                for i, v in enumerate(value)
+                if isinstance(v, int) and not -INT64_MAX <= v <= INT64_MAX
+            ]
+        )
+        return value
+
 
 class RangeCheck(_MostlyCheckSpec):
     kind_description = "Values lie within their physical range (e.g. a latitude within +-90)."
@@ -419,8 +456,8 @@ class RowCountCheck(CheckSpec):
     kind_description = "The load holds a plausible number of rows (an empty export is an incident)."
 
     kind: Literal["row_count"]
-    min: int | None = Field(default=None, ge=0)
-    max: int | None = Field(default=None, ge=0)
+    min: int | None = Field(default=None, ge=0, le=MAX_ROWS)
+    max: int | None = Field(default=None, ge=0, le=MAX_ROWS)
 
     def default_name(self) -> str:
         return "row_count_is_in_range"
@@ -440,7 +477,7 @@ class RowCountChangeCheck(CheckSpec):
 
     kind: Literal["row_count_change"]
     max_drop_pct: float | None = Field(default=None, ge=0, le=100)
-    max_growth_pct: float | None = Field(default=None, ge=0)
+    max_growth_pct: float | None = Field(default=None, ge=0, le=MAX_GROWTH_PCT)
 
     def default_name(self) -> str:
         return "row_count_change_is_within_bounds"
@@ -482,8 +519,8 @@ class FreshnessCheck(CheckSpec):
 
     kind: Literal["freshness"]
     column: str
-    warn_after_minutes: int | None = Field(default=None, ge=1)
-    fail_after_minutes: int = Field(ge=1)
+    warn_after_minutes: int | None = Field(default=None, ge=1, le=MAX_WINDOW_MINUTES)
+    fail_after_minutes: int = Field(ge=1, le=MAX_WINDOW_MINUTES)
 
     def default_name(self) -> str:
         return f"{self.column.lower()}_is_fresh"
@@ -561,7 +598,7 @@ class StagingFlagsCheck(CheckSpec):
 
     kind: Literal["staging_flags"]
     flags: list[str] = Field(default_factory=list)
-    warn: float | None = Field(default=0, ge=0)
+    warn: float | None = Field(default=0, ge=0, le=MAX_ROWS)
 
     def default_name(self) -> str:
         return "no_rows_flagged"
@@ -664,8 +701,8 @@ class VolumeAnomalyCheck(CheckSpec):
     kind: Literal["volume_anomaly"]
     metric: str = "row_count"
     direction: Literal["up", "down", "both"] = "both"
-    sensitivity: float = Field(default=3.0, gt=0)
-    min_history: int = Field(default=7, ge=2)
+    sensitivity: float = Field(default=3.0, gt=0, le=MAX_SENSITIVITY)
+    min_history: int = Field(default=7, ge=2, le=MAX_HISTORY_LOADS)
     seasonality: bool = False
 
     def default_name(self) -> str:
@@ -714,7 +751,7 @@ class FileAnomaliesCheck(CheckSpec):
     # The delimiter a file should have; empty: the first of landing.accepted_delimiters (filled in
     # when healthmon.yaml is loaded).
     expected_delimiter: str | None = Field(default=None, min_length=1, max_length=1)
-    window_hours: int = Field(default=24, ge=1)
+    window_hours: int = Field(default=24, ge=1, le=MAX_WINDOW_HOURS)
 
     ANOMALIES: ClassVar[tuple[str, ...]] = (
         "bom",
@@ -826,8 +863,8 @@ class QualityConfiguration(_Model):
 class FreshnessConfig(_Model):
     """A Dagster freshness time window for one asset."""
 
-    warn_window_minutes: int | None = Field(default=None, ge=1)
-    fail_window_minutes: int = Field(ge=1)
+    warn_window_minutes: int | None = Field(default=None, ge=1, le=MAX_WINDOW_MINUTES)
+    fail_window_minutes: int = Field(ge=1, le=MAX_WINDOW_MINUTES)
     # Load time of a table loaded outside Dagster, for the last-load check (default: the etl.files
     # audit for the bundled assets, else the table's ``_loaded_at``).
     timestamp_column: str | None = None
@@ -850,8 +887,8 @@ class NotificationChannel(_Model):
 
     type: ChannelType
     enabled: bool = True
-    retry_attempts: int = Field(default=3, ge=0, le=10)
-    retry_delay_minutes: float = Field(default=1, ge=0)
+    retry_attempts: int = Field(default=3, ge=0, le=MAX_RETRIES)
+    retry_delay_minutes: float = Field(default=1, ge=0, le=24 * 60)
     configuration: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("configuration")
@@ -908,7 +945,7 @@ class AlertCondition(_Model):
     metric_name: str
     operator: ConditionOperator = ConditionOperator.GREATER_THAN
     threshold: float | str
-    duration_minutes: int = Field(default=0, ge=0, le=10_080)
+    duration_minutes: int = Field(default=0, ge=0, le=MAX_WINDOW_MINUTES)
     aggregation: Aggregation = Aggregation.AVG
     window_minutes: int = Field(default=5, ge=1, le=10_080)
 
@@ -967,7 +1004,7 @@ class AlertRule(_Model):
     severity: AlertSeverity = AlertSeverity.WARNING
     channels: list[str] = Field(default_factory=lambda: ["log"])
     escalation_policy: str | None = None
-    cooldown_period_minutes: int = Field(default=15, ge=0, le=10_080)
+    cooldown_period_minutes: int = Field(default=15, ge=0, le=MAX_WINDOW_MINUTES)
     labels: dict[str, str] = Field(default_factory=dict)
     mute_time_intervals: list[str] = Field(default_factory=list)
 
@@ -995,8 +1032,8 @@ class AlertRule(_Model):
 
 
 class EscalationLevel(_Model):
-    level: int = Field(ge=1)
-    delay_minutes: int = Field(default=0, ge=0)
+    level: int = Field(ge=1, le=MAX_ESCALATION_LEVELS)
+    delay_minutes: int = Field(default=0, ge=0, le=MAX_WINDOW_MINUTES)
     channels: list[str] = Field(default_factory=list)
     notify_roles: list[str] = Field(default_factory=list)
     notify_users: list[str] = Field(default_factory=list)
@@ -1007,8 +1044,9 @@ class EscalationPolicy(_Model):
     policy_id: str = Field(pattern=NAME_PATTERN.pattern)
     name: str = ""
     escalation_levels: list[EscalationLevel] = Field(default_factory=list)
-    repeat_interval_minutes: int = Field(default=0, ge=0)  # 0: do not repeat the last level
-    max_escalations: int = Field(default=3, ge=1)
+    # 0: do not repeat the last level
+    repeat_interval_minutes: int = Field(default=0, ge=0, le=MAX_WINDOW_MINUTES)
+    max_escalations: int = Field(default=3, ge=1, le=MAX_ESCALATION_LEVELS)
 
     @model_validator(mode="after")
     def _ordered(self) -> "EscalationPolicy":
@@ -1145,11 +1183,11 @@ class AlertingConfiguration(_Model):
 class RetentionConfiguration(_Model):
     """How long the health store keeps each kind of record, in days."""
 
-    metrics_days: int = Field(default=90, ge=1)
-    check_results_days: int = Field(default=90, ge=1)
-    alerts_days: int = Field(default=365, ge=1)
-    incidents_days: int = Field(default=730, ge=1)
-    load_runs_days: int = Field(default=365, ge=1)
+    metrics_days: int = Field(default=90, ge=1, le=MAX_RETENTION_DAYS)
+    check_results_days: int = Field(default=90, ge=1, le=MAX_RETENTION_DAYS)
+    alerts_days: int = Field(default=365, ge=1, le=MAX_RETENTION_DAYS)
+    incidents_days: int = Field(default=730, ge=1, le=MAX_RETENTION_DAYS)
+    load_runs_days: int = Field(default=365, ge=1, le=MAX_RETENTION_DAYS)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from healthmon_dagster.defs.resources import (
 )
 from healthmon_dagster.etl.landing import LandingError
 from healthmon_dagster.etl.raw import unloaded_files
+from healthmon_dagster.store.db import DatabaseUnavailable, using_engine
 
 MAX_RUNS_PER_TICK = 100
 
@@ -28,9 +29,11 @@ def landing_files_sensor(
     while it is in flight; the loader's content hash is the last guard against a double load."""
     pattern = healthmon_config.load().landing.file_pattern
     try:
-        pending = unloaded_files(warehouse.engine(), landing.source(), pattern)
+        pending = using_engine(warehouse.url(), unloaded_files, landing.source(), pattern)
     except LandingError as exc:
         return dg.SensorResult(skip_reason=dg.SkipReason(f"landing source unavailable: {exc}"))
+    except DatabaseUnavailable as exc:
+        return dg.SensorResult(skip_reason=dg.SkipReason(f"warehouse: {exc}"))
     if not pending:
         return dg.SensorResult(skip_reason=dg.SkipReason(f"no new files matching {pattern!r}"))
     requests = [
