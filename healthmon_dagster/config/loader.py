@@ -161,11 +161,14 @@ def load_config_text(text: str, source_name: str = "<string>") -> HealthConfigur
             f"(top level) (line {line}): expected a mapping of sections, got {type(data).__name__}"
         )
         raise ConfigError([msg], source_name)
-    errors = _duplicate_keys(root, ()) + _non_finite_numbers(data, (), root)
+    non_finite = _non_finite_numbers(data, (), root)
+    errors = _duplicate_keys(root, ()) + non_finite
     try:
         config = HealthConfiguration.model_validate(data)
     except ValidationError as exc:
-        errors += _format_errors(exc, root)
+        # A nested model (a channel's configuration) may report the same number again.
+        reported = {e.split(": ", 1)[0] for e in non_finite}
+        errors += [e for e in _format_errors(exc, root) if e.split(": ", 1)[0] not in reported]
     if errors:
         # In file order, so the list reads top to bottom like the file.
         errors.sort(key=lambda e: int(m.group(1)) if (m := _LINE.search(e)) else 0)

@@ -122,8 +122,8 @@ def test_anchors_and_merge_keys_within_the_limits_still_work() -> None:
             "health_checks[0].custom_parameters.query_time_warning_ms (line 5)",
         ),
         (
-            "channels:\n  hook:\n    type: webhook\n    configuration: {timeouts: [1, .NaN]}\n",
-            "channels.hook.configuration.timeouts[1] (line 4)",
+            "channels:\n  hook:\n    type: webhook\n    configuration: {rate_per_minute: .NaN}\n",
+            "channels.hook.configuration.rate_per_minute (line 4)",
         ),
     ],
 )
