@@ -47,6 +47,8 @@ MAX_SENSITIVITY = 100.0
 """Largest volume-anomaly sensitivity, in robust standard deviations."""
 MAX_HISTORY_LOADS = 10_000
 MAX_ESCALATION_LEVELS = 100
+MAX_RATE_PER_MINUTE = 60_000
+"""Fastest notification rate of a channel (1,000 a second; the services allow far fewer)."""
 INT64_MAX = 2**63 - 1
 
 ASSET_KEY_PATTERN = re.compile(r"^[A-Za-z0-9_]+(/[A-Za-z0-9_]+)*$")
@@ -1085,7 +1087,7 @@ class DispatchConfiguration(_Model):
 
     # Slack allows about one message per second per channel; PagerDuty 120 events per minute per
     # routing key. Keys are channel types; a channel's own ``rate_per_minute`` overrides.
-    rate_per_minute: dict[ChannelType, int] = Field(
+    rate_per_minute: dict[ChannelType, Annotated[int, Field(ge=1, le=MAX_RATE_PER_MINUTE)]] = Field(
         default_factory=lambda: {
             ChannelType.SLACK: 60,
             ChannelType.PAGERDUTY: 120,

@@ -18,6 +18,7 @@ from healthmon_dagster.config.models import (
     MAX_GROWTH_PCT,
     MAX_HISTORY_LOADS,
     MAX_INTERVAL_SECONDS,
+    MAX_RATE_PER_MINUTE,
     MAX_RETENTION_DAYS,
     MAX_RETRIES,
     MAX_ROWS,
@@ -98,6 +99,11 @@ def error_of(text: str) -> str:
             f"equal to {MAX_TIMEOUT_SECONDS}",
         ),
         (
+            f"alerting:\n  dispatch:\n    rate_per_minute: {{slack: {C_INT_PAST}}}\n",
+            f"alerting.dispatch.rate_per_minute.slack (line 3): {C_INT_PAST}: input should be less "
+            f"than or equal to {MAX_RATE_PER_MINUTE}",
+        ),
+        (
             "escalation_policies:\n  - {policy_id: p, max_escalations: 1000000}\n",
             "escalation_policies[0].max_escalations (line 2): 1000000: input should be less than "
             f"or equal to {MAX_ESCALATION_LEVELS}",
@@ -112,6 +118,7 @@ def error_of(text: str) -> str:
         "accepted_value_past_int64",
         "interval",
         "timeout",
+        "notification_rate",
         "escalations",
     ],
 )
