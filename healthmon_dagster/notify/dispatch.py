@@ -293,14 +293,13 @@ class Dispatcher:
         units = sorted(units, key=lambda u: u.kind in FOLLOW_UP_KINDS)
         lease_end = self.clock() + timedelta(seconds=self.dispatch.lease_seconds)
         size = self.concurrency * 4  # one message query and one commit per wave
+        # The longest a wave can take: its requests, concurrency at a time, each timing out.
+        wave_seconds = 4 * self.dispatch.request_timeout_seconds + 1
         for start in range(0, len(units), size):
             # Keep the lease ahead of the sends still to come: a slow receiver must not let it
             # lapse while this process is alive (another dispatcher would send the same rows).
-            if (
-                self.clock() + timedelta(seconds=self.dispatch.request_timeout_seconds + 1)
-                > lease_end
-            ):
-                lease_end = self._extend_lease([u.ids for u in units[start:]])
+            if self.clock() + timedelta(seconds=wave_seconds) > lease_end:
+                lease_end = self._extend_lease([u.ids for u in units[start:]], wave_seconds)
             wave = units[start : start + size]
             pause = self._send_wave(name, wave, report)
             if pause is not None:
@@ -329,8 +328,9 @@ class Dispatcher:
                 )
         return len(ids)
 
-    def _extend_lease(self, ids: list[list[int]]) -> datetime:
-        lease_end = self.clock() + timedelta(seconds=self.dispatch.lease_seconds)
+    def _extend_lease(self, ids: list[list[int]], at_least: float) -> datetime:
+        seconds = max(self.dispatch.lease_seconds, at_least)
+        lease_end = self.clock() + timedelta(seconds=seconds)
         flat = [i for chunk in ids for i in chunk]
         with write_transaction(self.engine) as conn:
             for chunk in _chunks(flat, 500):

@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from healthmon_dagster.enums import AlertEventKind
+from healthmon_dagster.notify.base import Delivery
 from healthmon_dagster.notify.dispatch import Dispatcher
 from healthmon_dagster_tests.notify.fixtures import (
     T0,
@@ -294,3 +295,32 @@ def test_two_dispatchers_at_once_send_each_row_once(engine: Engine) -> None:
     assert statuses(engine) == ["sent"] * 40
     owners = {r.headers["Idempotency-Key"] for r in server.requests}
     assert len(owners) == len(server.requests)
+
+
+def test_the_lease_covers_the_longest_wave_while_it_is_sent(engine: Engine) -> None:
+    open_alert(engine, channels=["hook"])
+    clock = Clock(T0)
+    seen = []
+
+    class Recording:
+        """The channel under the dispatcher: reads the row's lease while "sending"."""
+
+        name, type, threaded, one_alert_per_request = "hook", "webhook", False, False
+
+        def configured(self) -> list[str]:
+            return []
+
+        def secret_values(self) -> list[str]:
+            return []
+
+        def send(self, message: object) -> Delivery:
+            seen.append(outbox(engine)[0].claimed_until.replace(tzinfo=None))
+            return Delivery(detail="ok")
+
+    config = hook_config(lease_seconds=5, request_timeout_seconds=2)
+    notifiers = {"hook": Recording()}
+    Dispatcher(engine, config, clock=clock, notifiers=notifiers).run_once()  # type: ignore[arg-type]
+
+    # 4 rounds of requests that may each take the 2 s timeout, + 1 s: longer than the 5 s lease.
+    assert seen == [(T0 + timedelta(seconds=9)).replace(tzinfo=None)]
+    assert outbox(engine)[0].status == "sent"
