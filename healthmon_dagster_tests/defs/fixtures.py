@@ -37,6 +37,7 @@ DOWNSTREAM_STEPS = {"stg_patients", "core__dim_patient"}
 # asset.
 CHECK_STEPS = {
     "raw__patients__quality_checks",
+    "raw__patients_landing_files_are_not_stuck",  # the pipeline's own check (defs/pipeline)
     "stg__patients__quality_checks",
     "stg__patients_rejected__quality_checks",
     "core__dim_patient__quality_checks",
