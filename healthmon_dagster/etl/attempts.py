@@ -263,9 +263,10 @@ def decide(
 
     A failed attempt is tried again from ``retry_at`` (its backoff counted from when its last run
     ended) when its failure is transient and the bound (``max_attempts``, ``give_up_after`` since
-    ``first_requested_at``) is not reached; otherwise the file is stuck. When the file has a terminal record anyway (``has_record``: the loader
-    rejected it, or a run of another attempt loaded it), or vanished from the landing area, the
-    attempt is failed without a retry: there is nothing left to try, and nothing is stuck.
+    ``first_requested_at``) is not reached; otherwise the file is stuck. When the file has a
+    terminal record anyway (``has_record``: the loader rejected it, or a run of another attempt
+    loaded it), or vanished from the landing area, the attempt is failed without a retry: there
+    is nothing left to try, and nothing is stuck.
     """
     ended = min(outcome.ended_at or now, now)
     done = replace(
