@@ -10,7 +10,8 @@ Who retries what (one mechanism per failure, never two stacked):
 - when every run of an attempt has failed and none will follow, this sensor records the outcome in
   ``etl.file_attempts`` and, for a transient failure, requests the next attempt after the backoff of
   ``landing.retry``; past its bound, or for a failure that running again cannot fix, the file is
-  stuck (``healthmon status``, the ``landing_files_are_not_stuck`` check).
+  stuck (``healthmon status``, the ``landing_files_are_not_stuck`` check, whose failed evaluation
+  the sensor reports at once).
 """
 
 import time
@@ -22,8 +23,13 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine, make_url
 
 from healthmon_dagster.config import ConfigError
-from healthmon_dagster.defs.pipeline.assets import ERROR_CLASS_METADATA, TRANSIENT_METADATA
+from healthmon_dagster.defs.pipeline.assets import (
+    ERROR_CLASS_METADATA,
+    RAW_PATIENTS,
+    TRANSIENT_METADATA,
+)
 from healthmon_dagster.defs.pipeline.jobs import patients_etl_job, raw_file_run_config
+from healthmon_dagster.defs.quality.checks import to_evaluation
 from healthmon_dagster.defs.resources import (
     HealthmonConfigResource,
     LandingResource,
@@ -41,6 +47,8 @@ from healthmon_dagster.etl.attempts import (
 )
 from healthmon_dagster.etl.failures import RUN_CANCELED, Classification, classify_run_failure
 from healthmon_dagster.etl.landing import LandingError
+from healthmon_dagster.quality import record_results
+from healthmon_dagster.quality.kinds.landing_file import stuck_files_result
 from healthmon_dagster.settings import redact_url
 from healthmon_dagster.store.db import DatabaseUnavailable
 from healthmon_dagster.store.errors import error_text
@@ -165,10 +173,15 @@ def _outcome(
 
 
 def _record_outcomes(
-    context: dg.SensorEvaluationContext, engine: Engine, policy: AttemptPolicy, now: datetime
+    context: dg.SensorEvaluationContext,
+    engine: Engine,
+    policy: AttemptPolicy,
+    now: datetime,
+    deadline: float,
 ) -> tuple[list[Attempt], set[str]]:
-    """Store the outcome of every requested attempt whose runs have ended; returns the attempts
-    that ended, and the run keys of attempts that have no run at all (to be requested again)."""
+    """Store the outcome of every requested attempt whose runs have ended (oldest first, until
+    ``deadline``: the rest wait for the next tick); returns the attempts that ended, and the run
+    keys of attempts that have no run at all (to be requested again)."""
     waiting = requested_attempts(engine, MAX_OUTCOMES_PER_TICK)
     if not waiting:
         return [], set()
@@ -176,6 +189,8 @@ def _record_outcomes(
     ended: list[Attempt] = []
     unlaunched: set[str] = set()
     for attempt in waiting:
+        if time.monotonic() >= deadline:
+            break
         outcome = _outcome(context.instance, runs.get(attempt.run_key, []), now)
         if outcome.state == "missing":
             unlaunched.add(attempt.run_key)
@@ -199,6 +214,22 @@ def _log_ended(context: dg.SensorEvaluationContext, ended: Sequence[Attempt]) ->
                 f"attempt {a.attempt} of landing file {a.file_key} failed ({a.error_class}); "
                 f"attempt {a.attempt + 1} from {a.retry_at:%H:%M:%S} UTC"
             )
+
+
+def _stuck_evaluation(
+    context: dg.SensorEvaluationContext, warehouse: WarehouseResource, engine: Engine
+) -> list[dg.AssetCheckEvaluation]:
+    """The failed evaluation of ``landing_files_are_not_stuck`` the moment a file gets stuck (the
+    check's own step runs with the next ETL run and in the daily sweep), also recorded in
+    ``etl.check_results``."""
+    result = stuck_files_result(engine)
+    try:
+        record_results(warehouse.health_engine(), [result])
+    except (sa_exc.DBAPIError, DatabaseUnavailable) as exc:
+        context.log.warning(
+            f"could not record {result.check_name} in etl.check_results: {error_text(exc)}"
+        )
+    return [to_evaluation(result, RAW_PATIENTS)]
 
 
 def _request(a: Attempt) -> dg.RunRequest:
@@ -256,7 +287,12 @@ def landing_files_sensor(
     now = utcnow()
     try:
         ended, unlaunched = _record_outcomes(
-            context, engine, AttemptPolicy.from_config(cfg.landing.retry), now
+            context,
+            engine,
+            AttemptPolicy.from_config(cfg.landing.retry),
+            now,
+            # Half the budget at most: the walk over pending files gets the rest.
+            deadline=started + TICK_BUDGET_SECONDS / 2,
         )
         walk = walk_pending(
             engine,
@@ -270,6 +306,11 @@ def landing_files_sensor(
     except _UNAVAILABLE as exc:
         return _skip(f"warehouse {where} unavailable: {error_text(exc)}; the next tick tries again")
     _log_ended(context, ended)
+    events = (
+        _stuck_evaluation(context, warehouse, engine)
+        if any(a.status == AttemptStatus.STUCK for a in ended)
+        else []
+    )
     again = sum(a.run_key in unlaunched for a in walk.requests)
     summary = (
         f"{walk.pending} pending landing file(s) of {len(listed)} listed: "
@@ -278,14 +319,14 @@ def landing_files_sensor(
         + (f"; stopped at the {walk.bounded_by} bound" if walk.bounded_by else "")
     )
     if not walk.requests:
-        if not walk.pending:
-            return dg.SensorResult(
-                skip_reason=dg.SkipReason(f"no new files matching {pattern!r}"),
-                cursor=walk.cursor,
-            )
-        return dg.SensorResult(skip_reason=dg.SkipReason(summary), cursor=walk.cursor)
+        reason = summary if walk.pending else f"no new files matching {pattern!r}"
+        return dg.SensorResult(
+            skip_reason=dg.SkipReason(reason), cursor=walk.cursor, asset_events=events
+        )
     context.log.info(summary)
-    return dg.SensorResult(run_requests=[_request(a) for a in walk.requests], cursor=walk.cursor)
+    return dg.SensorResult(
+        run_requests=[_request(a) for a in walk.requests], cursor=walk.cursor, asset_events=events
+    )
 
 
 SENSORS = [landing_files_sensor]

@@ -12,6 +12,7 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
+from healthmon_dagster.definitions import defs
 from healthmon_dagster.defs.pipeline import sensors
 from healthmon_dagster.etl import raw
 from healthmon_dagster.etl.landing import LocalLandingSource, S3LandingSource
@@ -252,8 +253,15 @@ def test_a_file_that_keeps_failing_is_stuck_and_fails_the_check_until_it_lands_a
         monkeypatch.setenv("HEALTHMON_DATABASE_URL", db_url)
         time.sleep(1.2)
 
-    # Past max_attempts the file is stuck: no further run, however long we wait.
-    assert "no new files" in skip_message(evaluate_sensor(instance))
+    # Past max_attempts the file is stuck: no further run, however long we wait. The tick that
+    # finds it reports the failed check at once.
+    tick = evaluate_sensor(instance)
+    assert "no new files" in skip_message(tick)
+    (reported,) = tick.asset_events
+    assert isinstance(reported, dg.AssetCheckEvaluation)
+    assert (reported.check_name, reported.passed) == ("landing_files_are_not_stuck", False)
+    assert reported.severity == dg.AssetCheckSeverity.ERROR
+    assert not evaluate_sensor(instance).asset_events  # once, not every tick
     (*_, last) = attempts(db_url)
     assert last[:3] == (stuck.key, 2, "stuck") and last[3] in (
         "connection_refused",
@@ -357,3 +365,77 @@ def test_an_unusable_warehouse_skips_the_tick_with_a_reason_and_no_password(
     assert message.startswith("warehouse ")
     assert "s3cret" not in message
     assert len(message.splitlines()) == 1
+
+
+def tags_of(instance: dg.DagsterInstance, run_id: str) -> dict[str, str]:
+    run = instance.get_run_by_id(run_id)
+    assert run is not None
+    return dict(run.tags)
+
+
+RUN_RETRIES = {
+    "run_retries": {"enabled": True, "max_retries": 1, "retry_on_asset_or_op_failure": False}
+}
+
+
+def test_an_attempt_waits_for_run_retries_and_a_canceled_run_is_not_retried(
+    healthmon_env: Path, db_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    use_retry_config(monkeypatch, tmp_path)
+    lost, canceled = generate_sample(10, files=2)
+    write_to(LocalLandingSource(healthmon_env / "landing"), [lost, canceled])
+    job = defs.resolve_job_def("patients_etl_job")
+    started = dg.DagsterRunStatus.STARTED
+    with dg.instance_for_test(overrides=RUN_RETRIES) as instance:
+        lost_request, canceled_request = evaluate_sensor(instance).run_requests or []
+        # A run worker dies: its code server reports the run failed, and run_retries (as
+        # configured in dagster.yaml) marks it for one re-execution.
+        first = instance.create_run_for_job(
+            job_def=job, run_config=lost_request.run_config, tags=lost_request.tags, status=started
+        )
+        instance.report_run_failed(first)
+        assert tags_of(instance, first.run_id)["dagster/will_retry"] == "true"
+        # Someone cancels the other file's run.
+        other = instance.create_run_for_job(
+            job_def=job,
+            run_config=canceled_request.run_config,
+            tags=canceled_request.tags,
+            status=started,
+        )
+        instance.report_run_canceled(other)
+
+        assert not evaluate_sensor(instance).run_requests
+        assert attempts(db_url) == [
+            (lost.key, 1, "requested", None),  # run_retries has it: no attempt stacked on it
+            (canceled.key, 1, "stuck", "run_canceled"),  # not retried behind anyone's back
+        ]
+
+        # The re-execution dies too: run_retries is spent, the sensor's next attempt follows.
+        retry = instance.create_run_for_job(
+            job_def=job,
+            run_config=lost_request.run_config,
+            # The tags Dagster's run_retries gives a re-execution (its own are inherited).
+            tags={
+                **lost_request.tags,
+                "dagster/retry_number": "1",
+                "dagster/root_run_id": first.run_id,
+                "dagster/parent_run_id": first.run_id,
+            },
+            root_run_id=first.run_id,
+            parent_run_id=first.run_id,
+            status=started,
+        )
+        instance.report_run_failed(retry)
+        assert tags_of(instance, retry.run_id)["dagster/will_retry"] == "false"
+        time.sleep(1.2)  # the attempts' backoff
+        (request,) = evaluate_sensor(instance).run_requests or []
+
+    assert request.run_key == (lost_request.run_key or "")[: -len("#1")] + "#2"
+    c = file_attempts.c
+    with get_engine(db_url).connect() as conn:
+        row = conn.execute(
+            sa.select(c.status, c.error_class, c.runs, c.dagster_run_id).where(
+                c.file_key == lost.key, c.attempt == 1
+            )
+        ).one()
+    assert tuple(row) == ("failed", "run_worker_lost", 2, retry.run_id)
