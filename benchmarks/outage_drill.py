@@ -12,14 +12,16 @@ and ``healthmon.yaml`` unchanged (landing sensor every 30 s, health checks on th
 ``landing.retry`` defaults), and the health store in its own SQLite file (``--health-store
 warehouse`` keeps it in the warehouse), so health checks keep recording while the warehouse is down.
 
-Drill 1 (outage): ``--files`` files land evenly over ``--landing-seconds``; ``--outage-start``
-seconds after the first one the proxy stops (connections refused, open ones cut) for
-``--outage-seconds``; after it is back, the workers of the first ``--kills`` ETL runs seen
-loading (a COPY into raw.patients in progress) are killed with SIGKILL. Reported: every file loaded
-exactly once (etl.files rows and raw rows per file against the rows written), the time from the
-database's return to the last file loaded, the retries used at each level (step retries inside
-runs, run_retries re-executions, the sensor's attempts), health-check runs and how many failed
-(for locks, or at all).
+Drill 1 (outage): ``--files`` files land evenly over ``--landing-seconds``. ``--outage-start``
+seconds after the sensor requested the first run (so the runs of the first tick meet the outage),
+the proxy stops (connections refused, open ones cut) for ``--outage-seconds``. After it is back,
+two run workers are killed with SIGKILL while loading (a COPY into raw.patients in progress): the
+first run seen loading, then Dagster's run_retries re-execution of that run (so the file's next
+attempt has to come from the sensor); ``--kill-any`` kills the first two runs seen loading
+instead. Reported: every file loaded exactly once (etl.files rows and raw rows per file against
+the rows written), the time from the database's return to the last file loaded, the retries used at
+each level (step retries inside runs, run_retries re-executions, the sensor's attempts after the
+first), health-check runs and how many failed (for locks, or at all).
 
 Drill 2 (starvation): ``--rejected`` files the loader rejects (a semicolon header) land and are
 loaded (rejected) by the raw loader directly, then one good file lands: the time until it is loaded
@@ -157,19 +159,35 @@ def loaded_keys(engine: sa.Engine) -> set[str]:
 
 
 def running_etl_load(
-    instance: dg.DagsterInstance, engine: sa.Engine, seen: set[str]
+    instance: dg.DagsterInstance, engine: sa.Engine, seen: set[str], parent: str | None
 ) -> dg.RunRecord | None:
     """The ETL run (one runs at a time) whose raw step is copying a file into raw.patients, unless
-    it was killed already."""
+    it was killed already; with ``parent``, only the re-execution of that run."""
     if not copying(engine):
         return None
     for record in instance.get_run_records(
         filters=dg.RunsFilter(job_name=ETL_JOB, statuses=[dg.DagsterRunStatus.STARTED])
     ):
-        run_id = record.dagster_run.run_id
-        if run_id not in seen and "STEP_START" in step_events(instance, run_id, RAW_STEP):
+        run = record.dagster_run
+        if run.run_id in seen or (parent is not None and run.parent_run_id != parent):
+            continue
+        if "STEP_START" in step_events(instance, run.run_id, RAW_STEP):
             return record
     return None
+
+
+def etl_runs(instance: dg.DagsterInstance) -> int:
+    return len(instance.get_run_records(filters=dg.RunsFilter(job_name=ETL_JOB)))
+
+
+def requested(engine: sa.Engine) -> int:
+    """Attempts whose outcome the sensor has not recorded yet."""
+    with engine.connect() as conn:
+        return int(
+            conn.execute(
+                sa.select(sa.func.count()).where(file_attempts.c.status == "requested")
+            ).scalar_one()
+        )
 
 
 def sensor_ticks(instance: dg.DagsterInstance) -> int:
@@ -237,8 +255,7 @@ def drill(args: argparse.Namespace, workdir: Path, url: str) -> DrillReport:
         wait_for("the landing sensor's first tick", lambda: sensor_ticks(instance), 300, 1, log)
         started = time.time()
         gap = args.landing_seconds / max(args.files - 1, 1)
-        outage_from = started + args.outage_start
-        outage_to = outage_from + args.outage_seconds
+        outage_from: float | None = None
         landed, returned = 0, None
         while returned is None or landed < len(samples):
             now = time.time()
@@ -247,38 +264,40 @@ def drill(args: argparse.Namespace, workdir: Path, url: str) -> DrillReport:
                 results[landed].landed_at = now - started
                 print(f"{now - started:6.1f}s landed {samples[landed].key}", flush=True)
                 landed += 1
-            if proxy.running and returned is None and now >= outage_from:
+            if outage_from is None and etl_runs(instance):
+                outage_from = now + args.outage_start
+                print(f"{now - started:6.1f}s the sensor requested the first run(s)", flush=True)
+            if proxy.running and returned is None and outage_from and now >= outage_from:
                 proxy.stop()
                 print(f"{now - started:6.1f}s warehouse unreachable", flush=True)
-            if not proxy.running and now >= outage_to:
+            if outage_from and not proxy.running and now >= outage_from + args.outage_seconds:
                 proxy.start()
                 returned = now
                 print(f"{now - started:6.1f}s warehouse back", flush=True)
             time.sleep(0.2)
-        assert returned is not None
+        assert returned is not None and outage_from is not None
         kills: list[str] = []
-        killed: set[str] = set()
+        killed: list[str] = []
         keys = {s.key for s in samples}
         deadline = returned + args.timeout
         while time.time() < deadline:
             if len(kills) < args.kills:
-                record = running_etl_load(instance, engine, killed)
-                if record is not None:
-                    run_id = record.dagster_run.run_id
-                    pid = worker_pid(instance, run_id)
-                    if pid is not None:
-                        kill_worker(daemon, pid)
-                        killed.add(run_id)
-                        key = record.dagster_run.tags.get(FILE_KEY_TAG, "?")
-                        kills.append(f"{key} (run {run_id[:8]}, pid {pid})")
-                        print(
-                            f"{time.time() - started:6.1f}s killed the worker loading {key}",
-                            flush=True,
-                        )
+                parent = killed[0] if killed and not args.kill_any else None
+                record = running_etl_load(instance, engine, set(killed), parent)
+                pid = worker_pid(instance, record.dagster_run.run_id) if record else None
+                if record is not None and pid is not None:
+                    kill_worker(daemon, pid)
+                    killed.append(record.dagster_run.run_id)
+                    key = record.dagster_run.tags.get(FILE_KEY_TAG, "?")
+                    what = "its run_retries re-execution" if parent else "the run"
+                    kills.append(f"{key}: {what} ({record.dagster_run.run_id[:8]}, pid {pid})")
+                    print(f"{time.time() - started:6.1f}s killed {what} loading {key}", flush=True)
             if keys <= loaded_keys(engine):
                 break
             time.sleep(0.05)
         last_loaded = time.time() if keys <= loaded_keys(engine) else None
+        # The sensor records the outcome of the last attempts at its next tick.
+        wait_for("the last outcomes", lambda: not requested(engine), 120, 1, log)
         counts = run_counts(instance)
     proxy.stop()
 
@@ -297,8 +316,8 @@ def drill(args: argparse.Namespace, workdir: Path, url: str) -> DrillReport:
     loads = [r.loaded_at for r in results if r.loaded_at is not None]
     return DrillReport(
         files=results,
-        outage_from=args.outage_start,
-        outage_to=args.outage_start + args.outage_seconds,
+        outage_from=outage_from - started,
+        outage_to=returned - started,
         kills=kills,
         every_file_loaded_once=all(
             (r.files_rows, r.loaded_rows, r.raw_rows) == (1, 1, r.rows_written) for r in results
@@ -364,10 +383,18 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=5000, help="rows per file")
     parser.add_argument("--landing-seconds", type=float, default=120)
     parser.add_argument(
-        "--outage-start", type=float, default=20, help="seconds after the first file"
+        "--outage-start",
+        type=float,
+        default=0,
+        help="seconds after the sensor requested the first run",
     )
     parser.add_argument("--outage-seconds", type=float, default=300)
     parser.add_argument("--kills", type=int, default=2)
+    parser.add_argument(
+        "--kill-any",
+        action="store_true",
+        help="kill the first runs seen loading, not a run and then its run_retries re-execution",
+    )
     parser.add_argument("--rejected", type=int, default=1000)
     parser.add_argument(
         "--timeout", type=float, default=1800, help="seconds to wait after the outage"
@@ -383,7 +410,9 @@ def main() -> None:
             starvation(args, workdir, url, report)
 
     print()
-    print(f"{'file':<22} {'landed':>7} {'loaded':>8} {'attempts':>8}  etl.files/raw rows  classes")
+    print(
+        f"{'file':<22} {'landed':>7} {'loaded':>8} {'attempts':>8}  etl.files/raw rows  attempt classes"
+    )
     for r in report.files:
         loaded = f"{r.loaded_at:7.1f}s" if r.loaded_at is not None else "   never"
         print(

@@ -25,6 +25,7 @@ from sqlalchemy.engine import Engine, make_url
 from healthmon_dagster.config import ConfigError
 from healthmon_dagster.defs.pipeline.assets import (
     ERROR_CLASS_METADATA,
+    ERROR_RULE_METADATA,
     RAW_PATIENTS,
     TRANSIENT_METADATA,
 )
@@ -97,9 +98,12 @@ def _runs_by_attempt(
 
 
 def _step_failure(instance: dg.DagsterInstance, run_id: str) -> tuple[Classification | None, str]:
-    """Why a run's step failed: the classification the ETL step attached to its failure (the raw
-    step's first), and its description (rendered without data values)."""
-    fallback: tuple[Classification | None, str] | None = None
+    """Why a run's step failed: the classification an ETL step attached to its failure (the raw
+    step's first, then any other's), and its description (rendered without data values); for a
+    failure no ETL step classified (a check step, a bug), None and the exception's type only,
+    since an exception's text may quote a value."""
+    classified: list[tuple[str, Classification, str]] = []
+    unclassified: list[str] = []
     for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_FAILURE):
         event = entry.dagster_event
         if event is None:
@@ -109,23 +113,22 @@ def _step_failure(instance: dg.DagsterInstance, run_id: str) -> tuple[Classifica
         meta = {k: v.value for k, v in (user.metadata if user else {}).items()}
         step = event.step_key or "?"
         if ERROR_CLASS_METADATA in meta:
-            found = (
-                Classification(
-                    str(meta[ERROR_CLASS_METADATA]),
-                    bool(meta.get(TRANSIENT_METADATA, False)),
-                    f"step_failure:{step}",
-                ),
-                (user.description if user and user.description else "")[:2000],
+            why = Classification(
+                str(meta[ERROR_CLASS_METADATA]),
+                bool(meta.get(TRANSIENT_METADATA, False)),
+                str(meta.get(ERROR_RULE_METADATA, f"step_failure:{step}")),
             )
-            if step == _RAW_STEP:
-                return found
-            fallback = fallback or found
-        elif fallback is None:
-            # An exception no ETL step classified (a check step, a bug): its type only, since
-            # an exception's text may quote a value.
+            classified.append((step, why, (user.description if user else None) or ""))
+        else:
             kind = data.error.cls_name if data.error else "unknown error"
-            fallback = (None, f"step {step} failed with {kind}")
-    return fallback or (None, "the run failed without a step failure event")
+            unclassified.append(f"step {step} failed with {kind}")
+    classified.sort(key=lambda c: c[0] != _RAW_STEP)
+    if classified:
+        _, why, description = classified[0]
+        return why, description[:2000]
+    if unclassified:
+        return None, unclassified[0]
+    return None, "the run failed without a step failure event"
 
 
 def _outcome(
