@@ -39,6 +39,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import dagster as dg
@@ -158,22 +159,27 @@ def loaded_keys(engine: sa.Engine) -> set[str]:
         )
 
 
-def running_etl_load(
-    instance: dg.DagsterInstance, engine: sa.Engine, seen: set[str], parent: str | None
-) -> dg.RunRecord | None:
-    """The ETL run (one runs at a time) whose raw step is copying a file into raw.patients, unless
-    it was killed already; with ``parent``, only the re-execution of that run."""
-    if not copying(engine):
-        return None
+def loading_worker(
+    instance: dg.DagsterInstance, seen: set[str], parent: str | None
+) -> tuple[dg.RunRecord, int] | None:
+    """The ETL run in its raw step (one ETL run at a time) and its worker's pid, unless it was
+    killed already; with ``parent``, only the re-execution of that run."""
     for record in instance.get_run_records(
         filters=dg.RunsFilter(job_name=ETL_JOB, statuses=[dg.DagsterRunStatus.STARTED])
     ):
         run = record.dagster_run
         if run.run_id in seen or (parent is not None and run.parent_run_id != parent):
             continue
-        if "STEP_START" in step_events(instance, run.run_id, RAW_STEP):
-            return record
+        events = step_events(instance, run.run_id, RAW_STEP)
+        pid = worker_pid(instance, run.run_id)
+        if "STEP_START" in events and "STEP_SUCCESS" not in events and pid is not None:
+            return record, pid
     return None
+
+
+def failed(instance: dg.DagsterInstance, run_id: str) -> bool:
+    run = instance.get_run_by_id(run_id)
+    return run is not None and run.status == dg.DagsterRunStatus.FAILURE
 
 
 def etl_runs(instance: dg.DagsterInstance) -> int:
@@ -280,21 +286,39 @@ def drill(args: argparse.Namespace, workdir: Path, url: str) -> DrillReport:
         killed: list[str] = []
         keys = {s.key for s in samples}
         deadline = returned + args.timeout
+        victim: tuple[dg.RunRecord, int] | None = None
         while time.time() < deadline:
             if len(kills) < args.kills:
                 parent = killed[0] if killed and not args.kill_any else None
-                record = running_etl_load(instance, engine, set(killed), parent)
-                pid = worker_pid(instance, record.dagster_run.run_id) if record else None
-                if record is not None and pid is not None:
+                victim = victim or loading_worker(instance, set(killed), parent)
+                # The pid is known before the COPY is seen, so the kill follows it at once.
+                if victim is not None and copying(engine):
+                    record, pid = victim
                     kill_worker(daemon, pid)
-                    killed.append(record.dagster_run.run_id)
+                    run_id = record.dagster_run.run_id
+                    killed.append(run_id)
                     key = record.dagster_run.tags.get(FILE_KEY_TAG, "?")
                     what = "its run_retries re-execution" if parent else "the run"
-                    kills.append(f"{key}: {what} ({record.dagster_run.run_id[:8]}, pid {pid})")
+                    wait_for("the killed run to fail", partial(failed, instance, run_id), 60)
+                    mid = key not in loaded_keys(engine)
+                    kills.append(
+                        f"{key}: {what} ({run_id[:8]}, pid {pid}), "
+                        + ("mid-load: nothing committed" if mid else "too late: already committed")
+                    )
                     print(f"{time.time() - started:6.1f}s killed {what} loading {key}", flush=True)
+                    victim = None
+                elif victim is not None and victim[0].dagster_run.run_id not in {
+                    r.dagster_run.run_id
+                    for r in instance.get_run_records(
+                        filters=dg.RunsFilter(
+                            job_name=ETL_JOB, statuses=[dg.DagsterRunStatus.STARTED]
+                        )
+                    )
+                }:
+                    victim = None  # it finished before a COPY was seen
             if keys <= loaded_keys(engine):
                 break
-            time.sleep(0.05)
+            time.sleep(0.02)
         last_loaded = time.time() if keys <= loaded_keys(engine) else None
         # The sensor records the outcome of the last attempts at its next tick.
         wait_for("the last outcomes", lambda: not requested(engine), 120, 1, log)
@@ -380,7 +404,7 @@ def starvation(args: argparse.Namespace, workdir: Path, url: str, report: DrillR
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--files", type=int, default=20)
-    parser.add_argument("--rows", type=int, default=5000, help="rows per file")
+    parser.add_argument("--rows", type=int, default=10_000, help="rows per file")
     parser.add_argument("--landing-seconds", type=float, default=120)
     parser.add_argument(
         "--outage-start",
