@@ -36,7 +36,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 
 from healthmon_dagster.config.models import LandingRetryConfiguration
-from healthmon_dagster.etl.failures import Classification
+from healthmon_dagster.etl.failures import UNCLASSIFIED, Classification
 from healthmon_dagster.etl.landing import LandingFile
 from healthmon_dagster.store.connection import write_transaction
 from healthmon_dagster.store.metrics import as_utc
@@ -105,6 +105,7 @@ class Attempt:
     runs: int = 0
     error_class: str | None = None
     transient: bool | None = None
+    rule: str | None = None  # the classification rule that decided (etl.failures)
     error: str | None = None
 
     @classmethod
@@ -122,6 +123,7 @@ class Attempt:
             runs=row.runs,
             error_class=row.error_class,
             transient=row.transient,
+            rule=row.rule,
             error=row.error,
         )
 
@@ -279,14 +281,15 @@ def decide(
         return replace(done, status=AttemptStatus.SUCCEEDED)
     if outcome.state != "failed":
         raise ValueError(f"attempt {attempt.run_key} has not ended: {outcome.state}")
-    why = outcome.classification
+    why = outcome.classification or UNCLASSIFIED
     failed = replace(
         done,
-        error_class=why.error_class if why else "unclassified",
-        transient=why.transient if why else False,
+        error_class=why.error_class,
+        transient=why.transient,
+        rule=why.rule,
         error=outcome.message,
     )
-    if has_record or (why is not None and why.error_class == "landing_file_missing"):
+    if has_record or why.error_class == "landing_file_missing":
         return replace(failed, status=AttemptStatus.FAILED, retry_at=None)
     bound = attempt.attempt >= policy.max_attempts or ended - first_requested_at >= (
         policy.give_up_after
@@ -342,6 +345,7 @@ def record_outcome(
                 runs=ended.runs,
                 error_class=ended.error_class,
                 transient=ended.transient,
+                rule=ended.rule,
                 error=ended.error,
             )
         ).rowcount

@@ -112,6 +112,7 @@ file_attempts = sa.Table(
     sa.Column("runs", sa.Integer, nullable=False, server_default="0"),  # runs of the attempt
     sa.Column("error_class", sa.String(64)),  # etl.failures: connection_refused, timeout, ...
     sa.Column("transient", sa.Boolean),
+    sa.Column("rule", sa.String(200)),  # the classification rule that decided
     sa.Column("error", sa.Text),  # the failure's message, rendered without data values
     sa.CheckConstraint(
         "status IN ('requested', 'succeeded', 'failed', 'stuck')", name="ck_file_attempts_status"

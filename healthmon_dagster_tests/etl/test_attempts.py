@@ -91,6 +91,7 @@ def test_an_ended_attempt_succeeds_waits_for_its_retry_or_is_stuck() -> None:
         True,
     )
     assert retry.retry_at == ended + 60 * S  # the backoff counts from the run's end
+    assert retry.rule == "driver_refused"  # the rule that decided, for the incident timeline
     assert outcome(failed(REFUSED, ended), n=2).retry_at == ended + 120 * S
     # A failure running again cannot fix is stuck at once; a transient one at the attempt bound.
     assert outcome(failed(BROKEN, ended)).status == AttemptStatus.STUCK

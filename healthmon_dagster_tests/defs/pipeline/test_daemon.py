@@ -7,6 +7,7 @@ loaded exactly once afterwards, by its second attempt."""
 import sqlite3
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import dagster as dg
@@ -174,32 +175,33 @@ def test_the_daemon_heals_an_outage_and_killed_workers_and_loads_each_file_once(
             #    and that worker is killed mid-load too.
             writing = loading(db_url)
 
-            def loading_run(n: int) -> dg.RunRecord | None:
-                """Run ``n`` of the killed file's attempt 1, once it is in the middle of its load."""
+            def in_raw_step(n: int) -> tuple[str, int] | None:
+                """Run ``n`` of the killed file's attempt 1 and its worker's pid, once the run is
+                in its raw step."""
                 attempt_runs = runs(killed_file.key)
                 if len(attempt_runs) < n:
                     return None
-                run = attempt_runs[n - 1]
-                started = "STEP_START" in step_events(instance, run.dagster_run.run_id, RAW_STEP)
-                return run if started and writing() else None
+                run_id = attempt_runs[n - 1].dagster_run.run_id
+                pid = worker_pid(instance, run_id)
+                started = "STEP_START" in step_events(instance, run_id, RAW_STEP)
+                return (run_id, pid) if started and pid is not None else None
 
             def has_failed(run_id: str) -> bool:
                 run = instance.get_run_by_id(run_id)
                 return run is not None and run.status == dg.DagsterRunStatus.FAILURE
 
             for n in (1, 2):
-                run = wait_for(
-                    f"run {n} of the killed file's attempt 1 to be loading",
-                    lambda n=n: loading_run(n),  # type: ignore[misc]
+                run_id, pid = wait_for(
+                    f"run {n} of the killed file's attempt 1 in its raw step",
+                    partial(in_raw_step, n),
                     TIMEOUT,
-                    interval=0.02,
+                    interval=0.05,
                     log=log,
                 )
-                run_id = run.dagster_run.run_id
-                pid = worker_pid(instance, run_id)
-                assert pid is not None
+                # The pid is known before the write is seen, so the kill follows it at once.
+                wait_for(f"run {n} writing raw rows", writing, 60, interval=0.01, log=log)
                 kill_worker(daemon, pid)
-                wait_for(f"run {n} marked failed", lambda r=run_id: has_failed(r), TIMEOUT, log=log)  # type: ignore[misc]
+                wait_for(f"run {n} marked failed", partial(has_failed, run_id), TIMEOUT, log=log)
                 assert "STEP_SUCCESS" not in step_events(instance, run_id, RAW_STEP)
                 assert loaded(db_url, killed_file.key) == (0, 0, 0)  # nothing half-loaded
 

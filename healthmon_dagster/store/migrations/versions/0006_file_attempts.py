@@ -41,6 +41,7 @@ def upgrade() -> None:
         sa.Column("runs", sa.Integer(), server_default="0", nullable=False),
         sa.Column("error_class", sa.String(length=64), nullable=True),
         sa.Column("transient", sa.Boolean(), nullable=True),
+        sa.Column("rule", sa.String(length=200), nullable=True),
         sa.Column("error", sa.Text(), nullable=True),
         sa.CheckConstraint(
             "status IN ('requested', 'succeeded', 'failed', 'stuck')",
