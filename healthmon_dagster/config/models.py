@@ -197,11 +197,47 @@ class StagingConfiguration(_Model):
 # Landing and thresholds
 
 
+class LandingRetryConfiguration(_Model):
+    """How a landing file whose load failed is tried again, until it loads or is stuck.
+
+    Inside a run, a step that fails on a transient error (the database or S3 unreachable, a reset
+    connection, a timeout, a lock wait) is retried ``step_retries`` times, waiting about
+    ``step_retry_delay_seconds`` x 1, 3, 7, ... (exponential, with jitter). When the run still
+    fails, the landing sensor requests a new run of the file (a new attempt) after
+    ``initial_delay_seconds``, doubling each time up to ``max_delay_seconds``. After
+    ``max_attempts`` attempts, or once ``give_up_after_minutes`` have passed since the first, or at
+    once for a failure that running again cannot fix, the file is stuck: ``healthmon status`` and
+    the ``landing_files_are_not_stuck`` check show it until it lands again with other content.
+    """
+
+    max_attempts: int = Field(default=10, ge=1, le=100)
+    initial_delay_seconds: int = Field(default=60, ge=1, le=86_400)
+    max_delay_seconds: int = Field(default=600, ge=1, le=86_400)
+    give_up_after_minutes: int = Field(default=60, ge=1, le=10_080)
+    step_retries: int = Field(default=3, ge=0, le=10)
+    step_retry_delay_seconds: float = Field(default=2.0, ge=0, le=300)
+
+    @model_validator(mode="after")
+    def _delays_ordered(self) -> "LandingRetryConfiguration":
+        if self.max_delay_seconds < self.initial_delay_seconds:
+            _raise_if(
+                [
+                    (
+                        ("max_delay_seconds",),
+                        f"max_delay_seconds ({self.max_delay_seconds}) must be >= "
+                        f"initial_delay_seconds ({self.initial_delay_seconds})",
+                    )
+                ]
+            )
+        return self
+
+
 class LandingConfiguration(_Model):
     """Which landing files are picked up and how they are parsed."""
 
     file_pattern: str = "patients*.csv"
     accepted_delimiters: list[str] = Field(default_factory=lambda: [","], min_length=1)
+    retry: LandingRetryConfiguration = Field(default_factory=LandingRetryConfiguration)
 
     @field_validator("accepted_delimiters")
     @classmethod

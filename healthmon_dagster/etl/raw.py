@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine
 
+from healthmon_dagster.etl.attempts import pending_files
 from healthmon_dagster.etl.landing import LandingFile, LandingSource, sha256_file
 from healthmon_dagster.store.connection import is_sqlite, write_transaction
 from healthmon_dagster.store.db import analyze
@@ -638,19 +639,9 @@ def _write_file(
 
 
 def unloaded_files(engine: Engine, source: LandingSource, pattern: str) -> list[LandingFile]:
-    """Listed files whose key and fingerprint are not recorded as loaded or empty, oldest first.
+    """Listed files without a terminal record for their key and fingerprint, oldest first: not
+    loaded, empty or rejected in etl.files, and not stuck (see :mod:`healthmon_dagster.etl.attempts`).
 
-    Rejected files stay in the list (their run keys stop them being re-run) until they are replaced.
+    A rejected file is not listed again until it is replaced (another fingerprint).
     """
-    listed = source.list_files(pattern)
-    if not listed:
-        return []
-    with engine.connect() as conn:
-        done = set(
-            conn.execute(
-                sa.select(files.c.file_key, files.c.fingerprint).where(
-                    files.c.status.in_(("loaded", "empty"))
-                )
-            )
-        )
-    return [f for f in listed if (f.key, f.fingerprint) not in done]
+    return pending_files(engine, source.list_files(pattern))

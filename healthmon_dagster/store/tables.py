@@ -99,6 +99,45 @@ sa.Index(
 )
 sa.Index("ix_files_file_key", files.c.file_key)
 
+# Each run the landing sensor requested for one version (key and fingerprint) of a landing file.
+# requested: the run is queued, running, or its outcome not seen yet; succeeded; failed: the
+# sensor requests attempt + 1 from retry_at; stuck: no further attempt (the bound was reached, or
+# the failure is not transient) until the file lands with other content.
+file_attempts = sa.Table(
+    "file_attempts",
+    metadata,
+    sa.Column("attempt_id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("file_key", sa.String(1024), nullable=False),
+    sa.Column("fingerprint", sa.String(200), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),  # 1, 2, ... per key and fingerprint
+    sa.Column("run_key", sa.Text, nullable=False),  # Dagster's run key: key@fingerprint#attempt
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("requested_at", Timestamp, nullable=False),
+    sa.Column("finished_at", Timestamp),
+    sa.Column("retry_at", Timestamp),  # failed: when the next attempt may be requested
+    sa.Column("dagster_run_id", sa.String(64)),  # the last run of the attempt (run_retries)
+    sa.Column("runs", sa.Integer, nullable=False, server_default="0"),  # runs of the attempt
+    sa.Column("error_class", sa.String(64)),  # etl.failures: connection_refused, timeout, ...
+    sa.Column("transient", sa.Boolean),
+    sa.Column("rule", sa.String(200)),  # the classification rule that decided
+    sa.Column("error", sa.Text),  # the failure's message, rendered without data values
+    sa.CheckConstraint(
+        "status IN ('requested', 'succeeded', 'failed', 'stuck')", name="ck_file_attempts_status"
+    ),
+    sa.CheckConstraint("attempt >= 1", name="ck_file_attempts_attempt"),
+    schema="etl",
+)
+# One row per attempt: two sensor ticks or processes racing to request the same attempt collide
+# here, and only the one whose insert wins requests the run.
+sa.Index(
+    "uq_file_attempts_key_attempt",
+    file_attempts.c.file_key,
+    file_attempts.c.fingerprint,
+    file_attempts.c.attempt,
+    unique=True,
+)
+sa.Index("ix_file_attempts_status", file_attempts.c.status)
+
 load_runs = sa.Table(
     "load_runs",
     metadata,

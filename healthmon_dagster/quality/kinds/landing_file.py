@@ -12,20 +12,29 @@
 - :func:`contract_break_results`: a file the loader rejects whole never reaches a table, so no
   planner can see it; the raw asset reports it as a failed, blocking ERROR evaluation of each
   ``schema`` check of the asset, built here.
+- :func:`stuck_files_result`: ``landing_files_are_not_stuck``, a check of the bundled pipeline
+  (defined in ``defs/pipeline/checks.py``, not configured): it fails with ERROR while any landing
+  file is stuck (its loads failed until the retry bound of ``landing.retry``, or with an error
+  that running again cannot fix), naming each file (up to 10) with its last error class. It does
+  not block: a stuck file must not stop the others. Cost: one indexed read of
+  ``etl.file_attempts`` (stuck rows only).
 
 Header text outside the contract is never shown (a header may be a data row): such columns are
 counted; contract column names, delimiters, file names and line numbers are shown.
 """
 
+import time
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Engine
 
 from healthmon_dagster.config.models import FileAnomaliesCheck, LandingConfiguration, SchemaCheck
 from healthmon_dagster.enums import QualityStatus
 from healthmon_dagster.etl import catalog
+from healthmon_dagster.etl.attempts import stuck_files
 from healthmon_dagster.etl.raw import ContractBreak
 from healthmon_dagster.quality.context import INCREMENTAL, CheckError, EvalContext
 from healthmon_dagster.quality.grading import make_result
@@ -227,3 +236,53 @@ def contract_break_results(
         )
         for spec in specs
     ]
+
+
+LANDING_FILES_ARE_NOT_STUCK = "landing_files_are_not_stuck"
+STUCK_FILES_KIND = "stuck_files"
+STUCK_FILES_DESCRIPTION = (
+    "No landing file is stuck: every file whose load failed was tried again until it loaded. A "
+    "stuck file is named with its last error class and is not tried again until it lands with "
+    "other content."
+)
+_SHOWN = 10
+
+
+def stuck_files_result(engine: Engine, asset: str = catalog.RAW_PATIENTS.key) -> CheckResult:
+    """``landing_files_are_not_stuck`` from ``etl.file_attempts`` of the warehouse at ``engine``:
+    FAILED (ERROR, not blocking) while any landing file is stuck, PASSED otherwise."""
+    started = time.perf_counter()
+    stuck = stuck_files(engine)
+    classes: dict[str, int] = {}
+    for s in stuck:
+        classes[s.error_class or "unclassified"] = (
+            classes.get(s.error_class or "unclassified", 0) + 1
+        )
+    if stuck:
+        shown = "; ".join(
+            f"{s.file_key} ({s.error_class or 'unclassified'} after {s.attempts} attempt(s))"
+            for s in stuck[:_SHOWN]
+        )
+        more = f"; and {len(stuck) - _SHOWN} more" if len(stuck) > _SHOWN else ""
+        message = (
+            f"{len(stuck)} landing file(s) stuck, not tried again until they land with other "
+            f"content: {shown}{more}. Fix the cause, then land the file again (or delete its rows "
+            "in etl.file_attempts to retry it as it is); `healthmon status` lists them"
+        )
+    else:
+        message = "no landing file is stuck"
+    return CheckResult(
+        check_name=LANDING_FILES_ARE_NOT_STUCK,
+        asset=asset,
+        kind=STUCK_FILES_KIND,
+        status=QualityStatus.FAILED if stuck else QualityStatus.PASSED,
+        observed_value=float(len(stuck)),
+        threshold=0.0,
+        message=message,
+        details={
+            "files_stuck": len(stuck),
+            **{f"error_class__{name}": n for name, n in sorted(classes.items())},
+        },
+        blocking=False,
+        duration_ms=(time.perf_counter() - started) * 1000,
+    )

@@ -1,5 +1,6 @@
 """The ETL assets through patients_etl_job on a real Dagster instance, SQLite and Postgres: loads,
-rejected files, duplicate content, a database outage, and no patient value in anything emitted."""
+rejected files (never retried), duplicate content, a database outage (retried inside the run, then
+a failure that says what and where), and no patient value in anything emitted."""
 
 import json
 from pathlib import Path
@@ -17,16 +18,20 @@ from healthmon_dagster.store.tables import check_results, files, metrics
 from healthmon_dagster_tests.defs.fixtures import (
     CHECK_STEPS,
     DOWNSTREAM_STEPS,
+    FAST_RETRY,
     RAW,
     STG,
     STG_REJECTED,
     evaluate_sensor,
     failure_descriptions,
+    failure_metadata,
     materialized,
     patient_values,
     ran_steps,
     raw_rows,
     run_job,
+    step_retries,
+    use_retry_config,
 )
 from healthmon_dagster_tests.fixtures import free_port
 
@@ -98,6 +103,10 @@ def test_file_missing_a_column_fails_the_run_and_loads_nothing(
     with get_engine(db_url).connect() as conn:
         status = conn.execute(sa.select(files.c.status).where(files.c.file_key == bad.key)).scalar()
     assert status == "rejected"
+    # A contract break is a data error: never retried, inside the run or by the sensor.
+    assert step_retries(result) == 0
+    meta = failure_metadata(result)
+    assert (meta["healthmon/error_class"], meta["healthmon/transient"]) == ("contract_break", False)
 
 
 def test_same_content_under_another_name_is_not_loaded_twice(
@@ -127,6 +136,7 @@ def test_database_down_fails_with_a_clear_message_then_the_file_loads(
     instance: dg.DagsterInstance,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    use_retry_config(monkeypatch, healthmon_env.parent, step_retries=3)
     (sample,) = generate_sample(100, files=1)
     write_to(LocalLandingSource(healthmon_env / "landing"), [sample])
     run_config = raw_file_run_config(sample.key)
@@ -143,6 +153,24 @@ def test_database_down_fails_with_a_clear_message_then_the_file_loads(
     assert f"127.0.0.1:{port}" in description
     assert "s3cret" not in description
     assert ran_steps(down) == {"raw__patients"}
+    # Connection refused is transient: the step was retried three times inside the run, with
+    # exponential backoff; the failure says which class of error it was.
+    assert step_retries(down) == 3
+    meta = failure_metadata(down)
+    assert meta == {
+        "healthmon/error_class": "connection_refused",
+        "healthmon/transient": True,
+        "healthmon/error_rule": "driver_refused",
+    }
+    waits = [
+        e.event_specific_data.seconds_to_wait
+        for e in down.all_events
+        if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY
+    ]
+    base = FAST_RETRY["step_retry_delay_seconds"]  # retry n waits (2^n - 1) x base, +- base
+    assert len(waits) == 3
+    for n, wait in enumerate(waits, start=1):
+        assert (2**n - 2) * base <= wait <= 2**n * base
 
     monkeypatch.setenv("HEALTHMON_DATABASE_URL", db_url)
     up = run_job(instance, run_config)
