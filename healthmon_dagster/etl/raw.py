@@ -44,7 +44,7 @@ import os
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -576,13 +576,32 @@ def _first_non_utf8_line(f: io.BufferedReader) -> int:
 
 
 class _TextStream:
-    """A read()-able file over an iterator of strings, so COPY streams while Python produces."""
+    """A read()-able file over an iterator of strings, so COPY streams while Python produces.
+
+    psycopg2 replaces whatever read() raises (a rejection, a read error, an interrupt) by
+    QueryCanceled: ``raised`` keeps the original for the caller to re-raise. ``read`` is a
+    running generator's ``send``, so that an interrupt (a signal handler raising) lands inside
+    its ``try`` even when it arrives while psycopg2 holds the thread: a plain method would let it
+    be raised on entry, before any ``try`` of its own."""
 
     def __init__(self, pieces: Iterator[str]) -> None:
         self._pieces = pieces
         self._buf = ""
+        self.raised: BaseException | None = None
+        reads = self._reads()
+        next(reads)
+        self.read: Callable[[int], str] = reads.send
 
-    def read(self, size: int = -1) -> str:
+    def _reads(self) -> Generator[str, int, None]:
+        try:
+            size = yield ""
+            while True:
+                size = yield self._take(size)
+        except BaseException as exc:
+            self.raised = exc
+            raise
+
+    def _take(self, size: int) -> str:
         chunks, have = [self._buf], len(self._buf)
         while size < 0 or have < size:
             piece = next(self._pieces, None)
@@ -643,18 +662,7 @@ def _copy_file(conn: Connection, load: _Load) -> None:
     suffix = suffix_buf.getvalue()
     file_id, key, loaded_at = load.file_id, load.key, load.loaded_at.isoformat()
 
-    raised: list[BaseException] = []
-
     def pieces() -> Iterator[str]:
-        try:
-            yield from _pieces()
-        except BaseException as exc:
-            # psycopg2 replaces whatever read() raises (a rejection, a read error, an interrupt)
-            # by QueryCanceled: keep it to re-raise.
-            raised.append(exc)
-            raise
-
-    def _pieces() -> Iterator[str]:
         out: list[str] = []
         buf = io.StringIO()
         writer = csv.writer(buf, delimiter=d, lineterminator="\n")
@@ -688,11 +696,12 @@ def _copy_file(conn: Connection, load: _Load) -> None:
         f"_error) FROM STDIN WITH (FORMAT csv, DELIMITER {delimiter_sql})"
     )
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    stream = _TextStream(pieces())
     try:
-        cursor.copy_expert(sql, _TextStream(pieces()), size=1 << 16)
+        cursor.copy_expert(sql, stream, size=1 << 16)
     except BaseException as exc:
-        if raised:
-            raise raised[0] from None
+        if stream.raised is not None:
+            raise stream.raised from None
         # The raw cursor bypasses SQLAlchemy: wrap driver errors the way it would, so callers
         # handle an outage during COPY like any other database error.
         dbapi = conn.dialect.loaded_dbapi
