@@ -408,3 +408,32 @@ def test_rejection_reason_and_flag_checks_name_unknown_codes() -> None:
     )
     assert "unknown staging rule 'id_mising'; did you mean 'id_missing'?" in errors[0]
     assert "unknown flaggable staging rule 'lat_invalid'" in errors[1]
+
+
+def test_landing_accepts_extra_columns_and_a_record_size_cap() -> None:
+    config = load_config_text(
+        "landing:\n  accepted_extra_columns: [LOYALTY_TIER, '2024']\n  max_record_bytes: 65536\n"
+    )
+
+    assert config.landing.accepted_extra_columns == ["LOYALTY_TIER", "2024"]
+    assert config.landing.max_record_bytes == 65536
+    assert HealthConfiguration().landing.max_record_bytes == 1 << 20
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        (
+            "accepted_extra_columns: [Tier, TIER]",
+            "'TIER' is listed twice (names match ignoring case)",
+        ),
+        ("accepted_extra_columns: [' Tier']", "a column name is not empty and has no surrounding"),
+        ("accepted_extra_columns: ['']", "a column name is not empty and has no surrounding"),
+        ("max_record_bytes: 100", "greater than or equal to 1024"),
+        ("max_record_bytes: 1000000000", "less than or equal to 268435456"),
+    ],
+)
+def test_bad_landing_settings_are_errors_with_their_path(text: str, says: str) -> None:
+    (error,) = errors_of(f"landing:\n  {text}\n")
+
+    assert error.startswith("landing.") and says in error, error
