@@ -238,6 +238,12 @@ class LandingConfiguration(_Model):
     file_pattern: str = "patients*.csv"
     accepted_delimiters: list[str] = Field(default_factory=lambda: [","], min_length=1)
     retry: LandingRetryConfiguration = Field(default_factory=LandingRetryConfiguration)
+    # Header names outside the Synthea contract that a source is known to send: not loaded, not
+    # reported as unknown, and the only names besides the contract's that messages may show.
+    accepted_extra_columns: list[str] = Field(default_factory=list)
+    # A record (one line, or several while a quoted field is open) longer than this is kept as
+    # malformed and reading goes on with the next line: a stray quote cannot swallow the file.
+    max_record_bytes: int = Field(default=1 << 20, ge=1 << 10, le=1 << 28)
 
     @field_validator("accepted_delimiters")
     @classmethod
@@ -245,6 +251,20 @@ class LandingConfiguration(_Model):
         _raise_if(
             [((i,), "a delimiter is one character") for i, d in enumerate(value) if len(d) != 1]
         )
+        return value
+
+    @field_validator("accepted_extra_columns")
+    @classmethod
+    def _column_names(cls, value: list[str]) -> list[str]:
+        seen: set[str] = set()
+        problems: list[tuple[Loc, str]] = []
+        for i, name in enumerate(value):
+            if not name.strip() or name != name.strip():
+                problems.append(((i,), "a column name is not empty and has no surrounding spaces"))
+            elif name.upper() in seen:
+                problems.append(((i,), f"'{name}' is listed twice (names match ignoring case)"))
+            seen.add(name.upper())
+        _raise_if(problems)
         return value
 
 
@@ -770,14 +790,15 @@ class FileAnomaliesCheck(CheckSpec):
     """
 
     kind_description = (
-        "The landing file needed no normalisation: no byte-order mark, no CRLF line endings, no "
-        "columns outside the contract, the agreed delimiter, header names exactly as Synthea "
-        "writes them and in its order, no blank lines."
+        "The landing file needed no normalisation: no byte-order mark, no CRLF or CR-only line "
+        "endings, no columns outside the contract, the agreed delimiter, header names exactly as "
+        "Synthea writes them and in its order, no blank lines."
     )
 
     kind: Literal["file_anomalies"]
     bom: AnomalyAction = "warn"
     crlf_line_endings: AnomalyAction = "warn"
+    cr_line_endings: AnomalyAction = "warn"  # CR-only line endings (old Mac exports): read as lines
     unexpected_columns: AnomalyAction = "warn"
     other_delimiter: AnomalyAction = "warn"
     missing_optional_columns: AnomalyAction = "ignore"
@@ -794,6 +815,7 @@ class FileAnomaliesCheck(CheckSpec):
     ANOMALIES: ClassVar[tuple[str, ...]] = (
         "bom",
         "crlf_line_endings",
+        "cr_line_endings",
         "unexpected_columns",
         "other_delimiter",
         "missing_optional_columns",

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from sqlalchemy import exc as sa_exc
 
 from healthmon_dagster.config import ConfigError
-from healthmon_dagster.etl.landing import LandingError, LandingFileMissing
+from healthmon_dagster.etl.landing import LandingError, LandingFileMissing, LandingFileUnreadable
 from healthmon_dagster.store.db import DatabaseUnavailable
 
 
@@ -260,6 +260,8 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule("os_timeout", "timeout", True, _is(TimeoutError)),
     # A landing source error without a known cause: a path outside the folder, a bad endpoint.
+    # A file that could not be read or changed while read: read it again later.
+    Rule("file_unreadable", "landing_file_unreadable", True, _is(LandingFileUnreadable)),
     Rule("landing_error", "landing_error", False, _is(LandingError)),
     # A database error that is not an outage (a constraint, a missing table, bad SQL).
     Rule("database_error", "database_error", False, _is(sa_exc.DBAPIError, sqlite3.Error)),

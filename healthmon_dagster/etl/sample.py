@@ -31,6 +31,10 @@ change the whole file:
 - ``header_case``: the header names ``Id`` and ``BIRTHDATE`` are written ``id`` and ``Birthdate``.
 - ``columns_reordered``: ``FIRST`` and ``LAST`` swap places in the header and every row.
 - ``blank_lines``: an empty line follows every 50th record (otherwise valid).
+- ``cr_line_endings``: every line ends with a lone CR, as old Mac exports do (otherwise valid).
+- ``headerless``: the header line is missing; the file starts with its first record.
+- ``header_joined``: the line break after the header is missing: the header runs into the first
+  record.
 - ``zip_leading_zeros_stripped``: every ``ZIP`` loses its leading zeros (``2101``), as a spreadsheet
   round trip does; all generated Massachusetts ZIPs start with ``0``.
 - ``locale_numbers``: ``HEALTHCARE_EXPENSES`` and ``HEALTHCARE_COVERAGE`` are written as
@@ -79,6 +83,9 @@ DEFECTS: tuple[str, ...] = (
     "header_case",
     "columns_reordered",
     "blank_lines",
+    "cr_line_endings",
+    "headerless",
+    "header_joined",
     "non_utf8",
     "zip_leading_zeros_stripped",
     "locale_numbers",
@@ -547,13 +554,19 @@ def _render(out: IO[str], rows: Iterable[list[str]], n_rows: int, defect: str | 
     writer = csv.writer(
         out,
         delimiter=";" if defect == "semicolon_delimiter" else ",",
-        lineterminator="\r\n" if defect == "bom_crlf" else "\n",
+        lineterminator={"bom_crlf": "\r\n", "cr_line_endings": "\r"}.get(defect or "", "\n"),
         quoting=csv.QUOTE_MINIMAL,
     )
-    writer.writerow(header)
+    if defect == "header_joined":
+        out.write(",".join(header))  # no line break: the first record follows on line 1
+    elif defect != "headerless":
+        writer.writerow(header)
     if defect is None or defect in (
         "semicolon_delimiter",
         "bom_crlf",
+        "cr_line_endings",
+        "headerless",
+        "header_joined",
         "header_whitespace",
         "header_case",
         "volume_drop",

@@ -86,6 +86,8 @@ files = sa.Table(
     sa.Column("header_case", sa.Integer, nullable=False, server_default="0"),
     sa.Column("columns_reordered", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("blank_lines", sa.BigInteger, nullable=False, server_default="0"),
+    # Lines ended by a lone CR (old Mac exports): read as lines, like CRLF.
+    sa.Column("cr_line_endings", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.CheckConstraint("status IN ('loaded', 'empty', 'rejected')", name="ck_files_status"),
     schema="etl",
 )

@@ -436,3 +436,32 @@ def test_landing_retry_is_bounded(setting: str, message: str) -> None:
     (error,) = errors_of(f"landing:\n  retry:\n    {setting}\n")
     assert error.startswith("landing.retry.")
     assert message in error
+
+
+def test_landing_accepts_extra_columns_and_a_record_size_cap() -> None:
+    config = load_config_text(
+        "landing:\n  accepted_extra_columns: [LOYALTY_TIER, '2024']\n  max_record_bytes: 65536\n"
+    )
+
+    assert config.landing.accepted_extra_columns == ["LOYALTY_TIER", "2024"]
+    assert config.landing.max_record_bytes == 65536
+    assert HealthConfiguration().landing.max_record_bytes == 1 << 20
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        (
+            "accepted_extra_columns: [Tier, TIER]",
+            "'TIER' is listed twice (names match ignoring case)",
+        ),
+        ("accepted_extra_columns: [' Tier']", "a column name is not empty and has no surrounding"),
+        ("accepted_extra_columns: ['']", "a column name is not empty and has no surrounding"),
+        ("max_record_bytes: 100", "greater than or equal to 1024"),
+        ("max_record_bytes: 1000000000", "less than or equal to 268435456"),
+    ],
+)
+def test_bad_landing_settings_are_errors_with_their_path(text: str, says: str) -> None:
+    (error,) = errors_of(f"landing:\n  {text}\n")
+
+    assert error.startswith("landing.") and says in error, error

@@ -14,7 +14,7 @@ carries its error class and whether it is transient, which the landing sensor re
 file's next attempt.
 """
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import dagster as dg
@@ -195,6 +195,15 @@ def _contract_evaluations(
         )
 
 
+def _progress_logger(context: dg.AssetExecutionContext, key: str) -> Callable[[int], None]:
+    """Logs how far the load of ``key`` has come: a long load shows that it moves."""
+
+    def progress(records: int) -> None:
+        context.log.info(f"{key}: {records:,} records read")
+
+    return progress
+
+
 @dg.asset(
     key=RAW_PATIENTS,
     group_name=catalog.GROUP,
@@ -238,6 +247,9 @@ def raw_patients(
                 context.run.run_id,
                 cfg.landing.accepted_delimiters,
                 fingerprint,
+                accepted_extra_columns=cfg.landing.accepted_extra_columns,
+                max_record_bytes=cfg.landing.max_record_bytes,
+                progress=_progress_logger(context, key),
             )
             for key, fingerprint in todo
         ]
@@ -264,12 +276,17 @@ def raw_patients(
             RawMetrics.FILES_EMPTY: (sum(r.status == "empty" for r in loaded), "files"),
         }
         _record(warehouse, catalog.RAW_PATIENTS, figures)
-        unexpected = sorted({c for r in loaded for c in r.unexpected_columns})
+        # Header fields outside the contract by position only: their text may be patient data.
+        unexpected = [
+            f"{r.file_key}: {raw.unknown_columns_text(positions)}"
+            for r in loaded
+            if (positions := raw.unexpected_positions(r.unexpected_columns))
+        ]
         yield dg.MaterializeResult(
             metadata={
                 **{name: v for name, (v, _) in figures.items()},
                 "file_keys": dg.MetadataValue.text(", ".join(r.file_key for r in loaded)),
-                "unexpected_columns": dg.MetadataValue.text(", ".join(unexpected) or "none"),
+                "unexpected_columns": dg.MetadataValue.text("; ".join(unexpected) or "none"),
             }
         )
     if rejected:

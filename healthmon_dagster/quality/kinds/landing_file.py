@@ -1,7 +1,7 @@
 """File-level checks of landing files, from the raw loader's audit (``etl.files``).
 
 - ``file_anomalies``: what the loader tolerated and normalised in a file it loaded (a byte-order
-  mark, CRLF line endings, columns outside the contract, a delimiter other than the expected one,
+  mark, CRLF or CR-only line endings, columns outside the contract, a delimiter other than the expected one,
   absent optional columns, records kept with ``_error``, header names trimmed of spaces or matched
   ignoring case, columns in another order than Synthea's, blank lines skipped); each anomaly the
   spec sets to ``warn`` makes the check WARN. It never fails. Incremental runs judge the newest
@@ -20,7 +20,8 @@
   ``etl.file_attempts`` (stuck rows only).
 
 Header text outside the contract is never shown (a header may be a data row): such columns are
-counted; contract column names, delimiters, file names and line numbers are shown.
+counted and located by position; contract column names, delimiters, file names and line numbers
+are shown.
 """
 
 import time
@@ -35,7 +36,7 @@ from healthmon_dagster.config.models import FileAnomaliesCheck, LandingConfigura
 from healthmon_dagster.enums import QualityStatus
 from healthmon_dagster.etl import catalog
 from healthmon_dagster.etl.attempts import stuck_files
-from healthmon_dagster.etl.raw import ContractBreak
+from healthmon_dagster.etl.raw import ContractBreak, positions_text, unknown_columns_text
 from healthmon_dagster.quality.context import INCREMENTAL, CheckError, EvalContext
 from healthmon_dagster.quality.grading import make_result
 from healthmon_dagster.quality.plan import Plan, planner
@@ -69,6 +70,7 @@ def plan_file_anomalies(ctx: EvalContext, spec: FileAnomaliesCheck) -> Plan:
             f.delimiter,
             f.had_bom,
             f.crlf,
+            f.cr_line_endings,
             f.unexpected_columns,
             f.missing_columns,
             f.malformed_rows,
@@ -102,6 +104,7 @@ def plan_file_anomalies(ctx: EvalContext, spec: FileAnomaliesCheck) -> Plan:
             # files with each flag; columns and records counted
             "bom": sum(bool(r.had_bom) for r in rows),
             "crlf_line_endings": sum(bool(r.crlf) for r in rows),
+            "cr_line_endings": sum(bool(r.cr_line_endings) for r in rows),
             "unexpected_columns": sum(len(_names(r.unexpected_columns)) for r in rows),
             "other_delimiter": sum(
                 r.delimiter is not None and r.delimiter != expected for r in rows
@@ -122,6 +125,7 @@ def plan_file_anomalies(ctx: EvalContext, spec: FileAnomaliesCheck) -> Plan:
         words = {
             "bom": "file(s) with a UTF-8 byte-order mark (stripped)",
             "crlf_line_endings": "file(s) with CRLF line endings",
+            "cr_line_endings": "file(s) with CR-only line endings (read as lines)",
             "unexpected_columns": "column(s) outside the contract (not loaded; header text "
             "withheld)",
             "other_delimiter": f"file(s) delimited by {', '.join(map(_shown, delimiters))} "
@@ -157,19 +161,41 @@ def plan_file_anomalies(ctx: EvalContext, spec: FileAnomaliesCheck) -> Plan:
 
 
 def _describe(found: ContractBreak, accepted: Sequence[str]) -> str:
-    """What the loader found, in words: contract columns, delimiters, line numbers only."""
+    """What the loader found, in words: contract columns, delimiters, positions and line numbers
+    only (a header field outside the contract may be a data value)."""
     line = f" at line {found.line}" if found.line is not None else ""
+    at = positions_text(found.positions)
     if found.reason == "missing_columns":
+        unknown = f"; {unknown_columns_text(found.positions)}" if found.positions else ""
         return (
             f"header lacks required column(s) {', '.join(found.columns)} "
-            f"({found.header_columns} columns found)"
+            f"({found.header_columns} columns found{unknown})"
         )
     if found.reason == "duplicate_columns":
         named = ", ".join(found.columns)
         others = (
-            f"{found.other_columns} name(s) outside the contract" if found.other_columns else ""
+            f"{found.other_columns} unknown name(s), at positions {at}"
+            if found.other_columns
+            else ""
         )
-        return f"header repeats column(s) {' and '.join(p for p in (named, others) if p)}"
+        return (
+            f"header repeats {'column(s) ' if named else ''}"
+            f"{' and '.join(p for p in (named, others) if p)}"
+        )
+    if found.reason == "no_header":
+        return (
+            f"no header line: line 1 is a data record ({found.header_columns} fields, none a "
+            "contract column name, some dates, numbers or ids)"
+        )
+    if found.reason == "header_joined":
+        return (
+            f"the header line runs into the first record (line 1 has {found.header_columns} "
+            f"fields; positions {at} hold data values)"
+        )
+    if found.reason == "data_in_header":
+        return f"header fields at positions {at} look like data values, not column names"
+    if found.reason == "header_too_long":
+        return "line 1 is too long to be a header (no line break in its first 64 KiB)"
     if found.reason == "delimiter":
         return (
             f"file is {_shown(found.delimiter)}-delimited; the contract accepts "

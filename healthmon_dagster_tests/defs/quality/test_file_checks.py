@@ -28,6 +28,7 @@ from healthmon_dagster_tests.quality.fixtures import FILE_ANOMALIES, PROJECT_CON
 ANOMALIES = (
     "bom",
     "crlf_line_endings",
+    "cr_line_endings",
     "unexpected_columns",
     "other_delimiter",
     "missing_optional_columns",
@@ -96,6 +97,13 @@ CASES: dict[str, tuple[str | None, dict[str, str], list[str] | None, dict[str, f
         None,
         {"bom": 1, "crlf_line_endings": 1},
         "1 file(s) with a UTF-8 byte-order mark (stripped); 1 file(s) with CRLF line endings",
+    ),
+    "cr_line_endings": (
+        "cr_line_endings",
+        {},
+        None,
+        {"cr_line_endings": 1},
+        "1 file(s) with CR-only line endings (read as lines)",
     ),
     "extra_column": (
         "extra_column",
