@@ -289,13 +289,15 @@ def test_extremes_work_in_an_etl_run_and_a_health_check_job(
 
     assert etl.success and health.success
     evaluations = etl.get_asset_check_evaluations()
-    # Every configured check ran (7 on raw, 1 on stg, 3 last-load freshness checks), and none
-    # of them broke on its numbers: a check that could not be evaluated has status "error".
+    # Every configured check ran (7 on raw, 1 on stg, 3 last-load freshness checks, and the
+    # built-in landing_files_are_not_stuck), and none of them broke on its numbers: a check that
+    # could not be evaluated has status "error".
     statuses = {
         (e.asset_key.to_user_string(), e.check_name): e.metadata["status"].value
         for e in evaluations
     }
-    assert len(statuses) == 11, statuses
+    assert len(statuses) == 12, statuses
+    assert ("raw/patients", "landing_files_are_not_stuck") in statuses
     assert "error" not in statuses.values(), [
         (e.check_name, e.description) for e in evaluations if e.metadata["status"].value == "error"
     ]
