@@ -10,12 +10,12 @@ Cost:
 
 - incremental (runs that load a file): only the versions opened by the latest batch
   (``batch_column = <latest value>``) and the versions that end where one of them starts: a first
-  statement reads the batch's earliest and latest ``valid_from``, the second joins the batch's
-  versions with the versions whose ``valid_to`` lies in that window. On the bundled
-  ``core/dim_patient`` both sides are index ranges (``ix_dim_patient_file_id``,
-  ``ix_dim_patient_valid_to``): the versions the file opened and the ones its merge closed, however
-  large the table. On another table, indexes on the batch column and on the valid_to column do the
-  same; without them the table is read.
+  statement reads the batch's earliest and latest ``valid_from``, the second sets apart the
+  versions whose ``valid_to`` lies in that window (a materialized CTE) and joins them with the
+  batch's versions by key. On the bundled ``core/dim_patient`` both sides are index ranges
+  (``ix_dim_patient_file_id``, ``ix_dim_patient_valid_to``): the versions the file opened and the
+  ones its merge closed, however large the table. On another table, indexes on the batch column
+  and on the valid_to column do the same; without them the table is read.
 - full (the daily sweep): every transition of the table, one join of the table with its closed
   versions (a hash join on Postgres).
 """
@@ -44,23 +44,31 @@ def plan_identity_stability(ctx: EvalContext, spec: IdentityStabilityCheck) -> P
     batch_col = ctx.col(batch.column).name if batch is not None else None
 
     def finish(_v: Mapping[str, Any], _total: int) -> CheckResult:
-        new, old = ctx.table.alias("n"), ctx.table.alias("p")
-        changed = {c: new.c[c] != old.c[c] for c in identity}  # NULL on either side: not a change
-        any_changed = sa.or_(*changed.values())
+        new, table = ctx.table.alias("n"), ctx.table
         where: list[ColumnElement[bool]] = []
         with ctx.engine.connect() as conn:
             if batch is not None and batch_col is not None:
-                in_batch = ctx.table.c[batch_col] == batch.value
-                starts = ctx.table.c[valid_from]
                 first, last = conn.execute(
-                    sa.select(sa.func.min(starts), sa.func.max(starts)).where(in_batch)
+                    sa.select(
+                        sa.func.min(table.c[valid_from]), sa.func.max(table.c[valid_from])
+                    ).where(table.c[batch_col] == batch.value)
                 ).one()
-                # A replaced version ends where a version of the batch starts: within the
-                # batch's window, found by the valid_to index instead of probing every key.
-                where += [
-                    new.c[batch_col] == batch.value,
-                    old.c[valid_to].between(first, last),
-                ]
+                # The versions that end where a version of the batch starts: within the batch's
+                # window (an index range on valid_to), set apart first, so the join never probes
+                # that range once per version of the batch (every version of a merged file
+                # starts at the same instant).
+                replaced = table.alias("p")
+                old: sa.FromClause = (
+                    sa.select(*(replaced.c[c] for c in dict.fromkeys([key, valid_to, *identity])))
+                    .where(replaced.c[valid_to].between(first, last))
+                    .cte("replaced")
+                    .prefix_with("MATERIALIZED")
+                )
+                where.append(new.c[batch_col] == batch.value)
+            else:
+                old = table.alias("p")
+            changed = {c: new.c[c] != old.c[c] for c in identity}  # NULL on a side: no change
+            any_changed = sa.or_(*changed.values())
             query = (
                 sa.select(
                     sa.func.count().label("transitions"),
