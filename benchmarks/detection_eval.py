@@ -297,6 +297,10 @@ FILE_DEFECTS: dict[str, str] = {
     "truncated_last_line": "structure",
     "bom_crlf": "structure",
     "extra_column": "structure",
+    "header_whitespace": "structure",
+    "header_case": "structure",
+    "columns_reordered": "structure",
+    "blank_lines": "structure",
     "volume_drop": "volume",
     "empty_file": "volume",
 }

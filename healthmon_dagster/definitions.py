@@ -5,6 +5,12 @@ module and domain package in ``healthmon_dagster.defs`` (``resources``, ``pipeli
 Adding assets, checks, jobs, schedules or sensors means adding them to a domain's ``definitions()``
 (or a new domain package with one); this file does not list them. A module or package of
 ``healthmon_dagster.defs`` without a ``definitions(config)`` function is an error at load.
+
+Configuration errors stop the load with one message that says what to fix, shown by the webserver
+as the code location's load error: a broken ``healthmon.yaml`` (``ConfigError``, every problem with
+its path and line) and a database URL that can never work (``InvalidDatabaseUrl``, naming the
+``HEALTHMON_*`` variable, never its password). A database that is merely unreachable does not stop
+the load: the landing sensor skips with the reason and the health checks report it.
 """
 
 import importlib
@@ -18,6 +24,8 @@ import healthmon_dagster.defs as defs_package
 from healthmon_dagster.config import HealthConfiguration
 from healthmon_dagster.defs.quality.assets import with_freshness_policies
 from healthmon_dagster.defs.resources import HealthmonConfigResource
+from healthmon_dagster.settings import get_settings
+from healthmon_dagster.store.db import check_database_urls
 
 
 class MissingDefinitions(Exception):
@@ -51,6 +59,7 @@ def domain_definitions(config: HealthConfiguration) -> list[dg.Definitions]:
 
 def build_defs(config: HealthConfiguration | None = None) -> dg.Definitions:
     """The code location for ``config`` (default: healthmon.yaml as the config resource reads it)."""
+    check_database_urls(get_settings())
     config = config if config is not None else HealthmonConfigResource().load()
     # Cross-cutting policy: each asset's freshness window from healthmon.yaml.
     return with_freshness_policies(dg.Definitions.merge(*domain_definitions(config)), config)

@@ -126,6 +126,59 @@ class AlertStatus(StrEnum):
     SUPPRESSED = "suppressed"
 
 
+class EventKind(StrEnum):
+    """What an event rule watches (``alert_rules[].event.kind``)."""
+
+    CHECK_FAILED = "check_failed"  # an asset check did not pass (WARN / ERROR) or could not run
+    CONTRACT_BREAK = "contract_break"  # a landing file rejected whole by the loader
+    FRESHNESS = "freshness"  # an asset's freshness check warned or failed
+    RUN_FAILURE = "run_failure"  # a Dagster run failed, including runs that never reached a step
+    HEALTH_CHECK = "health_check"  # a health check reported warning or critical
+    DEPENDENCY_UNREACHABLE = "dependency_unreachable"  # a connectivity check is critical
+
+
+class AlertState(StrEnum):
+    """Where an alert episode is in Prometheus's rule lifecycle (``etl.alerts.state``). An
+    inactive condition has no open episode; ``pending`` holds until the rule's ``for`` has passed."""
+
+    PENDING = "pending"
+    FIRING = "firing"
+    RESOLVED = "resolved"
+
+
+class AlertEventKind(StrEnum):
+    """What happened to an alert (``etl.alert_events.kind``)."""
+
+    PENDING = "pending"
+    FIRING = "firing"
+    RESOLVED = "resolved"
+    ACKNOWLEDGED = "acknowledged"
+    SUPPRESSED = "suppressed"
+    UNSUPPRESSED = "unsuppressed"
+    ESCALATED = "escalated"
+    REPEATED = "repeated"
+    NOTE = "note"
+
+
+class NotificationKind(StrEnum):
+    """Why a notification goes out (``etl.notifications.kind``)."""
+
+    FIRING = "firing"
+    RESOLVED = "resolved"
+    ACKNOWLEDGED = "acknowledged"
+    ESCALATED = "escalated"
+    REPEATED = "repeated"
+
+
+class NotificationStatus(StrEnum):
+    """An outbox row (``etl.notifications.status``): ``sent`` only once the channel accepted it."""
+
+    PENDING = "pending"
+    SENT = "sent"
+    FAILED = "failed"  # gave up after the channel's retries; the error is kept
+    CANCELLED = "cancelled"  # the alert resolved or was silenced before it could be sent
+
+
 class IncidentSeverity(StrEnum):
     LOW = "low"
     MEDIUM = "medium"

@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -23,8 +24,15 @@ import dagster as dg
 import pytest
 
 import healthmon_dagster.definitions as definitions_module
-from healthmon_dagster.config import load_config
-from healthmon_dagster.definitions import MissingDefinitions, defs, domain_definitions
+from healthmon_dagster.config import ConfigError, load_config
+from healthmon_dagster.definitions import (
+    MissingDefinitions,
+    build_defs,
+    defs,
+    domain_definitions,
+)
+from healthmon_dagster.store.db import InvalidDatabaseUrl
+from healthmon_dagster_tests.fixtures import free_port
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PROJECT_CONFIG = PROJECT_ROOT / "healthmon.yaml"
@@ -62,10 +70,13 @@ def test_a_defs_module_without_definitions_is_an_error(monkeypatch: pytest.Monke
         domain_definitions(load_config(PROJECT_CONFIG))
 
 
-def validate_cli(cwd: Path, dagster_home: Path | None) -> subprocess.CompletedProcess[str]:
+def validate_cli(
+    cwd: Path, dagster_home: Path | None, **variables: str
+) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
     if dagster_home is not None:
         env["DAGSTER_HOME"] = str(dagster_home)
+    env.update(variables)
     return subprocess.run(
         [
             sys.executable,
@@ -96,6 +107,67 @@ def test_dagster_cli_validates_from_the_project_root_without_dagster_home() -> N
     proc = validate_cli(cwd=PROJECT_ROOT, dagster_home=None)
 
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_a_database_url_that_can_never_work_stops_the_load_with_one_message(
+    tmp_path: Path,
+) -> None:
+    # What the webserver shows as the code location's load error: our message, not a SQLAlchemy
+    # trace, and never the password.
+    proc = validate_cli(
+        cwd=tmp_path,
+        dagster_home=tmp_path,
+        HEALTHMON_HOME=str(tmp_path / "home"),
+        HEALTHMON_DATABASE_URL="postgresql+psycopg2://etl:s3cretpw@db:54x2/wh",
+    )
+
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert (
+        "InvalidDatabaseUrl: HEALTHMON_DATABASE_URL (postgresql+psycopg2://<unparsable>) is not "
+        "usable: its port is not a number" in out
+    )
+    assert "s3cretpw" not in out
+    assert "site-packages/sqlalchemy" not in out
+
+
+@pytest.mark.parametrize("variable", ["HEALTHMON_DATABASE_URL", "HEALTHMON_HEALTH_DATABASE_URL"])
+def test_the_load_refuses_an_in_memory_database(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, variable: str
+) -> None:
+    monkeypatch.setenv("HEALTHMON_HOME", str(tmp_path))
+    monkeypatch.delenv("HEALTHMON_DATABASE_URL", raising=False)
+    monkeypatch.delenv("HEALTHMON_HEALTH_DATABASE_URL", raising=False)
+    monkeypatch.setenv(variable, "sqlite://")
+
+    with pytest.raises(InvalidDatabaseUrl, match=f"^{variable} \\(sqlite://\\) .*in-memory"):
+        build_defs(load_config(PROJECT_CONFIG))
+
+
+def test_an_unreachable_database_does_not_stop_the_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Only a URL that can never work is a configuration error; an outage is reported at run time
+    # (the sensor skips with the reason, the database health check fails).
+    monkeypatch.setenv(
+        "HEALTHMON_DATABASE_URL", f"postgresql+psycopg2://etl@127.0.0.1:{free_port()}/wh"
+    )
+    monkeypatch.delenv("HEALTHMON_HEALTH_DATABASE_URL", raising=False)
+
+    dg.Definitions.validate_loadable(build_defs(load_config(PROJECT_CONFIG)))
+
+
+def test_a_yaml_bomb_stops_the_load_in_under_a_second(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    lines = ['lol: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, 10)]
+    bomb = tmp_path / "healthmon.yaml"
+    bomb.write_text("\n".join(lines) + "\n")
+    monkeypatch.setenv("HEALTHMON_CONFIG", str(bomb))
+
+    start = time.process_time()  # CPU time: other work on the machine says nothing about the load
+    with pytest.raises(ConfigError, match="YAML too complex"):
+        build_defs()
+    assert time.process_time() - start < 1
 
 
 def test_the_quality_full_sweep_runs_daily_over_every_check() -> None:

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+import yaml
 
 from healthmon_dagster.definitions import build_defs
 from healthmon_dagster.etl import catalog
@@ -19,16 +20,27 @@ def _instance(tmp_path: Path, source: Path) -> dg.DagsterInstance:
     return dg.DagsterInstance.from_config(str(home))
 
 
-def test_default_instance_retries_runs_and_sends_no_telemetry(tmp_path: Path) -> None:
+def test_default_instance_retries_lost_workers_only_and_sends_no_telemetry(tmp_path: Path) -> None:
     instance = _instance(tmp_path, ROOT / "dagster.yaml")
     try:
-        assert instance.run_retries_enabled and instance.run_retries_max_retries == 2
+        # run_retries re-executes a run whose worker died, once; a failed step is left to the
+        # step retries inside the run and to the landing sensor's next attempt.
+        assert instance.run_retries_enabled and instance.run_retries_max_retries == 1
+        assert instance.run_retries_retry_on_asset_or_op_failure is False
         assert instance.run_monitoring_enabled
+        assert instance.run_monitoring_cancel_timeout_seconds == 180
         assert instance.get_settings("telemetry")["enabled"] is False
         limits = instance.get_settings("concurrency")["runs"]["tag_concurrency_limits"]
         assert limits == [{"key": "healthmon/pipeline", "value": "patients_etl", "limit": 1}]
     finally:
         instance.dispose()
+
+
+def test_postgres_template_retries_and_monitors_runs_as_the_default_does() -> None:
+    default = yaml.safe_load((ROOT / "dagster.yaml").read_text())
+    template = yaml.safe_load((ROOT / "deploy" / "dagster.postgres.yaml").read_text())
+    for section in ("run_retries", "run_monitoring", "concurrency", "telemetry"):
+        assert template[section] == default[section], section
 
 
 @pytest.mark.postgres

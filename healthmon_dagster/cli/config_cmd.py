@@ -11,6 +11,7 @@ from healthmon_dagster.config.loader import located_errors
 from healthmon_dagster.quality.targets import check_targets
 from healthmon_dagster.settings import get_settings
 from healthmon_dagster.store.config_versions import config_history
+from healthmon_dagster.store.db import database_url_problems
 
 _PATH = click.Path(path_type=Path, dir_okay=False)
 
@@ -56,7 +57,9 @@ def validate(path: Path | None) -> None:
 
     Asset keys and the columns their checks name must exist: the bundled pipeline's are known, other
     tables are looked up in the warehouse ($HEALTHMON_DATABASE_URL); when it cannot be reached,
-    a WARNING line says what was not checked (not an error)."""
+    a WARNING line says what was not checked (not an error). A database URL that can never work
+    (HEALTHMON_DATABASE_URL, HEALTHMON_HEALTH_DATABASE_URL) is an error: the code location would
+    not load with it."""
 
     path = _resolve(path)
     cfg = _load_or_exit(path)
@@ -65,7 +68,10 @@ def validate(path: Path | None) -> None:
     from healthmon_dagster.health.registry import parameter_problems
 
     problems = parameter_problems(cfg)  # the health checks' parameters, known per kind
-    targets = check_targets(cfg, get_settings().database_url)
+    settings = get_settings()
+    # The code location refuses to load with a database URL that can never work: so does this.
+    problems += database_url_problems(settings)
+    targets = check_targets(cfg, settings.database_url)
     problems += located_errors(cfg, targets.problems)
     for why in targets.unchecked:
         click.echo(f"WARNING: {why}", err=True)

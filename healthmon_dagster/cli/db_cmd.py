@@ -1,4 +1,9 @@
-"""``healthmon db``: create or upgrade the warehouse and health-store tables, show their revision."""
+"""``healthmon db``: create or upgrade the warehouse and health-store tables, show their revision.
+
+In the embedded default these are two SQLite databases (``healthmon.db`` and ``health.db`` under
+``$HEALTHMON_HOME``); with ``HEALTHMON_DATABASE_URL`` set and no ``HEALTHMON_HEALTH_DATABASE_URL``,
+one. Every database gets every table (one migration history); each table is used in one of them.
+"""
 
 import sys
 
@@ -28,7 +33,7 @@ def upgrade_cmd() -> None:
         try:
             upgrade(engine)
             click.echo(f"{redact_url(url)}: at revision {current_revision(engine)}")
-        except sa_exc.OperationalError as exc:
+        except sa_exc.DBAPIError as exc:
             click.echo(str(describe_unavailable(engine, exc)), err=True)
             sys.exit(1)
         finally:
@@ -43,8 +48,8 @@ def status_cmd() -> None:
         engine = create_db_engine(url)
         try:
             rev = current_revision(engine)
-        except sa_exc.OperationalError as exc:
-            click.echo(str(describe_unavailable(engine, exc)), err=True)
+        except sa_exc.DBAPIError as exc:
+            click.echo(str(describe_unavailable(engine, exc, "")), err=True)
             sys.exit(1)
         finally:
             engine.dispose()

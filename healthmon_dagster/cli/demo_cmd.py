@@ -21,6 +21,7 @@ from healthmon_dagster.etl.sample import generate_sample, write_to
 from healthmon_dagster.etl.staging import rejection_reasons
 from healthmon_dagster.health.status import get_system_status
 from healthmon_dagster.settings import get_settings, redact_url
+from healthmon_dagster.store.db import using_engine
 from healthmon_dagster.store.tables import (
     dim_patient,
     files,
@@ -117,6 +118,31 @@ def health_lines(
     return lines
 
 
+def alert_lines(defs: dg.Definitions, instance: dg.DagsterInstance, engine: sa.Engine) -> list[str]:
+    """One evaluation of the alert rules, as the alert sensor does, then the open alerts."""
+    from healthmon_dagster.alerting.actions import list_alerts
+    from healthmon_dagster.alerting.engine import evaluate
+    from healthmon_dagster.config import load_config
+    from healthmon_dagster.defs.alerting.sensors import lineage_of, run_signals
+
+    config = load_config(get_settings().config_path)
+    evaluate(
+        engine,
+        config,
+        extra_signals=run_signals(instance, config),
+        lineage=lineage_of(defs.get_repository_def()),
+        actor="demo",
+    )
+    open_alerts = list_alerts(engine)
+    if not open_alerts:
+        return ["  none: every check passed or is still learning"]
+    return [
+        f"  {a.severity.upper():<8} {a.title}"
+        + (f"  [{a.suppressed_by}]" if a.suppressed_by else "")
+        for a in open_alerts
+    ]
+
+
 @click.command()
 @click.option("--rows", default=1000, show_default=True, help="Rows per generated sample file.")
 @click.option("--files", "n_files", default=3, show_default=True, help="Sample files to generate.")
@@ -128,6 +154,8 @@ def demo(rows: int, n_files: int, seed: int) -> None:
     from healthmon_dagster.definitions import defs
 
     settings = get_settings()
+    for url in dict.fromkeys([settings.database_url, settings.health_database_url]):
+        using_engine(url, lambda _engine: None)  # migrated, or one line saying why not
     ensure_dagster_home()
     resources = defs.resources or {}
     source = resources["landing"].source()
@@ -154,16 +182,25 @@ def demo(rows: int, n_files: int, seed: int) -> None:
         failed += not result.success
         click.echo(f"run {result.run_id[:8]} {request.tags.get('healthmon/file_key')}: {status}")
     if not requests:
-        click.echo("no new landing files: nothing to run")
+        skipped = sensor_result.skip_reason.skip_message if sensor_result.skip_reason else None
+        click.echo(f"nothing to run: {skipped or 'no new landing files'}")
 
     click.echo(f"\nwarehouse {redact_url(settings.database_url)}:")
     for line in summary_lines(resources["warehouse"].engine()):
         click.echo(line)
-    click.echo("\nasset checks (latest result of each; `healthmon checks` for the full table):")
+    click.echo(
+        f"\nasset checks in the health store {redact_url(settings.health_database_url)} "
+        "(latest result of each; `healthmon checks` for the full table):"
+    )
     for line in check_lines(resources["warehouse"].health_engine()):
         click.echo(line)
     click.echo("\nhealth checks (one run of each cadence's job; `healthmon status` for more):")
     for line in health_lines(defs, instance, resources["warehouse"].health_engine()):
+        click.echo(line)
+    click.echo(
+        "\nalerts (`healthmon alerts list`; sent by alert_dispatch_job when the daemon runs):"
+    )
+    for line in alert_lines(defs, instance, resources["warehouse"].health_engine()):
         click.echo(line)
     click.echo(
         f"\nDagster UI on the same data: DAGSTER_HOME={settings.dagster_home} "

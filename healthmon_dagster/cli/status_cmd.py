@@ -1,4 +1,5 @@
-"""``healthmon status``: the system status (overall, per component, per asset) as a table or JSON."""
+"""``healthmon status``: the system status (overall, per component, per asset) and the landing files
+that are stuck, as a table or JSON."""
 
 import json
 import sys
@@ -6,12 +7,16 @@ from typing import Any
 
 import click
 import dagster as dg
+from sqlalchemy import exc as sa_exc
 
 from healthmon_dagster.cli.store_access import read_store
+from healthmon_dagster.config import ConfigError
 from healthmon_dagster.enums import HealthStatus
+from healthmon_dagster.etl.attempts import StuckFile, stuck_files
 from healthmon_dagster.formatting import InvalidWindow, human_duration, parse_duration
 from healthmon_dagster.health.status import ComponentStatus, SystemStatus, get_system_status
-from healthmon_dagster.settings import get_settings
+from healthmon_dagster.settings import get_settings, redact_url
+from healthmon_dagster.store.db import DatabaseUnavailable, describe_unavailable, open_for_reading
 
 EXIT_CODES = {
     HealthStatus.HEALTHY: 0,
@@ -74,8 +79,65 @@ def _asset_health() -> tuple[list[Any] | None, str | None]:
         from healthmon_dagster.definitions import defs
 
         return get_asset_health(instance, defs), None
+    except (ConfigError, DatabaseUnavailable) as exc:  # the code location does not load
+        return None, f"the code location does not load: {str(exc).splitlines()[0]}"
     finally:
         instance.dispose()
+
+
+def _stuck_files() -> tuple[list[StuckFile] | None, str | None]:
+    """The stuck landing files, from the warehouse (``etl.file_attempts`` lives beside
+    ``etl.files``), or why they could not be read: the rest of the status still shows."""
+    url = get_settings().database_url
+    try:
+        engine = open_for_reading(url)
+    except DatabaseUnavailable as exc:
+        return None, str(exc)
+    try:
+        return stuck_files(engine), None
+    except sa_exc.DBAPIError as exc:
+        return None, str(describe_unavailable(redact_url(url), exc, ""))
+    finally:
+        engine.dispose()
+
+
+def _print_stuck(stuck: list[StuckFile] | None, note: str | None) -> None:
+    if stuck is None:
+        click.echo(f"Landing: stuck files unknown: {note}")
+        return
+    if not stuck:
+        click.echo("Landing: no file stuck")
+        return
+    click.echo(
+        f"Landing: {len(stuck)} file(s) STUCK, not tried again until they land with other "
+        "content (fix the cause, then land the file again):"
+    )
+    rows = [
+        [
+            s.file_key,
+            s.error_class or "unclassified",
+            str(s.attempts),
+            f"{s.stuck_since:%Y-%m-%d %H:%M} UTC" if s.stuck_since else "-",
+        ]
+        for s in stuck
+    ]
+    click.echo(_table(["FILE", "LAST ERROR CLASS", "ATTEMPTS", "STUCK SINCE"], rows))
+
+
+def _stuck_json(stuck: list[StuckFile] | None) -> list[dict[str, Any]] | None:
+    if stuck is None:
+        return None
+    return [
+        {
+            "file_key": s.file_key,
+            "fingerprint": s.fingerprint,
+            "attempts": s.attempts,
+            "error_class": s.error_class,
+            "first_requested_at": s.first_requested_at.isoformat(),
+            "stuck_since": s.stuck_since.isoformat() if s.stuck_since else None,
+        }
+        for s in stuck
+    ]
 
 
 def _print_text(status: SystemStatus, assets: list[Any] | None, note: str | None) -> None:
@@ -128,10 +190,13 @@ def _print_text(status: SystemStatus, assets: list[Any] | None, note: str | None
     "(default: $HEALTHMON_HOME/dagster, the demo's).",
 )
 @click.option(
-    "--exit-code", is_flag=True, help="Exit 0 when healthy, 1 on warning/unknown, 2 on critical."
+    "--exit-code",
+    is_flag=True,
+    help="Exit 0 when healthy, 1 on warning/unknown or a stuck landing file, 2 on critical.",
 )
 def status(window: str, stale_after: str, as_json: bool, assets: bool, exit_code: bool) -> None:
-    """Show the system status: overall, per component (from the health store) and per asset."""
+    """Show the system status: overall, per component (from the health store), per asset, and the
+    landing files that are stuck (from the warehouse)."""
     try:
         window_td = parse_duration(window, "--window")
         stale_td = parse_duration(stale_after, "--stale-after")
@@ -142,12 +207,18 @@ def status(window: str, stale_after: str, as_json: bool, assets: bool, exit_code
         url, lambda engine: get_system_status(engine, window=window_td, stale_after=stale_td)
     )
     asset_rows, note = _asset_health() if assets else (None, "not requested (--no-assets)")
+    stuck, stuck_note = _stuck_files()
     if as_json:
         data = system.to_dict()
         data["assets"] = [a.to_dict() for a in asset_rows] if asset_rows is not None else None
         data["assets_note"] = note
+        data["stuck_files"] = _stuck_json(stuck)
+        data["stuck_files_note"] = stuck_note
         click.echo(json.dumps(data, indent=2))
     else:
         _print_text(system, asset_rows, note)
+        click.echo("")
+        _print_stuck(stuck, stuck_note)
     if exit_code:
-        sys.exit(EXIT_CODES[system.overall_health])
+        # A stuck file is data that will not arrive without a person: at least a warning.
+        sys.exit(max(EXIT_CODES[system.overall_health], 1 if stuck else 0))

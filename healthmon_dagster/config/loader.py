@@ -1,8 +1,18 @@
-"""Load and validate ``healthmon.yaml`` with errors that name the exact path and YAML line."""
+"""Load and validate ``healthmon.yaml`` with errors that name the exact path and YAML line.
+
+The YAML is composed by :class:`_BoundedLoader`, which rejects, at the line where it happens, what
+only an attack or an accident produces and would otherwise hang or crash every process that loads
+the file (the code location, the CLI): more than :data:`MAX_ALIASES` aliases, a document whose
+aliases expand to more than :data:`MAX_EXPANDED_NODES` nodes (a "billion laughs" bomb is a few
+hundred bytes), an alias to the collection that contains it, and nesting deeper than
+:data:`MAX_DEPTH`. Floats must be finite anywhere in the file (``.inf`` and ``.nan`` pass YAML and
+break comparisons and timedeltas at run time).
+"""
 
 import difflib
 import hashlib
 import json
+import math
 import re
 import types
 import typing
@@ -14,6 +24,13 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from healthmon_dagster.config.models import ConfigProblem, HealthConfiguration, Loc
+
+MAX_DEPTH = 50
+"""Deepest nesting of collections (healthmon.yaml needs about 8)."""
+MAX_ALIASES = 200
+"""Most alias uses (``*name``) in one file."""
+MAX_EXPANDED_NODES = 200_000
+"""Most nodes of the document with every alias expanded (the project's file has about 2,000)."""
 
 _QUOTED = re.compile(r"'([^']*)'")
 _LINE = re.compile(r"^.*? \(line (\d+)\): ")
@@ -32,6 +49,82 @@ class ConfigError(Exception):
         self.source = source
         count = f"{len(errors)} error{'s' if len(errors) != 1 else ''}"
         super().__init__(f"{source}: {count}\n" + "\n".join(f"  {e}" for e in errors))
+
+
+class _TooComplex(yaml.MarkedYAMLError):
+    """A limit of :class:`_BoundedLoader` was exceeded at ``problem_mark``."""
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with limits on aliases, their expansion and nesting depth, checked
+    while the node graph is composed (before anything is constructed or expanded), so a bomb or
+    a 5,000-deep file is rejected in milliseconds instead of exhausting time, memory or the stack.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._aliases = 0
+        self._sizes: dict[int, int] = {}  # id(node) -> nodes it stands for, aliases expanded
+
+    def _too_complex(self, problem: str, event: yaml.Event) -> _TooComplex:
+        mark: Any = event.start_mark  # yaml.error.Mark (the pure-Python parser's)
+        return _TooComplex(problem=problem, problem_mark=mark)
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        event: yaml.Event = self.peek_event()  # type: ignore[no-untyped-call]
+        if isinstance(event, yaml.AliasEvent):
+            self._aliases += 1
+            if self._aliases > MAX_ALIASES:
+                raise self._too_complex(
+                    f"more than {MAX_ALIASES} aliases (a YAML alias bomb?); write the values out",
+                    event,
+                )
+            target = self.anchors.get(event.anchor) if event.anchor is not None else None
+            if target is not None and id(target) not in self._sizes:
+                raise self._too_complex(
+                    f"alias *{event.anchor} refers to the collection that contains it", event
+                )
+            return super().compose_node(parent, index)
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise self._too_complex(f"nested more than {MAX_DEPTH} levels deep", event)
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+        if node is None:
+            return None
+        if isinstance(node, yaml.SequenceNode):
+            size = 1 + sum(self._sizes[id(child)] for child in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            size = 1 + sum(self._sizes[id(k)] + self._sizes[id(v)] for k, v in node.value)
+        else:
+            size = 1
+        if size > MAX_EXPANDED_NODES:
+            raise self._too_complex(
+                f"with its aliases expanded this holds more than {MAX_EXPANDED_NODES:,} values "
+                "(a YAML alias bomb?); write the values out",
+                event,
+            )
+        self._sizes[id(node)] = size
+        return node
+
+
+def _compose(text: str) -> tuple[yaml.Node | None, Any]:
+    """The node graph of ``text`` and the data constructed from it, within the loader's limits.
+
+    Two passes: constructing merges ``<<`` keys into the graph's mappings, and the graph must stay
+    as written for line numbers and duplicate keys.
+    """
+    loaders = _BoundedLoader(text), _BoundedLoader(text)
+    try:
+        root = loaders[0].get_single_node()
+        data = loaders[1].get_single_data() if root is not None else None
+        return root, data
+    finally:
+        for loader in loaders:
+            loader.dispose()
 
 
 def load_config(path: Path | None) -> HealthConfiguration:
@@ -53,8 +146,9 @@ def load_config(path: Path | None) -> HealthConfiguration:
 def load_config_text(text: str, source_name: str = "<string>") -> HealthConfiguration:
     """Parse and validate YAML text; ``source_name`` is used in syntax-error messages."""
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        root, data = _compose(text)
+    except _TooComplex as exc:
+        raise ConfigError([_limit_error(exc, source_name)], source_name) from None
     except yaml.MarkedYAMLError as exc:
         raise ConfigError([_syntax_error(exc, source_name)], source_name) from None
     except yaml.YAMLError as exc:
@@ -67,11 +161,14 @@ def load_config_text(text: str, source_name: str = "<string>") -> HealthConfigur
             f"(top level) (line {line}): expected a mapping of sections, got {type(data).__name__}"
         )
         raise ConfigError([msg], source_name)
-    errors = _duplicate_keys(root, ())
+    non_finite = _non_finite_numbers(data, (), root)
+    errors = _duplicate_keys(root, ()) + non_finite
     try:
         config = HealthConfiguration.model_validate(data)
     except ValidationError as exc:
-        errors += _format_errors(exc, root)
+        # A nested model (a channel's configuration) may report the same number again.
+        reported = {e.split(": ", 1)[0] for e in non_finite}
+        errors += [e for e in _format_errors(exc, root) if e.split(": ", 1)[0] not in reported]
     if errors:
         # In file order, so the list reads top to bottom like the file.
         errors.sort(key=lambda e: int(m.group(1)) if (m := _LINE.search(e)) else 0)
@@ -88,7 +185,7 @@ def located_errors(config: HealthConfiguration, problems: list[tuple[Loc, str]])
     source = _SOURCES.get(id(config))
     if source is not None:
         try:
-            root = yaml.compose(source[1], Loader=yaml.SafeLoader)
+            root, _ = _compose(source[1])
         except yaml.YAMLError:  # it parsed when it was loaded; without lines if not now
             root = None
     errors = [_render(loc, root, msg) for loc, msg in problems]
@@ -123,6 +220,27 @@ def _syntax_error(exc: yaml.MarkedYAMLError, source: str) -> str:
     return f"{source}:{mark.line + 1}:{mark.column + 1}: YAML syntax error: {problem}"
 
 
+def _limit_error(exc: _TooComplex, source: str) -> str:
+    mark = exc.problem_mark
+    where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark is not None else source
+    return f"{where}: YAML too complex: {exc.problem}"
+
+
+def _non_finite_numbers(data: Any, path: Loc, root: yaml.Node | None) -> list[str]:
+    """Every ``.inf``/``.nan`` in the file (also inside free-form sections such as
+    ``custom_parameters``): no setting means "infinitely", and NaN compares false with everything."""
+    if isinstance(data, float) and not math.isfinite(data):
+        return [_render(path, root, f"{data!r} is not a finite number")]
+    found: list[str] = []
+    if isinstance(data, dict):
+        for key, value in data.items():
+            found += _non_finite_numbers(value, (*path, str(key)), root)
+    elif isinstance(data, list):
+        for i, item in enumerate(data):
+            found += _non_finite_numbers(item, (*path, i), root)
+    return found
+
+
 def _duplicate_keys(node: yaml.Node | None, path: Loc) -> list[str]:
     """PyYAML keeps the last of duplicate keys silently; report them instead."""
     errors: list[str] = []
@@ -145,6 +263,8 @@ def _duplicate_keys(node: yaml.Node | None, path: Loc) -> list[str]:
 def _format_errors(exc: ValidationError, root: yaml.Node | None) -> list[str]:
     messages: list[str] = []
     for err in exc.errors():
+        if isinstance(err.get("input"), float) and not math.isfinite(err["input"]):
+            continue  # reported by _non_finite_numbers, once, wherever it is
         raw_loc: Loc = tuple(err["loc"])
         problem = err.get("ctx", {}).get("error")
         if err["type"] == "value_error" and isinstance(problem, ConfigProblem):

@@ -1,7 +1,9 @@
 """Pydantic models of ``healthmon.yaml``.
 
 Every model forbids unknown keys, so a typo is an error rather than a silently ignored setting,
-and every section has a default, so an empty file is a valid configuration. Validators that find a
+and every section has a default, so an empty file is a valid configuration. Every number has bounds
+that the code using it can honour (a window of a year, not one past the range of a timedelta or a
+C int) and no float may be infinite or NaN: what passes validation works at run time. Validators that find a
 problem raise :class:`ConfigProblem` with locations relative to the model, which the loader turns
 into path-precise messages with YAML line numbers.
 """
@@ -17,12 +19,37 @@ from healthmon_dagster.enums import (
     Aggregation,
     AlertSeverity,
     ChannelType,
+    CheckSeverity,
     ConditionOperator,
+    EventKind,
     HealthCheckType,
     HealthComponent,
+    HealthStatus,
 )
 
 Loc = tuple[str | int, ...]
+
+# Bounds of the numbers (a value outside them is a typo or would break where it is used).
+MAX_WINDOW_DAYS = 366
+"""Longest time window, delay or cooldown: a year (a longer one means the check never fires)."""
+MAX_WINDOW_MINUTES = MAX_WINDOW_DAYS * 24 * 60
+MAX_WINDOW_HOURS = MAX_WINDOW_DAYS * 24
+MAX_RETENTION_DAYS = 36_500
+"""Longest retention: a century (records of patients may have to be kept for decades)."""
+MAX_INTERVAL_SECONDS = 86_400
+"""Longest health-check interval: schedules are cron, which runs a job at most daily."""
+MAX_TIMEOUT_SECONDS = 3_600
+MAX_RETRIES = 10
+MAX_ROWS = 10**12
+"""Largest row count or count threshold (a trillion rows)."""
+MAX_GROWTH_PCT = 100_000.0
+MAX_SENSITIVITY = 100.0
+"""Largest volume-anomaly sensitivity, in robust standard deviations."""
+MAX_HISTORY_LOADS = 10_000
+MAX_ESCALATION_LEVELS = 100
+MAX_RATE_PER_MINUTE = 60_000
+"""Fastest notification rate of a channel (1,000 a second; the services allow far fewer)."""
+INT64_MAX = 2**63 - 1
 
 ASSET_KEY_PATTERN = re.compile(r"^[A-Za-z0-9_]+(/[A-Za-z0-9_]+)*$")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_]+$")
@@ -32,6 +59,8 @@ IMPL_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 SECRET_KEY_PATTERN = re.compile(
     r"(token|password|passwd|secret|api_key|routing_key|integration_key|webhook_url|auth)$"
 )
+# Labels the alert engine sets on every alert; a rule's own labels cannot override them.
+RESERVED_LABELS = frozenset({"rule_id", "severity", "component", "asset", "check", "source", "job"})
 STRING_OPERATORS = frozenset({ConditionOperator.CONTAINS, ConditionOperator.NOT_CONTAINS})
 EQUALITY_OPERATORS = frozenset({ConditionOperator.EQUALS, ConditionOperator.NOT_EQUALS})
 LOWER_IS_WORSE_OPERATORS = frozenset(
@@ -77,7 +106,9 @@ def _raise_if(problems: list[tuple[Loc, str]]) -> None:
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    # allow_inf_nan: "inf" and "nan" are floats to Python and YAML (.inf, 1e999), and break every
+    # comparison and timedelta they reach.
+    model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -166,11 +197,53 @@ class StagingConfiguration(_Model):
 # Landing and thresholds
 
 
+class LandingRetryConfiguration(_Model):
+    """How a landing file whose load failed is tried again, until it loads or is stuck.
+
+    Inside a run, a step that fails on a transient error (the database or S3 unreachable, a reset
+    connection, a timeout, a lock wait) is retried ``step_retries`` times, waiting about
+    ``step_retry_delay_seconds`` x 1, 3, 7, ... (exponential, with jitter). When the run still
+    fails, the landing sensor requests a new run of the file (a new attempt) after
+    ``initial_delay_seconds``, doubling each time up to ``max_delay_seconds``. After
+    ``max_attempts`` attempts, or once ``give_up_after_minutes`` have passed since the first, or at
+    once for a failure that running again cannot fix, the file is stuck: ``healthmon status`` and
+    the ``landing_files_are_not_stuck`` check show it until it lands again with other content.
+    """
+
+    max_attempts: int = Field(default=10, ge=1, le=100)
+    initial_delay_seconds: int = Field(default=60, ge=1, le=86_400)
+    max_delay_seconds: int = Field(default=600, ge=1, le=86_400)
+    give_up_after_minutes: int = Field(default=60, ge=1, le=10_080)
+    step_retries: int = Field(default=3, ge=0, le=10)
+    step_retry_delay_seconds: float = Field(default=2.0, ge=0, le=300)
+
+    @model_validator(mode="after")
+    def _delays_ordered(self) -> "LandingRetryConfiguration":
+        if self.max_delay_seconds < self.initial_delay_seconds:
+            _raise_if(
+                [
+                    (
+                        ("max_delay_seconds",),
+                        f"max_delay_seconds ({self.max_delay_seconds}) must be >= "
+                        f"initial_delay_seconds ({self.initial_delay_seconds})",
+                    )
+                ]
+            )
+        return self
+
+
 class LandingConfiguration(_Model):
     """Which landing files are picked up and how they are parsed."""
 
     file_pattern: str = "patients*.csv"
     accepted_delimiters: list[str] = Field(default_factory=lambda: [","], min_length=1)
+    retry: LandingRetryConfiguration = Field(default_factory=LandingRetryConfiguration)
+    # Header names outside the Synthea contract that a source is known to send: not loaded, not
+    # reported as unknown, and the only names besides the contract's that messages may show.
+    accepted_extra_columns: list[str] = Field(default_factory=list)
+    # A record (one line, or several while a quoted field is open) longer than this is kept as
+    # malformed and reading goes on with the next line: a stray quote cannot swallow the file.
+    max_record_bytes: int = Field(default=1 << 20, ge=1 << 10, le=1 << 28)
 
     @field_validator("accepted_delimiters")
     @classmethod
@@ -178,6 +251,20 @@ class LandingConfiguration(_Model):
         _raise_if(
             [((i,), "a delimiter is one character") for i, d in enumerate(value) if len(d) != 1]
         )
+        return value
+
+    @field_validator("accepted_extra_columns")
+    @classmethod
+    def _column_names(cls, value: list[str]) -> list[str]:
+        seen: set[str] = set()
+        problems: list[tuple[Loc, str]] = []
+        for i, name in enumerate(value):
+            if not name.strip() or name != name.strip():
+                problems.append(((i,), "a column name is not empty and has no surrounding spaces"))
+            elif name.upper() in seen:
+                problems.append(((i,), f"'{name}' is listed twice (names match ignoring case)"))
+            seen.add(name.upper())
+        _raise_if(problems)
         return value
 
 
@@ -221,9 +308,9 @@ class HealthCheckConfiguration(_Model):
     check_type: HealthCheckType = HealthCheckType.CONNECTIVITY
     kind: HealthCheckKind
     impl: str | None = None
-    interval_seconds: int = Field(default=60, ge=1)
-    timeout_seconds: float = Field(default=10, gt=0)
-    retry_attempts: int = Field(default=0, ge=0, le=10)
+    interval_seconds: int = Field(default=60, ge=1, le=MAX_INTERVAL_SECONDS)
+    timeout_seconds: float = Field(default=10, gt=0, le=MAX_TIMEOUT_SECONDS)
+    retry_attempts: int = Field(default=0, ge=0, le=MAX_RETRIES)
     enabled: bool = True
     critical: bool = False
     dependencies: list[str] = Field(default_factory=list)
@@ -276,8 +363,8 @@ class CheckSpec(_Model):
         kind: str
 
     name: str | None = Field(default=None, pattern=NAME_PATTERN.pattern)
-    warn: float | None = Field(default=None, ge=0)
-    fail: float | None = Field(default=None, ge=0)
+    warn: float | None = Field(default=None, ge=0, le=MAX_ROWS)
+    fail: float | None = Field(default=None, ge=0, le=MAX_ROWS)
     blocking: bool = False
     description: str = ""
 
@@ -369,6 +456,19 @@ class AcceptedValuesCheck(_MostlyCheckSpec):
     def default_name(self) -> str:
         return f"{self.column.lower()}_has_accepted_values"
 
+    @field_validator("values")
+    @classmethod
+    def _bound_integers(cls, value: list[str | int | float]) -> list[str | int | float]:
+        # The values are bound parameters of the check's SQL: a database integer is 64 bits.
+        _raise_if(
+            [
+                ((i,), f"{v} is beyond the 64-bit integer range of a database")
+                for i, v in enumerate(value)
+                if isinstance(v, int) and not -INT64_MAX <= v <= INT64_MAX
+            ]
+        )
+        return value
+
 
 class RangeCheck(_MostlyCheckSpec):
     kind_description = "Values lie within their physical range (e.g. a latitude within +-90)."
@@ -414,8 +514,8 @@ class RowCountCheck(CheckSpec):
     kind_description = "The load holds a plausible number of rows (an empty export is an incident)."
 
     kind: Literal["row_count"]
-    min: int | None = Field(default=None, ge=0)
-    max: int | None = Field(default=None, ge=0)
+    min: int | None = Field(default=None, ge=0, le=MAX_ROWS)
+    max: int | None = Field(default=None, ge=0, le=MAX_ROWS)
 
     def default_name(self) -> str:
         return "row_count_is_in_range"
@@ -435,7 +535,7 @@ class RowCountChangeCheck(CheckSpec):
 
     kind: Literal["row_count_change"]
     max_drop_pct: float | None = Field(default=None, ge=0, le=100)
-    max_growth_pct: float | None = Field(default=None, ge=0)
+    max_growth_pct: float | None = Field(default=None, ge=0, le=MAX_GROWTH_PCT)
 
     def default_name(self) -> str:
         return "row_count_change_is_within_bounds"
@@ -477,8 +577,8 @@ class FreshnessCheck(CheckSpec):
 
     kind: Literal["freshness"]
     column: str
-    warn_after_minutes: int | None = Field(default=None, ge=1)
-    fail_after_minutes: int = Field(ge=1)
+    warn_after_minutes: int | None = Field(default=None, ge=1, le=MAX_WINDOW_MINUTES)
+    fail_after_minutes: int = Field(ge=1, le=MAX_WINDOW_MINUTES)
 
     def default_name(self) -> str:
         return f"{self.column.lower()}_is_fresh"
@@ -556,7 +656,7 @@ class StagingFlagsCheck(CheckSpec):
 
     kind: Literal["staging_flags"]
     flags: list[str] = Field(default_factory=list)
-    warn: float | None = Field(default=0, ge=0)
+    warn: float | None = Field(default=0, ge=0, le=MAX_ROWS)
 
     def default_name(self) -> str:
         return "no_rows_flagged"
@@ -659,8 +759,8 @@ class VolumeAnomalyCheck(CheckSpec):
     kind: Literal["volume_anomaly"]
     metric: str = "row_count"
     direction: Literal["up", "down", "both"] = "both"
-    sensitivity: float = Field(default=3.0, gt=0)
-    min_history: int = Field(default=7, ge=2)
+    sensitivity: float = Field(default=3.0, gt=0, le=MAX_SENSITIVITY)
+    min_history: int = Field(default=7, ge=2, le=MAX_HISTORY_LOADS)
     seasonality: bool = False
 
     def default_name(self) -> str:
@@ -690,29 +790,40 @@ class FileAnomaliesCheck(CheckSpec):
     """
 
     kind_description = (
-        "The landing file needed no normalisation: no byte-order mark, no CRLF line endings, no "
-        "columns outside the contract, the agreed delimiter."
+        "The landing file needed no normalisation: no byte-order mark, no CRLF or CR-only line "
+        "endings, no columns outside the contract, the agreed delimiter, header names exactly as "
+        "Synthea writes them and in its order, no blank lines."
     )
 
     kind: Literal["file_anomalies"]
     bom: AnomalyAction = "warn"
     crlf_line_endings: AnomalyAction = "warn"
+    cr_line_endings: AnomalyAction = "warn"  # CR-only line endings (old Mac exports): read as lines
     unexpected_columns: AnomalyAction = "warn"
     other_delimiter: AnomalyAction = "warn"
     missing_optional_columns: AnomalyAction = "ignore"
     malformed_records: AnomalyAction = "warn"
+    header_whitespace: AnomalyAction = "warn"  # header names with surrounding spaces (trimmed)
+    header_case: AnomalyAction = "warn"  # contract names in another case (matched ignoring case)
+    column_order: AnomalyAction = "warn"  # contract columns in another order (mapped by name)
+    blank_lines: AnomalyAction = "warn"  # empty lines between records (skipped)
     # The delimiter a file should have; empty: the first of landing.accepted_delimiters (filled in
     # when healthmon.yaml is loaded).
     expected_delimiter: str | None = Field(default=None, min_length=1, max_length=1)
-    window_hours: int = Field(default=24, ge=1)
+    window_hours: int = Field(default=24, ge=1, le=MAX_WINDOW_HOURS)
 
     ANOMALIES: ClassVar[tuple[str, ...]] = (
         "bom",
         "crlf_line_endings",
+        "cr_line_endings",
         "unexpected_columns",
         "other_delimiter",
         "missing_optional_columns",
         "malformed_records",
+        "header_whitespace",
+        "header_case",
+        "column_order",
+        "blank_lines",
     )
 
     def default_name(self) -> str:
@@ -812,8 +923,8 @@ class QualityConfiguration(_Model):
 class FreshnessConfig(_Model):
     """A Dagster freshness time window for one asset."""
 
-    warn_window_minutes: int | None = Field(default=None, ge=1)
-    fail_window_minutes: int = Field(ge=1)
+    warn_window_minutes: int | None = Field(default=None, ge=1, le=MAX_WINDOW_MINUTES)
+    fail_window_minutes: int = Field(ge=1, le=MAX_WINDOW_MINUTES)
     # Load time of a table loaded outside Dagster, for the last-load check (default: the etl.files
     # audit for the bundled assets, else the table's ``_loaded_at``).
     timestamp_column: str | None = None
@@ -836,8 +947,8 @@ class NotificationChannel(_Model):
 
     type: ChannelType
     enabled: bool = True
-    retry_attempts: int = Field(default=3, ge=0, le=10)
-    retry_delay_minutes: float = Field(default=1, ge=0)
+    retry_attempts: int = Field(default=3, ge=0, le=MAX_RETRIES)
+    retry_delay_minutes: float = Field(default=1, ge=0, le=24 * 60)
     configuration: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("configuration")
@@ -854,15 +965,49 @@ class NotificationChannel(_Model):
         _raise_if(problems)
         return value
 
+    @model_validator(mode="after")
+    def _configuration_of_its_type(self) -> "NotificationChannel":
+        # Each channel type's keys are declared by its notifier (notify/<type>.py); imported here,
+        # not at the top, because notify/ builds on this module.
+        from pydantic import ValidationError
+
+        from healthmon_dagster.notify.channels import UnsupportedChannel, config_model
+
+        try:
+            config_model(self.type).model_validate(self.configuration)
+        except UnsupportedChannel as exc:
+            _raise_if([(("type",), str(exc))])
+        except ValidationError as exc:
+            keys = sorted(config_model(self.type).model_fields)
+            problems = [
+                (("configuration", *e["loc"]), _channel_problem(e, keys)) for e in exc.errors()
+            ]
+            _raise_if(problems)
+        return self
+
+
+def _channel_problem(error: Any, keys: list[str]) -> str:
+    if error["type"] == "extra_forbidden":
+        close = difflib.get_close_matches(str(error["loc"][-1]), keys, n=1, cutoff=0.6)
+        if close:
+            return f"unknown key; did you mean '{close[0]}'?"
+        return f"unknown key; allowed: {', '.join(keys)}"
+    msg = str(error["msg"])
+    return msg[:1].lower() + msg[1:]
+
 
 class AlertCondition(_Model):
-    """When a rule fires: ``aggregation(metric_name)`` over ``duration_minutes`` vs threshold."""
+    """A metric rule's condition: ``aggregation(metric_name)`` of the rule's component over the last
+    ``window_minutes`` of ``etl.metrics``, compared with ``threshold``. It must hold for
+    ``duration_minutes`` (Prometheus's ``for``: the alert is pending until then) before it fires.
+    ``contains``/``not_contains`` compare the text of the metric's tags (``key=value`` pairs)."""
 
     metric_name: str
     operator: ConditionOperator = ConditionOperator.GREATER_THAN
     threshold: float | str
-    duration_minutes: int = Field(default=0, ge=0)
+    duration_minutes: int = Field(default=0, ge=0, le=MAX_WINDOW_MINUTES)
     aggregation: Aggregation = Aggregation.AVG
+    window_minutes: int = Field(default=5, ge=1, le=10_080)
 
     @model_validator(mode="after")
     def _threshold_type(self) -> "AlertCondition":
@@ -876,29 +1021,79 @@ class AlertCondition(_Model):
         return self
 
 
+class EventCondition(_Model):
+    """An event rule's condition: the latest result of each matching check (or each failed run)
+    is a signal; the alert is active while the latest result is bad. A check that passes while it
+    learns (``insufficient_history``) is a pass: it never alerts."""
+
+    kind: EventKind
+    assets: list[str] = Field(default_factory=list)  # empty: every asset
+    checks: list[str] = Field(default_factory=list)  # empty: every check
+    # check_failed / contract_break / freshness: which severities fire
+    severities: list[CheckSeverity] = Field(
+        default_factory=lambda: [CheckSeverity.WARN, CheckSeverity.ERROR]
+    )
+    execution_errors: bool = True  # check_failed: also a check that could not be evaluated
+    # health_check: which statuses fire
+    statuses: list[HealthStatus] = Field(default_factory=lambda: [HealthStatus.CRITICAL])
+    jobs: list[str] = Field(default_factory=list)  # run_failure: empty = every job
+
+    @field_validator("statuses")
+    @classmethod
+    def _bad_statuses(cls, value: list[HealthStatus]) -> list[HealthStatus]:
+        if HealthStatus.HEALTHY in value:
+            _raise_if([((), "'healthy' is not a bad status; use warning, critical or unknown")])
+        return value
+
+
 class AlertRule(_Model):
+    """A metric rule (``condition``) or an event rule (``event``), with Prometheus's ``for``
+    (``condition.duration_minutes``, or ``for_minutes`` on event rules) and ``keep_firing_for``."""
+
     rule_id: str = Field(pattern=NAME_PATTERN.pattern)
     name: str = ""
     description: str = ""
     enabled: bool = True
-    component: HealthComponent
-    condition: AlertCondition
+    # Metric rules read this component's metrics; event rules take it from what they watch unless
+    # set (then only signals of this component fire).
+    component: HealthComponent | None = None
+    condition: AlertCondition | None = None
+    event: EventCondition | None = None
+    for_minutes: int = Field(default=0, ge=0, le=10_080)  # event rules (metric: duration_minutes)
+    keep_firing_for_minutes: int = Field(default=0, ge=0, le=10_080)
     severity: AlertSeverity = AlertSeverity.WARNING
     channels: list[str] = Field(default_factory=lambda: ["log"])
     escalation_policy: str | None = None
-    cooldown_period_minutes: int = Field(default=15, ge=0)
+    cooldown_period_minutes: int = Field(default=15, ge=0, le=MAX_WINDOW_MINUTES)
     labels: dict[str, str] = Field(default_factory=dict)
+    mute_time_intervals: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
-    def _default_name(self) -> "AlertRule":
+    def _one_condition(self) -> "AlertRule":
         if not self.name:
             self.name = self.rule_id
+        if (self.condition is None) == (self.event is None):
+            _raise_if([((), "a rule has exactly one of 'condition' (metric) or 'event'")])
+        if self.condition is not None and self.component is None:
+            _raise_if([(("component",), "a metric rule names the component of its metric")])
+        if self.condition is not None and self.for_minutes:
+            msg = "a metric rule's 'for' is condition.duration_minutes"
+            _raise_if([(("for_minutes",), msg)])
+        reserved = sorted(set(self.labels) & RESERVED_LABELS)
+        if reserved:
+            msg = f"labels {', '.join(reserved)} are set by the engine"
+            _raise_if([(("labels",), msg)])
         return self
+
+    @property
+    def pending_minutes(self) -> int:
+        """Prometheus's ``for``: how long the condition holds before the alert fires."""
+        return self.condition.duration_minutes if self.condition is not None else self.for_minutes
 
 
 class EscalationLevel(_Model):
-    level: int = Field(ge=1)
-    delay_minutes: int = Field(default=0, ge=0)
+    level: int = Field(ge=1, le=MAX_ESCALATION_LEVELS)
+    delay_minutes: int = Field(default=0, ge=0, le=MAX_WINDOW_MINUTES)
     channels: list[str] = Field(default_factory=list)
     notify_roles: list[str] = Field(default_factory=list)
     notify_users: list[str] = Field(default_factory=list)
@@ -909,8 +1104,9 @@ class EscalationPolicy(_Model):
     policy_id: str = Field(pattern=NAME_PATTERN.pattern)
     name: str = ""
     escalation_levels: list[EscalationLevel] = Field(default_factory=list)
-    repeat_interval_minutes: int = Field(default=0, ge=0)  # 0: do not repeat the last level
-    max_escalations: int = Field(default=3, ge=1)
+    # 0: do not repeat the last level
+    repeat_interval_minutes: int = Field(default=0, ge=0, le=MAX_WINDOW_MINUTES)
+    max_escalations: int = Field(default=3, ge=1, le=MAX_ESCALATION_LEVELS)
 
     @model_validator(mode="after")
     def _ordered(self) -> "EscalationPolicy":
@@ -931,14 +1127,127 @@ class EscalationPolicy(_Model):
         return self
 
 
+class GroupingConfiguration(_Model):
+    """How alerts are batched into notifications, with Alertmanager's meaning: alerts whose
+    ``group_by`` labels are equal form one group; a new group waits ``group_wait_seconds`` for more
+    alerts, a group that was notified waits ``group_interval_seconds`` before the next notification
+    about changes, and a group still firing unchanged is notified again every
+    ``repeat_interval_minutes``."""
+
+    group_by: list[str] = Field(default_factory=lambda: ["rule_id", "asset", "component"])
+    group_wait_seconds: int = Field(default=30, ge=0, le=3600)
+    group_interval_seconds: int = Field(default=300, ge=1, le=86_400)
+    repeat_interval_minutes: int = Field(default=240, ge=1, le=10_080)
+
+
+class DispatchConfiguration(_Model):
+    """How the outbox is drained: per-channel rate limits, retry backoff and the send lease."""
+
+    # Slack allows about one message per second per channel; PagerDuty 120 events per minute per
+    # routing key. Keys are channel types; a channel's own ``rate_per_minute`` overrides.
+    rate_per_minute: dict[ChannelType, Annotated[int, Field(ge=1, le=MAX_RATE_PER_MINUTE)]] = Field(
+        default_factory=lambda: {
+            ChannelType.SLACK: 60,
+            ChannelType.PAGERDUTY: 120,
+            ChannelType.TEAMS: 60,
+            ChannelType.WEBHOOK: 600,
+            ChannelType.EMAIL: 60,
+        }
+    )
+    backoff_initial_seconds: float = Field(default=5, ge=0.1, le=3600)
+    backoff_max_seconds: float = Field(default=600, ge=1, le=86_400)
+    lease_seconds: int = Field(default=60, ge=5, le=3600)  # a claimed row is retaken after this
+    request_timeout_seconds: float = Field(default=10, ge=0.5, le=120)
+
+
+class InhibitRule(_Model):
+    """Alertmanager's inhibition: while an alert matching ``source_matchers`` fires, alerts
+    matching ``target_matchers`` with the same values of the ``equal`` labels are muted. With
+    ``lineage: true`` the target must also be downstream of the source's asset (or of every asset
+    when the source has none, e.g. an unreachable database) in Dagster's asset graph."""
+
+    name: str = Field(default="", max_length=100)
+    source_matchers: list[str] = Field(min_length=1)  # 'label=value', '!=', '=~', '!~'
+    target_matchers: list[str] = Field(min_length=1)
+    equal: list[str] = Field(default_factory=list)
+    lineage: bool = False
+
+    @field_validator("source_matchers", "target_matchers")
+    @classmethod
+    def _parsable(cls, value: list[str]) -> list[str]:
+        from healthmon_dagster.alerting.labels import MatcherError, parse_matcher
+
+        problems: list[tuple[Loc, str]] = []
+        for i, text in enumerate(value):
+            try:
+                parse_matcher(text)
+            except MatcherError as exc:
+                problems.append(((i,), str(exc)))
+        _raise_if(problems)
+        return value
+
+
+class TimeRange(_Model):
+    start_time: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$|^24:00$")  # "HH:MM"
+    end_time: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$|^24:00$")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "TimeRange":
+        if self.end_time <= self.start_time:
+            _raise_if([(("end_time",), f"{self.end_time} is not after {self.start_time}")])
+        return self
+
+
+class TimeInterval(_Model):
+    """Alertmanager's time interval: every listed field must match (an empty one matches all).
+    Weekdays ``monday``..``sunday`` or ranges ``monday:friday``; days of month ``1:7`` or ``-1``
+    (last day); months ``1:3`` or names; years ``2026:2027``; times in ``location`` (IANA)."""
+
+    times: list[TimeRange] = Field(default_factory=list)
+    weekdays: list[str] = Field(default_factory=list)
+    days_of_month: list[str] = Field(default_factory=list)
+    months: list[str] = Field(default_factory=list)
+    years: list[str] = Field(default_factory=list)
+    location: str = "UTC"
+
+    @model_validator(mode="after")
+    def _parsable(self) -> "TimeInterval":
+        from healthmon_dagster.alerting.timeintervals import TimeIntervalError, compile_interval
+
+        try:
+            compile_interval(self)
+        except TimeIntervalError as exc:
+            _raise_if([(exc.loc, str(exc))])
+        return self
+
+
+class AlertingConfiguration(_Model):
+    """The alert engine's settings: built-in rules, inhibition, mute intervals, grouping of
+    notifications and the outbox dispatcher."""
+
+    # Built-in event rules (check failed, contract break, freshness, run failure, health check
+    # critical, dependency unreachable) alert to the log channel unless turned off.
+    builtin_rules: bool = True
+    builtin_channels: list[str] = Field(default_factory=lambda: ["log"])
+    # An unreachable dependency mutes the check and freshness alerts of everything downstream,
+    # and a failed upstream asset its downstream assets' alerts (lineage inhibition).
+    builtin_inhibit_rules: bool = True
+    inhibit_rules: list[InhibitRule] = Field(default_factory=list)
+    time_intervals: dict[str, list[TimeInterval]] = Field(default_factory=dict)
+    # Named time intervals during which no notification goes out (maintenance, backfills).
+    mute_time_intervals: list[str] = Field(default_factory=list)
+    grouping: GroupingConfiguration = Field(default_factory=GroupingConfiguration)
+    dispatch: DispatchConfiguration = Field(default_factory=DispatchConfiguration)
+
+
 class RetentionConfiguration(_Model):
     """How long the health store keeps each kind of record, in days."""
 
-    metrics_days: int = Field(default=90, ge=1)
-    check_results_days: int = Field(default=90, ge=1)
-    alerts_days: int = Field(default=365, ge=1)
-    incidents_days: int = Field(default=730, ge=1)
-    load_runs_days: int = Field(default=365, ge=1)
+    metrics_days: int = Field(default=90, ge=1, le=MAX_RETENTION_DAYS)
+    check_results_days: int = Field(default=90, ge=1, le=MAX_RETENTION_DAYS)
+    alerts_days: int = Field(default=365, ge=1, le=MAX_RETENTION_DAYS)
+    incidents_days: int = Field(default=730, ge=1, le=MAX_RETENTION_DAYS)
+    load_runs_days: int = Field(default=365, ge=1, le=MAX_RETENTION_DAYS)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -964,6 +1273,7 @@ class HealthConfiguration(_Model):
     channels: dict[str, NotificationChannel] = Field(default_factory=_default_channels)
     alert_rules: list[AlertRule] = Field(default_factory=list)
     escalation_policies: list[EscalationPolicy] = Field(default_factory=list)
+    alerting: AlertingConfiguration = Field(default_factory=AlertingConfiguration)
     retention: RetentionConfiguration = Field(default_factory=RetentionConfiguration)
     feature_flags: dict[str, bool] = Field(default_factory=lambda: dict(DEFAULT_FEATURE_FLAGS))
 
@@ -1037,6 +1347,21 @@ class HealthConfiguration(_Model):
                     if name not in self.channels:
                         loc = ("escalation_policies", i, "escalation_levels", k, "channels", j)
                         problems.append((loc, _unknown("channel", name, channels)))
+
+        for j, name in enumerate(self.alerting.builtin_channels):
+            if name not in self.channels:
+                loc = ("alerting", "builtin_channels", j)
+                problems.append((loc, _unknown("channel", name, channels)))
+        intervals = sorted(self.alerting.time_intervals)
+        for j, name in enumerate(self.alerting.mute_time_intervals):
+            if name not in self.alerting.time_intervals:
+                loc = ("alerting", "mute_time_intervals", j)
+                problems.append((loc, _unknown("time interval", name, intervals)))
+        for i, rule in enumerate(self.alert_rules):
+            for j, name in enumerate(rule.mute_time_intervals):
+                if name not in self.alerting.time_intervals:
+                    loc = ("alert_rules", i, "mute_time_intervals", j)
+                    problems.append((loc, _unknown("time interval", name, intervals)))
 
         check_ids = [c.check_id for c in self.health_checks]
         for i, check in enumerate(self.health_checks):

@@ -51,6 +51,7 @@ class StagingMetrics:
     ROWS_STAGED = "rows_staged"
     ROWS_REJECTED = "rows_rejected"
     REJECTION_RATE = "rejection_rate"
+    ROWS_FLAGGED = "rows_flagged"  # kept in stg with flag codes (staging.rules set to flag)
     STAGE_DURATION_SECONDS = "stage_duration_seconds"
     ROWS_PER_SECOND = "rows_per_second"
     FILES_STAGED = "files_staged"

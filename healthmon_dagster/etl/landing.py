@@ -28,6 +28,12 @@ class LandingFileMissing(LandingError):
     """A file that was listed is gone by the time it is read."""
 
 
+class LandingFileUnreadable(LandingError):
+    """Transient: a landed file could not be read (permission denied, an I/O error) or changed
+    while it was read. Nothing was loaded and, its content being unknown, nothing recorded in
+    ``etl.files``: load it again later."""
+
+
 class LandingFileExists(LandingError):
     """A write that must not overwrite found the key taken."""
 

@@ -27,6 +27,14 @@ change the whole file:
 - ``truncated_last_line``: the last data line is cut in its middle, with no trailing newline.
 - ``volume_drop``: the file has ``max(1, rows // 10)`` rows (otherwise clean).
 - ``bom_crlf``: UTF-8 BOM and CRLF line endings (otherwise valid).
+- ``header_whitespace``: the header names `` Id`` and ``GENDER `` carry a space (otherwise valid).
+- ``header_case``: the header names ``Id`` and ``BIRTHDATE`` are written ``id`` and ``Birthdate``.
+- ``columns_reordered``: ``FIRST`` and ``LAST`` swap places in the header and every row.
+- ``blank_lines``: an empty line follows every 50th record (otherwise valid).
+- ``cr_line_endings``: every line ends with a lone CR, as old Mac exports do (otherwise valid).
+- ``headerless``: the header line is missing; the file starts with its first record.
+- ``header_joined``: the line break after the header is missing: the header runs into the first
+  record.
 - ``zip_leading_zeros_stripped``: every ``ZIP`` loses its leading zeros (``2101``), as a spreadsheet
   round trip does; all generated Massachusetts ZIPs start with ``0``.
 - ``locale_numbers``: ``HEALTHCARE_EXPENSES`` and ``HEALTHCARE_COVERAGE`` are written as
@@ -71,6 +79,13 @@ DEFECTS: tuple[str, ...] = (
     "truncated_last_line",
     "volume_drop",
     "bom_crlf",
+    "header_whitespace",
+    "header_case",
+    "columns_reordered",
+    "blank_lines",
+    "cr_line_endings",
+    "headerless",
+    "header_joined",
     "non_utf8",
     "zip_leading_zeros_stripped",
     "locale_numbers",
@@ -101,7 +116,7 @@ RESEND_FRACTION = 0.10
 
 # Column positions, named to keep the generator readable.
 _ID, _BIRTH, _DEATH, _SSN = 0, 1, 2, 3
-_FIRST, _MARITAL, _GENDER = 7, 11, 14
+_FIRST, _LAST_NAME, _MARITAL, _GENDER = 7, 8, 11, 14
 _ADDRESS, _ZIP, _LAT, _LON = 16, 20, 21, 22
 _EXPENSES, _COVERAGE = 23, 24
 
@@ -528,18 +543,32 @@ def _render(out: IO[str], rows: Iterable[list[str]], n_rows: int, defect: str | 
         header.pop()
     elif defect == "extra_column":
         header.append("LOYALTY_TIER")
+    elif defect == "header_whitespace":
+        header[_ID], header[_GENDER] = " Id", "GENDER "
+    elif defect == "header_case":
+        header[_ID], header[_BIRTH] = "id", "Birthdate"
+    elif defect == "columns_reordered":
+        header[_FIRST], header[_LAST_NAME] = header[_LAST_NAME], header[_FIRST]
     if defect == "bom_crlf":
         out.write("\ufeff")
     writer = csv.writer(
         out,
         delimiter=";" if defect == "semicolon_delimiter" else ",",
-        lineterminator="\r\n" if defect == "bom_crlf" else "\n",
+        lineterminator={"bom_crlf": "\r\n", "cr_line_endings": "\r"}.get(defect or "", "\n"),
         quoting=csv.QUOTE_MINIMAL,
     )
-    writer.writerow(header)
+    if defect == "header_joined":
+        out.write(",".join(header))  # no line break: the first record follows on line 1
+    elif defect != "headerless":
+        writer.writerow(header)
     if defect is None or defect in (
         "semicolon_delimiter",
         "bom_crlf",
+        "cr_line_endings",
+        "headerless",
+        "header_joined",
+        "header_whitespace",
+        "header_case",
         "volume_drop",
         "identity_change",  # applied to the rows by generate_sample
     ):
@@ -558,6 +587,9 @@ def _render(out: IO[str], rows: Iterable[list[str]], n_rows: int, defect: str | 
             row = row[:-1]
         elif defect == "extra_column":
             row = [*row, _TIERS[i % len(_TIERS)]]
+        elif defect == "columns_reordered":
+            row = list(row)
+            row[_FIRST], row[_LAST_NAME] = row[_LAST_NAME], row[_FIRST]
         elif defect == "zip_leading_zeros_stripped":
             row = list(row)
             row[_ZIP] = row[_ZIP].lstrip("0")
@@ -566,6 +598,8 @@ def _render(out: IO[str], rows: Iterable[list[str]], n_rows: int, defect: str | 
             row[_EXPENSES] = _locale(row[_EXPENSES])
             row[_COVERAGE] = _locale(row[_COVERAGE])
         writer.writerow(row)
+        if defect == "blank_lines" and (i + 1) % 50 == 0:
+            out.write("\n")
         prev_id = row_id
 
 

@@ -4,8 +4,9 @@ Current window: the last ``current`` period (default 1 hour); baseline: the ``ba
 (default 7 days) before it. Sources:
 
 - pipeline components (``raw_loader``, ``staging_transformer``, ``core_merger``): ``etl.load_runs``
-  of their layer: response time = mean ``duration_ms``, throughput = rows out per second of load
-  time, error rate = failed runs / runs;
+  of their layer (in the warehouse, which may be another database than the health store):
+  response time = mean ``duration_ms``, throughput = rows out per second of load time, error
+  rate = failed runs / runs;
 - every other component: its health checks in ``etl.metrics`` (``<check_id>.response_time_ms``)
   and ``etl.check_results`` (error rate = critical results / results, throughput = successful
   checks per second of the window);
@@ -25,6 +26,7 @@ Recommendations are rules on the same figures; each says which number crossed wh
 matters. Only counts, rates and durations: never a field value (PHI rule).
 """
 
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -113,12 +115,12 @@ def _avg_metric(
 
 
 def _window(
-    conn: Any, component: HealthComponent, start: datetime, end: datetime
+    conn: Any, component: HealthComponent, start: datetime, end: datetime, load_runs_conn: Any
 ) -> PerformanceMetrics:
     m = PerformanceMetrics()
     layer = COMPONENT_LAYERS.get(component)
     if layer is not None:
-        row = conn.execute(
+        row = load_runs_conn.execute(
             sa.select(
                 sa.func.count(),
                 sa.func.avg(load_runs.c.duration_ms),
@@ -265,13 +267,19 @@ def run_benchmark(
     now: datetime | None = None,
     current: timedelta = timedelta(hours=1),
     baseline: timedelta = timedelta(days=7),
+    warehouse: Engine | None = None,
 ) -> PerformanceBenchmark:
-    """Benchmark one component from the health store's history."""
+    """Benchmark one component from the health store's history (``engine``); a pipeline
+    component's load runs are read from ``warehouse`` (default: ``engine``, one database)."""
     now = now or datetime.now(UTC)
     cur_start = now - current
-    with engine.connect() as conn:
-        base_m = _window(conn, component, cur_start - baseline, cur_start)
-        cur_m = _window(conn, component, cur_start, now)
+    with ExitStack() as stack:
+        conn = stack.enter_context(engine.connect())
+        runs_conn = conn
+        if warehouse is not None and warehouse is not engine and component in COMPONENT_LAYERS:
+            runs_conn = stack.enter_context(warehouse.connect())
+        base_m = _window(conn, component, cur_start - baseline, cur_start, runs_conn)
+        cur_m = _window(conn, component, cur_start, now, runs_conn)
     value, terms = score(base_m, cur_m)
     label = f"{baseline.days}-day" if baseline.days else f"{baseline.total_seconds() / 3600:g}-hour"
     return PerformanceBenchmark(

@@ -26,14 +26,19 @@ from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import Engine, Inspector, make_url
+from sqlalchemy.engine import Engine, Inspector
 from sqlalchemy.pool import NullPool
 
 from healthmon_dagster.config.models import CheckSpec, HealthConfiguration, Loc
 from healthmon_dagster.enums import Layer
 from healthmon_dagster.etl import catalog
 from healthmon_dagster.settings import redact_url
-from healthmon_dagster.store.db import create_db_engine
+from healthmon_dagster.store.db import (
+    DatabaseUnavailable,
+    InvalidDatabaseUrl,
+    check_url,
+    create_db_engine,
+)
 from healthmon_dagster.store.errors import error_text
 
 COLUMN_FIELDS: tuple[str, ...] = (
@@ -73,18 +78,19 @@ def inspect_warehouse(url: str) -> Iterator[Inspector]:
     migration) and gives up after :data:`CONNECT_TIMEOUT_SECONDS`; :class:`WarehouseUnreachable`
     when it cannot connect."""
     try:
-        parsed = make_url(url)
-    except sa_exc.ArgumentError:
-        raise WarehouseUnreachable(
-            f"the warehouse URL {redact_url(url)} cannot be parsed"
-        ) from None
+        parsed = check_url(url)
+    except InvalidDatabaseUrl as exc:
+        raise WarehouseUnreachable(str(exc)) from None
     shown = redact_url(url)
     engine: Engine
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database or ""
-        if database not in ("", ":memory:") and not Path(database).exists():
+        if not Path(database).exists():
             raise WarehouseUnreachable(f"no warehouse at {database} yet (nothing has been loaded)")
-        engine = create_db_engine(url)  # attaches the raw/stg/core/etl schema files
+        try:
+            engine = create_db_engine(url)  # attaches the raw/stg/core/etl schema files
+        except DatabaseUnavailable as exc:
+            raise WarehouseUnreachable(str(exc)) from None
     else:
         connect_args = (
             {"connect_timeout": CONNECT_TIMEOUT_SECONDS}

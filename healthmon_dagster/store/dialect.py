@@ -179,3 +179,15 @@ def _probe_in_default(
 ) -> str:
     column, keys = (compiler.process(c, **kw) for c in element.clauses)
     return f"{column} IN {keys}"
+
+
+def insert_ignore(table: sa.Table, bind: sa.engine.Connection | sa.engine.Engine) -> Any:
+    """``INSERT ... ON CONFLICT DO NOTHING`` on either database: a row that would break a unique
+    constraint or index is skipped (its ``rowcount`` is 0), so a race resolves in the database."""
+    if bind.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table).on_conflict_do_nothing()
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(table).on_conflict_do_nothing()

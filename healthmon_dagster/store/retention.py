@@ -1,7 +1,9 @@
 """Retention: delete health-store rows older than ``retention:`` in healthmon.yaml says.
 
 The health jobs write check results and metrics every minute; without pruning the store grows
-without bound. Warehouse audit (``etl.files``) is never pruned: it is what makes loads idempotent.
+without bound. The load-run audit (``etl.load_runs``) is written by the pipeline in the warehouse,
+which may be another database than the health store. Warehouse audit (``etl.files``) is never
+pruned: it is what makes loads idempotent.
 """
 
 from datetime import datetime, timedelta
@@ -16,19 +18,30 @@ from healthmon_dagster.store.tables import check_results, load_runs, metrics
 
 
 def prune(
-    engine: Engine, retention: RetentionConfiguration, now: datetime | None = None
+    engine: Engine,
+    retention: RetentionConfiguration,
+    now: datetime | None = None,
+    warehouse: Engine | None = None,
 ) -> dict[str, int]:
-    """Delete expired rows; returns rows deleted per table. Alerts and incidents are pruned by
-    ``alerts_days``/``incidents_days`` once those tables exist."""
+    """Delete expired rows of the health store (``engine``) and the load runs of the warehouse
+    (default: ``engine``, one database); returns rows deleted per table. Alerts and incidents are
+    pruned by ``alerts_days``/``incidents_days`` once those tables exist."""
     now = now or utcnow()
+    runs = warehouse or engine
     plan = [
-        ("etl.metrics", metrics, metrics.c.ts, retention.metrics_days),
-        ("etl.check_results", check_results, check_results.c.ts, retention.check_results_days),
-        ("etl.load_runs", load_runs, load_runs.c.started_at, retention.load_runs_days),
+        (engine, "etl.metrics", metrics, metrics.c.ts, retention.metrics_days),
+        (
+            engine,
+            "etl.check_results",
+            check_results,
+            check_results.c.ts,
+            retention.check_results_days,
+        ),
+        (runs, "etl.load_runs", load_runs, load_runs.c.started_at, retention.load_runs_days),
     ]
     deleted: dict[str, int] = {}
-    for name, table, column, days in plan:
-        with write_transaction(engine) as conn:
+    for where, name, table, column, days in plan:
+        with write_transaction(where) as conn:
             deleted[name] = conn.execute(
                 sa.delete(table).where(column < now - timedelta(days=days))
             ).rowcount

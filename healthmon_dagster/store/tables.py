@@ -79,6 +79,15 @@ files = sa.Table(
     sa.Column("loaded_at", Timestamp, nullable=False),
     sa.Column("staged_at", Timestamp),
     sa.Column("merged_at", Timestamp),
+    # Normalisations the loader applied (counts and flags, never header text): header names
+    # trimmed of spaces, contract names matched ignoring case, contract columns in another order
+    # than Synthea's, blank lines skipped.
+    sa.Column("header_whitespace", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("header_case", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("columns_reordered", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("blank_lines", sa.BigInteger, nullable=False, server_default="0"),
+    # Lines ended by a lone CR (old Mac exports): read as lines, like CRLF.
+    sa.Column("cr_line_endings", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.CheckConstraint("status IN ('loaded', 'empty', 'rejected')", name="ck_files_status"),
     schema="etl",
 )
@@ -91,6 +100,45 @@ sa.Index(
     sqlite_where=sa.text("status IN ('loaded', 'empty')"),
 )
 sa.Index("ix_files_file_key", files.c.file_key)
+
+# Each run the landing sensor requested for one version (key and fingerprint) of a landing file.
+# requested: the run is queued, running, or its outcome not seen yet; succeeded; failed: the
+# sensor requests attempt + 1 from retry_at; stuck: no further attempt (the bound was reached, or
+# the failure is not transient) until the file lands with other content.
+file_attempts = sa.Table(
+    "file_attempts",
+    metadata,
+    sa.Column("attempt_id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("file_key", sa.String(1024), nullable=False),
+    sa.Column("fingerprint", sa.String(200), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),  # 1, 2, ... per key and fingerprint
+    sa.Column("run_key", sa.Text, nullable=False),  # Dagster's run key: key@fingerprint#attempt
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("requested_at", Timestamp, nullable=False),
+    sa.Column("finished_at", Timestamp),
+    sa.Column("retry_at", Timestamp),  # failed: when the next attempt may be requested
+    sa.Column("dagster_run_id", sa.String(64)),  # the last run of the attempt (run_retries)
+    sa.Column("runs", sa.Integer, nullable=False, server_default="0"),  # runs of the attempt
+    sa.Column("error_class", sa.String(64)),  # etl.failures: connection_refused, timeout, ...
+    sa.Column("transient", sa.Boolean),
+    sa.Column("rule", sa.String(200)),  # the classification rule that decided
+    sa.Column("error", sa.Text),  # the failure's message, rendered without data values
+    sa.CheckConstraint(
+        "status IN ('requested', 'succeeded', 'failed', 'stuck')", name="ck_file_attempts_status"
+    ),
+    sa.CheckConstraint("attempt >= 1", name="ck_file_attempts_attempt"),
+    schema="etl",
+)
+# One row per attempt: two sensor ticks or processes racing to request the same attempt collide
+# here, and only the one whose insert wins requests the run.
+sa.Index(
+    "uq_file_attempts_key_attempt",
+    file_attempts.c.file_key,
+    file_attempts.c.fingerprint,
+    file_attempts.c.attempt,
+    unique=True,
+)
+sa.Index("ix_file_attempts_status", file_attempts.c.status)
 
 load_runs = sa.Table(
     "load_runs",
@@ -129,6 +177,8 @@ metrics = sa.Table(
     schema="etl",
 )
 sa.Index("ix_metrics_component_name_ts", metrics.c.component, metrics.c.metric_name, metrics.c.ts)
+# Metric alert rules read the samples of their longest window, whatever the component.
+sa.Index("ix_metrics_ts", metrics.c.ts)
 
 check_results = sa.Table(
     "check_results",
@@ -169,6 +219,168 @@ config_versions = sa.Table(
     sa.Column("content", sa.Text, nullable=False),
     sa.Column("recorded_at", Timestamp, nullable=False),
     schema="etl",
+)
+
+# --- Alerting: alerts, their history, silences, the notification outbox ------------------------
+
+# One row per alert episode: an alert is opened (pending or firing) for a fingerprint, the stable
+# hash of its labels, and ends resolved. A later episode of the same fingerprint is a new row.
+alerts = sa.Table(
+    "alerts",
+    metadata,
+    sa.Column("alert_id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("fingerprint", sa.String(64), nullable=False),
+    sa.Column("rule_id", sa.String(200), nullable=False),
+    sa.Column("state", sa.String(20), nullable=False),  # AlertState: pending | firing | resolved
+    # AlertStatus: active | acknowledged | resolved | suppressed (what a person acts on)
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("severity", sa.String(20), nullable=False),  # AlertSeverity
+    sa.Column("component", sa.String(64)),
+    sa.Column("labels", sa.JSON, nullable=False),  # identify the alert; never field values
+    sa.Column("title", sa.String(500), nullable=False),
+    sa.Column("description", sa.Text, nullable=False, server_default=""),
+    sa.Column("details", sa.JSON, nullable=False),  # counts, rates, column names, row numbers
+    sa.Column("value", sa.Float),  # the observed value that made the condition true
+    sa.Column("group_key", sa.String(500), nullable=False),
+    sa.Column("started_at", Timestamp, nullable=False),  # condition first true (pending)
+    sa.Column("fired_at", Timestamp),
+    sa.Column("last_active_at", Timestamp, nullable=False),  # condition last seen true
+    sa.Column("last_evaluated_at", Timestamp, nullable=False),
+    sa.Column("resolved_at", Timestamp),
+    sa.Column("resolved_by", sa.String(200)),
+    sa.Column("resolution", sa.Text),
+    sa.Column("acknowledged_by", sa.String(200)),
+    sa.Column("acknowledged_at", Timestamp),
+    sa.Column("ack_note", sa.Text),
+    # Why no notification goes out while it fires: "silence 3", "inhibited by alert 17 (...)",
+    # "mute interval weekend"; NULL when not suppressed.
+    sa.Column("suppressed_by", sa.String(500)),
+    sa.Column("inhibited_by", sa.BigInteger),  # alert_id of the root cause that mutes this one
+    sa.Column("escalation_level", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("escalations", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_escalation_at", Timestamp),
+    sa.CheckConstraint("state IN ('pending', 'firing', 'resolved')", name="ck_alerts_state"),
+    sa.CheckConstraint(
+        "status IN ('active', 'acknowledged', 'resolved', 'suppressed')", name="ck_alerts_status"
+    ),
+    schema="etl",
+)
+# Dedup is a constraint: at most one open episode per fingerprint, whichever process evaluates.
+sa.Index(
+    "uq_alerts_open_fingerprint",
+    alerts.c.fingerprint,
+    unique=True,
+    postgresql_where=sa.text("state <> 'resolved'"),
+    sqlite_where=sa.text("state <> 'resolved'"),
+)
+sa.Index("ix_alerts_state_rule", alerts.c.state, alerts.c.rule_id)
+sa.Index("ix_alerts_started_at", alerts.c.started_at)
+
+# Every transition and action on an alert, in order: its history.
+alert_events = sa.Table(
+    "alert_events",
+    metadata,
+    sa.Column("event_id", BigId, primary_key=True, autoincrement=True),
+    sa.Column(
+        "alert_id",
+        sa.BigInteger,
+        sa.ForeignKey("etl.alerts.alert_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("at", Timestamp, nullable=False),
+    # AlertEventKind: pending | firing | resolved | acknowledged | suppressed | unsuppressed |
+    # escalated | repeated | note
+    sa.Column("kind", sa.String(20), nullable=False),
+    sa.Column("from_state", sa.String(20)),
+    sa.Column("to_state", sa.String(20)),
+    sa.Column("actor", sa.String(200), nullable=False),  # "sensor", "cli:<user>", ...
+    sa.Column("note", sa.Text),
+    sa.Column("details", sa.JSON, nullable=False),
+    schema="etl",
+)
+sa.Index("ix_alert_events_alert_at", alert_events.c.alert_id, alert_events.c.at)
+
+silences = sa.Table(
+    "silences",
+    metadata,
+    sa.Column("silence_id", BigId, primary_key=True, autoincrement=True),
+    # [{"name": label, "value": v, "is_regex": bool, "is_equal": bool}], all must match
+    sa.Column("matchers", sa.JSON, nullable=False),
+    sa.Column("starts_at", Timestamp, nullable=False),
+    sa.Column("ends_at", Timestamp, nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("comment", sa.Text, nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("expired_at", Timestamp),  # set when expired early
+    sa.CheckConstraint("ends_at > starts_at", name="ck_silences_window"),
+    schema="etl",
+)
+
+# The outbox: written in the transaction that records the alert event, before anything is sent;
+# marked sent only after the channel accepted it. Exactly once per (event, channel).
+notifications = sa.Table(
+    "notifications",
+    metadata,
+    sa.Column("notification_id", BigId, primary_key=True, autoincrement=True),
+    sa.Column(
+        "event_id",
+        sa.BigInteger,
+        sa.ForeignKey("etl.alert_events.event_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("alert_id", sa.BigInteger, nullable=False),
+    sa.Column("channel", sa.String(100), nullable=False),  # name under channels: in healthmon.yaml
+    # NotificationKind: firing | resolved | acknowledged | escalated | repeated
+    sa.Column("kind", sa.String(20), nullable=False),
+    sa.Column("group_key", sa.String(500), nullable=False),
+    # NotificationStatus: pending | sent | failed (gave up after retries) | cancelled
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("not_before", Timestamp, nullable=False),  # group_wait / backoff / Retry-After
+    sa.Column("last_error", sa.Text),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("sent_at", Timestamp),
+    sa.Column("delivery_key", sa.String(64)),  # idempotency key of the request that carried it
+    # A dispatcher's lease while it sends: a row claimed by a process killed mid-send is
+    # taken again once the lease ends, with the same delivery_key (the receiver dedups).
+    sa.Column("claimed_by", sa.String(100)),
+    sa.Column("claimed_until", Timestamp),
+    sa.UniqueConstraint("event_id", "channel", name="uq_notifications_event_channel"),
+    sa.CheckConstraint(
+        "status IN ('pending', 'sent', 'failed', 'cancelled')", name="ck_notifications_status"
+    ),
+    schema="etl",
+)
+sa.Index(
+    "ix_notifications_pending",
+    notifications.c.channel,
+    notifications.c.not_before,
+    postgresql_where=sa.text("status = 'pending'"),
+    sqlite_where=sa.text("status = 'pending'"),
+)
+
+# Where each alert's conversation lives in a threaded channel: the first message about an alert
+# starts its thread (Slack ts + conversation id, or the email Message-ID); the acknowledgement and
+# the resolve reply there. One thread per (channel, alert).
+notification_threads = sa.Table(
+    "notification_threads",
+    metadata,
+    sa.Column("thread_id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("channel", sa.String(100), nullable=False),
+    sa.Column(
+        "alert_id",
+        sa.BigInteger,
+        sa.ForeignKey("etl.alerts.alert_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("thread_ref", sa.String(255), nullable=False),
+    sa.Column("conversation", sa.String(100)),  # Slack's channel id; NULL for email
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.UniqueConstraint("channel", "alert_id", name="uq_notification_threads_channel_alert"),
+    schema="etl",
+)
+sa.Index(
+    "ix_notification_threads_ref", notification_threads.c.channel, notification_threads.c.thread_ref
 )
 
 # --- Warehouse: raw -> stg -> core ------------------------------------------------------------

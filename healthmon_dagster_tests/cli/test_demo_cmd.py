@@ -1,19 +1,24 @@
-"""`healthmon demo` (in-process and as the installed console script) and `healthmon db upgrade/status`."""
+"""`healthmon demo` (in-process and as the installed console script, on the embedded default with its
+health store apart from the warehouse) and `healthmon db upgrade/status`."""
 
 import csv
 import io
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from click.testing import CliRunner
+from sqlalchemy.engine import Engine
 
 from healthmon_dagster.cli.main import cli
+from healthmon_dagster.store.db import get_engine
 from healthmon_dagster.store.migrate import head_revision
+from healthmon_dagster.store.tables import check_results, config_versions, files, metrics
+from healthmon_dagster_tests.cli.fixtures import healthmon_script
 from healthmon_dagster_tests.fixtures import free_port
 
 SAMPLE_KEYS = ("patients_0001.csv", "patients_0002.csv", "patients_0003.csv")
@@ -70,16 +75,6 @@ def test_demo_loads_three_sample_files_then_has_nothing_new(
     assert not [v for v in values if v in shown], "demo output shows patient field values"
 
 
-def healthmon_script() -> str:
-    # healthmon_dagster.cli.main has no `if __name__ == "__main__"` block, so `python -m` cannot
-    # run it; the console script installed beside this interpreter is what users run anyway.
-    script = shutil.which("healthmon", path=str(Path(sys.executable).parent)) or shutil.which(
-        "healthmon"
-    )
-    assert script is not None, "the healthmon console script is not installed (pip install -e .)"
-    return script
-
-
 def test_demo_console_script_end_to_end(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HEALTHMON_", "DAGSTER_"))}
     env["HEALTHMON_HOME"] = str(tmp_path / "home")
@@ -98,6 +93,28 @@ def test_demo_console_script_end_to_end(tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "home" / "landing").iterdir()) == list(SAMPLE_KEYS)
     assert (tmp_path / "home" / "healthmon.db").is_file()
     assert (tmp_path / "home" / "dagster" / "dagster.yaml").is_file()
+    # The embedded default keeps the health store in a database of its own: the loads are in the
+    # warehouse, every check result, metric and configuration version in health.db.
+    warehouse, store = (
+        get_engine(f"sqlite:///{tmp_path / 'home' / name}")
+        for name in ("healthmon.db", "health.db")
+    )
+    assert [count(warehouse, t) for t in (files, check_results, metrics, config_versions)] == [
+        3,
+        0,
+        0,
+        0,
+    ]
+    assert count(store, files) == 0
+    assert min(count(store, t) for t in (check_results, metrics, config_versions)) > 0
+    assert f"asset checks in the health store sqlite:///{tmp_path / 'home' / 'health.db'}" in (
+        proc.stdout
+    )
+
+
+def count(engine: Engine, table: sa.Table) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
 
 
 def test_db_upgrade_then_status_reports_latest_revision(

@@ -1,4 +1,5 @@
-"""``healthmon status``: table and JSON output, window validation, asset rollup, unreachable store."""
+"""``healthmon status``: table and JSON output, window validation, asset rollup, stuck landing files,
+unreachable store."""
 
 import json
 from datetime import UTC, datetime, timedelta
@@ -9,6 +10,9 @@ from click.testing import CliRunner
 from sqlalchemy.engine import Engine
 
 from healthmon_dagster.cli.main import cli
+from healthmon_dagster.etl.attempts import AttemptPolicy, RunOutcome, open_attempt, record_outcome
+from healthmon_dagster.etl.failures import Classification
+from healthmon_dagster.etl.landing import LandingFile
 from healthmon_dagster_tests.fixtures import free_port
 from healthmon_dagster_tests.health.fixtures import insert_results, result, series
 
@@ -110,3 +114,45 @@ def test_unreachable_health_store_is_a_clear_error(
     assert out.exit_code == 1
     assert "is unavailable" in out.output and "secret" not in out.output
     assert "Traceback" not in out.output
+
+
+def make_stuck(engine: Engine, key: str) -> None:
+    """A landing file whose only attempt failed with an error running again cannot fix."""
+    f = LandingFile(key, 10, "fp", 1_000_000.0)
+    opened = open_attempt(engine, f, 1, datetime.now(UTC) - 5 * M)
+    assert opened is not None
+    why = Classification("database_error", False, "database_error")
+    outcome = RunOutcome("failed", why, "database error", "run-1", 1, datetime.now(UTC) - 4 * M)
+    assert record_outcome(engine, opened, outcome, AttemptPolicy(), datetime.now(UTC)) is not None
+
+
+def test_stuck_landing_files_are_listed_and_warn_in_the_exit_code(store: Engine) -> None:
+    healthy = CliRunner().invoke(cli, ["status", "--no-assets"])
+    assert "Landing: no file stuck" in healthy.output
+
+    make_stuck(store, "patients_0042.csv")
+
+    out = CliRunner().invoke(cli, ["status", "--no-assets"])
+    assert out.exit_code == 0, out.output
+    assert "Landing: 1 file(s) STUCK" in out.output
+    row = next(line for line in out.output.splitlines() if line.startswith("patients_0042.csv"))
+    assert "database_error" in row and " 1 " in row
+    data = json.loads(CliRunner().invoke(cli, ["status", "--json", "--no-assets"]).output)
+    (stuck,) = data["stuck_files"]
+    assert (stuck["file_key"], stuck["attempts"], stuck["error_class"]) == (
+        "patients_0042.csv",
+        1,
+        "database_error",
+    )
+    assert data["stuck_files_note"] is None
+
+
+def test_a_stuck_file_makes_a_healthy_status_exit_with_a_warning(
+    healthmon_env: Path, engine: Engine
+) -> None:
+    insert_results(
+        engine, [result(datetime.now(UTC) - M, "database", "db_ping", "healthy", critical=True)]
+    )
+    assert CliRunner().invoke(cli, ["status", "--no-assets", "--exit-code"]).exit_code == 0
+    make_stuck(engine, "patients_0007.csv")
+    assert CliRunner().invoke(cli, ["status", "--no-assets", "--exit-code"]).exit_code == 1

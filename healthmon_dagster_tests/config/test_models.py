@@ -408,3 +408,60 @@ def test_rejection_reason_and_flag_checks_name_unknown_codes() -> None:
     )
     assert "unknown staging rule 'id_mising'; did you mean 'id_missing'?" in errors[0]
     assert "unknown flaggable staging rule 'lat_invalid'" in errors[1]
+
+
+def test_landing_retry_defaults_span_about_an_hour() -> None:
+    retry = HealthConfiguration().landing.retry
+    assert (retry.max_attempts, retry.give_up_after_minutes) == (10, 60)
+    assert (retry.initial_delay_seconds, retry.max_delay_seconds) == (60, 600)
+    assert (retry.step_retries, retry.step_retry_delay_seconds) == (3, 2.0)
+    # The waits between the 10 attempts: 1, 2, 4, 8, then 10 minutes each: 65 minutes, about the
+    # hour after which give_up_after stops them anyway.
+    waits = [min(retry.initial_delay_seconds * 2**n, retry.max_delay_seconds) for n in range(9)]
+    assert sum(waits) == 65 * 60
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("max_attempts: 0", "greater than or equal to 1"),
+        ("max_attempts: 1000", "less than or equal to 100"),
+        ("step_retries: 11", "less than or equal to 10"),
+        ("step_retry_delay_seconds: .nan", "less than or equal to 300"),
+        ("give_up_after_minutes: 100000", "less than or equal to 10080"),
+        ("initial_delay_seconds: 120\n    max_delay_seconds: 60", "must be >= initial_delay"),
+    ],
+)
+def test_landing_retry_is_bounded(setting: str, message: str) -> None:
+    (error,) = errors_of(f"landing:\n  retry:\n    {setting}\n")
+    assert error.startswith("landing.retry.")
+    assert message in error
+
+
+def test_landing_accepts_extra_columns_and_a_record_size_cap() -> None:
+    config = load_config_text(
+        "landing:\n  accepted_extra_columns: [LOYALTY_TIER, '2024']\n  max_record_bytes: 65536\n"
+    )
+
+    assert config.landing.accepted_extra_columns == ["LOYALTY_TIER", "2024"]
+    assert config.landing.max_record_bytes == 65536
+    assert HealthConfiguration().landing.max_record_bytes == 1 << 20
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        (
+            "accepted_extra_columns: [Tier, TIER]",
+            "'TIER' is listed twice (names match ignoring case)",
+        ),
+        ("accepted_extra_columns: [' Tier']", "a column name is not empty and has no surrounding"),
+        ("accepted_extra_columns: ['']", "a column name is not empty and has no surrounding"),
+        ("max_record_bytes: 100", "greater than or equal to 1024"),
+        ("max_record_bytes: 1000000000", "less than or equal to 268435456"),
+    ],
+)
+def test_bad_landing_settings_are_errors_with_their_path(text: str, says: str) -> None:
+    (error,) = errors_of(f"landing:\n  {text}\n")
+
+    assert error.startswith("landing.") and says in error, error

@@ -260,6 +260,13 @@ def test_file_defects() -> None:
     assert last.data.count(b"\r\n") == 41 and last.data.count(b"\n") == 41
     assert last.data[3:].replace(b"\r\n", b"\n") == clean.data
 
+    cr = generate_sample(40, files=2, seed=6, defect="cr_line_endings")[-1]
+    assert b"\n" not in cr.data and cr.data.replace(b"\r", b"\n") == clean.data
+    headerless = generate_sample(40, files=2, seed=6, defect="headerless")[-1]
+    assert headerless.data == clean.data.split(b"\n", 1)[1] and headerless.rows == 40
+    joined = generate_sample(40, files=2, seed=6, defect="header_joined")[-1]
+    assert joined.data == clean.data.replace(b"\n", b"", 1)
+
 
 def test_identity_change_reuses_earlier_ids_for_other_people() -> None:
     clean = generate_sample(300, files=3, seed=12)

@@ -46,7 +46,13 @@ AMOUNTS = "amounts_are_valid"
 SCD2 = "scd2_integrity_holds"
 IDENTITY = "patient_identity_is_stable"
 # Defects the raw loader rejects whole (the run fails before any check); checks see the file before.
-LOADER_REJECTS = {"missing_column", "semicolon_delimiter", "non_utf8"}
+LOADER_REJECTS = {
+    "missing_column",
+    "semicolon_delimiter",
+    "non_utf8",
+    "headerless",
+    "header_joined",
+}
 # Which check each defect fails, and how; every other check passes.
 EXPECTED: dict[str, dict[str, QualityStatus]] = {
     # 3% rejected: above warn (1%), below fail (5%); a row that cannot be joined fails
@@ -65,6 +71,15 @@ EXPECTED: dict[str, dict[str, QualityStatus]] = {
     "truncated_last_line": {WELL_FORMED: QualityStatus.WARN},
     "volume_drop": {VOLUME: QualityStatus.WARN},
     "bom_crlf": {FILE_ANOMALIES: QualityStatus.WARN},
+    # normalised by the loader (trimmed, matched ignoring case, mapped by name, skipped): warned
+    "header_whitespace": {FILE_ANOMALIES: QualityStatus.WARN},
+    "header_case": {FILE_ANOMALIES: QualityStatus.WARN},
+    "columns_reordered": {FILE_ANOMALIES: QualityStatus.WARN},
+    "blank_lines": {FILE_ANOMALIES: QualityStatus.WARN},
+    "cr_line_endings": {FILE_ANOMALIES: QualityStatus.WARN},
+    # rejected whole by the loader: no header, or the header runs into the first record
+    "headerless": {},
+    "header_joined": {},
     "non_utf8": {},
     # 4-digit ZIPs in Massachusetts: kept and flagged, not rejected
     "zip_leading_zeros_stripped": {FLAGGED: QualityStatus.WARN},

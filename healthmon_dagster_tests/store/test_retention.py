@@ -1,14 +1,18 @@
-"""Retention: expired health-store rows are deleted, recent ones and the load audit are kept."""
+"""Retention: expired health-store rows are deleted, recent ones and the load audit are kept; the
+load runs are pruned in the warehouse when the health store is a database of its own."""
 
 from datetime import timedelta
 from pathlib import Path
 
 import dagster as dg
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from healthmon_dagster.config.models import RetentionConfiguration
 from healthmon_dagster.definitions import build_defs
+from healthmon_dagster.settings import get_settings
+from healthmon_dagster.store.db import get_engine
 from healthmon_dagster.store.metrics import MetricPoint, utcnow, write_metrics
 from healthmon_dagster.store.retention import prune
 from healthmon_dagster.store.tables import check_results, load_runs, metrics
@@ -74,3 +78,26 @@ def test_retention_job_runs_through_dagster(engine: Engine, healthmon_env: Path)
     assert result.success
     # healthmon.yaml keeps metrics 90 days: the 100-day-old point is gone, the others stay.
     assert _count(engine, metrics) == 2
+
+
+def test_the_load_runs_are_pruned_in_the_warehouse_when_the_store_is_apart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The embedded default: no database variable, the health store beside the warehouse.
+    monkeypatch.setenv("HEALTHMON_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("HEALTHMON_DATABASE_URL", raising=False)
+    monkeypatch.delenv("HEALTHMON_HEALTH_DATABASE_URL", raising=False)
+    monkeypatch.delenv("HEALTHMON_CONFIG", raising=False)
+    settings = get_settings()
+    warehouse, store = get_engine(settings.database_url), get_engine(settings.health_database_url)
+    _seed(warehouse)  # its metrics and check results stand for rows no one writes there
+    _seed(store)
+
+    with dg.instance_for_test() as instance:
+        result = build_defs().resolve_job_def("retention_job").execute_in_process(instance=instance)
+
+    assert result.success
+    # healthmon.yaml: metrics and check results 90 days (store), load runs 365 days (warehouse).
+    assert (_count(store, metrics), _count(store, check_results)) == (2, 1)
+    assert _count(warehouse, load_runs) == 1
+    assert (_count(warehouse, metrics), _count(warehouse, check_results)) == (3, 2)

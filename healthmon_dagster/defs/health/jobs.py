@@ -20,6 +20,7 @@ from healthmon_dagster.defs.health.assets import build_component_assets
 from healthmon_dagster.defs.health.checks import build_health_checks, store_failure
 from healthmon_dagster.defs.resources import WarehouseResource
 from healthmon_dagster.enums import HealthComponent
+from healthmon_dagster.etl.catalog import COMPONENT_LAYERS
 from healthmon_dagster.health.benchmark import run_benchmark
 from healthmon_dagster.health.record import benchmark_numbers, write_benchmark
 from healthmon_dagster.health.registry import checks_from_config
@@ -66,7 +67,9 @@ def _benchmark_op(component: HealthComponent) -> dg.OpDefinition:
     ) -> dg.Output[dict[str, Any]]:
         try:
             engine = warehouse.health_engine()
-            bench = run_benchmark(engine, component)
+            # A pipeline component's load runs are in the warehouse (its own database by default).
+            runs = warehouse.engine() if component in COMPONENT_LAYERS else None
+            bench = run_benchmark(engine, component, warehouse=runs)
             write_benchmark(engine, bench, context.run_id)
         except sa_exc.DBAPIError as exc:
             raise store_failure(warehouse, exc, "the run log") from None

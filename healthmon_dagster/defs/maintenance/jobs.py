@@ -13,7 +13,7 @@ def prune_health_store(
     healthmon_config: HealthmonConfigResource,
 ) -> None:
     retention = healthmon_config.load().retention
-    deleted = prune(warehouse.health_engine(), retention)
+    deleted = prune(warehouse.health_engine(), retention, warehouse=warehouse.engine())
     context.add_output_metadata({f"deleted__{k.split('.')[-1]}": v for k, v in deleted.items()})
     context.log.info(", ".join(f"{k}: {v} row(s) deleted" for k, v in deleted.items()))
 

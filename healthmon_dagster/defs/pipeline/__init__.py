@@ -1,14 +1,15 @@
-"""The bundled pipeline: landing -> raw/patients -> stg/patients -> core/dim_patient, its ETL job and
-the landing sensor that starts it."""
+"""The bundled pipeline: landing -> raw/patients -> stg/patients -> core/dim_patient, its ETL job,
+the landing sensor that starts it, and the check that no landing file is stuck."""
 
 import dagster as dg
 
 from healthmon_dagster.config import HealthConfiguration
 from healthmon_dagster.defs.pipeline.assets import ASSETS
+from healthmon_dagster.defs.pipeline.checks import CHECKS
 from healthmon_dagster.defs.pipeline.jobs import JOBS
 from healthmon_dagster.defs.pipeline.sensors import SENSORS
 
 
 def definitions(config: HealthConfiguration) -> dg.Definitions:
     """The pipeline's definitions; they do not depend on ``config`` (read at run time instead)."""
-    return dg.Definitions(assets=ASSETS, jobs=JOBS, sensors=SENSORS)
+    return dg.Definitions(assets=ASSETS, asset_checks=CHECKS, jobs=JOBS, sensors=SENSORS)

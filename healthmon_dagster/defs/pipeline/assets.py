@@ -4,9 +4,17 @@ The deciding code lives in ``healthmon_dagster.etl``; these functions adapt it: 
 numeric metadata out (Dagster plots it), the same figures written to ``etl.metrics``. Keys, group,
 components and metric names come from ``healthmon_dagster.etl.catalog``, where the readers of those
 figures find them too.
+
+A step that fails on a transient error (``etl.failures``: the database or S3 unreachable, a reset
+connection, a timeout, a serialization failure, a lock wait) asks Dagster to retry it
+(``RetryRequested``), waiting as a ``RetryPolicy`` with exponential backoff and jitter computes from
+``landing.retry`` of healthmon.yaml (read at run time, so the policy needs no code change); any
+other failure (a contract break, bad configuration) fails at once. Either way the step's failure
+carries its error class and whether it is transient, which the landing sensor reads to decide the
+file's next attempt.
 """
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import dagster as dg
@@ -15,7 +23,7 @@ from pydantic import Field
 from sqlalchemy import exc as sa_exc
 
 from healthmon_dagster.config import ConfigError, HealthConfiguration
-from healthmon_dagster.config.models import SchemaCheck
+from healthmon_dagster.config.models import LandingRetryConfiguration, SchemaCheck
 from healthmon_dagster.defs.quality.checks import to_evaluation
 from healthmon_dagster.defs.resources import (
     HealthmonConfigResource,
@@ -24,6 +32,7 @@ from healthmon_dagster.defs.resources import (
 )
 from healthmon_dagster.etl import catalog, core, raw, staging
 from healthmon_dagster.etl.catalog import CoreMetrics, PipelineAsset, RawMetrics, StagingMetrics
+from healthmon_dagster.etl.failures import classify
 from healthmon_dagster.etl.landing import LandingError
 from healthmon_dagster.etl.raw import RawLoadResult
 from healthmon_dagster.quality import record_results
@@ -39,6 +48,12 @@ RAW_PATIENTS = dg.AssetKey(catalog.RAW_PATIENTS.path)
 STG_PATIENTS = dg.AssetKey(catalog.STG_PATIENTS.path)
 STG_PATIENTS_REJECTED = dg.AssetKey(catalog.STG_PATIENTS_REJECTED.path)
 CORE_DIM_PATIENT = dg.AssetKey(catalog.CORE_DIM_PATIENT.path)
+
+# Metadata of a failed ETL step: its error class (etl.failures), whether it is transient, and the
+# rule that said so. The landing sensor reads them from the step's failure event.
+ERROR_CLASS_METADATA = "healthmon/error_class"
+TRANSIENT_METADATA = "healthmon/transient"
+ERROR_RULE_METADATA = "healthmon/error_rule"
 
 
 class RawPatientsConfig(dg.Config):
@@ -62,6 +77,66 @@ def _db_failure(warehouse: WarehouseResource, exc: sa_exc.DBAPIError) -> dg.Fail
         description=f"database error: {error_text(exc)}; nothing of this step was committed. "
         "Quoted values are withheld (they may be patient data): see the database server log."
     )
+
+
+def step_retry_policy(retry: LandingRetryConfiguration) -> dg.RetryPolicy:
+    """The retry policy of the ETL steps for transient errors: ``step_retries`` retries, waiting
+    ``step_retry_delay_seconds`` x 1, 3, 7, ... give or take that delay (Dagster's exponential
+    backoff with plus-minus jitter)."""
+    return dg.RetryPolicy(
+        max_retries=retry.step_retries,
+        delay=retry.step_retry_delay_seconds,
+        backoff=dg.Backoff.EXPONENTIAL,
+        jitter=dg.Jitter.PLUS_MINUS,
+    )
+
+
+def _step_failed(
+    context: dg.AssetExecutionContext,
+    warehouse: WarehouseResource,
+    exc: Exception,
+    retry: LandingRetryConfiguration | None,
+) -> Exception:
+    """What ends this try of the step on ``exc``: a ``RetryRequested`` for a transient failure
+    (Dagster retries the step after the policy's delay, or fails it once the retries are spent),
+    else a ``Failure`` that no retry policy applies to. Both carry the classification."""
+    if isinstance(exc, sa_exc.DBAPIError):
+        description = _db_failure(warehouse, exc).description or error_text(exc)
+    elif isinstance(exc, ConfigError | LandingError):
+        description = str(exc)
+    else:  # an exception's text may quote a value: rendered the way database errors are
+        description = error_text(exc)
+    found = classify(exc)
+    failure = dg.Failure(
+        description=description,
+        metadata={
+            ERROR_CLASS_METADATA: found.error_class,
+            TRANSIENT_METADATA: found.transient,
+            ERROR_RULE_METADATA: found.rule,
+        },
+        allow_retries=found.transient,
+    )
+    # The driver's exception is not chained: its text may quote a value (Dagster would show it).
+    failure.__suppress_context__ = True
+    if not found.transient or retry is None or retry.step_retries == 0:
+        return failure
+    policy = step_retry_policy(retry)
+    attempt = context.retry_number + 1
+    wait = max(0.0, float(policy.calculate_delay(attempt)))
+    if attempt <= policy.max_retries:
+        context.log.warning(
+            f"transient failure ({found.error_class}): step retry {attempt} of "
+            f"{policy.max_retries} in {wait:.1f} s"
+        )
+    else:
+        context.log.error(
+            f"transient failure ({found.error_class}) after {policy.max_retries} step "
+            "retries: the run fails; the landing sensor requests the file's next attempt"
+        )
+    request = dg.RetryRequested(max_retries=policy.max_retries, seconds_to_wait=wait)
+    # Dagster takes the failure's description and metadata from the cause once retries are spent.
+    request.__cause__ = failure
+    return request
 
 
 def _record(
@@ -120,6 +195,15 @@ def _contract_evaluations(
         )
 
 
+def _progress_logger(context: dg.AssetExecutionContext, key: str) -> Callable[[int], None]:
+    """Logs how far the load of ``key`` has come: a long load shows that it moves."""
+
+    def progress(records: int) -> None:
+        context.log.info(f"{key}: {records:,} records read")
+
+    return progress
+
+
 @dg.asset(
     key=RAW_PATIENTS,
     group_name=catalog.GROUP,
@@ -138,8 +222,10 @@ def raw_patients(
     etl.files, and reports a contract break as a failed evaluation of the schema check before failing
     the run."""
     config_path = healthmon_config.path()
+    retry: LandingRetryConfiguration | None = None
     try:
         cfg = healthmon_config.load()
+        retry = cfg.landing.retry
         if record_config_version(warehouse.health_engine(), cfg, str(config_path or "<defaults>")):
             context.log.info(
                 f"recorded a new configuration version from {config_path or 'defaults'}"
@@ -161,15 +247,14 @@ def raw_patients(
                 context.run.run_id,
                 cfg.landing.accepted_delimiters,
                 fingerprint,
+                accepted_extra_columns=cfg.landing.accepted_extra_columns,
+                max_record_bytes=cfg.landing.max_record_bytes,
+                progress=_progress_logger(context, key),
             )
             for key, fingerprint in todo
         ]
-    except ConfigError as exc:
-        raise dg.Failure(description=str(exc), allow_retries=False) from None
-    except LandingError as exc:
-        raise dg.Failure(description=str(exc), allow_retries=True) from None
-    except sa_exc.DBAPIError as exc:
-        raise _db_failure(warehouse, exc) from None
+    except Exception as exc:
+        raise _step_failed(context, warehouse, exc, retry)  # noqa: B904 (driver text withheld)
 
     rejected = [r for r in results if r.status == "rejected"]
     loaded = [r for r in results if r.status in ("loaded", "empty")]
@@ -191,19 +276,30 @@ def raw_patients(
             RawMetrics.FILES_EMPTY: (sum(r.status == "empty" for r in loaded), "files"),
         }
         _record(warehouse, catalog.RAW_PATIENTS, figures)
-        unexpected = sorted({c for r in loaded for c in r.unexpected_columns})
+        # Header fields outside the contract by position only: their text may be patient data.
+        unexpected = [
+            f"{r.file_key}: {raw.unknown_columns_text(positions)}"
+            for r in loaded
+            if (positions := raw.unexpected_positions(r.unexpected_columns))
+        ]
         yield dg.MaterializeResult(
             metadata={
                 **{name: v for name, (v, _) in figures.items()},
                 "file_keys": dg.MetadataValue.text(", ".join(r.file_key for r in loaded)),
-                "unexpected_columns": dg.MetadataValue.text(", ".join(unexpected) or "none"),
+                "unexpected_columns": dg.MetadataValue.text("; ".join(unexpected) or "none"),
             }
         )
     if rejected:
         yield from _contract_evaluations(context, warehouse, cfg, rejected)
         raise dg.Failure(
             description="; ".join(r.message for r in rejected),
-            metadata={"files_rejected": len(rejected), RawMetrics.FILES_LOADED: len(loaded)},
+            metadata={
+                "files_rejected": len(rejected),
+                RawMetrics.FILES_LOADED: len(loaded),
+                ERROR_CLASS_METADATA: "contract_break",
+                TRANSIENT_METADATA: False,
+                ERROR_RULE_METADATA: "contract_break",
+            },
             allow_retries=False,
         )
 
@@ -233,14 +329,13 @@ def stg_patients(
 ) -> Iterator[dg.MaterializeResult[Any]]:
     """Stages every loaded file not staged yet, in load order, with SQL validation rules
     (``staging:`` of healthmon.yaml says which rules reject a row and which flag it)."""
+    retry: LandingRetryConfiguration | None = None
     try:
         cfg = healthmon_config.load()
-    except ConfigError as exc:
-        raise dg.Failure(description=str(exc), allow_retries=False) from None
-    try:
+        retry = cfg.landing.retry
         results = staging.stage_pending(warehouse.engine(), context.run.run_id, config=cfg.staging)
-    except sa_exc.DBAPIError as exc:
-        raise _db_failure(warehouse, exc) from None
+    except Exception as exc:
+        raise _step_failed(context, warehouse, exc, retry)  # noqa: B904 (driver text withheld)
     flagged = sum(r.rows_flagged for r in results)
     flags: dict[str, int] = {}
     for r in results:
@@ -259,6 +354,7 @@ def stg_patients(
         StagingMetrics.ROWS_STAGED: (rows_in - rejected, "rows"),
         StagingMetrics.ROWS_REJECTED: (rejected, "rows"),
         StagingMetrics.REJECTION_RATE: (rate, "ratio"),
+        StagingMetrics.ROWS_FLAGGED: (flagged, "rows"),
         StagingMetrics.STAGE_DURATION_SECONDS: (duration, "s"),
         StagingMetrics.ROWS_PER_SECOND: (rows_in / duration if duration else 0.0, "rows/s"),
         StagingMetrics.FILES_STAGED: (len(results), "files"),
@@ -286,7 +382,6 @@ def stg_patients(
         asset_key=STG_PATIENTS,
         metadata={
             **{name: v for name, (v, _) in figures.items() if name != StagingMetrics.ROWS_REJECTED},
-            "rows_flagged": flagged,
             **{f"flag__{code}": n for code, n in flags.items()},
         },
     )
@@ -308,18 +403,22 @@ def stg_patients(
     description=catalog.CORE_DIM_PATIENT.description,
 )
 def core_dim_patient(
-    context: dg.AssetExecutionContext, warehouse: WarehouseResource
+    context: dg.AssetExecutionContext,
+    warehouse: WarehouseResource,
+    healthmon_config: HealthmonConfigResource,
 ) -> dg.MaterializeResult[Any]:
     """Merges every staged file not merged yet into the SCD2 dimension, in load order."""
-    engine = warehouse.engine()
+    retry: LandingRetryConfiguration | None = None
     try:
+        retry = healthmon_config.load().landing.retry
+        engine = warehouse.engine()
         results = core.merge_pending(engine, context.run.run_id)
         with engine.connect() as conn:
             current, versions = conn.execute(
                 sa.select(sa.func.count().filter(dim_patient.c.is_current), sa.func.count())
             ).one()
-    except sa_exc.DBAPIError as exc:
-        raise _db_failure(warehouse, exc) from None
+    except Exception as exc:
+        raise _step_failed(context, warehouse, exc, retry)  # noqa: B904 (driver text withheld)
     duration = sum(r.duration_s for r in results)
     rows_in = sum(r.rows_in for r in results)
     figures = {

@@ -1,17 +1,260 @@
-"""Sensors: the landing sensor turns each new landing file into one ETL run."""
+"""Sensors: the landing sensor turns each pending landing file into ETL runs, one attempt at a time,
+until the file is loaded (or rejected, or stuck).
+
+Who retries what (one mechanism per failure, never two stacked):
+
+- a step that fails on a transient error (``etl.failures``) is retried inside its run, with
+  exponential backoff and jitter (``landing.retry.step_retries``, see ``assets.py``);
+- a run whose worker died (killed, out of memory) is re-executed once by Dagster's ``run_retries``
+  (dagster.yaml: ``retry_on_asset_or_op_failure: false``, so a failed step is never re-run there);
+- when every run of an attempt has failed and none will follow, this sensor records the outcome in
+  ``etl.file_attempts`` and, for a transient failure, requests the next attempt after the backoff of
+  ``landing.retry``; past its bound, or for a failure that running again cannot fix, the file is
+  stuck (``healthmon status``, the ``landing_files_are_not_stuck`` check, whose failed evaluation
+  the sensor reports at once).
+"""
+
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Engine, make_url
 
+from healthmon_dagster.config import ConfigError
+from healthmon_dagster.defs.pipeline.assets import (
+    ERROR_CLASS_METADATA,
+    ERROR_RULE_METADATA,
+    RAW_PATIENTS,
+    TRANSIENT_METADATA,
+)
 from healthmon_dagster.defs.pipeline.jobs import patients_etl_job, raw_file_run_config
+from healthmon_dagster.defs.quality.checks import to_evaluation
 from healthmon_dagster.defs.resources import (
     HealthmonConfigResource,
     LandingResource,
     WarehouseResource,
 )
+from healthmon_dagster.etl import catalog
+from healthmon_dagster.etl.attempts import (
+    Attempt,
+    AttemptPolicy,
+    AttemptStatus,
+    RunOutcome,
+    record_outcome,
+    requested_attempts,
+    walk_pending,
+)
+from healthmon_dagster.etl.failures import RUN_CANCELED, Classification, classify_run_failure
 from healthmon_dagster.etl.landing import LandingError
-from healthmon_dagster.etl.raw import unloaded_files
+from healthmon_dagster.quality import record_results
+from healthmon_dagster.quality.kinds.landing_file import stuck_files_result
+from healthmon_dagster.settings import redact_url
+from healthmon_dagster.store.db import DatabaseUnavailable
+from healthmon_dagster.store.errors import error_text
+from healthmon_dagster.store.metrics import utcnow
 
 MAX_RUNS_PER_TICK = 100
+"""Runs one tick requests at most; the cursor continues from there in the next tick."""
+TICK_BUDGET_SECONDS = 20.0
+"""Time one tick spends deciding at most (Dagster gives a sensor 60 s)."""
+MAX_OUTCOMES_PER_TICK = 500
+"""Requested attempts whose runs one tick looks up at most, oldest first."""
+RETRY_PENDING_GRACE = timedelta(minutes=10)
+"""How long a failed run that Dagster marked for run_retries may wait for its re-execution before
+its attempt counts as failed (the daemon that launches retries may be down)."""
+
+FILE_KEY_TAG = "healthmon/file_key"
+ATTEMPT_TAG = "healthmon/file_attempt"
+"""Tag of every run of an attempt (its run key); run_retries' re-executions inherit it."""
+ATTEMPT_NUMBER_TAG = "healthmon/attempt"
+
+# Dagster's own run tags (dagster._core.storage.tags), read here without importing private modules:
+# set on a failed run when it is stored, true when run_retries will re-execute it; and why it failed.
+_WILL_RETRY_TAG = "dagster/will_retry"
+_FAILURE_REASON_TAG = "dagster/failure_reason"
+_STEP_FAILURE = "STEP_FAILURE"
+_RAW_STEP = "__".join(catalog.RAW_PATIENTS.path)
+
+# The warehouse cannot be used: its URL is malformed or names an unknown driver (ArgumentError,
+# ValueError for a bad port), or the server is unreachable.
+_URL_ERRORS = (sa_exc.ArgumentError, ValueError)
+_UNAVAILABLE = (sa_exc.OperationalError, sa_exc.InterfaceError, DatabaseUnavailable)
+
+
+def _runs_by_attempt(
+    instance: dg.DagsterInstance, run_keys: Sequence[str]
+) -> dict[str, list[dg.RunRecord]]:
+    """The Dagster runs of each attempt (the sensor's run and run_retries' re-executions)."""
+    found: dict[str, list[dg.RunRecord]] = {}
+    for i in range(0, len(run_keys), 100):
+        chunk = list(run_keys[i : i + 100])
+        for record in instance.get_run_records(filters=dg.RunsFilter(tags={ATTEMPT_TAG: chunk})):
+            key = record.dagster_run.tags.get(ATTEMPT_TAG)
+            if key is not None:
+                found.setdefault(key, []).append(record)
+    return found
+
+
+def _step_failure(instance: dg.DagsterInstance, run_id: str) -> tuple[Classification | None, str]:
+    """Why a run's step failed: the classification an ETL step attached to its failure (the raw
+    step's first, then any other's), and its description (rendered without data values); for a
+    failure no ETL step classified (a check step, a bug), None and the exception's type only,
+    since an exception's text may quote a value."""
+    classified: list[tuple[str, Classification, str]] = []
+    unclassified: list[str] = []
+    for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_FAILURE):
+        event = entry.dagster_event
+        if event is None:
+            continue
+        data = event.step_failure_data
+        user = data.user_failure_data
+        meta = {k: v.value for k, v in (user.metadata if user else {}).items()}
+        step = event.step_key or "?"
+        if ERROR_CLASS_METADATA in meta:
+            why = Classification(
+                str(meta[ERROR_CLASS_METADATA]),
+                bool(meta.get(TRANSIENT_METADATA, False)),
+                str(meta.get(ERROR_RULE_METADATA, f"step_failure:{step}")),
+            )
+            classified.append((step, why, (user.description if user else None) or ""))
+        else:
+            kind = data.error.cls_name if data.error else "unknown error"
+            unclassified.append(f"step {step} failed with {kind}")
+    classified.sort(key=lambda c: c[0] != _RAW_STEP)
+    if classified:
+        _, why, description = classified[0]
+        return why, description[:2000]
+    if unclassified:
+        return None, unclassified[0]
+    return None, "the run failed without a step failure event"
+
+
+def _outcome(
+    instance: dg.DagsterInstance, records: Sequence[dg.RunRecord], now: datetime
+) -> RunOutcome:
+    """What the runs of one attempt say (see :class:`RunOutcome`)."""
+    if not records:
+        return RunOutcome("missing")
+    n = len(records)
+    succeeded = [r for r in records if r.dagster_run.status == dg.DagsterRunStatus.SUCCESS]
+    if succeeded:
+        return RunOutcome("succeeded", dagster_run_id=succeeded[0].dagster_run.run_id, runs=n)
+    if any(not r.dagster_run.is_finished for r in records):
+        return RunOutcome("in_flight", runs=n)
+    last = max(records, key=lambda r: r.create_timestamp)
+    run = last.dagster_run
+    ended = last.end_time if last.end_time is not None else last.update_timestamp.timestamp()
+    ended_at = datetime.fromtimestamp(ended, UTC)
+    if run.status == dg.DagsterRunStatus.CANCELED:
+        return RunOutcome(
+            "failed",
+            RUN_CANCELED,
+            f"run {run.run_id} was canceled",
+            dagster_run_id=run.run_id,
+            runs=n,
+            ended_at=ended_at,
+        )
+    if (
+        run.tags.get(_WILL_RETRY_TAG) == "true"
+        and now.timestamp() - ended < RETRY_PENDING_GRACE.total_seconds()
+    ):
+        return RunOutcome("in_flight", runs=n)
+    reason = run.tags.get(_FAILURE_REASON_TAG)
+    if reason == _STEP_FAILURE:
+        classification, message = _step_failure(instance, run.run_id)
+    else:
+        classification = classify_run_failure(reason)
+        message = (
+            f"run {run.run_id} ended without a failed step ({reason or 'its worker died'}), "
+            f"after {n} run(s) of this attempt"
+        )
+    return RunOutcome(
+        "failed", classification, message, dagster_run_id=run.run_id, runs=n, ended_at=ended_at
+    )
+
+
+def _record_outcomes(
+    context: dg.SensorEvaluationContext,
+    engine: Engine,
+    policy: AttemptPolicy,
+    now: datetime,
+    deadline: float,
+) -> tuple[list[Attempt], set[str]]:
+    """Store the outcome of every requested attempt whose runs have ended (oldest first, until
+    ``deadline``: the rest wait for the next tick); returns the attempts that ended, and the run
+    keys of attempts that have no run at all (to be requested again)."""
+    waiting = requested_attempts(engine, MAX_OUTCOMES_PER_TICK)
+    if not waiting:
+        return [], set()
+    runs = _runs_by_attempt(context.instance, [a.run_key for a in waiting])
+    ended: list[Attempt] = []
+    unlaunched: set[str] = set()
+    for attempt in waiting:
+        if time.monotonic() >= deadline:
+            break
+        outcome = _outcome(context.instance, runs.get(attempt.run_key, []), now)
+        if outcome.state == "missing":
+            unlaunched.add(attempt.run_key)
+        elif outcome.state in ("succeeded", "failed"):
+            done = record_outcome(engine, attempt, outcome, policy, now)
+            if done is not None:
+                ended.append(done)
+    return ended, unlaunched
+
+
+def _log_ended(context: dg.SensorEvaluationContext, ended: Sequence[Attempt]) -> None:
+    for a in ended:
+        if a.status == AttemptStatus.STUCK:
+            context.log.error(
+                f"landing file {a.file_key} is stuck after {a.attempt} attempt(s) "
+                f"({a.error_class}{', not transient' if not a.transient else ''}): it is not "
+                "tried again until it lands with other content. See `healthmon status`."
+            )
+        elif a.status == AttemptStatus.FAILED and a.retry_at is not None:
+            context.log.warning(
+                f"attempt {a.attempt} of landing file {a.file_key} failed ({a.error_class}); "
+                f"attempt {a.attempt + 1} from {a.retry_at:%H:%M:%S} UTC"
+            )
+
+
+def _stuck_evaluation(
+    context: dg.SensorEvaluationContext, warehouse: WarehouseResource, engine: Engine
+) -> list[dg.AssetCheckEvaluation]:
+    """The failed evaluation of ``landing_files_are_not_stuck`` the moment a file gets stuck (the
+    check's own step runs with the next ETL run and in the daily sweep), also recorded in
+    ``etl.check_results``."""
+    result = stuck_files_result(engine)
+    try:
+        record_results(warehouse.health_engine(), [result])
+    except (sa_exc.DBAPIError, DatabaseUnavailable) as exc:
+        context.log.warning(
+            f"could not record {result.check_name} in etl.check_results: {error_text(exc)}"
+        )
+    return [to_evaluation(result, RAW_PATIENTS)]
+
+
+def _request(a: Attempt) -> dg.RunRequest:
+    return dg.RunRequest(
+        run_key=a.run_key,
+        run_config=raw_file_run_config(a.file_key, a.fingerprint),
+        tags={FILE_KEY_TAG: a.file_key, ATTEMPT_TAG: a.run_key, ATTEMPT_NUMBER_TAG: str(a.attempt)},
+    )
+
+
+def _shown(url: str) -> str:
+    """The warehouse URL for a message: without its password, and not at all when it does not
+    parse (a libpq keyword string carries ``password=`` in plain text)."""
+    try:
+        make_url(url)
+    except Exception:  # any parse failure: ArgumentError, ValueError for a bad port
+        return "at an unparsable URL"
+    return redact_url(url)
+
+
+def _skip(message: str) -> dg.SensorResult:
+    return dg.SensorResult(skip_reason=dg.SkipReason(message))
 
 
 @dg.sensor(
@@ -23,26 +266,70 @@ def landing_files_sensor(
     warehouse: WarehouseResource,
     healthmon_config: HealthmonConfigResource,
 ) -> dg.SensorResult:
-    """One run per new landing file: files not yet in etl.files with this key and fingerprint (S3 ETag,
-    or size and mtime locally). The run key is key@fingerprint, so Dagster never launches a file twice
-    while it is in flight; the loader's content hash is the last guard against a double load."""
-    pattern = healthmon_config.load().landing.file_pattern
+    """Runs for pending landing files: each file without a terminal record for its key and
+    fingerprint (S3 ETag, or size and mtime locally) gets attempt 1, and a failed attempt gets the
+    next one after its backoff, oldest file first from the cursor, at most 100 runs and 20 s a
+    tick. Rejected, loaded and stuck files cost nothing. The run key key@fingerprint#attempt means
+    Dagster never launches one attempt twice; the loader's content hash is the last guard against
+    a double load."""
+    started = time.monotonic()
     try:
-        pending = unloaded_files(warehouse.engine(), landing.source(), pattern)
+        cfg = healthmon_config.load()
+    except ConfigError as exc:
+        return _skip(f"configuration invalid: {exc}")
+    pattern = cfg.landing.file_pattern
+    try:
+        listed = landing.source().list_files(pattern)
     except LandingError as exc:
-        return dg.SensorResult(skip_reason=dg.SkipReason(f"landing source unavailable: {exc}"))
-    if not pending:
-        return dg.SensorResult(skip_reason=dg.SkipReason(f"no new files matching {pattern!r}"))
-    requests = [
-        dg.RunRequest(
-            run_key=f"{f.key}@{f.fingerprint}",
-            run_config=raw_file_run_config(f.key, f.fingerprint),
-            tags={"healthmon/file_key": f.key},
+        return _skip(f"landing source unavailable: {exc}")
+    where = _shown(warehouse.url())
+    try:
+        engine = warehouse.engine()
+    except (*_URL_ERRORS, *_UNAVAILABLE) as exc:
+        return _skip(f"warehouse {where} cannot be used: {error_text(exc)}; no run requested")
+    now = utcnow()
+    try:
+        ended, unlaunched = _record_outcomes(
+            context,
+            engine,
+            AttemptPolicy.from_config(cfg.landing.retry),
+            now,
+            # Half the budget at most: the walk over pending files gets the rest.
+            deadline=started + TICK_BUDGET_SECONDS / 2,
         )
-        for f in pending[:MAX_RUNS_PER_TICK]
-    ]
-    context.log.info(f"{len(pending)} new landing file(s); requesting {len(requests)} run(s)")
-    return dg.SensorResult(run_requests=requests)
+        walk = walk_pending(
+            engine,
+            listed,
+            cursor=context.cursor,
+            now=now,
+            max_requests=MAX_RUNS_PER_TICK,
+            deadline=started + TICK_BUDGET_SECONDS,
+            unlaunched=unlaunched,
+        )
+    except _UNAVAILABLE as exc:
+        return _skip(f"warehouse {where} unavailable: {error_text(exc)}; the next tick tries again")
+    _log_ended(context, ended)
+    events = (
+        _stuck_evaluation(context, warehouse, engine)
+        if any(a.status == AttemptStatus.STUCK for a in ended)
+        else []
+    )
+    again = sum(a.run_key in unlaunched for a in walk.requests)
+    summary = (
+        f"{walk.pending} pending landing file(s) of {len(listed)} listed: "
+        f"{len(walk.requests) - again} new attempt(s) requested, {again} requested again (never "
+        f"launched), {walk.in_flight} in flight, {walk.waiting} waiting to retry"
+        + (f"; stopped at the {walk.bounded_by} bound" if walk.bounded_by else "")
+    )
+    if not walk.requests:
+        reason = summary if walk.pending else f"no new files matching {pattern!r}"
+        return dg.SensorResult(
+            skip_reason=dg.SkipReason(reason), cursor=walk.cursor, asset_events=events
+        )
+    context.log.info(summary)
+    return dg.SensorResult(
+        run_requests=[_request(a) for a in walk.requests], cursor=walk.cursor, asset_events=events
+    )
 
 
 SENSORS = [landing_files_sensor]

@@ -1,6 +1,7 @@
 """Health-check and benchmark jobs through Dagster (real instance) on SQLite and Postgres:
 rows in etl.check_results and etl.metrics, schedules from the configured intervals."""
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -8,10 +9,12 @@ import sqlalchemy as sa
 
 from healthmon_dagster.config import load_config_text
 from healthmon_dagster.defs.health import definitions as build_health_definitions
+from healthmon_dagster.defs.health.jobs import build_benchmark_job
 from healthmon_dagster.defs.health.schedules import cron_for_interval
 from healthmon_dagster.defs.resources import LandingResource, WarehouseResource
+from healthmon_dagster.enums import HealthComponent
 from healthmon_dagster.store.db import get_engine
-from healthmon_dagster.store.tables import check_results, metrics
+from healthmon_dagster.store.tables import check_results, load_runs, metrics
 from healthmon_dagster_tests.fixtures import free_port
 
 CONFIG = """
@@ -136,3 +139,49 @@ def test_benchmark_job_scores_components_from_history(
             )
         ).all()
     assert ("network", 70.0) in [tuple(s) for s in scores]
+
+
+def test_benchmark_reads_load_runs_from_the_warehouse_when_the_store_is_apart(
+    tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    # The embedded default: the health store is another database than the warehouse, where the
+    # pipeline writes etl.load_runs.
+    warehouse_url, store_url = (f"sqlite:///{tmp_path / n}" for n in ("healthmon.db", "health.db"))
+    now = datetime.now(UTC)
+    with get_engine(warehouse_url).begin() as conn:
+        conn.execute(
+            load_runs.insert(),
+            [
+                {
+                    "layer": "raw",
+                    "status": "success",
+                    "rows_out": 1000,
+                    "started_at": now - timedelta(minutes=m),
+                    "finished_at": now - timedelta(minutes=m),
+                    "duration_ms": 500.0,
+                }
+                for m in (5, 10)
+            ],
+        )
+    defs = dg.Definitions(
+        jobs=[build_benchmark_job([HealthComponent.RAW_LOADER])],
+        resources={
+            "warehouse": WarehouseResource(
+                database_url=warehouse_url, health_database_url=store_url
+            )
+        },
+    )
+
+    result = defs.resolve_job_def("health_benchmark_job").execute_in_process(instance=instance)
+
+    assert result.success
+    raw = result.output_for_node("benchmark_raw_loader")
+    assert raw["current_metrics"]["samples"] == 2
+    assert raw["current_metrics"]["throughput_per_second"] == 2000.0
+    with get_engine(store_url).connect() as conn:
+        recorded = conn.execute(
+            sa.select(metrics.c.component).where(
+                metrics.c.metric_name == "benchmark.performance_score"
+            )
+        ).scalars()
+        assert list(recorded) == ["raw_loader"]

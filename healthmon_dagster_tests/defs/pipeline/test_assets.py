@@ -1,32 +1,45 @@
 """The ETL assets through patients_etl_job on a real Dagster instance, SQLite and Postgres: loads,
-rejected files, duplicate content, a database outage, and no patient value in anything emitted."""
+rejected files (never retried), duplicate content, a database outage (retried inside the run, then
+a failure that says what and where), a run stopped by SIGTERM mid-load, and no patient value in
+anything emitted."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 import dagster as dg
 import pytest
 import sqlalchemy as sa
+import yaml
 
 from healthmon_dagster.defs.pipeline.jobs import raw_file_run_config
 from healthmon_dagster.etl import catalog
 from healthmon_dagster.etl.landing import LocalLandingSource
 from healthmon_dagster.etl.sample import generate_sample, write_to
 from healthmon_dagster.store.db import get_engine
-from healthmon_dagster.store.tables import check_results, files, metrics
+from healthmon_dagster.store.tables import check_results, files, load_runs, metrics
 from healthmon_dagster_tests.defs.fixtures import (
     CHECK_STEPS,
     DOWNSTREAM_STEPS,
+    FAST_RETRY,
     RAW,
     STG,
     STG_REJECTED,
     evaluate_sensor,
     failure_descriptions,
+    failure_metadata,
     materialized,
     patient_values,
     ran_steps,
     raw_rows,
     run_job,
+    step_retries,
+    use_retry_config,
 )
 from healthmon_dagster_tests.fixtures import free_port
 
@@ -98,6 +111,10 @@ def test_file_missing_a_column_fails_the_run_and_loads_nothing(
     with get_engine(db_url).connect() as conn:
         status = conn.execute(sa.select(files.c.status).where(files.c.file_key == bad.key)).scalar()
     assert status == "rejected"
+    # A contract break is a data error: never retried, inside the run or by the sensor.
+    assert step_retries(result) == 0
+    meta = failure_metadata(result)
+    assert (meta["healthmon/error_class"], meta["healthmon/transient"]) == ("contract_break", False)
 
 
 def test_same_content_under_another_name_is_not_loaded_twice(
@@ -127,6 +144,7 @@ def test_database_down_fails_with_a_clear_message_then_the_file_loads(
     instance: dg.DagsterInstance,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    use_retry_config(monkeypatch, healthmon_env.parent, step_retries=3)
     (sample,) = generate_sample(100, files=1)
     write_to(LocalLandingSource(healthmon_env / "landing"), [sample])
     run_config = raw_file_run_config(sample.key)
@@ -143,6 +161,24 @@ def test_database_down_fails_with_a_clear_message_then_the_file_loads(
     assert f"127.0.0.1:{port}" in description
     assert "s3cret" not in description
     assert ran_steps(down) == {"raw__patients"}
+    # Connection refused is transient: the step was retried three times inside the run, with
+    # exponential backoff; the failure says which class of error it was.
+    assert step_retries(down) == 3
+    meta = failure_metadata(down)
+    assert meta == {
+        "healthmon/error_class": "connection_refused",
+        "healthmon/transient": True,
+        "healthmon/error_rule": "driver_refused",
+    }
+    waits = [
+        e.event_specific_data.seconds_to_wait
+        for e in down.all_events
+        if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY
+    ]
+    base = FAST_RETRY["step_retry_delay_seconds"]  # retry n waits (2^n - 1) x base, +- base
+    assert len(waits) == 3
+    for n, wait in enumerate(waits, start=1):
+        assert (2**n - 2) * base <= wait <= 2**n * base
 
     monkeypatch.setenv("HEALTHMON_DATABASE_URL", db_url)
     up = run_job(instance, run_config)
@@ -200,3 +236,86 @@ def test_no_patient_value_leaves_the_warehouse(
     assert not leaked, (
         f"{len(leaked)} patient field value(s) found in metadata, logs or metric tags"
     )
+
+
+def _long_pathological_file(records: int) -> bytes:
+    """``records`` records (the 1,000 of a sample, repeated) with a stray quote in the second:
+    a file a loader must neither stall on nor take long to stop."""
+    (sample,) = generate_sample(1000, files=1)
+    header, body = sample.data.split(b"\n", 1)
+    lines = body.splitlines()
+    fields = lines[1].split(b",")
+    fields[7] = b'"' + fields[7]  # FIRST opens a quoted field that never closes
+    lines[1] = b",".join(fields)
+    return header + b"\n" + b"\n".join(lines * (records // 1000)) + b"\n"
+
+
+def test_sigterm_stops_a_load_promptly_and_commits_nothing(
+    healthmon_env: Path, db_url: str, tmp_path: Path
+) -> None:
+    # `dagster job execute` runs the job in its own process as a run worker does: Dagster maps
+    # SIGTERM (what Kubernetes and Docker send on cancel) to SIGINT, and the default launcher's
+    # cancel sends SIGINT to the run worker; in a step either becomes an exception.
+    key = "patients_0001.csv"
+    LocalLandingSource(healthmon_env / "landing").put(key, _long_pathological_file(200_000))
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump(raw_file_run_config(key)))
+    command = [
+        sys.executable,
+        "-m",
+        "dagster",
+        "job",
+        "execute",
+        "-m",
+        "healthmon_dagster.definitions",
+    ]
+    worker = subprocess.Popen(
+        [*command, "-j", catalog.ETL_JOB, "-c", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=os.environ.copy(),
+    )
+    output: list[str] = []
+    loading, failed_at = threading.Event(), [0.0]
+
+    def read_output() -> None:
+        assert worker.stdout is not None
+        for line in worker.stdout:
+            output.append(line)
+            if f"{key}: 50,000 records read" in line:
+                loading.set()
+            if "RUN_FAILURE" in line and not failed_at[0]:
+                failed_at[0] = time.monotonic()
+
+    reader = threading.Thread(target=read_output, daemon=True)
+    reader.start()
+    try:
+        assert loading.wait(180), "".join(output[-30:])
+        stopped_at = time.monotonic()
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(60)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    reader.join(10)
+
+    # The load stops and the run is reported failed within seconds (the process then exits after
+    # the interpreter's final garbage collection, some seconds more, as after any run).
+    assert failed_at[0], "".join(output[-30:])
+    assert failed_at[0] - stopped_at < 5, failed_at[0] - stopped_at
+    assert worker.returncode != 0
+    text = "".join(output)
+    assert "records read" in text and "interrupted" in text.lower()
+    # Nothing of the file was committed, and the audit says why.
+    assert raw_rows(db_url) == 0
+    with get_engine(db_url).connect() as conn:
+        assert conn.execute(sa.select(files.c.status)).all() == []
+        (run,) = conn.execute(sa.select(load_runs.c.status, load_runs.c.error)).all()
+    assert run.status == "failed"
+    assert run.error.startswith("interrupted (DagsterExecutionInterruptedError)"), run.error
+    # Dagster's own record: the step failed as interrupted, the run did not succeed.
+    with dg.DagsterInstance.get() as instance:
+        (dagster_run,) = instance.get_runs()
+        assert dagster_run.status == dg.DagsterRunStatus.FAILURE

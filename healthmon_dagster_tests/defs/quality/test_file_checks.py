@@ -28,10 +28,15 @@ from healthmon_dagster_tests.quality.fixtures import FILE_ANOMALIES, PROJECT_CON
 ANOMALIES = (
     "bom",
     "crlf_line_endings",
+    "cr_line_endings",
     "unexpected_columns",
     "other_delimiter",
     "missing_optional_columns",
     "malformed_records",
+    "header_whitespace",
+    "header_case",
+    "column_order",
+    "blank_lines",
 )
 
 
@@ -93,6 +98,13 @@ CASES: dict[str, tuple[str | None, dict[str, str], list[str] | None, dict[str, f
         {"bom": 1, "crlf_line_endings": 1},
         "1 file(s) with a UTF-8 byte-order mark (stripped); 1 file(s) with CRLF line endings",
     ),
+    "cr_line_endings": (
+        "cr_line_endings",
+        {},
+        None,
+        {"cr_line_endings": 1},
+        "1 file(s) with CR-only line endings (read as lines)",
+    ),
     "extra_column": (
         "extra_column",
         {},
@@ -113,6 +125,34 @@ CASES: dict[str, tuple[str | None, dict[str, str], list[str] | None, dict[str, f
         None,
         {"missing_optional_columns": 3},
         "3 optional column(s) absent (loaded as empty: FIPS, INCOME, MIDDLE)",
+    ),
+    "header_whitespace": (
+        "header_whitespace",
+        {},
+        None,
+        {"header_whitespace": 2},
+        "2 header name(s) with surrounding spaces (trimmed)",
+    ),
+    "header_case": (
+        "header_case",
+        {},
+        None,
+        {"header_case": 2},
+        "2 contract column name(s) in another case (matched ignoring case)",
+    ),
+    "column_order": (
+        "columns_reordered",
+        {},
+        None,
+        {"column_order": 1},
+        "1 file(s) with the contract columns in another order than Synthea's",
+    ),
+    "blank_lines": (
+        "blank_lines",
+        {},
+        None,
+        {"blank_lines": 2},
+        "2 blank line(s) between records (skipped)",
     ),
     "malformed_records": (
         "truncated_last_line",

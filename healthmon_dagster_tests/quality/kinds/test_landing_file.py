@@ -79,7 +79,7 @@ def test_a_contract_break_fails_every_schema_check_and_names_only_contract_colum
         SchemaCheck(kind="schema", name="contract_b"),
     ]
     rejected = [
-        ("a.csv", ContractBreak("duplicate_columns", ("LAST",), 2, ",", 1, 25)),
+        ("a.csv", ContractBreak("duplicate_columns", ("LAST",), 2, ",", 1, 27, (26, 27))),
         ("b.csv", ContractBreak("delimiter", delimiter="\t", line=1)),
     ]
 
@@ -89,10 +89,49 @@ def test_a_contract_break_fails_every_schema_check_and_names_only_contract_colum
     for r in results:
         # A rejected file blocks whatever the spec's blocking flag and levels say.
         assert (r.status, r.blocking, r.observed_value) == (QualityStatus.FAILED, True, 2.0)
-        assert "a.csv: header repeats column(s) LAST and 2 name(s) outside the contract" in (
+        assert "a.csv: header repeats column(s) LAST and 2 unknown name(s), at positions 26-27" in (
             r.message
         )
         assert "b.csv: file is tab-delimited; the contract accepts ',', ';'" in r.message
         assert r.details["files_rejected"] == 2 and r.details["repeated_columns"] == 3
         assert "line" not in r.details  # a line number only for a single file
     assert contract_break_results("raw/patients", specs, [], [","]) == []
+
+
+@pytest.mark.parametrize(
+    ("found", "says"),
+    [
+        (
+            ContractBreak("no_header", (), 0, ",", 1, 25),
+            "no header line: line 1 is a data record (25 fields, none a contract column name, "
+            "some dates, numbers or ids)",
+        ),
+        (
+            ContractBreak("header_joined", (), 0, ",", 1, 49, tuple(range(25, 50))),
+            "the header line runs into the first record (line 1 has 49 fields; positions 25-49 "
+            "hold data values)",
+        ),
+        (
+            ContractBreak("data_in_header", (), 0, ",", 1, 26, (2,)),
+            "header fields at positions 2 look like data values, not column names",
+        ),
+        (
+            ContractBreak("missing_columns", ("HEALTHCARE_COVERAGE",), 0, ",", 1, 25, (25,)),
+            "header lacks required column(s) HEALTHCARE_COVERAGE (25 columns found; 1 unknown "
+            "column at position 25)",
+        ),
+        (
+            ContractBreak("header_too_long", line=1),
+            "line 1 is too long to be a header (no line break in its first 64 KiB)",
+        ),
+    ],
+)
+def test_a_header_outside_the_contract_is_described_by_positions(
+    found: ContractBreak, says: str
+) -> None:
+    spec = SchemaCheck(kind="schema", name="contract")
+
+    (result,) = contract_break_results("raw/patients", [spec], [("a.csv", found)], [","])
+
+    assert f"a.csv: {says}." in result.message
+    assert result.details[f"reason__{found.reason}"] == 1

@@ -13,7 +13,7 @@ them cheaply. On Postgres, CREATE INDEX blocks writes to core.dim_patient while 
 per million rows): upgrade outside a load.
 
 Revision ID: 0005
-Revises: 0003
+Revises: 0004
 Create Date: 2026-12-06 23:00:00
 """
 
@@ -23,7 +23,7 @@ from alembic import op
 revision = "0005"
 # TODO(lead): 0004 (etl.files normalisation columns) lands on main in parallel; set this to "0004"
 # when merging, so the chain is 0003 -> 0004 -> 0005.
-down_revision = "0003"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 

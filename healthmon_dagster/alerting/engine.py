@@ -1,0 +1,627 @@
+"""The alert state machine: signals in, alert episodes, their history and outbox rows out.
+
+An alert identity (its fingerprint, the hash of its labels) moves inactive -> pending -> firing ->
+resolved, Prometheus's rule lifecycle: an active signal opens a ``pending`` episode that fires
+once the rule's ``for`` has passed (at once when it is 0); an inactive signal resolves it, unless
+``keep_firing_for`` has not passed since the condition was last true (anti-flap). A pending
+episode that clears before it fires resolves without a notification.
+
+Every transition is a conditional UPDATE (``WHERE state = <the state read>``) whose row count
+decides who records the event, and the open episode of a fingerprint is unique by index, so two
+sensor ticks or processes evaluating at once produce one alert and one history.
+
+Notifications are decided after the transitions, by :func:`_notify_pass`: a firing alert that is
+not silenced, muted (time intervals), inhibited by a root cause or in its rule's cooldown gets one
+outbox row per channel of its rule, attached to its ``firing`` event; ``uq_notifications_event_
+channel`` makes that exactly once whoever gets there first. Resolving cancels what was not sent
+yet and tells the channels that were told. Nothing here sends: ``notify/`` drains the outbox.
+"""
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from healthmon_dagster.alerting.inhibit import Inhibitor
+from healthmon_dagster.alerting.labels import Matcher, all_match
+from healthmon_dagster.alerting.lineage import Lineage
+from healthmon_dagster.alerting.signals import (
+    EventContext,
+    Signal,
+    effective_rules,
+    event_signals,
+    latest_check_rows,
+    metric_signals,
+)
+from healthmon_dagster.alerting.timeintervals import active_intervals
+from healthmon_dagster.config.models import AlertRule, HealthConfiguration
+from healthmon_dagster.enums import (
+    AlertEventKind,
+    AlertState,
+    AlertStatus,
+    NotificationKind,
+    NotificationStatus,
+)
+from healthmon_dagster.store.connection import write_transaction
+from healthmon_dagster.store.dialect import insert_ignore
+from healthmon_dagster.store.metrics import as_utc, utcnow
+from healthmon_dagster.store.tables import alert_events, alerts, notifications, silences
+
+OPEN = alerts.c.state != str(AlertState.RESOLVED)
+
+
+@dataclass
+class EvaluationReport:
+    """What one evaluation did, for the sensor's log and tests."""
+
+    signals: int = 0
+    opened: list[int] = field(default_factory=list)  # alert ids, pending or firing
+    fired: list[int] = field(default_factory=list)
+    resolved: list[int] = field(default_factory=list)
+    suppressed: list[int] = field(default_factory=list)
+    unsuppressed: list[int] = field(default_factory=list)
+    notifications: int = 0
+    cursor: int | None = None
+    titles: dict[int, str] = field(default_factory=dict)  # alert id -> title, of those above
+
+    def summary(self) -> str:
+        parts = [
+            f"{self.signals} signal(s)",
+            f"{len(self.opened)} opened",
+            f"{len(self.fired)} fired",
+            f"{len(self.resolved)} resolved",
+            f"{len(self.suppressed)} suppressed",
+            f"{self.notifications} notification(s) queued",
+        ]
+        return ", ".join(parts)
+
+
+def enabled_channels(config: HealthConfiguration, names: Iterable[str]) -> list[str]:
+    """``names`` without the channels turned off (``enabled: false``): nothing is queued for them."""
+    return [n for n in names if n in config.channels and config.channels[n].enabled]
+
+
+def group_key(labels: Mapping[str, str], group_by: Sequence[str]) -> str:
+    return ",".join(f"{name}={labels.get(name, '')}" for name in group_by)
+
+
+def record_event(
+    conn: Connection,
+    alert_id: int,
+    kind: AlertEventKind,
+    now: datetime,
+    actor: str,
+    from_state: str | None = None,
+    to_state: str | None = None,
+    note: str | None = None,
+    details: Mapping[str, Any] | None = None,
+) -> int:
+    inserted = conn.execute(
+        alert_events.insert().values(
+            alert_id=alert_id,
+            at=now,
+            kind=str(kind),
+            from_state=from_state,
+            to_state=to_state,
+            actor=actor,
+            note=note,
+            details=dict(details or {}),
+        )
+    ).inserted_primary_key
+    assert inserted is not None
+    return int(inserted[0])
+
+
+def queue(
+    conn: Connection,
+    event_id: int,
+    alert_id: int,
+    channels: Iterable[str],
+    kind: NotificationKind,
+    group: str,
+    now: datetime,
+) -> int:
+    """Outbox rows for ``event_id``, one per channel; a row that exists already is kept (the
+    unique (event, channel) constraint), so queueing twice queues once."""
+    rows = [
+        {
+            "event_id": event_id,
+            "alert_id": alert_id,
+            "channel": channel,
+            "kind": str(kind),
+            "group_key": group,
+            "status": str(NotificationStatus.PENDING),
+            "not_before": now,
+            "created_at": now,
+        }
+        for channel in dict.fromkeys(channels)
+    ]
+    queued = 0
+    for row in rows:
+        queued += conn.execute(insert_ignore(notifications, conn).values(**row)).rowcount
+    return queued
+
+
+def evaluate(
+    engine: Engine,
+    config: HealthConfiguration,
+    now: datetime | None = None,
+    *,
+    cursor: int | None = None,
+    extra_signals: Sequence[Signal] = (),
+    lineage: Lineage | None = None,
+    actor: str = "sensor",
+) -> EvaluationReport:
+    """Evaluate every rule once and reconcile the open alerts with what the signals say.
+
+    ``cursor`` is the last ``etl.check_results.result_id`` an earlier evaluation saw: event rules
+    look at the newest result of each check after it; the report's ``cursor`` is the next one.
+    ``extra_signals`` come from the Dagster instance (run failures, freshness states);
+    ``lineage`` is the asset graph for lineage-aware inhibition (default: the bundled pipeline's).
+    """
+    now = as_utc(now or utcnow())
+    rules = effective_rules(config)
+    report = EvaluationReport(cursor=cursor)
+    with engine.connect() as conn:
+        signals = metric_signals(conn, [r for r in rules if r.condition is not None], now)
+        rows = latest_check_rows(conn, cursor)
+        signals += event_signals(
+            [r for r in rules if r.event is not None], rows, EventContext(config)
+        )
+    signals += list(extra_signals)
+    if rows:
+        report.cursor = max(r.result_id for r in rows)
+    report.signals = len(signals)
+    group_by = config.alerting.grouping.group_by
+    with engine.connect() as conn:
+        open_alerts = {row.fingerprint: row for row in conn.execute(sa.select(alerts).where(OPEN))}
+    # An inactive signal of a rule without an open alert changes nothing: skip it unhashed.
+    open_rules = {row.rule_id for row in open_alerts.values()}
+    relevant = [s for s in signals if s.active or s.rule.rule_id in open_rules]
+    for signal in _one_per_fingerprint(relevant):
+        _apply(engine, signal, open_alerts.get(signal.fingerprint), now, actor, group_by, report)
+    _notify_pass(engine, config, rules, now, lineage or Lineage.bundled(), report)
+    return report
+
+
+def _one_per_fingerprint(signals: Iterable[Signal]) -> list[Signal]:
+    """Two signals of one identity in one evaluation: the active one counts."""
+    chosen: dict[str, Signal] = {}
+    for s in signals:
+        fp = s.fingerprint
+        if fp not in chosen or (s.active and not chosen[fp].active):
+            chosen[fp] = s
+    return list(chosen.values())
+
+
+def _apply(
+    engine: Engine,
+    signal: Signal,
+    current: Any,
+    now: datetime,
+    actor: str,
+    group_by: Sequence[str],
+    report: EvaluationReport,
+) -> None:
+    """Reconcile one identity with its open alert (``current``, read at the start of the
+    evaluation; every write below is conditional on the state it read)."""
+    fp = signal.fingerprint
+    if current is None and not signal.active:
+        return  # inactive and nothing open: nothing to do, nothing written
+    rule = signal.rule
+    with write_transaction(engine) as conn:
+        if current is None:
+            _open(conn, signal, fp, now, actor, group_by, report)
+        elif signal.active:
+            _keep_active(conn, current, signal, rule, now, actor, report)
+        else:
+            _maybe_resolve(conn, current, rule, now, actor, report)
+
+
+def _open(
+    conn: Connection,
+    signal: Signal,
+    fp: str,
+    now: datetime,
+    actor: str,
+    group_by: Sequence[str],
+    report: EvaluationReport,
+) -> None:
+    rule = signal.rule
+    fires_now = rule.pending_minutes == 0
+    state = AlertState.FIRING if fires_now else AlertState.PENDING
+    values = {
+        "fingerprint": fp,
+        "rule_id": rule.rule_id,
+        "state": str(state),
+        "status": str(AlertStatus.ACTIVE),
+        "severity": str(rule.severity),
+        "component": signal.labels.get("component"),
+        "labels": dict(signal.labels),
+        "title": signal.title[:500],
+        "description": signal.description,
+        "details": dict(signal.details),
+        "value": signal.value,
+        "group_key": group_key(signal.labels, group_by)[:500],
+        "started_at": now,
+        "fired_at": now if fires_now else None,
+        "last_active_at": now,
+        "last_evaluated_at": now,
+    }
+    # The partial unique index on open fingerprints: a concurrent evaluation that opened this
+    # alert first wins, this insert does nothing.
+    result = conn.execute(insert_ignore(alerts, conn).values(**values))
+    if result.rowcount != 1:
+        return
+    alert_id = int(
+        conn.execute(
+            sa.select(alerts.c.alert_id).where(alerts.c.fingerprint == fp, OPEN)
+        ).scalar_one()
+    )
+    report.opened.append(alert_id)
+    report.titles[alert_id] = signal.title
+    record_event(
+        conn,
+        alert_id,
+        AlertEventKind.PENDING,
+        now,
+        actor,
+        None,
+        str(AlertState.PENDING),
+        note=signal.description or None,
+        details=signal.details,
+    )
+    if fires_now:
+        record_event(
+            conn,
+            alert_id,
+            AlertEventKind.FIRING,
+            now,
+            actor,
+            str(AlertState.PENDING),
+            str(AlertState.FIRING),
+        )
+        report.fired.append(alert_id)
+
+
+def _keep_active(
+    conn: Connection,
+    current: Any,
+    signal: Signal,
+    rule: AlertRule,
+    now: datetime,
+    actor: str,
+    report: EvaluationReport,
+) -> None:
+    refresh = {
+        "last_active_at": now,
+        "last_evaluated_at": now,
+        "value": signal.value,
+        "title": signal.title[:500],
+        "description": signal.description,
+        "details": dict(signal.details),
+    }
+    a = alerts.c
+    if current.state == str(AlertState.PENDING) and now - as_utc(current.started_at) >= timedelta(
+        minutes=rule.pending_minutes
+    ):
+        moved = conn.execute(
+            alerts.update()
+            .where(a.alert_id == current.alert_id, a.state == str(AlertState.PENDING))
+            .values(state=str(AlertState.FIRING), fired_at=now, **refresh)
+        ).rowcount
+        if moved:
+            record_event(
+                conn,
+                current.alert_id,
+                AlertEventKind.FIRING,
+                now,
+                actor,
+                str(AlertState.PENDING),
+                str(AlertState.FIRING),
+                note=f"condition held for {rule.pending_minutes} min",
+            )
+            report.fired.append(current.alert_id)
+            report.titles[current.alert_id] = signal.title
+        return
+    conn.execute(alerts.update().where(a.alert_id == current.alert_id, OPEN).values(**refresh))
+
+
+def _maybe_resolve(
+    conn: Connection,
+    current: Any,
+    rule: AlertRule,
+    now: datetime,
+    actor: str,
+    report: EvaluationReport,
+) -> None:
+    a = alerts.c
+    keep = timedelta(minutes=rule.keep_firing_for_minutes)
+    if current.state == str(AlertState.FIRING) and now - as_utc(current.last_active_at) < keep:
+        conn.execute(
+            alerts.update().where(a.alert_id == current.alert_id).values(last_evaluated_at=now)
+        )
+        return
+    note = (
+        f"condition cleared before it held for {rule.pending_minutes} min: never fired"
+        if current.state == str(AlertState.PENDING)
+        else "condition no longer true"
+    )
+    if resolve_in(conn, current.alert_id, current.state, now, actor, note=note):
+        report.resolved.append(current.alert_id)
+        report.titles[current.alert_id] = current.title
+
+
+def resolve_in(
+    conn: Connection,
+    alert_id: int,
+    from_state: str,
+    now: datetime,
+    actor: str,
+    *,
+    note: str,
+    resolved_by: str | None = None,
+    resolution: str | None = None,
+) -> bool:
+    """Resolve an open alert (in ``conn``'s transaction): cancel what was not sent yet and queue a
+    ``resolved`` notification for every channel that was told it fired. False when another
+    process resolved it first."""
+    a = alerts.c
+    moved = conn.execute(
+        alerts.update()
+        .where(a.alert_id == alert_id, a.state == from_state)
+        .values(
+            state=str(AlertState.RESOLVED),
+            status=str(AlertStatus.RESOLVED),
+            resolved_at=now,
+            last_evaluated_at=now,
+            next_escalation_at=None,
+            resolved_by=resolved_by,
+            resolution=resolution,
+        )
+    ).rowcount
+    if not moved:
+        return False
+    event_id = record_event(
+        conn,
+        alert_id,
+        AlertEventKind.RESOLVED,
+        now,
+        actor,
+        from_state,
+        str(AlertState.RESOLVED),
+        note=resolution or note,
+    )
+    n = notifications.c
+    conn.execute(
+        notifications.update()
+        .where(
+            n.alert_id == alert_id,
+            n.status == str(NotificationStatus.PENDING),
+            n.kind != str(NotificationKind.RESOLVED),
+        )
+        .values(
+            status=str(NotificationStatus.CANCELLED), last_error="alert resolved before it was sent"
+        )
+    )
+    told = conn.execute(
+        sa.select(n.channel, n.group_key)
+        .where(n.alert_id == alert_id, n.status == str(NotificationStatus.SENT))
+        .distinct()
+    ).all()
+    for channel, group in told:
+        queue(conn, event_id, alert_id, [channel], NotificationKind.RESOLVED, group, now)
+    return True
+
+
+# --- suppression and notification ------------------------------------------------------------
+
+
+def active_silences(conn: Connection, now: datetime) -> list[tuple[int, list[Matcher]]]:
+    s = silences.c
+    rows = conn.execute(
+        sa.select(s.silence_id, s.matchers).where(
+            s.starts_at <= now, s.ends_at > now, s.expired_at.is_(None)
+        )
+    )
+    return [(int(sid), [Matcher.from_json(m) for m in matchers]) for sid, matchers in rows]
+
+
+def _notify_pass(
+    engine: Engine,
+    config: HealthConfiguration,
+    rules: Sequence[AlertRule],
+    now: datetime,
+    lineage: Lineage,
+    report: EvaluationReport,
+) -> None:
+    """Decide, for every firing alert, whether it is suppressed and why; queue the firing
+    notifications of those that are not and were not queued yet."""
+    by_id = {r.rule_id: r for r in rules}
+    a = alerts.c
+    with engine.connect() as conn:
+        firing = conn.execute(
+            sa.select(alerts).where(a.state == str(AlertState.FIRING)).order_by(a.alert_id)
+        ).all()
+        silenced = active_silences(conn, now)
+        recent = _recent_firings(conn, list(firing), by_id, now)
+        n = notifications.c
+        queued_counts = {
+            int(alert_id): int(count)
+            for alert_id, count in conn.execute(
+                sa.select(n.alert_id, sa.func.count())
+                .where(
+                    n.kind == str(NotificationKind.FIRING),
+                    n.alert_id.in_(sa.select(a.alert_id).where(a.state == str(AlertState.FIRING))),
+                )
+                .group_by(n.alert_id)
+            )
+        }
+    if not firing:
+        return
+    muted_globally = active_intervals(
+        config.alerting.mute_time_intervals, config.alerting.time_intervals, now
+    )
+    inhibitor = Inhibitor(config, lineage, firing)
+    for alert in firing:
+        rule = by_id.get(alert.rule_id)
+        reason, root = _suppression(
+            alert, rule, config, now, silenced, muted_globally, inhibitor, recent
+        )
+        channels = enabled_channels(config, rule.channels) if rule is not None else []
+        queued_before = queued_counts.get(alert.alert_id, 0)
+        _settle(engine, alert, rule, channels, queued_before, reason, root, now, report)
+
+
+def _recent_firings(
+    conn: Connection, firing: Sequence[Any], rules: Mapping[str, AlertRule], now: datetime
+) -> dict[str, datetime]:
+    """For cooldowns: when each firing fingerprint's previous episode fired, if it did recently."""
+    longest = max((r.cooldown_period_minutes for r in rules.values()), default=0)
+    fps = [f.fingerprint for f in firing]
+    if not longest or not fps:
+        return {}
+    a = alerts.c
+    rows = conn.execute(
+        sa.select(a.fingerprint, sa.func.max(a.fired_at))
+        .where(
+            a.fingerprint.in_(fps),
+            a.state == str(AlertState.RESOLVED),
+            a.fired_at.is_not(None),
+            a.fired_at > now - timedelta(minutes=longest),
+        )
+        .group_by(a.fingerprint)
+    )
+    return {fp: as_utc(ts) for fp, ts in rows}
+
+
+def _suppression(
+    alert: Any,
+    rule: AlertRule | None,
+    config: HealthConfiguration,
+    now: datetime,
+    silenced: Sequence[tuple[int, list[Matcher]]],
+    muted_globally: Sequence[str],
+    inhibitor: "Inhibitor",
+    recent: Mapping[str, datetime],
+) -> tuple[str | None, int | None]:
+    """Why ``alert`` must not notify now (None: it may), and the root cause's alert id."""
+    labels = alert.labels or {}
+    for silence_id, matchers in silenced:
+        if all_match(matchers, labels):
+            return f"silence {silence_id}", None
+    muted = list(muted_globally)
+    if rule is not None:
+        muted += active_intervals(rule.mute_time_intervals, config.alerting.time_intervals, now)
+    if muted:
+        return f"mute time interval {', '.join(dict.fromkeys(muted))}", None
+    root = inhibitor.root_cause(alert)
+    if root is not None:
+        return f"inhibited by alert {root.alert_id} ({root.title})"[:500], int(root.alert_id)
+    previous = recent.get(alert.fingerprint)
+    if rule is not None and previous is not None and alert.fired_at is not None:
+        until = previous + timedelta(minutes=rule.cooldown_period_minutes)
+        if as_utc(alert.fired_at) < until and now < until:
+            return f"cooldown until {until:%Y-%m-%d %H:%M} UTC (fired at {previous:%H:%M})", None
+    return None, None
+
+
+def _settle(
+    engine: Engine,
+    alert: Any,
+    rule: AlertRule | None,
+    channels: Sequence[str],
+    queued_before: int,
+    reason: str | None,
+    root: int | None,
+    now: datetime,
+    report: EvaluationReport,
+) -> None:
+    a = alerts.c
+    was = alert.status
+    unsuppressed = (
+        str(AlertStatus.ACKNOWLEDGED)
+        if alert.acknowledged_at is not None
+        else str(AlertStatus.ACTIVE)
+    )
+    want = str(AlertStatus.SUPPRESSED) if reason else unsuppressed
+    changed = was != want or (reason or None) != alert.suppressed_by
+    # An acknowledged alert is known to someone: it is not announced again when a silence ends.
+    needs_queue = (
+        reason is None
+        and rule is not None
+        and alert.acknowledged_at is None
+        and (
+            queued_before < len(set(channels))
+            or (
+                alert.next_escalation_at is None
+                and alert.escalation_level == 0
+                and rule.escalation_policy is not None
+            )
+        )
+    )
+    if not changed and not needs_queue:
+        return
+    with write_transaction(engine) as conn:
+        if changed:
+            moved = conn.execute(
+                alerts.update()
+                .where(
+                    a.alert_id == alert.alert_id,
+                    a.state == str(AlertState.FIRING),
+                    a.status == was,
+                )
+                .values(status=want, suppressed_by=reason, inhibited_by=root)
+            ).rowcount
+            if not moved:
+                return  # acknowledged, resolved or settled by another process meanwhile
+            if want == str(AlertStatus.SUPPRESSED) and was != want:
+                record_event(
+                    conn,
+                    alert.alert_id,
+                    AlertEventKind.SUPPRESSED,
+                    now,
+                    "engine",
+                    note=reason,
+                    details={"inhibited_by": root} if root else {},
+                )
+                report.suppressed.append(alert.alert_id)
+            elif was == str(AlertStatus.SUPPRESSED) and want != was:
+                record_event(
+                    conn,
+                    alert.alert_id,
+                    AlertEventKind.UNSUPPRESSED,
+                    now,
+                    "engine",
+                    note=f"no longer suppressed (was: {alert.suppressed_by})",
+                )
+                report.unsuppressed.append(alert.alert_id)
+        if needs_queue and rule is not None:
+            report.notifications += _queue_firing(conn, alert, rule, channels, now)
+
+
+def _queue_firing(
+    conn: Connection, alert: Any, rule: AlertRule, channels: Sequence[str], now: datetime
+) -> int:
+    """The firing notifications of this episode, once: attached to its firing event."""
+    e = alert_events.c
+    event_id = conn.execute(
+        sa.select(e.event_id).where(
+            e.alert_id == alert.alert_id, e.kind == str(AlertEventKind.FIRING)
+        )
+    ).scalar()
+    if event_id is None:
+        return 0
+    queued = queue(
+        conn, event_id, alert.alert_id, channels, NotificationKind.FIRING, alert.group_key, now
+    )
+    if alert.next_escalation_at is None and alert.escalation_level == 0 and rule.escalation_policy:
+        conn.execute(
+            alerts.update()
+            .where(alerts.c.alert_id == alert.alert_id, alerts.c.escalation_level == 0)
+            .values(next_escalation_at=now)  # the policy's first level is due after its delay
+        )
+    return queued

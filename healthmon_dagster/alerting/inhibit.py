@@ -1,0 +1,94 @@
+"""Inhibition, with Alertmanager's meaning plus lineage: while a source alert fires, a target
+alert that matches the rule's target matchers and has the same values of its ``equal`` labels is
+muted. A lineage rule also needs the target downstream of the source in the asset graph: of the
+source's asset, or of everything when the source has no asset (an unreachable database or
+landing store is upstream of every asset).
+
+Built in (``alerting.builtin_inhibit_rules``):
+
+- an unreachable dependency (``dependency_unreachable``) mutes every alert about an asset;
+- an asset whose check failed with ERROR (or whose file broke the contract) mutes the alerts of
+  the assets downstream of it: stale or failing downstream tables are its consequence.
+
+An alert never inhibits itself, and the root cause reported is the most upstream source.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from healthmon_dagster.alerting.labels import Matcher, all_match, parse_matchers
+from healthmon_dagster.alerting.lineage import Lineage
+from healthmon_dagster.config.models import HealthConfiguration, InhibitRule
+
+BUILTIN_INHIBIT_RULES: tuple[InhibitRule, ...] = (
+    InhibitRule(
+        name="dependency_unreachable_mutes_assets",
+        source_matchers=["rule_id=dependency_unreachable"],
+        target_matchers=["asset=~.+"],
+        lineage=True,
+    ),
+    InhibitRule(
+        name="failed_upstream_asset_mutes_downstream",
+        source_matchers=["asset=~.+", "severity=~error|critical"],
+        target_matchers=["asset=~.+"],
+        lineage=True,
+    ),
+)
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    rule: InhibitRule
+    source: list[Matcher]
+    target: list[Matcher]
+
+
+class Inhibitor:
+    def __init__(
+        self, config: HealthConfiguration, lineage: Lineage, firing: Sequence[Any]
+    ) -> None:
+        rules = list(config.alerting.inhibit_rules)
+        if config.alerting.builtin_inhibit_rules:
+            rules += BUILTIN_INHIBIT_RULES
+        self._rules = [
+            _Compiled(r, parse_matchers(r.source_matchers), parse_matchers(r.target_matchers))
+            for r in rules
+        ]
+        self._lineage = lineage
+        self._firing = list(firing)
+
+    def _inhibits(self, rule: _Compiled, source: Any, target: Any) -> bool:
+        s, t = source.labels or {}, target.labels or {}
+        if source.alert_id == target.alert_id:
+            return False
+        if not (all_match(rule.source, s) and all_match(rule.target, t)):
+            return False
+        if any(s.get(name, "") != t.get(name, "") for name in rule.rule.equal):
+            return False
+        if not rule.rule.lineage:
+            return True
+        source_asset, target_asset = str(s.get("asset") or ""), str(t.get("asset") or "")
+        if not source_asset:
+            return True  # a dependency of everything
+        return bool(target_asset) and self._lineage.is_downstream(target_asset, source_asset)
+
+    def root_cause(self, target: Any) -> Any | None:
+        """The most upstream firing alert that inhibits ``target``, or None."""
+        sources = [
+            src for src in self._firing for rule in self._rules if self._inhibits(rule, src, target)
+        ]
+        if not sources:
+            return None
+
+        def depth(alert: Any) -> tuple[int, int]:
+            asset = str((alert.labels or {}).get("asset") or "")
+            # no asset (a dependency) is the most upstream; then the fewest ancestors
+            ancestors = sum(
+                1
+                for other in self._lineage.downstream
+                if asset and self._lineage.is_downstream(asset, other)
+            )
+            return (0 if not asset else 1 + ancestors, int(alert.alert_id))
+
+        return min(sources, key=depth)

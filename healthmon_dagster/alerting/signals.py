@@ -1,0 +1,543 @@
+"""What the rules see: one :class:`Signal` per alert identity per evaluation, active or not.
+
+- Metric rules: ``aggregation(metric)`` of the rule's component over its window, from
+  ``etl.metrics``, one SQL pass per distinct window size for all rules (not one per rule).
+- Event rules: the latest result of each check in ``etl.check_results`` newer than the cursor
+  (only keys with a new result produce a signal, so a check that has not run again keeps its
+  alert), and signals the Dagster adapter passes in (run failures, freshness states).
+
+A signal that is absent changes nothing; an inactive one resolves its alert. Titles, descriptions
+and details carry check names, asset keys, counts, rates and row numbers (what the checks
+themselves record, which never holds a field value).
+"""
+
+import functools
+import operator as op
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from healthmon_dagster.alerting.labels import fingerprint
+from healthmon_dagster.config.models import (
+    AlertRule,
+    EventCondition,
+    FreshnessCheck,
+    HealthConfiguration,
+)
+from healthmon_dagster.enums import (
+    AlertSeverity,
+    CheckSeverity,
+    ConditionOperator,
+    EventKind,
+    HealthCheckType,
+    HealthComponent,
+    HealthStatus,
+    QualityStatus,
+    RecordSource,
+)
+from healthmon_dagster.etl.catalog import component_for
+from healthmon_dagster.store.tables import check_results, metrics
+
+# Components whose connectivity the pipeline's data depends on.
+DEPENDENCY_COMPONENTS = frozenset(
+    {
+        HealthComponent.DATABASE,
+        HealthComponent.S3_DISCOVERY,
+        HealthComponent.FILESYSTEM,
+        HealthComponent.NETWORK,
+    }
+)
+
+
+@dataclass(frozen=True)
+class Signal:
+    """One alert identity's condition at one evaluation."""
+
+    rule: AlertRule
+    labels: Mapping[str, str]
+    active: bool
+    title: str
+    description: str = ""
+    details: Mapping[str, Any] = field(default_factory=dict)
+    value: float | None = None
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        return fingerprint(self.labels)
+
+    @property
+    def asset(self) -> str | None:
+        return self.labels.get("asset") or None
+
+
+def alert_labels(rule: AlertRule, **labels: str | None) -> dict[str, str]:
+    """The rule's identity labels (rule_id, severity, its own labels) plus ``labels``."""
+    out = {**rule.labels, "rule_id": rule.rule_id, "severity": str(rule.severity)}
+    out.update({k: v for k, v in labels.items() if v})
+    return out
+
+
+# --- built-in rules --------------------------------------------------------------------------
+
+
+def _builtin(
+    rule_id: str, name: str, severity: AlertSeverity, event: EventCondition, channels: list[str]
+) -> AlertRule:
+    return AlertRule(
+        rule_id=rule_id,
+        name=name,
+        event=event,
+        severity=severity,
+        channels=channels,
+        description="built in (alerting.builtin_rules)",
+    )
+
+
+def builtin_rules(config: HealthConfiguration) -> list[AlertRule]:
+    """The event rules every deployment gets unless ``alerting.builtin_rules`` is false."""
+    ch = list(config.alerting.builtin_channels)
+    err, warn = [CheckSeverity.ERROR], [CheckSeverity.WARN]
+    return [
+        _builtin(
+            "asset_check_error",
+            "Asset check failed",
+            AlertSeverity.ERROR,
+            EventCondition(kind=EventKind.CHECK_FAILED, severities=err),
+            ch,
+        ),
+        _builtin(
+            "asset_check_warning",
+            "Asset check warned",
+            AlertSeverity.WARNING,
+            EventCondition(kind=EventKind.CHECK_FAILED, severities=warn, execution_errors=False),
+            ch,
+        ),
+        _builtin(
+            "contract_break",
+            "Landing file rejected (contract break)",
+            AlertSeverity.ERROR,
+            EventCondition(kind=EventKind.CONTRACT_BREAK),
+            ch,
+        ),
+        _builtin(
+            "asset_not_fresh",
+            "Asset is not fresh",
+            AlertSeverity.WARNING,
+            EventCondition(kind=EventKind.FRESHNESS),
+            ch,
+        ),
+        _builtin(
+            "run_failed",
+            "Dagster run failed",
+            AlertSeverity.ERROR,
+            EventCondition(kind=EventKind.RUN_FAILURE),
+            ch,
+        ),
+        _builtin(
+            "health_check_critical",
+            "Health check critical",
+            AlertSeverity.CRITICAL,
+            EventCondition(
+                kind=EventKind.HEALTH_CHECK, statuses=[HealthStatus.CRITICAL], severities=err
+            ),
+            ch,
+        ),
+        _builtin(
+            "health_check_warning",
+            "Health check warning",
+            AlertSeverity.WARNING,
+            # A warning, or a non-critical check's critical (it warns in its component's status).
+            EventCondition(
+                kind=EventKind.HEALTH_CHECK,
+                statuses=[HealthStatus.WARNING, HealthStatus.CRITICAL],
+                severities=warn,
+            ),
+            ch,
+        ),
+        _builtin(
+            "dependency_unreachable",
+            "Dependency unreachable",
+            AlertSeverity.CRITICAL,
+            EventCondition(kind=EventKind.DEPENDENCY_UNREACHABLE),
+            ch,
+        ),
+    ]
+
+
+def effective_rules(config: HealthConfiguration) -> list[AlertRule]:
+    """Enabled rules of ``healthmon.yaml``, plus the built-in ones it does not override."""
+    own = [r for r in config.alert_rules if r.enabled]
+    if not config.alerting.builtin_rules:
+        return own
+    taken = {r.rule_id for r in config.alert_rules}
+    return own + [r for r in builtin_rules(config) if r.rule_id not in taken]
+
+
+# --- metric rules ----------------------------------------------------------------------------
+
+_COMPARE: dict[ConditionOperator, Callable[[Any, Any], bool]] = {
+    ConditionOperator.GREATER_THAN: op.gt,
+    ConditionOperator.LESS_THAN: op.lt,
+    ConditionOperator.GREATER_THAN_OR_EQUALS: op.ge,
+    ConditionOperator.LESS_THAN_OR_EQUALS: op.le,
+    ConditionOperator.EQUALS: op.eq,
+    ConditionOperator.NOT_EQUALS: op.ne,
+}
+_SYMBOL = {
+    ConditionOperator.GREATER_THAN: ">",
+    ConditionOperator.LESS_THAN: "<",
+    ConditionOperator.GREATER_THAN_OR_EQUALS: ">=",
+    ConditionOperator.LESS_THAN_OR_EQUALS: "<=",
+    ConditionOperator.EQUALS: "==",
+    ConditionOperator.NOT_EQUALS: "!=",
+    ConditionOperator.CONTAINS: "contains",
+    ConditionOperator.NOT_CONTAINS: "does not contain",
+}
+
+
+def metric_signals(conn: Connection, rules: Sequence[AlertRule], now: datetime) -> list[Signal]:
+    """One signal per metric rule. Numeric rules: one grouped query over the samples of the
+    longest window (through ``ix_metrics_ts``) computes avg/max/min/count/sum of every
+    (component, metric) the rules name, for every window size at once (aggregates filtered by
+    time). A rule whose metric has no sample in its window is inactive (count is 0)."""
+    numeric: list[AlertRule] = []
+    textual: list[AlertRule] = []
+    for rule in rules:
+        assert rule.condition is not None
+        (numeric if rule.condition.operator in _COMPARE else textual).append(rule)
+    out: list[Signal] = []
+    if numeric:
+        aggregates = _window_aggregates(conn, numeric, now)
+        for rule in numeric:
+            assert rule.condition is not None
+            key = (str(rule.component), rule.condition.metric_name, rule.condition.window_minutes)
+            out.append(_metric_signal(rule, aggregates.get(key)))
+    for rule in textual:
+        out.append(_text_signal(conn, rule, now))
+    return out
+
+
+_AGGREGATES = ("avg", "max", "min", "count", "sum")
+_POSITION = {name: i for i, name in enumerate(_AGGREGATES)}
+
+
+def _window_aggregates(
+    conn: Connection, rules: Sequence[AlertRule], now: datetime
+) -> dict[tuple[str, str, int], Sequence[Any]]:
+    """(component, metric, window minutes) -> its aggregates (``_AGGREGATES`` order), in one
+    query."""
+    m = metrics.c
+    windows = sorted({r.condition.window_minutes for r in rules if r.condition is not None})
+    names = sorted({r.condition.metric_name for r in rules if r.condition is not None})
+    columns = []
+    for w in windows:
+        inside = m.ts > now - timedelta(minutes=w)
+        value = sa.case((inside, m.value))
+        columns += [
+            sa.func.avg(value),
+            sa.func.max(value),
+            sa.func.min(value),
+            sa.func.count(value),
+            sa.func.sum(value),
+        ]
+    query = (
+        sa.select(m.component, m.metric_name, *columns)
+        .where(
+            m.ts > now - timedelta(minutes=windows[-1]),
+            m.ts <= now,
+            m.metric_name.in_(names),
+        )
+        .group_by(m.component, m.metric_name)
+    )
+    out: dict[tuple[str, str, int], Sequence[Any]] = {}
+    for row in conn.execute(query):
+        for i, w in enumerate(windows):
+            values = row[2 + i * 5 : 7 + i * 5]  # in _AGGREGATES order
+            if values[3]:  # samples in this window
+                out[(row[0], row[1], w)] = values
+    return out
+
+
+def _name(rule: AlertRule) -> str:
+    assert rule.condition is not None
+    return rule.condition.metric_name
+
+
+def _metric_signal(rule: AlertRule, agg: Sequence[Any] | None) -> Signal:
+    cond = rule.condition
+    assert cond is not None
+    samples = int(agg[_POSITION["count"]]) if agg else 0
+    raw = agg[_POSITION[str(cond.aggregation)]] if agg else None
+    value = (
+        float(samples)
+        if str(cond.aggregation) == "count"
+        else (float(raw) if raw is not None else None)
+    )
+    active = value is not None and _COMPARE[cond.operator](value, cond.threshold)
+    # Described when it fires (most of many rules do not: their text would go unread).
+    described = active and not isinstance(cond.threshold, str)
+    return Signal(
+        rule=rule,
+        labels=alert_labels(rule, component=str(rule.component), metric=cond.metric_name),
+        active=active,
+        title=rule.name,
+        description=(
+            f"{cond.aggregation}({cond.metric_name}) of {rule.component} over the last "
+            f"{cond.window_minutes} min is {value:.6g} ({samples} samples); the rule fires when "
+            f"it is {_SYMBOL[cond.operator]} {cond.threshold:g}"
+        )
+        if described
+        else "",
+        details={
+            "samples": samples,
+            "threshold": cond.threshold,
+            "window_minutes": cond.window_minutes,
+        },
+        value=value,
+    )
+
+
+def _text_signal(conn: Connection, rule: AlertRule, now: datetime) -> Signal:
+    """``contains``/``not_contains``: whether a sample of the window has tags containing the text."""
+    cond = rule.condition
+    assert cond is not None
+    m = metrics.c
+    base = sa.select(sa.func.count()).where(
+        m.component == str(rule.component),
+        m.metric_name == cond.metric_name,
+        m.ts > now - timedelta(minutes=cond.window_minutes),
+        m.ts <= now,
+    )
+    total = int(conn.execute(base).scalar_one())
+    hits = int(
+        conn.execute(
+            base.where(sa.cast(m.tags, sa.Text).contains(str(cond.threshold)))
+        ).scalar_one()
+    )
+    active = total > 0 and (hits > 0 if cond.operator == ConditionOperator.CONTAINS else hits == 0)
+    return Signal(
+        rule=rule,
+        labels=alert_labels(rule, component=str(rule.component), metric=cond.metric_name),
+        active=active,
+        title=rule.name,
+        description=(
+            f"{hits} of {total} samples of {cond.metric_name} ({rule.component}, last "
+            f"{cond.window_minutes} min) have tags containing the rule's text"
+        ),
+        details={"samples": total, "matching_samples": hits},
+        value=float(hits),
+    )
+
+
+# --- event rules over etl.check_results ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CheckRow:
+    result_id: int
+    ts: datetime
+    source: str
+    check_name: str
+    target: str
+    status: str
+    severity: str | None
+    message: str
+    details: Mapping[str, Any]
+    observed_value: float | None
+    failing_rows: int | None
+
+
+def latest_check_rows(conn: Connection, after_result_id: int | None) -> list[CheckRow]:
+    """The newest row of each (source, check, target) among rows after the cursor."""
+    c = check_results.c
+    newer = [c.result_id > after_result_id] if after_result_id is not None else []
+    latest = (
+        sa.select(sa.func.max(c.result_id).label("rid"))
+        .where(*newer)
+        .group_by(c.source, c.check_name, c.target)
+        .subquery()
+    )
+    query = sa.select(
+        c.result_id,
+        c.ts,
+        c.source,
+        c.check_name,
+        c.target,
+        c.status,
+        c.severity,
+        c.message,
+        c.details,
+        c.observed_value,
+        c.failing_rows,
+    ).join(latest, latest.c.rid == c.result_id)
+    return [
+        CheckRow(
+            result_id=int(r.result_id),
+            ts=r.ts,
+            source=r.source,
+            check_name=r.check_name,
+            target=r.target,
+            status=r.status,
+            severity=r.severity,
+            message=r.message or "",
+            details=r.details or {},
+            observed_value=r.observed_value,
+            failing_rows=r.failing_rows,
+        )
+        for r in conn.execute(query.order_by(c.result_id))
+    ]
+
+
+def _is_contract_break(row: CheckRow) -> bool:
+    return bool(row.details.get("files_rejected"))
+
+
+class EventContext:
+    """What event rules need to know about the configuration: which checks are freshness checks,
+    which health checks test connectivity."""
+
+    def __init__(self, config: HealthConfiguration) -> None:
+        self.freshness_checks = {
+            (key, spec.name)
+            for key, asset in config.quality.assets.items()
+            for spec in asset.checks
+            if isinstance(spec, FreshnessCheck)
+        }
+        # Connectivity checks of what the pipeline's data depends on: their own rule
+        # (dependency_unreachable), whose alert mutes the asset alerts downstream.
+        self.dependency_checks = {
+            c.check_id
+            for c in config.health_checks
+            if c.check_type == HealthCheckType.CONNECTIVITY and c.component in DEPENDENCY_COMPONENTS
+        }
+
+
+def _selected(event: EventCondition, row: CheckRow) -> bool:
+    return (not event.assets or row.target in event.assets) and (
+        not event.checks or row.check_name in event.checks
+    )
+
+
+def event_signals(
+    rules: Sequence[AlertRule], rows: Iterable[CheckRow], ctx: EventContext
+) -> list[Signal]:
+    """One signal per (event rule, check row it watches): active when the row is bad for it."""
+    rows = list(rows)
+    out: list[Signal] = []
+    for rule in rules:
+        event = rule.event
+        assert event is not None
+        for row in rows:
+            signal = _event_signal(rule, event, row, ctx)
+            if signal is None:
+                continue
+            if rule.component is None or signal.labels.get("component") == str(rule.component):
+                out.append(signal)
+    return out
+
+
+def _event_signal(
+    rule: AlertRule, event: EventCondition, row: CheckRow, ctx: EventContext
+) -> Signal | None:
+    kind = event.kind
+    if kind == EventKind.RUN_FAILURE:
+        return None  # from the Dagster instance (the adapter passes these signals in)
+    if kind == EventKind.HEALTH_CHECK or kind == EventKind.DEPENDENCY_UNREACHABLE:
+        if row.source != str(RecordSource.HEALTH_CHECK) or not _selected(event, row):
+            return None
+        if (kind == EventKind.DEPENDENCY_UNREACHABLE) != (row.check_name in ctx.dependency_checks):
+            return None  # a dependency check has its own rule; other checks are health checks
+        if row.details.get("skipped"):
+            return None  # not monitored (e.g. S3 in local mode): no signal either way
+        statuses = (
+            {str(HealthStatus.CRITICAL)}
+            if kind == EventKind.DEPENDENCY_UNREACHABLE
+            else {str(s) for s in event.statuses}
+        )
+        labels = alert_labels(
+            rule,
+            component=row.target,
+            check=row.check_name,
+            source=row.source,
+            **({"dependency": row.target} if kind == EventKind.DEPENDENCY_UNREACHABLE else {}),
+        )
+        severities = {str(s) for s in event.severities}
+        active = row.status in statuses and (
+            kind == EventKind.DEPENDENCY_UNREACHABLE or row.severity in severities
+        )
+        return Signal(
+            rule=rule,
+            labels=labels,
+            active=active,
+            title=f"{rule.name}: {row.check_name} on {row.target} is {row.status}",
+            description=row.message,
+            details={"check_status": row.status, "result_id": row.result_id},
+            value=row.observed_value,
+        )
+    if row.source != str(RecordSource.ASSET_CHECK) or not _selected(event, row):
+        return None
+    is_freshness = (row.target, row.check_name) in ctx.freshness_checks
+    is_break = _is_contract_break(row)
+    if kind == EventKind.FRESHNESS and not is_freshness:
+        return None
+    if kind == EventKind.CHECK_FAILED and (is_freshness or is_break):
+        return None  # their own rules say more
+    if kind == EventKind.CONTRACT_BREAK:
+        # Any later result of the contract check clears the break: the next file loaded.
+        active = is_break
+    else:
+        severities = {str(s) for s in event.severities}
+        bad_verdict = row.status in (str(QualityStatus.WARN), str(QualityStatus.FAILED))
+        active = (bad_verdict and row.severity in severities) or (
+            kind == EventKind.CHECK_FAILED
+            and event.execution_errors
+            and row.status == str(QualityStatus.ERROR)
+        )
+    status_word = {
+        str(QualityStatus.WARN): "warned",
+        str(QualityStatus.FAILED): "failed",
+        str(QualityStatus.ERROR): "could not run",
+    }.get(row.status, "passed")
+    details: dict[str, Any] = {
+        "check_status": row.status,
+        "result_id": row.result_id,
+        **({"failing_rows": row.failing_rows} if row.failing_rows is not None else {}),
+        **{
+            k: v
+            for k, v in row.details.items()
+            if isinstance(v, int | float) and not isinstance(v, bool)
+        },
+    }
+    return Signal(
+        rule=rule,
+        labels=alert_labels(
+            rule, component=component_for(row.target), asset=row.target, check=row.check_name
+        ),
+        active=active,
+        title=f"{row.check_name} on {row.target} {status_word}",
+        description=row.message,
+        details=details,
+        value=row.observed_value,
+    )
+
+
+def run_failure_signal(
+    rule: AlertRule, job: str, run_id: str, failed: bool, reason: str, component: str | None = None
+) -> Signal:
+    """A job's latest run, from the Dagster instance: active while it failed."""
+    return Signal(
+        rule=rule,
+        labels=alert_labels(rule, job=job, component=component),
+        active=failed,
+        title=f"{rule.name}: {job}",
+        description=reason,
+        details={"run_id": run_id},
+    )
+
+
+def rules_of(rules: Sequence[AlertRule], kind: EventKind) -> list[AlertRule]:
+    return [r for r in rules if r.event is not None and r.event.kind == kind]

@@ -1,0 +1,12 @@
+"""The alert engine in Dagster: a sensor that evaluates the rules, escalates and repeats, and a
+sensor that starts the dispatch job when notifications are due."""
+
+import dagster as dg
+
+from healthmon_dagster.config import HealthConfiguration
+from healthmon_dagster.defs.alerting.jobs import JOBS
+from healthmon_dagster.defs.alerting.sensors import SENSORS
+
+
+def definitions(config: HealthConfiguration) -> dg.Definitions:
+    return dg.Definitions(jobs=JOBS, sensors=SENSORS)

@@ -1,0 +1,967 @@
+"""The outbox dispatcher: sends what the alert engine wrote to ``etl.notifications``, exactly once
+per (alert event, channel) as far as any receiver can tell.
+
+One pass (:meth:`Dispatcher.run_once`), per channel, in one write transaction (a Postgres advisory
+lock per channel; SQLite's ``BEGIN IMMEDIATE``), so dispatchers in several processes share the
+work and the rate limit:
+
+1. Take the due rows: ``pending``, ``not_before <= now``, no live lease (``claimed_until`` empty or
+   past; on Postgres ``FOR UPDATE SKIP LOCKED``).
+2. Cancel what must not go out: a firing and a resolve of the same alert both still unsent (it
+   resolved within the group's wait: Alertmanager sends neither), a notification of an alert that
+   is suppressed now, rows of a disabled channel.
+3. Group them, Alertmanager's way: one message per (group_key, kind). A new group waits
+   ``group_wait_seconds`` after its first notification; a group notified recently waits until
+   ``group_interval_seconds`` after its last one (their ``not_before`` is moved there: deferred).
+   Acknowledgements, escalations and repeats go out at once. Threaded channels send a follow-up
+   (resolve, acknowledgement) once per alert thread; PagerDuty once per alert.
+4. Take as many messages as the channel's rate limit allows now: requests in the last 60 s and
+   the last second (``rate_per_minute`` and ``ceil(rate_per_minute / 60)``), counted from the store
+   (sent rows and live leases), so a storm is queued, never dropped.
+5. Claim them: ``claimed_by``/``claimed_until`` (the lease) and the ``delivery_key``, the
+   deterministic idempotency key of the request, written BEFORE anything is sent.
+
+Then each message is sent and its rows are marked ``sent`` only after the channel accepted it. A
+failure adds an attempt and waits (exponential backoff with jitter, or the receiver's
+``Retry-After``; a 429 is no attempt, and pauses the whole channel); past the channel's
+``retry_attempts``, or at once for a permanent error, the rows are ``failed`` with the error.
+
+A dispatcher killed mid-send leaves its rows claimed: once the lease ends another takes them and
+sends the same rows again with the same ``delivery_key`` (the webhook's ``Idempotency-Key``, the
+email's ``Message-ID``; PagerDuty dedups by the alert's fingerprint): nothing is lost, and what is
+sent twice the receiver can recognise. Slack and Teams have no idempotency key: there a send cut
+off by a kill may show twice (Alertmanager's choice too: a duplicate rather than a miss).
+"""
+
+import hashlib
+import logging
+import math
+import os
+import random
+import socket
+import threading
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine, RowMapping
+
+from healthmon_dagster.config.models import HealthConfiguration, NotificationChannel
+from healthmon_dagster.enums import (
+    AlertSeverity,
+    AlertState,
+    AlertStatus,
+    NotificationKind,
+    NotificationStatus,
+)
+from healthmon_dagster.notify.base import (
+    FOLLOW_UP_KINDS,
+    AlertEvent,
+    AlertView,
+    Delivery,
+    DeliveryError,
+    Message,
+    Notifier,
+    PermanentError,
+    RetryableError,
+    ThreadRef,
+    dagster_links,
+    delivery_key,
+    one_line,
+)
+from healthmon_dagster.notify.channels import build_notifier, channel_config
+from healthmon_dagster.settings import get_settings
+from healthmon_dagster.store.connection import is_sqlite, write_transaction
+from healthmon_dagster.store.tables import alert_events, alerts, notification_threads, notifications
+
+if TYPE_CHECKING:
+    from dagster_slack import SlackResource
+
+LOGGER = logging.getLogger("healthmon.notify.dispatch")
+N = notifications.c
+A = alerts.c
+# Kinds that Alertmanager's grouping times (group_wait / group_interval); the others are
+# per-alert actions that go out at once.
+GROUPED_KINDS = frozenset({NotificationKind.FIRING, NotificationKind.RESOLVED})
+# Kinds that announce an alert that is firing: none goes out for an alert suppressed now.
+ANNOUNCING_KINDS = frozenset(
+    {NotificationKind.FIRING, NotificationKind.REPEATED, NotificationKind.ESCALATED}
+)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _utc(ts: datetime | None) -> datetime | None:
+    if ts is None:
+        return None
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
+@dataclass
+class ChannelReport:
+    """What one pass did for one channel, in outbox rows."""
+
+    sent: int = 0
+    failed: int = 0
+    retrying: int = 0  # failed this time, tried again later
+    deferred: int = 0  # waiting for the group's timing or the rate limit
+    cancelled: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def add(self, other: "ChannelReport") -> None:
+        self.sent += other.sent
+        self.failed += other.failed
+        self.retrying += other.retrying
+        self.deferred += other.deferred
+        self.cancelled += other.cancelled
+        self.errors.extend(e for e in other.errors if e not in self.errors)
+
+
+@dataclass
+class DispatchReport:
+    """Sent / failed / deferred per channel; ``ok`` is False when a delivery failed for good, so
+    the Dagster step that drains the outbox can fail."""
+
+    channels: dict[str, ChannelReport] = field(default_factory=dict)
+
+    def channel(self, name: str) -> ChannelReport:
+        return self.channels.setdefault(name, ChannelReport())
+
+    def add(self, other: "DispatchReport") -> None:
+        for name, report in other.channels.items():
+            self.channel(name).add(report)
+
+    @property
+    def sent(self) -> int:
+        return sum(r.sent for r in self.channels.values())
+
+    @property
+    def failed(self) -> int:
+        return sum(r.failed for r in self.channels.values())
+
+    @property
+    def ok(self) -> bool:
+        return self.failed == 0
+
+    def summary(self) -> str:
+        """One line per channel: ``slack: 3 sent, 1 failed (...)``."""
+        lines = []
+        for name, r in sorted(self.channels.items()):
+            counts = [
+                f"{n} {what}"
+                for n, what in (
+                    (r.sent, "sent"),
+                    (r.failed, "failed"),
+                    (r.retrying, "retrying"),
+                    (r.deferred, "deferred"),
+                    (r.cancelled, "cancelled"),
+                )
+                if n
+            ]
+            errors = f" ({'; '.join(r.errors[:3])})" if r.errors else ""
+            lines.append(f"{name}: {', '.join(counts) or 'nothing due'}{errors}")
+        return "\n".join(lines) or "nothing due"
+
+
+@dataclass
+class _Unit:
+    """The outbox rows one request carries."""
+
+    kind: NotificationKind
+    group_key: str
+    rows: list[RowMapping]
+    key: str = ""
+    in_doubt: bool = False
+
+    @property
+    def ids(self) -> list[int]:
+        return [int(r["notification_id"]) for r in self.rows]
+
+    @property
+    def oldest(self) -> datetime:
+        return min(_utc(r["created_at"]) or utcnow() for r in self.rows)
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()[:60]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _lock_key(channel: str) -> int:
+    digest = hashlib.sha256(f"healthmon.notify:{channel}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+class Dispatcher:
+    """Drains the outbox for the channels of ``config`` (see the module docstring).
+
+    ``notifiers`` replaces the notifiers built from the configuration (tests, the CLI);
+    ``clock`` gives "now" (tests move it); ``env`` stands in for the process environment.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        config: HealthConfiguration,
+        *,
+        notifiers: Mapping[str, Notifier] | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        env: Mapping[str, str] | None = None,
+        external_url: str | None = None,
+        slack_resource: "SlackResource | None" = None,
+        batch_size: int = 1000,
+        owner: str | None = None,
+        rng: random.Random | None = None,
+        concurrency: int = 8,
+    ) -> None:
+        self.engine = engine
+        self.config = config
+        self.dispatch = config.alerting.dispatch
+        self.grouping = config.alerting.grouping
+        self.clock = clock
+        self.env = env
+        self.external_url = (
+            external_url if external_url is not None else get_settings().dagster_ui_url
+        )
+        self.batch_size = batch_size
+        self.owner = owner or _owner()
+        self.rng = rng or random.Random()
+        self._slack_resource = slack_resource
+        self._notifiers: dict[str, Notifier] = dict(notifiers or {})
+        # Requests in flight at once per channel: receivers answer in milliseconds to seconds,
+        # so sends overlap; the rate limit still bounds how many a second.
+        self.concurrency = max(1, concurrency)
+        self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="healthmon-notify")
+
+    # --- channels ---------------------------------------------------------------------------
+
+    def notifier(self, name: str) -> Notifier:
+        if name not in self._notifiers:
+            self._notifiers[name] = build_notifier(
+                name,
+                self.config.channels[name],
+                timeout=self.dispatch.request_timeout_seconds,
+                env=self.env,
+                slack_resource=self._slack_resource,
+            )
+        return self._notifiers[name]
+
+    def rate_per_minute(self, name: str) -> int | None:
+        """Requests per minute allowed on channel ``name`` (None: unlimited)."""
+        channel = self.config.channels.get(name)
+        if channel is None:
+            return None
+        own = channel_config(channel).rate_per_minute
+        return own if own is not None else self.dispatch.rate_per_minute.get(channel.type)
+
+    def _backoff(self, channel: NotificationChannel, attempts: int) -> float:
+        if "retry_delay_minutes" in channel.model_fields_set:
+            initial = max(0.1, channel.retry_delay_minutes * 60)
+        else:
+            initial = self.dispatch.backoff_initial_seconds
+        delay = min(self.dispatch.backoff_max_seconds, initial * 2 ** max(0, attempts - 1))
+        return self.rng.uniform(delay / 2, delay)  # "equal jitter": spread retries apart
+
+    # --- one pass ---------------------------------------------------------------------------
+
+    def run_once(self) -> DispatchReport:
+        """Claim what is due on every channel, send it, record each outcome."""
+        report = DispatchReport()
+        with self.engine.connect() as conn:
+            names = list(
+                conn.execute(
+                    sa.select(N.channel)
+                    .where(N.status == NotificationStatus.PENDING, N.not_before <= self.clock())
+                    .distinct()
+                ).scalars()
+            )
+        for name in sorted(names):
+            self._send_all(name, self._claim(name, report.channel(name)), report.channel(name))
+        return report
+
+    def _send_all(self, name: str, units: list[_Unit], report: ChannelReport) -> None:
+        """Send ``units`` ``concurrency`` at a time (announcements before follow-ups, so a
+        resolve never overtakes its firing)."""
+        units = sorted(units, key=lambda u: u.kind in FOLLOW_UP_KINDS)
+        lease_end = self.clock() + timedelta(seconds=self.dispatch.lease_seconds)
+        size = self.concurrency * 4  # one message query and one commit per wave
+        # The longest a wave can take: its requests, concurrency at a time, each timing out.
+        wave_seconds = 4 * self.dispatch.request_timeout_seconds + 1
+        for start in range(0, len(units), size):
+            # Keep the lease ahead of the sends still to come: a slow receiver must not let it
+            # lapse while this process is alive (another dispatcher would send the same rows).
+            if self.clock() + timedelta(seconds=wave_seconds) > lease_end:
+                lease_end = self._extend_lease([u.ids for u in units[start:]], wave_seconds)
+            wave = units[start : start + size]
+            pause = self._send_wave(name, wave, report)
+            if pause is not None:
+                # The receiver asked the channel to wait: give back what this pass claimed.
+                report.deferred += self._release(units[start + len(wave) :], pause)
+                return
+
+    def close(self) -> None:
+        """Stop the sending threads (a dispatcher is also usable as a context manager)."""
+        self._pool.shutdown(wait=True)
+
+    def __enter__(self) -> "Dispatcher":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _release(self, units: Sequence[_Unit], not_before: datetime) -> int:
+        ids = [i for unit in units for i in unit.ids]
+        with write_transaction(self.engine) as conn:
+            for chunk in _chunks(ids, 500):
+                conn.execute(
+                    notifications.update()
+                    .where(N.notification_id.in_(chunk), N.claimed_by == self.owner)
+                    .values(claimed_by=None, claimed_until=None, not_before=not_before)
+                )
+        return len(ids)
+
+    def _extend_lease(self, ids: list[list[int]], at_least: float) -> datetime:
+        seconds = max(self.dispatch.lease_seconds, at_least)
+        lease_end = self.clock() + timedelta(seconds=seconds)
+        flat = [i for chunk in ids for i in chunk]
+        with write_transaction(self.engine) as conn:
+            for chunk in _chunks(flat, 500):
+                conn.execute(
+                    notifications.update()
+                    .where(N.notification_id.in_(chunk), N.claimed_by == self.owner)
+                    .values(claimed_until=lease_end)
+                )
+        return lease_end
+
+    def drain(self, max_seconds: float, *, stop_when_idle: bool = True) -> DispatchReport:
+        """Run passes until nothing is due (or waits beyond ``max_seconds``); sleeps while the
+        rate limit or a group's timing holds messages back."""
+        deadline = time.monotonic() + max_seconds
+        total = DispatchReport()
+        while True:
+            report = self.run_once()
+            total.add(report)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return total
+            wait = self.next_due_in()
+            if wait is None or wait > remaining:
+                if stop_when_idle:
+                    return total
+                wait = min(remaining, 1.0)
+            if report.sent and wait == 0:
+                continue  # more is due: go on at once
+            # Nothing went out although something is due: the rate limit holds it; look again
+            # shortly rather than spin.
+            time.sleep(min(remaining, max(wait, 0.02)))
+
+    def next_due_in(self) -> float | None:
+        """Seconds until the next pending row is due (0 when one is due now); None when the
+        outbox holds nothing pending."""
+        with self.engine.connect() as conn:
+            first = conn.execute(
+                sa.select(sa.func.min(N.not_before)).where(N.status == NotificationStatus.PENDING)
+            ).scalar()
+        if first is None:
+            return None
+        return max(0.0, ((_utc(first) or self.clock()) - self.clock()).total_seconds())
+
+    # --- claiming ---------------------------------------------------------------------------
+
+    def _claim(self, name: str, report: ChannelReport) -> list[_Unit]:
+        now = self.clock()
+        with write_transaction(self.engine) as conn:
+            if not is_sqlite(conn):
+                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_lock_key(name))))
+            rows = self._due_rows(conn, name, now)
+            if not rows:
+                return []
+            channel = self.config.channels.get(name)
+            if channel is None:
+                msg = (
+                    f"channel '{name}' is not defined under channels: in the configuration; "
+                    "add it back or resolve its alerts"
+                )
+                report.failed += self._finish(conn, rows, NotificationStatus.FAILED, now, msg)
+                report.errors.append(msg)
+                return []
+            if not channel.enabled:
+                msg = f"channel '{name}' is disabled (enabled: false)"
+                report.cancelled += self._finish(conn, rows, NotificationStatus.CANCELLED, now, msg)
+                return []
+            notifier = self.notifier(name)
+            problems = notifier.configured()
+            if problems:
+                msg = f"channel '{name}' is not configured: {'; '.join(problems)}"
+                report.failed += self._finish(conn, rows, NotificationStatus.FAILED, now, msg)
+                report.errors.append(msg)
+                return []
+            rows = self._cancel_moot(conn, rows, now, report)
+            units = self._units(conn, name, notifier, rows)
+            units = self._timed(conn, name, units, now, report)
+            budget = self._budget(conn, name, now)
+            if budget is not None and budget < len(units):
+                held = units[budget:]
+                units = units[:budget]
+                report.deferred += sum(len(u.rows) for u in held)
+            keys: dict[int, str] = {}
+            for unit in units:
+                unit.key = unit.key or delivery_key(name, unit.kind, unit.ids)
+                keys.update(dict.fromkeys(unit.ids, unit.key))
+            # One statement per 400 rows (not one per message): each row gets its message's key.
+            ids = sorted(keys)
+            for chunk in _chunks(ids, 400):
+                conn.execute(
+                    notifications.update()
+                    .where(N.notification_id.in_(chunk))
+                    .values(
+                        claimed_by=self.owner,
+                        claimed_until=now + timedelta(seconds=self.dispatch.lease_seconds),
+                        delivery_key=sa.case({i: keys[i] for i in chunk}, value=N.notification_id),
+                    )
+                )
+            return units
+
+    def _due_rows(self, conn: Connection, name: str, now: datetime) -> list[RowMapping]:
+        query = (
+            sa.select(
+                N.notification_id,
+                N.alert_id,
+                N.kind,
+                N.group_key,
+                N.attempts,
+                N.created_at,
+                N.delivery_key,
+                N.claimed_by,
+                A.status.label("alert_status"),
+                A.suppressed_by,
+            )
+            .join(alerts, A.alert_id == N.alert_id)
+            .where(
+                N.channel == name,
+                N.status == NotificationStatus.PENDING,
+                N.not_before <= now,
+                sa.or_(N.claimed_until.is_(None), N.claimed_until < now),
+            )
+            .order_by(N.not_before, N.notification_id)
+            .limit(self.batch_size)
+        )
+        if not is_sqlite(conn):
+            query = query.with_for_update(skip_locked=True, of=notifications)
+        return list(conn.execute(query).mappings())
+
+    def _finish(
+        self,
+        conn: Connection,
+        rows: Sequence[RowMapping],
+        status: NotificationStatus,
+        now: datetime,
+        error: str | None,
+    ) -> int:
+        ids = [int(r["notification_id"]) for r in rows]
+        if ids:
+            conn.execute(
+                notifications.update()
+                .where(N.notification_id.in_(ids))
+                .values(
+                    status=status,
+                    last_error=error,
+                    claimed_by=None,
+                    claimed_until=None,
+                    sent_at=None,
+                )
+            )
+        return len(ids)
+
+    def _cancel_moot(
+        self, conn: Connection, rows: list[RowMapping], now: datetime, report: ChannelReport
+    ) -> list[RowMapping]:
+        """Drop rows that must not go out (see the module docstring, step 2)."""
+        fresh = [r for r in rows if r["delivery_key"] is None]
+        kinds: dict[int, set[str]] = defaultdict(set)
+        for r in fresh:
+            kinds[int(r["alert_id"])].add(str(r["kind"]))
+        flapped = {
+            alert_id
+            for alert_id, k in kinds.items()
+            if {NotificationKind.FIRING.value, NotificationKind.RESOLVED.value} <= k
+        }
+        moot: dict[str, list[RowMapping]] = defaultdict(list)
+        keep = []
+        for r in rows:
+            if r["delivery_key"] is None and int(r["alert_id"]) in flapped:
+                moot["resolved before its firing notification went out"].append(r)
+            elif (
+                r["alert_status"] == AlertStatus.SUPPRESSED
+                and r["kind"] in ANNOUNCING_KINDS
+                and r["delivery_key"] is None
+            ):
+                why = one_line(str(r["suppressed_by"] or "a silence or an inhibition"), 200)
+                moot[f"alert suppressed by {why}"].append(r)
+            else:
+                keep.append(r)
+        for reason, cancelled in moot.items():
+            report.cancelled += self._finish(
+                conn, cancelled, NotificationStatus.CANCELLED, now, reason
+            )
+        return keep
+
+    def _units(
+        self, conn: Connection, name: str, notifier: Notifier, rows: list[RowMapping]
+    ) -> list[_Unit]:
+        """The requests the rows become: a row that already went out once (it has a
+        delivery_key) is sent again with exactly its first companions; the others are grouped."""
+        retried: dict[tuple[str, str], _Unit] = {}
+        grouped: dict[tuple[str, str], _Unit] = {}
+        for r in rows:
+            kind = NotificationKind(r["kind"])
+            if r["delivery_key"] is not None:
+                unit = retried.setdefault(
+                    (r["delivery_key"], kind),
+                    _Unit(kind, str(r["group_key"]), [], key=str(r["delivery_key"])),
+                )
+            else:
+                unit = grouped.setdefault(
+                    (str(r["group_key"]), kind), _Unit(kind, str(r["group_key"]), [])
+                )
+            unit.rows.append(r)
+            unit.in_doubt |= r["claimed_by"] is not None
+        units = list(retried.values())
+        threads = (
+            self._threads(conn, name, [int(r["alert_id"]) for r in rows])
+            if notifier.threaded
+            else {}
+        )
+        for unit in grouped.values():
+            if notifier.one_alert_per_request:
+                units.extend(_Unit(unit.kind, unit.group_key, [r]) for r in unit.rows)
+            elif notifier.threaded and unit.kind in FOLLOW_UP_KINDS:
+                by_thread: dict[str | None, list[RowMapping]] = defaultdict(list)
+                for r in unit.rows:
+                    ref = threads.get(int(r["alert_id"]))
+                    by_thread[ref.ref if ref else None].append(r)
+                units.extend(_Unit(unit.kind, unit.group_key, rs) for rs in by_thread.values())
+            else:
+                units.append(unit)
+        return sorted(units, key=lambda u: (u.oldest, min(u.ids)))
+
+    def _timed(
+        self,
+        conn: Connection,
+        name: str,
+        units: list[_Unit],
+        now: datetime,
+        report: ChannelReport,
+    ) -> list[_Unit]:
+        """Hold back grouped messages until their group is due; move their ``not_before``."""
+        keys = {u.group_key for u in units if u.kind in GROUPED_KINDS and not u.key}
+        if not keys:
+            return units
+        history: dict[str, tuple[datetime | None, bool]] = {}
+        for chunk in _chunks(sorted(keys), 500):
+            for group_key, last_sent, open_alerts in conn.execute(
+                sa.select(
+                    N.group_key,
+                    sa.func.max(N.sent_at),
+                    sa.func.max(sa.case((A.state != AlertState.RESOLVED, 1), else_=0)),
+                )
+                .join(alerts, A.alert_id == N.alert_id)
+                .where(
+                    N.channel == name,
+                    N.status == NotificationStatus.SENT,
+                    N.group_key.in_(chunk),
+                )
+                .group_by(N.group_key)
+            ):
+                history[group_key] = (_utc(last_sent), bool(open_alerts))
+        wait = timedelta(seconds=self.grouping.group_wait_seconds)
+        interval = timedelta(seconds=self.grouping.group_interval_seconds)
+        # A group's wait counts from its first pending notification, due now or not.
+        first_pending: dict[str, datetime] = {}
+        for chunk in _chunks(sorted(keys), 500):
+            for group_key, first in conn.execute(
+                sa.select(N.group_key, sa.func.min(N.created_at))
+                .where(
+                    N.channel == name,
+                    N.status == NotificationStatus.PENDING,
+                    N.group_key.in_(chunk),
+                )
+                .group_by(N.group_key)
+            ):
+                first_pending[group_key] = _utc(first) or now
+        due_now, held = [], []
+        for unit in units:
+            if unit.kind not in GROUPED_KINDS or unit.key:
+                due_now.append(unit)
+                continue
+            last_sent, open_alerts = history.get(unit.group_key, (None, False))
+            active = last_sent is not None and (open_alerts or last_sent > now - interval)
+            due = (
+                (last_sent + interval)
+                if active and last_sent
+                else first_pending[unit.group_key] + wait
+            )
+            if due <= now:
+                due_now.append(unit)
+            else:
+                held.append((unit, due))
+        for unit, due in held:
+            conn.execute(
+                notifications.update().where(N.notification_id.in_(unit.ids)).values(not_before=due)
+            )
+            report.deferred += len(unit.rows)
+        return due_now
+
+    def _budget(self, conn: Connection, name: str, now: datetime) -> int | None:
+        """Requests the channel may still make now (None: no limit)."""
+        rate = self.rate_per_minute(name)
+        if rate is None:
+            return None
+        per_second = max(1, math.ceil(rate / 60))
+
+        def used(window: timedelta) -> int:
+            in_flight = sa.and_(
+                N.status == NotificationStatus.PENDING,
+                N.claimed_until > now,
+                N.delivery_key.is_not(None),
+            )
+            sent = sa.and_(N.status == NotificationStatus.SENT, N.sent_at > now - window)
+            return int(
+                conn.execute(
+                    sa.select(sa.func.count(sa.distinct(N.delivery_key))).where(
+                        N.channel == name, sa.or_(sent, in_flight)
+                    )
+                ).scalar_one()
+            )
+
+        return max(
+            0, min(rate - used(timedelta(seconds=60)), per_second - used(timedelta(seconds=1)))
+        )
+
+    def _threads(
+        self, conn: Connection, name: str, alert_ids: Iterable[int]
+    ) -> dict[int, ThreadRef]:
+        T = notification_threads.c
+        out: dict[int, ThreadRef] = {}
+        for chunk in _chunks(sorted(set(alert_ids)), 500):
+            for alert_id, ref, conversation in conn.execute(
+                sa.select(T.alert_id, T.thread_ref, T.conversation).where(
+                    T.channel == name, T.alert_id.in_(chunk)
+                )
+            ):
+                out[int(alert_id)] = ThreadRef(str(ref), conversation)
+        return out
+
+    # --- sending ----------------------------------------------------------------------------
+
+    def messages(self, name: str, units: Sequence[_Unit]) -> list[Message]:
+        """The messages carrying ``units``' rows, from the alerts and events as stored now (one
+        query for all of them)."""
+        notifier = self.notifier(name)
+        ids = [i for unit in units for i in unit.ids]
+        E = alert_events.c
+        by_id: dict[int, RowMapping] = {}
+        with self.engine.connect() as conn:
+            for chunk in _chunks(ids, 500):
+                for r in conn.execute(
+                    sa.select(
+                        N.notification_id,
+                        alerts,
+                        E.kind.label("event_kind"),
+                        E.at,
+                        E.actor,
+                        E.note,
+                        E.details.label("event_details"),
+                    )
+                    .join(alerts, A.alert_id == N.alert_id)
+                    .join(alert_events, E.event_id == N.event_id)
+                    .where(N.notification_id.in_(chunk))
+                ).mappings():
+                    by_id[int(r["notification_id"])] = r
+            alert_ids = [int(r["alert_id"]) for r in by_id.values()]
+            threads = self._threads(conn, name, alert_ids) if notifier.threaded else {}
+            out = []
+            for unit in units:
+                rows = [by_id[i] for i in sorted(unit.ids) if i in by_id]
+                views = tuple(self._view(r, threads.get(int(r["alert_id"]))) for r in rows)
+                thread_alerts: tuple[AlertView, ...] = ()
+                shared = {v.thread for v in views}
+                if notifier.threaded and unit.kind in FOLLOW_UP_KINDS and len(shared) == 1:
+                    ref = shared.pop()
+                    if ref is not None:
+                        thread_alerts = self._thread_alerts(conn, name, ref, views)
+                out.append(
+                    Message(
+                        channel=name,
+                        kind=unit.kind,
+                        group_key=unit.group_key,
+                        alerts=views,
+                        delivery_key=unit.key,
+                        group_labels=self._group_labels(views),
+                        external_url=self.external_url,
+                        in_doubt=unit.in_doubt,
+                        thread_alerts=thread_alerts,
+                    )
+                )
+        return out
+
+    def _group_labels(self, views: Sequence[AlertView]) -> dict[str, str]:
+        out = {}
+        for label in self.grouping.group_by:
+            values = {v.labels.get(label) for v in views}
+            if len(values) == 1 and (value := values.pop()) is not None:
+                out[label] = value
+        return out
+
+    def _view(self, r: RowMapping, thread: ThreadRef | None) -> AlertView:
+        labels = {str(k): str(v) for k, v in (r["labels"] or {}).items()}
+        details = dict(r["details"] or {})
+        event = AlertEvent(
+            kind=str(r.get("event_kind") or r["state"]),
+            at=_utc(r.get("at")) or _utc(r["last_evaluated_at"]) or self.clock(),
+            actor=str(r.get("actor") or ""),
+            note=r.get("note"),
+            details=dict(r.get("event_details") or {}),
+        )
+        return AlertView(
+            notification_id=int(r.get("notification_id") or 0),
+            alert_id=int(r["alert_id"]),
+            fingerprint=str(r["fingerprint"]),
+            rule_id=str(r["rule_id"]),
+            state=AlertState(r["state"]),
+            status=str(r["status"]),
+            severity=AlertSeverity(r["severity"]),
+            component=r["component"],
+            labels=labels,
+            title=str(r["title"]),
+            description=str(r["description"] or ""),
+            details=details,
+            value=r["value"],
+            started_at=_utc(r["started_at"]) or self.clock(),
+            event=event,
+            fired_at=_utc(r["fired_at"]),
+            resolved_at=_utc(r["resolved_at"]),
+            resolved_by=r["resolved_by"],
+            resolution=r["resolution"],
+            acknowledged_by=r["acknowledged_by"],
+            acknowledged_at=_utc(r["acknowledged_at"]),
+            ack_note=r["ack_note"],
+            escalation_level=int(r["escalation_level"] or 0),
+            links=dagster_links(self.external_url, labels, details),
+            thread=thread,
+        )
+
+    def _thread_alerts(
+        self, conn: Connection, name: str, ref: ThreadRef, views: Sequence[AlertView]
+    ) -> tuple[AlertView, ...]:
+        T = notification_threads.c
+        rows = conn.execute(
+            sa.select(alerts)
+            .join(notification_threads, T.alert_id == A.alert_id)
+            .where(T.channel == name, T.thread_ref == ref.ref)
+            .order_by(A.alert_id)
+        ).mappings()
+        mine = {v.alert_id: v for v in views}
+        return tuple(mine.get(int(r["alert_id"])) or self._view(r, ref) for r in rows)
+
+    def _deliver(
+        self, notifier: Notifier, message: Message, paused: threading.Event
+    ) -> "Delivery | Exception | None":
+        """Send one message; None when the channel was paused (a 429) before its turn."""
+        if paused.is_set():
+            return None
+        try:
+            return notifier.send(message)
+        except RetryableError as exc:
+            if exc.rate_limited and exc.retry_after:
+                paused.set()
+            return exc
+        except Exception as exc:  # recorded by the caller, in the dispatching thread
+            return exc
+
+    def _send_wave(
+        self, name: str, wave: Sequence[_Unit], report: ChannelReport
+    ) -> datetime | None:
+        """Send ``wave`` (in parallel) and record every outcome; returns until when the receiver
+        asked the channel to pause (a 429 with ``Retry-After``), else None."""
+        notifier = self.notifier(name)
+        channel = self.config.channels[name]
+        outcomes: list[Delivery | Exception | None]
+        paused = threading.Event()
+        # sent_at is when the requests went out (what the receiver and the rate limit count),
+        # not when the answers were recorded.
+        started = self.clock()
+        try:
+            messages = self.messages(name, wave)
+        except Exception as exc:
+            outcomes = [exc] * len(wave)
+        else:
+            if len(wave) == 1:
+                outcomes = [self._deliver(notifier, messages[0], paused)]
+            else:
+                outcomes = list(
+                    self._pool.map(
+                        self._deliver, [notifier] * len(wave), messages, [paused] * len(wave)
+                    )
+                )
+        pause = None
+        delivered: list[tuple[_Unit, Delivery]] = []
+        skipped: list[_Unit] = []
+        for unit, outcome in zip(wave, outcomes, strict=True):
+            if outcome is None:
+                skipped.append(unit)
+                continue
+            if isinstance(outcome, Delivery):
+                delivered.append((unit, outcome))
+                continue
+            if not isinstance(outcome, DeliveryError):  # a bug, not the receiver: fail loudly
+                LOGGER.error(
+                    "channel %s: building or sending a notification failed",
+                    name,
+                    exc_info=outcome,
+                )
+                outcome = PermanentError(
+                    f"healthmon could not build or send the notification "
+                    f"({type(outcome).__name__}); see the dispatcher's log"
+                )
+            until = self._failed(name, channel, unit, outcome, notifier.secret_values(), report)
+            pause = max(pause, until) if pause and until else (pause or until)
+        if delivered:
+            self._mark_sent(name, delivered, report, started)
+        if skipped:
+            report.deferred += self._release(skipped, pause or self.clock())
+        return pause
+
+    def _mark_sent(
+        self,
+        name: str,
+        delivered: Sequence[tuple[_Unit, Delivery]],
+        report: ChannelReport,
+        now: datetime,
+    ) -> None:
+        ids = [i for unit, _ in delivered for i in unit.ids]
+        threads = {k: v for _, d in delivered for k, v in d.threads.items()}
+        with write_transaction(self.engine) as conn:
+            for chunk in _chunks(ids, 500):
+                conn.execute(
+                    notifications.update()
+                    .where(N.notification_id.in_(chunk), N.status == NotificationStatus.PENDING)
+                    .values(
+                        status=NotificationStatus.SENT,
+                        sent_at=now,
+                        attempts=N.attempts + 1,
+                        last_error=None,
+                        claimed_by=None,
+                        claimed_until=None,
+                    )
+                )
+            if threads:
+                self._record_threads(conn, name, threads, now)
+        report.sent += len(ids)
+        for unit, delivery in delivered:
+            LOGGER.info(
+                "channel %s: sent %s notification(s) (%s, group %s): %s",
+                name,
+                len(unit.rows),
+                unit.kind.value,
+                unit.group_key,
+                delivery.detail,
+            )
+
+    def _record_threads(
+        self, conn: Connection, name: str, threads: Mapping[int, ThreadRef], now: datetime
+    ) -> None:
+        values = [
+            {
+                "channel": name,
+                "alert_id": alert_id,
+                "thread_ref": ref.ref[:255],
+                "conversation": ref.conversation,
+                "created_at": now,
+            }
+            for alert_id, ref in threads.items()
+        ]
+        dialect: Any = sqlite if is_sqlite(conn) else postgresql
+        conn.execute(
+            dialect.insert(notification_threads)
+            .values(values)
+            .on_conflict_do_nothing(index_elements=["channel", "alert_id"])
+        )
+
+    def _failed(
+        self,
+        name: str,
+        channel: NotificationChannel,
+        unit: _Unit,
+        exc: DeliveryError,
+        secrets: Sequence[str],
+        report: ChannelReport,
+    ) -> datetime | None:
+        now = self.clock()
+        pause = None
+        error = one_line(str(exc), 500, secrets)
+        rate_limited = isinstance(exc, RetryableError) and exc.rate_limited
+        attempts = max(int(r["attempts"]) for r in unit.rows) + (0 if rate_limited else 1)
+        gave_up = not exc.retryable or attempts > channel.retry_attempts
+        with write_transaction(self.engine) as conn:
+            values: dict[str, Any] = {
+                "attempts": N.attempts + (0 if rate_limited else 1),
+                "last_error": error,
+                "claimed_by": None,
+                "claimed_until": None,
+            }
+            if gave_up:
+                values["status"] = NotificationStatus.FAILED
+            else:
+                delay = (
+                    exc.retry_after
+                    if exc.retry_after is not None
+                    else self._backoff(channel, attempts)
+                )
+                values["not_before"] = now + timedelta(seconds=delay)
+            conn.execute(
+                notifications.update()
+                .where(N.notification_id.in_(unit.ids), N.status == NotificationStatus.PENDING)
+                .values(**values)
+            )
+            if rate_limited and exc.retry_after:
+                # The receiver asked the whole channel to wait: hold its queued rows too.
+                pause = now + timedelta(seconds=exc.retry_after)
+                conn.execute(
+                    notifications.update()
+                    .where(
+                        N.channel == name,
+                        N.status == NotificationStatus.PENDING,
+                        N.not_before < pause,
+                        sa.or_(N.claimed_until.is_(None), N.claimed_until < now),
+                    )
+                    .values(not_before=pause)
+                )
+        if gave_up:
+            report.failed += len(unit.rows)
+            report.errors.append(error)
+            LOGGER.error("channel %s: %s notification(s) failed: %s", name, len(unit.rows), error)
+        else:
+            report.retrying += len(unit.rows)
+            LOGGER.warning(
+                "channel %s: %s notification(s) will be retried (attempt %s of %s): %s",
+                name,
+                len(unit.rows),
+                attempts,
+                channel.retry_attempts + 1,
+                error,
+            )
+        return pause
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]

@@ -1,0 +1,245 @@
+"""The ``slack`` channel: Block Kit messages through dagster-slack's ``SlackResource``.
+
+A message is a header and one section per alert (details, labels, links to the Dagster UI), sent
+with ``chat.postMessage``. It starts the thread of every alert it announces: the acknowledgement
+and the resolve are posted as replies in that thread (``thread_ts``) and the original message is
+rewritten with ``chat.update`` to show each alert's state now. Slack's limits are kept: at most 50
+blocks (further alerts are counted in a last section with a link) and 3,000 characters a section
+(cut with a link to the full view).
+
+Errors: ``ok: false`` with a transient error (``ratelimited``, ``internal_error``, ...) and HTTP
+429/5xx are retried, a 429's ``Retry-After`` honoured; anything else (``invalid_auth``,
+``channel_not_found``, ``not_in_channel``, ...) fails the notification at once with Slack's code.
+
+Configuration: ``channel`` (``#name`` or an id; required), ``token_env`` (default
+``SLACK_BOT_TOKEN``), ``base_url`` (Slack's Web API; tests point it at a local server).
+"""
+
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from pydantic import Field
+
+from healthmon_dagster.enums import AlertStatus, ChannelType, NotificationKind
+from healthmon_dagster.notify.base import (
+    FOLLOW_UP_KINDS,
+    AlertView,
+    ChannelConfig,
+    Delivery,
+    DeliveryError,
+    Message,
+    NotConfigured,
+    PermanentError,
+    RetryableError,
+    ThreadRef,
+    env_value,
+    parse_retry_after,
+)
+from healthmon_dagster.notify.templates import render
+
+if TYPE_CHECKING:
+    from dagster_slack import SlackResource
+    from slack_sdk import WebClient
+
+MAX_BLOCKS = 50
+MAX_SECTION = 3000
+MAX_HEADER = 150
+MAX_TEXT = 3000  # the notification's fallback text (Slack truncates past 40,000)
+RETRYABLE_ERRORS = frozenset(
+    {
+        "ratelimited",
+        "rate_limited",
+        "internal_error",
+        "fatal_error",
+        "service_unavailable",
+        "request_timeout",
+    }
+)
+
+
+class SlackConfig(ChannelConfig):
+    channel: str | None = Field(default=None, min_length=1)
+    token_env: str = Field(default="SLACK_BOT_TOKEN", pattern=r"^[A-Z_][A-Z0-9_]*$")
+    base_url: str | None = None
+
+
+def _cut(text: str, limit: int, url: str | None) -> str:
+    if len(text) <= limit:
+        return text
+    tail = f"… <{url}|see the full view>" if url else "… (truncated)"
+    return text[: limit - len(tail)] + tail
+
+
+def _state_kind(alert: AlertView) -> NotificationKind:
+    """The template that shows an alert as it is now (for rewriting the original message)."""
+    if alert.is_resolved:
+        return NotificationKind.RESOLVED
+    if alert.status == AlertStatus.ACKNOWLEDGED or alert.acknowledged_by:
+        return NotificationKind.ACKNOWLEDGED
+    return NotificationKind.FIRING
+
+
+def blocks(
+    message: Message, alerts: list[AlertView], kinds: list[NotificationKind] | None = None
+) -> tuple[str, list[dict[str, Any]]]:
+    """The fallback text and the Block Kit blocks showing ``alerts`` (each with its kind)."""
+    kinds = kinds or [message.kind] * len(alerts)
+    header_kind = message.kind if len(set(kinds)) != 1 else kinds[0]
+    header = render("slack", header_kind, "header", message=message)
+    text = render("slack", header_kind, "text", message=message)
+    out: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": header[:MAX_HEADER]}}
+    ]
+    room = MAX_BLOCKS - 1
+    shown = alerts if len(alerts) <= room else alerts[: room - 1]
+    for alert, kind in zip(shown, kinds, strict=False):
+        section = render("slack", kind, "alert", message=message, alert=alert)
+        url = alert.generator_url or message.external_url
+        out.append(
+            {"type": "section", "text": {"type": "mrkdwn", "text": _cut(section, MAX_SECTION, url)}}
+        )
+    if len(shown) < len(alerts):
+        more = len(alerts) - len(shown)
+        where = f" <{message.external_url}|in the Dagster UI>" if message.external_url else ""
+        out.append(
+            {
+                "type": "section",
+                "text": {"type": "mrkdwn", "text": f"…and {more} more alert(s){where}"},
+            }
+        )
+    return _cut(text, MAX_TEXT, message.external_url), out
+
+
+class SlackNotifier:
+    type = ChannelType.SLACK
+    threaded = True
+    one_alert_per_request = False
+
+    def __init__(
+        self,
+        name: str,
+        config: SlackConfig,
+        *,
+        timeout: float = 10,
+        env: Mapping[str, str] | None = None,
+        resource: "SlackResource | None" = None,
+    ) -> None:
+        self.name, self.config, self.timeout, self.env = name, config, timeout, env
+        self.resource = resource
+
+    def configured(self) -> list[str]:
+        missing = []
+        if not self.config.channel:
+            missing.append(f"configuration.channel is not set (where Slack '{self.name}' posts)")
+        if self.resource is None and env_value(self.config.token_env, self.env) is None:
+            missing.append(
+                f"{self.config.token_env} is not set (the bot token of Slack '{self.name}')"
+            )
+        return missing
+
+    def secret_values(self) -> list[str]:
+        value = env_value(self.config.token_env, self.env)
+        return [value] if value else []
+
+    def _client(self) -> "WebClient":
+        if self.resource is not None:
+            return self.resource.get_client()
+        # Imported here: dagster-slack imports Dagster (seconds), which only a process that
+        # actually posts to Slack should pay for.
+        from healthmon_dagster.notify.slack_resource import slack_resource
+
+        token = env_value(self.config.token_env, self.env) or ""
+        return slack_resource(token, self.config.base_url, self.timeout).get_client()
+
+    def _call(self, what: str, fn: Callable[..., Any], **kwargs: Any) -> Any:
+        from slack_sdk.errors import SlackApiError
+
+        where = f"Slack {what} for channel '{self.name}'"
+        try:
+            return fn(**kwargs)
+        except SlackApiError as exc:
+            raise _classify(exc, where) from None
+        except (TimeoutError, OSError) as exc:
+            reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc
+            raise RetryableError(f"{where} failed: {reason}; will retry") from None
+        except ValueError:  # a body that is not JSON (a proxy's error page)
+            raise RetryableError(f"{where} answered something that is not JSON") from None
+
+    def send(self, message: Message) -> Delivery:
+        problems = self.configured()
+        if problems:
+            raise NotConfigured("; ".join(problems))
+        client = self._client()
+        thread = message.thread
+        if message.kind in FOLLOW_UP_KINDS and thread is not None:
+            return self._follow_up(client, message, thread)
+        text, body = blocks(message, list(message.alerts))
+        answer = self._call(
+            "chat.postMessage",
+            client.chat_postMessage,
+            channel=self.config.channel or "",
+            text=text,
+            blocks=body,
+            unfurl_links=False,
+            unfurl_media=False,
+            metadata={
+                "event_type": "healthmon_notification",
+                "event_payload": {"delivery_key": message.delivery_key},
+            },
+        )
+        ref = ThreadRef(str(answer["ts"]), str(answer.get("channel") or self.config.channel or ""))
+        threads = {a.alert_id: ref for a in message.alerts if a.thread is None}
+        return Delivery(detail=f"posted ts={ref.ref}", threads=threads)
+
+    def _follow_up(self, client: "WebClient", message: Message, thread: ThreadRef) -> Delivery:
+        conversation = thread.conversation or self.config.channel or ""
+        reply = "\n".join(
+            render("slack", message.kind, "reply", message=message, alert=a) for a in message.alerts
+        )
+        self._call(
+            "chat.postMessage (thread reply)",
+            client.chat_postMessage,
+            channel=conversation,
+            thread_ts=thread.ref,
+            text=_cut(reply, MAX_TEXT, message.external_url),
+            unfurl_links=False,
+        )
+        # The reply is what notifies; rewriting the original is a courtesy: a failure there is
+        # reported in the delivery's detail, never a reason to post the reply again.
+        shown = list(message.thread_alerts or message.alerts)
+        text, body = blocks(message, shown, [_state_kind(a) for a in shown])
+        try:
+            self._call(
+                "chat.update",
+                client.chat_update,
+                channel=conversation,
+                ts=thread.ref,
+                text=text,
+                blocks=body,
+            )
+        except DeliveryError as exc:
+            return Delivery(detail=f"replied in thread {thread.ref}; original not updated: {exc}")
+        return Delivery(detail=f"replied in thread {thread.ref} and updated it")
+
+
+def _classify(exc: Any, where: str) -> DeliveryError:
+    response = exc.response
+    status = int(getattr(response, "status_code", 0) or 0)
+    data = getattr(response, "data", None)
+    error = data.get("error") if isinstance(data, dict) else None
+    headers = getattr(response, "headers", None) or {}
+    if status == 429 or error in ("ratelimited", "rate_limited"):
+        retry_after = headers.get("Retry-After") or headers.get("retry-after")
+        return RetryableError(
+            f"{where}: rate limited (429)",
+            retry_after=parse_retry_after(retry_after),
+            rate_limited=True,
+        )
+    if status >= 500:
+        return RetryableError(f"{where}: HTTP {status}; will retry")
+    if error in RETRYABLE_ERRORS:
+        return RetryableError(f"{where}: {error}; will retry")
+    return PermanentError(
+        f"{where}: {error or f'HTTP {status}'}; check the token's scopes and that the bot is in "
+        "the channel"
+    )

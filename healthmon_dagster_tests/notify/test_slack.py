@@ -1,0 +1,188 @@
+"""The Slack channel against a local stand-in for Slack's Web API: Block Kit with links, the
+resolve as a threaded reply with the original message updated, Slack's limits, failures."""
+
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from healthmon_dagster.enums import AlertEventKind
+from healthmon_dagster.notify.dispatch import Dispatcher
+from healthmon_dagster.store.tables import notification_threads
+from healthmon_dagster_tests.notify.fixtures import (
+    T0,
+    Answer,
+    Clock,
+    HttpStub,
+    add_event,
+    config_with,
+    open_alert,
+    outbox,
+    slack_server,
+)
+
+TOKEN = "xoxb-test-0123456789"
+
+
+def slack_dispatcher(engine: Engine, base_url: str, clock: Clock, **env: str) -> Dispatcher:
+    config = config_with(
+        {
+            "alerts": {
+                "type": "slack",
+                "retry_attempts": 1,
+                "configuration": {"channel": "#data-alerts", "base_url": f"{base_url}/api/"},
+            }
+        },
+        rate={"slack": 600},
+    )
+    return Dispatcher(
+        engine,
+        config,
+        clock=clock,
+        env={"SLACK_BOT_TOKEN": TOKEN, **env} if "SLACK_BOT_TOKEN" not in env else env,
+        external_url="http://dagster:3000",
+    )
+
+
+def test_firing_posts_block_kit_and_the_resolve_replies_in_its_thread(engine: Engine) -> None:
+    clock = Clock(T0)
+    alert = open_alert(engine, channels=["alerts"], details={"failing_rows": 3, "rows": [17, 50]})
+    with slack_server() as slack:
+        d = slack_dispatcher(engine, slack.url, clock)
+        d.run_once()
+        clock.advance(120)
+        add_event(engine, alert, AlertEventKind.RESOLVED, ["alerts"], at=clock.now)
+        clock.advance(2)
+        d.run_once()
+
+    [post, reply] = slack.on("/api/chat.postMessage")
+    [update] = slack.on("/api/chat.update")
+    assert post.headers["Authorization"] == f"Bearer {TOKEN}"
+    first = post.json
+    assert first["channel"] == "#data-alerts"
+    assert first["blocks"][0]["type"] == "header"
+    assert first["blocks"][0]["text"]["text"].startswith(":rotating_light: FIRING: Check")
+    section = first["blocks"][1]["text"]["text"]
+    assert "• failing_rows: 3" in section and "• rows: 17, 50" in section
+    check_url = "http://dagster:3000/assets/stg/patients?view=checks&checkDetail=gender_is_valid"
+    assert f"<{check_url}|Check gender_is_valid>" in section
+    assert first["metadata"]["event_payload"]["delivery_key"] == outbox(engine)[0].delivery_key
+    with engine.connect() as conn:
+        thread = conn.execute(sa.select(notification_threads)).one()
+    assert (thread.alert_id, thread.conversation) == (alert.alert_id, "C0ALERTS")
+    assert reply.json["thread_ts"] == thread.thread_ref and reply.json["channel"] == "C0ALERTS"
+    assert reply.json["text"].startswith(":white_check_mark: *RESOLVED*: Check gender_is_valid")
+    assert "after 2m" in reply.json["text"]
+    assert update.json["ts"] == thread.thread_ref
+    assert update.json["blocks"][0]["text"]["text"].startswith(":white_check_mark: RESOLVED")
+    assert [r.status for r in outbox(engine)] == ["sent", "sent"]
+
+
+def test_acknowledgement_replies_in_the_thread_of_each_alert(engine: Engine) -> None:
+    clock = Clock(T0)
+    a = open_alert(engine, channels=["alerts"], labels={"rule_id": "r", "asset": "raw/patients"})
+    b = open_alert(engine, channels=["alerts"], labels={"rule_id": "r", "asset": "stg/patients"})
+    with slack_server() as slack:
+        d = slack_dispatcher(engine, slack.url, clock)
+        d.run_once()  # two groups: two messages, two threads
+        clock.advance(60)
+        for alert in (a, b):
+            add_event(
+                engine,
+                alert,
+                AlertEventKind.ACKNOWLEDGED,
+                ["alerts"],
+                at=clock.now,
+                actor="cli:ana",
+                note="looking into it",
+            )
+        d.run_once()
+
+    posts = slack.on("/api/chat.postMessage")
+    assert len(posts) == 4 and len(slack.on("/api/chat.update")) == 2
+    with engine.connect() as conn:
+        refs = set(conn.execute(sa.select(notification_threads.c.thread_ref)).scalars())
+    assert {p.json["thread_ts"] for p in posts[2:]} == refs and len(refs) == 2
+    assert all("acknowledged by cli:ana" in p.json["text"] for p in posts[2:])
+    assert all("looking into it" in p.json["text"] for p in posts[2:])
+
+
+def test_slack_limits_50_blocks_and_3000_characters_a_section(engine: Engine) -> None:
+    for i in range(60):
+        open_alert(
+            engine,
+            channels=["alerts"],
+            labels={"rule_id": "r", "asset": "stg/patients", "check": f"c{i}"},
+            group_key="one-group",
+            description="x" * (5000 if i == 0 else 10),
+        )
+    with slack_server() as slack:
+        slack_dispatcher(engine, slack.url, Clock(T0)).run_once()
+
+    [post] = slack.on("/api/chat.postMessage")
+    blocks = post.json["blocks"]
+    assert len(blocks) == 50
+    assert all(len(b["text"]["text"]) <= 3000 for b in blocks[1:])
+    assert blocks[1]["text"]["text"].endswith("|see the full view>")
+    assert blocks[-1]["text"]["text"].startswith("…and 12 more alert(s)")
+    assert "<http://dagster:3000|in the Dagster UI>" in blocks[-1]["text"]["text"]
+
+
+@pytest.mark.parametrize(
+    ("answer", "status", "error"),
+    [
+        (Answer(500, b"upstream error"), "pending", "HTTP 500; will retry"),
+        (
+            Answer(429, {"ok": False, "error": "ratelimited"}, {"Retry-After": "3"}),
+            "pending",
+            "rate limited (429)",
+        ),
+        (
+            Answer(200, {"ok": False, "error": "internal_error"}),
+            "pending",
+            "internal_error; will retry",
+        ),
+        (Answer(200, {"ok": True}, delay=3), "pending", "timed out"),
+        (Answer(200, {"ok": False, "error": "channel_not_found"}), "failed", "channel_not_found"),
+        (Answer(200, {"ok": False, "error": "invalid_auth"}), "failed", "invalid_auth"),
+    ],
+    ids=["500", "429", "internal_error", "timeout", "channel_not_found", "invalid_auth"],
+)
+def test_slack_failures_retry_or_fail_with_slacks_reason(
+    engine: Engine, answer: Answer, status: str, error: str
+) -> None:
+    open_alert(engine, channels=["alerts"])
+    clock = Clock(T0)
+    with slack_server() as slack:
+        slack.then(answer)
+        report = slack_dispatcher(engine, slack.url, clock).run_once()
+
+    [row] = outbox(engine)
+    assert row.status == status and error in row.last_error, row.last_error
+    assert TOKEN not in row.last_error
+    assert report.ok is (status != "failed")
+    if answer.status == 429:
+        assert row.not_before.replace(tzinfo=None) == (T0 + timedelta(seconds=3)).replace(
+            tzinfo=None
+        )
+        assert row.attempts == 0
+
+
+def test_slack_refused_and_not_configured(engine: Engine) -> None:
+    open_alert(engine, channels=["alerts"])
+    closed = HttpStub()
+    closed.server.server_close()
+    refused = slack_dispatcher(engine, closed.url, Clock(T0)).run_once()
+    [row] = outbox(engine)
+    assert refused.channel("alerts").retrying == 1 and "Connection refused" in row.last_error
+
+    missing = slack_dispatcher(
+        engine, closed.url, Clock(T0 + timedelta(hours=1)), SLACK_BOT_TOKEN=""
+    )
+    assert missing.notifier("alerts").configured() == [
+        "SLACK_BOT_TOKEN is not set (the bot token of Slack 'alerts')"
+    ]
+    report = missing.run_once()
+    assert report.channel("alerts").failed == 1
+    assert "SLACK_BOT_TOKEN is not set" in outbox(engine)[0].last_error
