@@ -11,8 +11,7 @@ finds each patient's current version through ``uq_dim_patient_current``, so a me
 the file and logarithmic in the table, on SQLite (which has no hash join: a statement driven by
 the table instead probes the file once per current version, quadratic as both grow) and on
 Postgres alike. Each row's hash is computed once per statement that needs it. After the merge,
-Postgres gets ``VACUUM``, and ``ANALYZE`` too when the merge changed a tenth of the table or more
-(:func:`~healthmon_dagster.store.db.vacuum_after_write`).
+Postgres gets ``VACUUM (ANALYZE)`` (:func:`~healthmon_dagster.store.db.vacuum_analyze`).
 """
 
 import time
@@ -23,7 +22,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.sql.elements import ColumnElement
 
 from healthmon_dagster.store.connection import write_transaction
-from healthmon_dagster.store.db import vacuum_after_write
+from healthmon_dagster.store.db import vacuum_analyze
 from healthmon_dagster.store.metrics import utcnow
 from healthmon_dagster.store.tables import (
     TRACKED_COLUMNS,
@@ -155,8 +154,7 @@ def merge_file(
                 duration_ms=result.duration_s * 1000,
             )
         )
-    # Rows inserted plus versions closed (updated), as autovacuum counts changes.
-    vacuum_after_write(engine, dim_patient, result.rows_written + result.versions_changed)
+    vacuum_analyze(engine, dim_patient)
     return result
 
 

@@ -380,33 +380,22 @@ def analyze(engine: Engine, *tables: sa.Table) -> None:
             conn.execute(sa.text(f"ANALYZE {table.schema}.{table.name}"))
 
 
-ANALYZE_FRACTION = 0.1
-"""Share of a table's rows a write must change before :func:`vacuum_after_write` re-analyzes it
-(Postgres' default ``autovacuum_analyze_scale_factor``)."""
+def vacuum_analyze(engine: Engine, *tables: sa.Table) -> None:
+    """``VACUUM (ANALYZE)`` after a bulk write that the checks read next (Postgres; SQLite needs
+    neither).
 
-
-def vacuum_after_write(engine: Engine, table: sa.Table, rows_changed: int) -> None:
-    """``VACUUM`` after a bulk write that the checks read next, with ``ANALYZE`` when the write
-    changed at least :data:`ANALYZE_FRACTION` of the table's rows or the table has no statistics
-    yet (Postgres; SQLite needs neither).
-
-    VACUUM marks the pages just written all-visible in the visibility map, so index-only probes
-    of the next checks skip the heap, and removes the row versions the write replaced. It only
-    visits pages that are not all-visible yet (those the write touched) and skips the indexes
-    while dead rows are few (Postgres 14+): its cost follows the write, not the table. ANALYZE
-    reads a sample of up to 30,000 pages whatever the write, seconds on a large table, and a
-    write of a thousandth of the rows does not change the plans the statistics lead to. Neither
-    can run inside a transaction: autocommit."""
+    ANALYZE keeps the planner's estimates right for the rows just written: without it, Postgres
+    takes a new file id for a value that occurs once (the statistics list every file id it saw as
+    all there is) and plans the next checks as if the file had one row. VACUUM marks the pages
+    just written all-visible, so index-only probes skip the heap, and removes the row versions the
+    write replaced; it only visits pages that are not all-visible yet (those the write touched)
+    and skips the indexes while dead rows are few (Postgres 14+), so its cost follows the write.
+    Neither can run inside a transaction: autocommit."""
     if is_sqlite(engine):
         return
-    name = f"{table.schema}.{table.name}"
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        rows = conn.execute(
-            sa.text("SELECT reltuples FROM pg_class WHERE oid = CAST(:name AS regclass)"),
-            {"name": name},
-        ).scalar()
-        stale = rows is None or rows <= 0 or rows_changed >= ANALYZE_FRACTION * rows
-        conn.execute(sa.text(f"VACUUM (ANALYZE) {name}" if stale else f"VACUUM {name}"))
+        for table in tables:
+            conn.execute(sa.text(f"VACUUM (ANALYZE) {table.schema}.{table.name}"))
 
 
 def open_for_reading(url: str) -> Engine:

@@ -146,7 +146,7 @@ def _maintenance(engine: Engine) -> tuple[int, int, int]:
 @pytest.mark.parametrize(
     "db_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
 )
-def test_postgres_vacuums_after_each_merge_and_analyzes_after_large_changes(
+def test_postgres_vacuums_and_analyzes_the_dimension_after_each_merge(
     engine: Engine, tmp_path: Path
 ) -> None:
     source = LocalLandingSource(tmp_path)
@@ -155,14 +155,14 @@ def test_postgres_vacuums_after_each_merge_and_analyzes_after_large_changes(
     header, row, *_ = later.data.decode().splitlines()
     vacuums, analyzes, _ = _maintenance(engine)
 
-    _ingest(engine, source, first.key, first.data)  # into an empty table
+    _ingest(engine, source, first.key, first.data)
     after_first = _maintenance(engine)
-    _ingest(engine, source, second.key, second.data)  # 36 new, 2 changed: a large change
-    after_second = _maintenance(engine)
-    _ingest(engine, source, "one_more.csv", f"{header}\n{row}\n".encode())  # 1 of 78 rows
+    _ingest(engine, source, second.key, second.data)
+    _ingest(engine, source, "one_more.csv", f"{header}\n{row}\n".encode())  # 1 row of 78
     after_third = _maintenance(engine)
 
     assert after_first[:2] == (vacuums + 1, analyzes + 1)
     assert after_first[2] > 0  # the pages the merge wrote are all-visible
-    assert after_second[:2] == (vacuums + 2, analyzes + 2)
-    assert after_third[:2] == (vacuums + 3, analyzes + 2)  # vacuumed, not re-analyzed
+    # Also after a change far below autovacuum's 10%: statistics that lack the newest file id
+    # estimate its rows at one, whatever the file's size.
+    assert after_third[:2] == (vacuums + 3, analyzes + 3)

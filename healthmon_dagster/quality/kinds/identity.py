@@ -10,12 +10,13 @@ Cost:
 
 - incremental (runs that load a file): only the versions opened by the latest batch
   (``batch_column = <latest value>``) and the versions that end where one of them starts: a first
-  statement reads the batch's earliest and latest ``valid_from``, the second joins the batch's
-  versions with the versions whose ``valid_to`` lies in that window. On the bundled
-  ``core/dim_patient`` both sides are index ranges (``ix_dim_patient_file_id``,
-  ``ix_dim_patient_valid_to``): the versions the file opened and the ones its merge closed, however
-  large the table. On another table, indexes on the batch column and on the valid_to column do the
-  same; without them the table is read.
+  statement reads the batch's earliest and latest ``valid_from`` (``ix_dim_patient_file_id`` on
+  the bundled ``core/dim_patient``), the second sets apart the versions whose ``valid_to`` lies in
+  that window (a materialized CTE, an ``ix_dim_patient_valid_to`` range: the versions the file's
+  merge closed), finds the version that replaced each through ``uq_dim_patient_version`` and
+  counts those of the batch: work in proportion to the file, however large the table. On another
+  table, indexes on the batch column, on valid_to and on (key, valid_from) do the same; without
+  them the table is read.
 - full (the daily sweep): every transition of the table, one join of the table with its closed
   versions (a hash join on Postgres).
 """
@@ -44,37 +45,46 @@ def plan_identity_stability(ctx: EvalContext, spec: IdentityStabilityCheck) -> P
     batch_col = ctx.col(batch.column).name if batch is not None else None
 
     def finish(_v: Mapping[str, Any], _total: int) -> CheckResult:
-        new, old = ctx.table.alias("n"), ctx.table.alias("p")
-        changed = {c: new.c[c] != old.c[c] for c in identity}  # NULL on either side: not a change
-        any_changed = sa.or_(*changed.values())
-        where: list[ColumnElement[bool]] = []
+        new, table = ctx.table.alias("n"), ctx.table
+        counted: ColumnElement[bool] = sa.true()
         with ctx.engine.connect() as conn:
             if batch is not None and batch_col is not None:
-                in_batch = ctx.table.c[batch_col] == batch.value
-                starts = ctx.table.c[valid_from]
                 first, last = conn.execute(
-                    sa.select(sa.func.min(starts), sa.func.max(starts)).where(in_batch)
+                    sa.select(
+                        sa.func.min(table.c[valid_from]), sa.func.max(table.c[valid_from])
+                    ).where(table.c[batch_col] == batch.value)
                 ).one()
-                # A replaced version ends where a version of the batch starts: within the
-                # batch's window, found by the valid_to index instead of probing every key.
-                where += [
-                    new.c[batch_col] == batch.value,
-                    old.c[valid_to].between(first, last),
-                ]
-            query = (
-                sa.select(
-                    sa.func.count().label("transitions"),
-                    count_if(any_changed).label("changed"),
-                    sa.func.count(sa.distinct(sa.case((any_changed, new.c[key])))).label("keys"),
-                    *(count_if(cond).label(f"col{i}") for i, cond in enumerate(changed.values())),
+                # The versions that end where a version of the batch starts: within the batch's
+                # window (an index range on valid_to), set apart first, so that each finds the
+                # version that replaced it by key (uq_dim_patient_version), and no version of
+                # the batch probes that range (every version of a merged file starts at the
+                # same instant). The batch is counted, not filtered: a filter on the batch
+                # column would let the planner start from it with an estimate made before the
+                # batch existed.
+                replaced = table.alias("p")
+                old: sa.FromClause = (
+                    sa.select(*(replaced.c[c] for c in dict.fromkeys([key, valid_to, *identity])))
+                    .where(replaced.c[valid_to].between(first, last))
+                    .cte("replaced")
+                    .prefix_with("MATERIALIZED")
                 )
-                .select_from(
-                    new.join(
-                        old,
-                        sa.and_(old.c[key] == new.c[key], old.c[valid_to] == new.c[valid_from]),
-                    )
+                counted = new.c[batch_col] == batch.value
+            else:
+                old = table.alias("p")
+            changed = {c: new.c[c] != old.c[c] for c in identity}  # NULL on a side: no change
+            any_changed = sa.and_(counted, sa.or_(*changed.values()))
+            query = sa.select(
+                count_if(counted).label("transitions"),
+                count_if(any_changed).label("changed"),
+                sa.func.count(sa.distinct(sa.case((any_changed, new.c[key])))).label("keys"),
+                *(
+                    count_if(sa.and_(counted, cond)).label(f"col{i}")
+                    for i, cond in enumerate(changed.values())
+                ),
+            ).select_from(
+                old.join(
+                    new, sa.and_(new.c[key] == old.c[key], new.c[valid_from] == old.c[valid_to])
                 )
-                .where(*where)
             )
             row = conn.execute(query).one()._mapping
         transitions, failing, keys = (int(row[n] or 0) for n in ("transitions", "changed", "keys"))

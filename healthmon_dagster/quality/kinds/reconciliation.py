@@ -154,15 +154,14 @@ def plan_reconciliation(ctx: EvalContext, spec: ReconciliationCheck) -> Plan:
             missing_q = sa.select(sa.func.count()).where(in_scope, ~has_current)
         else:
             # The merge gave every new or changed patient of the file a current version of this
-            # file: one hashed anti-join with those versions (ix_dim_patient_file_id) leaves the
-            # patients re-sent unchanged, and only they are probed for a current version of an
-            # earlier file. Materialized, so the planner cannot probe every row first.
-            own = sa.exists().where(
-                d.c._file_id == batch.value, d.c.is_current, d.c.patient_id == s.c.id
-            )
+            # file (ix_dim_patient_file_id): the ids of those versions, hashed once (NOT IN: a
+            # hashed subplan on Postgres, a temporary index on SQLite, whatever the estimates),
+            # leave the patients re-sent unchanged, and only they are probed for a current
+            # version of an earlier file. Materialized, so the planner cannot probe every row.
+            own = sa.select(d.c.patient_id).where(d.c._file_id == batch.value, d.c.is_current)
             leftover = (
                 sa.select(s.c.id.label("id"))
-                .where(in_scope, ~own)
+                .where(in_scope, s.c.id.not_in(own))
                 .cte("leftover")
                 .prefix_with("MATERIALIZED")
             )

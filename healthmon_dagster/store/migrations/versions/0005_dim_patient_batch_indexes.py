@@ -21,8 +21,6 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0005"
-# TODO(lead): 0004 (etl.files normalisation columns) lands on main in parallel; set this to "0004"
-# when merging, so the chain is 0003 -> 0004 -> 0005.
 down_revision = "0004"
 branch_labels = None
 depends_on = None
