@@ -31,6 +31,7 @@ through the daemon.
 import argparse
 import json
 import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -426,6 +427,10 @@ def main() -> None:
     parser.add_argument("--health-store", choices=("sqlite", "warehouse"), default="sqlite")
     parser.add_argument("--json", type=Path, help="also write the report here")
     args = parser.parse_args()
+    # Stopped by a signal (also when started in the background, where SIGINT is ignored), the
+    # drill still stops its daemon and drops its scratch database on the way out.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("outage drill: terminated"))
 
     with tempfile.TemporaryDirectory(prefix="healthmon-drill-") as tmp, scratch_database() as url:
         workdir = Path(tmp)
