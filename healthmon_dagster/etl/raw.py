@@ -42,6 +42,8 @@ import hashlib
 import io
 import os
 import re
+import signal
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
@@ -49,6 +51,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from types import FrameType, TracebackType
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
@@ -352,7 +356,6 @@ def inspect_header(
             header_columns=len(header),
             positions=unknown,
         )
-    known = {c.upper() for c in SOURCE_COLUMNS}
     return FileShape(
         delimiter=delimiter,
         had_bom=had_bom,
@@ -364,7 +367,7 @@ def inspect_header(
         unexpected_columns=[f"#{i}" for i in unknown],
         missing_optional=[c for c in OPTIONAL_COLUMNS if c.upper() not in occurrences],
         header_whitespace=sum(h != t for h, t in zip(untrimmed, header, strict=True)),
-        header_case=sum(h.upper() in known and h not in SOURCE_COLUMNS for h in header),
+        header_case=sum(h.upper() in contract and h not in SOURCE_COLUMNS for h in header),
         columns_reordered=_contract_order(upper) != sorted(_contract_order(upper)),
     )
 
@@ -623,6 +626,57 @@ def _column_plan(shape: FileShape) -> tuple[list[str], list[int], bool]:
     return columns, positions, len(positions) == len(shape.header)
 
 
+_SignalHandler = Callable[[int, FrameType | None], Any]
+
+
+class _StopSignals:
+    """SIGINT and SIGTERM that arrive during a load, remembered so that none is lost.
+
+    A Python signal handler runs at whatever bytecode the main thread is at. When that is a
+    weakref callback or a ``__del__`` (SQLAlchemy registers such callbacks), the exception the
+    handler raises (Dagster raises one to stop a step when its run is cancelled or its process
+    gets SIGTERM) is printed and dropped, and the load would go on to the end. While a load runs,
+    the handlers of both signals are wrapped to remember the signal, and :meth:`check` (called
+    after each record and before the commit) calls the original handler again, from the loader's
+    own frame. Only in the main thread (where Python delivers signals), and only handlers that
+    are Python callables: a default or ignored disposition is left as it is."""
+
+    def __init__(self) -> None:
+        self._pending: list[int] = []
+        self._wrapped: dict[int, _SignalHandler] = {}
+
+    def __enter__(self) -> "_StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                previous = signal.getsignal(signum)
+                if callable(previous):
+                    self._wrapped[signum] = previous
+                    signal.signal(signum, self._remember)
+        return self
+
+    def _remember(self, signum: int, frame: FrameType | None) -> None:
+        self._pending.append(signum)
+        self._wrapped[signum](signum, frame)
+
+    def check(self) -> None:
+        """Call the handler of a signal whose exception was dropped (it raises, as it did)."""
+        if self._pending:
+            signum = self._pending[-1]
+            self._pending.clear()
+            self._wrapped[signum](signum, None)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        for signum, previous in self._wrapped.items():
+            signal.signal(signum, previous)
+        self._wrapped.clear()
+        self._pending.clear()
+
+
 @dataclass
 class _Load:
     """One file being written to raw.patients."""
@@ -634,11 +688,13 @@ class _Load:
     loaded_at: datetime
     max_record_bytes: int
     progress: Callable[[int], None] | None
+    stop: _StopSignals
     counts: _Counts = field(default_factory=_Counts)
 
     def records(self) -> Iterator[_Record]:
-        counts = self.counts
+        counts, stop = self.counts, self.stop
         for rec in _records(self.file, self.shape, counts, self.max_record_bytes):
+            stop.check()
             counts.rows += 1
             counts.malformed += rec.error is not None
             if self.progress is not None and counts.rows % PROGRESS_EVERY == 0:
@@ -743,6 +799,7 @@ class _Options:
     accepted_extra_columns: tuple[str, ...]
     max_record_bytes: int
     progress: Callable[[int], None] | None
+    stop: _StopSignals
 
 
 def load_file(
@@ -777,10 +834,14 @@ def load_file(
         "started_at": started,
     }
     options = _Options(
-        tuple(accepted_delimiters), tuple(accepted_extra_columns), max_record_bytes, progress
+        tuple(accepted_delimiters),
+        tuple(accepted_extra_columns),
+        max_record_bytes,
+        progress,
+        _StopSignals(),
     )
     try:
-        with source.download(key) as path:
+        with options.stop, source.download(key) as path:
             result = _load_local_copy(
                 engine, source, key, path, dagster_run_id, fingerprint, options
             )
@@ -989,11 +1050,19 @@ def _write_file(
             counts = _Counts()
             if shape is not None:
                 load = _Load(
-                    f, shape, file_id, key, loaded_at, options.max_record_bytes, options.progress
+                    f,
+                    shape,
+                    file_id,
+                    key,
+                    loaded_at,
+                    options.max_record_bytes,
+                    options.progress,
+                    options.stop,
                 )
                 counts = load.counts
                 (_insert_file if is_sqlite(engine) else _copy_file)(conn, load)
             _unchanged_since(f, before, key, source)  # before the commit: else nothing is kept
+            options.stop.check()
             rows, malformed = counts.rows, counts.malformed
             status = "loaded" if rows else "empty"
             if shape is not None and not rows:

@@ -3,8 +3,11 @@ that are data, record splitting that no quoting can stall, and a trace for every
 
 import csv
 import io
+import os
+import signal
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -797,3 +800,52 @@ def test_an_interrupted_load_commits_nothing_and_says_so(
     assert run.error.startswith("interrupted (KeyboardInterrupt): the run was cancelled")
     again = raw.load_file(engine, source, "patients_0001.csv")
     assert (again.status, again.rows) == ("loaded", ROWS)
+
+
+class _Stop(BaseException):
+    """What a step's signal handler raises (Dagster raises DagsterExecutionInterruptedError)."""
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_signal_whose_exception_a_weakref_callback_drops_still_stops_the_load(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A signal handler runs wherever the main thread is; inside a weakref callback the exception
+    # it raises is printed and dropped (seen with SQLAlchemy's callbacks during a real SIGTERM).
+    monkeypatch.setattr(raw, "PROGRESS_EVERY", 5)
+    source = LocalLandingSource(tmp_path / "landing")
+    [sample] = generate_sample(ROWS)
+    source.put("patients_0001.csv", sample.data)
+
+    def stop(signum: int, frame: object) -> None:
+        raise _Stop
+
+    class Collected:
+        pass
+
+    def signal_inside_a_weakref_callback(records: int) -> None:
+        if records != 5:
+            return
+
+        def callback(_: object) -> None:
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(1000):  # the handler runs in this loop: its _Stop is dropped
+                pass
+
+        thing = Collected()
+        ref = weakref.ref(thing, callback)
+        del thing
+        assert ref() is None
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        with pytest.raises(_Stop):
+            raw.load_file(
+                engine, source, "patients_0001.csv", progress=signal_inside_a_weakref_callback
+            )
+        assert signal.getsignal(signal.SIGTERM) is stop  # the loader's wrapper is gone
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+    assert _raw_count(engine) == 0 and _file_rows(engine, "patients_0001.csv") == []
+    assert _last_load_run(engine).error.startswith("interrupted (_Stop)")

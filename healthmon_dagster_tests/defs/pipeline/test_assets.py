@@ -277,7 +277,7 @@ def test_sigterm_stops_a_load_promptly_and_commits_nothing(
         env=os.environ.copy(),
     )
     output: list[str] = []
-    loading, failed_at = threading.Event(), [0.0]
+    loading, failed = threading.Event(), threading.Event()
 
     def read_output() -> None:
         assert worker.stdout is not None
@@ -285,8 +285,8 @@ def test_sigterm_stops_a_load_promptly_and_commits_nothing(
             output.append(line)
             if f"{key}: 50,000 records read" in line:
                 loading.set()
-            if "RUN_FAILURE" in line and not failed_at[0]:
-                failed_at[0] = time.monotonic()
+            if "RUN_FAILURE" in line:
+                failed.set()
 
     reader = threading.Thread(target=read_output, daemon=True)
     reader.start()
@@ -294,17 +294,19 @@ def test_sigterm_stops_a_load_promptly_and_commits_nothing(
         assert loading.wait(180), "".join(output[-30:])
         stopped_at = time.monotonic()
         worker.send_signal(signal.SIGTERM)
-        worker.wait(60)
+        # The load stops and the run is reported failed within seconds; the process then exits
+        # after the interpreter's final garbage collection, as after any run (slow on a busy
+        # machine, so only waited for).
+        assert failed.wait(30), "".join(output[-30:])
+        failed_s = time.monotonic() - stopped_at
+        worker.wait(300)
     finally:
         if worker.poll() is None:
             worker.kill()
             worker.wait()
     reader.join(10)
 
-    # The load stops and the run is reported failed within seconds (the process then exits after
-    # the interpreter's final garbage collection, some seconds more, as after any run).
-    assert failed_at[0], "".join(output[-30:])
-    assert failed_at[0] - stopped_at < 5, failed_at[0] - stopped_at
+    assert failed_s < 10, failed_s
     assert worker.returncode != 0
     text = "".join(output)
     assert "records read" in text and "interrupted" in text.lower()
