@@ -109,8 +109,9 @@ def test_clean_files_pass_every_check_of_every_layer(
     n_events = sum(
         e.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION for e in result.all_events
     )
-    # raw 5, stg 3, stg rejected 5, core 3 from healthmon.yaml + 3 last_load_is_fresh
-    assert n_events == 19
+    # raw 5, stg 3, stg rejected 5, core 3 from healthmon.yaml + 3 last_load_is_fresh, and the
+    # pipeline's own landing_files_are_not_stuck
+    assert n_events == 20
     assert {SCHEMA, FILE_ANOMALIES, IDENTITY} <= set(found)  # no failure, no warning
     assert {n for n, e in found.items() if not e.passed} == set(), {
         n: e.description for n, e in found.items() if not e.passed
@@ -475,7 +476,8 @@ def test_a_fresh_install_learns_volume_without_failing_until_a_real_deviation(
     assert shown.exit_code == 0, shown.output
     (line,) = [line for line in shown.output.splitlines() if VOLUME in line]
     assert "LEARNING (needs 7 more loads)" in line
-    assert shown.output.splitlines()[-1] == "1 learning, 5 passed"
+    # raw/patients: 5 checks of healthmon.yaml, last_load_is_fresh, landing_files_are_not_stuck
+    assert shown.output.splitlines()[-1] == "1 learning, 6 passed"
 
     # With history, a real deviation fails: a tenth of the usual volume.
     seed_volume_history(get_engine(db_url), days=10)
