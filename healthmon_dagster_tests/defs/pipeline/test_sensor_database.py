@@ -54,7 +54,7 @@ def test_an_unusable_warehouse_skips_the_tick_with_the_reason(
     assert not result.run_requests
     assert result.skip_reason is not None
     reason = result.skip_reason.skip_message or ""
-    assert reason.startswith("warehouse: ") and says in reason
+    assert reason.startswith("warehouse ") and "cannot be used" in reason and says in reason
     assert SECRET not in reason and "\n" not in reason
 
 
