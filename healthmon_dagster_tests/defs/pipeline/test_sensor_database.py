@@ -37,7 +37,7 @@ def tick(instance: dg.DagsterInstance, landing: Path, url: str) -> dg.SensorResu
 @pytest.mark.parametrize(
     ("url", "says"),
     [
-        (f"postgresql+psycopg2://etl:{SECRET}@127.0.0.1:{free_port()}/wh", "is unavailable"),
+        (f"postgresql+psycopg2://etl:{SECRET}@127.0.0.1:{free_port()}/wh", "Connection refused"),
         (f"postgresql+psycopg2://etl:{SECRET}@db:54x2/wh", "port is not a number"),
         ("sqlite://", "in-memory SQLite database"),
         (f"host=db password={SECRET}", "libpq keyword string"),
