@@ -272,7 +272,7 @@ def test_the_rate_limit_queues_a_storm_per_second_and_per_minute(engine: Engine)
 def test_two_dispatchers_at_once_send_each_row_once(engine: Engine) -> None:
     for i in range(40):
         open_alert(engine, channels=["hook"], labels={"rule_id": "r", "asset": f"a{i}"})
-    config = hook_config(rate={"webhook": 100_000})
+    config = hook_config(rate={"webhook": 60_000})
     with webhook_server() as server:
         env = {"TEST_HOOK_URL": f"{server.url}/hook", "TEST_HOOK_SECRET": SECRET}
         dispatchers = [

@@ -60,7 +60,9 @@ def test_a_dispatcher_killed_mid_send_loses_nothing_and_repeats_its_key(
 
         here = {"TEST_HOOK_URL": f"{server.url}/hook"}
         during_lease = Dispatcher(engine, config, env=here).run_once()
-        after = Clock(datetime.now(UTC) + timedelta(seconds=6))  # the lease has run out
+        after = Clock(
+            datetime.now(UTC) + timedelta(seconds=300)
+        )  # the lease (it covers a wave of sends) has run out
         retaken = Dispatcher(engine, config, env=here, clock=after).run_once()
 
     # The killed send left its row pending, claimed, with its key already written.
