@@ -2,6 +2,7 @@
 
     python benchmarks/check_cost.py                       # 1,000,000 and 10,000,000 rows
     python benchmarks/check_cost.py --sizes 1000000,5000000 --json out.json
+    python benchmarks/check_cost.py --keep    # keep the databases; the next --keep run only re-times
 
 For each size a scratch Postgres database is created (admin connection ``HEALTHMON_BENCH_POSTGRES_URL``,
 default ``postgresql+psycopg2://postgres@127.0.0.1:5432/postgres``) and dropped afterwards. The tables
@@ -63,6 +64,7 @@ ADMIN_URL = os.environ.get(
     "HEALTHMON_BENCH_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 )
 PROJECT_CONFIG = Path(__file__).resolve().parents[1] / "healthmon.yaml"
+INFO_TABLE = "public.healthmon_bench_info"  # a kept deployment's figures
 # Kinds whose SQL is meant to touch the latest file only (or the audit/metrics tables).
 PER_LOAD_KINDS = {
     "schema",
@@ -471,22 +473,46 @@ def measure(deployments: list[Deployment], repeat: int) -> dict[str, dict[str, A
     return out
 
 
+def database_name(size: int, args: argparse.Namespace) -> str:
+    """Scratch databases are random; ``--keep`` ones are named by what they hold, for reuse."""
+    if not args.keep:
+        return f"healthmon_cost_{uuid.uuid4().hex[:8]}"
+    dropped = "_x" if args.drop_index else ""
+    return f"healthmon_cost_{size}_f{args.files}_b{args.batch_rows}{dropped}"
+
+
 @contextmanager
-def scratch_database() -> Iterator[sa.Engine]:
+def scratch_database(name: str, keep: bool) -> Iterator[tuple[sa.Engine, bool]]:
+    """(engine, True if the database already held a ``--keep`` deployment)."""
     admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    name = f"healthmon_cost_{uuid.uuid4().hex[:8]}"
     with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        exists = conn.execute(
+            sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}
+        ).first()
+        if not exists:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
     url = sa.engine.make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
     engine = create_db_engine(url)
     try:
-        upgrade(engine)
-        yield engine
+        reused = bool(exists) and sa.inspect(engine).has_table(
+            INFO_TABLE.split(".")[1], schema="public"
+        )
+        if not reused:
+            upgrade(engine)
+        yield engine, reused
     finally:
         engine.dispose()
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        if not keep:
+            with admin.connect() as conn:
+                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+def reuse(engine: sa.Engine, size: int) -> Deployment:
+    with engine.connect() as conn:
+        info = json.loads(conn.execute(sa.text(f"SELECT info FROM {INFO_TABLE}")).scalar_one())
+    print(f"{size:,} rows: reusing the kept database", file=sys.stderr, flush=True)
+    return Deployment(size, engine, StatementLog(engine), info)
 
 
 def prepare(engine: sa.Engine, size: int, args: argparse.Namespace, tmp: Path) -> Deployment:
@@ -520,6 +546,13 @@ def prepare(engine: sa.Engine, size: int, args: argparse.Namespace, tmp: Path) -
         "counts": counts,
         "dropped_indexes": args.drop_index,
     }
+    if args.keep:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"CREATE TABLE {INFO_TABLE} (info text NOT NULL)"))
+            conn.execute(
+                sa.text(f"INSERT INTO {INFO_TABLE} VALUES (:i)"),
+                {"i": json.dumps(info, default=str)},
+            )
     return Deployment(size, engine, StatementLog(engine), info)
 
 
@@ -633,12 +666,22 @@ def main() -> None:
         metavar="SCHEMA.NAME",
         help="drop this index before the batch lands (repeatable), e.g. core.ix_dim_patient_file_id",
     )
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the databases (named by size, files and batch rows) and reuse them on the next "
+        "--keep run: only the checks are timed again (drop them with DROP DATABASE when done)",
+    )
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     with ExitStack() as stack:
         deployments = []
         for size in sizes:
-            engine = stack.enter_context(scratch_database())
+            name = database_name(size, args)
+            engine, reused = stack.enter_context(scratch_database(name, args.keep))
+            if reused:
+                deployments.append(reuse(engine, size))
+                continue
             tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
             deployments.append(prepare(engine, size, args, tmp))
         checks = measure(deployments, args.repeat)
