@@ -27,7 +27,12 @@ def opened(engine: Engine, key: str = "asset:raw/patients") -> int:
     return open_or_absorb(engine, key, failure(), HOOK, T0).incident_id
 
 
-def add_alert(engine: Engine, at: datetime = T0, component: str = "raw_loader") -> int:
+def add_alert(
+    engine: Engine,
+    at: datetime = T0,
+    component: str = "raw_loader",
+    labels: dict[str, str] | None = None,
+) -> int:
     with engine.begin() as conn:
         return int(
             conn.execute(
@@ -39,7 +44,7 @@ def add_alert(engine: Engine, at: datetime = T0, component: str = "raw_loader") 
                     status="active",
                     severity="critical",
                     component=component,
-                    labels={"asset": "raw/patients"},
+                    labels=labels if labels is not None else {"asset": "raw/patients"},
                     title="raw/patients: 3 checks failed",
                     details={},
                     group_key="g",
