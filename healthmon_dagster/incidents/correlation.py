@@ -211,14 +211,13 @@ def _candidate_incidents(
     engine: Engine, me: _Subject, window: timedelta, now: datetime
 ) -> list[Incident]:
     c = incidents.c
-    query = sa.select(c.incident_id).where(
+    query = sa.select(incidents).where(
         c.incident_id != me.id,
         c.started_at <= me.end + window,
         sa.func.coalesce(c.ended_at, now) >= me.start - window,
     )
     with engine.connect() as conn:
-        ids = list(conn.execute(query.order_by(c.started_at)).scalars())
-        return [load_incident(conn, int(i)) for i in ids]
+        return [Incident.from_row(r) for r in conn.execute(query.order_by(c.started_at))]
 
 
 def _candidate_alerts(
