@@ -12,6 +12,7 @@ open two incidents for one root cause, whatever their timing.
 No Dagster here: the hooks and sensors in ``defs/`` adapt Dagster's events into :class:`Failure`.
 Texts on the timeline are built from asset keys, counts, column names and error classes; an
 exception is rendered with :func:`healthmon_dagster.store.errors.error_text`, which drops values.
+Which root key a failure belongs to is :func:`healthmon_dagster.incidents.rootkey.root_key_for`.
 """
 
 from collections.abc import Iterable, Mapping, Sequence
@@ -32,7 +33,6 @@ from healthmon_dagster.enums import (
 )
 from healthmon_dagster.store.connection import write_transaction
 from healthmon_dagster.store.dialect import insert_ignore
-from healthmon_dagster.store.errors import error_text
 from healthmon_dagster.store.metrics import as_utc, utcnow
 from healthmon_dagster.store.tables import (
     incident_alerts,
@@ -76,8 +76,11 @@ class Failure:
     """One failure reported to the incident store.
 
     ``title`` and ``text`` are written by the adapter from asset keys, step names, counts and the
-    error class, never from field values; ``details`` holds the same kind of facts (run id, step
-    key, counts) for machines.
+    error class (an exception through :func:`healthmon_dagster.store.errors.error_text`), never
+    from field values; ``details`` holds the same kind of facts (run id, step key, counts) for
+    machines. ``cause_resource`` is the shared resource the error points at (``database:<name>``
+    when the database is unreachable, ``s3:<bucket>`` when S3 is), None for a failure of the
+    asset itself; :func:`healthmon_dagster.incidents.rootkey.root_key_for` uses it.
     """
 
     title: str
@@ -92,11 +95,12 @@ class Failure:
     details: Mapping[str, Any] = field(default_factory=dict)
     tags: Sequence[str] = ()
     description: str = ""
+    cause_resource: str | None = None
 
-
-def describe_exception(exc: BaseException) -> str:
-    """``Type: first line`` of ``exc`` with every value redacted: safe for a timeline."""
-    return error_text(exc)
+    @property
+    def all_resources(self) -> set[str]:
+        """The resources it uses, with the one it blames."""
+        return set(self.resources) | ({self.cause_resource} if self.cause_resource else set())
 
 
 @dataclass(frozen=True)
@@ -125,7 +129,8 @@ def _failure_details(failure: Failure) -> dict[str, Any]:
         "severity": str(failure.severity),
         "error_class": failure.error_class,
         "asset_keys": sorted(failure.asset_keys),
-        "resources": sorted(failure.resources),
+        "resources": sorted(failure.all_resources),
+        "cause_resource": failure.cause_resource,
         "occurred_at": as_utc(failure.occurred_at).isoformat(),
     }
 
@@ -190,7 +195,7 @@ def _new_row(root_key: str, failure: Failure, now: datetime) -> dict[str, Any]:
         "status": str(IncidentStatus.OPEN),
         "component": str(failure.component),
         "asset_keys": sorted(set(failure.asset_keys)),
-        "resources": sorted(set(failure.resources)),
+        "resources": sorted(failure.all_resources),
         "impact": str(failure.impact),
         "tags": sorted(set(failure.tags)),
         "metadata": {"error_classes": [failure.error_class] if failure.error_class else []},
@@ -285,7 +290,7 @@ def _absorb(
         "last_failure_at": max(as_utc(current.last_failure_at), occurred),
         "started_at": min(as_utc(current.started_at), occurred),
         "asset_keys": _merged(current.asset_keys, failure.asset_keys),
-        "resources": _merged(current.resources, failure.resources),
+        "resources": _merged(current.resources, failure.all_resources),
         "tags": _merged(current.tags, failure.tags),
         "metadata": meta,
         "severity": str(severity),

@@ -76,9 +76,9 @@ class IncidentReport:
                 "failures": i.failure_count,
                 "error_classes": list(i.metadata.get("error_classes", [])),
             },
-            "timeline": [_jsonable_event(e) for e in self.timeline],
-            "related_alerts": [_jsonable_event(a) for a in self.alerts],
-            "related_incidents": [_jsonable_event(r) for r in self.related],
+            "timeline": [_jsonable_row(e) for e in self.timeline],
+            "related_alerts": [_jsonable_row(a) for a in self.alerts],
+            "related_incidents": [_jsonable_row(r) for r in self.related],
             "root_cause": i.root_cause,
             "resolution": i.resolution,
             "time_to_detect_seconds": self.times.time_to_detect,
@@ -176,7 +176,7 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def _jsonable_event(row: dict[str, Any]) -> dict[str, Any]:
+def _jsonable_row(row: dict[str, Any]) -> dict[str, Any]:
     return {k: (as_utc(v).isoformat() if isinstance(v, datetime) else v) for k, v in row.items()}
 
 
