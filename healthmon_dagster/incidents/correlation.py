@@ -21,8 +21,9 @@ evidence, more factors are stronger, and the result stays in 0..1. The result's 
 strongest candidate's (0 when none).
 
 The suggested root cause is the most upstream failure among the incident and its correlated
-incidents: an infrastructure component (database, network, filesystem, system resources) first,
-since every asset depends on it; otherwise the failing asset no other failing asset is upstream
+incidents: a shared resource an incident's failures blame (its root key ``resource:...``) first,
+then an infrastructure component (database, network, filesystem, system resources), since every
+asset depends on them; otherwise the failing asset no other failing asset is upstream
 of (by the asset graph); otherwise the component earliest in the pipeline. Ties go to the incident
 that started first. The asset graph is plain data (:class:`~healthmon_dagster.alerting.lineage.Lineage`),
 as the alert engine takes it.
@@ -53,6 +54,7 @@ W_COMPONENT = 0.4
 W_TIME = 0.3
 
 C = HealthComponent
+RESOURCE = "resource:"
 INFRASTRUCTURE = (C.DATABASE, C.NETWORK, C.FILESYSTEM, C.SYSTEM_RESOURCES)
 PIPELINE_ORDER = (C.S3_DISCOVERY, C.RAW_LOADER, C.STAGING_TRANSFORMER, C.CORE_MERGER)
 
@@ -102,7 +104,7 @@ class CorrelationResult:
     common_factors: tuple[str, ...]
     suggested_root_cause: str
     root_cause_incident_id: int
-    root_cause_key: str  # "asset:<key>" or "component:<name>"
+    root_cause_key: str  # "resource:<resource>", "asset:<key>" or "component:<name>"
     explanation: str  # the strength in words
 
     def to_dict(self) -> dict[str, Any]:
@@ -257,6 +259,16 @@ def _component_rank(component: str | None) -> int:
 def suggest_root_cause(members: Sequence[Incident], lineage: Lineage) -> tuple[int, str, str]:
     """``(incident id, key, explanation)`` of the most upstream failure among ``members``."""
     ordered = sorted(members, key=lambda i: (i.start_time, i.incident_id))
+    blamed = [i for i in ordered if i.root_key.startswith(RESOURCE)]
+    if blamed:
+        first = blamed[0]
+        resource = first.root_key.removeprefix(RESOURCE)
+        return (
+            first.incident_id,
+            first.root_key,
+            f"resource {resource} (incident {first.incident_id}): its failures blame it, and "
+            "every asset that uses it fails with it",
+        )
     infra = [i for i in ordered if _component_rank(i.component) == 0]
     if infra:
         first = infra[0]

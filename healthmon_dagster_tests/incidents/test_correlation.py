@@ -155,3 +155,20 @@ def test_alerts_on_the_asset_or_dependency_correlate_and_links_are_recorded(
     assert any(e.kind == "incident_linked" for e in timeline(engine, stg))
     data = result.to_dict()
     assert data["correlated_incidents"][0]["factors"][0].startswith("stg/patients (incident")
+
+
+def test_an_incident_that_blames_a_resource_is_the_root_cause(engine: Engine) -> None:
+    blamed = open_at(engine, "resource:database:warehouse", 0)
+    stg = open_at(
+        engine,
+        "asset:stg/patients",
+        -1,  # reported first, but it is downstream of what the database outage broke
+        component=HealthComponent.STAGING_TRANSFORMER,
+        assets=("stg/patients",),
+    )
+    result = correlate(engine, stg, now=NOW)
+    assert [c.id for c in result.correlated_incidents] == [blamed]
+    assert result.root_cause_key == "resource:database:warehouse"
+    assert result.suggested_root_cause.startswith(
+        f"resource database:warehouse (incident {blamed}): its failures blame it"
+    )
