@@ -180,10 +180,16 @@ class NotificationStatus(StrEnum):
 
 
 class IncidentSeverity(StrEnum):
+    """How bad an incident is, ordered by :attr:`rank` (LOW 0 .. CRITICAL 3)."""
+
     LOW = "low"
     MEDIUM = "medium"
     HIGH = "high"
     CRITICAL = "critical"
+
+    @property
+    def rank(self) -> int:
+        return list(IncidentSeverity).index(self)
 
 
 class IncidentStatus(StrEnum):
@@ -229,3 +235,32 @@ class ChannelType(StrEnum):
     SMS = "sms"
     PAGERDUTY = "pagerduty"
     LOG = "log"
+
+
+class IncidentEventKind(StrEnum):
+    """What happened to an incident (``etl.incident_events.kind``): its timeline."""
+
+    CREATED = "created"
+    FAILURE = "failure"  # a failure opened the incident or was absorbed into it
+    STATUS_CHANGED = "status_changed"
+    ESCALATED = "escalated"  # severity raised (by an absorbed failure or by hand)
+    UPDATED = "updated"  # title, description, impact, root cause, tags... edited
+    ASSIGNED = "assigned"
+    NOTE = "note"
+    ALERT_LINKED = "alert_linked"
+    INCIDENT_LINKED = "incident_linked"
+    NOTIFICATION_SENT = "notification_sent"
+    SELF_HEAL_ATTEMPT = "self_heal_attempt"
+    SELF_HEAL_OUTCOME = "self_heal_outcome"
+    RESOLVED = "resolved"
+    REOPENED = "reopened"
+    CLOSED = "closed"
+
+
+class IncidentSource(StrEnum):
+    """Which part of the system acted on an incident (``etl.incident_events.source``)."""
+
+    HOOK = "hook"  # a Dagster failure hook inside the run
+    SENSOR = "sensor"  # a sensor of the daemon (run failure, self-healing, alerts)
+    CLI = "cli"
+    API = "api"

@@ -1,8 +1,10 @@
-"""``healthmon status``: the system status (overall, per component, per asset) and the landing files
-that are stuck, as a table or JSON."""
+"""``healthmon status``: the system status (overall, per component, per asset), the open incidents
+with MTTR/MTBF of incidents per component, and the landing files that are stuck, as a table or
+JSON."""
 
 import json
 import sys
+from datetime import timedelta
 from typing import Any
 
 import click
@@ -15,8 +17,11 @@ from healthmon_dagster.enums import HealthStatus
 from healthmon_dagster.etl.attempts import StuckFile, stuck_files
 from healthmon_dagster.formatting import InvalidWindow, human_duration, parse_duration
 from healthmon_dagster.health.status import ComponentStatus, SystemStatus, get_system_status
+from healthmon_dagster.incidents.records import Incident, list_incidents
+from healthmon_dagster.incidents.report import ComponentReliability, reliability_by_component
 from healthmon_dagster.settings import get_settings, redact_url
 from healthmon_dagster.store.db import DatabaseUnavailable, describe_unavailable, open_for_reading
+from healthmon_dagster.store.metrics import utcnow
 
 EXIT_CODES = {
     HealthStatus.HEALTHY: 0,
@@ -99,6 +104,60 @@ def _stuck_files() -> tuple[list[StuckFile] | None, str | None]:
         return None, str(describe_unavailable(redact_url(url), exc, ""))
     finally:
         engine.dispose()
+
+
+IncidentFacts = tuple[list[Incident], list[ComponentReliability]]
+
+
+def _incidents(window: timedelta) -> tuple[IncidentFacts | None, str | None]:
+    """The open incidents and MTTR/MTBF of incidents per component over ``window``, from the
+    health store, or why they could not be read: the rest of the status still shows."""
+    url = get_settings().health_database_url
+    try:
+        engine = open_for_reading(url)
+    except DatabaseUnavailable as exc:
+        return None, str(exc)
+    try:
+        end = utcnow()
+        return (list_incidents(engine), reliability_by_component(engine, end - window, end)), None
+    except sa_exc.DBAPIError as exc:
+        return None, str(describe_unavailable(redact_url(url), exc, ""))
+    finally:
+        engine.dispose()
+
+
+def _print_incidents(facts: IncidentFacts | None, note: str | None) -> None:
+    if facts is None:
+        click.echo(f"Incidents: unknown: {note}")
+        return
+    open_ones, by_component = facts
+    click.echo(f"Incidents: {len(open_ones)} open" + (":" if open_ones else ""))
+    if open_ones:
+        rows = [
+            [
+                str(i.incident_id),
+                str(i.status),
+                str(i.severity),
+                i.component,
+                f"{i.start_time:%Y-%m-%d %H:%M} UTC",
+                i.title,
+            ]
+            for i in open_ones
+        ]
+        click.echo(_table(["ID", "STATUS", "SEVERITY", "COMPONENT", "STARTED", "TITLE"], rows))
+    if by_component:
+        click.echo("")
+        rows = [
+            [
+                r.component,
+                str(r.incidents),
+                str(r.open),
+                human_duration(r.mttr_seconds),
+                human_duration(r.mtbf_seconds),
+            ]
+            for r in by_component
+        ]
+        click.echo(_table(["COMPONENT", "INCIDENTS", "OPEN", "MTTR", "MTBF"], rows))
 
 
 def _print_stuck(stuck: list[StuckFile] | None, note: str | None) -> None:
@@ -195,8 +254,9 @@ def _print_text(status: SystemStatus, assets: list[Any] | None, note: str | None
     help="Exit 0 when healthy, 1 on warning/unknown or a stuck landing file, 2 on critical.",
 )
 def status(window: str, stale_after: str, as_json: bool, assets: bool, exit_code: bool) -> None:
-    """Show the system status: overall, per component (from the health store), per asset, and the
-    landing files that are stuck (from the warehouse)."""
+    """Show the system status: overall, per component (from the health store), per asset, the open
+    incidents with MTTR/MTBF of incidents per component over the window, and the landing files that
+    are stuck (from the warehouse)."""
     try:
         window_td = parse_duration(window, "--window")
         stale_td = parse_duration(stale_after, "--stale-after")
@@ -208,15 +268,27 @@ def status(window: str, stale_after: str, as_json: bool, assets: bool, exit_code
     )
     asset_rows, note = _asset_health() if assets else (None, "not requested (--no-assets)")
     stuck, stuck_note = _stuck_files()
+    incident_facts, incidents_note = _incidents(window_td)
     if as_json:
         data = system.to_dict()
         data["assets"] = [a.to_dict() for a in asset_rows] if asset_rows is not None else None
         data["assets_note"] = note
         data["stuck_files"] = _stuck_json(stuck)
         data["stuck_files_note"] = stuck_note
+        data["incidents"] = (
+            {
+                "open": [i.to_dict() for i in incident_facts[0]],
+                "by_component": [r.to_dict() for r in incident_facts[1]],
+            }
+            if incident_facts is not None
+            else None
+        )
+        data["incidents_note"] = incidents_note
         click.echo(json.dumps(data, indent=2))
     else:
         _print_text(system, asset_rows, note)
+        click.echo("")
+        _print_incidents(incident_facts, incidents_note)
         click.echo("")
         _print_stuck(stuck, stuck_note)
     if exit_code:

@@ -383,6 +383,134 @@ sa.Index(
     "ix_notification_threads_ref", notification_threads.c.channel, notification_threads.c.thread_ref
 )
 
+# --- Incidents: records, their timeline, linked alerts and related incidents -------------------
+
+INCIDENT_SEVERITIES = "('low', 'medium', 'high', 'critical')"
+INCIDENT_STATUSES = "('open', 'investigating', 'identified', 'monitoring', 'resolved', 'closed')"
+INCIDENT_IMPACTS = "('none', 'minor', 'major', 'critical')"
+INCIDENT_SOURCES = "('hook', 'sensor', 'cli', 'api')"
+INCIDENT_ENDED = "status IN ('resolved', 'closed')"
+
+# One row per incident. ``root_key`` names its root cause (e.g. "resource:database:<host/db>" or
+# "asset:raw/patients"); while an incident is not resolved or closed, a failure with the same
+# root key is absorbed into it as a timeline entry instead of opening another (the partial
+# unique index below).
+incidents = sa.Table(
+    "incidents",
+    metadata,
+    sa.Column("incident_id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("root_key", sa.String(500), nullable=False),
+    sa.Column("title", sa.String(500), nullable=False),
+    sa.Column("description", sa.Text, nullable=False, server_default=""),
+    sa.Column("severity", sa.String(20), nullable=False),  # IncidentSeverity
+    sa.Column("status", sa.String(20), nullable=False),  # IncidentStatus
+    sa.Column("component", sa.String(64), nullable=False),  # HealthComponent value
+    sa.Column("asset_keys", sa.JSON, nullable=False),  # ["raw/patients", ...]
+    sa.Column("resources", sa.JSON, nullable=False),  # ["database:host/db", "s3:bucket"]
+    sa.Column("impact", sa.String(20), nullable=False),  # IncidentImpact
+    sa.Column("root_cause", sa.Text),
+    sa.Column("resolution", sa.Text),
+    sa.Column("assigned_to", sa.String(200)),
+    sa.Column("tags", sa.JSON, nullable=False),
+    sa.Column("metadata", sa.JSON, nullable=False),  # counts, error classes; never field values
+    sa.Column("failure_count", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("started_at", Timestamp, nullable=False),  # the first failure happened
+    sa.Column("created_at", Timestamp, nullable=False),  # the row was written (detected)
+    sa.Column("last_failure_at", Timestamp, nullable=False),
+    sa.Column("acknowledged_at", Timestamp),  # first assignment or move out of 'open'
+    sa.Column("ended_at", Timestamp),  # resolved
+    sa.Column("duration_minutes", sa.Float),  # ended_at - started_at
+    sa.Column("closed_at", Timestamp),
+    sa.Column("updated_at", Timestamp, nullable=False),
+    sa.CheckConstraint(f"severity IN {INCIDENT_SEVERITIES}", name="ck_incidents_severity"),
+    sa.CheckConstraint(f"status IN {INCIDENT_STATUSES}", name="ck_incidents_status"),
+    sa.CheckConstraint(f"impact IN {INCIDENT_IMPACTS}", name="ck_incidents_impact"),
+    schema="etl",
+)
+# One open incident per root cause, whichever hook or sensor process reports the failure first.
+sa.Index(
+    "uq_incidents_open_root_key",
+    incidents.c.root_key,
+    unique=True,
+    postgresql_where=sa.text(f"NOT ({INCIDENT_ENDED})"),
+    sqlite_where=sa.text(f"NOT ({INCIDENT_ENDED})"),
+)
+sa.Index("ix_incidents_component_started", incidents.c.component, incidents.c.started_at)
+sa.Index("ix_incidents_status", incidents.c.status)
+
+# The timeline: every event of an incident, in order, with who did it and from where. ``text``
+# is built from counts, asset keys, column names and error classes, never field values.
+incident_events = sa.Table(
+    "incident_events",
+    metadata,
+    sa.Column("event_id", BigId, primary_key=True, autoincrement=True),
+    sa.Column(
+        "incident_id",
+        sa.BigInteger,
+        sa.ForeignKey("etl.incidents.incident_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("at", Timestamp, nullable=False),
+    sa.Column("kind", sa.String(30), nullable=False),  # IncidentEventKind
+    sa.Column("actor", sa.String(200), nullable=False),  # "sensor:run_failure", "cli:alice", ...
+    sa.Column("source", sa.String(10), nullable=False),  # IncidentSource
+    sa.Column("from_status", sa.String(20)),
+    sa.Column("to_status", sa.String(20)),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("details", sa.JSON, nullable=False),
+    sa.CheckConstraint(f"source IN {INCIDENT_SOURCES}", name="ck_incident_events_source"),
+    schema="etl",
+)
+sa.Index("ix_incident_events_incident_at", incident_events.c.incident_id, incident_events.c.at)
+
+# Alerts linked to an incident; a link is made once (the primary key).
+incident_alerts = sa.Table(
+    "incident_alerts",
+    metadata,
+    sa.Column(
+        "incident_id",
+        sa.BigInteger,
+        sa.ForeignKey("etl.incidents.incident_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column(
+        "alert_id",
+        sa.BigInteger,
+        sa.ForeignKey("etl.alerts.alert_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("linked_at", Timestamp, nullable=False),
+    sa.Column("linked_by", sa.String(200), nullable=False),
+    schema="etl",
+)
+sa.Index("ix_incident_alerts_alert", incident_alerts.c.alert_id)
+
+# Related incidents, one row per pair (the lower id first), with why and how strongly.
+related_incidents = sa.Table(
+    "related_incidents",
+    metadata,
+    sa.Column(
+        "incident_id",
+        sa.BigInteger,
+        sa.ForeignKey("etl.incidents.incident_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column(
+        "related_id",
+        sa.BigInteger,
+        sa.ForeignKey("etl.incidents.incident_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("strength", sa.Float, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("linked_at", Timestamp, nullable=False),
+    sa.Column("linked_by", sa.String(200), nullable=False),
+    sa.CheckConstraint("incident_id < related_id", name="ck_related_incidents_order"),
+    sa.CheckConstraint("strength >= 0 AND strength <= 1", name="ck_related_incidents_strength"),
+    schema="etl",
+)
+sa.Index("ix_related_incidents_related", related_incidents.c.related_id)
+
 # --- Warehouse: raw -> stg -> core ------------------------------------------------------------
 
 raw_patients = sa.Table(

@@ -10,9 +10,12 @@ from click.testing import CliRunner
 from sqlalchemy.engine import Engine
 
 from healthmon_dagster.cli.main import cli
+from healthmon_dagster.enums import IncidentSource
 from healthmon_dagster.etl.attempts import AttemptPolicy, RunOutcome, open_attempt, record_outcome
 from healthmon_dagster.etl.failures import Classification
 from healthmon_dagster.etl.landing import LandingFile
+from healthmon_dagster.incidents.lifecycle import resolve
+from healthmon_dagster.incidents.records import Actor, Failure, open_or_absorb
 from healthmon_dagster_tests.fixtures import free_port
 from healthmon_dagster_tests.health.fixtures import insert_results, result, series
 
@@ -156,3 +159,37 @@ def test_a_stuck_file_makes_a_healthy_status_exit_with_a_warning(
     assert CliRunner().invoke(cli, ["status", "--no-assets", "--exit-code"]).exit_code == 0
     make_stuck(engine, "patients_0007.csv")
     assert CliRunner().invoke(cli, ["status", "--no-assets", "--exit-code"]).exit_code == 1
+
+
+def test_open_incidents_and_mttr_mtbf_per_component(store: Engine) -> None:
+    now = datetime.now(UTC)
+    for start, fix in ((180, 150), (120, 110), (30, None)):  # minutes ago
+        at = now - start * M
+        opened = open_or_absorb(
+            store,
+            f"asset:raw/patients:{start}",
+            Failure("raw/patients failed", "raw_loader", at, asset_keys=("raw/patients",)),
+            Actor("hook:test", IncidentSource.HOOK),
+            at,
+        )
+        if fix is not None:
+            resolve(
+                store,
+                opened.incident_id,
+                "fixed",
+                Actor("ana", IncidentSource.CLI),
+                now=now - fix * M,
+            )
+    out = CliRunner().invoke(cli, ["status", "--no-assets", "--window", "6h"])
+    assert out.exit_code == 0, out.output
+    lines = out.output.splitlines()
+    at = lines.index("Incidents: 1 open:")
+    assert lines[at + 1].split() == ["ID", "STATUS", "SEVERITY", "COMPONENT", "STARTED", "TITLE"]
+    assert lines[at + 3].split()[1:4] == ["open", "medium", "raw_loader"]
+    raw = next(line for line in lines[at:] if line.startswith("raw_loader "))
+    assert raw.split() == ["raw_loader", "3", "1", "20m", "75m"]  # MTTR (30+10)/2, MTBF 150/2
+    data = json.loads(CliRunner().invoke(cli, ["status", "--json", "--no-assets"]).output)
+    assert [i["title"] for i in data["incidents"]["open"]] == ["raw/patients failed"]
+    (by,) = data["incidents"]["by_component"]
+    assert by["mttr_seconds"] == pytest.approx(20 * 60, abs=0.01)
+    assert by["mtbf_seconds"] == pytest.approx(75 * 60, abs=0.01)

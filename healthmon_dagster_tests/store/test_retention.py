@@ -11,11 +11,21 @@ from sqlalchemy.engine import Engine
 
 from healthmon_dagster.config.models import RetentionConfiguration
 from healthmon_dagster.definitions import build_defs
+from healthmon_dagster.enums import IncidentSource
+from healthmon_dagster.incidents.lifecycle import link_incidents, resolve
+from healthmon_dagster.incidents.records import Actor, Failure, open_or_absorb
 from healthmon_dagster.settings import get_settings
 from healthmon_dagster.store.db import get_engine
 from healthmon_dagster.store.metrics import MetricPoint, utcnow, write_metrics
 from healthmon_dagster.store.retention import prune
-from healthmon_dagster.store.tables import check_results, load_runs, metrics
+from healthmon_dagster.store.tables import (
+    check_results,
+    incident_events,
+    incidents,
+    load_runs,
+    metrics,
+    related_incidents,
+)
 
 
 def _seed(engine: Engine) -> None:
@@ -62,13 +72,40 @@ def _count(engine: Engine, table: sa.Table) -> int:
 def test_prune_deletes_only_rows_older_than_their_retention(engine: Engine) -> None:
     _seed(engine)
     deleted = prune(engine, RetentionConfiguration(metrics_days=30, check_results_days=30))
-    assert deleted == {"etl.metrics": 1, "etl.check_results": 1, "etl.load_runs": 1}
+    assert deleted == {
+        "etl.metrics": 1,
+        "etl.check_results": 1,
+        "etl.load_runs": 1,
+        "etl.incidents": 0,
+    }
     assert (_count(engine, metrics), _count(engine, check_results), _count(engine, load_runs)) == (
         2,
         1,
         1,
     )
     assert prune(engine, RetentionConfiguration(metrics_days=5))["etl.metrics"] == 1
+
+
+def test_incidents_resolved_long_ago_go_with_their_timeline_and_links(engine: Engine) -> None:
+    now = utcnow()
+    actor = Actor("sensor:test", IncidentSource.SENSOR)
+    ids = []
+    for key, days_ago in (("old", 800), ("recent", 10), ("open", 900)):
+        at = now - timedelta(days=days_ago)
+        f = Failure(f"{key} failed", "raw_loader", at, asset_keys=("raw/patients",))
+        ids.append(open_or_absorb(engine, f"asset:{key}", f, actor, at).incident_id)
+    old, recent, still_open = ids
+    link_incidents(engine, old, recent, 0.7, "same asset", actor, now - timedelta(days=800))
+    for iid, days_ago in ((old, 799), (recent, 9)):
+        resolve(engine, iid, "fixed", actor, now=now - timedelta(days=days_ago))
+    deleted = prune(engine, RetentionConfiguration(incidents_days=730))
+    assert deleted["etl.incidents"] == 1
+    with engine.connect() as conn:
+        left = conn.execute(sa.select(incidents.c.incident_id).order_by("incident_id")).scalars()
+        assert list(left) == sorted([recent, still_open])
+        events = conn.execute(sa.select(incident_events.c.incident_id).distinct()).scalars()
+        assert sorted(events) == sorted([recent, still_open])
+        assert _count(engine, related_incidents) == 0
 
 
 def test_retention_job_runs_through_dagster(engine: Engine, healthmon_env: Path) -> None:
