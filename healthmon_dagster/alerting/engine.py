@@ -154,6 +154,7 @@ def evaluate(
     extra_signals: Sequence[Signal] = (),
     lineage: Lineage | None = None,
     actor: str = "sensor",
+    include_metric_rules: bool = True,
 ) -> EvaluationReport:
     """Evaluate every rule once and reconcile the open alerts with what the signals say.
 
@@ -161,12 +162,15 @@ def evaluate(
     look at the newest result of each check after it; the report's ``cursor`` is the next one.
     ``extra_signals`` come from the Dagster instance (run failures, freshness states);
     ``lineage`` is the asset graph for lineage-aware inhibition (default: the bundled pipeline's).
+    ``include_metric_rules=False`` judges only the new check results (the alert fast path: metric
+    rules stay with the sensor, whose evaluation covers every window).
     """
     now = as_utc(now or utcnow())
     rules = effective_rules(config)
     report = EvaluationReport(cursor=cursor)
     with engine.connect() as conn:
-        signals = metric_signals(conn, [r for r in rules if r.condition is not None], now)
+        metric_rules = [r for r in rules if r.condition is not None] if include_metric_rules else []
+        signals = metric_signals(conn, metric_rules, now) if metric_rules else []
         rows = latest_check_rows(conn, cursor)
         signals += event_signals(
             [r for r in rules if r.event is not None], rows, EventContext(config)
