@@ -232,6 +232,7 @@ class Request:
     path: str
     headers: dict[str, str]
     body: bytes
+    at: float = field(default_factory=time.time)  # arrival, seconds since the epoch
 
     @property
     def json(self) -> Any:
