@@ -258,7 +258,9 @@ def run_landed_files(
     return failed
 
 
-def report(defs: dg.Definitions, instance: dg.DagsterInstance, resources: Mapping[str, Any]) -> None:
+def report(
+    defs: dg.Definitions, instance: dg.DagsterInstance, resources: Mapping[str, Any]
+) -> None:
     """What was loaded, what the checks found, the system status and the open alerts."""
     settings = get_settings()
     health_engine = resources["warehouse"].health_engine()
