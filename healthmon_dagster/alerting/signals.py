@@ -563,5 +563,40 @@ def run_failure_signal(
     )
 
 
+# The check label of alerts on the freshness daemon's verdict (an asset's Dagster FreshnessPolicy),
+# apart from the alerts of the last-load freshness checks of the health store.
+FRESHNESS_POLICY_CHECK = "freshness_policy"
+_FRESHNESS_SEVERITY = {"WARN": CheckSeverity.WARN, "FAIL": CheckSeverity.ERROR}
+
+
+def freshness_state_signal(rule: AlertRule, asset: str, state: str) -> Signal | None:
+    """The freshness daemon's state of ``asset`` (PASS, WARN or FAIL) for a freshness rule:
+    active while WARN or FAIL is one of the rule's severities (WARN and ERROR), inactive on PASS;
+    None for an asset the rule does not watch or a state that says nothing (UNKNOWN)."""
+    event = rule.event
+    if event is None or state not in (*_FRESHNESS_SEVERITY, "PASS"):
+        return None
+    if (event.assets and asset not in event.assets) or (
+        event.checks and FRESHNESS_POLICY_CHECK not in event.checks
+    ):
+        return None
+    component = component_for(asset)
+    if rule.component is not None and component != str(rule.component):
+        return None
+    severity = _FRESHNESS_SEVERITY.get(state)
+    word = {"WARN": "is past its warn window", "FAIL": "is past its fail window"}
+    return Signal(
+        rule=rule,
+        labels=alert_labels(rule, component=component, asset=asset, check=FRESHNESS_POLICY_CHECK),
+        active=severity is not None and severity in event.severities,
+        title=f"{asset} {word.get(state, 'is fresh')} (FreshnessPolicy)",
+        description=(
+            f"Dagster's freshness daemon judges {asset} {state} against its FreshnessPolicy "
+            "(freshness: in healthmon.yaml)"
+        ),
+        details={"freshness_state": state},
+    )
+
+
 def rules_of(rules: Sequence[AlertRule], kind: EventKind) -> list[AlertRule]:
     return [r for r in rules if r.event is not None and r.event.kind == kind]
