@@ -11,7 +11,8 @@ work and the rate limit:
    resolved within the group's wait: Alertmanager sends neither), a notification of an alert that
    is suppressed now, rows of a disabled channel.
 3. Group them, Alertmanager's way: one message per (group_key, kind). A new group waits
-   ``group_wait_seconds`` after its first notification; a group notified recently waits until
+   ``group_wait_seconds`` after its first notification (the shortest ``group_wait_by_severity``
+   of its alerts' severities: 0 for errors by default); a group notified recently waits until
    ``group_interval_seconds`` after its last one (their ``not_before`` is moved there: deferred).
    Acknowledgements, escalations and repeats go out at once. Threaded channels send a follow-up
    (resolve, acknowledgement) once per alert thread; PagerDuty once per alert.
