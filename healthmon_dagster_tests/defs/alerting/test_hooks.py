@@ -127,7 +127,7 @@ def test_a_slack_that_does_not_answer_costs_a_bounded_wait_and_the_dispatch_job_
         # Retried after its backoff by the dispatch job (the backstop).
         with get_engine(db_url).connect() as conn, conn.begin():
             conn.execute(notifications.update().values(not_before=sa.func.now()))
-        dispatch(instance)
+        assert dispatch(instance) is not None
         assert posts_about(
             [r.body.decode() for r in slack.answered if r.path.startswith("/api/chat.post")],
             CHECK,
