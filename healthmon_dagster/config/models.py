@@ -10,6 +10,7 @@ into path-precise messages with YAML line numbers.
 
 import difflib
 import re
+from collections.abc import Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
@@ -1132,12 +1133,33 @@ class GroupingConfiguration(_Model):
     ``group_by`` labels are equal form one group; a new group waits ``group_wait_seconds`` for more
     alerts, a group that was notified waits ``group_interval_seconds`` before the next notification
     about changes, and a group still firing unchanged is notified again every
-    ``repeat_interval_minutes``."""
+    ``repeat_interval_minutes``.
+
+    ``group_wait_by_severity`` overrides ``group_wait_seconds`` for a severity: a group holding an
+    alert of that severity waits only that long (the shortest wait of its alerts). Error and
+    critical alerts wait 0 s by default: an on-call engineer wants a failed check within seconds,
+    and batching pays little for them (they are rare and each names its asset); warnings and
+    infos keep Alertmanager's 30 s, which folds a burst of them into one message."""
 
     group_by: list[str] = Field(default_factory=lambda: ["rule_id", "asset", "component"])
     group_wait_seconds: int = Field(default=30, ge=0, le=3600)
+    group_wait_by_severity: dict[AlertSeverity, Annotated[int, Field(ge=0, le=3600)]] = Field(
+        default_factory=lambda: {AlertSeverity.ERROR: 0, AlertSeverity.CRITICAL: 0}
+    )
     group_interval_seconds: int = Field(default=300, ge=1, le=86_400)
     repeat_interval_minutes: int = Field(default=240, ge=1, le=10_080)
+
+    def group_wait_for(self, severities: Iterable[str]) -> int:
+        """Seconds a new group of alerts of ``severities`` waits before its first notification."""
+        waits = [
+            self.group_wait_by_severity.get(AlertSeverity(s), self.group_wait_seconds)
+            for s in severities
+            if s in _SEVERITY_VALUES
+        ]
+        return min(waits, default=self.group_wait_seconds)
+
+
+_SEVERITY_VALUES = frozenset(s.value for s in AlertSeverity)
 
 
 class DispatchConfiguration(_Model):

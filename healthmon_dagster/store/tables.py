@@ -207,6 +207,8 @@ sa.Index(
     check_results.c.check_name,
     check_results.c.ts,
 )
+# The alert fast path finds the results its run recorded.
+sa.Index("ix_check_results_dagster_run_id", check_results.c.dagster_run_id)
 
 config_versions = sa.Table(
     "config_versions",
