@@ -4,15 +4,15 @@ The alert fast path (``defs/alerting/hooks.py``) evaluates, at the end of every 
 results its run recorded: it finds the run's first result through this index instead of scanning
 the table.
 
-Revision ID: 0010
-Revises: 0009
+Revision ID: 0011
+Revises: 0010
 Create Date: 2026-12-07 02:10:00
 """
 
 from alembic import op
 
-revision = "0010"
-down_revision = "0009"
+revision = "0011"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
