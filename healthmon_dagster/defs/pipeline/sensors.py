@@ -12,6 +12,12 @@ Who retries what (one mechanism per failure, never two stacked):
   ``landing.retry``; past its bound, or for a failure that running again cannot fix, the file is
   stuck (``healthmon status``, the ``landing_files_are_not_stuck`` check, whose failed evaluation
   the sensor reports at once).
+
+A failure that blamed a dependency (the warehouse, the landing area) does not wait out its backoff
+once this sensor has found that dependency unavailable and then, in a later tick, reachable again
+(each tick lists the landing area and queries the warehouse, so it knows): the next attempt is
+requested in that tick, still counted against the bound. The cursor remembers when each dependency
+was last found unavailable.
 """
 
 import time
@@ -24,6 +30,7 @@ from sqlalchemy.engine import Engine, make_url
 
 from healthmon_dagster.config import ConfigError
 from healthmon_dagster.defs.pipeline.assets import (
+    DEPENDENCY_METADATA,
     ERROR_CLASS_METADATA,
     ERROR_RULE_METADATA,
     RAW_PATIENTS,
@@ -42,11 +49,20 @@ from healthmon_dagster.etl.attempts import (
     AttemptPolicy,
     AttemptStatus,
     RunOutcome,
+    Walk,
     record_outcome,
     requested_attempts,
+    unavailable_since,
     walk_pending,
+    with_unavailable,
 )
-from healthmon_dagster.etl.failures import RUN_CANCELED, Classification, classify_run_failure
+from healthmon_dagster.etl.failures import (
+    LANDING,
+    RUN_CANCELED,
+    WAREHOUSE,
+    Classification,
+    classify_run_failure,
+)
 from healthmon_dagster.etl.landing import LandingError
 from healthmon_dagster.quality import record_results
 from healthmon_dagster.quality.kinds.landing_file import stuck_files_result
@@ -117,6 +133,7 @@ def _step_failure(instance: dg.DagsterInstance, run_id: str) -> tuple[Classifica
                 str(meta[ERROR_CLASS_METADATA]),
                 bool(meta.get(TRANSIENT_METADATA, False)),
                 str(meta.get(ERROR_RULE_METADATA, f"step_failure:{step}")),
+                str(meta[DEPENDENCY_METADATA]) if meta.get(DEPENDENCY_METADATA) else None,
             )
             classified.append((step, why, (user.description if user else None) or ""))
         else:
@@ -257,6 +274,29 @@ def _skip(message: str) -> dg.SensorResult:
     return dg.SensorResult(skip_reason=dg.SkipReason(message))
 
 
+def _skip_unavailable(
+    context: dg.SensorEvaluationContext, dependency: str, now: datetime, message: str
+) -> dg.SensorResult:
+    """Skip the tick because ``dependency`` cannot be used, remembering when in the cursor (its
+    return lets failed attempts that blamed it be retried at once)."""
+    seen = {**unavailable_since(context.cursor), dependency: now}
+    return dg.SensorResult(
+        skip_reason=dg.SkipReason(message), cursor=with_unavailable(context.cursor, seen)
+    )
+
+
+def _log_recovered(
+    context: dg.SensorEvaluationContext, walk: Walk, seen: dict[str, datetime]
+) -> None:
+    for dependency, n in sorted(walk.recovered.items()):
+        context.log.info(
+            f"{dependency} answers again (unavailable at {seen[dependency]:%H:%M:%S} UTC): "
+            f"retrying {n} file(s) now instead of after their backoff"
+        )
+    if walk.released:
+        context.log.info(f"{walk.released} released file(s) requested again (etl.file_releases)")
+
+
 @dg.sensor(
     job=patients_etl_job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING
 )
@@ -278,16 +318,25 @@ def landing_files_sensor(
     except ConfigError as exc:
         return _skip(f"configuration invalid: {exc}")
     pattern = cfg.landing.file_pattern
+    now = utcnow()
     try:
         listed = landing.source().list_files(pattern)
     except LandingError as exc:
-        return _skip(f"landing source unavailable: {exc}")
+        return _skip_unavailable(context, LANDING, now, f"landing source unavailable: {exc}")
     where = _shown(warehouse.url())
     try:
         engine = warehouse.engine()
-    except (*_URL_ERRORS, *_UNAVAILABLE) as exc:
+    except _URL_ERRORS as exc:
         return _skip(f"warehouse {where} cannot be used: {error_text(exc)}; no run requested")
-    now = utcnow()
+    except _UNAVAILABLE as exc:
+        return _skip_unavailable(
+            context,
+            WAREHOUSE,
+            now,
+            f"warehouse {where} cannot be used: {error_text(exc)}; no run requested",
+        )
+    # This tick listed the landing area and (below) queries the warehouse: both answer.
+    seen = unavailable_since(context.cursor)
     try:
         ended, unlaunched = _record_outcomes(
             context,
@@ -305,10 +354,18 @@ def landing_files_sensor(
             max_requests=MAX_RUNS_PER_TICK,
             deadline=started + TICK_BUDGET_SECONDS,
             unlaunched=unlaunched,
+            recovered=seen,
         )
     except _UNAVAILABLE as exc:
-        return _skip(f"warehouse {where} unavailable: {error_text(exc)}; the next tick tries again")
+        return _skip_unavailable(
+            context,
+            WAREHOUSE,
+            now,
+            f"warehouse {where} unavailable: {error_text(exc)}; the next tick tries again",
+        )
     _log_ended(context, ended)
+    _log_recovered(context, walk, seen)
+    cursor = with_unavailable(walk.cursor, seen) if seen else walk.cursor
     events = (
         _stuck_evaluation(context, warehouse, engine)
         if any(a.status == AttemptStatus.STUCK for a in ended)
@@ -317,18 +374,22 @@ def landing_files_sensor(
     again = sum(a.run_key in unlaunched for a in walk.requests)
     summary = (
         f"{walk.pending} pending landing file(s) of {len(listed)} listed: "
-        f"{len(walk.requests) - again} new attempt(s) requested, {again} requested again (never "
+        f"{len(walk.requests) - again} new attempt(s) requested"
+        + "".join(
+            f" ({n} because the {d} answers again)" for d, n in sorted(walk.recovered.items())
+        )
+        + f", {again} requested again (never "
         f"launched), {walk.in_flight} in flight, {walk.waiting} waiting to retry"
         + (f"; stopped at the {walk.bounded_by} bound" if walk.bounded_by else "")
     )
     if not walk.requests:
         reason = summary if walk.pending else f"no new files matching {pattern!r}"
         return dg.SensorResult(
-            skip_reason=dg.SkipReason(reason), cursor=walk.cursor, asset_events=events
+            skip_reason=dg.SkipReason(reason), cursor=cursor, asset_events=events
         )
     context.log.info(summary)
     return dg.SensorResult(
-        run_requests=[_request(a) for a in walk.requests], cursor=walk.cursor, asset_events=events
+        run_requests=[_request(a) for a in walk.requests], cursor=cursor, asset_events=events
     )
 
 

@@ -4,6 +4,7 @@ files never starve a good one; a tick is bounded and continues from its cursor; 
 malformed S3 endpoint or warehouse skips the tick with the reason."""
 
 import hashlib
+import json
 import time
 from pathlib import Path
 
@@ -439,3 +440,104 @@ def test_an_attempt_waits_for_run_retries_and_a_canceled_run_is_not_retried(
             )
         ).one()
     assert tuple(row) == ("failed", "run_worker_lost", 2, retry.run_id)
+
+
+def attempt_reasons(db_url: str, key: str) -> list[tuple[int, str, str | None, str | None]]:
+    """(attempt, status, reason, dependency) of each attempt of ``key``, in order."""
+    c = file_attempts.c
+    with get_engine(db_url).connect() as conn:
+        return [
+            tuple(r)  # type: ignore[misc]
+            for r in conn.execute(
+                sa.select(c.attempt, c.status, c.reason, c.dependency)
+                .where(c.file_key == key)
+                .order_by(c.attempt)
+            )
+        ]
+
+
+def test_a_file_that_failed_for_the_warehouse_is_retried_in_the_tick_that_sees_it_back(
+    healthmon_env: Path,
+    db_url: str,
+    instance: dg.DagsterInstance,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    # Backoff of ten minutes: without the warehouse's return, attempt 2 would wait that long.
+    use_retry_config(
+        monkeypatch, tmp_path, initial_delay_seconds=600, max_delay_seconds=600, step_retries=0
+    )
+    (sample,) = generate_sample(40, files=1)
+    write_to(LocalLandingSource(healthmon_env / "landing"), [sample])
+    tick = evaluate_sensor(instance)
+    (first,) = tick.run_requests or []
+    down = unreachable_url(db_url, tmp_path)
+
+    # The warehouse goes away: the run fails on it, and the sensor's ticks find it unavailable
+    # (they skip; the cursor remembers when).
+    monkeypatch.setenv("HEALTHMON_DATABASE_URL", down)
+    failed = run_request(instance, first)
+    assert failed.success is False
+    assert failure_metadata(failed)["healthmon/dependency"] == "warehouse"
+    while_down = evaluate_sensor(instance, tick.cursor)
+    assert "cannot be used" in skip_message(while_down)
+    assert "warehouse" in json.loads(while_down.cursor or "{}")["unavailable"]
+
+    # It answers again: the same tick records attempt 1's failure and requests attempt 2 at once.
+    monkeypatch.setenv("HEALTHMON_DATABASE_URL", db_url)
+    back = evaluate_sensor(instance, while_down.cursor)
+    (second,) = back.run_requests or []
+    assert second.run_key == (first.run_key or "")[: -len("#1")] + "#2"
+    assert run_request(instance, second).success
+    assert raw_rows(db_url, sample.key) == 40
+    assert "no new files" in skip_message(evaluate_sensor(instance, back.cursor))
+    assert attempt_reasons(db_url, sample.key) == [
+        (1, "failed", "new file", "warehouse"),
+        (2, "succeeded", "warehouse answers again", None),
+    ]
+
+
+def test_without_an_outage_seen_by_the_sensor_a_failed_attempt_waits_for_its_backoff(
+    healthmon_env: Path,
+    db_url: str,
+    instance: dg.DagsterInstance,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    use_retry_config(
+        monkeypatch, tmp_path, initial_delay_seconds=600, max_delay_seconds=600, step_retries=0
+    )
+    landing = LocalLandingSource(healthmon_env / "landing")
+    (sample,) = generate_sample(10, files=1)
+    write_to(landing, [sample])
+    tick = evaluate_sensor(instance)
+    (first,) = tick.run_requests or []
+    monkeypatch.setenv("HEALTHMON_DATABASE_URL", unreachable_url(db_url, tmp_path))
+    assert run_request(instance, first).success is False
+    monkeypatch.setenv("HEALTHMON_DATABASE_URL", db_url)
+
+    # The sensor never found the warehouse unavailable (the failure may be a blip of the run's own
+    # connection): the attempt keeps its backoff instead of using its budget tick after tick.
+    assert "1 waiting to retry" in skip_message(evaluate_sensor(instance, tick.cursor))
+
+    # Now the sensor finds it unavailable: attempt 2 is due when the warehouse answers again. An
+    # attempt requested after that outage was seen does not profit from it: it keeps its backoff.
+    monkeypatch.setenv("HEALTHMON_DATABASE_URL", unreachable_url(db_url, tmp_path))
+    seen_down = evaluate_sensor(instance, tick.cursor)
+    monkeypatch.setenv("HEALTHMON_DATABASE_URL", db_url)
+    (other,) = generate_sample(10, files=1, seed=7)
+    landing.put("patients_later.csv", other.data)
+    back = evaluate_sensor(instance, seen_down.cursor)
+    assert sorted(r.run_key or "" for r in back.run_requests or []) == [
+        (first.run_key or "")[: -len("#1")] + "#2",
+        next(r.run_key or "" for r in back.run_requests or [] if "later" in (r.run_key or "")),
+    ]
+    (later,) = [r for r in back.run_requests or [] if r.tags["healthmon/file_key"] != sample.key]
+    assert (later.run_key or "").endswith("#1")
+    monkeypatch.setenv("HEALTHMON_DATABASE_URL", unreachable_url(db_url, tmp_path))
+    assert run_request(instance, later).success is False
+    monkeypatch.setenv("HEALTHMON_DATABASE_URL", db_url)
+    # Only the first file's attempt 2 is requested (again: nothing ran it); the later file waits.
+    last = evaluate_sensor(instance, back.cursor)
+    assert [r.run_key for r in last.run_requests or []] == [(first.run_key or "")[:-1] + "2"]
+    assert attempt_reasons(db_url, "patients_later.csv") == [(1, "failed", "new file", "warehouse")]
