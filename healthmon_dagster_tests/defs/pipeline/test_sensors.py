@@ -5,6 +5,7 @@ malformed S3 endpoint or warehouse skips the tick with the reason."""
 
 import hashlib
 import json
+import os
 import time
 from pathlib import Path
 
@@ -12,7 +13,10 @@ import boto3
 import dagster as dg
 import pytest
 import sqlalchemy as sa
+import yaml
+from click.testing import CliRunner
 
+from healthmon_dagster.cli.main import cli
 from healthmon_dagster.definitions import defs
 from healthmon_dagster.defs.pipeline import sensors
 from healthmon_dagster.etl import raw
@@ -541,3 +545,88 @@ def test_without_an_outage_seen_by_the_sensor_a_failed_attempt_waits_for_its_bac
     last = evaluate_sensor(instance, back.cursor)
     assert [r.run_key for r in last.run_requests or []] == [(first.run_key or "")[:-1] + "2"]
     assert attempt_reasons(db_url, "patients_later.csv") == [(1, "failed", "new file", "warehouse")]
+
+
+def release(*args: str) -> str:
+    out = CliRunner().invoke(cli, ["files", "retry", *args])
+    assert out.exit_code == 0, out.output
+    return out.output
+
+
+def test_a_released_stuck_file_is_requested_with_a_fresh_budget_and_loads(
+    healthmon_env: Path,
+    db_url: str,
+    instance: dg.DagsterInstance,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    use_retry_config(monkeypatch, tmp_path, max_attempts=2, step_retries=0)
+    (sample,) = generate_sample(30, files=1)
+    write_to(LocalLandingSource(healthmon_env / "landing"), [sample])
+    down = unreachable_url(db_url, tmp_path)
+
+    def attempt_fails(n: int) -> None:
+        (request,) = evaluate_sensor(instance).run_requests or []
+        assert (request.run_key or "").endswith(f"#{n}")
+        monkeypatch.setenv("HEALTHMON_DATABASE_URL", down)
+        assert run_request(instance, request).success is False
+        monkeypatch.setenv("HEALTHMON_DATABASE_URL", db_url)
+        time.sleep(1.2)  # the backoff
+
+    attempt_fails(1)
+    attempt_fails(2)
+    assert "no new files" in skip_message(evaluate_sensor(instance))  # stuck after 2 attempts
+
+    assert "by alice" in release(sample.key, "--by", "alice")
+
+    # Attempt 3 at once; it fails too, but the budget counts from the release: not stuck yet.
+    attempt_fails(3)
+    (request,) = evaluate_sensor(instance).run_requests or []
+    assert (request.run_key or "").endswith("#4")
+    result = run_request(instance, request)
+    assert result.success, failure_descriptions(result)
+    assert raw_rows(db_url, sample.key) == 30
+    assert "no new files" in skip_message(evaluate_sensor(instance))
+    assert [(a, s, r) for a, s, r, _ in attempt_reasons(db_url, sample.key)] == [
+        (1, "failed", "new file"),
+        (2, "stuck", "backoff passed"),
+        (3, "failed", "released by alice"),
+        (4, "succeeded", "backoff passed"),
+    ]
+
+
+def test_a_rejected_file_released_after_its_configuration_is_fixed_loads(
+    healthmon_env: Path,
+    db_url: str,
+    instance: dg.DagsterInstance,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    use_retry_config(monkeypatch, tmp_path)
+    (sample,) = generate_sample(25, files=1)
+    semicolons = sample.data.decode().replace(",", ";").encode()  # the sample has no quoted commas
+    LocalLandingSource(healthmon_env / "landing").put(sample.key, semicolons)
+    (request,) = evaluate_sensor(instance).run_requests or []
+    assert run_request(instance, request).success is False  # rejected: ';' is not accepted
+    assert "no new files" in skip_message(evaluate_sensor(instance))
+
+    # The operator accepts ';' and releases the file: the sensor requests it, and it loads.
+    config = Path(os.environ["HEALTHMON_CONFIG"])
+    data = yaml.safe_load(config.read_text())
+    data["landing"]["accepted_delimiters"] = [",", ";"]
+    config.write_text(yaml.safe_dump(data))
+    assert "(rejected after 1 attempt(s)) by bob" in release(sample.key, "--by", "bob")
+    (again,) = evaluate_sensor(instance).run_requests or []
+    assert (again.run_key or "").endswith("#2")
+    result = run_request(instance, again)
+
+    assert result.success, failure_descriptions(result)
+    assert raw_rows(db_url, sample.key) == 25
+    assert "no new files" in skip_message(evaluate_sensor(instance))
+    with get_engine(db_url).connect() as conn:
+        statuses = conn.execute(
+            sa.select(files.c.status)
+            .where(files.c.file_key == sample.key)
+            .order_by(files.c.file_id)
+        ).scalars()
+        assert list(statuses) == ["rejected", "loaded"]  # the rejection stays on record
