@@ -30,10 +30,13 @@ from sqlalchemy.engine import Engine, make_url
 
 from healthmon_dagster.config import ConfigError
 from healthmon_dagster.defs.pipeline.assets import (
+    CORE_DIM_PATIENT,
     DEPENDENCY_METADATA,
     ERROR_CLASS_METADATA,
     ERROR_RULE_METADATA,
     RAW_PATIENTS,
+    STG_PATIENTS,
+    STG_PATIENTS_REJECTED,
     TRANSIENT_METADATA,
 )
 from healthmon_dagster.defs.pipeline.jobs import patients_etl_job, raw_file_run_config
@@ -55,6 +58,13 @@ from healthmon_dagster.etl.attempts import (
     unavailable_since,
     walk_pending,
     with_unavailable,
+)
+from healthmon_dagster.etl.catchup import (
+    Backlog,
+    CatchUpRun,
+    catch_up_run_key,
+    decide_catch_up,
+    downstream_backlog,
 )
 from healthmon_dagster.etl.failures import (
     LANDING,
@@ -85,6 +95,16 @@ FILE_KEY_TAG = "healthmon/file_key"
 ATTEMPT_TAG = "healthmon/file_attempt"
 """Tag of every run of an attempt (its run key); run_retries' re-executions inherit it."""
 ATTEMPT_NUMBER_TAG = "healthmon/attempt"
+CATCH_UP_TAG = "healthmon/catch_up"
+"""Tag of the catch-up runs of a backlog (its key, ``files<=<id>``; etl.catchup)."""
+DOWNSTREAM = [STG_PATIENTS, STG_PATIENTS_REJECTED, CORE_DIM_PATIENT]
+_ACTIVE = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+]
 
 # Dagster's own run tags (dagster._core.storage.tags), read here without importing private modules:
 # set on a failed run when it is stored, true when run_retries will re-execute it; and why it failed.
@@ -260,6 +280,54 @@ def _request(a: Attempt) -> dg.RunRequest:
     )
 
 
+def _catch_up_run(record: dg.RunRecord) -> CatchUpRun:
+    run = record.dagster_run
+    ended = record.end_time if run.is_finished else None
+    if run.is_finished and ended is None:
+        ended = record.update_timestamp.timestamp()
+    return CatchUpRun(
+        started_at=record.create_timestamp,
+        ended_at=datetime.fromtimestamp(ended, UTC) if ended is not None else None,
+        succeeded=run.status == dg.DagsterRunStatus.SUCCESS,
+    )
+
+
+def _catch_up(
+    context: dg.SensorEvaluationContext, engine: Engine, policy: AttemptPolicy, now: datetime
+) -> tuple[dg.RunRequest | None, str]:
+    """A catch-up run of the downstream assets for files whose raw load committed but whose
+    staging or merge failed (etl.catchup), when it is due and no ETL run is queued or running;
+    else None and why not ('' when there is nothing to catch up)."""
+    backlog: Backlog | None = downstream_backlog(engine)
+    if backlog is None:
+        return None, ""
+    active = context.instance.get_run_records(
+        filters=dg.RunsFilter(job_name=patients_etl_job.name, statuses=_ACTIVE), limit=1
+    )
+    what = f"{backlog.files} loaded file(s) not yet staged or merged"
+    if active:
+        return None, f"{what}: waiting for the ETL run in progress"
+    runs = context.instance.get_run_records(filters=dg.RunsFilter(tags={CATCH_UP_TAG: backlog.key}))
+    step = decide_catch_up([_catch_up_run(r) for r in runs], policy, now)
+    if step.state == "waiting" and step.retry_at is not None:
+        return None, f"{what}: catch-up run {step.attempt + 1} from {step.retry_at:%H:%M:%S} UTC"
+    if step.state == "given_up":
+        context.log.error(
+            f"{what}: {step.attempt} catch-up run(s) did not help; they wait for the next "
+            "file's run (or a person: see the runs tagged "
+            f"{CATCH_UP_TAG}={backlog.key})"
+        )
+        return None, f"{what}: catch-up given up after {step.attempt} run(s)"
+    if step.state != "due":
+        return None, f"{what}: catch-up run {step.attempt} in flight"
+    context.log.info(f"{what}: requesting catch-up run {step.attempt} of the downstream assets")
+    return dg.RunRequest(
+        run_key=catch_up_run_key(backlog, step.attempt),
+        asset_selection=DOWNSTREAM,
+        tags={CATCH_UP_TAG: backlog.key, ATTEMPT_NUMBER_TAG: str(step.attempt)},
+    ), ""
+
+
 def _shown(url: str) -> str:
     """The warehouse URL for a message: without its password, and not at all when it does not
     parse (a libpq keyword string carries ``password=`` in plain text)."""
@@ -382,8 +450,19 @@ def landing_files_sensor(
         f"launched), {walk.in_flight} in flight, {walk.waiting} waiting to retry"
         + (f"; stopped at the {walk.bounded_by} bound" if walk.bounded_by else "")
     )
+    catch_up, why_not = None, ""
+    if not walk.requests:
+        try:
+            catch_up, why_not = _catch_up(
+                context, engine, AttemptPolicy.from_config(cfg.landing.retry), now
+            )
+        except _UNAVAILABLE as exc:
+            why_not = f"catch-up not decided: warehouse {where} unavailable ({error_text(exc)})"
+    if catch_up is not None:
+        return dg.SensorResult(run_requests=[catch_up], cursor=cursor, asset_events=events)
     if not walk.requests:
         reason = summary if walk.pending else f"no new files matching {pattern!r}"
+        reason += f"; {why_not}" if why_not else ""
         return dg.SensorResult(
             skip_reason=dg.SkipReason(reason), cursor=cursor, asset_events=events
         )

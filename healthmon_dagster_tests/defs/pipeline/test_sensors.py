@@ -19,11 +19,11 @@ from click.testing import CliRunner
 from healthmon_dagster.cli.main import cli
 from healthmon_dagster.definitions import defs
 from healthmon_dagster.defs.pipeline import sensors
-from healthmon_dagster.etl import raw
+from healthmon_dagster.etl import raw, staging
 from healthmon_dagster.etl.landing import LocalLandingSource, S3LandingSource
 from healthmon_dagster.etl.sample import generate_sample, write_to
 from healthmon_dagster.store.db import get_engine
-from healthmon_dagster.store.tables import SOURCE_COLUMNS, file_attempts, files
+from healthmon_dagster.store.tables import SOURCE_COLUMNS, dim_patient, file_attempts, files
 from healthmon_dagster_tests.defs.fixtures import (
     CORE,
     RAW,
@@ -630,3 +630,101 @@ def test_a_rejected_file_released_after_its_configuration_is_fixed_loads(
             .order_by(files.c.file_id)
         ).scalars()
         assert list(statuses) == ["rejected", "loaded"]  # the rejection stays on record
+
+
+def core_rows(db_url: str) -> int:
+    with get_engine(db_url).connect() as conn:
+        return int(conn.execute(sa.select(sa.func.count()).select_from(dim_patient)).scalar_one())
+
+
+def run_catch_up(instance: dg.DagsterInstance, request: dg.RunRequest) -> dg.ExecuteInProcessResult:
+    """Run a catch-up request in process, with its asset selection and tags."""
+    return defs.resolve_job_def("patients_etl_job").execute_in_process(
+        instance=instance,
+        asset_selection=request.asset_selection,
+        tags=request.tags,
+        raise_on_error=False,
+    )
+
+
+def test_a_file_whose_staging_failed_is_caught_up_without_another_file(
+    healthmon_env: Path,
+    db_url: str,
+    instance: dg.DagsterInstance,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    use_retry_config(monkeypatch, tmp_path, step_retries=0)
+    (sample,) = generate_sample(20, files=1)
+    write_to(LocalLandingSource(healthmon_env / "landing"), [sample])
+    real_stage_pending = staging.stage_pending
+    down = unreachable_url(db_url, tmp_path)
+
+    def staging_database_down(engine: sa.Engine, *args: object, **kwargs: object) -> object:
+        # The fault: staging meets a warehouse that is not there (a real driver error).
+        return real_stage_pending(get_engine(down), *args, **kwargs)  # type: ignore[arg-type]
+
+    # Raw loads; staging fails on a transient error (no step retry configured): the run fails.
+    monkeypatch.setattr(staging, "stage_pending", staging_database_down)
+    (request,) = evaluate_sensor(instance).run_requests or []
+    first = run_request(instance, request)
+    assert first.success is False
+    assert failure_metadata(first)["healthmon/transient"] is True
+    assert (raw_rows(db_url, sample.key), core_rows(db_url)) == (20, 0)
+
+    # No new file lands. The sensor records the attempt and requests a catch-up run of the
+    # downstream assets, with a run key from the store: the next tick requests the same run.
+    tick = evaluate_sensor(instance)
+    assert tick.run_requests, (tick.skip_reason, attempt_reasons(db_url, sample.key))
+    (catch_up,) = tick.run_requests
+    assert catch_up.run_key == "catch-up@files<=1#1"
+    assert set(catch_up.asset_selection or []) == {STG, STG_REJECTED, CORE}
+    (same,) = evaluate_sensor(instance).run_requests or []
+    assert same.run_key == catch_up.run_key
+
+    # The catch-up run meets the fault too: the next one waits for the attempts' backoff.
+    assert run_catch_up(instance, catch_up).success is False
+    assert "catch-up run 2 from" in skip_message(evaluate_sensor(instance))
+    time.sleep(1.2)  # FAST_RETRY: 1 s
+    monkeypatch.setattr(staging, "stage_pending", real_stage_pending)
+    (second,) = evaluate_sensor(instance).run_requests or []
+    assert second.run_key == "catch-up@files<=1#2"
+    result = run_catch_up(instance, second)
+
+    assert result.success, failure_descriptions(result)
+    assert set(materialized(result)) == {STG, STG_REJECTED, CORE}
+    assert {e.check_name for e in result.get_asset_check_evaluations()} >= {
+        "scd2_integrity_holds"  # the checks of the layers it caught up ran with it
+    }
+    assert core_rows(db_url) == 20
+    assert "no new files" in skip_message(evaluate_sensor(instance))
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_no_catch_up_while_an_etl_run_is_in_progress(
+    healthmon_env: Path,
+    db_url: str,
+    instance: dg.DagsterInstance,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    use_retry_config(monkeypatch, tmp_path, step_retries=0)
+    (sample,) = generate_sample(10, files=1)
+    write_to(LocalLandingSource(healthmon_env / "landing"), [sample])
+    real_stage_pending = staging.stage_pending
+    down = unreachable_url(db_url, tmp_path)
+    monkeypatch.setattr(
+        staging,
+        "stage_pending",
+        lambda engine, *a, **k: real_stage_pending(get_engine(down), *a, **k),
+    )
+    (request,) = evaluate_sensor(instance).run_requests or []
+    assert run_request(instance, request).success is False
+    job = defs.resolve_job_def("patients_etl_job")
+    instance.create_run_for_job(job_def=job, status=dg.DagsterRunStatus.STARTED)
+
+    message = skip_message(evaluate_sensor(instance))
+
+    assert "1 loaded file(s) not yet staged or merged: waiting for the ETL run in progress" in (
+        message
+    )
