@@ -123,6 +123,8 @@ file_attempts = sa.Table(
     sa.Column("transient", sa.Boolean),
     sa.Column("rule", sa.String(200)),  # the classification rule that decided
     sa.Column("error", sa.Text),  # the failure's message, rendered without data values
+    sa.Column("reason", sa.String(200)),  # why it was requested: new file, backoff, release...
+    sa.Column("dependency", sa.String(40)),  # what a failed attempt found down: warehouse, landing
     sa.CheckConstraint(
         "status IN ('requested', 'succeeded', 'failed', 'stuck')", name="ck_file_attempts_status"
     ),
@@ -139,6 +141,26 @@ sa.Index(
     unique=True,
 )
 sa.Index("ix_file_attempts_status", file_attempts.c.status)
+
+# A person released a stuck (or rejected) version of a landing file: the sensor requests it again
+# with a fresh attempt budget counted after ``after_attempt``. Attempts are never deleted.
+file_releases = sa.Table(
+    "file_releases",
+    metadata,
+    sa.Column("release_id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("file_key", sa.String(1024), nullable=False),
+    sa.Column("fingerprint", sa.String(200), nullable=False),
+    sa.Column("released_status", sa.String(20), nullable=False),  # stuck | rejected
+    sa.Column("after_attempt", sa.Integer, nullable=False),  # the version's last attempt then
+    sa.Column("released_by", sa.String(200), nullable=False),
+    sa.Column("released_at", Timestamp, nullable=False),
+    sa.CheckConstraint("released_status IN ('stuck', 'rejected')", name="ck_file_releases_status"),
+    # Two people releasing the same file at once make one release.
+    sa.UniqueConstraint(
+        "file_key", "fingerprint", "after_attempt", name="uq_file_releases_version_attempt"
+    ),
+    schema="etl",
+)
 
 load_runs = sa.Table(
     "load_runs",
