@@ -156,49 +156,46 @@ def decide(
         return Decision(
             Action.SKIP,
             "config:never_rerun_error_classes",
-            f"{asset_key} not re-run: error class {why.error_class} is configured never to be "
-            "re-run",
+            f"not re-run: error class {why.error_class} is configured never to be re-run",
         )
     if not why.transient:
         return Decision(
             Action.SKIP,
             why.rule,
-            f"{asset_key} not re-run: {why.error_class} is not transient (rule {why.rule}); "
-            "running it again gives the same answer",
+            f"not re-run: {why.error_class} is not transient (rule {why.rule}); running it "
+            "again gives the same answer",
         )
     if history.breaker_open:
         return Decision(
             Action.SKIP,
             "circuit_breaker_open",
-            f"{asset_key} not re-run: its circuit breaker is open until it materializes again",
+            "not re-run: the circuit breaker is open until the asset materializes again",
         )
     if history.consecutive_failures >= policy.breaker_failures:
         return Decision(
             Action.ESCALATE,
             "circuit_breaker",
-            f"circuit breaker of {asset_key} opened after {history.consecutive_failures} "
+            f"circuit breaker opened after {history.consecutive_failures} "
             f"consecutive failed re-runs: no more re-runs, escalated to {policy.escalate_to}",
         )
     if history.in_flight:
-        return Decision(Action.WAIT, "rerun_in_flight", f"a re-run of {asset_key} is in flight")
+        return Decision(Action.WAIT, "rerun_in_flight", "a re-run is in flight")
     if history.in_window >= policy.max_attempts_per_window:
         return Decision(
             Action.WAIT,
             "max_attempts_per_window",
-            f"{asset_key} had {history.in_window} re-run(s) in the last "
-            f"{_minutes(policy.window)}: the bound",
+            f"{history.in_window} re-run(s) in the last {_minutes(policy.window)}: the bound",
         )
     if history.retry_at is not None and history.retry_at > now:
         return Decision(
             Action.WAIT,
             "backoff",
-            f"{asset_key}: next re-run from {history.retry_at:%H:%M:%S} UTC (backoff)",
+            f"next re-run from {history.retry_at:%H:%M:%S} UTC (backoff)",
         )
     return Decision(
         Action.RERUN,
         why.rule,
-        f"{asset_key} re-run (attempt {history.last_attempt + 1}): {why.error_class} is transient "
-        f"(rule {why.rule})",
+        f"re-run (attempt {history.last_attempt + 1}): {why.error_class} is transient (rule {why.rule})",
     )
 
 
@@ -378,9 +375,12 @@ def record_rerun_outcome(
     now: datetime,
     why: Classification | None = None,
     rand: Callable[[], float] = random.random,
+    ended_at: datetime | None = None,
 ) -> list[str]:
-    """Mark the re-run ``run_key`` succeeded or failed (a failed one with its backoff from
-    ``retry_at``); the assets updated (none when another process recorded it first)."""
+    """Mark the re-run ``run_key`` succeeded or failed (a failed one with its backoff counted from
+    ``ended_at``, when its run ended); the assets updated (none when another process recorded it
+    first)."""
+    ended = min(ended_at or now, now)
     c = self_heal_attempts.c
     with write_transaction(engine) as conn:
         rows = conn.execute(
@@ -392,12 +392,12 @@ def record_rerun_outcome(
         for row in rows:
             values: dict[str, Any] = {
                 "status": (Status.SUCCEEDED if succeeded else Status.FAILED).value,
-                "finished_at": now,
+                "finished_at": ended,
                 "rerun_run_id": rerun_run_id,
             }
             if not succeeded:
                 failures = _failures_before(conn, row.asset_key, row.attempt) + 1
-                values["retry_at"] = now + policy.delay(failures, rand)
+                values["retry_at"] = ended + policy.delay(failures, rand)
                 if why is not None:
                     values["error_class"] = why.error_class
             done = conn.execute(

@@ -335,7 +335,10 @@ def record_outcomes(
                 else Classification("check_failed", False, "blocking_check_failed")
             )
         )
-        if not sh.record_rerun_outcome(engine, rerun.run_key, ok, run.run_id, policy, now, why):
+        ended = _ended_at(max(records, key=lambda r: r.create_timestamp))
+        if not sh.record_rerun_outcome(
+            engine, rerun.run_key, ok, run.run_id, policy, now, why, ended_at=ended
+        ):
             continue
         tick.outcomes += 1
         if rerun.incident_id is None:
@@ -403,11 +406,12 @@ def _store(
         sh.Action.SKIP: sh.Status.SKIPPED,
         sh.Action.ESCALATE: sh.Status.ESCALATED,
     }
-    groups: dict[sh.Action, list[sh.Planned]] = {}
+    # One claim (and one timeline entry) per action and rule: a run's assets re-run together.
+    groups: dict[tuple[sh.Action, str], list[sh.Planned]] = {}
     for asset, d in decisions.items():
         if d.action == sh.Action.WAIT:
             continue
-        groups.setdefault(d.action, []).append(
+        groups.setdefault((d.action, d.rule), []).append(
             sh.Planned(
                 asset,
                 hist[asset].last_attempt + 1,
@@ -418,12 +422,10 @@ def _store(
             )
         )
     won: list[tuple[str, list[str], sh.Decision]] = []
-    for action, planned in groups.items():
-        batches = [planned] if action == sh.Action.RERUN else [[p] for p in planned]
-        for batch in batches:
-            key = sh.claim(engine, batch, source, None, now)
-            if key is not None:
-                won.append((key, [p.asset_key for p in batch], decisions[batch[0].asset_key]))
+    for planned in groups.values():
+        key = sh.claim(engine, planned, source, None, now)
+        if key is not None:
+            won.append((key, [p.asset_key for p in planned], decisions[planned[0].asset_key]))
     return won
 
 
@@ -432,6 +434,7 @@ def _record_on_timeline(
     won: Sequence[tuple[str, list[str], sh.Decision]],
     failure: Failure,
     source: str,
+    policy: sh.SelfHealPolicy,
     now: datetime,
 ) -> None:
     """Each won decision on its incident's timeline, with its rule."""
@@ -458,7 +461,7 @@ def _record_on_timeline(
             now,
         )
         if decision.action == sh.Action.ESCALATE:
-            sh.escalate(engine, incident_id, sh.SelfHealPolicy(), decision.text, now)
+            sh.escalate(engine, incident_id, policy, f"{', '.join(assets)}: {decision.text}", now)
 
 
 def decide_failed_run(
@@ -504,7 +507,7 @@ def decide_failed_run(
         f"run {run.run_id} of {run.job_name} failed ({why.error_class})",
         {"run_id": run.run_id, "rule": why.rule},
     )
-    _record_on_timeline(engine, won, failure, run.run_id, now)
+    _record_on_timeline(engine, won, failure, run.run_id, policy, now)
     tick.decided += len(won)
     for run_key, assets, decision in won:
         if decision.action == sh.Action.RERUN:
@@ -541,7 +544,7 @@ def decide_stale(
             engine, source, {asset: decision}, {asset: sh.Reason.STALE}, stale, policy, now
         )
         failure = _failure([asset], stale, f"{asset} is stale: past its freshness window", {})
-        _record_on_timeline(engine, won, failure, source, now)
+        _record_on_timeline(engine, won, failure, source, policy, now)
         tick.decided += len(won)
         tick.requests += [_request(k, a, {}) for k, a, d in won if d.action == sh.Action.RERUN]
 
