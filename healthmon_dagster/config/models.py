@@ -1263,9 +1263,8 @@ class SelfHealingConfiguration(_Model):
     ``escalate_to``, until the asset materializes again. A re-run that succeeds with its checks
     passing moves the incident to monitoring; it resolves after ``quiet_period_minutes`` without a
     new failure. ``stale_reruns``: also re-run an asset past its freshness fail window whose upstream
-    has materialized since."""
+    has materialized since. The sensor runs only while the feature flag ``self_healing`` is on."""
 
-    enabled: bool = True
     max_attempts_per_window: int = Field(default=3, ge=1, le=100)
     window_minutes: int = Field(default=60, ge=1, le=10_080)
     initial_delay_seconds: int = Field(default=60, ge=1, le=86_400)

@@ -229,17 +229,23 @@ def _failure(
     )
 
 
-def incident_for(engine: Engine, failure: Failure) -> int:
-    """The open incident of the failure's root key (the failure hooks or the run-failure sensor
-    usually opened it); opened here when none is."""
+def open_incident(engine: Engine, failure: Failure) -> int | None:
+    """The open incident of the failure's root key, if any."""
     key = root_key_for(engine, failure)
     with engine.connect() as conn:
         found = conn.execute(
             sa.select(incidents.c.incident_id).where(incidents.c.root_key == key, OPEN)
         ).scalar()
+    return None if found is None else int(found)
+
+
+def incident_for(engine: Engine, failure: Failure) -> int:
+    """The open incident of the failure's root key (the failure hooks or the run-failure sensor
+    usually opened it); opened here when none is."""
+    found = open_incident(engine, failure)
     if found is not None:
-        return int(found)
-    return open_or_absorb(engine, key, failure, sh.ACTOR).incident_id
+        return found
+    return open_or_absorb(engine, root_key_for(engine, failure), failure, sh.ACTOR).incident_id
 
 
 def _attach(engine: Engine, run_key: str, incident_id: int) -> None:
@@ -437,10 +443,16 @@ def _record_on_timeline(
     policy: sh.SelfHealPolicy,
     now: datetime,
 ) -> None:
-    """Each won decision on its incident's timeline, with its rule."""
+    """Each won decision on its incident's timeline, with its rule. A run another mechanism retries
+    opens no incident here (its own failure reporting does): its decision joins one already open."""
     if not won:
         return
-    incident_id = incident_for(engine, failure)
+    if all(d.rule.startswith("coordination:") for _, _, d in won):
+        incident_id = open_incident(engine, failure)
+        if incident_id is None:
+            return
+    else:
+        incident_id = incident_for(engine, failure)
     for run_key, assets, decision in won:
         _attach(engine, run_key, incident_id)
         add_event(
@@ -582,8 +594,10 @@ def self_healing_sensor(
         cfg = healthmon_config.load()
     except ConfigError as exc:
         return dg.SensorResult(skip_reason=dg.SkipReason(f"configuration invalid: {exc}"))
-    if not cfg.self_healing.enabled:
-        return dg.SensorResult(skip_reason=dg.SkipReason("self_healing.enabled is false"))
+    if not cfg.feature_enabled("self_healing"):
+        return dg.SensorResult(
+            skip_reason=dg.SkipReason("the feature flag self_healing is off in healthmon.yaml")
+        )
     try:
         tick = heal(context, warehouse.health_engine(), cfg)
     except (*_DB_ERRORS, sa_exc.ArgumentError, ValueError) as exc:

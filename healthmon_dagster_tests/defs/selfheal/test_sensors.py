@@ -44,6 +44,7 @@ def use_config(monkeypatch: pytest.MonkeyPatch, folder: Path, **self_healing: An
     """healthmon.yaml with fast landing retries and ``self_healing`` as given (fast by default)."""
     data = yaml.safe_load(PROJECT_CONFIG.read_text())
     data["landing"]["retry"] = FAST_RETRY
+    data["feature_flags"]["self_healing"] = True
     data["self_healing"] = {
         "initial_delay_seconds": 1,
         "max_delay_seconds": 1,
@@ -340,5 +341,28 @@ def test_a_file_attempt_with_retries_left_is_the_landing_sensors(
     assert result.success is False
 
     assert not tick(instance).run_requests
+    assert not incident_rows(db_url)  # the landing sensor's failure reporting, not this sensor's
     assert (RAW_KEY, 1, "skipped", "coordination:file_attempt") in attempt_rows(db_url)
     assert {r[2:] for r in attempt_rows(db_url)} == {("skipped", "coordination:file_attempt")}
+
+
+def test_the_sensor_is_off_while_its_feature_flag_is(
+    healthmon_env: Path,
+    db_url: str,
+    instance: dg.DagsterInstance,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    use_config(monkeypatch, tmp_path)
+    path = tmp_path / "healthmon.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["feature_flags"]["self_healing"] = False
+    path.write_text(yaml.safe_dump(data))
+    sample = land(healthmon_env)
+    monkeypatch.setenv("HEALTHMON_DATABASE_URL", unreachable_url(db_url, tmp_path))
+    run_job(instance, raw_file_run_config(sample.key))
+
+    result = tick(instance)
+    assert not result.run_requests
+    assert "feature flag self_healing is off" in (result.skip_reason.skip_message or "")  # type: ignore[union-attr]
+    assert not attempt_rows(db_url)
