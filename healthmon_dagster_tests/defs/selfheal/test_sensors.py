@@ -175,7 +175,8 @@ def test_a_transient_outage_is_healed_and_the_incident_resolves_with_its_alerts(
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
-    use_config(monkeypatch, tmp_path)
+    # A backoff longer than a tick takes on a loaded machine.
+    use_config(monkeypatch, tmp_path, initial_delay_seconds=4, max_delay_seconds=4)
     sample = land(healthmon_env)
     outage.down()
     failed = run_job(instance, raw_file_run_config(sample.key))
@@ -189,13 +190,13 @@ def test_a_transient_outage_is_healed_and_the_incident_resolves_with_its_alerts(
     assert incident.root_key == "resource:database:warehouse"
     alert_id = link_alert(db_url, incident.incident_id)
 
-    # Still down: the re-run fails; the next re-run waits for the backoff (1 s).
+    # Still down: the re-run fails; the next re-run waits for the backoff (4 s).
     assert execute(instance, first).success is False
     waiting = tick(instance)
     assert not waiting.run_requests
     assert "1 outcome(s) recorded" in (waiting.skip_reason.skip_message or "")  # type: ignore[union-attr]
     outage.up()
-    time.sleep(1.1)  # the backoff: the first tick after it re-runs
+    time.sleep(4.1)  # the backoff: the first tick after it re-runs
     (second,) = tick(instance).run_requests or []
     assert second.run_key != first.run_key
     healed = execute(instance, second)
