@@ -16,7 +16,13 @@ import yaml
 
 from healthmon_dagster.definitions import defs
 from healthmon_dagster.defs.pipeline.jobs import raw_file_run_config
-from healthmon_dagster.defs.selfheal.sensors import FILE_ATTEMPT_TAG, self_healing_sensor
+from healthmon_dagster.defs.resources import HealthmonConfigResource
+from healthmon_dagster.defs.selfheal.sensors import (
+    FILE_ATTEMPT_TAG,
+    Tick,
+    decide_stale,
+    self_healing_sensor,
+)
 from healthmon_dagster.etl.landing import LocalLandingSource
 from healthmon_dagster.etl.sample import SampleFile, generate_sample, write_to
 from healthmon_dagster.incidents import selfheal as sh
@@ -367,3 +373,36 @@ def test_the_sensor_is_off_while_its_feature_flag_is(
     assert not result.run_requests
     assert "feature flag self_healing is off" in (result.skip_reason.skip_message or "")  # type: ignore[union-attr]
     assert not attempt_rows(db_url)
+
+
+def test_a_stale_asset_whose_upstream_is_newer_is_re_run_once_per_staleness(
+    healthmon_env: Path, db_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    use_config(monkeypatch, tmp_path)
+    cfg = HealthmonConfigResource().load()
+    policy = sh.SelfHealPolicy.from_config(cfg.self_healing)
+    engine = get_engine(db_url)
+    now = utcnow()
+    fail_window = timedelta(minutes=cfg.freshness["stg/patients"].fail_window_minutes)
+    latest = {
+        RAW_KEY: now - timedelta(minutes=5),
+        "stg/patients": now - fail_window - timedelta(minutes=1),  # stale, raw is newer
+        "stg/patients_rejected": now - timedelta(minutes=5),
+        "core/dim_patient": now - fail_window - timedelta(minutes=1),  # stale, stg is older
+    }
+
+    first = Tick(requests=[])
+    decide_stale(engine, cfg, policy, latest, first)
+    again = Tick(requests=[])
+    decide_stale(engine, cfg, policy, latest, again)
+
+    (request,) = first.requests
+    assert {"/".join(k.path) for k in request.asset_selection or []} == {
+        "stg/patients",
+        "stg/patients_rejected",
+    }
+    assert not again.requests  # the same staleness is decided once
+    (incident,) = incident_rows(db_url)
+    assert incident.root_key == "asset:stg/patients"
+    (entry,) = [d for _, k, _, d in timeline(db_url) if k == "self_heal_attempt"]
+    assert (entry["action"], entry["rule"]) == ("rerun", "stale:upstream_newer")
