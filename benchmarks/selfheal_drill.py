@@ -206,7 +206,11 @@ def backoff_in_effect(url: str) -> float | None:
 
 
 def data_error_drill(args: argparse.Namespace, url: str, home: Path) -> dict[str, Any]:
-    bad = generate_sample(50, files=args.bad_files, defect="missing_column", prefix="patients_bad")
+    # Distinct content per file (one seed each): the loader skips a file whose content it has seen.
+    bad = [
+        generate_sample(50, defect="missing_column", prefix=f"patients_bad{i}", seed=100 + i)[0]
+        for i in range(args.bad_files)
+    ]
     write_to(LocalLandingSource(home / "landing"), bad)
     (home / "dagster-bad").mkdir()
     with dg.instance_for_test(temp_dir=str(home / "dagster-bad")) as instance:
