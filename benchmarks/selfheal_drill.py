@@ -143,11 +143,14 @@ def incident_state(url: str) -> tuple[str | None, list[str]]:
         status = conn.execute(
             sa.select(incidents.c.status).order_by(incidents.c.incident_id)
         ).scalar()
-        kinds = list(
-            conn.execute(
-                sa.select(incident_events.c.kind).order_by(incident_events.c.event_id)
-            ).scalars()
-        )
+        kinds = [
+            f"{r.kind}: {r.text}" if r.kind.startswith("self_heal") else r.kind
+            for r in conn.execute(
+                sa.select(incident_events.c.kind, incident_events.c.text).order_by(
+                    incident_events.c.event_id
+                )
+            )
+        ]
     return status, kinds
 
 
@@ -168,24 +171,23 @@ def transient_drill(
             if back_at is None and now - down_at >= args.outage_seconds:
                 proxy.start()
                 back_at = now
-                out["backoff_step_at_return_s"] = backoff_in_effect(url)
             for request in driver.tick():
                 if back_at is not None and "requested_after_return_s" not in out:
                     out["requested_after_return_s"] = round(time.monotonic() - back_at, 2)
-                if driver.execute(request):
-                    assert back_at is not None
-                    out["healed_after_return_s"] = round(time.monotonic() - back_at, 2)
-                else:
+                    # The backoff step whose end let this re-run go (the last failed re-run's).
+                    out["backoff_step_waited_s"] = backoff_in_effect(url)
+                if driver.execute(request) and back_at is not None:
+                    out["rerun_succeeded_after_return_s"] = round(time.monotonic() - back_at, 2)
+                elif back_at is None:
                     out["reruns_failed_during_outage"] += 1
-            if "healed_after_return_s" in out:
+            if back_at is not None and incident_state(url)[0] in ("monitoring", "resolved"):
+                # The tick that saw the re-run and its checks pass: the time to recover.
+                out["monitoring_after_return_s"] = round(time.monotonic() - back_at, 2)
                 break
             if back_at is not None and time.monotonic() - back_at > 10 * args.backoff_seconds + 120:
                 out["error"] = "not healed within 10 backoff steps of the return"
                 break
             time.sleep(args.tick_seconds)
-        driver.tick()  # records the outcome: monitoring
-        assert back_at is not None
-        out["monitoring_after_return_s"] = round(time.monotonic() - back_at, 2)
         driver.tick()  # quiet period 0: resolved
         status, kinds = incident_state(url)
         out |= {"reruns_requested": driver.requested, "incident_status": status, "timeline": kinds}
@@ -221,7 +223,7 @@ def data_error_drill(args: argparse.Namespace, url: str, home: Path) -> dict[str
                 driver.execute(request)
     c = self_heal_attempts.c
     with get_engine(url).connect() as conn:
-        rules = dict(
+        rules: dict[str, int] = dict(
             conn.execute(
                 sa.select(c.rule, sa.func.count())
                 .where(c.status == "skipped", c.source_run_id.is_not(None))
@@ -260,7 +262,7 @@ def main() -> None:
         }
         (home / "dagster").mkdir()
         started = time.monotonic()
-        figures = {
+        figures: dict[str, Any] = {
             "load_average": os.getloadavg(),
             "transient": transient_drill(args, url, home, proxy),
         }

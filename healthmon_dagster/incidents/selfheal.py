@@ -381,6 +381,9 @@ def record_rerun_outcome(
     ``ended_at``, when its run ended); the assets updated (none when another process recorded it
     first)."""
     ended = min(ended_at or now, now)
+    draw = (
+        rand()
+    )  # one jitter for the re-run: its assets wait equally long, and are re-run together
     c = self_heal_attempts.c
     with write_transaction(engine) as conn:
         rows = conn.execute(
@@ -397,7 +400,7 @@ def record_rerun_outcome(
             }
             if not succeeded:
                 failures = _failures_before(conn, row.asset_key, row.attempt) + 1
-                values["retry_at"] = ended + policy.delay(failures, rand)
+                values["retry_at"] = ended + policy.delay(failures, lambda: draw)
                 if why is not None:
                     values["error_class"] = why.error_class
             done = conn.execute(

@@ -507,6 +507,13 @@ def decide_failed_run(
             )
         else:
             decisions[asset] = sh.decide(asset, why, hist[asset], policy, now)
+    # A run's assets are re-run together: while one of them waits (backoff, window, a re-run in
+    # flight), the others wait with it, rather than a partial re-run whose checks judge half a load.
+    waits = [d for d in decisions.values() if d.action == sh.Action.WAIT]
+    if waits:
+        decisions = {
+            a: waits[0] if d.action == sh.Action.RERUN else d for a, d in decisions.items()
+        }
     reasons = {
         a: sh.Reason.FAILED_RUN if a in left.not_materialized else sh.Reason.CHECK_NOT_EVALUATED
         for a in todo
