@@ -462,6 +462,52 @@ sa.Index(
 sa.Index("ix_incidents_component_started", incidents.c.component, incidents.c.started_at)
 sa.Index("ix_incidents_status", incidents.c.status)
 
+# The self-healing sensor's record, one row per (asset, attempt): a re-run it requested (requested,
+# then succeeded or failed; a failed one may be followed from retry_at), a failure it will not
+# re-run (skipped: a data error, another mechanism's retry), the escalation when the
+# asset's circuit breaker opened (escalated: no re-run until the asset materializes again), and the
+# breaker's reset (reset). The unique (asset_key, attempt) lets one sensor tick or process win each
+# attempt; the unique (source_run_id, asset_key) means one failed run is re-run once per asset.
+# incident_id names the incident whose timeline holds the decision (no foreign key: incidents'
+# retention deletes old incidents, and this record stays for the attempt counts).
+self_heal_attempts = sa.Table(
+    "self_heal_attempts",
+    metadata,
+    sa.Column("attempt_id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("asset_key", sa.String(500), nullable=False),  # "raw/patients"
+    sa.Column("attempt", sa.Integer, nullable=False),  # 1, 2, ... per asset
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("reason", sa.String(30), nullable=False),  # failed_run, check_not_evaluated, stale
+    sa.Column("source_run_id", sa.String(64)),  # the failed run re-run (None: stale)
+    sa.Column("run_key", sa.String(500), nullable=False),  # the re-run's Dagster run key
+    sa.Column("rerun_run_id", sa.String(64)),  # the re-run, once seen
+    sa.Column("incident_id", sa.BigInteger),
+    sa.Column("error_class", sa.String(64)),
+    sa.Column("rule", sa.String(200), nullable=False),  # the rule that decided
+    sa.Column("requested_at", Timestamp, nullable=False),
+    sa.Column("finished_at", Timestamp),
+    sa.Column("retry_at", Timestamp),  # failed: the next re-run not before
+    sa.CheckConstraint(
+        "status IN ('requested', 'succeeded', 'failed', 'skipped', 'escalated', 'reset')",
+        name="ck_self_heal_attempts_status",
+    ),
+    sa.CheckConstraint("attempt >= 1", name="ck_self_heal_attempts_attempt"),
+    schema="etl",
+)
+sa.Index(
+    "uq_self_heal_attempts_asset_attempt",
+    self_heal_attempts.c.asset_key,
+    self_heal_attempts.c.attempt,
+    unique=True,
+)
+sa.Index(
+    "uq_self_heal_attempts_source_asset",
+    self_heal_attempts.c.source_run_id,
+    self_heal_attempts.c.asset_key,
+    unique=True,
+)
+sa.Index("ix_self_heal_attempts_status", self_heal_attempts.c.status)
+
 # The timeline: every event of an incident, in order, with who did it and from where. ``text``
 # is built from counts, asset keys, column names and error classes, never field values.
 incident_events = sa.Table(
