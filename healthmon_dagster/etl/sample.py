@@ -50,11 +50,12 @@ import functools
 import io
 import random
 import re
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, Any, Protocol
 
 from sqlalchemy.engine import Engine
 
@@ -117,7 +118,7 @@ RESEND_FRACTION = 0.10
 # Column positions, named to keep the generator readable.
 _ID, _BIRTH, _DEATH, _SSN = 0, 1, 2, 3
 _FIRST, _LAST_NAME, _MARITAL, _GENDER = 7, 8, 11, 14
-_ADDRESS, _ZIP, _LAT, _LON = 16, 20, 21, 22
+_COUNTY, _ADDRESS, _ZIP, _LAT, _LON = 19, 16, 20, 21, 22
 _EXPENSES, _COVERAGE = 23, 24
 
 _FIRST_M = (
@@ -321,6 +322,20 @@ national ids instead of US SSNs, empty for children)."""
 _RACES = ("white",) * 14 + ("black",) * 3 + ("asian",) * 2 + ("native", "other")
 _SUFFIXES = ("",) * 46 + ("MD", "PhD", "JD", "DDS")
 _TIERS = ("bronze", "silver", "gold", "platinum")
+# County FIPS codes of the generated Massachusetts counties (newer Synthea's FIPS column).
+_MA_FIPS = {
+    "Barnstable County": "25001",
+    "Berkshire County": "25003",
+    "Bristol County": "25005",
+    "Essex County": "25009",
+    "Hampden County": "25013",
+    "Hampshire County": "25015",
+    "Middlesex County": "25017",
+    "Norfolk County": "25021",
+    "Plymouth County": "25023",
+    "Suffolk County": "25025",
+    "Worcester County": "25027",
+}
 _BIRTH_MIN = date(1920, 1, 1).toordinal()
 _BIRTH_SPAN = REFERENCE_DATE.toordinal() - _BIRTH_MIN
 _REF_ORD = REFERENCE_DATE.toordinal()
@@ -536,8 +551,51 @@ def _locale(value: str) -> str:
     return f"{float(value):,.2f}".translate(_LOCALE_TABLE) if value else value
 
 
-def _render(out: IO[str], rows: Iterable[list[str]], n_rows: int, defect: str | None) -> None:
-    """Write header and ``rows`` (``n_rows`` of them) to ``out`` with ``defect`` applied."""
+def _widen(row: list[str], is_header: bool = False) -> list[str]:
+    """``row`` in Synthea 3.x's 28-column layout: MIDDLE after FIRST, FIPS after COUNTY, INCOME
+    last (:data:`~healthmon_dagster.store.tables.SYNTHEA_COLUMN_ORDER`). The values derive from
+    the row's Id, so the output stays deterministic."""
+    if is_header:
+        middle, fips, income = "MIDDLE", "FIPS", "INCOME"
+    else:
+        h = zlib.crc32(row[_ID].encode())
+        names = _FIRST_F if h % 2 else _FIRST_M
+        middle = names[(h >> 1) % len(names)] if h % 3 else ""  # a third have none
+        fips = _MA_FIPS.get(row[_COUNTY], "")  # Synthea leaves it empty outside the US
+        income = str(15_000 + (h >> 4) % 185_000)
+    return [
+        *row[: _FIRST + 1],
+        middle,
+        *row[_FIRST + 1 : _COUNTY + 1],
+        fips,
+        *row[_COUNTY + 1 :],
+        income,
+    ]
+
+
+class _Widening:
+    """A csv writer that writes each row in Synthea 3.x's 28-column layout (:func:`_widen`)."""
+
+    def __init__(self, writer: Any) -> None:
+        self._writer = writer
+
+    def writerow(self, row: list[str]) -> None:
+        self._writer.writerow(_widen(row))
+
+    def writerows(self, rows: Iterable[list[str]]) -> None:
+        self._writer.writerows(_widen(r) for r in rows)
+
+
+def _render(
+    out: IO[str],
+    rows: Iterable[list[str]],
+    n_rows: int,
+    defect: str | None,
+    newer_columns: bool = False,
+) -> None:
+    """Write header and ``rows`` (``n_rows`` of them) to ``out`` with ``defect`` applied; in
+    Synthea 3.x's 28-column layout with ``newer_columns`` (defects apply first, by the older
+    layout's positions)."""
     header = list(COLUMNS)
     if defect == "missing_column":
         header.pop()
@@ -549,9 +607,11 @@ def _render(out: IO[str], rows: Iterable[list[str]], n_rows: int, defect: str | 
         header[_ID], header[_BIRTH] = "id", "Birthdate"
     elif defect == "columns_reordered":
         header[_FIRST], header[_LAST_NAME] = header[_LAST_NAME], header[_FIRST]
+    if newer_columns:
+        header = _widen(header, is_header=True)
     if defect == "bom_crlf":
         out.write("\ufeff")
-    writer = csv.writer(
+    writer: Any = csv.writer(
         out,
         delimiter=";" if defect == "semicolon_delimiter" else ",",
         lineterminator={"bom_crlf": "\r\n", "cr_line_endings": "\r"}.get(defect or "", "\n"),
@@ -561,6 +621,8 @@ def _render(out: IO[str], rows: Iterable[list[str]], n_rows: int, defect: str | 
         out.write(",".join(header))  # no line break: the first record follows on line 1
     elif defect != "headerless":
         writer.writerow(header)
+    if newer_columns:
+        writer = _Widening(writer)
     if defect is None or defect in (
         "semicolon_delimiter",
         "bom_crlf",
@@ -647,6 +709,7 @@ def generate_sample(
     prefix: str = "patients",
     start_index: int = 0,
     country: str = "US",
+    newer_columns: bool = False,
 ) -> list[SampleFile]:
     """Generate ``files`` Synthea ``patients.csv`` files of ``rows`` rows each.
 
@@ -656,6 +719,8 @@ def generate_sample(
     ``defect`` (one of :data:`DEFECTS`) goes into the last file only; see the module docstring.
     ``SampleFile.rows`` counts data lines (a truncated last line counts; an empty file has 0).
     ``country`` (one of :data:`COUNTRIES`) picks the Synthea configuration the export imitates.
+    ``newer_columns`` writes Synthea 3.x's 28 columns in its order (MIDDLE after FIRST, FIPS after
+    COUNTY, INCOME last) instead of the older 25.
     """
     _check_defect(defect)
     _check_country(country)
@@ -696,7 +761,7 @@ def generate_sample(
         if number <= start_index:
             continue
         buf = io.StringIO()
-        _render(buf, batch, n_rows, file_defect)
+        _render(buf, batch, n_rows, file_defect, newer_columns)
         data = _encode(buf.getvalue(), n_rows, file_defect)
         result.append(
             SampleFile(

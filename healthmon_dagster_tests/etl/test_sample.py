@@ -28,6 +28,7 @@ from healthmon_dagster.etl.sample import (
     write_patients_csv,
     write_to,
 )
+from healthmon_dagster.store.tables import SYNTHEA_COLUMN_ORDER
 
 HEADER = ",".join(COLUMNS)
 COL = {name: i for i, name in enumerate(COLUMNS)}
@@ -518,3 +519,22 @@ def test_cli_writes_an_international_export(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     [expected] = generate_sample(20, files=1, country="BR")
     assert (out / expected.key).read_bytes() == expected.data
+
+
+def test_newer_columns_are_written_in_synthea_3_order(tmp_path: Path) -> None:
+    [older] = generate_sample(50, seed=4)
+    [newer] = generate_sample(50, seed=4, newer_columns=True)
+    header, rows = parse(newer.data)
+    assert header == list(SYNTHEA_COLUMN_ORDER) and len(header) == 28
+    _, old_rows = parse(older.data)
+    # The 25 older columns carry the same values; the three new ones are filled realistically.
+    at = {name: i for i, name in enumerate(header)}
+    assert [[r[at[c]] for c in COLUMNS] for r in rows] == old_rows
+    assert all(r[at["FIPS"]].startswith("25") and r[at["INCOME"]].isdigit() for r in rows)
+    assert any(r[at["MIDDLE"]] for r in rows) and any(not r[at["MIDDLE"]] for r in rows)
+    result = CliRunner().invoke(
+        generate_sample_cmd,
+        ["--rows", "50", "--files", "1", "--seed", "4", "--newer-columns", "--out", str(tmp_path)],
+    )
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / newer.key).read_bytes() == newer.data
