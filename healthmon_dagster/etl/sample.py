@@ -287,9 +287,13 @@ _INTL_CITIES: dict[str, tuple[tuple[str, str, str, str, float, float], ...]] = {
         ("Berlin", "Berlin", "Berlin", "10115", 52.5200, 13.4050),
         ("München", "Bayern", "Oberbayern", "80331", 48.1351, 11.5820),
         ("Hamburg", "Hamburg", "Hamburg", "20095", 53.5511, 9.9937),
-        ("Köln", "Nordrhein-Westfalen", "Köln", "50667", 50.9375, 6.9603),
+        # State names as synthea-international's DE exports spell them (case after a hyphen
+        # lowered); matched ignoring case and accents.
+        ("Köln", "Nordrhein-westfalen", "Köln", "50667", 50.9375, 6.9603),
+        ("Düsseldorf", "Nordrhein-westfalen", "Düsseldorf", "40213", 51.2277, 6.7735),
         ("Frankfurt am Main", "Hessen", "Darmstadt", "60311", 50.1109, 8.6821),
-        ("Stuttgart", "Baden-Württemberg", "Stuttgart", "70173", 48.7758, 9.1829),
+        ("Stuttgart", "Baden-württemberg", "Stuttgart", "70173", 48.7758, 9.1829),
+        ("Erfurt", "Thuringen", "Erfurt", "99084", 50.9848, 11.0299),
         ("Leipzig", "Sachsen", "Leipzig", "04109", 51.3397, 12.3731),
         ("Dresden", "Sachsen", "Dresden", "01067", 51.0504, 13.7373),
     ),
@@ -401,6 +405,8 @@ def _address_block(r: random.Random, country: str = "US") -> str:
         city, state, county, code, lat, lon = r.choice(_INTL_CITIES[country])
         address = f"{r.choice(_INTL_STREETS[country])} {r.randint(1, 250)}"
         code = "" if r.random() < 0.05 else code
+        if country == "CA" and r.random() < 0.3:
+            code = code[:3]  # the forward sortation area alone, as synthea-international writes
         lat_s, lon_s = repr(lat + (r.random() - 0.5) * 0.2), repr(lon + (r.random() - 0.5) * 0.2)
         return f"{address},{city},{state},{county},{code},{lat_s},{lon_s}"
     city, county, zip_code, lat, lon = r.choice(_CITIES)
