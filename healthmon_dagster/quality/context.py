@@ -31,10 +31,27 @@ class CheckError(Exception):
 
 @dataclass(frozen=True)
 class Batch:
-    """The rows of one load: ``column = value`` (``_file_id`` of the latest file, by default)."""
+    """The rows of the loads a check judges: ``column IN values``. By default ``_file_id`` of the
+    latest file; in a run that loaded, staged or merged files, the ids of every file it did (the
+    run's ETL result), so no file of the run goes unjudged. No values: the run had no rows."""
 
     column: str
-    value: Any
+    values: tuple[Any, ...]
+    of_run: bool = False  # the values are the files of this run (not the latest file)
+
+    def where(self, col: ColumnElement[Any]) -> ColumnElement[bool]:
+        """``col`` holds one of the batch's values (an index probe per value)."""
+        if not self.values:
+            return sa.false()
+        if len(self.values) == 1:
+            one: ColumnElement[bool] = col == self.values[0]
+            return one
+        return col.in_(self.values)
+
+    @property
+    def value(self) -> Any:
+        """The newest value (custom SQL's ``:batch``); None for an empty batch."""
+        return max(self.values) if self.values else None
 
 
 @dataclass
@@ -71,12 +88,18 @@ class EvalContext:
     def scope(self) -> list[ColumnElement[bool]]:
         """The row filter of row-level checks: the batch in incremental mode, else nothing."""
         if self.mode == INCREMENTAL and self.batch is not None:
-            return [self.col(self.batch.column) == self.batch.value]
+            return [self.batch.where(self.col(self.batch.column))]
         return []
 
     @property
     def scope_name(self) -> str:
-        return "latest batch" if self.scope else "table"
+        if not self.scope or self.batch is None:
+            return "table"
+        if not self.batch.values:
+            return "run (no rows in this run)"
+        if len(self.batch.values) > 1:
+            return f"{len(self.batch.values)} files of this run"
+        return "latest batch"
 
 
 def resolve_table(engine: Engine, asset: str) -> sa.Table:
@@ -109,14 +132,14 @@ def resolve_batch(
             value = conn.execute(
                 sa.select(sa.func.max(files.c.file_id)).where(bundled.arrived)
             ).scalar()
-            return None if value is None else Batch("_file_id", value)
+            return None if value is None else Batch("_file_id", (value,))
         column = batch_column or ("_file_id" if "_file_id" in table.c else None)
         if column is None:
             return None
         if column not in table.c:
             raise CheckError(f"batch column {column} does not exist in {table.schema}.{table.name}")
         value = conn.execute(sa.select(sa.func.max(table.c[column]))).scalar()
-    return None if value is None else Batch(column, value)
+    return None if value is None else Batch(column, (value,))
 
 
 def known_names(table: sa.Table | None, asset: str) -> set[str]:

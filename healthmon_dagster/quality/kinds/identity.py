@@ -52,7 +52,7 @@ def plan_identity_stability(ctx: EvalContext, spec: IdentityStabilityCheck) -> P
                 first, last = conn.execute(
                     sa.select(
                         sa.func.min(table.c[valid_from]), sa.func.max(table.c[valid_from])
-                    ).where(table.c[batch_col] == batch.value)
+                    ).where(batch.where(table.c[batch_col]))
                 ).one()
                 # The versions that end where a version of the batch starts: within the batch's
                 # window (an index range on valid_to), set apart first, so that each finds the
@@ -68,7 +68,7 @@ def plan_identity_stability(ctx: EvalContext, spec: IdentityStabilityCheck) -> P
                     .cte("replaced")
                     .prefix_with("MATERIALIZED")
                 )
-                counted = new.c[batch_col] == batch.value
+                counted = batch.where(new.c[batch_col])
             else:
                 old = table.alias("p")
             changed = {c: new.c[c] != old.c[c] for c in identity}  # NULL on a side: no change
@@ -89,7 +89,7 @@ def plan_identity_stability(ctx: EvalContext, spec: IdentityStabilityCheck) -> P
             row = conn.execute(query).one()._mapping
         transitions, failing, keys = (int(row[n] or 0) for n in ("transitions", "changed", "keys"))
         per_column = {f"changed__{c}": int(row[f"col{i}"] or 0) for i, c in enumerate(identity)}
-        scope = "latest batch" if batch is not None else "table"
+        scope = ctx.scope_name
         return count_result(
             ctx,
             spec,

@@ -48,6 +48,7 @@ from healthmon_dagster_tests.quality.fixtures import (
     IDS,
     PROJECT_CONFIG,
     REJECTION,
+    ROW_COUNT,
     SCD2,
     SCHEMA,
     VOLUME,
@@ -578,3 +579,55 @@ def test_valid_international_exports_load_with_no_rejection_and_no_failed_check(
             sa.text("SELECT count(*) FROM core.dim_patient WHERE is_current")
         ).scalar()
     assert (rejected, flagged, current) == (0, 0, 200)
+
+
+def test_every_file_a_run_stages_is_judged_not_only_the_newest(
+    healthmon_env: Path, db_url: str, instance: dg.DagsterInstance
+) -> None:
+    """File A reaches raw but is not staged (a run stopped after raw); file B's run stages A and
+    B: A's defects are reported, with row numbers that name A."""
+    landing = LocalLandingSource(healthmon_env / "landing")
+    defs = code_location()
+    [bad] = generate_sample(200, files=1, defect="unknown_gender", prefix="patients_a")
+    write_to(landing, [bad])
+    raw_only = defs.resolve_job_def("patients_etl_job").execute_in_process(
+        instance=instance, asset_selection=[RAW], raise_on_error=False
+    )
+    assert raw_only.success and STG not in materialized(raw_only)
+    write_to(landing, generate_sample(200, files=1, seed=7, prefix="patients_b"))
+
+    result = run_job(defs, instance)
+
+    assert result.success, failure_descriptions(result)
+    found = evaluations(result)
+    gender = found[GENDER]
+    assert gender.passed is False and gender.severity == dg.AssetCheckSeverity.WARN
+    meta = {k: v.value for k, v in gender.metadata.items()}
+    assert (meta["failing_rows"], meta["total_rows"]) == (defect_count(200), 400)
+    numbers = ", ".join(str(pos + 1) for pos in defect_rows(200))
+    assert (gender.description or "").endswith(f"row numbers: {numbers} in {bad.key}")
+    assert "2 files of this run" in (gender.description or "")
+    assert found[REJECTION].passed is False  # 6 of 400 rejected: above 1%
+    # raw judged only what this run loaded (B, clean); A's raw checks ran in its own run.
+    assert found[FILE_ANOMALIES].passed is True
+
+
+def test_an_empty_files_run_does_not_rejudge_the_previous_files_rows(
+    healthmon_env: Path, db_url: str, instance: dg.DagsterInstance
+) -> None:
+    landing = LocalLandingSource(healthmon_env / "landing")
+    defs = code_location()
+    first, empty = generate_sample(200, files=2, defect="empty_file")
+    # The first file warns on its own gender codes (a defect applied to it by hand).
+    broken = generate_sample(200, files=1, defect="unknown_gender")[0]
+    write_to(landing, [SampleFile(first.key, broken.data, broken.rows, None)])
+    assert evaluations(run_job(defs, instance))[GENDER].passed is False
+    write_to(landing, [empty])
+
+    result = run_job(defs, instance)
+
+    found = evaluations(result)
+    assert found[ROW_COUNT].passed is False  # the empty file itself is reported
+    for name in (GENDER, REJECTION, IDS):
+        assert found[name].passed is True, (name, found[name].description)
+        assert "no rows in this run" in (found[name].description or "")
