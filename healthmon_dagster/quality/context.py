@@ -6,8 +6,8 @@
 row filter of row-level checks (:attr:`EvalContext.scope`), to every planner.
 """
 
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 import sqlalchemy as sa
@@ -16,6 +16,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.sql.elements import ColumnElement
 
 from healthmon_dagster.etl import catalog
+from healthmon_dagster.store.metrics import as_utc
 from healthmon_dagster.store.tables import files
 
 FULL: Final = "full"
@@ -38,6 +39,7 @@ class Batch:
     column: str
     values: tuple[Any, ...]
     of_run: bool = False  # the values are the files of this run (not the latest file)
+    window_hours: int | None = None  # the values are the files loaded in the last window_hours
 
     def where(self, col: ColumnElement[Any]) -> ColumnElement[bool]:
         """``col`` holds one of the batch's values (an index probe per value)."""
@@ -95,11 +97,28 @@ class EvalContext:
     def scope_name(self) -> str:
         if not self.scope or self.batch is None:
             return "table"
+        if self.batch.window_hours is not None:
+            return f"files loaded in the last {self.batch.window_hours} h"
         if not self.batch.values:
             return "run (no rows in this run)"
         if len(self.batch.values) > 1:
             return f"{len(self.batch.values)} files of this run"
         return "latest batch"
+
+
+def windowed(ctx: EvalContext, window_hours: int | None) -> EvalContext:
+    """The context a per-file check judges in: unchanged in runs that load files; in the full
+    sweep of a bundled asset, the files loaded in the last ``window_hours`` (None: the whole
+    table), so that one bad file fails the sweeps of its window, not every sweep after it."""
+    if ctx.mode != FULL or window_hours is None or catalog.asset(ctx.asset) is None:
+        return ctx
+    since = as_utc(ctx.now) - timedelta(hours=window_hours)
+    with ctx.engine.connect() as conn:
+        ids = conn.execute(
+            sa.select(files.c.file_id).where(files.c.loaded_at >= since).order_by(files.c.file_id)
+        ).scalars()
+        batch = Batch("_file_id", tuple(ids), window_hours=window_hours)
+    return replace(ctx, mode=INCREMENTAL, batch=batch)
 
 
 def resolve_table(engine: Engine, asset: str) -> sa.Table:

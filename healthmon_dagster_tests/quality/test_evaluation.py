@@ -258,7 +258,7 @@ def test_a_one_row_defect_in_a_large_file_is_reported_with_its_row_number(
     assert statuses(results).get(check) == status
     result = results[check]
     assert result.failing_rows == 1
-    assert result.message.endswith(f"row numbers: {target}")
+    assert result.message.endswith(f"row numbers: {target} in patients_0001.csv")
     # 1 of 20,000 is far below the 1% rate: the rate check alone would not see it
     assert results[REJECTION].status == QualityStatus.PASSED
 

@@ -28,7 +28,7 @@ import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
 from healthmon_dagster.config.models import IdentityStabilityCheck
-from healthmon_dagster.quality.context import INCREMENTAL, EvalContext
+from healthmon_dagster.quality.context import INCREMENTAL, EvalContext, windowed
 from healthmon_dagster.quality.grading import count_result
 from healthmon_dagster.quality.plan import Plan, planner
 from healthmon_dagster.quality.result import CheckResult
@@ -41,6 +41,7 @@ def plan_identity_stability(ctx: EvalContext, spec: IdentityStabilityCheck) -> P
         ctx.col(n).name for n in (spec.key, spec.valid_from, spec.valid_to)
     )
     identity = [ctx.col(c).name for c in spec.identity_columns]
+    ctx = windowed(ctx, spec.window_hours)
     batch = ctx.batch if ctx.mode == INCREMENTAL else None
     batch_col = ctx.col(batch.column).name if batch is not None else None
 

@@ -14,7 +14,7 @@ from sqlalchemy import exc as sa_exc
 
 from healthmon_dagster.config.models import ReconciliationCheck, RejectionRateCheck
 from healthmon_dagster.etl import catalog
-from healthmon_dagster.quality.context import INCREMENTAL, CheckError, EvalContext
+from healthmon_dagster.quality.context import INCREMENTAL, CheckError, EvalContext, windowed
 from healthmon_dagster.quality.grading import count_result, grade, make_result, rate
 from healthmon_dagster.quality.plan import Plan, planner
 from healthmon_dagster.quality.result import CheckResult
@@ -46,6 +46,7 @@ def _rejected_pair(ctx: EvalContext) -> tuple[sa.Table, sa.Table]:
 
 @planner(RejectionRateCheck)
 def plan_rejection_rate(ctx: EvalContext, spec: RejectionRateCheck) -> Plan:
+    ctx = windowed(ctx, spec.window_hours)
     accepted, rejected = _rejected_pair(ctx)
     default_warn, default_fail = ctx.rejection_rate
     warn = spec.warn if spec.warn is not None else default_warn

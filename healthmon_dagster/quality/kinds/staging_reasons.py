@@ -24,7 +24,7 @@ from healthmon_dagster.config.models import (
     StagingFlagsCheck,
 )
 from healthmon_dagster.etl import catalog
-from healthmon_dagster.quality.context import INCREMENTAL, CheckError, EvalContext
+from healthmon_dagster.quality.context import INCREMENTAL, CheckError, EvalContext, windowed
 from healthmon_dagster.quality.grading import count_result, fraction_result
 from healthmon_dagster.quality.plan import Plan, planner
 from healthmon_dagster.quality.result import CheckResult
@@ -88,6 +88,7 @@ def _with_rows(result: CheckResult, rows: str, failing: int) -> CheckResult:
 @planner(RejectionReasonsCheck)
 def plan_rejection_reasons(ctx: EvalContext, spec: RejectionReasonsCheck) -> Plan:
     _require_staging(ctx, spec.kind)
+    ctx = windowed(ctx, spec.window_hours)
     rejected, staged = catalog.STG_PATIENTS_REJECTED.table, catalog.STG_PATIENTS.table
     codes = rejected.c.reasons
     any_reason = sa.or_(*(has_code(codes, code) for code in spec.reasons))
@@ -146,6 +147,8 @@ def plan_staging_flags(ctx: EvalContext, spec: StagingFlagsCheck) -> Plan:
     )
     exprs: dict[str, ColumnElement[Any]] = {"found": count_if(found_expr)}
     exprs.update({f"f{i}": count_if(has_code(flags, code)) for i, code in enumerate(wanted)})
+    swept = ctx
+    ctx = windowed(ctx, spec.window_hours)
 
     def finish(v: Mapping[str, Any], total: int) -> CheckResult:
         found = int(v["found"])
@@ -163,4 +166,14 @@ def plan_staging_flags(ctx: EvalContext, spec: StagingFlagsCheck) -> Plan:
         rows = _row_numbers(ctx, ctx.table, [*ctx.scope, found_expr])
         return _with_rows(result, rows, found)
 
-    return Plan(exprs, finish)
+    if ctx is swept:  # fused into the table's one row query
+        return Plan(exprs, finish)
+
+    def finish_in_window(_v: Mapping[str, Any], _total: int) -> CheckResult:
+        labelled = [e.label(name) for name, e in exprs.items()]
+        query = sa.select(sa.func.count().label("total"), *labelled).where(*ctx.scope)
+        with ctx.engine.connect() as conn:
+            row = conn.execute(query.select_from(ctx.table)).one()._mapping
+        return finish(dict(row), int(row["total"]))
+
+    return Plan({}, finish_in_window)

@@ -26,7 +26,7 @@ from healthmon_dagster.etl.sample import (
 from healthmon_dagster.formatting import metadata_number
 from healthmon_dagster.health.asset_health import AssetHealthStatus
 from healthmon_dagster.store.db import get_engine
-from healthmon_dagster.store.tables import check_results, metrics
+from healthmon_dagster.store.tables import check_results, files, metrics
 from healthmon_dagster_tests.defs.fixtures import (
     CORE,
     RAW,
@@ -541,7 +541,9 @@ def test_each_staging_reason_check_fails_through_the_job(
     assert row.failing_rows == meta["failing_rows"] > 0
     if defect in ("null_ids", "unknown_gender"):  # one row each at defect_rows (0-based)
         numbers = ", ".join(str(pos + 1) for pos in defect_rows(200))
-        assert (found[check].description or "").endswith(f"row numbers: {numbers}")
+        assert (found[check].description or "").endswith(
+            f"row numbers: {numbers} in {samples[0].key}"
+        )
         assert meta["failing_rows"] == defect_count(200)
     assert "row numbers: " in (row.message or "")
     # PHI: counts, reason codes and row numbers only.
@@ -631,3 +633,59 @@ def test_an_empty_files_run_does_not_rejudge_the_previous_files_rows(
     for name in (GENDER, REJECTION, IDS):
         assert found[name].passed is True, (name, found[name].description)
         assert "no rows in this run" in (found[name].description or "")
+
+
+def age_files(db_url: str, days: int) -> None:
+    """Every file so far was loaded ``days`` days ago."""
+    engine = get_engine(db_url)
+    postgres = engine.dialect.name == "postgresql"
+    when = (
+        sa.func.now() - sa.text(f"INTERVAL '{days} days'")
+        if postgres
+        else sa.text(f"datetime('now', '-{days} days')")
+    )
+    with engine.begin() as conn:
+        conn.execute(files.update().values(loaded_at=when))
+
+
+def test_the_sweep_judges_the_per_file_checks_of_its_window_only(
+    healthmon_env: Path, db_url: str, instance: dg.DagsterInstance
+) -> None:
+    """A bad day fails the day's sweep; a clean file later, the sweep after the window passes."""
+    landing = LocalLandingSource(healthmon_env / "landing")
+    defs = code_location()
+    # Day 1: other people under earlier ids, unknown genders (rejected), 4-digit ZIPs (flagged).
+    run_each_file(
+        generate_sample(200, files=2, defect="identity_change"), healthmon_env, db_url, instance
+    )
+    for defect, prefix in (
+        ("unknown_gender", "patients_g"),
+        ("zip_leading_zeros_stripped", "patients_z"),
+    ):
+        write_to(landing, generate_sample(200, seed=3, defect=defect, prefix=prefix))
+        run_job(defs, instance)
+    per_file = (REJECTION, GENDER, FLAGGED, IDENTITY)
+
+    def sweep() -> dict[str, dg.AssetCheckEvaluation]:
+        result = defs.resolve_job_def("quality_full_sweep_job").execute_in_process(
+            instance=instance, tags={"healthmon/quality_mode": "full"}, raise_on_error=False
+        )
+        assert result.success, failure_descriptions(result)
+        return evaluations(result)
+
+    same_day = sweep()
+    # The rejection rate of the day is 6 of 800 rows (0.75%): under its 1% threshold.
+    assert {n for n in per_file if not same_day[n].passed} == {GENDER, FLAGGED, IDENTITY}
+    assert same_day[REJECTION].metadata["total_rows"].value == 800
+    assert "files loaded in the last 24 h" in (same_day[GENDER].description or "")
+
+    age_files(db_url, 2)  # day 3: a clean file, then the day's sweep
+    write_to(landing, generate_sample(200, seed=11, prefix="patients_c"))
+    assert run_job(defs, instance).success
+
+    later = sweep()
+    assert {n: later[n].description for n in per_file if not later[n].passed} == {}
+    assert (
+        later[REJECTION].metadata["total_rows"].value,
+        later[GENDER].metadata["total_rows"].value,
+    ) == (200, 200)
