@@ -2,6 +2,7 @@
 check and only it, clean data passes, the full sweep reads whole tables, a check that cannot be
 evaluated is an error and never a pass."""
 
+import importlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from healthmon_dagster.store.tables import dim_patient, stg_patients
 from healthmon_dagster_tests.quality.fixtures import (
     EXPECTED,
     FAILED_BY_THE_JOB,
+    FAILED_THROUGH_THE_JOB,
     FLAGGED,
     GENDER,
     IDS,
@@ -227,6 +229,24 @@ def test_every_configured_check_is_made_to_fail_by_a_landed_defect() -> None:
     made_to_fail |= set(FAILED_BY_THE_JOB)
     assert configured - made_to_fail - set(INVARIANT_CHECKS) == set()
     assert set(INVARIANT_CHECKS) | set(FAILED_BY_THE_JOB) <= configured  # no stale exemption
+
+
+def test_every_configured_check_fails_through_the_job_in_a_test() -> None:
+    """Each configured check has a test that lands a file with a defect and runs the job
+    (FAILED_THROUGH_THE_JOB names it, and it exists), unless it guards an invariant."""
+    configured = {
+        spec.check_name
+        for asset in project_config().quality.assets.values()
+        for spec in asset.checks
+    }
+    assert configured - set(FAILED_THROUGH_THE_JOB) - set(INVARIANT_CHECKS) == set()
+    assert set(FAILED_THROUGH_THE_JOB) <= configured  # no stale entry
+    for where in set(FAILED_THROUGH_THE_JOB.values()):
+        path, function = where.split("::")
+        module = importlib.import_module(
+            "healthmon_dagster_tests.defs." + path.removesuffix(".py").replace("/", ".")
+        )
+        assert callable(getattr(module, function, None)), where
 
 
 @pytest.mark.parametrize(

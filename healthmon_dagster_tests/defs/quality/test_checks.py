@@ -52,6 +52,7 @@ from healthmon_dagster_tests.quality.fixtures import (
     SCD2,
     SCHEMA,
     VOLUME,
+    WELL_FORMED,
     add_overlapping_version,
     sample_rows,
     seed_volume_history,
@@ -689,3 +690,59 @@ def test_the_sweep_judges_the_per_file_checks_of_its_window_only(
         later[REJECTION].metadata["total_rows"].value,
         later[GENDER].metadata["total_rows"].value,
     ) == (200, 200)
+
+
+def _edit_rows(sample: SampleFile, column: str, value: str, rows: list[int]) -> SampleFile:
+    """``sample`` with ``column`` set to ``value`` in the data rows at ``rows`` (0-based)."""
+    lines = sample.data.decode().split("\n")
+    at = lines[0].split(",").index(column)
+    for pos in rows:
+        fields = lines[pos + 1].split(",")
+        fields[at] = value
+        lines[pos + 1] = ",".join(fields)
+    return SampleFile(sample.key, "\n".join(lines).encode(), sample.rows, None)
+
+
+# check -> (the file that breaks it, severity, asset): raw checks and identity/format rules that
+# no generator defect breaks alone. Row 57 is hit (0-based 56).
+RAW_AND_RULE_CASES = {
+    "empty_file": (ROW_COUNT, dg.AssetCheckSeverity.ERROR, RAW),
+    "truncated_last_line": (WELL_FORMED, dg.AssetCheckSeverity.WARN, RAW),
+    "id_not_uuid": (IDS, dg.AssetCheckSeverity.ERROR, STG_REJECTED),
+    "ssn_invalid": (FLAGGED, dg.AssetCheckSeverity.WARN, STG),
+}
+
+
+def _case_file(case: str) -> SampleFile:
+    if case in ("empty_file", "truncated_last_line"):
+        return generate_sample(200, files=1, defect=case)[0]
+    [clean] = generate_sample(200, files=1)
+    if case == "id_not_uuid":  # an id that can never be joined: not a UUID
+        return _edit_rows(clean, "Id", "PAT-0000057", [56])
+    return _edit_rows(clean, "SSN", "999-5-0057", [56])  # a Massachusetts row: US format
+
+
+@pytest.mark.parametrize("case", list(RAW_AND_RULE_CASES))
+def test_raw_checks_and_identity_and_format_rules_fail_through_the_job(
+    healthmon_env: Path, db_url: str, instance: dg.DagsterInstance, case: str
+) -> None:
+    check, severity, asset = RAW_AND_RULE_CASES[case]
+    sample = _case_file(case)
+    write_to(LocalLandingSource(healthmon_env / "landing"), [sample])
+
+    result = run_job(code_location(), instance)
+
+    found = evaluations(result)
+    assert found[check].passed is False and found[check].severity == severity, found[check]
+    assert found[check].asset_key == asset
+    row = recorded(db_url, result.run_id)[check]
+    if case == "empty_file":
+        assert (row.status, row.details["row_count"]) == ("failed", 0)
+    else:
+        assert row.failing_rows == 1
+    if case in ("id_not_uuid", "ssn_invalid"):
+        meta = {k: v.value for k, v in found[check].metadata.items()}
+        assert meta[f"rows__{case}"] == 1
+        assert (found[check].description or "").endswith(f"row numbers: 57 in {sample.key}")
+    text = emitted_text(result, db_url)
+    assert "PAT-0000057" not in text and "999-5-0057" not in text
