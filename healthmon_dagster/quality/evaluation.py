@@ -11,9 +11,11 @@ class (:mod:`healthmon_dagster.quality.kinds`). Cost model:
   ``finish`` step; their module documents their cost.
 
 Modes: ``incremental`` (default for runs that load a file) evaluates row-level checks and
-per-file checks on the latest batch only (``_file_id`` of the latest file in ``etl.files`` for the
-bundled tables, ``max(batch_column)`` for others): cost grows with the batch, not with the table.
-``full`` evaluates every check over the whole table (the scheduled sweep).
+per-file checks on the batch only: the files the run loaded, staged or merged (``run_file_ids``,
+from the pipeline's steps), else the latest file in ``etl.files`` for the bundled tables and
+``max(batch_column)`` for others; cost grows with the batch, not with the table. ``full``
+evaluates every check over the whole table (the scheduled sweep), except the per-file kinds,
+which judge the files loaded in their ``window_hours`` (:func:`~.context.windowed`).
 
 :func:`evaluate_last_load` is the generated last-load freshness check of every asset with a
 ``freshness:`` entry.
