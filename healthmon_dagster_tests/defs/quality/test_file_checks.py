@@ -238,7 +238,10 @@ def test_the_full_sweep_judges_every_file_of_its_window(
 
     etl = run("patients_etl_job", instance)
     assert etl.success, failure_descriptions(etl)
-    assert file_check(etl).passed is True  # the run judged the newest file, which is clean
+    # The run loaded the three files and judges all three, not only the newest (clean) one.
+    ran = file_check(etl)
+    assert ran.passed is False and ran.metadata["files_checked"].value == 3
+    assert (ran.description or "").startswith("the 3 files of this run: ")
 
     # The first file was loaded two days ago: outside the sweep's 24 h window.
     engine = get_engine(db_url)
