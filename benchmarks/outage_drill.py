@@ -21,7 +21,8 @@ attempt has to come from the sensor); ``--kill-any`` kills the first two runs se
 instead. Reported: every file loaded exactly once (etl.files rows and raw rows per file against
 the rows written), the time from the database's return to the last file loaded, the retries used at
 each level (step retries inside runs, run_retries re-executions, the sensor's attempts after the
-first), health-check runs and how many failed (for locks, or at all).
+first, and how many of them the sensor requested as soon as it saw the warehouse answer again),
+health-check runs and how many failed (for locks, or at all).
 
 Drill 2 (starvation): ``--rejected`` files the loader rejects (a semicolon header) land and are
 loaded (rejected) by the raw loader directly, then one good file lands: the time until it is loaded
@@ -88,6 +89,7 @@ class FileResult:
     loaded_at: float | None = None
     attempts: int = 0
     attempt_classes: list[str] = field(default_factory=list)
+    attempt_reasons: list[str] = field(default_factory=list)  # why each attempt was requested
 
 
 @dataclass
@@ -101,6 +103,7 @@ class DrillReport:
     step_retries: int
     run_retries: int
     sensor_attempts_after_the_first: int
+    attempts_when_the_warehouse_answered_again: int
     etl_runs: int
     etl_runs_failed: int
     health_runs: int
@@ -329,7 +332,10 @@ def drill(args: argparse.Namespace, workdir: Path, url: str) -> DrillReport:
     with engine.connect() as conn:
         tried = conn.execute(
             sa.select(
-                file_attempts.c.file_key, file_attempts.c.attempt, file_attempts.c.error_class
+                file_attempts.c.file_key,
+                file_attempts.c.attempt,
+                file_attempts.c.error_class,
+                file_attempts.c.reason,
             )
         ).all()
     for r in results:
@@ -338,6 +344,7 @@ def drill(args: argparse.Namespace, workdir: Path, url: str) -> DrillReport:
         mine = [t for t in tried if t.file_key == r.key]
         r.attempts = max((t.attempt for t in mine), default=0)
         r.attempt_classes = [t.error_class or "-" for t in sorted(mine, key=lambda t: t.attempt)]
+        r.attempt_reasons = [t.reason or "-" for t in sorted(mine, key=lambda t: t.attempt)]
     loads = [r.loaded_at for r in results if r.loaded_at is not None]
     return DrillReport(
         files=results,
@@ -353,6 +360,9 @@ def drill(args: argparse.Namespace, workdir: Path, url: str) -> DrillReport:
         step_retries=counts["step_retries"],
         run_retries=counts["run_retries"],
         sensor_attempts_after_the_first=sum(max(r.attempts - 1, 0) for r in results),
+        attempts_when_the_warehouse_answered_again=sum(
+            reason == "warehouse answers again" for r in results for reason in r.attempt_reasons
+        ),
         etl_runs=counts["etl_runs"],
         etl_runs_failed=counts["etl_runs_failed"],
         health_runs=counts["health_runs"],
@@ -461,7 +471,9 @@ def main() -> None:
         )
     print(
         f"retries: {report.step_retries} step retries inside runs, {report.run_retries} run_retries "
-        f"re-executions, {report.sensor_attempts_after_the_first} sensor attempts after the first; "
+        f"re-executions, {report.sensor_attempts_after_the_first} sensor attempts after the first "
+        f"({report.attempts_when_the_warehouse_answered_again} of them requested because the "
+        "warehouse answered again); "
         f"{report.etl_runs} ETL runs, {report.etl_runs_failed} failed"
     )
     print(

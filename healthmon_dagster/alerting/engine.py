@@ -154,6 +154,7 @@ def evaluate(
     extra_signals: Sequence[Signal] = (),
     lineage: Lineage | None = None,
     actor: str = "sensor",
+    include_metric_rules: bool = True,
 ) -> EvaluationReport:
     """Evaluate every rule once and reconcile the open alerts with what the signals say.
 
@@ -161,12 +162,20 @@ def evaluate(
     look at the newest result of each check after it; the report's ``cursor`` is the next one.
     ``extra_signals`` come from the Dagster instance (run failures, freshness states);
     ``lineage`` is the asset graph for lineage-aware inhibition (default: the bundled pipeline's).
+    ``include_metric_rules=False`` judges only the new check results (the alert fast path: metric
+    rules stay with the sensor, whose evaluation covers every window).
     """
     now = as_utc(now or utcnow())
     rules = effective_rules(config)
     report = EvaluationReport(cursor=cursor)
     with engine.connect() as conn:
-        signals = metric_signals(conn, [r for r in rules if r.condition is not None], now)
+        open_alerts = {row.fingerprint: row for row in conn.execute(sa.select(alerts).where(OPEN))}
+        # An inactive signal of a rule without an open alert changes nothing: metric rules do
+        # not even make one, and the others are skipped unhashed.
+        open_rules = {row.rule_id for row in open_alerts.values()}
+        metric_rules = [r for r in rules if r.condition is not None] if include_metric_rules else []
+        signals = metric_signals(conn, metric_rules, now, open_rules) if metric_rules else []
+        report.signals = len(metric_rules)
         rows = latest_check_rows(conn, cursor)
         signals += event_signals(
             [r for r in rules if r.event is not None], rows, EventContext(config)
@@ -174,17 +183,64 @@ def evaluate(
     signals += list(extra_signals)
     if rows:
         report.cursor = max(r.result_id for r in rows)
-    report.signals = len(signals)
+    report.signals += len(signals) - sum(s.rule.condition is not None for s in signals)
     group_by = config.alerting.grouping.group_by
-    with engine.connect() as conn:
-        open_alerts = {row.fingerprint: row for row in conn.execute(sa.select(alerts).where(OPEN))}
-    # An inactive signal of a rule without an open alert changes nothing: skip it unhashed.
-    open_rules = {row.rule_id for row in open_alerts.values()}
     relevant = [s for s in signals if s.active or s.rule.rule_id in open_rules]
+    refresh = _Refresh(now)
     for signal in _one_per_fingerprint(relevant):
-        _apply(engine, signal, open_alerts.get(signal.fingerprint), now, actor, group_by, report)
+        current = open_alerts.get(signal.fingerprint)
+        _apply(engine, signal, current, now, actor, group_by, report, refresh)
+    refresh.write(engine)
     _notify_pass(engine, config, rules, now, lineage or Lineage.bundled(), report)
     return report
+
+
+class _Refresh:
+    """The writes that change no state (an open alert still active, a firing alert kept by
+    ``keep_firing_for``), gathered over an evaluation and written in one transaction, one
+    statement per kind of change: they need no history and no conditional transition."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+        self.active: list[int] = []  # still active: last_active_at and last_evaluated_at
+        self.kept: list[int] = []  # inactive but kept firing: last_evaluated_at
+        self.changed: list[dict[str, Any]] = []  # still active with a new value or text
+
+    def still_active(self, current: Any, signal: Signal) -> None:
+        self.active.append(int(current.alert_id))
+        content = {
+            "value": signal.value,
+            "title": signal.title[:500],
+            "description": signal.description,
+            "details": dict(signal.details),
+        }
+        if any(getattr(current, k) != v for k, v in content.items()):
+            self.changed.append({"b_id": int(current.alert_id), **content})
+
+    def write(self, engine: Engine) -> None:
+        if not (self.active or self.kept):
+            return
+        a = alerts.c
+        with write_transaction(engine) as conn:
+            for ids, values in (
+                (self.active, {"last_active_at": self.now, "last_evaluated_at": self.now}),
+                (self.kept, {"last_evaluated_at": self.now}),
+            ):
+                for start in range(0, len(ids), 500):
+                    chunk = ids[start : start + 500]
+                    conn.execute(alerts.update().where(a.alert_id.in_(chunk), OPEN).values(values))
+            if self.changed:
+                conn.execute(
+                    alerts.update()
+                    .where(a.alert_id == sa.bindparam("b_id"), OPEN)
+                    .values(
+                        value=sa.bindparam("value"),
+                        title=sa.bindparam("title"),
+                        description=sa.bindparam("description"),
+                        details=sa.bindparam("details"),
+                    ),
+                    self.changed,
+                )
 
 
 def _one_per_fingerprint(signals: Iterable[Signal]) -> list[Signal]:
@@ -205,20 +261,41 @@ def _apply(
     actor: str,
     group_by: Sequence[str],
     report: EvaluationReport,
+    refresh: _Refresh,
 ) -> None:
     """Reconcile one identity with its open alert (``current``, read at the start of the
-    evaluation; every write below is conditional on the state it read)."""
+    evaluation; every transition below is conditional on the state it read). What changes no
+    state goes to ``refresh``, written once for the whole evaluation."""
     fp = signal.fingerprint
     if current is None and not signal.active:
         return  # inactive and nothing open: nothing to do, nothing written
     rule = signal.rule
+    if current is not None and signal.active and not _fires_now(current, rule, now):
+        refresh.still_active(current, signal)
+        return
+    if current is not None and not signal.active and _kept_firing(current, rule, now):
+        refresh.kept.append(int(current.alert_id))
+        return
     with write_transaction(engine) as conn:
         if current is None:
             _open(conn, signal, fp, now, actor, group_by, report)
         elif signal.active:
-            _keep_active(conn, current, signal, rule, now, actor, report)
+            _fire(conn, current, signal, rule, now, actor, report)
         else:
-            _maybe_resolve(conn, current, rule, now, actor, report)
+            _resolve(conn, current, rule, now, actor, report)
+
+
+def _fires_now(current: Any, rule: AlertRule, now: datetime) -> bool:
+    """A pending alert whose condition has held for the rule's ``for``."""
+    return current.state == str(AlertState.PENDING) and now - as_utc(
+        current.started_at
+    ) >= timedelta(minutes=rule.pending_minutes)
+
+
+def _kept_firing(current: Any, rule: AlertRule, now: datetime) -> bool:
+    """A firing alert whose condition cleared less than ``keep_firing_for`` ago (anti-flap)."""
+    keep = timedelta(minutes=rule.keep_firing_for_minutes)
+    return current.state == str(AlertState.FIRING) and now - as_utc(current.last_active_at) < keep
 
 
 def _open(
@@ -287,7 +364,7 @@ def _open(
         report.fired.append(alert_id)
 
 
-def _keep_active(
+def _fire(
     conn: Connection,
     current: Any,
     signal: Signal,
@@ -296,41 +373,38 @@ def _keep_active(
     actor: str,
     report: EvaluationReport,
 ) -> None:
-    refresh = {
-        "last_active_at": now,
-        "last_evaluated_at": now,
-        "value": signal.value,
-        "title": signal.title[:500],
-        "description": signal.description,
-        "details": dict(signal.details),
-    }
+    """pending -> firing: the condition held for the rule's ``for``."""
     a = alerts.c
-    if current.state == str(AlertState.PENDING) and now - as_utc(current.started_at) >= timedelta(
-        minutes=rule.pending_minutes
-    ):
-        moved = conn.execute(
-            alerts.update()
-            .where(a.alert_id == current.alert_id, a.state == str(AlertState.PENDING))
-            .values(state=str(AlertState.FIRING), fired_at=now, **refresh)
-        ).rowcount
-        if moved:
-            record_event(
-                conn,
-                current.alert_id,
-                AlertEventKind.FIRING,
-                now,
-                actor,
-                str(AlertState.PENDING),
-                str(AlertState.FIRING),
-                note=f"condition held for {rule.pending_minutes} min",
-            )
-            report.fired.append(current.alert_id)
-            report.titles[current.alert_id] = signal.title
-        return
-    conn.execute(alerts.update().where(a.alert_id == current.alert_id, OPEN).values(**refresh))
+    moved = conn.execute(
+        alerts.update()
+        .where(a.alert_id == current.alert_id, a.state == str(AlertState.PENDING))
+        .values(
+            state=str(AlertState.FIRING),
+            fired_at=now,
+            last_active_at=now,
+            last_evaluated_at=now,
+            value=signal.value,
+            title=signal.title[:500],
+            description=signal.description,
+            details=dict(signal.details),
+        )
+    ).rowcount
+    if moved:
+        record_event(
+            conn,
+            current.alert_id,
+            AlertEventKind.FIRING,
+            now,
+            actor,
+            str(AlertState.PENDING),
+            str(AlertState.FIRING),
+            note=f"condition held for {rule.pending_minutes} min",
+        )
+        report.fired.append(current.alert_id)
+        report.titles[current.alert_id] = signal.title
 
 
-def _maybe_resolve(
+def _resolve(
     conn: Connection,
     current: Any,
     rule: AlertRule,
@@ -338,13 +412,6 @@ def _maybe_resolve(
     actor: str,
     report: EvaluationReport,
 ) -> None:
-    a = alerts.c
-    keep = timedelta(minutes=rule.keep_firing_for_minutes)
-    if current.state == str(AlertState.FIRING) and now - as_utc(current.last_active_at) < keep:
-        conn.execute(
-            alerts.update().where(a.alert_id == current.alert_id).values(last_evaluated_at=now)
-        )
-        return
     note = (
         f"condition cleared before it held for {rule.pending_minutes} min: never fired"
         if current.state == str(AlertState.PENDING)

@@ -13,7 +13,7 @@ themselves record, which never holds a field value).
 
 import functools
 import operator as op
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -29,6 +29,7 @@ from healthmon_dagster.config.models import (
     HealthConfiguration,
 )
 from healthmon_dagster.enums import (
+    Aggregation,
     AlertSeverity,
     CheckSeverity,
     ConditionOperator,
@@ -199,11 +200,20 @@ _SYMBOL = {
 }
 
 
-def metric_signals(conn: Connection, rules: Sequence[AlertRule], now: datetime) -> list[Signal]:
+def metric_signals(
+    conn: Connection,
+    rules: Sequence[AlertRule],
+    now: datetime,
+    open_rules: Collection[str] | None = None,
+) -> list[Signal]:
     """One signal per metric rule. Numeric rules: one grouped query over the samples of the
-    longest window (through ``ix_metrics_ts``) computes avg/max/min/count/sum of every
-    (component, metric) the rules name, for every window size at once (aggregates filtered by
-    time). A rule whose metric has no sample in its window is inactive (count is 0)."""
+    longest window (through ``ix_metrics_ts``) computes, for every (component, metric) the rules
+    name and every window size at once (aggregates filtered by time), the sample count and the
+    aggregations the rules of that window use. A rule whose metric has no sample in its window is
+    inactive (count is 0).
+
+    With ``open_rules`` (the rule ids that have an open alert), an inactive rule not among them
+    gets no signal: it would change nothing, and most of many rules are such rules."""
     numeric: list[AlertRule] = []
     textual: list[AlertRule] = []
     for rule in rules:
@@ -211,55 +221,77 @@ def metric_signals(conn: Connection, rules: Sequence[AlertRule], now: datetime) 
         (numeric if rule.condition.operator in _COMPARE else textual).append(rule)
     out: list[Signal] = []
     if numeric:
-        aggregates = _window_aggregates(conn, numeric, now)
+        windows = _WindowAggregates.query(conn, numeric, now)
         for rule in numeric:
-            assert rule.condition is not None
-            key = (str(rule.component), rule.condition.metric_name, rule.condition.window_minutes)
-            out.append(_metric_signal(rule, aggregates.get(key)))
+            value, samples = windows.value_of(rule)
+            cond = rule.condition
+            assert cond is not None
+            active = value is not None and _COMPARE[cond.operator](value, cond.threshold)
+            if active or open_rules is None or rule.rule_id in open_rules:
+                out.append(_metric_signal(rule, value, samples, active))
     for rule in textual:
         out.append(_text_signal(conn, rule, now))
     return out
 
 
-_AGGREGATES = ("avg", "max", "min", "count", "sum")
-_POSITION = {name: i for i, name in enumerate(_AGGREGATES)}
+_AGGREGATE_SQL: dict[str, Callable[[Any], Any]] = {
+    Aggregation.AVG.value: sa.func.avg,
+    Aggregation.MAX.value: sa.func.max,
+    Aggregation.MIN.value: sa.func.min,
+    Aggregation.SUM.value: sa.func.sum,
+}
 
 
-def _window_aggregates(
-    conn: Connection, rules: Sequence[AlertRule], now: datetime
-) -> dict[tuple[str, str, int], Sequence[Any]]:
-    """(component, metric, window minutes) -> its aggregates (``_AGGREGATES`` order), in one
-    query."""
-    m = metrics.c
-    windows = sorted({r.condition.window_minutes for r in rules if r.condition is not None})
-    names = sorted({r.condition.metric_name for r in rules if r.condition is not None})
-    columns = []
-    for w in windows:
-        inside = m.ts > now - timedelta(minutes=w)
-        value = sa.case((inside, m.value))
-        columns += [
-            sa.func.avg(value),
-            sa.func.max(value),
-            sa.func.min(value),
-            sa.func.count(value),
-            sa.func.sum(value),
-        ]
-    query = (
-        sa.select(m.component, m.metric_name, *columns)
-        .where(
-            m.ts > now - timedelta(minutes=windows[-1]),
-            m.ts <= now,
-            m.metric_name.in_(names),
+@dataclass(frozen=True)
+class _WindowAggregates:
+    """The rows of one grouped query: per (component, metric) the sample count of every window
+    size and the aggregations the rules of that window use (``columns`` says where each is)."""
+
+    rows: Mapping[tuple[str, str], Sequence[Any]]
+    columns: Mapping[tuple[int, str], int]  # (window, aggregation or "count") -> row position
+
+    @classmethod
+    def query(
+        cls, conn: Connection, rules: Sequence[AlertRule], now: datetime
+    ) -> "_WindowAggregates":
+        m = metrics.c
+        wanted: dict[int, set[str]] = {}
+        for r in rules:
+            assert r.condition is not None
+            wanted.setdefault(r.condition.window_minutes, set()).add(r.condition.aggregation.value)
+        names = sorted({r.condition.metric_name for r in rules if r.condition is not None})
+        selected: list[Any] = []
+        columns: dict[tuple[int, str], int] = {}
+        for w in sorted(wanted):
+            value = sa.case((m.ts > now - timedelta(minutes=w), m.value))
+            columns[(w, Aggregation.COUNT.value)] = 2 + len(selected)
+            selected.append(sa.func.count(value))
+            for kind in sorted(wanted[w] - {Aggregation.COUNT.value}):
+                columns[(w, kind)] = 2 + len(selected)
+                selected.append(_AGGREGATE_SQL[kind](value))
+        query = (
+            sa.select(m.component, m.metric_name, *selected)
+            .where(
+                m.ts > now - timedelta(minutes=max(wanted)),
+                m.ts <= now,
+                m.metric_name.in_(names),
+            )
+            .group_by(m.component, m.metric_name)
         )
-        .group_by(m.component, m.metric_name)
-    )
-    out: dict[tuple[str, str, int], Sequence[Any]] = {}
-    for row in conn.execute(query):
-        for i, w in enumerate(windows):
-            values = row[2 + i * 5 : 7 + i * 5]  # in _AGGREGATES order
-            if values[3]:  # samples in this window
-                out[(row[0], row[1], w)] = values
-    return out
+        return cls({(row[0], row[1]): row for row in conn.execute(query).all()}, columns)
+
+    def value_of(self, rule: AlertRule) -> tuple[float | None, int]:
+        """(the rule's aggregation over its window, the samples in it); (None, 0) without any."""
+        cond = rule.condition
+        assert cond is not None and rule.component is not None
+        row = self.rows.get((rule.component.value, cond.metric_name))
+        if row is None:
+            return None, 0
+        samples = int(row[self.columns[(cond.window_minutes, Aggregation.COUNT.value)]])
+        if not samples:
+            return None, 0
+        raw = row[self.columns[(cond.window_minutes, cond.aggregation.value)]]
+        return (None if raw is None else float(raw)), samples
 
 
 def _name(rule: AlertRule) -> str:
@@ -267,17 +299,9 @@ def _name(rule: AlertRule) -> str:
     return rule.condition.metric_name
 
 
-def _metric_signal(rule: AlertRule, agg: Sequence[Any] | None) -> Signal:
+def _metric_signal(rule: AlertRule, value: float | None, samples: int, active: bool) -> Signal:
     cond = rule.condition
     assert cond is not None
-    samples = int(agg[_POSITION["count"]]) if agg else 0
-    raw = agg[_POSITION[str(cond.aggregation)]] if agg else None
-    value = (
-        float(samples)
-        if str(cond.aggregation) == "count"
-        else (float(raw) if raw is not None else None)
-    )
-    active = value is not None and _COMPARE[cond.operator](value, cond.threshold)
     # Described when it fires (most of many rules do not: their text would go unread).
     described = active and not isinstance(cond.threshold, str)
     return Signal(
@@ -290,7 +314,7 @@ def _metric_signal(rule: AlertRule, agg: Sequence[Any] | None) -> Signal:
             f"{cond.window_minutes} min is {value:.6g} ({samples} samples); the rule fires when "
             f"it is {_SYMBOL[cond.operator]} {cond.threshold:g}"
         )
-        if described
+        if described and value is not None
         else "",
         details={
             "samples": samples,
@@ -536,6 +560,41 @@ def run_failure_signal(
         title=f"{rule.name}: {job}",
         description=reason,
         details={"run_id": run_id},
+    )
+
+
+# The check label of alerts on the freshness daemon's verdict (an asset's Dagster FreshnessPolicy),
+# apart from the alerts of the last-load freshness checks of the health store.
+FRESHNESS_POLICY_CHECK = "freshness_policy"
+_FRESHNESS_SEVERITY = {"WARN": CheckSeverity.WARN, "FAIL": CheckSeverity.ERROR}
+
+
+def freshness_state_signal(rule: AlertRule, asset: str, state: str) -> Signal | None:
+    """The freshness daemon's state of ``asset`` (PASS, WARN or FAIL) for a freshness rule:
+    active while WARN or FAIL is one of the rule's severities (WARN and ERROR), inactive on PASS;
+    None for an asset the rule does not watch or a state that says nothing (UNKNOWN)."""
+    event = rule.event
+    if event is None or state not in (*_FRESHNESS_SEVERITY, "PASS"):
+        return None
+    if (event.assets and asset not in event.assets) or (
+        event.checks and FRESHNESS_POLICY_CHECK not in event.checks
+    ):
+        return None
+    component = component_for(asset)
+    if rule.component is not None and component != str(rule.component):
+        return None
+    severity = _FRESHNESS_SEVERITY.get(state)
+    word = {"WARN": "is past its warn window", "FAIL": "is past its fail window"}
+    return Signal(
+        rule=rule,
+        labels=alert_labels(rule, component=component, asset=asset, check=FRESHNESS_POLICY_CHECK),
+        active=severity is not None and severity in event.severities,
+        title=f"{asset} {word.get(state, 'is fresh')} (FreshnessPolicy)",
+        description=(
+            f"Dagster's freshness daemon judges {asset} {state} against its FreshnessPolicy "
+            "(freshness: in healthmon.yaml)"
+        ),
+        details={"freshness_state": state},
     )
 
 

@@ -4,10 +4,14 @@ Runs on the embedded default (SQLite under ``$HEALTHMON_HOME``, local landing fo
 Dagster instance in ``$HEALTHMON_HOME/dagster``) so ``dagster dev`` shows the same runs afterwards.
 """
 
+import logging
 import os
 import shutil
 import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import click
 import dagster as dg
@@ -34,6 +38,37 @@ INSTANCE_YAML = Path(__file__).resolve().parent.parent / "defaults" / "dagster.y
 # The runs' event logs stay complete in the instance; only the console echo is reduced.
 QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 SILENT_LOGS = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+# The last sample file: rows without a patient id, which the staging layer rejects and the
+# patient_ids_are_joinable check fails on, so the demo shows an alert arriving.
+DEMO_DEFECT = "null_ids"
+
+
+class _Lines(logging.Handler):
+    """Keeps the messages of one logger."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+@contextmanager
+def log_channel_lines() -> Iterator[list[str]]:
+    """What the ``log`` notification channel writes while the block runs (its logger is
+    ``healthmon.notify``), kept to be printed together instead of interleaved with the runs."""
+    from healthmon_dagster.notify.log import LOGGER
+
+    handler = _Lines()
+    before = LOGGER.propagate
+    LOGGER.addHandler(handler)
+    LOGGER.propagate = False
+    try:
+        yield handler.lines
+    finally:
+        LOGGER.removeHandler(handler)
+        LOGGER.propagate = before
 
 
 def ensure_dagster_home() -> Path:
@@ -161,9 +196,45 @@ def demo(rows: int, n_files: int, seed: int) -> None:
     source = resources["landing"].source()
     if not source.list_files():
         write_to(source, generate_sample(rows=rows, files=n_files, seed=seed))
-        click.echo(f"generated {n_files} sample file(s) of {rows} rows in {source.description}")
+        defect = generate_sample(
+            rows=rows, files=1, seed=seed + 1, defect=DEMO_DEFECT, prefix="patients_defect"
+        )
+        write_to(source, defect)
+        click.echo(
+            f"generated {n_files} sample file(s) of {rows} rows and one with a defect "
+            f"({defect[0].key}: rows without a patient id) in {source.description}"
+        )
+    with log_channel_lines() as sent:
+        instance = dg.DagsterInstance.get()
+        failed = run_landed_files(defs, instance, resources)
+        report(defs, instance, resources)
+        send_due(resources["warehouse"].health_engine())
+    click.echo(
+        f"\nDagster UI on the same data: DAGSTER_HOME={settings.dagster_home} "
+        f"{dagster_command()} dev"
+    )
+    # Last: what an on-call engineer would have received, through the always-on log channel.
+    click.echo("\nalerts sent to the log channel (add Slack, email, ... under channels:):")
+    for line in sent or ["none"]:
+        click.echo(f"  {line}")
+    sys.exit(1 if failed else 0)
 
-    instance = dg.DagsterInstance.get()
+
+def send_due(engine: sa.Engine) -> None:
+    """Send what the demo's last evaluation queued and is due (alert_dispatch_job's work when the
+    daemon runs); a group still in its wait stays queued for it."""
+    from healthmon_dagster.config import load_config
+    from healthmon_dagster.notify.dispatch import Dispatcher
+
+    with Dispatcher(engine, load_config(get_settings().config_path)) as dispatcher:
+        dispatcher.drain(5)
+
+
+def run_landed_files(
+    defs: dg.Definitions, instance: dg.DagsterInstance, resources: Mapping[str, Any]
+) -> int:
+    """One landing-sensor evaluation and its runs, in process; the number of failed runs. A
+    failed check alerts from its own run (the alert fast path), on the log channel."""
     sensor_result = landing_files_sensor(
         dg.build_sensor_context(instance=instance, resources=resources)
     )
@@ -184,7 +255,15 @@ def demo(rows: int, n_files: int, seed: int) -> None:
     if not requests:
         skipped = sensor_result.skip_reason.skip_message if sensor_result.skip_reason else None
         click.echo(f"nothing to run: {skipped or 'no new landing files'}")
+    return failed
 
+
+def report(
+    defs: dg.Definitions, instance: dg.DagsterInstance, resources: Mapping[str, Any]
+) -> None:
+    """What was loaded, what the checks found, the system status and the open alerts."""
+    settings = get_settings()
+    health_engine = resources["warehouse"].health_engine()
     click.echo(f"\nwarehouse {redact_url(settings.database_url)}:")
     for line in summary_lines(resources["warehouse"].engine()):
         click.echo(line)
@@ -192,18 +271,14 @@ def demo(rows: int, n_files: int, seed: int) -> None:
         f"\nasset checks in the health store {redact_url(settings.health_database_url)} "
         "(latest result of each; `healthmon checks` for the full table):"
     )
-    for line in check_lines(resources["warehouse"].health_engine()):
+    for line in check_lines(health_engine):
         click.echo(line)
     click.echo("\nhealth checks (one run of each cadence's job; `healthmon status` for more):")
-    for line in health_lines(defs, instance, resources["warehouse"].health_engine()):
+    for line in health_lines(defs, instance, health_engine):
         click.echo(line)
     click.echo(
-        "\nalerts (`healthmon alerts list`; sent by alert_dispatch_job when the daemon runs):"
+        "\nopen alerts (`healthmon alerts list`; with the daemon running, alert_evaluation_sensor "
+        "keeps them current):"
     )
-    for line in alert_lines(defs, instance, resources["warehouse"].health_engine()):
+    for line in alert_lines(defs, instance, health_engine):
         click.echo(line)
-    click.echo(
-        f"\nDagster UI on the same data: DAGSTER_HOME={settings.dagster_home} "
-        f"{dagster_command()} dev"
-    )
-    sys.exit(1 if failed else 0)

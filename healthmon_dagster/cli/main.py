@@ -15,6 +15,7 @@ from healthmon_dagster.cli import (
     config_cmd,
     db_cmd,
     demo_cmd,
+    files_cmd,
     incidents_cmd,
     sample_cmd,
     status_cmd,
@@ -44,6 +45,7 @@ cli.add_command(checks_cmd.checks)
 cli.add_command(config_cmd.config)
 cli.add_command(db_cmd.db)
 cli.add_command(demo_cmd.demo)
+cli.add_command(files_cmd.files)
 cli.add_command(incidents_cmd.incidents)
 cli.add_command(sample_cmd.generate_sample)
 cli.add_command(status_cmd.status)

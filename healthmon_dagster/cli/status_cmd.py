@@ -1,6 +1,6 @@
 """``healthmon status``: the system status (overall, per component, per asset), the open incidents
-with MTTR/MTBF of incidents per component, and the landing files that are stuck, as a table or
-JSON."""
+with MTTR/MTBF of incidents per component, self-healing (re-runs in the window, open circuit
+breakers), and the landing files that are stuck, as a table or JSON."""
 
 import json
 import sys
@@ -19,6 +19,8 @@ from healthmon_dagster.formatting import InvalidWindow, human_duration, parse_du
 from healthmon_dagster.health.status import ComponentStatus, SystemStatus, get_system_status
 from healthmon_dagster.incidents.records import Incident, list_incidents
 from healthmon_dagster.incidents.report import ComponentReliability, reliability_by_component
+from healthmon_dagster.incidents.selfheal import SelfHealSummary
+from healthmon_dagster.incidents.selfheal import summary as self_heal_summary
 from healthmon_dagster.settings import get_settings, redact_url
 from healthmon_dagster.store.db import DatabaseUnavailable, describe_unavailable, open_for_reading
 from healthmon_dagster.store.metrics import utcnow
@@ -124,6 +126,38 @@ def _incidents(window: timedelta) -> tuple[IncidentFacts | None, str | None]:
         return None, str(describe_unavailable(redact_url(url), exc, ""))
     finally:
         engine.dispose()
+
+
+def _self_healing(window: timedelta) -> tuple[SelfHealSummary | None, str | None]:
+    """Self-healing re-runs in ``window`` and open circuit breakers, or why they are unknown."""
+    url = get_settings().health_database_url
+    try:
+        engine = open_for_reading(url)
+    except DatabaseUnavailable as exc:
+        return None, str(exc)
+    try:
+        return self_heal_summary(engine, window, utcnow()), None
+    except sa_exc.DBAPIError as exc:
+        return None, str(describe_unavailable(redact_url(url), exc, ""))
+    finally:
+        engine.dispose()
+
+
+def _print_self_healing(found: SelfHealSummary | None, note: str | None) -> None:
+    if found is None:
+        click.echo(f"Self-healing: unknown: {note}")
+        return
+    click.echo(
+        f"Self-healing: {found.reruns_in_window} re-run(s) in the window "
+        f"({found.failed_in_window} failed), {found.in_flight} in flight; "
+        + (
+            f"{len(found.open_breakers)} circuit breaker(s) OPEN (no re-run until the asset "
+            "materializes again): "
+            + ", ".join(f"{a} since {t:%Y-%m-%d %H:%M} UTC" for a, t in found.open_breakers)
+            if found.open_breakers
+            else "no circuit breaker open"
+        )
+    )
 
 
 def _print_incidents(facts: IncidentFacts | None, note: str | None) -> None:
@@ -251,7 +285,8 @@ def _print_text(status: SystemStatus, assets: list[Any] | None, note: str | None
 @click.option(
     "--exit-code",
     is_flag=True,
-    help="Exit 0 when healthy, 1 on warning/unknown or a stuck landing file, 2 on critical.",
+    help="Exit 0 when healthy, 1 on warning/unknown, a stuck landing file or an open circuit "
+    "breaker, 2 on critical.",
 )
 def status(window: str, stale_after: str, as_json: bool, assets: bool, exit_code: bool) -> None:
     """Show the system status: overall, per component (from the health store), per asset, the open
@@ -269,6 +304,7 @@ def status(window: str, stale_after: str, as_json: bool, assets: bool, exit_code
     asset_rows, note = _asset_health() if assets else (None, "not requested (--no-assets)")
     stuck, stuck_note = _stuck_files()
     incident_facts, incidents_note = _incidents(window_td)
+    healing, healing_note = _self_healing(window_td)
     if as_json:
         data = system.to_dict()
         data["assets"] = [a.to_dict() for a in asset_rows] if asset_rows is not None else None
@@ -284,13 +320,18 @@ def status(window: str, stale_after: str, as_json: bool, assets: bool, exit_code
             else None
         )
         data["incidents_note"] = incidents_note
+        data["self_healing"] = healing.to_dict() if healing is not None else None
+        data["self_healing_note"] = healing_note
         click.echo(json.dumps(data, indent=2))
     else:
         _print_text(system, asset_rows, note)
         click.echo("")
         _print_incidents(incident_facts, incidents_note)
         click.echo("")
+        _print_self_healing(healing, healing_note)
+        click.echo("")
         _print_stuck(stuck, stuck_note)
     if exit_code:
-        # A stuck file is data that will not arrive without a person: at least a warning.
-        sys.exit(max(EXIT_CODES[system.overall_health], 1 if stuck else 0))
+        # A stuck file, or an open circuit breaker, waits for a person: at least a warning.
+        waits = bool(stuck) or bool(healing and healing.open_breakers)
+        sys.exit(max(EXIT_CODES[system.overall_health], 1 if waits else 0))

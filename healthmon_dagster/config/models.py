@@ -10,6 +10,7 @@ into path-precise messages with YAML line numbers.
 
 import difflib
 import re
+from collections.abc import Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
@@ -25,6 +26,7 @@ from healthmon_dagster.enums import (
     HealthCheckType,
     HealthComponent,
     HealthStatus,
+    IncidentSeverity,
 )
 
 Loc = tuple[str | int, ...]
@@ -1145,12 +1147,33 @@ class GroupingConfiguration(_Model):
     ``group_by`` labels are equal form one group; a new group waits ``group_wait_seconds`` for more
     alerts, a group that was notified waits ``group_interval_seconds`` before the next notification
     about changes, and a group still firing unchanged is notified again every
-    ``repeat_interval_minutes``."""
+    ``repeat_interval_minutes``.
+
+    ``group_wait_by_severity`` overrides ``group_wait_seconds`` for a severity: a group holding an
+    alert of that severity waits only that long (the shortest wait of its alerts). Error and
+    critical alerts wait 0 s by default: an on-call engineer wants a failed check within seconds,
+    and batching pays little for them (they are rare and each names its asset); warnings and
+    infos keep Alertmanager's 30 s, which folds a burst of them into one message."""
 
     group_by: list[str] = Field(default_factory=lambda: ["rule_id", "asset", "component"])
     group_wait_seconds: int = Field(default=30, ge=0, le=3600)
+    group_wait_by_severity: dict[AlertSeverity, Annotated[int, Field(ge=0, le=3600)]] = Field(
+        default_factory=lambda: {AlertSeverity.ERROR: 0, AlertSeverity.CRITICAL: 0}
+    )
     group_interval_seconds: int = Field(default=300, ge=1, le=86_400)
     repeat_interval_minutes: int = Field(default=240, ge=1, le=10_080)
+
+    def group_wait_for(self, severities: Iterable[str]) -> int:
+        """Seconds a new group of alerts of ``severities`` waits before its first notification."""
+        waits = [
+            self.group_wait_by_severity.get(AlertSeverity(s), self.group_wait_seconds)
+            for s in severities
+            if s in _SEVERITY_VALUES
+        ]
+        return min(waits, default=self.group_wait_seconds)
+
+
+_SEVERITY_VALUES = frozenset(s.value for s in AlertSeverity)
 
 
 class DispatchConfiguration(_Model):
@@ -1263,6 +1286,46 @@ class RetentionConfiguration(_Model):
     load_runs_days: int = Field(default=365, ge=1, le=MAX_RETENTION_DAYS)
 
 
+class SelfHealingConfiguration(_Model):
+    """The self-healing sensor: bounded re-runs of pipeline assets whose failure was transient.
+
+    A failed run's assets that were planned but not materialized are re-run when the failure is
+    classified transient (``etl.failures``), never for a data error and never for an error class in
+    ``never_rerun_error_classes``. At most ``max_attempts_per_window`` re-runs per asset within
+    ``window_minutes``; after a failed re-run the next waits ``initial_delay_seconds`` doubling up
+    to ``max_delay_seconds`` (+- ``jitter``). After ``breaker_failures`` consecutive failed re-runs
+    of an asset its circuit breaker opens: no more re-runs, the incident is escalated to
+    ``escalate_to``, until the asset materializes again. A re-run that succeeds with its checks
+    passing moves the incident to monitoring; it resolves after ``quiet_period_minutes`` without a
+    new failure. ``stale_reruns``: also re-run an asset past its freshness fail window whose upstream
+    has materialized since. The sensor runs only while the feature flag ``self_healing`` is on."""
+
+    max_attempts_per_window: int = Field(default=3, ge=1, le=100)
+    window_minutes: int = Field(default=60, ge=1, le=10_080)
+    initial_delay_seconds: int = Field(default=60, ge=1, le=86_400)
+    max_delay_seconds: int = Field(default=900, ge=1, le=86_400)
+    jitter: float = Field(default=0.1, ge=0, le=0.5)
+    breaker_failures: int = Field(default=3, ge=1, le=100)
+    escalate_to: IncidentSeverity = IncidentSeverity.HIGH
+    quiet_period_minutes: float = Field(default=15, ge=0, le=10_080)
+    stale_reruns: bool = True
+    never_rerun_error_classes: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _delays_ordered(self) -> "SelfHealingConfiguration":
+        if self.max_delay_seconds < self.initial_delay_seconds:
+            _raise_if(
+                [
+                    (
+                        ("max_delay_seconds",),
+                        f"max_delay_seconds ({self.max_delay_seconds}) must be >= "
+                        f"initial_delay_seconds ({self.initial_delay_seconds})",
+                    )
+                ]
+            )
+        return self
+
+
 # --------------------------------------------------------------------------------------------------
 # The whole file
 
@@ -1288,6 +1351,7 @@ class HealthConfiguration(_Model):
     escalation_policies: list[EscalationPolicy] = Field(default_factory=list)
     alerting: AlertingConfiguration = Field(default_factory=AlertingConfiguration)
     retention: RetentionConfiguration = Field(default_factory=RetentionConfiguration)
+    self_healing: SelfHealingConfiguration = Field(default_factory=SelfHealingConfiguration)
     feature_flags: dict[str, bool] = Field(default_factory=lambda: dict(DEFAULT_FEATURE_FLAGS))
 
     @model_validator(mode="before")

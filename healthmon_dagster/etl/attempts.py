@@ -13,7 +13,15 @@ attempt's runs have all failed (after the step retries inside the run, and Dagst
 for a lost worker), its outcome is recorded: a transient failure is tried again from ``retry_at``
 (exponential backoff with jitter), until ``max_attempts`` or ``give_up_after``; a failure that
 running again cannot fix, or the bound, makes the file **stuck**: it stays so until it lands with
-other content (a new fingerprint), or its attempts are deleted.
+other content (a new fingerprint), or a person releases it (``etl.file_releases``,
+:mod:`healthmon_dagster.etl.releases`), which gives it a fresh budget counted after the release.
+
+A failure that says a dependency was unavailable (``dependency`` of :mod:`etl.failures`: the
+warehouse, the landing area) does not wait out its backoff once the sensor has seen that
+dependency unavailable after the attempt was requested and, in this tick, reachable again
+(:func:`walk_pending`'s ``recovered``): the operator who restores the database expects the files
+within a tick and a run. It still counts against the bound. Each attempt records why it was
+requested (``reason``).
 
 The deciding functions take plain data; the landing sensor (``defs/pipeline/sensors.py``) reads the
 Dagster runs of each attempt and hands in their :class:`RunOutcome`. The self-healing sensor to come
@@ -24,7 +32,7 @@ import bisect
 import json
 import random
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -40,10 +48,8 @@ from healthmon_dagster.etl.failures import UNCLASSIFIED, Classification
 from healthmon_dagster.etl.landing import LandingFile
 from healthmon_dagster.store.connection import write_transaction
 from healthmon_dagster.store.metrics import as_utc
-from healthmon_dagster.store.tables import file_attempts, files
+from healthmon_dagster.store.tables import file_attempts, file_releases, files
 
-# etl.files statuses that end a file version's story: the loader decided.
-FILE_DONE = ("loaded", "empty", "rejected")
 # Keys per IN (...) list: well below SQLite's bound-parameter limit, and an index probe each.
 _CHUNK = 400
 
@@ -107,6 +113,8 @@ class Attempt:
     transient: bool | None = None
     rule: str | None = None  # the classification rule that decided (etl.failures)
     error: str | None = None
+    reason: str | None = None  # why the sensor requested it (REASON_*)
+    dependency: str | None = None  # what the failure found unavailable (etl.failures)
 
     @classmethod
     def from_row(cls, row: Any) -> "Attempt":
@@ -125,7 +133,21 @@ class Attempt:
             transient=row.transient,
             rule=row.rule,
             error=row.error,
+            reason=row.reason,
+            dependency=row.dependency,
         )
+
+
+REASON_NEW = "new file"
+REASON_BACKOFF = "backoff passed"
+
+
+def reason_recovered(dependency: str) -> str:
+    return f"{dependency} answers again"
+
+
+def reason_released(by: str) -> str:
+    return f"released by {by}"
 
 
 def run_key(file_key: str, fingerprint: str, attempt: int) -> str:
@@ -155,6 +177,34 @@ def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]
         yield items[i : i + size]
 
 
+def _same_version(table: sa.Table, key: Any, fingerprint: Any) -> Any:
+    return (table.c.file_key == key) & (table.c.fingerprint == fingerprint)
+
+
+def files_row_is_terminal(row: Any = files) -> Any:
+    """SQL: an ``etl.files`` row that ends its version's story: loaded, empty, or rejected and not
+    released since (a person who fixed the configuration may release a rejected file)."""
+    r = file_releases.c
+    released = sa.exists().where(
+        _same_version(file_releases, row.c.file_key, row.c.fingerprint),
+        r.released_status == "rejected",
+        r.released_at >= row.c.loaded_at,
+    )
+    return row.c.status.in_(("loaded", "empty")) | ((row.c.status == "rejected") & ~released)
+
+
+def attempt_is_terminal(row: Any = file_attempts) -> Any:
+    """SQL: an ``etl.file_attempts`` row that ends its version's story: succeeded, or stuck and not
+    released since."""
+    released = sa.exists().where(
+        _same_version(file_releases, row.c.file_key, row.c.fingerprint),
+        file_releases.c.after_attempt >= row.c.attempt,
+    )
+    return (row.c.status == AttemptStatus.SUCCEEDED.value) | (
+        (row.c.status == AttemptStatus.STUCK.value) & ~released
+    )
+
+
 def _done_versions(engine: Engine, keys: Iterable[str]) -> set[tuple[str, str | None]]:
     """(key, fingerprint) of the versions among ``keys`` with a terminal record."""
     keys = sorted(set(keys))
@@ -165,7 +215,7 @@ def _done_versions(engine: Engine, keys: Iterable[str]) -> set[tuple[str, str | 
                 (r.file_key, r.fingerprint)
                 for r in conn.execute(
                     sa.select(files.c.file_key, files.c.fingerprint)
-                    .where(files.c.file_key.in_(chunk), files.c.status.in_(FILE_DONE))
+                    .where(files.c.file_key.in_(chunk), files_row_is_terminal())
                     .distinct()
                 )
             )
@@ -173,14 +223,27 @@ def _done_versions(engine: Engine, keys: Iterable[str]) -> set[tuple[str, str | 
                 (r.file_key, r.fingerprint)
                 for r in conn.execute(
                     sa.select(file_attempts.c.file_key, file_attempts.c.fingerprint)
-                    .where(
-                        file_attempts.c.file_key.in_(chunk),
-                        file_attempts.c.status.in_([s.value for s in ATTEMPT_DONE]),
-                    )
+                    .where(file_attempts.c.file_key.in_(chunk), attempt_is_terminal())
                     .distinct()
                 )
             )
     return done
+
+
+def _releases(engine: Engine, keys: Iterable[str]) -> dict[tuple[str, str], tuple[int, str]]:
+    """The latest release of each version among ``keys``: (after_attempt, released_by)."""
+    r = file_releases.c
+    latest: dict[tuple[str, str], tuple[int, str]] = {}
+    with engine.connect() as conn:
+        for chunk in _chunks(sorted(set(keys))):
+            rows = conn.execute(
+                sa.select(r.file_key, r.fingerprint, r.after_attempt, r.released_by)
+                .where(r.file_key.in_(chunk))
+                .order_by(r.after_attempt)
+            )
+            for row in rows:
+                latest[(row.file_key, row.fingerprint)] = (row.after_attempt, row.released_by)
+    return latest
 
 
 def pending_files(engine: Engine, listed: Sequence[LandingFile]) -> list[LandingFile]:
@@ -224,9 +287,11 @@ def requested_attempts(engine: Engine, limit: int) -> list[Attempt]:
         return [Attempt.from_row(r) for r in rows]
 
 
-def open_attempt(engine: Engine, file: LandingFile, attempt: int, now: datetime) -> Attempt | None:
-    """Insert attempt ``attempt`` of ``file``; None when another tick or process inserted it
-    first (the unique index decides: only the winner requests the run)."""
+def open_attempt(
+    engine: Engine, file: LandingFile, attempt: int, now: datetime, reason: str | None = None
+) -> Attempt | None:
+    """Insert attempt ``attempt`` of ``file`` (requested for ``reason``); None when another tick
+    or process inserted it first (the unique index decides: only the winner requests the run)."""
     row = Attempt(
         file_key=file.key,
         fingerprint=file.fingerprint,
@@ -234,6 +299,7 @@ def open_attempt(engine: Engine, file: LandingFile, attempt: int, now: datetime)
         run_key=run_key(file.key, file.fingerprint, attempt),
         status=AttemptStatus.REQUESTED,
         requested_at=now,
+        reason=reason,
     )
     try:
         with write_transaction(engine) as conn:
@@ -245,6 +311,7 @@ def open_attempt(engine: Engine, file: LandingFile, attempt: int, now: datetime)
                     run_key=row.run_key,
                     status=row.status.value,
                     requested_at=row.requested_at,
+                    reason=row.reason,
                 )
             )
     except sa_exc.IntegrityError:
@@ -260,6 +327,7 @@ def decide(
     first_requested_at: datetime,
     has_record: bool,
     rand: Callable[[], float] = random.random,
+    budget_start: int = 0,
 ) -> Attempt:
     """The attempt once its runs have ended (``outcome.state`` succeeded or failed).
 
@@ -268,7 +336,9 @@ def decide(
     ``first_requested_at``) is not reached; otherwise the file is stuck. When the file has a
     terminal record anyway (``has_record``: the loader rejected it, or a run of another attempt
     loaded it), or vanished from the landing area, the attempt is failed without a retry: there
-    is nothing left to try, and nothing is stuck.
+    is nothing left to try, and nothing is stuck. ``budget_start``: the attempt after which the
+    budget counts (a release gives a fresh one; ``first_requested_at`` is then the first attempt
+    after it).
     """
     ended = min(outcome.ended_at or now, now)
     done = replace(
@@ -288,10 +358,11 @@ def decide(
         transient=why.transient,
         rule=why.rule,
         error=outcome.message,
+        dependency=why.dependency,
     )
     if has_record or why.error_class == "landing_file_missing":
         return replace(failed, status=AttemptStatus.FAILED, retry_at=None)
-    bound = attempt.attempt >= policy.max_attempts or ended - first_requested_at >= (
+    bound = attempt.attempt - budget_start >= policy.max_attempts or ended - first_requested_at >= (
         policy.give_up_after
     )
     if not failed.transient or bound:
@@ -312,23 +383,33 @@ def record_outcome(
     """Decide (see :func:`decide`) and store the outcome of a requested attempt; None when another
     process stored it first (the update only applies to a row still ``requested``)."""
     c = file_attempts.c
-    version = (c.file_key == attempt.file_key) & (c.fingerprint == attempt.fingerprint)
+    version = _same_version(file_attempts, attempt.file_key, attempt.fingerprint)
     with engine.connect() as conn:
-        first = conn.execute(sa.select(sa.func.min(c.requested_at)).where(version)).scalar_one()
+        # The budget counts from the latest release before this attempt (0: none).
+        budget_start = conn.execute(
+            sa.select(sa.func.coalesce(sa.func.max(file_releases.c.after_attempt), 0)).where(
+                _same_version(file_releases, attempt.file_key, attempt.fingerprint),
+                file_releases.c.after_attempt < attempt.attempt,
+            )
+        ).scalar_one()
+        first = conn.execute(
+            sa.select(sa.func.min(c.requested_at)).where(version, c.attempt > budget_start)
+        ).scalar_one()
         has_record = (
             conn.execute(
                 sa.select(files.c.file_id)
                 .where(
-                    files.c.file_key == attempt.file_key,
-                    files.c.fingerprint == attempt.fingerprint,
-                    files.c.status.in_(FILE_DONE),
+                    _same_version(files, attempt.file_key, attempt.fingerprint),
+                    files_row_is_terminal(),
                 )
                 .limit(1)
             ).first()
             is not None
         )
     first_requested_at = as_utc(first) if first is not None else attempt.requested_at
-    ended = decide(attempt, outcome, policy, now, first_requested_at, has_record, rand)
+    ended = decide(
+        attempt, outcome, policy, now, first_requested_at, has_record, rand, int(budget_start)
+    )
     with write_transaction(engine) as conn:
         updated = conn.execute(
             file_attempts.update()
@@ -347,6 +428,7 @@ def record_outcome(
                 transient=ended.transient,
                 rule=ended.rule,
                 error=ended.error,
+                dependency=ended.dependency,
             )
         ).rowcount
     return ended if updated else None
@@ -365,6 +447,8 @@ class Walk:
     in_flight: int = 0  # an attempt's run is queued or running
     waiting: int = 0  # a failed attempt waits for its retry_at
     lost_races: int = 0  # another tick or process opened the attempt first
+    recovered: dict[str, int] = field(default_factory=dict)  # early retries, by dependency back
+    released: int = 0  # attempts of files a person released
     cursor: str | None = None  # where the next tick continues; None: from the oldest file
     bounded_by: str | None = None  # "count" or "time" when the tick stopped early
 
@@ -397,6 +481,7 @@ def walk_pending(
     max_requests: int,
     deadline: float,
     unlaunched: AbstractSet[str] = frozenset(),
+    recovered: Mapping[str, datetime] | None = None,
     clock: Callable[[], float] = time.monotonic,
     chunk: int = 200,
 ) -> Walk:
@@ -407,7 +492,10 @@ def walk_pending(
     ``deadline`` of ``clock``) is continued by the next one and every pending file is looked at in
     turn. Per file: no attempt yet -> attempt 1; the latest attempt failed and its ``retry_at`` has
     come -> the next attempt; requested but never launched (its run key in ``unlaunched``) ->
-    requested again under the same run key (Dagster launches it at most once).
+    requested again under the same run key (Dagster launches it at most once); released by a
+    person -> the next attempt at once. ``recovered``: the dependencies this tick found reachable,
+    each with when the sensor last found it unavailable; a failed attempt whose failure blamed one
+    of them, requested before that, is due now instead of at its ``retry_at``.
     """
     walk = Walk()
     order = sorted(listed, key=_position)
@@ -421,6 +509,7 @@ def walk_pending(
         pending = pending_files(engine, files_chunk)
         walk.pending += len(pending)
         latest = latest_attempts(engine, [(f.key, f.fingerprint) for f in pending])
+        releases = _releases(engine, [f.key for f in pending])
         for f in pending:
             if len(walk.requests) >= max_requests:
                 walk.bounded_by = "count"
@@ -431,17 +520,13 @@ def walk_pending(
             walk.examined += 1
             last = f
             a = latest.get((f.key, f.fingerprint))
-            if a is None or (
-                a.status == AttemptStatus.FAILED and (a.retry_at is None or a.retry_at <= now)
-            ):
-                opened = open_attempt(engine, f, 1 if a is None else a.attempt + 1, now)
-                if opened is None:
-                    walk.lost_races += 1
-                else:
-                    walk.requests.append(opened)
-            elif a.status == AttemptStatus.REQUESTED and a.run_key in unlaunched:
+            release = releases.get((f.key, f.fingerprint))
+            reason = _why_now(a, release, now, recovered or {})
+            if reason is not None:
+                _open(engine, walk, f, a, now, reason)
+            elif a is not None and a.status == AttemptStatus.REQUESTED and a.run_key in unlaunched:
                 walk.requests.append(a)
-            elif a.status == AttemptStatus.REQUESTED:
+            elif a is not None and a.status == AttemptStatus.REQUESTED:
                 walk.in_flight += 1
             else:
                 walk.waiting += 1
@@ -449,6 +534,65 @@ def walk_pending(
             walk.cursor = encode_cursor(last) if last is not None else cursor
             break
     return walk
+
+
+def _why_now(
+    a: Attempt | None,
+    release: tuple[int, str] | None,
+    now: datetime,
+    recovered: Mapping[str, datetime],
+) -> str | None:
+    """Why a pending file's next attempt is due now (a ``reason``), or None when it is not."""
+    if release is not None and (a is None or a.attempt <= release[0]):
+        return reason_released(release[1])
+    if a is None:
+        return REASON_NEW
+    if a.status != AttemptStatus.FAILED:
+        return None
+    if a.retry_at is None or a.retry_at <= now:
+        return REASON_BACKOFF
+    down_at = recovered.get(a.dependency) if a.dependency else None
+    if down_at is not None and a.requested_at <= down_at:
+        return reason_recovered(str(a.dependency))
+    return None
+
+
+def _open(
+    engine: Engine, walk: Walk, f: LandingFile, a: Attempt | None, now: datetime, reason: str
+) -> None:
+    opened = open_attempt(engine, f, 1 if a is None else a.attempt + 1, now, reason)
+    if opened is None:
+        walk.lost_races += 1
+        return
+    walk.requests.append(opened)
+    if a is not None and a.dependency and reason == reason_recovered(a.dependency):
+        walk.recovered[a.dependency] = walk.recovered.get(a.dependency, 0) + 1
+    elif reason.startswith("released by "):
+        walk.released += 1
+
+
+# --- The sensor's memory of unavailable dependencies ------------------------------------------------
+
+
+def unavailable_since(cursor: str | None) -> dict[str, datetime]:
+    """When the sensor last found each dependency unavailable, as its cursor remembers."""
+    try:
+        seen = json.loads(cursor or "{}").get("unavailable", {})
+        return {str(k): datetime.fromisoformat(v) for k, v in seen.items()}
+    except (ValueError, AttributeError, TypeError):
+        return {}
+
+
+def with_unavailable(cursor: str | None, seen: Mapping[str, datetime]) -> str:
+    """``cursor`` (a walk's position or None) remembering ``seen`` as well."""
+    try:
+        data = json.loads(cursor) if cursor else {}
+    except ValueError:
+        data = {}
+    if not isinstance(data, dict):
+        data = {}
+    data["unavailable"] = {k: v.isoformat() for k, v in sorted(seen.items())}
+    return json.dumps(data)
 
 
 # --- Stuck files ----------------------------------------------------------------------------------
@@ -491,6 +635,10 @@ def stuck_files(engine: Engine, limit: int | None = None) -> list[StuckFile]:
             a.c.status == AttemptStatus.STUCK.value,
             ~sa.exists().where(later.c.file_key == a.c.file_key, later.c.requested_at > since),
             ~sa.exists().where(files.c.file_key == a.c.file_key, files.c.loaded_at > since),
+            ~sa.exists().where(
+                _same_version(file_releases, a.c.file_key, a.c.fingerprint),
+                file_releases.c.after_attempt >= a.c.attempt,
+            ),
         )
         .order_by(since, a.c.file_key)
     )

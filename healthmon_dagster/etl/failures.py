@@ -23,28 +23,39 @@ from healthmon_dagster.config import ConfigError
 from healthmon_dagster.etl.landing import LandingError, LandingFileMissing, LandingFileUnreadable
 from healthmon_dagster.store.db import DatabaseUnavailable
 
+WAREHOUSE = "warehouse"
+"""The dependency of a failure that says the warehouse (the database the loader writes) cannot be
+reached right now."""
+LANDING = "landing"
+"""The dependency of a failure that says the landing area (S3) cannot be reached right now."""
+
 
 @dataclass(frozen=True)
 class Classification:
     """What a failure is: ``error_class`` (a short code, stored with the attempt), whether running
-    again may succeed, and the name of the rule that decided."""
+    again may succeed, the name of the rule that decided, and the ``dependency`` it says was
+    unavailable (:data:`WAREHOUSE`, :data:`LANDING`; None when the failure does not implicate one):
+    the landing sensor retries such a failure as soon as it sees that dependency answer again."""
 
     error_class: str
     transient: bool
     rule: str
+    dependency: str | None = None
 
 
 @dataclass(frozen=True)
 class Rule:
-    """``matches(exc)`` true for one exception of the chain -> ``error_class``, ``transient``."""
+    """``matches(exc)`` true for one exception of the chain -> ``error_class``, ``transient``, and
+    the ``dependency`` whose unavailability it means (None: no dependency is known to be down)."""
 
     name: str
     error_class: str
     transient: bool
     matches: Callable[[BaseException], bool]
+    dependency: str | None = None
 
     def classification(self) -> Classification:
-        return Classification(self.error_class, self.transient, self.name)
+        return Classification(self.error_class, self.transient, self.name, self.dependency)
 
 
 UNCLASSIFIED = Classification("unclassified", False, "no_rule_matched")
@@ -170,16 +181,29 @@ RULES: tuple[Rule, ...] = (
     Rule("pg_deadlock", "deadlock", True, _sqlstate("40P01")),
     Rule("pg_lock_timeout", "lock_timeout", True, _sqlstate("55P03")),
     Rule("pg_statement_timeout", "timeout", True, _sqlstate("57014")),
-    Rule("pg_shutdown", "database_unavailable", True, _sqlstate("57P01", "57P02", "57P03")),
-    Rule("pg_connection", "connection_reset", True, _sqlstate("08")),
+    Rule(
+        "pg_shutdown",
+        "database_unavailable",
+        True,
+        _sqlstate("57P01", "57P02", "57P03"),
+        dependency=WAREHOUSE,
+    ),
+    Rule("pg_connection", "connection_reset", True, _sqlstate("08"), dependency=WAREHOUSE),
     Rule("pg_resources", "database_resources", True, _sqlstate("53")),
     # Drivers before the server answered (no SQLSTATE): the wording of libpq and SQLite.
-    Rule("driver_refused", "connection_refused", True, _driver_says("connection refused")),
+    Rule(
+        "driver_refused",
+        "connection_refused",
+        True,
+        _driver_says("connection refused"),
+        dependency=WAREHOUSE,
+    ),
     Rule(
         "driver_timeout",
         "timeout",
         True,
         _driver_says("timeout expired", "timed out"),
+        dependency=WAREHOUSE,
     ),
     Rule(
         "driver_reset",
@@ -195,6 +219,7 @@ RULES: tuple[Rule, ...] = (
             "could not send data",
             "broken pipe",
         ),
+        dependency=WAREHOUSE,
     ),
     Rule(
         "driver_network",
@@ -206,6 +231,7 @@ RULES: tuple[Rule, ...] = (
             "network is unreachable",
             "name or service not known",
         ),
+        dependency=WAREHOUSE,
     ),
     Rule(
         "sqlite_locked",
@@ -218,6 +244,7 @@ RULES: tuple[Rule, ...] = (
         "database_unavailable",
         True,
         _driver_says("unable to open database file", "disk i/o error"),
+        dependency=WAREHOUSE,
     ),
     # Whatever else a connection-level driver error is: the database cannot be used right now.
     Rule(
@@ -230,11 +257,30 @@ RULES: tuple[Rule, ...] = (
             and type(exc).__module__.startswith("psycopg2")
             and not _pgcode(exc)
         ),
+        dependency=WAREHOUSE,
     ),
-    Rule("sqlalchemy_disconnect", "connection_reset", True, _is(sa_exc.DisconnectionError)),
+    Rule(
+        "sqlalchemy_disconnect",
+        "connection_reset",
+        True,
+        _is(sa_exc.DisconnectionError),
+        dependency=WAREHOUSE,
+    ),
     Rule("sqlalchemy_pool_timeout", "timeout", True, _is(sa_exc.TimeoutError)),
-    Rule("sqlalchemy_interface", "connection_reset", True, _is(sa_exc.InterfaceError)),
-    Rule("database_unavailable", "database_unavailable", True, _is(DatabaseUnavailable)),
+    Rule(
+        "sqlalchemy_interface",
+        "connection_reset",
+        True,
+        _is(sa_exc.InterfaceError),
+        dependency=WAREHOUSE,
+    ),
+    Rule(
+        "database_unavailable",
+        "database_unavailable",
+        True,
+        _is(DatabaseUnavailable),
+        dependency=WAREHOUSE,
+    ),
     # S3 (botocore's exceptions, seen through the LandingError that wraps them).
     Rule(
         "s3_unreachable",
@@ -247,8 +293,9 @@ RULES: tuple[Rule, ...] = (
             "ConnectionClosedError",
             "ResponseStreamingError",
         ),
+        dependency=LANDING,
     ),
-    Rule("s3_retryable", "s3_unavailable", True, _s3_says_retry),
+    Rule("s3_retryable", "s3_unavailable", True, _s3_says_retry, dependency=LANDING),
     Rule("s3_refused", "s3_access", False, _s3_refuses),
     # The operating system's network errors.
     Rule("os_refused", "connection_refused", True, _is(ConnectionRefusedError)),

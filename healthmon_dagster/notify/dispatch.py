@@ -11,7 +11,8 @@ work and the rate limit:
    resolved within the group's wait: Alertmanager sends neither), a notification of an alert that
    is suppressed now, rows of a disabled channel.
 3. Group them, Alertmanager's way: one message per (group_key, kind). A new group waits
-   ``group_wait_seconds`` after its first notification; a group notified recently waits until
+   ``group_wait_seconds`` after its first notification (the shortest ``group_wait_by_severity``
+   of its alerts' severities: 0 for errors by default); a group notified recently waits until
    ``group_interval_seconds`` after its last one (their ``not_before`` is moved there: deferred).
    Acknowledgements, escalations and repeats go out at once. Threaded channels send a follow-up
    (resolve, acknowledgement) once per alert thread; PagerDuty once per alert.
@@ -204,7 +205,8 @@ class Dispatcher:
     """Drains the outbox for the channels of ``config`` (see the module docstring).
 
     ``notifiers`` replaces the notifiers built from the configuration (tests, the CLI);
-    ``clock`` gives "now" (tests move it); ``env`` stands in for the process environment.
+    ``clock`` gives "now" (tests move it); ``env`` stands in for the process environment;
+    ``alert_ids`` limits it to those alerts' notifications.
     """
 
     def __init__(
@@ -221,6 +223,7 @@ class Dispatcher:
         owner: str | None = None,
         rng: random.Random | None = None,
         concurrency: int = 8,
+        alert_ids: Iterable[int] | None = None,
     ) -> None:
         self.engine = engine
         self.config = config
@@ -240,6 +243,11 @@ class Dispatcher:
         # so sends overlap; the rate limit still bounds how many a second.
         self.concurrency = max(1, concurrency)
         self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="healthmon-notify")
+        # Only these alerts' notifications (the alert fast path sends what it just fired).
+        self.alert_ids = None if alert_ids is None else sorted(set(alert_ids))
+
+    def _scope(self) -> list[sa.ColumnElement[bool]]:
+        return [] if self.alert_ids is None else [N.alert_id.in_(self.alert_ids)]
 
     # --- channels ---------------------------------------------------------------------------
 
@@ -279,7 +287,11 @@ class Dispatcher:
             names = list(
                 conn.execute(
                     sa.select(N.channel)
-                    .where(N.status == NotificationStatus.PENDING, N.not_before <= self.clock())
+                    .where(
+                        N.status == NotificationStatus.PENDING,
+                        N.not_before <= self.clock(),
+                        *self._scope(),
+                    )
                     .distinct()
                 ).scalars()
             )
@@ -368,7 +380,9 @@ class Dispatcher:
         outbox holds nothing pending."""
         with self.engine.connect() as conn:
             first = conn.execute(
-                sa.select(sa.func.min(N.not_before)).where(N.status == NotificationStatus.PENDING)
+                sa.select(sa.func.min(N.not_before)).where(
+                    N.status == NotificationStatus.PENDING, *self._scope()
+                )
             ).scalar()
         if first is None:
             return None
@@ -443,6 +457,7 @@ class Dispatcher:
                 N.claimed_by,
                 A.status.label("alert_status"),
                 A.suppressed_by,
+                A.severity.label("alert_severity"),
             )
             .join(alerts, A.alert_id == N.alert_id)
             .where(
@@ -450,6 +465,7 @@ class Dispatcher:
                 N.status == NotificationStatus.PENDING,
                 N.not_before <= now,
                 sa.or_(N.claimed_until.is_(None), N.claimed_until < now),
+                *self._scope(),
             )
             .order_by(N.not_before, N.notification_id)
             .limit(self.batch_size)
@@ -582,7 +598,6 @@ class Dispatcher:
                 .group_by(N.group_key)
             ):
                 history[group_key] = (_utc(last_sent), bool(open_alerts))
-        wait = timedelta(seconds=self.grouping.group_wait_seconds)
         interval = timedelta(seconds=self.grouping.group_interval_seconds)
         # A group's wait counts from its first pending notification, due now or not.
         first_pending: dict[str, datetime] = {}
@@ -604,10 +619,11 @@ class Dispatcher:
                 continue
             last_sent, open_alerts = history.get(unit.group_key, (None, False))
             active = last_sent is not None and (open_alerts or last_sent > now - interval)
+            wait = self.grouping.group_wait_for(str(r["alert_severity"]) for r in unit.rows)
             due = (
                 (last_sent + interval)
                 if active and last_sent
-                else first_pending[unit.group_key] + wait
+                else first_pending[unit.group_key] + timedelta(seconds=wait)
             )
             if due <= now:
                 due_now.append(unit)

@@ -133,6 +133,8 @@ file_attempts = sa.Table(
     sa.Column("transient", sa.Boolean),
     sa.Column("rule", sa.String(200)),  # the classification rule that decided
     sa.Column("error", sa.Text),  # the failure's message, rendered without data values
+    sa.Column("reason", sa.String(200)),  # why it was requested: new file, backoff, release...
+    sa.Column("dependency", sa.String(40)),  # what a failed attempt found down: warehouse, landing
     sa.CheckConstraint(
         "status IN ('requested', 'succeeded', 'failed', 'stuck')", name="ck_file_attempts_status"
     ),
@@ -149,6 +151,26 @@ sa.Index(
     unique=True,
 )
 sa.Index("ix_file_attempts_status", file_attempts.c.status)
+
+# A person released a stuck (or rejected) version of a landing file: the sensor requests it again
+# with a fresh attempt budget counted after ``after_attempt``. Attempts are never deleted.
+file_releases = sa.Table(
+    "file_releases",
+    metadata,
+    sa.Column("release_id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("file_key", sa.String(1024), nullable=False),
+    sa.Column("fingerprint", sa.String(200), nullable=False),
+    sa.Column("released_status", sa.String(20), nullable=False),  # stuck | rejected
+    sa.Column("after_attempt", sa.Integer, nullable=False),  # the version's last attempt then
+    sa.Column("released_by", sa.String(200), nullable=False),
+    sa.Column("released_at", Timestamp, nullable=False),
+    sa.CheckConstraint("released_status IN ('stuck', 'rejected')", name="ck_file_releases_status"),
+    # Two people releasing the same file at once make one release.
+    sa.UniqueConstraint(
+        "file_key", "fingerprint", "after_attempt", name="uq_file_releases_version_attempt"
+    ),
+    schema="etl",
+)
 
 load_runs = sa.Table(
     "load_runs",
@@ -217,6 +239,8 @@ sa.Index(
     check_results.c.check_name,
     check_results.c.ts,
 )
+# The alert fast path finds the results its run recorded.
+sa.Index("ix_check_results_dagster_run_id", check_results.c.dagster_run_id)
 
 config_versions = sa.Table(
     "config_versions",
@@ -447,6 +471,52 @@ sa.Index(
 )
 sa.Index("ix_incidents_component_started", incidents.c.component, incidents.c.started_at)
 sa.Index("ix_incidents_status", incidents.c.status)
+
+# The self-healing sensor's record, one row per (asset, attempt): a re-run it requested (requested,
+# then succeeded or failed; a failed one may be followed from retry_at), a failure it will not
+# re-run (skipped: a data error, another mechanism's retry), the escalation when the
+# asset's circuit breaker opened (escalated: no re-run until the asset materializes again), and the
+# breaker's reset (reset). The unique (asset_key, attempt) lets one sensor tick or process win each
+# attempt; the unique (source_run_id, asset_key) means one failed run is re-run once per asset.
+# incident_id names the incident whose timeline holds the decision (no foreign key: incidents'
+# retention deletes old incidents, and this record stays for the attempt counts).
+self_heal_attempts = sa.Table(
+    "self_heal_attempts",
+    metadata,
+    sa.Column("attempt_id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("asset_key", sa.String(500), nullable=False),  # "raw/patients"
+    sa.Column("attempt", sa.Integer, nullable=False),  # 1, 2, ... per asset
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("reason", sa.String(30), nullable=False),  # failed_run, check_not_evaluated, stale
+    sa.Column("source_run_id", sa.String(64)),  # the failed run re-run (None: stale)
+    sa.Column("run_key", sa.String(500), nullable=False),  # the re-run's Dagster run key
+    sa.Column("rerun_run_id", sa.String(64)),  # the re-run, once seen
+    sa.Column("incident_id", sa.BigInteger),
+    sa.Column("error_class", sa.String(64)),
+    sa.Column("rule", sa.String(200), nullable=False),  # the rule that decided
+    sa.Column("requested_at", Timestamp, nullable=False),
+    sa.Column("finished_at", Timestamp),
+    sa.Column("retry_at", Timestamp),  # failed: the next re-run not before
+    sa.CheckConstraint(
+        "status IN ('requested', 'succeeded', 'failed', 'skipped', 'escalated', 'reset')",
+        name="ck_self_heal_attempts_status",
+    ),
+    sa.CheckConstraint("attempt >= 1", name="ck_self_heal_attempts_attempt"),
+    schema="etl",
+)
+sa.Index(
+    "uq_self_heal_attempts_asset_attempt",
+    self_heal_attempts.c.asset_key,
+    self_heal_attempts.c.attempt,
+    unique=True,
+)
+sa.Index(
+    "uq_self_heal_attempts_source_asset",
+    self_heal_attempts.c.source_run_id,
+    self_heal_attempts.c.asset_key,
+    unique=True,
+)
+sa.Index("ix_self_heal_attempts_status", self_heal_attempts.c.status)
 
 # The timeline: every event of an incident, in order, with who did it and from where. ``text``
 # is built from counts, asset keys, column names and error classes, never field values.

@@ -22,6 +22,8 @@ from healthmon_dagster_tests.cli.fixtures import healthmon_script
 from healthmon_dagster_tests.fixtures import free_port
 
 SAMPLE_KEYS = ("patients_0001.csv", "patients_0002.csv", "patients_0003.csv")
+DEFECT_KEY = "patients_defect_0001.csv"  # rows without a patient id: its check fails
+LOG_CHANNEL = "alerts sent to the log channel"
 
 
 @pytest.fixture
@@ -41,15 +43,24 @@ def test_demo_loads_three_sample_files_then_has_nothing_new(
     first = runner.invoke(cli, ["demo", "--rows", "100"])
 
     assert first.exit_code == 0, first.output
-    assert "generated 3 sample file(s) of 100 rows" in first.output
+    assert "generated 3 sample file(s) of 100 rows and one with a defect" in first.output
     for key in SAMPLE_KEYS:
         assert re.search(rf"^run \w{{8}} {re.escape(key)}: ok$", first.output, re.MULTILINE)
         line = summary_line(first.output, key)
         assert " loaded " in line and "raw=100" in line and "rejected=0" in line
-    # The last hint runs the venv's dagster (beside this Python), never a bare `dagster`.
+    # The defect file loads (its bad rows rejected) and its failed check alerts.
+    assert re.search(rf"^run \w{{8}} {re.escape(DEFECT_KEY)}: ok$", first.output, re.MULTILINE)
+    assert "rejected=0" not in summary_line(first.output, DEFECT_KEY)
+    # The demo ends with what the log channel sent: the defect's alert among it.
+    sent = first.output.split(LOG_CHANNEL, 1)[1].strip().splitlines()[1:]
+    assert any(
+        line.strip().startswith("[FIRING] ERROR asset_check_error: patient_ids_are_joinable")
+        for line in sent
+    ), sent
+    # The UI hint runs the venv's dagster (beside this Python), never a bare `dagster`.
     venv_dagster = Path(sys.executable).parent / "dagster"
     assert venv_dagster.is_file()
-    hint = first.output.strip().splitlines()[-1]
+    (hint,) = [x for x in first.output.splitlines() if x.startswith("Dagster UI on the same")]
     assert hint.startswith("Dagster UI on the same data: DAGSTER_HOME=")
     assert hint.endswith(" dev") and hint.split()[-2] in (
         str(venv_dagster),
@@ -57,7 +68,7 @@ def test_demo_loads_three_sample_files_then_has_nothing_new(
     )
     core = re.search(r"core\.dim_patient: (\d+) current patients, (\d+) versions", first.output)
     assert core is not None
-    assert 100 < int(core.group(1)) <= 300  # later files re-send some earlier patients
+    assert 100 < int(core.group(1)) <= 400  # later files re-send some earlier patients
 
     second = runner.invoke(cli, ["demo", "--rows", "100"])
 
@@ -68,7 +79,7 @@ def test_demo_loads_three_sample_files_then_has_nothing_new(
 
     landing = healthmon_env / "landing"
     values = set()
-    for key in SAMPLE_KEYS:
+    for key in (*SAMPLE_KEYS, DEFECT_KEY):
         for row in csv.DictReader(io.StringIO((landing / key).read_text())):
             values.update(row[c] for c in ("Id", "SSN", "FIRST", "LAST", "ADDRESS") if row[c])
     shown = first.output + second.output
@@ -90,7 +101,13 @@ def test_demo_console_script_end_to_end(tmp_path: Path) -> None:
 
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "core.dim_patient: " in proc.stdout
-    assert sorted(p.name for p in (tmp_path / "home" / "landing").iterdir()) == list(SAMPLE_KEYS)
+    assert sorted(p.name for p in (tmp_path / "home" / "landing").iterdir()) == sorted(
+        (*SAMPLE_KEYS, DEFECT_KEY)
+    )
+    assert (
+        "[FIRING] ERROR asset_check_error: patient_ids_are_joinable"
+        in (proc.stdout.split(LOG_CHANNEL, 1)[1])
+    )
     assert (tmp_path / "home" / "healthmon.db").is_file()
     assert (tmp_path / "home" / "dagster" / "dagster.yaml").is_file()
     # The embedded default keeps the health store in a database of its own: the loads are in the
@@ -100,7 +117,7 @@ def test_demo_console_script_end_to_end(tmp_path: Path) -> None:
         for name in ("healthmon.db", "health.db")
     )
     assert [count(warehouse, t) for t in (files, check_results, metrics, config_versions)] == [
-        3,
+        4,
         0,
         0,
         0,

@@ -26,6 +26,8 @@ COMMANDS = [
     ["db", "status"],
     ["demo", "--rows", "5", "--files", "1"],
 ]
+# Commands that read only the warehouse (etl.files, etl.file_attempts), not the health store.
+WAREHOUSE_COMMANDS = [["files", "list"], ["files", "retry", "--all-stuck", "--by", "someone"]]
 
 # (URL, words of the message). The password sits where a user would have put it.
 BAD_URLS = [
@@ -64,7 +66,7 @@ def assert_clean_failure(
     assert not [r for r in caplog.records if SECRET in r.getMessage()]
 
 
-@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c[:2]))
+@pytest.mark.parametrize("command", COMMANDS + WAREHOUSE_COMMANDS, ids=lambda c: " ".join(c[:2]))
 @pytest.mark.parametrize(("url", "why"), BAD_URLS, ids=[w for _, w in BAD_URLS])
 def test_a_bad_database_url_is_one_clear_line_from_every_command(
     env: Path,

@@ -14,6 +14,7 @@ from healthmon_dagster.enums import IncidentSource
 from healthmon_dagster.etl.attempts import AttemptPolicy, RunOutcome, open_attempt, record_outcome
 from healthmon_dagster.etl.failures import Classification
 from healthmon_dagster.etl.landing import LandingFile
+from healthmon_dagster.incidents import selfheal as sh
 from healthmon_dagster.incidents.lifecycle import resolve
 from healthmon_dagster.incidents.records import Actor, Failure, open_or_absorb
 from healthmon_dagster_tests.fixtures import free_port
@@ -193,3 +194,47 @@ def test_open_incidents_and_mttr_mtbf_per_component(store: Engine) -> None:
     (by,) = data["incidents"]["by_component"]
     assert by["mttr_seconds"] == pytest.approx(20 * 60, abs=0.01)
     assert by["mtbf_seconds"] == pytest.approx(75 * 60, abs=0.01)
+
+
+def test_self_healing_re_runs_and_open_circuit_breakers_are_shown_and_warn(
+    healthmon_env: Path, engine: Engine
+) -> None:
+    insert_results(
+        engine, [result(datetime.now(UTC) - M, "database", "db_ping", "healthy", critical=True)]
+    )
+    quiet = CliRunner().invoke(cli, ["status", "--no-assets"])
+    assert (
+        "Self-healing: 0 re-run(s) in the window (0 failed), 0 in flight; no circuit breaker"
+        in (quiet.output)
+    )
+    now = datetime.now(UTC)
+    policy = sh.SelfHealPolicy()
+    for n in (1, 2):
+        key = sh.claim(
+            engine,
+            [
+                sh.Planned(
+                    "raw/patients", n, sh.Status.REQUESTED, "driver_refused", sh.Reason.FAILED_RUN
+                )
+            ],
+            f"run-{n}",
+            None,
+            now - 10 * M,
+        )
+        assert key is not None
+        assert sh.record_rerun_outcome(engine, key, False, f"rerun-{n}", policy, now - 9 * M)
+    escalated = sh.Planned(
+        "raw/patients", 3, sh.Status.ESCALATED, "circuit_breaker", sh.Reason.FAILED_RUN
+    )
+    assert sh.claim(engine, [escalated], "run-3", None, now - 8 * M) is not None
+
+    out = CliRunner().invoke(cli, ["status", "--no-assets", "--exit-code"])
+    assert out.exit_code == 1, out.output
+    assert (
+        "Self-healing: 2 re-run(s) in the window (2 failed), 0 in flight; 1 circuit breaker(s) OPEN"
+        in (out.output)
+    )
+    assert "raw/patients since" in out.output
+    data = json.loads(CliRunner().invoke(cli, ["status", "--json", "--no-assets"]).output)
+    assert data["self_healing"]["open_breakers"][0]["asset"] == "raw/patients"
+    assert data["self_healing"]["reruns_in_window"] == 2

@@ -265,6 +265,7 @@ def test_extremes_work_in_the_retention_job(extreme: Path, db_url: str) -> None:
         "etl.metrics": 0,
         "etl.check_results": 0,
         "etl.load_runs": 0,
+        "etl.incidents": 0,
     }
     with dg.instance_for_test() as instance:
         result = build_defs().resolve_job_def("retention_job").execute_in_process(instance=instance)

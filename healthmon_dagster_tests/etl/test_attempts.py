@@ -27,7 +27,7 @@ from healthmon_dagster.etl.attempts import (
 from healthmon_dagster.etl.failures import Classification
 from healthmon_dagster.etl.landing import LandingFile
 from healthmon_dagster.store.connection import write_transaction
-from healthmon_dagster.store.tables import file_attempts, files
+from healthmon_dagster.store.tables import file_attempts, file_releases, files
 
 T0 = datetime(2026, 3, 1, 3, 0, tzinfo=UTC)
 S = timedelta(seconds=1)
@@ -250,3 +250,68 @@ def test_an_unreadable_cursor_starts_from_the_oldest_file() -> None:
     assert decode_cursor(None) is None
     assert decode_cursor("not json") is None
     assert decode_cursor('{"after": 3}') is None
+
+
+DOWN = Classification("connection_refused", True, "driver_refused", "warehouse")
+
+
+def walk_at(engine: Engine, f: LandingFile, now: datetime, **kw: object) -> list[tuple[int, str]]:
+    walk = walk_pending(engine, [f], cursor=None, now=now, max_requests=9, deadline=1e12, **kw)  # type: ignore[arg-type]
+    return [(a.attempt, a.reason or "") for a in walk.requests]
+
+
+def test_a_failure_that_blamed_a_dependency_is_due_when_it_answers_again(engine: Engine) -> None:
+    f = landed(1)
+    opened = open_attempt(engine, f, 1, T0, "new file")
+    assert opened is not None
+    ended = record_outcome(engine, opened, failed(DOWN, T0 + S), POLICY, T0 + S, lambda: 0.5)
+    assert ended is not None and ended.dependency == "warehouse"
+    soon = T0 + 10 * S  # well before its retry_at (T0 + 61 s)
+
+    # The sensor saw the warehouse unavailable before the attempt began: that outage is no news.
+    assert walk_at(engine, f, soon, recovered={"warehouse": T0 - S}) == []
+    # Another dependency answering again changes nothing for this failure.
+    assert walk_at(engine, f, soon, recovered={"landing": T0 + 5 * S}) == []
+    # Unavailable after the attempt began, reachable now: due at once.
+    assert walk_at(engine, f, soon, recovered={"warehouse": T0 + 5 * S}) == [
+        (2, "warehouse answers again")
+    ]
+
+
+def test_a_failure_without_a_dependency_keeps_its_backoff(engine: Engine) -> None:
+    f = landed(1)
+    opened = open_attempt(engine, f, 1, T0)
+    assert opened is not None
+    record_outcome(engine, opened, failed(REFUSED, T0 + S), POLICY, T0 + S, lambda: 0.5)
+    assert walk_at(engine, f, T0 + 10 * S, recovered={"warehouse": T0 + 5 * S}) == []
+    assert walk_at(engine, f, T0 + 61 * S) == [(2, "backoff passed")]
+
+
+def test_a_release_makes_a_stuck_file_pending_with_a_fresh_budget(engine: Engine) -> None:
+    f = landed(1)
+    for n in range(1, POLICY.max_attempts + 1):
+        opened = open_attempt(engine, f, n, T0 + n * S)
+        assert opened is not None
+        last = record_outcome(engine, opened, failed(REFUSED, T0 + n * S), POLICY, T0 + n * S)
+    assert last is not None and last.status == AttemptStatus.STUCK
+    assert pending_files(engine, [f]) == []
+
+    with write_transaction(engine) as conn:
+        conn.execute(
+            file_releases.insert().values(
+                file_key=f.key,
+                fingerprint=f.fingerprint,
+                released_status="stuck",
+                after_attempt=POLICY.max_attempts,
+                released_by="alice",
+                released_at=T0 + 100 * S,
+            )
+        )
+
+    assert pending_files(engine, [f]) == [f]
+    assert stuck_files(engine) == []
+    assert walk_at(engine, f, T0 + 101 * S) == [(5, "released by alice")]
+    # Attempt 5 fails: the first of a fresh budget of 4, so it is retried, not stuck again.
+    (fifth,) = requested_attempts(engine, 9)
+    again = record_outcome(engine, fifth, failed(REFUSED, T0 + 102 * S), POLICY, T0 + 102 * S)
+    assert again is not None and again.status == AttemptStatus.FAILED and again.retry_at

@@ -224,3 +224,49 @@ def test_a_run_that_ended_without_a_failed_step_is_transient() -> None:
 def test_every_rule_has_a_unique_name() -> None:
     names = [r.name for r in RULES]
     assert len(names) == len(set(names))
+
+
+def test_an_unavailable_warehouse_or_landing_area_is_named_as_the_dependency(
+    moto_server: str, s3_bucket: str, tmp_path: Path
+) -> None:
+    refused = create_db_engine(f"postgresql+psycopg2://etl:s3cret@127.0.0.1:{free_port()}/x")
+    folder = tmp_path / "a_folder.db"
+    folder.mkdir()
+    unopenable = sa.create_engine(f"sqlite:///{folder}")
+    path = tmp_path / "locked.db"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("CREATE TABLE t (id int)")
+    holder.execute("BEGIN IMMEDIATE")
+    impatient = sa.create_engine(f"sqlite:///{path}", connect_args={"timeout": 0})
+    down = boto3.client(
+        "s3",
+        endpoint_url=f"http://127.0.0.1:{free_port()}",
+        region_name="us-east-1",
+        config=Config(retries={"max_attempts": 1}, connect_timeout=1),
+    )
+    try:
+        with impatient.connect() as conn:
+            locked = raised(lambda: conn.execute(sa.text("INSERT INTO t VALUES (1)")))
+        errors = {
+            "pg_refused": raised(refused.connect),
+            "sqlite_gone": raised(unopenable.connect),
+            "s3_down": raised(lambda: S3LandingSource(down, s3_bucket).list_files()),
+            "sqlite_locked": locked,
+            "config": ConfigError("bad"),
+        }
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+        for engine in (refused, unopenable, impatient):
+            engine.dispose()
+
+    assert {name: classify(exc).dependency for name, exc in errors.items()} == {
+        "pg_refused": "warehouse",
+        "sqlite_gone": "warehouse",
+        "s3_down": "landing",
+        # A lock wait is not an outage: the database answered; backoff applies.
+        "sqlite_locked": None,
+        "config": None,
+    }
+    # Only transient rules name a dependency: a retry at its return must be able to succeed.
+    assert all(r.transient for r in RULES if r.dependency is not None)

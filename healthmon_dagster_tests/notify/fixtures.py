@@ -189,15 +189,18 @@ def config_with(
     group_wait: int = 0,
     group_interval: int = 1,
     rate: Mapping[str, int] | None = None,
+    group_wait_by_severity: Mapping[str, int] | None = None,
     **dispatch: Any,
 ) -> HealthConfiguration:
-    """A configuration with these channels, grouping timing and dispatch settings."""
+    """A configuration with these channels, grouping timing and dispatch settings;
+    ``group_wait`` holds for every severity unless ``group_wait_by_severity`` says otherwise."""
     return HealthConfiguration.model_validate(
         {
             "channels": channels,
             "alerting": {
                 "grouping": {
                     "group_wait_seconds": group_wait,
+                    "group_wait_by_severity": dict(group_wait_by_severity or {}),
                     "group_interval_seconds": group_interval,
                 },
                 "dispatch": {
@@ -232,6 +235,7 @@ class Request:
     path: str
     headers: dict[str, str]
     body: bytes
+    at: float = field(default_factory=time.time)  # arrival, seconds since the epoch
 
     @property
     def json(self) -> Any:

@@ -110,6 +110,30 @@ def test_the_resolve_is_sent_and_a_flap_inside_group_wait_sends_nothing(engine: 
     assert sorted(statuses(engine)) == ["cancelled", "cancelled", "sent", "sent"]
 
 
+def test_group_wait_by_severity_sends_errors_at_once_and_lets_warnings_wait(
+    engine: Engine,
+) -> None:
+    clock = Clock(T0)
+    open_alert(engine, channels=["hook"], labels={"rule_id": "error_rule"}, severity="error")
+    open_alert(engine, channels=["hook"], labels={"rule_id": "warn_rule"}, severity="warning")
+    mixed = {"rule_id": "mixed_rule"}  # one group: its most urgent alert decides its wait
+    open_alert(engine, channels=["hook"], labels={**mixed, "check": "a"}, severity="warning")
+    open_alert(engine, channels=["hook"], labels={**mixed, "check": "b"}, severity="critical")
+    by_severity = {"error": 0, "critical": 0}
+    with webhook_server() as server:
+        d = dispatcher(engine, server, clock, group_wait=30, group_wait_by_severity=by_severity)
+        now = d.run_once()
+        clock.advance(31)
+        later = d.run_once()
+
+    assert now.channel("hook").sent == 3 and now.channel("hook").deferred == 1
+    first = [r.json["commonLabels"].get("rule_id") for r in server.requests[:2]]
+    assert sorted(first) == ["error_rule", "mixed_rule"]
+    assert len(server.requests[first.index("mixed_rule")].json["alerts"]) == 2
+    assert later.channel("hook").sent == 1
+    assert server.requests[2].json["commonLabels"]["rule_id"] == "warn_rule"
+
+
 def test_group_wait_batches_a_new_group_and_group_interval_holds_the_next(engine: Engine) -> None:
     clock = Clock(T0)
     labels = {"rule_id": "check_failed", "asset": "stg/patients"}

@@ -20,7 +20,7 @@ def test_the_default_configuration_logs_firing_and_resolved(
     alert = open_alert(engine, channels=["log"], severity="critical")
     caplog.set_level(logging.INFO, logger="healthmon.notify")
     d = Dispatcher(engine, config, clock=clock, external_url="")
-    clock.advance(31)  # the default group_wait
+    clock.advance(31)  # past any group wait (a critical one has none by default)
     d.run_once()
     add_event(engine, alert, AlertEventKind.RESOLVED, ["log"], at=clock.now)
     clock.advance(301)  # the default group_interval

@@ -1,5 +1,6 @@
 """The alert-evaluation sensor: every tick it evaluates every rule (``alerting/engine.py``) against
-the health store's new check results and metrics and the Dagster instance's finished runs, then
+the health store's new check results and metrics, the Dagster instance's finished runs and the
+freshness daemon's state of every asset with a FreshnessPolicy, then
 escalates and repeats what nobody acknowledged. It launches no run: its tick log says what fired,
 resolved or was suppressed, and the outbox it fills is drained by the dispatcher.
 
@@ -22,6 +23,7 @@ from healthmon_dagster.alerting.lineage import Lineage
 from healthmon_dagster.alerting.signals import (
     Signal,
     effective_rules,
+    freshness_state_signal,
     rules_of,
     run_failure_signal,
 )
@@ -68,6 +70,36 @@ def run_signals(instance: dg.DagsterInstance, config: HealthConfiguration) -> li
     return out
 
 
+def freshness_signals(
+    instance: dg.DagsterInstance,
+    repository: dg.RepositoryDefinition | None,
+    config: HealthConfiguration,
+) -> list[Signal]:
+    """One signal per (freshness rule, asset with a FreshnessPolicy): the freshness daemon's
+    latest state of the asset (its FreshnessStateRecord; none yet: no signal)."""
+    rules = rules_of(effective_rules(config), EventKind.FRESHNESS)
+    if not rules or repository is None:
+        return []
+    graph = repository.asset_graph
+    keys = [
+        key
+        for key in graph.get_all_asset_keys()
+        if graph.get(key).freshness_policy_or_from_metadata is not None
+    ]
+    if not keys:
+        return []
+    out = []
+    for key, record in sorted(
+        instance.get_freshness_state_records(keys).items(), key=lambda kv: kv[0]
+    ):
+        state = str(getattr(record.freshness_state, "value", record.freshness_state))
+        for rule in rules:
+            signal = freshness_state_signal(rule, key.to_user_string(), state)
+            if signal is not None:
+                out.append(signal)
+    return out
+
+
 def _safe_tags(run: dg.DagsterRun) -> list[str]:
     """Tags worth naming: the landing file a run loaded (a file key, not its content)."""
     return [f"{k}={v}" for k, v in run.tags.items() if k == "healthmon/file_key"]
@@ -101,7 +133,10 @@ def alert_evaluation_sensor(
             engine,
             config,
             cursor=cursor,
-            extra_signals=run_signals(context.instance, config),
+            extra_signals=[
+                *run_signals(context.instance, config),
+                *freshness_signals(context.instance, context.repository_def, config),
+            ],
             lineage=lineage_of(context.repository_def),
         )
         escalations = maintain(engine, config)

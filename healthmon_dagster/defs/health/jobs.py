@@ -16,6 +16,7 @@ import dagster as dg
 from sqlalchemy import exc as sa_exc
 
 from healthmon_dagster.config.models import HealthConfiguration
+from healthmon_dagster.defs.alerting.hooks import ALERT_HOOKS
 from healthmon_dagster.defs.health.assets import build_component_assets
 from healthmon_dagster.defs.health.checks import build_health_checks, store_failure
 from healthmon_dagster.defs.resources import WarehouseResource
@@ -49,6 +50,7 @@ def build_health_check_job(
         executor_def=dg.in_process_executor,
         description=f"Health checks every {interval_seconds}s: {names}.",
         tags={"healthmon/kind": "health_check"},
+        hooks=ALERT_HOOKS,  # a critical result alerts from the run itself (the alert fast path)
     )
 
 

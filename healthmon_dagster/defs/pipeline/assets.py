@@ -49,11 +49,13 @@ STG_PATIENTS = dg.AssetKey(catalog.STG_PATIENTS.path)
 STG_PATIENTS_REJECTED = dg.AssetKey(catalog.STG_PATIENTS_REJECTED.path)
 CORE_DIM_PATIENT = dg.AssetKey(catalog.CORE_DIM_PATIENT.path)
 
-# Metadata of a failed ETL step: its error class (etl.failures), whether it is transient, and the
-# rule that said so. The landing sensor reads them from the step's failure event.
+# Metadata of a failed ETL step: its error class (etl.failures), whether it is transient, the rule
+# that said so, and the dependency it found unavailable (only when there is one). The landing sensor
+# reads them from the step's failure event.
 ERROR_CLASS_METADATA = "healthmon/error_class"
 TRANSIENT_METADATA = "healthmon/transient"
 ERROR_RULE_METADATA = "healthmon/error_rule"
+DEPENDENCY_METADATA = "healthmon/dependency"
 
 
 class RawPatientsConfig(dg.Config):
@@ -113,6 +115,7 @@ def _step_failed(
             ERROR_CLASS_METADATA: found.error_class,
             TRANSIENT_METADATA: found.transient,
             ERROR_RULE_METADATA: found.rule,
+            **({DEPENDENCY_METADATA: found.dependency} if found.dependency else {}),
         },
         allow_retries=found.transient,
     )

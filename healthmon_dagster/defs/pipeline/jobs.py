@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from healthmon_dagster.defs.alerting.hooks import ALERT_HOOKS
 from healthmon_dagster.etl import catalog
 
 patients_etl_job = dg.define_asset_job(
@@ -10,6 +11,8 @@ patients_etl_job = dg.define_asset_job(
     executor_def=dg.in_process_executor,
     # dagster.yaml limits runs with this tag to one at a time (see concurrency: there).
     tags={"healthmon/pipeline": "patients_etl"},
+    # A failed check alerts from the run itself, within seconds (the alert fast path).
+    hooks=ALERT_HOOKS,
     # An asset selection includes the asset checks of the selected assets: every layer is
     # checked in the run that loads it, and blocking checks stop the layers after it.
     description="Load landing file(s) into raw, stage them, and merge them into core (SCD2), "

@@ -12,6 +12,12 @@ Who retries what (one mechanism per failure, never two stacked):
   ``landing.retry``; past its bound, or for a failure that running again cannot fix, the file is
   stuck (``healthmon status``, the ``landing_files_are_not_stuck`` check, whose failed evaluation
   the sensor reports at once).
+
+A failure that blamed a dependency (the warehouse, the landing area) does not wait out its backoff
+once this sensor has found that dependency unavailable and then, in a later tick, reachable again
+(each tick lists the landing area and queries the warehouse, so it knows): the next attempt is
+requested in that tick, still counted against the bound. The cursor remembers when each dependency
+was last found unavailable.
 """
 
 import time
@@ -24,9 +30,13 @@ from sqlalchemy.engine import Engine, make_url
 
 from healthmon_dagster.config import ConfigError
 from healthmon_dagster.defs.pipeline.assets import (
+    CORE_DIM_PATIENT,
+    DEPENDENCY_METADATA,
     ERROR_CLASS_METADATA,
     ERROR_RULE_METADATA,
     RAW_PATIENTS,
+    STG_PATIENTS,
+    STG_PATIENTS_REJECTED,
     TRANSIENT_METADATA,
 )
 from healthmon_dagster.defs.pipeline.jobs import patients_etl_job, raw_file_run_config
@@ -42,11 +52,27 @@ from healthmon_dagster.etl.attempts import (
     AttemptPolicy,
     AttemptStatus,
     RunOutcome,
+    Walk,
     record_outcome,
     requested_attempts,
+    unavailable_since,
     walk_pending,
+    with_unavailable,
 )
-from healthmon_dagster.etl.failures import RUN_CANCELED, Classification, classify_run_failure
+from healthmon_dagster.etl.catchup import (
+    Backlog,
+    CatchUpRun,
+    catch_up_run_key,
+    decide_catch_up,
+    downstream_backlog,
+)
+from healthmon_dagster.etl.failures import (
+    LANDING,
+    RUN_CANCELED,
+    WAREHOUSE,
+    Classification,
+    classify_run_failure,
+)
 from healthmon_dagster.etl.landing import LandingError
 from healthmon_dagster.quality import record_results
 from healthmon_dagster.quality.kinds.landing_file import stuck_files_result
@@ -69,6 +95,16 @@ FILE_KEY_TAG = "healthmon/file_key"
 ATTEMPT_TAG = "healthmon/file_attempt"
 """Tag of every run of an attempt (its run key); run_retries' re-executions inherit it."""
 ATTEMPT_NUMBER_TAG = "healthmon/attempt"
+CATCH_UP_TAG = "healthmon/catch_up"
+"""Tag of the catch-up runs of a backlog (its key, ``files<=<id>``; etl.catchup)."""
+DOWNSTREAM = [STG_PATIENTS, STG_PATIENTS_REJECTED, CORE_DIM_PATIENT]
+_ACTIVE = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+]
 
 # Dagster's own run tags (dagster._core.storage.tags), read here without importing private modules:
 # set on a failed run when it is stored, true when run_retries will re-execute it; and why it failed.
@@ -117,6 +153,7 @@ def _step_failure(instance: dg.DagsterInstance, run_id: str) -> tuple[Classifica
                 str(meta[ERROR_CLASS_METADATA]),
                 bool(meta.get(TRANSIENT_METADATA, False)),
                 str(meta.get(ERROR_RULE_METADATA, f"step_failure:{step}")),
+                str(meta[DEPENDENCY_METADATA]) if meta.get(DEPENDENCY_METADATA) else None,
             )
             classified.append((step, why, (user.description if user else None) or ""))
         else:
@@ -243,6 +280,54 @@ def _request(a: Attempt) -> dg.RunRequest:
     )
 
 
+def _catch_up_run(record: dg.RunRecord) -> CatchUpRun:
+    run = record.dagster_run
+    ended = record.end_time if run.is_finished else None
+    if run.is_finished and ended is None:
+        ended = record.update_timestamp.timestamp()
+    return CatchUpRun(
+        started_at=record.create_timestamp,
+        ended_at=datetime.fromtimestamp(ended, UTC) if ended is not None else None,
+        succeeded=run.status == dg.DagsterRunStatus.SUCCESS,
+    )
+
+
+def _catch_up(
+    context: dg.SensorEvaluationContext, engine: Engine, policy: AttemptPolicy, now: datetime
+) -> tuple[dg.RunRequest | None, str]:
+    """A catch-up run of the downstream assets for files whose raw load committed but whose
+    staging or merge failed (etl.catchup), when it is due and no ETL run is queued or running;
+    else None and why not ('' when there is nothing to catch up)."""
+    backlog: Backlog | None = downstream_backlog(engine)
+    if backlog is None:
+        return None, ""
+    active = context.instance.get_run_records(
+        filters=dg.RunsFilter(job_name=patients_etl_job.name, statuses=_ACTIVE), limit=1
+    )
+    what = f"{backlog.files} loaded file(s) not yet staged or merged"
+    if active:
+        return None, f"{what}: waiting for the ETL run in progress"
+    runs = context.instance.get_run_records(filters=dg.RunsFilter(tags={CATCH_UP_TAG: backlog.key}))
+    step = decide_catch_up([_catch_up_run(r) for r in runs], policy, now)
+    if step.state == "waiting" and step.retry_at is not None:
+        return None, f"{what}: catch-up run {step.attempt + 1} from {step.retry_at:%H:%M:%S} UTC"
+    if step.state == "given_up":
+        context.log.error(
+            f"{what}: {step.attempt} catch-up run(s) did not help; they wait for the next "
+            "file's run (or a person: see the runs tagged "
+            f"{CATCH_UP_TAG}={backlog.key})"
+        )
+        return None, f"{what}: catch-up given up after {step.attempt} run(s)"
+    if step.state != "due":
+        return None, f"{what}: catch-up run {step.attempt} in flight"
+    context.log.info(f"{what}: requesting catch-up run {step.attempt} of the downstream assets")
+    return dg.RunRequest(
+        run_key=catch_up_run_key(backlog, step.attempt),
+        asset_selection=DOWNSTREAM,
+        tags={CATCH_UP_TAG: backlog.key, ATTEMPT_NUMBER_TAG: str(step.attempt)},
+    ), ""
+
+
 def _shown(url: str) -> str:
     """The warehouse URL for a message: without its password, and not at all when it does not
     parse (a libpq keyword string carries ``password=`` in plain text)."""
@@ -255,6 +340,29 @@ def _shown(url: str) -> str:
 
 def _skip(message: str) -> dg.SensorResult:
     return dg.SensorResult(skip_reason=dg.SkipReason(message))
+
+
+def _skip_unavailable(
+    context: dg.SensorEvaluationContext, dependency: str, now: datetime, message: str
+) -> dg.SensorResult:
+    """Skip the tick because ``dependency`` cannot be used, remembering when in the cursor (its
+    return lets failed attempts that blamed it be retried at once)."""
+    seen = {**unavailable_since(context.cursor), dependency: now}
+    return dg.SensorResult(
+        skip_reason=dg.SkipReason(message), cursor=with_unavailable(context.cursor, seen)
+    )
+
+
+def _log_recovered(
+    context: dg.SensorEvaluationContext, walk: Walk, seen: dict[str, datetime]
+) -> None:
+    for dependency, n in sorted(walk.recovered.items()):
+        context.log.info(
+            f"{dependency} answers again (unavailable at {seen[dependency]:%H:%M:%S} UTC): "
+            f"retrying {n} file(s) now instead of after their backoff"
+        )
+    if walk.released:
+        context.log.info(f"{walk.released} released file(s) requested again (etl.file_releases)")
 
 
 @dg.sensor(
@@ -278,16 +386,25 @@ def landing_files_sensor(
     except ConfigError as exc:
         return _skip(f"configuration invalid: {exc}")
     pattern = cfg.landing.file_pattern
+    now = utcnow()
     try:
         listed = landing.source().list_files(pattern)
     except LandingError as exc:
-        return _skip(f"landing source unavailable: {exc}")
+        return _skip_unavailable(context, LANDING, now, f"landing source unavailable: {exc}")
     where = _shown(warehouse.url())
     try:
         engine = warehouse.engine()
-    except (*_URL_ERRORS, *_UNAVAILABLE) as exc:
+    except _URL_ERRORS as exc:
         return _skip(f"warehouse {where} cannot be used: {error_text(exc)}; no run requested")
-    now = utcnow()
+    except _UNAVAILABLE as exc:
+        return _skip_unavailable(
+            context,
+            WAREHOUSE,
+            now,
+            f"warehouse {where} cannot be used: {error_text(exc)}; no run requested",
+        )
+    # This tick listed the landing area and (below) queries the warehouse: both answer.
+    seen = unavailable_since(context.cursor)
     try:
         ended, unlaunched = _record_outcomes(
             context,
@@ -305,10 +422,18 @@ def landing_files_sensor(
             max_requests=MAX_RUNS_PER_TICK,
             deadline=started + TICK_BUDGET_SECONDS,
             unlaunched=unlaunched,
+            recovered=seen,
         )
     except _UNAVAILABLE as exc:
-        return _skip(f"warehouse {where} unavailable: {error_text(exc)}; the next tick tries again")
+        return _skip_unavailable(
+            context,
+            WAREHOUSE,
+            now,
+            f"warehouse {where} unavailable: {error_text(exc)}; the next tick tries again",
+        )
     _log_ended(context, ended)
+    _log_recovered(context, walk, seen)
+    cursor = with_unavailable(walk.cursor, seen) if seen else walk.cursor
     events = (
         _stuck_evaluation(context, warehouse, engine)
         if any(a.status == AttemptStatus.STUCK for a in ended)
@@ -317,18 +442,33 @@ def landing_files_sensor(
     again = sum(a.run_key in unlaunched for a in walk.requests)
     summary = (
         f"{walk.pending} pending landing file(s) of {len(listed)} listed: "
-        f"{len(walk.requests) - again} new attempt(s) requested, {again} requested again (never "
+        f"{len(walk.requests) - again} new attempt(s) requested"
+        + "".join(
+            f" ({n} because the {d} answers again)" for d, n in sorted(walk.recovered.items())
+        )
+        + f", {again} requested again (never "
         f"launched), {walk.in_flight} in flight, {walk.waiting} waiting to retry"
         + (f"; stopped at the {walk.bounded_by} bound" if walk.bounded_by else "")
     )
+    catch_up, why_not = None, ""
+    if not walk.requests:
+        try:
+            catch_up, why_not = _catch_up(
+                context, engine, AttemptPolicy.from_config(cfg.landing.retry), now
+            )
+        except _UNAVAILABLE as exc:
+            why_not = f"catch-up not decided: warehouse {where} unavailable ({error_text(exc)})"
+    if catch_up is not None:
+        return dg.SensorResult(run_requests=[catch_up], cursor=cursor, asset_events=events)
     if not walk.requests:
         reason = summary if walk.pending else f"no new files matching {pattern!r}"
+        reason += f"; {why_not}" if why_not else ""
         return dg.SensorResult(
-            skip_reason=dg.SkipReason(reason), cursor=walk.cursor, asset_events=events
+            skip_reason=dg.SkipReason(reason), cursor=cursor, asset_events=events
         )
     context.log.info(summary)
     return dg.SensorResult(
-        run_requests=[_request(a) for a in walk.requests], cursor=walk.cursor, asset_events=events
+        run_requests=[_request(a) for a in walk.requests], cursor=cursor, asset_events=events
     )
 
 

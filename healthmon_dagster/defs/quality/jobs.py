@@ -4,6 +4,7 @@ quality checks: their own jobs run them."""
 
 import dagster as dg
 
+from healthmon_dagster.defs.alerting.hooks import ALERT_HOOKS
 from healthmon_dagster.defs.quality.checks import QUALITY_MODE_TAG
 from healthmon_dagster.etl import catalog
 
@@ -12,6 +13,7 @@ quality_full_sweep_job = dg.define_asset_job(
     selection=dg.AssetSelection.all_asset_checks() & dg.AssetSelection.groups(catalog.GROUP),
     executor_def=dg.in_process_executor,
     tags={QUALITY_MODE_TAG: "full"},
+    hooks=ALERT_HOOKS,  # a failed check alerts from the run itself (the alert fast path)
     description="Evaluate every configured quality check over the whole tables.",
 )
 

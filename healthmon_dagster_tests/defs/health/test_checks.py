@@ -22,7 +22,11 @@ from healthmon_dagster.config import load_config_text
 from healthmon_dagster.definitions import defs as code_location
 from healthmon_dagster.defs.health import definitions as build_health_definitions
 from healthmon_dagster.defs.health.instance_facts import get_asset_health
-from healthmon_dagster.defs.resources import LandingResource, WarehouseResource
+from healthmon_dagster.defs.resources import (
+    HealthmonConfigResource,
+    LandingResource,
+    WarehouseResource,
+)
 from healthmon_dagster.etl.landing import LocalLandingSource
 from healthmon_dagster.etl.sample import generate_sample, write_to
 from healthmon_dagster.store.db import get_engine
@@ -95,6 +99,7 @@ def health_defs(db_url: str, landing: Path, health_url: str | None = None) -> dg
             resources={
                 "warehouse": WarehouseResource(database_url=db_url, health_database_url=health_url),
                 "landing": LandingResource(local_dir=str(landing)),
+                "healthmon_config": HealthmonConfigResource(),  # the jobs' alert fast path
             }
         ),
     )
@@ -415,7 +420,11 @@ import dagster as dg
 
 from healthmon_dagster.config import load_config_text
 from healthmon_dagster.defs.health import definitions
-from healthmon_dagster.defs.resources import LandingResource, WarehouseResource
+from healthmon_dagster.defs.resources import (
+    HealthmonConfigResource,
+    LandingResource,
+    WarehouseResource,
+)
 
 defs = dg.Definitions.merge(
     definitions(load_config_text(os.environ["HEALTHMON_TEST_HEALTH_CONFIG"])),
@@ -423,6 +432,7 @@ defs = dg.Definitions.merge(
         resources={
             "warehouse": WarehouseResource(database_url=os.environ["HEALTHMON_TEST_DB_URL"]),
             "landing": LandingResource(local_dir=os.environ["HEALTHMON_TEST_LANDING"]),
+            "healthmon_config": HealthmonConfigResource(),  # the jobs' alert fast path
         }
     ),
 )
@@ -510,6 +520,7 @@ health_checks:
             resources={
                 "warehouse": WarehouseResource(database_url=db_url),
                 "landing": LandingResource(local_dir=str(tmp_path)),
+                "healthmon_config": HealthmonConfigResource(),  # the jobs' alert fast path
             }
         ),
     )

@@ -11,7 +11,12 @@ from healthmon_dagster.config import load_config_text
 from healthmon_dagster.defs.health import definitions as build_health_definitions
 from healthmon_dagster.defs.health.jobs import build_benchmark_job
 from healthmon_dagster.defs.health.schedules import cron_for_interval
-from healthmon_dagster.defs.resources import LandingResource, WarehouseResource
+from healthmon_dagster.defs.resources import (
+    CONFIG_RESOURCE,
+    HealthmonConfigResource,
+    LandingResource,
+    WarehouseResource,
+)
 from healthmon_dagster.enums import HealthComponent
 from healthmon_dagster.store.db import get_engine
 from healthmon_dagster.store.tables import check_results, load_runs, metrics
@@ -56,6 +61,8 @@ def health_defs(db_url: str, landing: Path) -> dg.Definitions:
             resources={
                 "warehouse": WarehouseResource(database_url=db_url),
                 "landing": LandingResource(local_dir=str(landing)),
+                # the alert fast path of the health-check jobs reads the alert rules
+                CONFIG_RESOURCE: HealthmonConfigResource(),
             }
         ),
     )

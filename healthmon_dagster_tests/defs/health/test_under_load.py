@@ -18,7 +18,11 @@ from sqlalchemy.engine import Connection, Engine
 
 from healthmon_dagster.config import load_config_text
 from healthmon_dagster.defs.health import definitions as build_health_definitions
-from healthmon_dagster.defs.resources import LandingResource, WarehouseResource
+from healthmon_dagster.defs.resources import (
+    HealthmonConfigResource,
+    LandingResource,
+    WarehouseResource,
+)
 from healthmon_dagster.enums import QualityStatus
 from healthmon_dagster.quality import record_results
 from healthmon_dagster.quality.result import CheckResult
@@ -135,6 +139,7 @@ def health_defs(landing: Path, warehouse_url: str, store_url: str) -> dg.Definit
                     database_url=warehouse_url, health_database_url=store_url
                 ),
                 "landing": LandingResource(local_dir=str(landing)),
+                "healthmon_config": HealthmonConfigResource(),  # the jobs' alert fast path
             }
         ),
     )

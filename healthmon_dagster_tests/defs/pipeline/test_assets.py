@@ -169,6 +169,7 @@ def test_database_down_fails_with_a_clear_message_then_the_file_loads(
         "healthmon/error_class": "connection_refused",
         "healthmon/transient": True,
         "healthmon/error_rule": "driver_refused",
+        "healthmon/dependency": "warehouse",  # the landing sensor retries at its return
     }
     waits = [
         e.event_specific_data.seconds_to_wait

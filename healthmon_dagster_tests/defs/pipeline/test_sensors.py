@@ -4,6 +4,8 @@ files never starve a good one; a tick is bounded and continues from its cursor; 
 malformed S3 endpoint or warehouse skips the tick with the reason."""
 
 import hashlib
+import json
+import os
 import time
 from pathlib import Path
 
@@ -11,14 +13,17 @@ import boto3
 import dagster as dg
 import pytest
 import sqlalchemy as sa
+import yaml
+from click.testing import CliRunner
 
+from healthmon_dagster.cli.main import cli
 from healthmon_dagster.definitions import defs
 from healthmon_dagster.defs.pipeline import sensors
-from healthmon_dagster.etl import raw
+from healthmon_dagster.etl import raw, staging
 from healthmon_dagster.etl.landing import LocalLandingSource, S3LandingSource
 from healthmon_dagster.etl.sample import generate_sample, write_to
 from healthmon_dagster.store.db import get_engine
-from healthmon_dagster.store.tables import SOURCE_COLUMNS, file_attempts, files
+from healthmon_dagster.store.tables import SOURCE_COLUMNS, dim_patient, file_attempts, files
 from healthmon_dagster_tests.defs.fixtures import (
     CORE,
     RAW,
@@ -439,3 +444,287 @@ def test_an_attempt_waits_for_run_retries_and_a_canceled_run_is_not_retried(
             )
         ).one()
     assert tuple(row) == ("failed", "run_worker_lost", 2, retry.run_id)
+
+
+def attempt_reasons(db_url: str, key: str) -> list[tuple[int, str, str | None, str | None]]:
+    """(attempt, status, reason, dependency) of each attempt of ``key``, in order."""
+    c = file_attempts.c
+    with get_engine(db_url).connect() as conn:
+        return [
+            tuple(r)  # type: ignore[misc]
+            for r in conn.execute(
+                sa.select(c.attempt, c.status, c.reason, c.dependency)
+                .where(c.file_key == key)
+                .order_by(c.attempt)
+            )
+        ]
+
+
+def test_a_file_that_failed_for_the_warehouse_is_retried_in_the_tick_that_sees_it_back(
+    healthmon_env: Path,
+    db_url: str,
+    instance: dg.DagsterInstance,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    # Backoff of ten minutes: without the warehouse's return, attempt 2 would wait that long.
+    use_retry_config(
+        monkeypatch, tmp_path, initial_delay_seconds=600, max_delay_seconds=600, step_retries=0
+    )
+    (sample,) = generate_sample(40, files=1)
+    write_to(LocalLandingSource(healthmon_env / "landing"), [sample])
+    tick = evaluate_sensor(instance)
+    (first,) = tick.run_requests or []
+    down = unreachable_url(db_url, tmp_path)
+
+    # The warehouse goes away: the run fails on it, and the sensor's ticks find it unavailable
+    # (they skip; the cursor remembers when).
+    monkeypatch.setenv("HEALTHMON_DATABASE_URL", down)
+    failed = run_request(instance, first)
+    assert failed.success is False
+    assert failure_metadata(failed)["healthmon/dependency"] == "warehouse"
+    while_down = evaluate_sensor(instance, tick.cursor)
+    assert "cannot be used" in skip_message(while_down)
+    assert "warehouse" in json.loads(while_down.cursor or "{}")["unavailable"]
+
+    # It answers again: the same tick records attempt 1's failure and requests attempt 2 at once.
+    monkeypatch.setenv("HEALTHMON_DATABASE_URL", db_url)
+    back = evaluate_sensor(instance, while_down.cursor)
+    (second,) = back.run_requests or []
+    assert second.run_key == (first.run_key or "")[: -len("#1")] + "#2"
+    assert run_request(instance, second).success
+    assert raw_rows(db_url, sample.key) == 40
+    assert "no new files" in skip_message(evaluate_sensor(instance, back.cursor))
+    assert attempt_reasons(db_url, sample.key) == [
+        (1, "failed", "new file", "warehouse"),
+        (2, "succeeded", "warehouse answers again", None),
+    ]
+
+
+def test_without_an_outage_seen_by_the_sensor_a_failed_attempt_waits_for_its_backoff(
+    healthmon_env: Path,
+    db_url: str,
+    instance: dg.DagsterInstance,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    use_retry_config(
+        monkeypatch, tmp_path, initial_delay_seconds=600, max_delay_seconds=600, step_retries=0
+    )
+    landing = LocalLandingSource(healthmon_env / "landing")
+    (sample,) = generate_sample(10, files=1)
+    write_to(landing, [sample])
+    tick = evaluate_sensor(instance)
+    (first,) = tick.run_requests or []
+    monkeypatch.setenv("HEALTHMON_DATABASE_URL", unreachable_url(db_url, tmp_path))
+    assert run_request(instance, first).success is False
+    monkeypatch.setenv("HEALTHMON_DATABASE_URL", db_url)
+
+    # The sensor never found the warehouse unavailable (the failure may be a blip of the run's own
+    # connection): the attempt keeps its backoff instead of using its budget tick after tick.
+    assert "1 waiting to retry" in skip_message(evaluate_sensor(instance, tick.cursor))
+
+    # Now the sensor finds it unavailable: attempt 2 is due when the warehouse answers again. An
+    # attempt requested after that outage was seen does not profit from it: it keeps its backoff.
+    monkeypatch.setenv("HEALTHMON_DATABASE_URL", unreachable_url(db_url, tmp_path))
+    seen_down = evaluate_sensor(instance, tick.cursor)
+    monkeypatch.setenv("HEALTHMON_DATABASE_URL", db_url)
+    (other,) = generate_sample(10, files=1, seed=7)
+    landing.put("patients_later.csv", other.data)
+    back = evaluate_sensor(instance, seen_down.cursor)
+    assert sorted(r.run_key or "" for r in back.run_requests or []) == [
+        (first.run_key or "")[: -len("#1")] + "#2",
+        next(r.run_key or "" for r in back.run_requests or [] if "later" in (r.run_key or "")),
+    ]
+    (later,) = [r for r in back.run_requests or [] if r.tags["healthmon/file_key"] != sample.key]
+    assert (later.run_key or "").endswith("#1")
+    monkeypatch.setenv("HEALTHMON_DATABASE_URL", unreachable_url(db_url, tmp_path))
+    assert run_request(instance, later).success is False
+    monkeypatch.setenv("HEALTHMON_DATABASE_URL", db_url)
+    # Only the first file's attempt 2 is requested (again: nothing ran it); the later file waits.
+    last = evaluate_sensor(instance, back.cursor)
+    assert [r.run_key for r in last.run_requests or []] == [(first.run_key or "")[:-1] + "2"]
+    assert attempt_reasons(db_url, "patients_later.csv") == [(1, "failed", "new file", "warehouse")]
+
+
+def release(*args: str) -> str:
+    out = CliRunner().invoke(cli, ["files", "retry", *args])
+    assert out.exit_code == 0, out.output
+    return out.output
+
+
+def test_a_released_stuck_file_is_requested_with_a_fresh_budget_and_loads(
+    healthmon_env: Path,
+    db_url: str,
+    instance: dg.DagsterInstance,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    use_retry_config(monkeypatch, tmp_path, max_attempts=2, step_retries=0)
+    (sample,) = generate_sample(30, files=1)
+    write_to(LocalLandingSource(healthmon_env / "landing"), [sample])
+    down = unreachable_url(db_url, tmp_path)
+
+    def attempt_fails(n: int) -> None:
+        (request,) = evaluate_sensor(instance).run_requests or []
+        assert (request.run_key or "").endswith(f"#{n}")
+        monkeypatch.setenv("HEALTHMON_DATABASE_URL", down)
+        assert run_request(instance, request).success is False
+        monkeypatch.setenv("HEALTHMON_DATABASE_URL", db_url)
+        time.sleep(1.2)  # the backoff
+
+    attempt_fails(1)
+    attempt_fails(2)
+    assert "no new files" in skip_message(evaluate_sensor(instance))  # stuck after 2 attempts
+
+    assert "by alice" in release(sample.key, "--by", "alice")
+
+    # Attempt 3 at once; it fails too, but the budget counts from the release: not stuck yet.
+    attempt_fails(3)
+    (request,) = evaluate_sensor(instance).run_requests or []
+    assert (request.run_key or "").endswith("#4")
+    result = run_request(instance, request)
+    assert result.success, failure_descriptions(result)
+    assert raw_rows(db_url, sample.key) == 30
+    assert "no new files" in skip_message(evaluate_sensor(instance))
+    assert [(a, s, r) for a, s, r, _ in attempt_reasons(db_url, sample.key)] == [
+        (1, "failed", "new file"),
+        (2, "stuck", "backoff passed"),
+        (3, "failed", "released by alice"),
+        (4, "succeeded", "backoff passed"),
+    ]
+
+
+def test_a_rejected_file_released_after_its_configuration_is_fixed_loads(
+    healthmon_env: Path,
+    db_url: str,
+    instance: dg.DagsterInstance,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    use_retry_config(monkeypatch, tmp_path)
+    (sample,) = generate_sample(25, files=1)
+    semicolons = sample.data.decode().replace(",", ";").encode()  # the sample has no quoted commas
+    LocalLandingSource(healthmon_env / "landing").put(sample.key, semicolons)
+    (request,) = evaluate_sensor(instance).run_requests or []
+    assert run_request(instance, request).success is False  # rejected: ';' is not accepted
+    assert "no new files" in skip_message(evaluate_sensor(instance))
+
+    # The operator accepts ';' and releases the file: the sensor requests it, and it loads.
+    config = Path(os.environ["HEALTHMON_CONFIG"])
+    data = yaml.safe_load(config.read_text())
+    data["landing"]["accepted_delimiters"] = [",", ";"]
+    config.write_text(yaml.safe_dump(data))
+    assert "(rejected after 1 attempt(s)) by bob" in release(sample.key, "--by", "bob")
+    (again,) = evaluate_sensor(instance).run_requests or []
+    assert (again.run_key or "").endswith("#2")
+    result = run_request(instance, again)
+
+    assert result.success, failure_descriptions(result)
+    assert raw_rows(db_url, sample.key) == 25
+    assert "no new files" in skip_message(evaluate_sensor(instance))
+    with get_engine(db_url).connect() as conn:
+        statuses = conn.execute(
+            sa.select(files.c.status)
+            .where(files.c.file_key == sample.key)
+            .order_by(files.c.file_id)
+        ).scalars()
+        assert list(statuses) == ["rejected", "loaded"]  # the rejection stays on record
+
+
+def core_rows(db_url: str) -> int:
+    with get_engine(db_url).connect() as conn:
+        return int(conn.execute(sa.select(sa.func.count()).select_from(dim_patient)).scalar_one())
+
+
+def run_catch_up(instance: dg.DagsterInstance, request: dg.RunRequest) -> dg.ExecuteInProcessResult:
+    """Run a catch-up request in process, with its asset selection and tags."""
+    return defs.resolve_job_def("patients_etl_job").execute_in_process(
+        instance=instance,
+        asset_selection=request.asset_selection,
+        tags=request.tags,
+        raise_on_error=False,
+    )
+
+
+def test_a_file_whose_staging_failed_is_caught_up_without_another_file(
+    healthmon_env: Path,
+    db_url: str,
+    instance: dg.DagsterInstance,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    use_retry_config(monkeypatch, tmp_path, step_retries=0)
+    (sample,) = generate_sample(20, files=1)
+    write_to(LocalLandingSource(healthmon_env / "landing"), [sample])
+    real_stage_pending = staging.stage_pending
+    down = unreachable_url(db_url, tmp_path)
+
+    def staging_database_down(engine: sa.Engine, *args: object, **kwargs: object) -> object:
+        # The fault: staging meets a warehouse that is not there (a real driver error).
+        return real_stage_pending(get_engine(down), *args, **kwargs)  # type: ignore[arg-type]
+
+    # Raw loads; staging fails on a transient error (no step retry configured): the run fails.
+    monkeypatch.setattr(staging, "stage_pending", staging_database_down)
+    (request,) = evaluate_sensor(instance).run_requests or []
+    first = run_request(instance, request)
+    assert first.success is False
+    assert failure_metadata(first)["healthmon/transient"] is True
+    assert (raw_rows(db_url, sample.key), core_rows(db_url)) == (20, 0)
+
+    # No new file lands. The sensor records the attempt and requests a catch-up run of the
+    # downstream assets, with a run key from the store: the next tick requests the same run.
+    tick = evaluate_sensor(instance)
+    assert tick.run_requests, (tick.skip_reason, attempt_reasons(db_url, sample.key))
+    (catch_up,) = tick.run_requests
+    assert catch_up.run_key == "catch-up@files<=1#1"
+    assert set(catch_up.asset_selection or []) == {STG, STG_REJECTED, CORE}
+    (same,) = evaluate_sensor(instance).run_requests or []
+    assert same.run_key == catch_up.run_key
+
+    # The catch-up run meets the fault too: the next one waits for the attempts' backoff.
+    assert run_catch_up(instance, catch_up).success is False
+    assert "catch-up run 2 from" in skip_message(evaluate_sensor(instance))
+    time.sleep(1.2)  # FAST_RETRY: 1 s
+    monkeypatch.setattr(staging, "stage_pending", real_stage_pending)
+    (second,) = evaluate_sensor(instance).run_requests or []
+    assert second.run_key == "catch-up@files<=1#2"
+    result = run_catch_up(instance, second)
+
+    assert result.success, failure_descriptions(result)
+    assert set(materialized(result)) == {STG, STG_REJECTED, CORE}
+    assert {e.check_name for e in result.get_asset_check_evaluations()} >= {
+        "scd2_integrity_holds"  # the checks of the layers it caught up ran with it
+    }
+    assert core_rows(db_url) == 20
+    assert "no new files" in skip_message(evaluate_sensor(instance))
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_no_catch_up_while_an_etl_run_is_in_progress(
+    healthmon_env: Path,
+    db_url: str,
+    instance: dg.DagsterInstance,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    use_retry_config(monkeypatch, tmp_path, step_retries=0)
+    (sample,) = generate_sample(10, files=1)
+    write_to(LocalLandingSource(healthmon_env / "landing"), [sample])
+    real_stage_pending = staging.stage_pending
+    down = unreachable_url(db_url, tmp_path)
+    monkeypatch.setattr(
+        staging,
+        "stage_pending",
+        lambda engine, *a, **k: real_stage_pending(get_engine(down), *a, **k),
+    )
+    (request,) = evaluate_sensor(instance).run_requests or []
+    assert run_request(instance, request).success is False
+    job = defs.resolve_job_def("patients_etl_job")
+    instance.create_run_for_job(job_def=job, status=dg.DagsterRunStatus.STARTED)
+
+    message = skip_message(evaluate_sensor(instance))
+
+    assert "1 loaded file(s) not yet staged or merged: waiting for the ETL run in progress" in (
+        message
+    )

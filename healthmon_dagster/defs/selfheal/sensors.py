@@ -1,0 +1,622 @@
+"""The self-healing sensor: bounded re-runs of the pipeline's assets after a transient failure.
+
+Who retries what (one mechanism per failure, never two stacked):
+
+- a step that fails on a transient error is retried inside its run by its ``RetryPolicy``;
+- a run whose worker died is re-executed by Dagster's ``run_retries`` (a failed run tagged
+  ``dagster/will_retry``): this sensor leaves it alone (rule ``coordination:run_retries``) and judges
+  the re-execution when it fails in turn;
+- a run of a landing file's attempt (tag ``healthmon/file_attempt``) is the landing sensor's: it
+  requests the file's next attempt with its own backoff, or marks the file stuck (rule
+  ``coordination:file_attempt``);
+- every other failed run of the pipeline (a manual run, ``dagster asset materialize``, a re-run of
+  this sensor) and stale assets are this sensor's: see ``healthmon_dagster.incidents.selfheal``.
+
+Each tick: record the outcome of re-runs that ended (a success with passing checks moves the incident
+to monitoring), close breakers of assets that materialized again, resolve incidents quiet for the
+quiet period, then decide about failed runs of the look-back window not decided yet, and stale
+assets.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Engine
+
+from healthmon_dagster.config import ConfigError, HealthConfiguration
+from healthmon_dagster.defs.pipeline.assets import (
+    ERROR_CLASS_METADATA,
+    ERROR_RULE_METADATA,
+    TRANSIENT_METADATA,
+)
+from healthmon_dagster.defs.pipeline.jobs import patients_etl_job
+from healthmon_dagster.defs.resources import HealthmonConfigResource, WarehouseResource
+from healthmon_dagster.enums import IncidentEventKind, IncidentImpact, IncidentSeverity
+from healthmon_dagster.etl import catalog
+from healthmon_dagster.etl.failures import (
+    UNCLASSIFIED,
+    Classification,
+    classify_run_failure,
+)
+from healthmon_dagster.incidents import selfheal as sh
+from healthmon_dagster.incidents.records import OPEN, Failure, add_event, open_or_absorb
+from healthmon_dagster.incidents.rootkey import root_key_for
+from healthmon_dagster.store.db import DatabaseUnavailable
+from healthmon_dagster.store.errors import error_text
+from healthmon_dagster.store.metrics import utcnow
+from healthmon_dagster.store.tables import incidents, self_heal_attempts
+
+SELF_HEAL_TAG = "healthmon/self_heal"
+"""Tag of every re-run this sensor requests (its run key); run_retries' re-executions inherit it."""
+FILE_ATTEMPT_TAG = "healthmon/file_attempt"  # the landing sensor's runs (defs/pipeline/sensors.py)
+_WILL_RETRY_TAG = "dagster/will_retry"
+_FAILURE_REASON_TAG = "dagster/failure_reason"
+_STEP_FAILURE = "STEP_FAILURE"
+_ASSET_JOB = "__ASSET_JOB"
+MAX_FAILED_RUNS_PER_TICK = 100
+WAREHOUSE = "database:warehouse"
+# Rules of etl.failures whose error is the database's, and those that are S3's (the same as the
+# failure hooks' incidents/detect.py, so that both land on one root key).
+_DATABASE_RULE_PREFIXES = ("pg_", "driver_", "sqlite_", "sqlalchemy_")
+_S3_RULES = {"s3_unreachable", "s3_retryable"}
+PIPELINE_KEYS = frozenset(a.key for a in catalog.ASSETS)
+# Assets computed by one op: selected together.
+_TOGETHER = {
+    catalog.STG_PATIENTS.key: {catalog.STG_PATIENTS.key, catalog.STG_PATIENTS_REJECTED.key},
+    catalog.STG_PATIENTS_REJECTED.key: {
+        catalog.STG_PATIENTS.key,
+        catalog.STG_PATIENTS_REJECTED.key,
+    },
+}
+_UPSTREAM = {
+    catalog.STG_PATIENTS.key: catalog.RAW_PATIENTS.key,
+    catalog.STG_PATIENTS_REJECTED.key: catalog.RAW_PATIENTS.key,
+    catalog.CORE_DIM_PATIENT.key: catalog.STG_PATIENTS.key,
+}
+_DB_ERRORS = (sa_exc.DBAPIError, DatabaseUnavailable)
+
+
+def _key(asset_key: dg.AssetKey) -> str:
+    return "/".join(asset_key.path)
+
+
+def _ended_at(record: dg.RunRecord) -> datetime:
+    ended = record.end_time if record.end_time is not None else record.update_timestamp.timestamp()
+    return datetime.fromtimestamp(ended, UTC)
+
+
+# --- What a failed run left undone, and why --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Unfinished:
+    """The pipeline assets a failed run planned but did not materialize, and those whose checks
+    were planned but never evaluated (the check step itself failed)."""
+
+    not_materialized: frozenset[str]
+    check_not_evaluated: frozenset[str]
+
+    @property
+    def assets(self) -> frozenset[str]:
+        return self.not_materialized | self.check_not_evaluated
+
+
+def unfinished(instance: dg.DagsterInstance, run_id: str) -> Unfinished:
+    """Planned minus materialized (OSS records no "failed to materialize"), from the run's log."""
+    t = dg.DagsterEventType
+    planned: set[str] = set()
+    done: set[str] = set()
+    checks_planned: dict[tuple[str, str], str] = {}
+    checks_done: set[tuple[str, str]] = set()
+    kinds = {
+        t.ASSET_MATERIALIZATION_PLANNED,
+        t.ASSET_MATERIALIZATION,
+        t.ASSET_CHECK_EVALUATION_PLANNED,
+        t.ASSET_CHECK_EVALUATION,
+    }
+    for entry in instance.all_logs(run_id, of_type=kinds):
+        event = entry.dagster_event
+        if event is None:
+            continue
+        if event.event_type == t.ASSET_MATERIALIZATION_PLANNED and event.asset_key:
+            planned.add(_key(event.asset_key))
+        elif event.event_type == t.ASSET_MATERIALIZATION and event.asset_key:
+            done.add(_key(event.asset_key))
+        else:
+            data = event.event_specific_data
+            asset = _key(data.asset_key)  # type: ignore[union-attr]
+            check = (asset, str(data.check_name))  # type: ignore[union-attr]
+            if event.event_type == t.ASSET_CHECK_EVALUATION_PLANNED:
+                checks_planned[check] = asset
+            else:
+                checks_done.add(check)
+    missing = {a for c, a in checks_planned.items() if c not in checks_done}
+    return Unfinished(
+        frozenset((planned - done) & PIPELINE_KEYS),
+        frozenset((missing - (planned - done)) & PIPELINE_KEYS),
+    )
+
+
+def _step_classification(instance: dg.DagsterInstance, run_id: str) -> Classification:
+    """The classification an ETL step attached to its failure (etl.failures' rule); a failure no
+    step classified (a bug, a check's own error) is not transient."""
+    for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_FAILURE):
+        event = entry.dagster_event
+        if event is None:
+            continue
+        user = event.step_failure_data.user_failure_data
+        meta = {k: v.value for k, v in (user.metadata if user else {}).items()}
+        if ERROR_CLASS_METADATA in meta:
+            return Classification(
+                str(meta[ERROR_CLASS_METADATA]),
+                bool(meta.get(TRANSIENT_METADATA, False)),
+                str(meta.get(ERROR_RULE_METADATA, f"step_failure:{event.step_key}")),
+            )
+    return UNCLASSIFIED
+
+
+def classify_run(instance: dg.DagsterInstance, run: dg.DagsterRun) -> Classification:
+    reason = run.tags.get(_FAILURE_REASON_TAG)
+    if reason == _STEP_FAILURE:
+        return _step_classification(instance, run.run_id)
+    return classify_run_failure(reason)
+
+
+def coordination(run: dg.DagsterRun) -> sh.Decision | None:
+    """A failed run another mechanism retries: not this sensor's."""
+    if run.tags.get(_WILL_RETRY_TAG) == "true":
+        return sh.Decision(
+            sh.Action.SKIP,
+            "coordination:run_retries",
+            f"run {run.run_id} is re-executed by Dagster's run_retries; its re-execution is judged "
+            "if it fails",
+        )
+    if FILE_ATTEMPT_TAG in run.tags:
+        return sh.Decision(
+            sh.Action.SKIP,
+            "coordination:file_attempt",
+            f"run {run.run_id} is attempt {run.tags[FILE_ATTEMPT_TAG]} of a landing file: the "
+            "landing sensor retries it with its backoff, or marks the file stuck",
+        )
+    return None
+
+
+def checks_passed(instance: dg.DagsterInstance, run_id: str) -> bool:
+    """Every check evaluated in the run passed (a WARN counts as passed: it never blocks)."""
+    for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
+        event = entry.dagster_event
+        data = event.event_specific_data if event else None
+        if (
+            isinstance(data, dg.AssetCheckEvaluation)
+            and not data.passed
+            and data.severity == dg.AssetCheckSeverity.ERROR
+        ):
+            return False
+    return True
+
+
+# --- Incidents -----------------------------------------------------------------------------------------
+
+
+def _blamed(why: Classification) -> str | None:
+    if not why.transient:
+        return None
+    if why.rule.startswith(_DATABASE_RULE_PREFIXES) or why.rule == "database_unavailable":
+        return WAREHOUSE
+    if why.rule in _S3_RULES:
+        return "s3:landing"
+    return None
+
+
+def _failure(
+    assets: Sequence[str], why: Classification, title: str, details: dict[str, object]
+) -> Failure:
+    resource = _blamed(why)
+    return Failure(
+        title=title,
+        component=catalog.component_for(sorted(assets)[0]) if assets else "dagster_runs",
+        occurred_at=utcnow(),
+        severity=IncidentSeverity.HIGH if resource else IncidentSeverity.MEDIUM,
+        impact=IncidentImpact.MAJOR if resource else IncidentImpact.MINOR,
+        asset_keys=tuple(sorted(assets)),
+        error_class=why.error_class,
+        details=details,
+        cause_resource=resource,
+    )
+
+
+def open_incident(engine: Engine, failure: Failure) -> int | None:
+    """The open incident of the failure's root key, if any."""
+    key = root_key_for(engine, failure)
+    with engine.connect() as conn:
+        found = conn.execute(
+            sa.select(incidents.c.incident_id).where(incidents.c.root_key == key, OPEN)
+        ).scalar()
+    return None if found is None else int(found)
+
+
+def incident_for(engine: Engine, failure: Failure) -> int:
+    """The open incident of the failure's root key (the failure hooks or the run-failure sensor
+    usually opened it); opened here when none is."""
+    found = open_incident(engine, failure)
+    if found is not None:
+        return found
+    return open_or_absorb(engine, root_key_for(engine, failure), failure, sh.ACTOR).incident_id
+
+
+def _attach(engine: Engine, run_key: str, incident_id: int) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            self_heal_attempts.update()
+            .where(self_heal_attempts.c.run_key == run_key)
+            .values(incident_id=incident_id)
+        )
+
+
+# --- The tick --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Tick:
+    """What one tick did, for its log and skip message."""
+
+    requests: list[dg.RunRequest]
+    outcomes: int = 0
+    decided: int = 0
+    waiting: int = 0
+    resolved: int = 0
+
+    def summary(self) -> str:
+        return (
+            f"{len(self.requests)} re-run(s) requested, {self.outcomes} outcome(s) recorded, "
+            f"{self.decided} decision(s) recorded, {self.waiting} waiting, "
+            f"{self.resolved} incident(s) resolved"
+        )
+
+
+def _request(run_key: str, assets: Sequence[str], run_config: dict[str, object]) -> dg.RunRequest:
+    selection: set[str] = set()
+    for a in assets:
+        selection |= _TOGETHER.get(a, {a})
+    config = run_config if catalog.RAW_PATIENTS.key in selection else {}
+    return dg.RunRequest(
+        run_key=run_key,
+        asset_selection=[dg.AssetKey(a.split("/")) for a in sorted(selection)],
+        run_config=config,
+        tags={SELF_HEAL_TAG: run_key},
+    )
+
+
+def _runs_by_key(
+    instance: dg.DagsterInstance, keys: Sequence[str]
+) -> dict[str, list[dg.RunRecord]]:
+    found: dict[str, list[dg.RunRecord]] = {}
+    for i in range(0, len(keys), 100):
+        chunk = list(keys[i : i + 100])
+        for record in instance.get_run_records(filters=dg.RunsFilter(tags={SELF_HEAL_TAG: chunk})):
+            found.setdefault(record.dagster_run.tags[SELF_HEAL_TAG], []).append(record)
+    return found
+
+
+def _outcome_of(records: Sequence[dg.RunRecord]) -> str:
+    """succeeded, failed, in_flight or missing (never launched)."""
+    if not records:
+        return "missing"
+    if any(r.dagster_run.status == dg.DagsterRunStatus.SUCCESS for r in records):
+        return "succeeded"
+    if any(not r.dagster_run.is_finished for r in records):
+        return "in_flight"
+    last = max(records, key=lambda r: r.create_timestamp).dagster_run
+    return "in_flight" if last.tags.get(_WILL_RETRY_TAG) == "true" else "failed"
+
+
+def record_outcomes(
+    context: dg.SensorEvaluationContext, engine: Engine, policy: sh.SelfHealPolicy, tick: Tick
+) -> None:
+    requested = sh.requested_reruns(engine)
+    runs = _runs_by_key(context.instance, [r.run_key for r in requested])
+    now = utcnow()
+    for rerun in requested:
+        records = runs.get(rerun.run_key, [])
+        state = _outcome_of(records)
+        if state == "missing":
+            # Requested but never launched (the tick's result was lost): request it again; Dagster
+            # launches one run per run key.
+            tick.requests.append(_request(rerun.run_key, rerun.asset_keys, {}))
+            continue
+        if state == "in_flight":
+            continue
+        run = max(records, key=lambda r: r.create_timestamp).dagster_run
+        ok = state == "succeeded" and checks_passed(context.instance, run.run_id)
+        why = (
+            None
+            if ok
+            else (
+                classify_run(context.instance, run)
+                if state == "failed"
+                else Classification("check_failed", False, "blocking_check_failed")
+            )
+        )
+        ended = _ended_at(max(records, key=lambda r: r.create_timestamp))
+        if not sh.record_rerun_outcome(
+            engine, rerun.run_key, ok, run.run_id, policy, now, why, ended_at=ended
+        ):
+            continue
+        tick.outcomes += 1
+        if rerun.incident_id is None:
+            continue
+        text = (
+            f"self-heal re-run {rerun.run_key} (run {run.run_id}) succeeded and its checks passed"
+            if ok
+            else f"self-heal re-run {rerun.run_key} (run {run.run_id}) failed: "
+            f"{why.error_class if why else 'unknown'} (rule {why.rule if why else '-'})"
+        )
+        add_event(
+            engine,
+            rerun.incident_id,
+            IncidentEventKind.SELF_HEAL_OUTCOME,
+            sh.ACTOR,
+            text,
+            {
+                "run_key": rerun.run_key,
+                "run_id": run.run_id,
+                "succeeded": ok,
+                "assets": list(rerun.asset_keys),
+                "rule": why.rule if why else "rerun_succeeded",
+            },
+            now,
+        )
+        if ok:
+            sh.mark_recovering(engine, rerun.incident_id, rerun.run_key, now)
+
+
+def _latest_materializations(instance: dg.DagsterInstance) -> dict[str, datetime]:
+    latest: dict[str, datetime] = {}
+    for key in sorted(PIPELINE_KEYS):
+        entry = instance.get_latest_materialization_event(dg.AssetKey(key.split("/")))
+        if entry is not None:
+            latest[key] = datetime.fromtimestamp(entry.timestamp, UTC)
+    return latest
+
+
+def _failed_runs(instance: dg.DagsterInstance, since: datetime) -> list[dg.RunRecord]:
+    records: list[dg.RunRecord] = []
+    for job in (catalog.ETL_JOB, _ASSET_JOB):
+        records += instance.get_run_records(
+            filters=dg.RunsFilter(
+                job_name=job, statuses=[dg.DagsterRunStatus.FAILURE], updated_after=since
+            ),
+            limit=MAX_FAILED_RUNS_PER_TICK,
+        )
+    return sorted(records, key=lambda r: r.create_timestamp)
+
+
+def _store(
+    engine: Engine,
+    source: str,
+    decisions: dict[str, sh.Decision],
+    reasons: dict[str, sh.Reason],
+    why: Classification,
+    policy: sh.SelfHealPolicy,
+    now: datetime,
+) -> list[tuple[str, list[str], sh.Decision]]:
+    """Claim the recorded decisions (re-runs together, each other decision on its own); the claims
+    won: (run key, assets, decision)."""
+    hist = sh.histories(engine, decisions, policy, now)
+    status = {
+        sh.Action.RERUN: sh.Status.REQUESTED,
+        sh.Action.SKIP: sh.Status.SKIPPED,
+        sh.Action.ESCALATE: sh.Status.ESCALATED,
+    }
+    # One claim (and one timeline entry) per action and rule: a run's assets re-run together.
+    groups: dict[tuple[sh.Action, str], list[sh.Planned]] = {}
+    for asset, d in decisions.items():
+        if d.action == sh.Action.WAIT:
+            continue
+        groups.setdefault((d.action, d.rule), []).append(
+            sh.Planned(
+                asset,
+                hist[asset].last_attempt + 1,
+                status[d.action],
+                d.rule,
+                reasons[asset],
+                why.error_class,
+            )
+        )
+    won: list[tuple[str, list[str], sh.Decision]] = []
+    for planned in groups.values():
+        key = sh.claim(engine, planned, source, None, now)
+        if key is not None:
+            won.append((key, [p.asset_key for p in planned], decisions[planned[0].asset_key]))
+    return won
+
+
+def _record_on_timeline(
+    engine: Engine,
+    won: Sequence[tuple[str, list[str], sh.Decision]],
+    failure: Failure,
+    source: str,
+    policy: sh.SelfHealPolicy,
+    now: datetime,
+) -> None:
+    """Each won decision on its incident's timeline, with its rule. A run another mechanism retries
+    opens no incident here (its own failure reporting does): its decision joins one already open."""
+    if not won:
+        return
+    if all(d.rule.startswith("coordination:") for _, _, d in won):
+        incident_id = open_incident(engine, failure)
+        if incident_id is None:
+            return
+    else:
+        incident_id = incident_for(engine, failure)
+    for run_key, assets, decision in won:
+        _attach(engine, run_key, incident_id)
+        add_event(
+            engine,
+            incident_id,
+            IncidentEventKind.SELF_HEAL_ATTEMPT,
+            sh.ACTOR,
+            decision.text
+            if decision.action != sh.Action.RERUN
+            else f"self-heal re-run {run_key} requested for {', '.join(assets)} (rule {decision.rule})",
+            {
+                "action": str(decision.action),
+                "rule": decision.rule,
+                "assets": assets,
+                "run_key": run_key,
+                "source": source,
+            },
+            now,
+        )
+        if decision.action == sh.Action.ESCALATE:
+            sh.escalate(engine, incident_id, policy, f"{', '.join(assets)}: {decision.text}", now)
+
+
+def decide_failed_run(
+    instance: dg.DagsterInstance,
+    engine: Engine,
+    record: dg.RunRecord,
+    policy: sh.SelfHealPolicy,
+    latest: dict[str, datetime],
+    tick: Tick,
+) -> None:
+    run = record.dagster_run
+    left = unfinished(instance, run.run_id)
+    decided = {a for _, a in sh.decided_runs(engine, [run.run_id])}
+    todo = sorted(left.assets - decided)
+    if not todo:
+        return
+    now = utcnow()
+    ended = _ended_at(record)
+    why = classify_run(instance, run)
+    forced = coordination(run)
+    hist = sh.histories(engine, todo, policy, now)
+    decisions: dict[str, sh.Decision] = {}
+    for asset in todo:
+        if forced is not None:
+            decisions[asset] = forced
+        elif asset in latest and latest[asset] > ended:
+            decisions[asset] = sh.Decision(
+                sh.Action.SKIP,
+                "materialized_since",
+                f"{asset} materialized again after run {run.run_id} failed: nothing to heal",
+            )
+        else:
+            decisions[asset] = sh.decide(asset, why, hist[asset], policy, now)
+    # A run's assets are re-run together: while one of them waits (backoff, window, a re-run in
+    # flight), the others wait with it, rather than a partial re-run whose checks judge half a load.
+    waits = [d for d in decisions.values() if d.action == sh.Action.WAIT]
+    if waits:
+        decisions = {
+            a: waits[0] if d.action == sh.Action.RERUN else d for a, d in decisions.items()
+        }
+    reasons = {
+        a: sh.Reason.FAILED_RUN if a in left.not_materialized else sh.Reason.CHECK_NOT_EVALUATED
+        for a in todo
+    }
+    tick.waiting += sum(d.action == sh.Action.WAIT for d in decisions.values())
+    won = _store(engine, run.run_id, decisions, reasons, why, policy, now)
+    failure = _failure(
+        todo,
+        why,
+        f"run {run.run_id} of {run.job_name} failed ({why.error_class})",
+        {"run_id": run.run_id, "rule": why.rule},
+    )
+    _record_on_timeline(engine, won, failure, run.run_id, policy, now)
+    tick.decided += len(won)
+    for run_key, assets, decision in won:
+        if decision.action == sh.Action.RERUN:
+            tick.requests.append(_request(run_key, assets, dict(run.run_config)))
+
+
+def decide_stale(
+    engine: Engine,
+    cfg: HealthConfiguration,
+    policy: sh.SelfHealPolicy,
+    latest: dict[str, datetime],
+    tick: Tick,
+) -> None:
+    """An asset past its freshness fail window whose upstream materialized after it: re-running it
+    refreshes it (one decision per staleness: the source is its last materialization)."""
+    now = utcnow()
+    stale = Classification("stale", True, "stale:upstream_newer")
+    for asset, upstream in sorted(_UPSTREAM.items()):
+        window = cfg.freshness.get(asset)
+        mine, theirs = latest.get(asset), latest.get(upstream)
+        if window is None or mine is None or theirs is None or theirs <= mine:
+            continue
+        if now - mine < timedelta(minutes=window.fail_window_minutes):
+            continue
+        source = f"stale:{mine:%Y%m%dT%H%M%S.%f}"
+        if sh.decided_runs(engine, [source]):
+            continue
+        hist = sh.histories(engine, [asset], policy, now)[asset]
+        decision = sh.decide(asset, stale, hist, policy, now)
+        if decision.action == sh.Action.WAIT:
+            tick.waiting += 1
+            continue
+        won = _store(
+            engine, source, {asset: decision}, {asset: sh.Reason.STALE}, stale, policy, now
+        )
+        failure = _failure([asset], stale, f"{asset} is stale: past its freshness window", {})
+        _record_on_timeline(engine, won, failure, source, policy, now)
+        tick.decided += len(won)
+        tick.requests += [_request(k, a, {}) for k, a, d in won if d.action == sh.Action.RERUN]
+
+
+def heal(context: dg.SensorEvaluationContext, engine: Engine, cfg: HealthConfiguration) -> Tick:
+    policy = sh.SelfHealPolicy.from_config(cfg.self_healing)
+    tick = Tick(requests=[])
+    record_outcomes(context, engine, policy, tick)
+    latest = _latest_materializations(context.instance)
+    sh.reset_breakers(engine, latest, utcnow())
+    tick.resolved = len(sh.resolve_quiet(engine, policy, utcnow()).incident_ids)
+    lookback = max(policy.window, policy.max_delay * 2)
+    for record in _failed_runs(context.instance, utcnow() - lookback):
+        decide_failed_run(context.instance, engine, record, policy, latest, tick)
+    if cfg.self_healing.stale_reruns:
+        decide_stale(engine, cfg, policy, latest, tick)
+    return tick
+
+
+@dg.sensor(
+    job=patients_etl_job,
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+)
+def self_healing_sensor(
+    context: dg.SensorEvaluationContext,
+    warehouse: WarehouseResource,
+    healthmon_config: HealthmonConfigResource,
+) -> dg.SensorResult:
+    """Re-runs the pipeline assets a failed run left undone when the failure was transient (and
+    stale assets whose upstream is newer), within the bounds of ``self_healing`` in healthmon.yaml;
+    every decision and outcome on the incident's timeline; a healed incident to monitoring, then
+    resolved after the quiet period."""
+    try:
+        cfg = healthmon_config.load()
+    except ConfigError as exc:
+        return dg.SensorResult(skip_reason=dg.SkipReason(f"configuration invalid: {exc}"))
+    if not cfg.feature_enabled("self_healing"):
+        return dg.SensorResult(
+            skip_reason=dg.SkipReason("the feature flag self_healing is off in healthmon.yaml")
+        )
+    try:
+        tick = heal(context, warehouse.health_engine(), cfg)
+    except (*_DB_ERRORS, sa_exc.ArgumentError, ValueError) as exc:
+        return dg.SensorResult(
+            skip_reason=dg.SkipReason(
+                f"health store unavailable: {error_text(exc)}; the next tick tries again"
+            )
+        )
+    if not tick.requests:
+        return dg.SensorResult(skip_reason=dg.SkipReason(tick.summary()))
+    context.log.info(tick.summary())
+    return dg.SensorResult(run_requests=tick.requests)
+
+
+SENSORS = [self_healing_sensor]

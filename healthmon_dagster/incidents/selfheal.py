@@ -1,0 +1,646 @@
+"""Self-healing: which failed pipeline assets are re-run, when, how often, and what becomes of the
+incident.
+
+The self-healing sensor (``defs/selfheal/``) hands in, per failed run of the pipeline, the assets
+it planned but did not materialize (Dagster OSS records no "failed to materialize") and how the run
+failed (a :class:`~healthmon_dagster.etl.failures.Classification`); per stale asset, that it is
+stale. :func:`decide` says what to do with one asset, and with which rule:
+
+- a failure that is not transient (a contract break, a validation failure, a configuration error,
+  an error no rule knows), or whose error class is in ``never_rerun_error_classes``: never re-run;
+- an asset whose circuit breaker is open: not re-run until it materializes again;
+- ``breaker_failures`` consecutive failed re-runs: the breaker opens and the incident is escalated
+  instead of a re-run;
+- ``max_attempts_per_window`` re-runs in the window, a re-run in flight, or the backoff of the last
+  failed re-run not over yet: wait (decided again in a later tick);
+- otherwise: re-run.
+
+Every decision but "wait" is a row of ``etl.self_heal_attempts`` (one per asset and attempt, and
+one per failed run and asset: the unique indexes make two ticks or processes decide once) and an
+entry on the incident's timeline with its rule. The rows are the state: attempts in the window,
+consecutive failures, the breaker and the backoff are all read from them, and a re-run's Dagster
+run key is built from its rows.
+
+A re-run that succeeded with its checks passing moves its incident to ``monitoring``; after
+``quiet_period_minutes`` in monitoring (a new failure sends it back to investigating) the incident
+is resolved with its linked alerts. No Dagster here.
+"""
+
+import random
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Engine
+
+from healthmon_dagster.alerting.actions import AlertActionError
+from healthmon_dagster.alerting.actions import resolve as resolve_alert
+from healthmon_dagster.config.models import SelfHealingConfiguration
+from healthmon_dagster.enums import (
+    AlertState,
+    IncidentEventKind,
+    IncidentSeverity,
+    IncidentSource,
+    IncidentStatus,
+)
+from healthmon_dagster.etl.failures import Classification
+from healthmon_dagster.incidents import lifecycle
+from healthmon_dagster.incidents.records import Actor, IncidentError, add_event
+from healthmon_dagster.store.connection import write_transaction
+from healthmon_dagster.store.metrics import as_utc
+from healthmon_dagster.store.tables import alerts, incident_alerts, incidents, self_heal_attempts
+
+ACTOR = Actor("sensor:self_healing", IncidentSource.SENSOR)
+RUN_KEY_PREFIX = "selfheal:"
+_CHUNK = 400
+
+
+class Status(StrEnum):
+    """Values of ``etl.self_heal_attempts.status``."""
+
+    REQUESTED = "requested"  # re-run requested; its outcome not seen yet
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"  # a failure not re-run (a data error, another mechanism's): recorded once
+    ESCALATED = "escalated"  # the breaker opened here: no re-run until the asset materializes
+    RESET = "reset"  # the asset materialized again after its breaker opened: breaker closed
+
+
+class Action(StrEnum):
+    RERUN = "rerun"
+    SKIP = "skip"  # never for this failure (recorded once)
+    WAIT = "wait"  # not now (decided again later; not recorded)
+    ESCALATE = "escalate"  # the breaker opens (recorded once)
+
+
+class Reason(StrEnum):
+    """Why an asset is a candidate for a re-run (``etl.self_heal_attempts.reason``)."""
+
+    FAILED_RUN = "failed_run"  # planned but not materialized by a failed run
+    CHECK_NOT_EVALUATED = "check_not_evaluated"  # its check was planned but never evaluated
+    STALE = "stale"  # past its freshness window, its upstream newer
+
+
+@dataclass(frozen=True)
+class SelfHealPolicy:
+    """The bounds of ``self_healing`` in healthmon.yaml."""
+
+    max_attempts_per_window: int = 3
+    window: timedelta = timedelta(minutes=60)
+    initial_delay: timedelta = timedelta(seconds=60)
+    max_delay: timedelta = timedelta(seconds=900)
+    jitter: float = 0.1
+    breaker_failures: int = 3
+    escalate_to: IncidentSeverity = IncidentSeverity.HIGH
+    quiet_period: timedelta = timedelta(minutes=15)
+    never_rerun: frozenset[str] = frozenset()
+
+    @classmethod
+    def from_config(cls, cfg: SelfHealingConfiguration) -> "SelfHealPolicy":
+        return cls(
+            max_attempts_per_window=cfg.max_attempts_per_window,
+            window=timedelta(minutes=cfg.window_minutes),
+            initial_delay=timedelta(seconds=cfg.initial_delay_seconds),
+            max_delay=timedelta(seconds=cfg.max_delay_seconds),
+            jitter=cfg.jitter,
+            breaker_failures=cfg.breaker_failures,
+            escalate_to=cfg.escalate_to,
+            quiet_period=timedelta(minutes=cfg.quiet_period_minutes),
+            never_rerun=frozenset(cfg.never_rerun_error_classes),
+        )
+
+    def delay(self, failures: int, rand: Callable[[], float] = random.random) -> timedelta:
+        """The wait after the ``failures``-th consecutive failed re-run: initial x 2^(n-1), at most
+        ``max_delay``, +- ``jitter``."""
+        base = min(
+            self.initial_delay.total_seconds() * 2 ** max(0, min(failures - 1, 30)),
+            self.max_delay.total_seconds(),
+        )
+        return timedelta(seconds=base * (1 + self.jitter * (2 * rand() - 1)))
+
+
+@dataclass(frozen=True)
+class AssetHistory:
+    """What the store says about one asset's re-runs (see :func:`histories`)."""
+
+    asset_key: str
+    last_attempt: int = 0
+    consecutive_failures: int = 0  # failed re-runs since the last success or breaker reset
+    in_window: int = 0  # re-runs requested within the window
+    in_flight: bool = False  # a re-run is requested and has not ended
+    retry_at: datetime | None = None  # the last failed re-run's backoff ends
+    breaker_open: bool = False
+    breaker_opened_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    rule: str
+    text: str
+
+
+def decide(
+    asset_key: str,
+    why: Classification,
+    history: AssetHistory,
+    policy: SelfHealPolicy,
+    now: datetime,
+) -> Decision:
+    """What to do about ``asset_key`` failing as ``why`` (see the module docstring)."""
+    if why.error_class in policy.never_rerun:
+        return Decision(
+            Action.SKIP,
+            "config:never_rerun_error_classes",
+            f"not re-run: error class {why.error_class} is configured never to be re-run",
+        )
+    if not why.transient:
+        return Decision(
+            Action.SKIP,
+            why.rule,
+            f"not re-run: {why.error_class} is not transient (rule {why.rule}); running it "
+            "again gives the same answer",
+        )
+    if history.breaker_open:
+        return Decision(
+            Action.SKIP,
+            "circuit_breaker_open",
+            "not re-run: the circuit breaker is open until the asset materializes again",
+        )
+    if history.consecutive_failures >= policy.breaker_failures:
+        return Decision(
+            Action.ESCALATE,
+            "circuit_breaker",
+            f"circuit breaker opened after {history.consecutive_failures} "
+            f"consecutive failed re-runs: no more re-runs, escalated to {policy.escalate_to}",
+        )
+    if history.in_flight:
+        return Decision(Action.WAIT, "rerun_in_flight", "a re-run is in flight")
+    if history.in_window >= policy.max_attempts_per_window:
+        return Decision(
+            Action.WAIT,
+            "max_attempts_per_window",
+            f"{history.in_window} re-run(s) in the last {_minutes(policy.window)}: the bound",
+        )
+    if history.retry_at is not None and history.retry_at > now:
+        return Decision(
+            Action.WAIT,
+            "backoff",
+            f"next re-run from {history.retry_at:%H:%M:%S} UTC (backoff)",
+        )
+    return Decision(
+        Action.RERUN,
+        why.rule,
+        f"re-run (attempt {history.last_attempt + 1}): {why.error_class} is transient (rule {why.rule})",
+    )
+
+
+def _minutes(td: timedelta) -> str:
+    return f"{td.total_seconds() / 60:g} min"
+
+
+# --- Reading the store ------------------------------------------------------------------------------
+
+
+def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
+    for i in range(0, len(items), _CHUNK):
+        yield items[i : i + _CHUNK]
+
+
+def _history(
+    asset_key: str, rows: Sequence[Any], policy: SelfHealPolicy, now: datetime
+) -> AssetHistory:
+    rows = sorted(rows, key=lambda r: r.attempt)
+    last_clear = max(
+        (r.attempt for r in rows if r.status in (Status.SUCCEEDED, Status.RESET)), default=0
+    )
+    failed = [r for r in rows if r.status == Status.FAILED and r.attempt > last_clear]
+    runs = [r for r in rows if r.status in (Status.REQUESTED, Status.SUCCEEDED, Status.FAILED)]
+    last_run = runs[-1] if runs else None
+    latest = rows[-1] if rows else None
+    breaker = [r for r in rows if r.status in (Status.ESCALATED, Status.RESET)]
+    open_breaker = bool(breaker) and breaker[-1].status == Status.ESCALATED
+    return AssetHistory(
+        asset_key=asset_key,
+        last_attempt=latest.attempt if latest is not None else 0,
+        consecutive_failures=len(failed),
+        in_window=sum(as_utc(r.requested_at) > now - policy.window for r in runs),
+        in_flight=any(r.status == Status.REQUESTED for r in rows),
+        retry_at=(
+            as_utc(last_run.retry_at)
+            if last_run is not None and last_run.status == Status.FAILED and last_run.retry_at
+            else None
+        ),
+        breaker_open=open_breaker,
+        breaker_opened_at=as_utc(breaker[-1].requested_at) if open_breaker else None,
+    )
+
+
+def histories(
+    engine: Engine, asset_keys: Iterable[str], policy: SelfHealPolicy, now: datetime
+) -> dict[str, AssetHistory]:
+    """The re-run history of each asset (an empty one for an asset never re-run)."""
+    keys = sorted(set(asset_keys))
+    c = self_heal_attempts.c
+    by_asset: dict[str, list[Any]] = {k: [] for k in keys}
+    with engine.connect() as conn:
+        for chunk in _chunks(keys):
+            for row in conn.execute(
+                sa.select(c.asset_key, c.attempt, c.status, c.requested_at, c.retry_at).where(
+                    c.asset_key.in_(chunk)
+                )
+            ):
+                by_asset[row.asset_key].append(row)
+    return {k: _history(k, rows, policy, now) for k, rows in by_asset.items()}
+
+
+def decided_runs(engine: Engine, run_ids: Sequence[str]) -> set[tuple[str, str]]:
+    """The (failed run, asset) pairs already decided (re-run, skipped or escalated)."""
+    c = self_heal_attempts.c
+    found: set[tuple[str, str]] = set()
+    with engine.connect() as conn:
+        for chunk in _chunks(list(run_ids)):
+            found.update(
+                (r.source_run_id, r.asset_key)
+                for r in conn.execute(
+                    sa.select(c.source_run_id, c.asset_key).where(c.source_run_id.in_(chunk))
+                )
+            )
+    return found
+
+
+@dataclass(frozen=True)
+class Requested:
+    """A re-run whose outcome is not recorded yet: its run key and the assets it re-runs."""
+
+    run_key: str
+    asset_keys: tuple[str, ...]
+    incident_id: int | None
+    requested_at: datetime
+
+
+def requested_reruns(engine: Engine) -> list[Requested]:
+    """Re-runs requested and not ended, oldest first."""
+    c = self_heal_attempts.c
+    grouped: dict[str, list[Any]] = {}
+    with engine.connect() as conn:
+        for row in conn.execute(
+            sa.select(c.run_key, c.asset_key, c.incident_id, c.requested_at)
+            .where(c.status == Status.REQUESTED.value)
+            .order_by(c.requested_at, c.attempt_id)
+        ):
+            grouped.setdefault(row.run_key, []).append(row)
+    return [
+        Requested(
+            key,
+            tuple(sorted(r.asset_key for r in rows)),
+            next((r.incident_id for r in rows if r.incident_id is not None), None),
+            as_utc(rows[0].requested_at),
+        )
+        for key, rows in grouped.items()
+    ]
+
+
+# --- Writing decisions --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Planned:
+    """One asset's decision to store: its next attempt number and what it is."""
+
+    asset_key: str
+    attempt: int
+    status: Status
+    rule: str
+    reason: Reason
+    error_class: str | None = None
+
+
+def run_key_for(source: str, planned: Sequence[Planned]) -> str:
+    """The re-run's Dagster run key, from the rows that claim it: ``selfheal:<source>:<asset>#<n>,...``
+    (two ticks that both decided to re-run collide on the rows before either requests the run)."""
+    parts = ",".join(
+        f"{p.asset_key}#{p.attempt}" for p in sorted(planned, key=lambda p: p.asset_key)
+    )
+    return f"{RUN_KEY_PREFIX}{source}:{parts}"[:500]
+
+
+def claim(
+    engine: Engine,
+    planned: Sequence[Planned],
+    source_run_id: str | None,
+    incident_id: int | None,
+    now: datetime,
+) -> str | None:
+    """Store ``planned`` (all or nothing) and return their run key; None when another tick or
+    process stored a decision for one of these assets' attempts, or this failed run, first."""
+    if not planned:
+        return None
+    key = run_key_for(source_run_id or f"stale@{now:%Y%m%dT%H%M%S}", planned)
+    try:
+        with write_transaction(engine) as conn:
+            conn.execute(
+                self_heal_attempts.insert(),
+                [
+                    {
+                        "asset_key": p.asset_key,
+                        "attempt": p.attempt,
+                        "status": p.status.value,
+                        "reason": p.reason.value,
+                        "source_run_id": source_run_id,
+                        "run_key": key,
+                        "incident_id": incident_id,
+                        "error_class": p.error_class,
+                        "rule": p.rule,
+                        "requested_at": now,
+                    }
+                    for p in planned
+                ],
+            )
+    except sa_exc.IntegrityError:
+        return None
+    return key
+
+
+def record_rerun_outcome(
+    engine: Engine,
+    run_key: str,
+    succeeded: bool,
+    rerun_run_id: str | None,
+    policy: SelfHealPolicy,
+    now: datetime,
+    why: Classification | None = None,
+    rand: Callable[[], float] = random.random,
+    ended_at: datetime | None = None,
+) -> list[str]:
+    """Mark the re-run ``run_key`` succeeded or failed (a failed one with its backoff counted from
+    ``ended_at``, when its run ended); the assets updated (none when another process recorded it
+    first)."""
+    ended = min(ended_at or now, now)
+    draw = (
+        rand()
+    )  # one jitter for the re-run: its assets wait equally long, and are re-run together
+    c = self_heal_attempts.c
+    with write_transaction(engine) as conn:
+        rows = conn.execute(
+            sa.select(c.asset_key, c.attempt).where(
+                c.run_key == run_key, c.status == Status.REQUESTED.value
+            )
+        ).all()
+        updated: list[str] = []
+        for row in rows:
+            values: dict[str, Any] = {
+                "status": (Status.SUCCEEDED if succeeded else Status.FAILED).value,
+                "finished_at": ended,
+                "rerun_run_id": rerun_run_id,
+            }
+            if not succeeded:
+                failures = _failures_before(conn, row.asset_key, row.attempt) + 1
+                values["retry_at"] = ended + policy.delay(failures, lambda: draw)
+                if why is not None:
+                    values["error_class"] = why.error_class
+            done = conn.execute(
+                self_heal_attempts.update()
+                .where(
+                    c.asset_key == row.asset_key,
+                    c.attempt == row.attempt,
+                    c.status == Status.REQUESTED.value,
+                )
+                .values(**values)
+            ).rowcount
+            if done:
+                updated.append(row.asset_key)
+    return updated
+
+
+def _failures_before(conn: sa.engine.Connection, asset_key: str, attempt: int) -> int:
+    c = self_heal_attempts.c
+    clear = conn.execute(
+        sa.select(sa.func.max(c.attempt)).where(
+            c.asset_key == asset_key,
+            c.attempt < attempt,
+            c.status.in_([Status.SUCCEEDED.value, Status.RESET.value]),
+        )
+    ).scalar()
+    return int(
+        conn.execute(
+            sa.select(sa.func.count()).where(
+                c.asset_key == asset_key,
+                c.attempt < attempt,
+                c.attempt > (clear or 0),
+                c.status == Status.FAILED.value,
+            )
+        ).scalar_one()
+    )
+
+
+def escalate(
+    engine: Engine, incident_id: int, policy: SelfHealPolicy, text: str, now: datetime
+) -> None:
+    """Raise the incident's severity to ``escalate_to`` (an ``escalated`` entry) and say why; an
+    incident already that severe or worse gets the entry only."""
+    with engine.connect() as conn:
+        current = conn.execute(
+            sa.select(incidents.c.severity).where(incidents.c.incident_id == incident_id)
+        ).scalar()
+    if current is not None and IncidentSeverity(current).rank < policy.escalate_to.rank:
+        lifecycle.update(engine, incident_id, ACTOR, {"severity": str(policy.escalate_to)}, now=now)
+    add_event(
+        engine,
+        incident_id,
+        IncidentEventKind.ESCALATED,
+        ACTOR,
+        text,
+        {"rule": "circuit_breaker"},
+        now,
+    )
+
+
+def reset_breakers(
+    engine: Engine, materialized_after: dict[str, datetime], now: datetime
+) -> list[str]:
+    """Close the breaker of each asset of ``materialized_after`` (asset -> its latest
+    materialization) that materialized after its breaker opened: a ``reset`` row."""
+    closed: list[str] = []
+    policy = SelfHealPolicy()
+    for key, hist in histories(engine, materialized_after, policy, now).items():
+        if not hist.breaker_open or hist.breaker_opened_at is None:
+            continue
+        if materialized_after[key] <= hist.breaker_opened_at:
+            continue
+        planned = Planned(
+            key, hist.last_attempt + 1, Status.RESET, "materialized_again", Reason.FAILED_RUN
+        )
+        if claim(engine, [planned], None, None, now) is not None:
+            closed.append(key)
+    return closed
+
+
+# --- Recovery -------------------------------------------------------------------------------------------
+
+
+def mark_recovering(engine: Engine, incident_id: int, run_key: str, now: datetime) -> bool:
+    """The re-run ``run_key`` and its checks passed: the incident moves to monitoring (True), unless
+    it is already there or ended."""
+    with engine.connect() as conn:
+        status = conn.execute(
+            sa.select(incidents.c.status).where(incidents.c.incident_id == incident_id)
+        ).scalar()
+    if status in (
+        None,
+        *(
+            str(s)
+            for s in (IncidentStatus.MONITORING, IncidentStatus.RESOLVED, IncidentStatus.CLOSED)
+        ),
+    ):
+        return False
+    try:
+        lifecycle.set_status(
+            engine,
+            incident_id,
+            IncidentStatus.MONITORING,
+            ACTOR,
+            f"self-heal re-run {run_key} succeeded and its checks passed",
+            now=now,
+        )
+    except IncidentError:  # changed concurrently (a person, a relapse): leave it to them
+        return False
+    return True
+
+
+@dataclass
+class Resolved:
+    incident_ids: list[int] = field(default_factory=list)
+    alert_ids: list[int] = field(default_factory=list)
+
+
+def resolve_quiet(engine: Engine, policy: SelfHealPolicy, now: datetime) -> Resolved:
+    """Resolve each incident the self-healing sensor moved to monitoring that has stayed there for
+    the quiet period since its last successful re-run, and its linked alerts."""
+    c = self_heal_attempts.c
+    last_success = (
+        sa.select(c.incident_id, sa.func.max(c.finished_at).label("healed_at"))
+        .where(c.status == Status.SUCCEEDED.value, c.incident_id.is_not(None))
+        .group_by(c.incident_id)
+        .subquery()
+    )
+    with engine.connect() as conn:
+        due = conn.execute(
+            sa.select(incidents.c.incident_id, last_success.c.healed_at)
+            .join(last_success, last_success.c.incident_id == incidents.c.incident_id)
+            .where(
+                incidents.c.status == str(IncidentStatus.MONITORING),
+                incidents.c.last_failure_at < last_success.c.healed_at,
+            )
+        ).all()
+    done = Resolved()
+    for row in due:
+        if as_utc(row.healed_at) + policy.quiet_period > now:
+            continue
+        resolution = (
+            f"self-healed: re-run succeeded with its checks passing, then no failure for "
+            f"{_minutes(policy.quiet_period)}"
+        )
+        try:
+            lifecycle.resolve(engine, int(row.incident_id), resolution, ACTOR, now=now)
+        except IncidentError:
+            continue
+        done.incident_ids.append(int(row.incident_id))
+        done.alert_ids.extend(_resolve_alerts(engine, int(row.incident_id), now))
+    return done
+
+
+def _resolve_alerts(engine: Engine, incident_id: int, now: datetime) -> list[int]:
+    with engine.connect() as conn:
+        open_alerts = (
+            conn.execute(
+                sa.select(alerts.c.alert_id)
+                .join(incident_alerts, incident_alerts.c.alert_id == alerts.c.alert_id)
+                .where(
+                    incident_alerts.c.incident_id == incident_id,
+                    alerts.c.state != str(AlertState.RESOLVED),
+                )
+            )
+            .scalars()
+            .all()
+        )
+    resolved: list[int] = []
+    for alert_id in open_alerts:
+        try:
+            resolve_alert(
+                engine, int(alert_id), ACTOR.name, f"incident {incident_id} self-healed", now
+            )
+        except AlertActionError:  # resolved meanwhile
+            continue
+        resolved.append(int(alert_id))
+    if resolved:
+        add_event(
+            engine,
+            incident_id,
+            IncidentEventKind.SELF_HEAL_OUTCOME,
+            ACTOR,
+            f"{len(resolved)} linked alert(s) resolved with the incident",
+            {"alert_ids": resolved},
+            now,
+        )
+    return resolved
+
+
+# --- For `healthmon status` ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SelfHealSummary:
+    open_breakers: list[tuple[str, datetime]]  # asset, opened at
+    reruns_in_window: int
+    failed_in_window: int
+    in_flight: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "open_breakers": [
+                {"asset": a, "opened_at": t.isoformat()} for a, t in self.open_breakers
+            ],
+            "reruns_in_window": self.reruns_in_window,
+            "failed_in_window": self.failed_in_window,
+            "in_flight": self.in_flight,
+        }
+
+
+def summary(engine: Engine, window: timedelta, now: datetime) -> SelfHealSummary:
+    """Open circuit breakers (an asset whose latest breaker row is ``escalated``) and the re-runs
+    requested within ``window``."""
+    c = self_heal_attempts.c
+    latest = (
+        sa.select(c.asset_key, sa.func.max(c.attempt).label("attempt"))
+        .where(c.status.in_([Status.ESCALATED.value, Status.RESET.value]))
+        .group_by(c.asset_key)
+        .subquery()
+    )
+    runs = [Status.REQUESTED.value, Status.SUCCEEDED.value, Status.FAILED.value]
+    with engine.connect() as conn:
+        breakers = conn.execute(
+            sa.select(c.asset_key, c.requested_at)
+            .join(latest, (latest.c.asset_key == c.asset_key) & (latest.c.attempt == c.attempt))
+            .where(c.status == Status.ESCALATED.value)
+            .order_by(c.asset_key)
+        ).all()
+        counts = conn.execute(
+            sa.select(
+                sa.func.count().filter(c.status.in_(runs)),
+                sa.func.count().filter(c.status == Status.FAILED.value),
+            ).where(c.requested_at > now - window)
+        ).one()
+        in_flight = conn.execute(
+            sa.select(sa.func.count()).where(c.status == Status.REQUESTED.value)
+        ).scalar_one()
+    return SelfHealSummary(
+        [(r.asset_key, as_utc(r.requested_at)) for r in breakers],
+        int(counts[0]),
+        int(counts[1]),
+        int(in_flight),
+    )
