@@ -223,23 +223,6 @@ def non_ascii_names(first: bytes, second: bytes) -> bytes:
     return render(header, rows)
 
 
-def newer_synthea(first: bytes, second: bytes) -> bytes:
-    """The newer Synthea header: MIDDLE after FIRST, FIPS after COUNTY, INCOME last."""
-    header, rows = parse(second)
-    new_header = list(header)
-    new_header.insert(COL["FIRST"] + 1, "MIDDLE")
-    new_header.insert(new_header.index("COUNTY") + 1, "FIPS")
-    new_header.append("INCOME")
-    new_rows = []
-    for i, row in enumerate(rows):
-        new = list(row)
-        new.insert(COL["FIRST"] + 1, "" if i % 4 == 0 else row[COL["FIRST"]][:1] + "ann")
-        new.insert(new_header.index("FIPS"), "" if i % 9 == 0 else f"25{(i * 7) % 1000:03d}")
-        new.append(str(20_000 + (i * 131) % 180_000))
-        new_rows.append(new)
-    return render(new_header, new_rows)
-
-
 def scd2_updates(first: bytes, second: bytes) -> bytes:
     """File 2 re-sends 40% of file 1's patients, each with a legitimate change (moved, marital
     status, a death date after the birth date), plus new patients from the generator's file 2."""
@@ -269,7 +252,6 @@ def scd2_updates(first: bytes, second: bytes) -> bytes:
 TRICKY: dict[str, Callable[[bytes, bytes], bytes]] = {
     "addresses_quoted_comma_newline": tricky_addresses,
     "non_ascii_names": non_ascii_names,
-    "synthea_middle_fips_income": newer_synthea,
     "scd2_updates_40pct": scd2_updates,
 }
 
@@ -316,9 +298,13 @@ class Scenario:
     build: Callable[[int, int], tuple[bytes, bytes]]  # (rows, seed) -> (file 1, file 2)
 
 
-def _generated(defect: str | None) -> Callable[[int, int], tuple[bytes, bytes]]:
+def _generated(
+    defect: str | None, country: str = "US", newer_columns: bool = False
+) -> Callable[[int, int], tuple[bytes, bytes]]:
     def build(rows: int, seed: int) -> tuple[bytes, bytes]:
-        first, second = generate_sample(rows, files=2, seed=seed, defect=defect)
+        first, second = generate_sample(
+            rows, files=2, seed=seed, defect=defect, country=country, newer_columns=newer_columns
+        )
         return first.data, second.data
 
     return build
@@ -359,6 +345,14 @@ def scenarios(seeds: int) -> list[Scenario]:
         out.append(Scenario("generator", "clean", "clean", "-", seed, _generated(None)))
     for name, fn in TRICKY.items():
         out.append(Scenario(name, "clean", "clean", "-", 42, _edited(fn)))
+    # Synthea 3.x's 28 columns in its own order (MIDDLE after FIRST, FIPS after COUNTY, INCOME
+    # last), and exports of its international configurations as real ones are spelled (Canadian
+    # forward sortation areas alone, German states in another case or without accents).
+    synthea_3 = _generated(None, newer_columns=True)
+    out.append(Scenario("synthea_3_columns", "clean", "clean", "-", 42, synthea_3))
+    for country in ("DE", "BR", "CA"):
+        export = _generated(None, country)
+        out.append(Scenario(f"export_{country.lower()}", "clean", "clean", "-", 42, export))
     return out
 
 

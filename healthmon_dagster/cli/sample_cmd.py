@@ -40,6 +40,12 @@ def _configured_landing() -> LandingSource:
     "one (local cities, states, postal codes and national ids).",
 )
 @click.option(
+    "--newer-columns",
+    is_flag=True,
+    help="Write Synthea 3.x's 28 columns in its order (MIDDLE after FIRST, FIPS after COUNTY, "
+    "INCOME last) instead of the older 25.",
+)
+@click.option(
     "--out",
     type=click.Path(file_okay=False, dir_okay=True, writable=True, path_type=Path),
     default=None,
@@ -57,6 +63,7 @@ def generate_sample(
     seed: int,
     defect: str | None,
     country: str,
+    newer_columns: bool,
     out: Path | None,
     force: bool,
 ) -> None:
@@ -75,7 +82,13 @@ def generate_sample(
         raise click.ClickException(str(exc)) from exc
     try:
         generated = generate_files(
-            rows=rows, files=files, seed=seed, defect=defect, start_index=start, country=country
+            rows=rows,
+            files=files,
+            seed=seed,
+            defect=defect,
+            start_index=start,
+            country=country,
+            newer_columns=newer_columns,
         )
     except ValueError as exc:  # option combinations, e.g. duplicate_ids with --rows 1
         raise click.UsageError(str(exc)) from exc

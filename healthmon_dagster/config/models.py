@@ -612,6 +612,9 @@ class RejectionRateCheck(CheckSpec):
     kind_description = "Few enough source rows are rejected by staging (default warn 1%, fail 5%)."
 
     kind: Literal["rejection_rate"]
+    # The full sweep judges the files loaded in the last window_hours (default: a day, the
+    # sweep's period), so one bad file does not fail every later sweep; null: the whole table.
+    window_hours: int | None = Field(default=24, ge=1, le=MAX_WINDOW_HOURS)
 
     def default_name(self) -> str:
         return "rejection_rate_below_threshold"
@@ -629,6 +632,9 @@ class RejectionReasonsCheck(CheckSpec):
 
     kind: Literal["rejection_reasons"]
     reasons: list[str] = Field(min_length=1)
+    # The full sweep judges the files loaded in the last window_hours (default: a day, the
+    # sweep's period), so one bad file does not fail every later sweep; null: the whole table.
+    window_hours: int | None = Field(default=24, ge=1, le=MAX_WINDOW_HOURS)
 
     def default_name(self) -> str:
         return f"no_rows_rejected_for_{_join(self.reasons)}"
@@ -659,6 +665,9 @@ class StagingFlagsCheck(CheckSpec):
     kind: Literal["staging_flags"]
     flags: list[str] = Field(default_factory=list)
     warn: float | None = Field(default=0, ge=0, le=MAX_ROWS)
+    # The full sweep judges the files loaded in the last window_hours (default: a day, the
+    # sweep's period), so one bad file does not fail every later sweep; null: the whole table.
+    window_hours: int | None = Field(default=24, ge=1, le=MAX_WINDOW_HOURS)
 
     def default_name(self) -> str:
         return "no_rows_flagged"
@@ -708,7 +717,8 @@ class IdentityStabilityCheck(CheckSpec):
     An identity attribute changes when both versions have a value and the values differ; a value
     newly supplied (or withdrawn) is not counted. ``warn``/``fail`` are counts of such version
     changes (default: any one fails, severity ERROR). Incremental runs judge the versions opened by
-    the latest batch; the full sweep every version transition of the table.
+    the run's files; the full sweep those opened by the files loaded in the last ``window_hours``
+    (null: every version transition of the table).
     """
 
     kind_description = (
@@ -721,6 +731,9 @@ class IdentityStabilityCheck(CheckSpec):
     identity_columns: list[str] = Field(default_factory=lambda: ["birthdate", "ssn"], min_length=1)
     valid_from: str = "valid_from"
     valid_to: str = "valid_to"
+    # The full sweep judges the files loaded in the last window_hours (default: a day, the
+    # sweep's period), so one bad file does not fail every later sweep; null: the whole table.
+    window_hours: int | None = Field(default=24, ge=1, le=MAX_WINDOW_HOURS)
 
     def default_name(self) -> str:
         return "identity_is_stable"

@@ -7,7 +7,19 @@ listed country leaves the country unknown: the configured default country applie
 generic patterns.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+ACCENTED = "ÀÁÂÃÄÅÇÈÉÊËÌÍÎÏÑÒÓÔÕÖÙÚÛÜÝàáâãäåçèéêëìíîïñòóôõöùúûüýÿ"
+UNACCENTED = "AAAAAACEEEEIIIINOOOOOUUUUYaaaaaaceeeeiiiinooooouuuuyy"
+"""``translate(state, ACCENTED, UNACCENTED)`` then ``lower`` folds a state name for matching:
+the same in SQL (Postgres' ``translate``, a registered function on SQLite) and in Python. After
+the translation the text is ASCII, so ``lower`` folds it on either database and in any locale."""
+_FOLD = str.maketrans(ACCENTED, UNACCENTED)
+
+
+def fold(name: str) -> str:
+    """``name`` without accents, in lower case: how state names are matched."""
+    return name.translate(_FOLD).lower()
 
 
 @dataclass(frozen=True)
@@ -35,6 +47,12 @@ class Country:
     # The format of the SSN column; None: the generic id format.
     national_id: Format | None
     states: tuple[str, ...]
+    # The states folded (:func:`fold`): real exports spell some in another case or without
+    # accents (synthea-international's DE files write ``Nordrhein-westfalen``).
+    folded_states: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "folded_states", tuple(sorted({fold(s) for s in self.states})))
 
 
 US = Country(
@@ -159,7 +177,9 @@ BR = Country(
 )
 CA = Country(
     "CA",
-    Format(r"^[A-Za-z][0-9][A-Za-z] ?[0-9][A-Za-z][0-9]$"),
+    # A full postal code, or its forward sortation area alone (synthea-international's CA
+    # exports write 3-character codes such as ``T5B``).
+    Format(r"^[A-Za-z][0-9][A-Za-z]( ?[0-9][A-Za-z][0-9])?$"),
     None,
     (
         "Alberta",

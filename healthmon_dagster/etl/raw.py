@@ -73,6 +73,7 @@ from healthmon_dagster.store.tables import (
     OPTIONAL_COLUMNS,
     REQUIRED_COLUMNS,
     SOURCE_COLUMNS,
+    SYNTHEA_COLUMN_ORDER,
     db_column,
     files,
     load_runs,
@@ -373,8 +374,9 @@ def inspect_header(
 
 
 def _contract_order(upper: list[str]) -> list[int]:
-    """Positions in the Synthea column order of the header's contract columns, in header order."""
-    order = {c.upper(): i for i, c in enumerate(SOURCE_COLUMNS)}
+    """Positions in Synthea's full column order of the header's contract columns, in header
+    order: increasing when the header is a subsequence of that order."""
+    order = {c.upper(): i for i, c in enumerate(SYNTHEA_COLUMN_ORDER)}
     return [order[h] for h in upper if h in order]
 
 

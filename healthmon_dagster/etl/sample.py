@@ -50,11 +50,12 @@ import functools
 import io
 import random
 import re
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, Any, Protocol
 
 from sqlalchemy.engine import Engine
 
@@ -117,7 +118,7 @@ RESEND_FRACTION = 0.10
 # Column positions, named to keep the generator readable.
 _ID, _BIRTH, _DEATH, _SSN = 0, 1, 2, 3
 _FIRST, _LAST_NAME, _MARITAL, _GENDER = 7, 8, 11, 14
-_ADDRESS, _ZIP, _LAT, _LON = 16, 20, 21, 22
+_COUNTY, _ADDRESS, _ZIP, _LAT, _LON = 19, 16, 20, 21, 22
 _EXPENSES, _COVERAGE = 23, 24
 
 _FIRST_M = (
@@ -286,9 +287,13 @@ _INTL_CITIES: dict[str, tuple[tuple[str, str, str, str, float, float], ...]] = {
         ("Berlin", "Berlin", "Berlin", "10115", 52.5200, 13.4050),
         ("München", "Bayern", "Oberbayern", "80331", 48.1351, 11.5820),
         ("Hamburg", "Hamburg", "Hamburg", "20095", 53.5511, 9.9937),
-        ("Köln", "Nordrhein-Westfalen", "Köln", "50667", 50.9375, 6.9603),
+        # State names as synthea-international's DE exports spell them (case after a hyphen
+        # lowered); matched ignoring case and accents.
+        ("Köln", "Nordrhein-westfalen", "Köln", "50667", 50.9375, 6.9603),
+        ("Düsseldorf", "Nordrhein-westfalen", "Düsseldorf", "40213", 51.2277, 6.7735),
         ("Frankfurt am Main", "Hessen", "Darmstadt", "60311", 50.1109, 8.6821),
-        ("Stuttgart", "Baden-Württemberg", "Stuttgart", "70173", 48.7758, 9.1829),
+        ("Stuttgart", "Baden-württemberg", "Stuttgart", "70173", 48.7758, 9.1829),
+        ("Erfurt", "Thuringen", "Erfurt", "99084", 50.9848, 11.0299),
         ("Leipzig", "Sachsen", "Leipzig", "04109", 51.3397, 12.3731),
         ("Dresden", "Sachsen", "Dresden", "01067", 51.0504, 13.7373),
     ),
@@ -321,6 +326,20 @@ national ids instead of US SSNs, empty for children)."""
 _RACES = ("white",) * 14 + ("black",) * 3 + ("asian",) * 2 + ("native", "other")
 _SUFFIXES = ("",) * 46 + ("MD", "PhD", "JD", "DDS")
 _TIERS = ("bronze", "silver", "gold", "platinum")
+# County FIPS codes of the generated Massachusetts counties (newer Synthea's FIPS column).
+_MA_FIPS = {
+    "Barnstable County": "25001",
+    "Berkshire County": "25003",
+    "Bristol County": "25005",
+    "Essex County": "25009",
+    "Hampden County": "25013",
+    "Hampshire County": "25015",
+    "Middlesex County": "25017",
+    "Norfolk County": "25021",
+    "Plymouth County": "25023",
+    "Suffolk County": "25025",
+    "Worcester County": "25027",
+}
 _BIRTH_MIN = date(1920, 1, 1).toordinal()
 _BIRTH_SPAN = REFERENCE_DATE.toordinal() - _BIRTH_MIN
 _REF_ORD = REFERENCE_DATE.toordinal()
@@ -386,6 +405,8 @@ def _address_block(r: random.Random, country: str = "US") -> str:
         city, state, county, code, lat, lon = r.choice(_INTL_CITIES[country])
         address = f"{r.choice(_INTL_STREETS[country])} {r.randint(1, 250)}"
         code = "" if r.random() < 0.05 else code
+        if country == "CA" and r.random() < 0.3:
+            code = code[:3]  # the forward sortation area alone, as synthea-international writes
         lat_s, lon_s = repr(lat + (r.random() - 0.5) * 0.2), repr(lon + (r.random() - 0.5) * 0.2)
         return f"{address},{city},{state},{county},{code},{lat_s},{lon_s}"
     city, county, zip_code, lat, lon = r.choice(_CITIES)
@@ -536,8 +557,51 @@ def _locale(value: str) -> str:
     return f"{float(value):,.2f}".translate(_LOCALE_TABLE) if value else value
 
 
-def _render(out: IO[str], rows: Iterable[list[str]], n_rows: int, defect: str | None) -> None:
-    """Write header and ``rows`` (``n_rows`` of them) to ``out`` with ``defect`` applied."""
+def _widen(row: list[str], is_header: bool = False) -> list[str]:
+    """``row`` in Synthea 3.x's 28-column layout: MIDDLE after FIRST, FIPS after COUNTY, INCOME
+    last (:data:`~healthmon_dagster.store.tables.SYNTHEA_COLUMN_ORDER`). The values derive from
+    the row's Id, so the output stays deterministic."""
+    if is_header:
+        middle, fips, income = "MIDDLE", "FIPS", "INCOME"
+    else:
+        h = zlib.crc32(row[_ID].encode())
+        names = _FIRST_F if h % 2 else _FIRST_M
+        middle = names[(h >> 1) % len(names)] if h % 3 else ""  # a third have none
+        fips = _MA_FIPS.get(row[_COUNTY], "")  # Synthea leaves it empty outside the US
+        income = str(15_000 + (h >> 4) % 185_000)
+    return [
+        *row[: _FIRST + 1],
+        middle,
+        *row[_FIRST + 1 : _COUNTY + 1],
+        fips,
+        *row[_COUNTY + 1 :],
+        income,
+    ]
+
+
+class _Widening:
+    """A csv writer that writes each row in Synthea 3.x's 28-column layout (:func:`_widen`)."""
+
+    def __init__(self, writer: Any) -> None:
+        self._writer = writer
+
+    def writerow(self, row: list[str]) -> None:
+        self._writer.writerow(_widen(row))
+
+    def writerows(self, rows: Iterable[list[str]]) -> None:
+        self._writer.writerows(_widen(r) for r in rows)
+
+
+def _render(
+    out: IO[str],
+    rows: Iterable[list[str]],
+    n_rows: int,
+    defect: str | None,
+    newer_columns: bool = False,
+) -> None:
+    """Write header and ``rows`` (``n_rows`` of them) to ``out`` with ``defect`` applied; in
+    Synthea 3.x's 28-column layout with ``newer_columns`` (defects apply first, by the older
+    layout's positions)."""
     header = list(COLUMNS)
     if defect == "missing_column":
         header.pop()
@@ -549,9 +613,11 @@ def _render(out: IO[str], rows: Iterable[list[str]], n_rows: int, defect: str | 
         header[_ID], header[_BIRTH] = "id", "Birthdate"
     elif defect == "columns_reordered":
         header[_FIRST], header[_LAST_NAME] = header[_LAST_NAME], header[_FIRST]
+    if newer_columns:
+        header = _widen(header, is_header=True)
     if defect == "bom_crlf":
         out.write("\ufeff")
-    writer = csv.writer(
+    writer: Any = csv.writer(
         out,
         delimiter=";" if defect == "semicolon_delimiter" else ",",
         lineterminator={"bom_crlf": "\r\n", "cr_line_endings": "\r"}.get(defect or "", "\n"),
@@ -561,6 +627,8 @@ def _render(out: IO[str], rows: Iterable[list[str]], n_rows: int, defect: str | 
         out.write(",".join(header))  # no line break: the first record follows on line 1
     elif defect != "headerless":
         writer.writerow(header)
+    if newer_columns:
+        writer = _Widening(writer)
     if defect is None or defect in (
         "semicolon_delimiter",
         "bom_crlf",
@@ -647,6 +715,7 @@ def generate_sample(
     prefix: str = "patients",
     start_index: int = 0,
     country: str = "US",
+    newer_columns: bool = False,
 ) -> list[SampleFile]:
     """Generate ``files`` Synthea ``patients.csv`` files of ``rows`` rows each.
 
@@ -656,6 +725,8 @@ def generate_sample(
     ``defect`` (one of :data:`DEFECTS`) goes into the last file only; see the module docstring.
     ``SampleFile.rows`` counts data lines (a truncated last line counts; an empty file has 0).
     ``country`` (one of :data:`COUNTRIES`) picks the Synthea configuration the export imitates.
+    ``newer_columns`` writes Synthea 3.x's 28 columns in its order (MIDDLE after FIRST, FIPS after
+    COUNTY, INCOME last) instead of the older 25.
     """
     _check_defect(defect)
     _check_country(country)
@@ -696,7 +767,7 @@ def generate_sample(
         if number <= start_index:
             continue
         buf = io.StringIO()
-        _render(buf, batch, n_rows, file_defect)
+        _render(buf, batch, n_rows, file_defect, newer_columns)
         data = _encode(buf.getvalue(), n_rows, file_defect)
         result.append(
             SampleFile(

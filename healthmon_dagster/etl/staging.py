@@ -96,10 +96,16 @@ def _by_country(
     implies (``default`` when it implies none). One CASE on the state per rule: Postgres hashes
     an IN list of constants, SQLite probes it through an ephemeral index."""
 
+    # The exact spelling first: the folded one costs a function call per row on SQLite.
+    folded = sa.func.lower(sa.func.translate(state, countries.ACCENTED, countries.UNACCENTED))
+
     def breaks(col: ColumnElement[str]) -> ColumnElement[bool]:
         fallback = format_of(default)
         whens = [
-            (state.in_(c.states), _breaks_format(col, format_of(c.code)))
+            (
+                sa.or_(state.in_(c.states), folded.in_(c.folded_states)),
+                _breaks_format(col, format_of(c.code)),
+            )
             for c in countries.COUNTRIES.values()
             if format_of(c.code) != fallback
         ]

@@ -6,8 +6,8 @@
 row filter of row-level checks (:attr:`EvalContext.scope`), to every planner.
 """
 
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 import sqlalchemy as sa
@@ -16,6 +16,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.sql.elements import ColumnElement
 
 from healthmon_dagster.etl import catalog
+from healthmon_dagster.store.metrics import as_utc
 from healthmon_dagster.store.tables import files
 
 FULL: Final = "full"
@@ -31,10 +32,28 @@ class CheckError(Exception):
 
 @dataclass(frozen=True)
 class Batch:
-    """The rows of one load: ``column = value`` (``_file_id`` of the latest file, by default)."""
+    """The rows of the loads a check judges: ``column IN values``. By default ``_file_id`` of the
+    latest file; in a run that loaded, staged or merged files, the ids of every file it did (the
+    run's ETL result), so no file of the run goes unjudged. No values: the run had no rows."""
 
     column: str
-    value: Any
+    values: tuple[Any, ...]
+    of_run: bool = False  # the values are the files of this run (not the latest file)
+    window_hours: int | None = None  # the values are the files loaded in the last window_hours
+
+    def where(self, col: ColumnElement[Any]) -> ColumnElement[bool]:
+        """``col`` holds one of the batch's values (an index probe per value)."""
+        if not self.values:
+            return sa.false()
+        if len(self.values) == 1:
+            one: ColumnElement[bool] = col == self.values[0]
+            return one
+        return col.in_(self.values)
+
+    @property
+    def value(self) -> Any:
+        """The newest value (custom SQL's ``:batch``); None for an empty batch."""
+        return max(self.values) if self.values else None
 
 
 @dataclass
@@ -71,12 +90,35 @@ class EvalContext:
     def scope(self) -> list[ColumnElement[bool]]:
         """The row filter of row-level checks: the batch in incremental mode, else nothing."""
         if self.mode == INCREMENTAL and self.batch is not None:
-            return [self.col(self.batch.column) == self.batch.value]
+            return [self.batch.where(self.col(self.batch.column))]
         return []
 
     @property
     def scope_name(self) -> str:
-        return "latest batch" if self.scope else "table"
+        if not self.scope or self.batch is None:
+            return "table"
+        if self.batch.window_hours is not None:
+            return f"files loaded in the last {self.batch.window_hours} h"
+        if not self.batch.values:
+            return "run (no rows in this run)"
+        if len(self.batch.values) > 1:
+            return f"{len(self.batch.values)} files of this run"
+        return "latest batch"
+
+
+def windowed(ctx: EvalContext, window_hours: int | None) -> EvalContext:
+    """The context a per-file check judges in: unchanged in runs that load files; in the full
+    sweep of a bundled asset, the files loaded in the last ``window_hours`` (None: the whole
+    table), so that one bad file fails the sweeps of its window, not every sweep after it."""
+    if ctx.mode != FULL or window_hours is None or catalog.asset(ctx.asset) is None:
+        return ctx
+    since = as_utc(ctx.now) - timedelta(hours=window_hours)
+    with ctx.engine.connect() as conn:
+        ids = conn.execute(
+            sa.select(files.c.file_id).where(files.c.loaded_at >= since).order_by(files.c.file_id)
+        ).scalars()
+        batch = Batch("_file_id", tuple(ids), window_hours=window_hours)
+    return replace(ctx, mode=INCREMENTAL, batch=batch)
 
 
 def resolve_table(engine: Engine, asset: str) -> sa.Table:
@@ -109,14 +151,14 @@ def resolve_batch(
             value = conn.execute(
                 sa.select(sa.func.max(files.c.file_id)).where(bundled.arrived)
             ).scalar()
-            return None if value is None else Batch("_file_id", value)
+            return None if value is None else Batch("_file_id", (value,))
         column = batch_column or ("_file_id" if "_file_id" in table.c else None)
         if column is None:
             return None
         if column not in table.c:
             raise CheckError(f"batch column {column} does not exist in {table.schema}.{table.name}")
         value = conn.execute(sa.select(sa.func.max(table.c[column]))).scalar()
-    return None if value is None else Batch(column, value)
+    return None if value is None else Batch(column, (value,))
 
 
 def known_names(table: sa.Table | None, asset: str) -> set[str]:

@@ -11,9 +11,11 @@ class (:mod:`healthmon_dagster.quality.kinds`). Cost model:
   ``finish`` step; their module documents their cost.
 
 Modes: ``incremental`` (default for runs that load a file) evaluates row-level checks and
-per-file checks on the latest batch only (``_file_id`` of the latest file in ``etl.files`` for the
-bundled tables, ``max(batch_column)`` for others): cost grows with the batch, not with the table.
-``full`` evaluates every check over the whole table (the scheduled sweep).
+per-file checks on the batch only: the files the run loaded, staged or merged (``run_file_ids``,
+from the pipeline's steps), else the latest file in ``etl.files`` for the bundled tables and
+``max(batch_column)`` for others; cost grows with the batch, not with the table. ``full``
+evaluates every check over the whole table (the scheduled sweep), except the per-file kinds,
+which judge the files loaded in their ``window_hours`` (:func:`~.context.windowed`).
 
 :func:`evaluate_last_load` is the generated last-load freshness check of every asset with a
 ``freshness:`` entry.
@@ -39,6 +41,7 @@ from healthmon_dagster.quality.context import (
     FULL,
     INCREMENTAL,
     MODES,
+    Batch,
     CheckError,
     EvalContext,
     known_names,
@@ -72,15 +75,23 @@ def evaluate(
     rejection_rate: tuple[float, float] = (0.01, 0.05),
     batch_column: str | None = None,
     now: datetime | None = None,
+    run_file_ids: Sequence[int] | None = None,
 ) -> list[CheckResult]:
     """Evaluate ``specs`` on ``asset``'s table; one result per spec, in order, never raising for a
-    check's own failure (status ``error``)."""
+    check's own failure (status ``error``).
+
+    ``run_file_ids``: the files the run loaded, staged or merged into a bundled asset (its ETL
+    result); in incremental mode they are the batch, every one of them judged (an empty list: the
+    run brought no rows, and the checks say so). None: the latest file."""
     if mode not in MODES:
         raise ValueError(f"mode {mode!r} is not one of {', '.join(MODES)}")
     t0 = time.perf_counter()
     try:
         table = resolve_table(engine, asset)
-        batch = resolve_batch(engine, asset, table, batch_column)
+        if run_file_ids is not None and batch_column is None and catalog.asset(asset) is not None:
+            batch: Batch | None = Batch("_file_id", tuple(sorted(run_file_ids)), of_run=True)
+        else:
+            batch = resolve_batch(engine, asset, table, batch_column)
     except Exception as exc:  # the whole asset is unreadable: every check is an error
         msg = safe_error_message(exc, known_names(None, asset))
         return [error_result(asset, s, msg) for s in specs]

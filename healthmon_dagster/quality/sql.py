@@ -59,7 +59,7 @@ def in_latest_batch(ctx: EvalContext, key: sa.Column[Any]) -> ColumnElement[Any]
         return None
     if catalog.asset(ctx.asset) is catalog.CORE_DIM_PATIENT and batch.column == "_file_id":
         stg = catalog.STG_PATIENTS.table
-        return probe_in(key, sa.select(stg.c.id).where(stg.c._file_id == batch.value))
+        return probe_in(key, sa.select(stg.c.id).where(batch.where(stg.c._file_id)))
     rows = ctx.table.alias("batch_rows")
-    keys = sa.select(rows.c[key.name]).where(rows.c[ctx.col(batch.column).name] == batch.value)
+    keys = sa.select(rows.c[key.name]).where(batch.where(rows.c[ctx.col(batch.column).name]))
     return key.in_(keys)

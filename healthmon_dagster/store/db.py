@@ -123,6 +123,16 @@ def _md5(value: str | None) -> str | None:
     return None if value is None else hashlib.md5(value.encode("utf-8")).hexdigest()
 
 
+def _translate(value: str | None, source: str, target: str) -> str | None:
+    """Postgres' ``translate(text, from, to)`` for SQLite: each character of ``from`` becomes the
+    one at its position in ``to`` (dropped when ``to`` is shorter)."""
+    if value is None:
+        return None
+    return value.translate(
+        {ord(c): (target[i] if i < len(target) else None) for i, c in enumerate(source)}
+    )
+
+
 def _attach_paths(url: URL) -> dict[str, str]:
     database = url.database or ""
     if database in ("", ":memory:"):
@@ -169,6 +179,7 @@ def _configure_sqlite(engine: Engine, url: URL) -> None:
                 cur.execute(f"PRAGMA {schema}.synchronous = NORMAL")
         cur.close()
         dbapi_conn.create_function("md5", 1, _md5, deterministic=True)
+        dbapi_conn.create_function("translate", 3, _translate, deterministic=True)
 
     @sa.event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:

@@ -45,6 +45,16 @@ REQUIRED_COLUMNS: tuple[str, ...] = (
 )
 OPTIONAL_COLUMNS: tuple[str, ...] = ("MIDDLE", "FIPS", "INCOME")  # newer Synthea versions
 SOURCE_COLUMNS: tuple[str, ...] = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
+SYNTHEA_COLUMN_ORDER: tuple[str, ...] = (
+    *REQUIRED_COLUMNS[:8],  # Id .. FIRST
+    "MIDDLE",
+    *REQUIRED_COLUMNS[8:20],  # LAST .. COUNTY
+    "FIPS",
+    *REQUIRED_COLUMNS[20:],  # ZIP .. HEALTHCARE_COVERAGE
+    "INCOME",
+)
+"""Synthea 3.x's full patients.csv order. A header is in order when its contract columns are a
+subsequence of it: older exports (no MIDDLE, FIPS, INCOME) and newer ones both are."""
 
 
 def db_column(source_column: str) -> str:

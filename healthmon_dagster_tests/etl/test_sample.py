@@ -16,6 +16,7 @@ from moto.server import ThreadedMotoServer
 
 from healthmon_dagster.cli.sample_cmd import generate_sample as generate_sample_cmd
 from healthmon_dagster.etl.countries import COUNTRIES as COUNTRY_TABLES
+from healthmon_dagster.etl.countries import fold
 from healthmon_dagster.etl.landing import LocalLandingSource
 from healthmon_dagster.etl.sample import (
     COLUMNS,
@@ -28,6 +29,7 @@ from healthmon_dagster.etl.sample import (
     write_patients_csv,
     write_to,
 )
+from healthmon_dagster.store.tables import SYNTHEA_COLUMN_ORDER
 
 HEADER = ",".join(COLUMNS)
 COL = {name: i for i, name in enumerate(COLUMNS)}
@@ -466,12 +468,12 @@ def test_cli_s3_endpoint_down_exits_1_without_traceback(
 @pytest.mark.parametrize(
     ("country", "states", "postal"),
     [
-        ("DE", {"Berlin", "Bayern", "Hamburg", "Nordrhein-Westfalen", "Hessen"}, r"[0-9]{5}"),
+        ("DE", {"Berlin", "Bayern", "Hamburg", "Nordrhein-westfalen", "Thuringen"}, r"[0-9]{5}"),
         ("BR", {"São Paulo", "Rio de Janeiro", "Minas Gerais", "Bahia"}, r"[0-9]{5}-[0-9]{3}"),
         (
             "CA",
             {"Ontario", "Quebec", "British Columbia", "Alberta"},
-            r"[A-Z][0-9][A-Z] [0-9][A-Z][0-9]",
+            r"[A-Z][0-9][A-Z]( [0-9][A-Z][0-9])?",  # some forward sortation areas alone
         ),
     ],
 )
@@ -482,10 +484,15 @@ def test_international_exports_have_local_addresses_and_no_us_ssns(
     for f in files:
         header, rows = parse(f.data)
         assert header == list(COLUMNS) and len(rows) == 1000
-        assert states <= set(column(rows, "STATE")) <= set(COUNTRY_TABLES[country].states)
+        assert states <= set(column(rows, "STATE"))
+        assert {fold(s) for s in column(rows, "STATE")} <= set(
+            COUNTRY_TABLES[country].folded_states
+        )
         assert {r[COL["BIRTHPLACE"]].rsplit("  ", 1)[1] for r in rows} == {country}
         zips = [z for z in column(rows, "ZIP") if z]
         assert zips and all(re.fullmatch(postal, z) for z in zips)
+        if country == "CA":
+            assert 0.2 < sum(len(z) == 3 for z in zips) / len(zips) < 0.4
         ssns = column(rows, "SSN")
         assert "" in ssns  # children have no national id
         assert not any(re.fullmatch(r"[0-9]{3}-[0-9]{2}-[0-9]{4}", s) for s in ssns)
@@ -518,3 +525,22 @@ def test_cli_writes_an_international_export(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     [expected] = generate_sample(20, files=1, country="BR")
     assert (out / expected.key).read_bytes() == expected.data
+
+
+def test_newer_columns_are_written_in_synthea_3_order(tmp_path: Path) -> None:
+    [older] = generate_sample(50, seed=4)
+    [newer] = generate_sample(50, seed=4, newer_columns=True)
+    header, rows = parse(newer.data)
+    assert header == list(SYNTHEA_COLUMN_ORDER) and len(header) == 28
+    _, old_rows = parse(older.data)
+    # The 25 older columns carry the same values; the three new ones are filled realistically.
+    at = {name: i for i, name in enumerate(header)}
+    assert [[r[at[c]] for c in COLUMNS] for r in rows] == old_rows
+    assert all(r[at["FIPS"]].startswith("25") and r[at["INCOME"]].isdigit() for r in rows)
+    assert any(r[at["MIDDLE"]] for r in rows) and any(not r[at["MIDDLE"]] for r in rows)
+    result = CliRunner().invoke(
+        generate_sample_cmd,
+        ["--rows", "50", "--files", "1", "--seed", "4", "--newer-columns", "--out", str(tmp_path)],
+    )
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / newer.key).read_bytes() == newer.data

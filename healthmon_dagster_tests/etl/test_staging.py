@@ -158,6 +158,18 @@ def test_a_flag_rule_configured_to_reject_rejects(engine: Engine, tmp_path: Path
         ("São Paulo", "0131", None, True),
         ("Ontario", "K1A 0B1", None, False),
         ("Ontario", "12345", None, True),
+        ("Alberta", "T5B", None, False),  # a forward sortation area alone (real CA exports)
+        ("Alberta", "t5b", None, False),
+        ("Alberta", "T5", None, True),
+        ("Alberta", "T5B 0", None, True),
+        # State names match ignoring case and accents: the country's pattern applies.
+        ("Nordrhein-westfalen", "50667", None, False),
+        ("NORDRHEIN-WESTFALEN", "5066", None, True),
+        ("Thuringen", "99084", None, False),
+        ("THÜRINGEN", "99084", None, False),
+        ("baden-wurttemberg", "K1A 0B1", None, True),  # German, so not generic
+        ("sao paulo", "01310100", None, False),
+        ("ONTARIO", "T5B", None, False),
         ("Noord-Holland", "1012 AB", None, False),  # no country of its own: generic
         ("Noord-Holland", "1", None, True),
         ("Noord-Holland", "12345678901", None, True),

@@ -98,6 +98,27 @@ def project_config() -> HealthConfiguration:
 # (defs/pipeline/test_contract.py: missing_column, semicolon_delimiter, non_utf8, ...).
 FAILED_BY_THE_JOB: dict[str, str] = {SCHEMA: "missing_column"}
 
+# Every configured check -> the test that makes it fail by landing a file and running
+# patients_etl_job ("module::function" under healthmon_dagster_tests/defs). The invariant checks
+# below are made to fail by tampering instead.
+_CHECKS = "quality/test_checks.py::"
+FAILED_THROUGH_THE_JOB: dict[str, str] = {
+    SCHEMA: "pipeline/test_contract.py::test_a_rejected_file_is_a_failed_contract_check",
+    ROW_COUNT: _CHECKS + "test_raw_checks_and_identity_and_format_rules_fail_through_the_job",
+    WELL_FORMED: _CHECKS + "test_raw_checks_and_identity_and_format_rules_fail_through_the_job",
+    FILE_ANOMALIES: "quality/test_file_checks.py::test_each_tolerated_anomaly_warns",
+    VOLUME: _CHECKS + "test_a_fresh_install_learns_volume_without_failing_until_a_real_deviation",
+    REJECTION: _CHECKS + "test_every_file_a_run_stages_is_judged_not_only_the_newest",
+    FLAGGED: _CHECKS + "test_each_staging_reason_check_fails_through_the_job",
+    IDS: _CHECKS + "test_each_staging_reason_check_fails_through_the_job",
+    GENDER: _CHECKS + "test_each_staging_reason_check_fails_through_the_job",
+    DATES: _CHECKS + "test_each_staging_reason_check_fails_through_the_job",
+    COORDINATES: _CHECKS + "test_each_staging_reason_check_fails_through_the_job",
+    AMOUNTS: _CHECKS + "test_each_staging_reason_check_fails_through_the_job",
+    IDENTITY: _CHECKS
+    + "test_a_later_file_that_reuses_ids_for_other_people_fails_the_identity_check",
+}
+
 # Configured checks that guard invariants of the pipeline's own code (rows neither lost nor
 # invented between layers, one current SCD2 version per patient): no landing file can break them,
 # so they are made to fail by tampering with the tables in their own tests, not by a defect.

@@ -2,6 +2,7 @@
 check and only it, clean data passes, the full sweep reads whole tables, a check that cannot be
 evaluated is an error and never a pass."""
 
+import importlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from healthmon_dagster.store.tables import dim_patient, stg_patients
 from healthmon_dagster_tests.quality.fixtures import (
     EXPECTED,
     FAILED_BY_THE_JOB,
+    FAILED_THROUGH_THE_JOB,
     FLAGGED,
     GENDER,
     IDS,
@@ -229,6 +231,24 @@ def test_every_configured_check_is_made_to_fail_by_a_landed_defect() -> None:
     assert set(INVARIANT_CHECKS) | set(FAILED_BY_THE_JOB) <= configured  # no stale exemption
 
 
+def test_every_configured_check_fails_through_the_job_in_a_test() -> None:
+    """Each configured check has a test that lands a file with a defect and runs the job
+    (FAILED_THROUGH_THE_JOB names it, and it exists), unless it guards an invariant."""
+    configured = {
+        spec.check_name
+        for asset in project_config().quality.assets.values()
+        for spec in asset.checks
+    }
+    assert configured - set(FAILED_THROUGH_THE_JOB) - set(INVARIANT_CHECKS) == set()
+    assert set(FAILED_THROUGH_THE_JOB) <= configured  # no stale entry
+    for where in set(FAILED_THROUGH_THE_JOB.values()):
+        path, function = where.split("::")
+        module = importlib.import_module(
+            "healthmon_dagster_tests.defs." + path.removesuffix(".py").replace("/", ".")
+        )
+        assert callable(getattr(module, function, None)), where
+
+
 @pytest.mark.parametrize(
     ("defect", "check", "status"),
     [
@@ -258,7 +278,7 @@ def test_a_one_row_defect_in_a_large_file_is_reported_with_its_row_number(
     assert statuses(results).get(check) == status
     result = results[check]
     assert result.failing_rows == 1
-    assert result.message.endswith(f"row numbers: {target}")
+    assert result.message.endswith(f"row numbers: {target} in patients_0001.csv")
     # 1 of 20,000 is far below the 1% rate: the rate check alone would not see it
     assert results[REJECTION].status == QualityStatus.PASSED
 

@@ -24,7 +24,7 @@ from sqlalchemy import exc as sa_exc
 
 from healthmon_dagster.config import ConfigError, HealthConfiguration
 from healthmon_dagster.config.models import LandingRetryConfiguration, SchemaCheck
-from healthmon_dagster.defs.quality.checks import to_evaluation
+from healthmon_dagster.defs.quality.checks import RUN_FILE_IDS, to_evaluation
 from healthmon_dagster.defs.resources import (
     HealthmonConfigResource,
     LandingResource,
@@ -289,6 +289,9 @@ def raw_patients(
             metadata={
                 **{name: v for name, (v, _) in figures.items()},
                 "file_keys": dg.MetadataValue.text(", ".join(r.file_key for r in loaded)),
+                RUN_FILE_IDS: dg.MetadataValue.json(
+                    [r.file_id for r in loaded if r.file_id is not None]
+                ),
                 "unexpected_columns": dg.MetadataValue.text("; ".join(unexpected) or "none"),
             }
         )
@@ -386,6 +389,7 @@ def stg_patients(
         metadata={
             **{name: v for name, (v, _) in figures.items() if name != StagingMetrics.ROWS_REJECTED},
             **{f"flag__{code}": n for code, n in flags.items()},
+            RUN_FILE_IDS: dg.MetadataValue.json([r.file_id for r in results]),
         },
     )
     yield dg.MaterializeResult(
@@ -394,6 +398,7 @@ def stg_patients(
             StagingMetrics.ROWS_REJECTED: rejected,
             StagingMetrics.REJECTION_RATE: rate,
             **{f"reason__{code}": n for code, n in reasons.items()},
+            RUN_FILE_IDS: dg.MetadataValue.json([r.file_id for r in results]),
         },
     )
 
@@ -437,7 +442,12 @@ def core_dim_patient(
     }
     if results:
         _record(warehouse, catalog.CORE_DIM_PATIENT, figures)
-    return dg.MaterializeResult(metadata={name: v for name, (v, _) in figures.items()})
+    return dg.MaterializeResult(
+        metadata={
+            **{name: v for name, (v, _) in figures.items()},
+            RUN_FILE_IDS: dg.MetadataValue.json([r.file_id for r in results]),
+        }
+    )
 
 
 ASSETS = [raw_patients, stg_patients, core_dim_patient]

@@ -34,6 +34,9 @@ from healthmon_dagster.quality import (
 )
 
 QUALITY_MODE_TAG = "healthmon/quality_mode"
+RUN_FILE_IDS = "healthmon/file_ids"
+"""Materialization metadata of the pipeline's assets: the ids (``etl.files``) of every file the
+step loaded, staged or merged. The asset's checks in the same run judge exactly those files."""
 
 LAST_LOAD_DESCRIPTION = (
     "The asset was loaded recently enough (from the load audit or the table's load timestamp, so "
@@ -93,6 +96,24 @@ def to_evaluation(result: CheckResult, key: dg.AssetKey) -> dg.AssetCheckEvaluat
     )
 
 
+def run_file_ids(context: dg.AssetCheckExecutionContext, key: dg.AssetKey) -> list[int] | None:
+    """The files the asset's step of this run loaded, staged or merged (its materialization's
+    :data:`RUN_FILE_IDS`); None when the asset was not materialized with them in this run (a
+    checks-only run, an asset outside the pipeline): then the latest file is judged."""
+    records = context.instance.get_records_for_run(
+        context.run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
+    ).records
+    for record in reversed(records):
+        materialization = record.asset_materialization
+        if materialization is None or materialization.asset_key != key:
+            continue
+        value = materialization.metadata.get(RUN_FILE_IDS)
+        if value is None or not isinstance(value.value, list):
+            return None
+        return [int(v) for v in value.value]
+    return None
+
+
 def _checks_for_asset(path: str, config: HealthConfiguration) -> dg.AssetChecksDefinition | None:
     key = asset_key_of(path)
     quality = config.quality.assets.get(path)
@@ -133,6 +154,7 @@ def _checks_for_asset(path: str, config: HealthConfiguration) -> dg.AssetChecksD
             mode=mode,
             rejection_rate=rejection,
             batch_column=batch_column,
+            run_file_ids=run_file_ids(context, key) if mode == INCREMENTAL else None,
         )
         if freshness is not None:
             results.append(

@@ -26,8 +26,10 @@ def plan_custom_sql(ctx: EvalContext, spec: CustomSqlCheck) -> Plan:
         with ctx.engine.connect() as conn:
             if not uses_batch or batch is None:
                 failing = int(conn.execute(counted).scalar() or 0)
-            elif ctx.mode != FULL:
-                failing = int(conn.execute(counted, {"batch": batch.value}).scalar() or 0)
+            elif ctx.mode != FULL:  # once for every file of the batch
+                failing = sum(
+                    int(conn.execute(counted, {"batch": b}).scalar() or 0) for b in batch.values
+                )
             else:  # the full sweep runs a per-batch query once for every batch of the table
                 column = ctx.table.c[batch.column]
                 batches = conn.execute(sa.select(column).distinct()).scalars().all()

@@ -28,7 +28,7 @@ import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
 from healthmon_dagster.config.models import IdentityStabilityCheck
-from healthmon_dagster.quality.context import INCREMENTAL, EvalContext
+from healthmon_dagster.quality.context import INCREMENTAL, EvalContext, windowed
 from healthmon_dagster.quality.grading import count_result
 from healthmon_dagster.quality.plan import Plan, planner
 from healthmon_dagster.quality.result import CheckResult
@@ -41,6 +41,7 @@ def plan_identity_stability(ctx: EvalContext, spec: IdentityStabilityCheck) -> P
         ctx.col(n).name for n in (spec.key, spec.valid_from, spec.valid_to)
     )
     identity = [ctx.col(c).name for c in spec.identity_columns]
+    ctx = windowed(ctx, spec.window_hours)
     batch = ctx.batch if ctx.mode == INCREMENTAL else None
     batch_col = ctx.col(batch.column).name if batch is not None else None
 
@@ -52,7 +53,7 @@ def plan_identity_stability(ctx: EvalContext, spec: IdentityStabilityCheck) -> P
                 first, last = conn.execute(
                     sa.select(
                         sa.func.min(table.c[valid_from]), sa.func.max(table.c[valid_from])
-                    ).where(table.c[batch_col] == batch.value)
+                    ).where(batch.where(table.c[batch_col]))
                 ).one()
                 # The versions that end where a version of the batch starts: within the batch's
                 # window (an index range on valid_to), set apart first, so that each finds the
@@ -68,7 +69,7 @@ def plan_identity_stability(ctx: EvalContext, spec: IdentityStabilityCheck) -> P
                     .cte("replaced")
                     .prefix_with("MATERIALIZED")
                 )
-                counted = new.c[batch_col] == batch.value
+                counted = batch.where(new.c[batch_col])
             else:
                 old = table.alias("p")
             changed = {c: new.c[c] != old.c[c] for c in identity}  # NULL on a side: no change
@@ -89,7 +90,7 @@ def plan_identity_stability(ctx: EvalContext, spec: IdentityStabilityCheck) -> P
             row = conn.execute(query).one()._mapping
         transitions, failing, keys = (int(row[n] or 0) for n in ("transitions", "changed", "keys"))
         per_column = {f"changed__{c}": int(row[f"col{i}"] or 0) for i, c in enumerate(identity)}
-        scope = "latest batch" if batch is not None else "table"
+        scope = ctx.scope_name
         return count_result(
             ctx,
             spec,

@@ -88,17 +88,16 @@ def plan_file_anomalies(ctx: EvalContext, spec: FileAnomaliesCheck) -> Plan:
                     "no landing file loaded yet: nothing to judge",
                     details={"files_checked": 0},
                 )
-            query = query.where(f.file_id == ctx.batch.value)
+            query = query.where(ctx.batch.where(f.file_id))
         else:
             since = as_utc(ctx.now) - timedelta(hours=spec.window_hours)
             query = query.where(bundled.loaded_at >= since)
         with ctx.engine.connect() as conn:
             rows = conn.execute(query.order_by(f.file_id)).all()
-        where = (
-            "the latest file"
-            if ctx.mode == INCREMENTAL
-            else f"{len(rows)} file(s) loaded in the last {spec.window_hours} h"
-        )
+        if ctx.mode != INCREMENTAL:
+            where = f"{len(rows)} file(s) loaded in the last {spec.window_hours} h"
+        else:
+            where = "the latest file" if len(rows) <= 1 else f"the {len(rows)} files of this run"
         optional = {c.upper() for c in OPTIONAL_COLUMNS}
         found: dict[str, float] = {
             # files with each flag; columns and records counted

@@ -14,7 +14,7 @@ from sqlalchemy import exc as sa_exc
 
 from healthmon_dagster.config.models import ReconciliationCheck, RejectionRateCheck
 from healthmon_dagster.etl import catalog
-from healthmon_dagster.quality.context import INCREMENTAL, CheckError, EvalContext
+from healthmon_dagster.quality.context import INCREMENTAL, CheckError, EvalContext, windowed
 from healthmon_dagster.quality.grading import count_result, grade, make_result, rate
 from healthmon_dagster.quality.plan import Plan, planner
 from healthmon_dagster.quality.result import CheckResult
@@ -46,6 +46,7 @@ def _rejected_pair(ctx: EvalContext) -> tuple[sa.Table, sa.Table]:
 
 @planner(RejectionRateCheck)
 def plan_rejection_rate(ctx: EvalContext, spec: RejectionRateCheck) -> Plan:
+    ctx = windowed(ctx, spec.window_hours)
     accepted, rejected = _rejected_pair(ctx)
     default_warn, default_fail = ctx.rejection_rate
     warn = spec.warn if spec.warn is not None else default_warn
@@ -55,7 +56,7 @@ def plan_rejection_rate(ctx: EvalContext, spec: RejectionRateCheck) -> Plan:
         def count(t: sa.Table) -> int:
             where = []
             if ctx.mode == INCREMENTAL and ctx.batch is not None and ctx.batch.column in t.c:
-                where.append(t.c[ctx.batch.column] == ctx.batch.value)
+                where.append(ctx.batch.where(t.c[ctx.batch.column]))
             return int(scalar(ctx, sa.select(sa.func.count()).select_from(t).where(*where)) or 0)
 
         n_rejected, n_accepted = count(rejected), count(accepted)
@@ -97,7 +98,7 @@ def plan_reconciliation(ctx: EvalContext, spec: ReconciliationCheck) -> Plan:
     def raw_vs_stg(_v: Mapping[str, Any], _total: int) -> CheckResult:
         staged = sa.select(files.c.file_id).where(files.c.staged_at.is_not(None))
         if batch is not None:
-            staged = staged.where(files.c.file_id == batch.value)
+            staged = staged.where(batch.where(files.c.file_id))
         # Per staged file, three counts through each table's (_file_id, _row_number) key.
         f = files.c
         per_file = sa.select(
@@ -145,7 +146,7 @@ def plan_reconciliation(ctx: EvalContext, spec: ReconciliationCheck) -> Plan:
     def stg_vs_core(_v: Mapping[str, Any], _total: int) -> CheckResult:
         s, d = _STG, catalog.CORE_DIM_PATIENT.table
         merged = sa.select(files.c.file_id).where(files.c.merged_at.is_not(None))
-        in_scope = s.c._file_id == batch.value if batch is not None else s.c._file_id.in_(merged)
+        in_scope = batch.where(s.c._file_id) if batch is not None else s.c._file_id.in_(merged)
         # Every staged patient of a merged file has a current version (through the partial
         # unique index on patient_id WHERE is_current).
         if batch is None:
@@ -158,7 +159,7 @@ def plan_reconciliation(ctx: EvalContext, spec: ReconciliationCheck) -> Plan:
             # hashed subplan on Postgres, a temporary index on SQLite, whatever the estimates),
             # leave the patients re-sent unchanged, and only they are probed for a current
             # version of an earlier file. Materialized, so the planner cannot probe every row.
-            own = sa.select(d.c.patient_id).where(d.c._file_id == batch.value, d.c.is_current)
+            own = sa.select(d.c.patient_id).where(batch.where(d.c._file_id), d.c.is_current)
             leftover = (
                 sa.select(s.c.id.label("id"))
                 .where(in_scope, s.c.id.not_in(own))

@@ -72,14 +72,15 @@ def plan_schema(ctx: EvalContext, spec: SchemaCheck) -> Plan:
         if ctx.asset == catalog.RAW_PATIENTS.key and ctx.batch is not None:
             # The raw table keeps the contract's columns; what the file itself brought is audited.
             with ctx.engine.connect() as conn:
-                row = conn.execute(
+                audited = conn.execute(
                     sa.select(files.c.unexpected_columns, files.c.missing_columns).where(
-                        files.c.file_id == ctx.batch.value
+                        ctx.batch.where(files.c.file_id)
                     )
-                ).first()
-            if row is not None:
-                file_unexpected = [c for c in (row[0] or "").split(",") if c]
-                file_missing = [c for c in (row[1] or "").split(",") if c]
+                ).all()  # every file of the batch: a header is judged when it lands
+            if audited:
+                joined = [",".join(r[i] or "" for r in audited) for i in (0, 1)]
+                file_unexpected = list(dict.fromkeys(c for c in joined[0].split(",") if c))
+                file_missing = list(dict.fromkeys(c for c in joined[1].split(",") if c))
                 missing += [c for c in spec.required_columns if c in file_missing]
                 # The raw table holds the contract's columns (optional ones too): only what the
                 # file itself brought beyond them is unexpected.

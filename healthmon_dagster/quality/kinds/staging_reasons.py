@@ -24,11 +24,12 @@ from healthmon_dagster.config.models import (
     StagingFlagsCheck,
 )
 from healthmon_dagster.etl import catalog
-from healthmon_dagster.quality.context import INCREMENTAL, CheckError, EvalContext
+from healthmon_dagster.quality.context import INCREMENTAL, CheckError, EvalContext, windowed
 from healthmon_dagster.quality.grading import count_result, fraction_result
 from healthmon_dagster.quality.plan import Plan, planner
 from healthmon_dagster.quality.result import CheckResult
 from healthmon_dagster.quality.sql import count_if
+from healthmon_dagster.store.tables import files
 
 ROW_NUMBERS_SHOWN = 20
 """How many row numbers a result names at most (the first ones, in file order)."""
@@ -52,24 +53,31 @@ def _require_staging(ctx: EvalContext, kind: str) -> None:
 
 def _batch_filter(ctx: EvalContext, table: sa.Table) -> list[ColumnElement[bool]]:
     if ctx.mode == INCREMENTAL and ctx.batch is not None:
-        return [table.c._file_id == ctx.batch.value]
+        return [ctx.batch.where(table.c._file_id)]
     return []
 
 
 def _row_numbers(ctx: EvalContext, table: sa.Table, where: Sequence[ColumnElement[bool]]) -> str:
-    """``'; row numbers: 3, 57 (first 20 of 31)'``: the first row numbers of the rows found."""
+    """``'; row numbers: 3, 57 in patients_0002.csv; 4 in patients_0003.csv'``: the first row
+    numbers of the rows found, by file (a run may stage several files)."""
+    first = (
+        sa.select(table.c._file_id, table.c._row_number)
+        .where(*where)
+        .order_by(table.c._file_id, table.c._row_number)
+        .limit(ROW_NUMBERS_SHOWN)
+        .subquery("first_rows")
+    )
     with ctx.engine.connect() as conn:
-        numbers = (
-            conn.execute(
-                sa.select(table.c._row_number)
-                .where(*where)
-                .order_by(table.c._file_id, table.c._row_number)
-                .limit(ROW_NUMBERS_SHOWN)
-            )
-            .scalars()
-            .all()
-        )
-    return f"; row numbers: {', '.join(str(int(n)) for n in numbers)}"
+        rows = conn.execute(
+            sa.select(files.c.file_key, first.c._row_number)
+            .join(files, files.c.file_id == first.c._file_id)
+            .order_by(first.c._file_id, first.c._row_number)
+        ).all()
+    by_file: dict[str, list[str]] = {}
+    for key, number in rows:
+        by_file.setdefault(key, []).append(str(int(number)))
+    text = "; ".join(f"{', '.join(n)} in {key}" for key, n in by_file.items())
+    return f"; row numbers: {text}"
 
 
 def _with_rows(result: CheckResult, rows: str, failing: int) -> CheckResult:
@@ -80,6 +88,7 @@ def _with_rows(result: CheckResult, rows: str, failing: int) -> CheckResult:
 @planner(RejectionReasonsCheck)
 def plan_rejection_reasons(ctx: EvalContext, spec: RejectionReasonsCheck) -> Plan:
     _require_staging(ctx, spec.kind)
+    ctx = windowed(ctx, spec.window_hours)
     rejected, staged = catalog.STG_PATIENTS_REJECTED.table, catalog.STG_PATIENTS.table
     codes = rejected.c.reasons
     any_reason = sa.or_(*(has_code(codes, code) for code in spec.reasons))
@@ -138,6 +147,8 @@ def plan_staging_flags(ctx: EvalContext, spec: StagingFlagsCheck) -> Plan:
     )
     exprs: dict[str, ColumnElement[Any]] = {"found": count_if(found_expr)}
     exprs.update({f"f{i}": count_if(has_code(flags, code)) for i, code in enumerate(wanted)})
+    swept = ctx
+    ctx = windowed(ctx, spec.window_hours)
 
     def finish(v: Mapping[str, Any], total: int) -> CheckResult:
         found = int(v["found"])
@@ -155,4 +166,14 @@ def plan_staging_flags(ctx: EvalContext, spec: StagingFlagsCheck) -> Plan:
         rows = _row_numbers(ctx, ctx.table, [*ctx.scope, found_expr])
         return _with_rows(result, rows, found)
 
-    return Plan(exprs, finish)
+    if ctx is swept:  # fused into the table's one row query
+        return Plan(exprs, finish)
+
+    def finish_in_window(_v: Mapping[str, Any], _total: int) -> CheckResult:
+        labelled = [e.label(name) for name, e in exprs.items()]
+        query = sa.select(sa.func.count().label("total"), *labelled).where(*ctx.scope)
+        with ctx.engine.connect() as conn:
+            row = conn.execute(query.select_from(ctx.table)).one()._mapping
+        return finish(dict(row), int(row["total"]))
+
+    return Plan({}, finish_in_window)

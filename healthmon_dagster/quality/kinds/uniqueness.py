@@ -56,7 +56,7 @@ def plan_unique(ctx: EvalContext, spec: UniqueCheck) -> Plan:
                 other = ctx.table.alias("other")
                 clash = sa.exists().where(
                     *(other.c[c.name] == c for c in cols),
-                    other.c[batch.column] != batch.value,
+                    sa.not_(batch.where(other.c[batch.column])),
                 )
                 failing += int(scalar(ctx, sa.select(sa.func.count()).where(*scope, clash)) or 0)
         elif spec.scope == "latest_file":

@@ -16,14 +16,18 @@ from healthmon_dagster.definitions import build_defs
 from healthmon_dagster.etl.landing import LocalLandingSource
 from healthmon_dagster.etl.sample import generate_sample, write_to
 from healthmon_dagster.store.db import get_engine
-from healthmon_dagster.store.tables import check_results, files
+from healthmon_dagster.store.tables import SYNTHEA_COLUMN_ORDER, check_results, files
 from healthmon_dagster_tests.defs.fixtures import (
     CORE,
     failure_descriptions,
     materialized,
     patient_values,
 )
-from healthmon_dagster_tests.quality.fixtures import FILE_ANOMALIES, PROJECT_CONFIG
+from healthmon_dagster_tests.quality.fixtures import (
+    FILE_ANOMALIES,
+    PROJECT_CONFIG,
+    seed_volume_history,
+)
 
 ANOMALIES = (
     "bom",
@@ -234,7 +238,10 @@ def test_the_full_sweep_judges_every_file_of_its_window(
 
     etl = run("patients_etl_job", instance)
     assert etl.success, failure_descriptions(etl)
-    assert file_check(etl).passed is True  # the run judged the newest file, which is clean
+    # The run loaded the three files and judges all three, not only the newest (clean) one.
+    ran = file_check(etl)
+    assert ran.passed is False and ran.metadata["files_checked"].value == 3
+    assert (ran.description or "").startswith("the 3 files of this run: ")
 
     # The first file was loaded two days ago: outside the sweep's 24 h window.
     engine = get_engine(db_url)
@@ -256,3 +263,46 @@ def test_the_full_sweep_judges_every_file_of_its_window(
     meta = {k: v.value for k, v in evaluation.metadata.items()}
     assert (meta["files_checked"], meta["unexpected_columns"], meta["bom"]) == (2, 1, 0)
     assert (evaluation.description or "").startswith("2 file(s) loaded in the last 24 h: ")
+
+
+def test_synthea_3_header_in_its_own_order_passes_every_check(
+    healthmon_env: Path, db_url: str, instance: dg.DagsterInstance
+) -> None:
+    """Synthea 3.x writes MIDDLE after FIRST, FIPS after COUNTY, INCOME last: its real order is
+    not "reordered", and nothing else fails or warns on it."""
+    seed_volume_history(get_engine(db_url), rows=100)
+    samples = generate_sample(100, files=1, newer_columns=True)
+    assert samples[0].data.split(b"\n", 1)[0].decode() == ",".join(SYNTHEA_COLUMN_ORDER)
+    write_to(LocalLandingSource(healthmon_env / "landing"), samples)
+
+    result = run("patients_etl_job", instance)
+
+    assert result.success, failure_descriptions(result)
+    found = {
+        e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data
+        for e in result.all_events
+        if e.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION
+    }
+    assert {n: e.description for n, e in found.items() if not e.passed} == {}
+    meta = {k: v.value for k, v in file_check(result).metadata.items()}
+    assert (meta["column_order"], meta["missing_optional_columns"]) == (0, 0)
+    with get_engine(db_url).connect() as conn:
+        loaded = conn.execute(
+            sa.text("SELECT count(*) FROM raw.patients WHERE middle IS NOT NULL AND income > '0'")
+        ).scalar()
+    assert loaded and loaded > 0  # the newer columns are loaded by name
+
+
+def test_a_reordered_synthea_3_header_still_warns(
+    healthmon_env: Path, db_url: str, instance: dg.DagsterInstance
+) -> None:
+    samples = generate_sample(100, files=1, newer_columns=True, defect="columns_reordered")
+    write_to(LocalLandingSource(healthmon_env / "landing"), samples)
+
+    result = run("patients_etl_job", instance)
+
+    assert result.success, failure_descriptions(result)
+    evaluation = file_check(result)
+    assert evaluation.passed is False and evaluation.severity == dg.AssetCheckSeverity.WARN
+    meta = {k: v.value for k, v in evaluation.metadata.items()}
+    assert (meta["column_order"], meta["missing_optional_columns"]) == (1, 0)

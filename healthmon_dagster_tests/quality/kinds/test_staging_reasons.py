@@ -32,7 +32,7 @@ def test_reasons_are_counted_each_and_rows_named_up_to_twenty(
     assert found.details["rows__gender_invalid"] == 30 and found.details["rows__id_missing"] == 0
     assert (found.failing_rows, found.total_rows) == (30, 1000)
     first = ", ".join(str(pos + 1) for pos in defect_rows(1000)[:20])
-    assert found.message.endswith(f"row numbers: {first} (the first 20 of 30)")
+    assert found.message.endswith(f"row numbers: {first} in patients_0001.csv (the first 20 of 30)")
     assert none.status == QualityStatus.PASSED and none.failing_rows == 0
 
 
