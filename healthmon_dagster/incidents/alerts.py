@@ -30,6 +30,7 @@ from healthmon_dagster.store.metrics import as_utc, utcnow
 from healthmon_dagster.store.tables import alerts, incident_alerts
 
 ACTOR = Actor("sensor:critical_alerts", IncidentSource.SENSOR)
+INCIDENT_RULE_PREFIX = "incident_"  # the rules of incidents/announce.py
 
 
 def _blamed(labels: dict[str, str], s3_bucket: str | None) -> str | None:
@@ -69,6 +70,8 @@ def unlinked_critical_alerts(engine: Engine) -> list[Row[Any]]:
                     a.state == str(AlertState.FIRING),
                     a.severity == str(AlertSeverity.CRITICAL),
                     ~sa.exists().where(ia.alert_id == a.alert_id),
+                    # An incident's own alert (incidents/announce.py) announces it: no loop.
+                    ~a.rule_id.startswith(INCIDENT_RULE_PREFIX),
                 )
                 .order_by(a.alert_id)
             )

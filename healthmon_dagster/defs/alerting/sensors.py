@@ -31,6 +31,7 @@ from healthmon_dagster.defs.alerting.jobs import alert_dispatch_job
 from healthmon_dagster.defs.resources import HealthmonConfigResource, WarehouseResource
 from healthmon_dagster.enums import EventKind, NotificationStatus
 from healthmon_dagster.incidents.alerts import open_for_critical_alerts
+from healthmon_dagster.incidents.announce import incident_signals, record_sent, with_incident_rules
 from healthmon_dagster.settings import get_settings
 from healthmon_dagster.store.errors import error_text
 from healthmon_dagster.store.metrics import utcnow
@@ -97,17 +98,22 @@ def alert_evaluation_sensor(
     except ConfigError as exc:
         return dg.SkipReason(f"healthmon.yaml is invalid, no alert evaluated: {exc}")
     cursor = int(context.cursor) if context.cursor else None
+    config = with_incident_rules(config)  # open incidents are announced as alerts
     try:
         engine = warehouse.health_engine()
         report = evaluate(
             engine,
             config,
             cursor=cursor,
-            extra_signals=run_signals(context.instance, config),
+            extra_signals=[
+                *run_signals(context.instance, config),
+                *incident_signals(engine, config),
+            ],
             lineage=lineage_of(context.repository_def),
         )
         escalations = maintain(engine, config)
         linked = open_for_critical_alerts(engine, get_settings().s3_bucket)  # incidents
+        record_sent(engine)  # notifications of incident alerts on the incidents' timelines
     except sa_exc.SQLAlchemyError as exc:
         return dg.SkipReason(f"health store unavailable, no alert evaluated: {error_text(exc)}")
     if report.cursor is not None and report.cursor != cursor:
