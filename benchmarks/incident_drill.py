@@ -13,8 +13,9 @@ HTTP stand-in (``alerting.builtin_channels: [log, webhook]``), health checks off
 add load; the drill measures the failure path), ``--group-wait`` seconds of grouping
 (default: the project's 30 s).
 
-The drill: the proxy stops (connections refused), a file lands, the landing sensor starts its run,
-the raw step fails after its step retries (``landing.retry``: about 22 s). Measured from that
+The drill: a file lands; once the landing sensor has requested its run the proxy stops
+(connections refused; the sensor starts no run while the warehouse is down); the raw step fails
+after its step retries (``landing.retry``: about 22 s). Measured from that
 step's failure (its STEP_FAILURE event): the incident row (``created_at``: time to detect) and the
 first webhook request announcing it (``alertname=incident``: time to notify); also from the fault.
 """
@@ -31,6 +32,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -135,6 +137,10 @@ def write_config(folder: Path, group_wait: int) -> Path:
     return path
 
 
+def etl_run(instance: dg.DagsterInstance) -> bool:
+    return bool(instance.get_run_records(filters=dg.RunsFilter(job_name="patients_etl_job")))
+
+
 def step_failed_at(instance: dg.DagsterInstance) -> float | None:
     for record in instance.get_run_records():
         for entry in instance.all_logs(
@@ -175,10 +181,12 @@ def drill(args: argparse.Namespace, workdir: Path, url: str) -> DrillReport:
             dg.DagsterInstance.from_config(str(dagster_home)) as instance,
             running_daemon(env, log),
         ):
-            time.sleep(args.warmup)  # the daemon's first ticks
+            # The landing sensor starts no run while the warehouse is down, so the fault begins
+            # once it has requested the run (before the run's worker connects).
+            write_to(LocalLandingSource(home / "landing"), generate_sample(100, files=1))
+            wait_for("the ETL run", partial(etl_run, instance), TIMEOUT, interval=0.05, log=log)
             proxy.stop()
             fault = time.time()
-            write_to(LocalLandingSource(home / "landing"), generate_sample(100, files=1))
             failed = wait_for(
                 "the raw step to fail", lambda: step_failed_at(instance), TIMEOUT, log=log
             )
@@ -205,7 +213,6 @@ def drill(args: argparse.Namespace, workdir: Path, url: str) -> DrillReport:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--group-wait", type=int, default=30, help="alerting group wait (s)")
-    parser.add_argument("--warmup", type=float, default=20.0, help="seconds before the fault")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, scratch_database() as url:
