@@ -52,16 +52,19 @@ def step_classification(event: dg.DagsterEvent) -> tuple[Classification, str]:
     return Classification("step_error", False, "unclassified_step_error"), f"{kind} in the step"
 
 
-def _step_assets(repository: dg.RepositoryDefinition | None, step_key: str) -> list[str]:
-    """The asset keys of the step's assets (or checks) definition in this code location."""
+def _step_assets(
+    repository: dg.RepositoryDefinition | None, step_key: str
+) -> tuple[list[str], bool]:
+    """The asset keys of the step's assets (or checks) definition in this code location, and
+    whether it is a check step."""
     if repository is None:
-        return []
+        return [], False
     for assets_def in repository.asset_graph.assets_defs:
         if assets_def.is_executable and assets_def.node_def.name == step_key:
             if isinstance(assets_def, dg.AssetChecksDefinition):
-                return sorted({k.asset_key.to_user_string() for k in assets_def.check_keys})
-            return sorted(k.to_user_string() for k in assets_def.keys)
-    return []
+                return sorted({k.asset_key.to_user_string() for k in assets_def.check_keys}), True
+            return sorted(k.to_user_string() for k in assets_def.keys), False
+    return [], False
 
 
 def _planned_assets(instance: dg.DagsterInstance, run_id: str) -> list[str]:
@@ -87,7 +90,7 @@ def run_failures(context: dg.RunFailureSensorContext, recorded: set[str]) -> lis
         if step in recorded:
             continue
         found, text = step_classification(event)
-        assets = _step_assets(context.repository_def, step)
+        assets, is_check = _step_assets(context.repository_def, step)
         failures.append(
             step_failure(
                 job_name=run.job_name,
@@ -97,7 +100,7 @@ def run_failures(context: dg.RunFailureSensorContext, recorded: set[str]) -> lis
                 found=found,
                 occurred_at=now,
                 error=text,
-                is_check="DagsterAssetCheckFailedError" in text or found is CHECK_FAILED,
+                is_check=is_check or found is CHECK_FAILED,
                 s3_bucket=get_settings().s3_bucket,
             )
         )
