@@ -1,6 +1,6 @@
 """The code location: reads healthmon.yaml once and merges the ``definitions(config)`` of every
 module and domain package in ``healthmon_dagster.defs`` (``resources``, ``pipeline``, ``quality``,
-``health``, ``maintenance``).
+``health``, ``maintenance``, ``incidents``).
 
 Adding assets, checks, jobs, schedules or sensors means adding them to a domain's ``definitions()``
 (or a new domain package with one); this file does not list them. A module or package of
@@ -22,6 +22,7 @@ import dagster as dg
 
 import healthmon_dagster.defs as defs_package
 from healthmon_dagster.config import HealthConfiguration
+from healthmon_dagster.defs.incidents.hooks import with_incident_hooks
 from healthmon_dagster.defs.quality.assets import with_freshness_policies
 from healthmon_dagster.defs.resources import HealthmonConfigResource
 from healthmon_dagster.settings import get_settings
@@ -61,8 +62,10 @@ def build_defs(config: HealthConfiguration | None = None) -> dg.Definitions:
     """The code location for ``config`` (default: healthmon.yaml as the config resource reads it)."""
     check_database_urls(get_settings())
     config = config if config is not None else HealthmonConfigResource().load()
-    # Cross-cutting policy: each asset's freshness window from healthmon.yaml.
-    return with_freshness_policies(dg.Definitions.merge(*domain_definitions(config)), config)
+    # Cross-cutting policy: each asset's freshness window from healthmon.yaml, and the failure
+    # hook that opens incidents on every asset and check.
+    merged = dg.Definitions.merge(*domain_definitions(config))
+    return with_incident_hooks(with_freshness_policies(merged, config))
 
 
 defs = build_defs()

@@ -135,6 +135,7 @@ class EventKind(StrEnum):
     RUN_FAILURE = "run_failure"  # a Dagster run failed, including runs that never reached a step
     HEALTH_CHECK = "health_check"  # a health check reported warning or critical
     DEPENDENCY_UNREACHABLE = "dependency_unreachable"  # a connectivity check is critical
+    INCIDENT = "incident"  # an incident is open (incidents/announce.py passes these signals in)
 
 
 class AlertState(StrEnum):

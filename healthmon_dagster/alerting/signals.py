@@ -468,8 +468,8 @@ def _event_signal(
     rule: AlertRule, event: EventCondition, row: CheckRow, ctx: EventContext
 ) -> Signal | None:
     kind = event.kind
-    if kind == EventKind.RUN_FAILURE:
-        return None  # from the Dagster instance (the adapter passes these signals in)
+    if kind in (EventKind.RUN_FAILURE, EventKind.INCIDENT):
+        return None  # from the Dagster instance / the incident store (passed in, not check rows)
     if kind == EventKind.HEALTH_CHECK or kind == EventKind.DEPENDENCY_UNREACHABLE:
         if row.source != str(RecordSource.HEALTH_CHECK) or not _selected(event, row):
             return None

@@ -17,6 +17,7 @@ import dagster as dg
 from healthmon_dagster.alerting.fastpath import evaluate_run, to_send
 from healthmon_dagster.config.models import HealthConfiguration
 from healthmon_dagster.defs.resources import CONFIG_RESOURCE, HealthmonConfigResource
+from healthmon_dagster.incidents.announce import with_incident_rules
 from healthmon_dagster.notify.dispatch import Dispatcher, DispatchReport
 from healthmon_dagster.store.errors import error_text
 
@@ -39,7 +40,8 @@ def alert_fast_path(context: dg.HookContext) -> None:
     started = time.monotonic()
     try:
         config_resource: HealthmonConfigResource = getattr(context.resources, CONFIG_RESOURCE)
-        config = config_resource.load()
+        # The incident rules too, as the evaluation sensor has them: one rule set for both paths.
+        config = with_incident_rules(config_resource.load())
         engine = context.resources.warehouse.health_engine()
         report = evaluate_run(engine, config, context.run_id)
         alert_ids = to_send(report) if report is not None else []

@@ -32,6 +32,9 @@ from healthmon_dagster.config.loader import ConfigError
 from healthmon_dagster.defs.alerting.jobs import alert_dispatch_job
 from healthmon_dagster.defs.resources import HealthmonConfigResource, WarehouseResource
 from healthmon_dagster.enums import EventKind, NotificationStatus
+from healthmon_dagster.incidents.alerts import open_for_critical_alerts
+from healthmon_dagster.incidents.announce import incident_signals, record_sent, with_incident_rules
+from healthmon_dagster.settings import get_settings
 from healthmon_dagster.store.errors import error_text
 from healthmon_dagster.store.metrics import utcnow
 from healthmon_dagster.store.tables import notifications
@@ -127,6 +130,7 @@ def alert_evaluation_sensor(
     except ConfigError as exc:
         return dg.SkipReason(f"healthmon.yaml is invalid, no alert evaluated: {exc}")
     cursor = int(context.cursor) if context.cursor else None
+    config = with_incident_rules(config)  # open incidents are announced as alerts
     try:
         engine = warehouse.health_engine()
         report = evaluate(
@@ -136,16 +140,21 @@ def alert_evaluation_sensor(
             extra_signals=[
                 *run_signals(context.instance, config),
                 *freshness_signals(context.instance, context.repository_def, config),
+                *incident_signals(engine, config),
             ],
             lineage=lineage_of(context.repository_def),
         )
         escalations = maintain(engine, config)
+        linked = open_for_critical_alerts(engine, get_settings().s3_bucket)  # incidents
+        record_sent(engine)  # notifications of incident alerts on the incidents' timelines
     except sa_exc.SQLAlchemyError as exc:
         return dg.SkipReason(f"health store unavailable, no alert evaluated: {error_text(exc)}")
     if report.cursor is not None and report.cursor != cursor:
         context.update_cursor(str(report.cursor))
     for alert_id in report.fired:
         context.log.warning(f"alert {alert_id} fired: {report.titles.get(alert_id, '')}")
+    for alert_id, incident_id in linked.items():
+        context.log.warning(f"critical alert {alert_id} linked to incident {incident_id}")
     for alert_id in report.resolved:
         context.log.info(f"alert {alert_id} resolved: {report.titles.get(alert_id, '')}")
     return dg.SkipReason(

@@ -1,0 +1,190 @@
+"""Incidents announced through the alert channels: each open incident is an alert of its own.
+
+An incident is announced as an alert with the labels ``alertname=incident``, ``incident_id``,
+``component`` and ``severity``, raised and resolved by the alert engine like any other: this module
+only makes the signals (:func:`incident_signals`) and the rules they belong to
+(:func:`with_incident_rules`); ``alerting.engine.evaluate`` does the rest. So an incident gets the
+engine's dedup (one open alert per fingerprint, by index), grouping, silences, routing to the
+channels, the outbox's exactly-once delivery, escalation policies, acknowledgement, and the
+PagerDuty and signed webhook (Alertmanager JSON) exports, with no second notification path.
+
+- Opening an incident fires its alert (the rule ``incident_<severity>``: ``incident_low`` is an
+  ``info`` alert ... ``incident_critical`` a ``critical`` one).
+- Escalating (severity up) resolves the alert of the old severity and fires one of the new: the
+  channels are told both, the second with the higher severity (Prometheus does the same when an
+  alert's labels change; the fingerprint includes the severity).
+- Resolving or closing the incident resolves its alert: the channels told are told it resolved.
+
+The rules are built in (channels: ``alerting.builtin_channels``); a rule of the same id in
+``alert_rules`` (event kind ``incident``) replaces one, e.g. to page on ``incident_critical``
+through PagerDuty with an escalation policy.
+
+:func:`record_sent` puts a ``notification_sent`` entry on an incident's timeline once the outbox
+marks a notification of its alert sent (not when queued: a queued message may still be cancelled
+or fail), once per notification.
+"""
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from healthmon_dagster.alerting.signals import Signal, alert_labels
+from healthmon_dagster.config.models import AlertRule, EventCondition, HealthConfiguration
+from healthmon_dagster.enums import (
+    AlertSeverity,
+    EventKind,
+    IncidentEventKind,
+    IncidentSeverity,
+    IncidentSource,
+    NotificationStatus,
+)
+from healthmon_dagster.incidents.alerts import INCIDENT_RULE_PREFIX
+from healthmon_dagster.incidents.records import OPEN, Actor, record_event
+from healthmon_dagster.store.connection import write_transaction
+from healthmon_dagster.store.metrics import as_utc, utcnow
+from healthmon_dagster.store.tables import alerts, incident_events, incidents, notifications
+
+ALERTNAME = "incident"
+RULE_PREFIX = INCIDENT_RULE_PREFIX
+ALERT_SEVERITY = {
+    IncidentSeverity.LOW: AlertSeverity.INFO,
+    IncidentSeverity.MEDIUM: AlertSeverity.WARNING,
+    IncidentSeverity.HIGH: AlertSeverity.ERROR,
+    IncidentSeverity.CRITICAL: AlertSeverity.CRITICAL,
+}
+ENDED_LOOKBACK = timedelta(days=7)
+"""Ended incidents younger than this still send an inactive signal (resolving their alert)."""
+ACTOR = Actor("sensor:incident_notifications", IncidentSource.SENSOR)
+
+
+def rule_id(severity: IncidentSeverity) -> str:
+    return f"{RULE_PREFIX}{severity}"
+
+
+def builtin_incident_rules(config: HealthConfiguration) -> list[AlertRule]:
+    """One rule per incident severity, sending to ``alerting.builtin_channels``."""
+    return [
+        AlertRule(
+            rule_id=rule_id(sev),
+            name=f"Incident ({sev})",
+            description="built in: an incident is open (incidents/announce.py)",
+            event=EventCondition(kind=EventKind.INCIDENT),
+            severity=ALERT_SEVERITY[sev],
+            channels=list(config.alerting.builtin_channels),
+            cooldown_period_minutes=0,
+        )
+        for sev in IncidentSeverity
+    ]
+
+
+def with_incident_rules(config: HealthConfiguration) -> HealthConfiguration:
+    """``config`` with the incident rules its ``alert_rules`` do not define themselves."""
+    taken = {r.rule_id for r in config.alert_rules}
+    missing = [r for r in builtin_incident_rules(config) if r.rule_id not in taken]
+    if not missing:
+        return config
+    return config.model_copy(update={"alert_rules": [*config.alert_rules, *missing]})
+
+
+def _rules(config: HealthConfiguration) -> dict[str, AlertRule]:
+    wanted = {rule_id(s) for s in IncidentSeverity}
+    return {r.rule_id: r for r in with_incident_rules(config).alert_rules if r.rule_id in wanted}
+
+
+def incident_signals(
+    engine: Engine, config: HealthConfiguration, now: datetime | None = None
+) -> list[Signal]:
+    """An active signal for each open incident (under the rule of its severity) and inactive
+    ones for its other severities and for recently ended incidents, which resolve their alerts."""
+    now = as_utc(now or utcnow())
+    rules = _rules(config)
+    c = incidents.c
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(c.incident_id, c.title, c.severity, c.component, c.status, c.root_key)
+            .where(
+                sa.or_(OPEN, c.ended_at > now - ENDED_LOOKBACK, c.closed_at > now - ENDED_LOOKBACK)
+            )
+            .order_by(c.incident_id)
+        ).all()
+    out: list[Signal] = []
+    for row in rows:
+        is_open = row.status not in ("resolved", "closed")
+        for sev in IncidentSeverity:
+            rule = rules.get(rule_id(sev))
+            if rule is None or not rule.enabled:
+                continue
+            out.append(_signal(rule, row, is_open and sev == IncidentSeverity(row.severity)))
+    return out
+
+
+def _signal(rule: AlertRule, row: Any, active: bool) -> Signal:
+    labels = alert_labels(
+        rule, alertname=ALERTNAME, incident_id=str(row.incident_id), component=row.component
+    )
+    return Signal(
+        rule=rule,
+        labels=labels,
+        active=active,
+        title=f"incident {row.incident_id} ({row.severity}): {row.title}"[:500],
+        description=f"root cause key {row.root_key}; status {row.status}",
+        details={"incident_id": int(row.incident_id), "status": row.status},
+    )
+
+
+def record_sent(engine: Engine, now: datetime | None = None) -> int:
+    """A ``notification_sent`` timeline entry for each sent notification of an incident alert
+    that has none yet; how many were added."""
+    now = as_utc(now or utcnow())
+    n, a, e = notifications.c, alerts.c, incident_events.c
+    done = sa.exists().where(
+        e.kind == str(IncidentEventKind.NOTIFICATION_SENT),
+        e.details["notification_id"].as_integer() == n.notification_id,
+    )
+    added = 0
+    with write_transaction(engine) as conn:
+        rows = conn.execute(
+            sa.select(n.notification_id, n.channel, n.kind, n.sent_at, a.labels, a.rule_id)
+            .join(alerts, a.alert_id == n.alert_id)
+            .where(
+                n.status == str(NotificationStatus.SENT),
+                a.rule_id.startswith(RULE_PREFIX),
+                ~done,
+            )
+            .order_by(n.notification_id)
+        ).all()
+        wanted = {i for i in (_incident_of(r.labels) for r in rows) if i is not None}
+        c = incidents.c
+        existing = set(
+            conn.execute(sa.select(c.incident_id).where(c.incident_id.in_(wanted))).scalars()
+        )
+        for row in rows:
+            incident_id = _incident_of(row.labels)
+            if incident_id is None or incident_id not in existing:
+                continue
+            record_event(
+                conn,
+                incident_id,
+                IncidentEventKind.NOTIFICATION_SENT,
+                ACTOR,
+                as_utc(row.sent_at or now),
+                f"{row.kind} notification sent through {row.channel} ({row.rule_id})",
+                details={
+                    "notification_id": int(row.notification_id),
+                    "channel": row.channel,
+                    "kind": row.kind,
+                },
+            )
+            added += 1
+    return added
+
+
+def _incident_of(labels: Any) -> int | None:
+    try:
+        if dict(labels).get("alertname") != ALERTNAME:
+            return None
+        return int(dict(labels)["incident_id"])
+    except (KeyError, TypeError, ValueError):
+        return None
