@@ -348,7 +348,11 @@ def test_a_file_attempt_with_retries_left_is_the_landing_sensors(
     assert result.success is False
 
     assert not tick(instance).run_requests
-    assert not incident_rows(db_url)  # the landing sensor's failure reporting, not this sensor's
+    # The failure hook opened the outage's incident (one, on the warehouse); this sensor re-ran
+    # nothing and opened nothing: the retry is the landing sensor's.
+    assert [r.root_key for r in incident_rows(db_url)] == ["resource:database:warehouse"]
+    decisions = [d for _, kind, _, d in timeline(db_url) if kind == "self_heal_attempt"]
+    assert decisions and all("coordination:file_attempt" in str(d) for d in decisions), decisions
     assert (RAW_KEY, 1, "skipped", "coordination:file_attempt") in attempt_rows(db_url)
     assert {r[2:] for r in attempt_rows(db_url)} == {("skipped", "coordination:file_attempt")}
 
