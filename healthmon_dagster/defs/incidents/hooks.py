@@ -27,16 +27,16 @@ from collections.abc import Iterator, Sequence
 import dagster as dg
 from sqlalchemy.engine import Engine
 
+from healthmon_dagster.defs.alerting.hooks import FAST_PATH_SECONDS, _fast_config
 from healthmon_dagster.defs.pipeline.assets import (
     ERROR_CLASS_METADATA,
     ERROR_RULE_METADATA,
     TRANSIENT_METADATA,
 )
-from healthmon_dagster.defs.alerting.hooks import FAST_PATH_SECONDS, _fast_config
 from healthmon_dagster.defs.resources import CONFIG_RESOURCE, HealthmonConfigResource
 from healthmon_dagster.enums import IncidentSource
-from healthmon_dagster.incidents.announce import announce
 from healthmon_dagster.etl.failures import Classification, classify
+from healthmon_dagster.incidents.announce import announce
 from healthmon_dagster.incidents.detect import step_failure
 from healthmon_dagster.incidents.records import Actor, open_or_absorb
 from healthmon_dagster.incidents.rootkey import root_key_for

@@ -21,8 +21,8 @@ import yaml
 from healthmon_dagster.definitions import build_defs
 from healthmon_dagster.defs.alerting.hooks import FAST_PATH_REQUEST_TIMEOUT
 from healthmon_dagster.defs.incidents.sensors import incident_run_failure_sensor
-from healthmon_dagster.defs.resources import HealthmonConfigResource
 from healthmon_dagster.defs.pipeline.jobs import raw_file_run_config
+from healthmon_dagster.defs.resources import HealthmonConfigResource
 from healthmon_dagster.etl.landing import LocalLandingSource
 from healthmon_dagster.etl.sample import generate_sample, write_to
 from healthmon_dagster.incidents.records import list_incidents, timeline
