@@ -112,6 +112,22 @@ class Site:
             env["HEALTHMON_HEALTH_DATABASE_URL"] = health_url
         return env | extra
 
+    def stop_sensor(self, env: dict[str, str], name: str) -> None:
+        """``dagster sensor stop NAME`` on this site's instance (before its daemon starts: the
+        daemon then never ticks it)."""
+        write_instance(self.dagster_home)
+        dagster = Path(sys.executable).parent / "dagster"
+        done = subprocess.run(
+            [str(dagster), "sensor", "stop", name, "-w", str(PROJECT_ROOT / "workspace.yaml")],
+            cwd=PROJECT_ROOT,
+            env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT), **env},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"dagster sensor stop {name} failed: {done.stderr[-2000:]}")
+
     @contextmanager
     def daemon(
         self, env: dict[str, str]

@@ -11,12 +11,14 @@ rows) in the same database directly, so it stays up; the landing area is an S3 b
 server on loopback, reached through dagster-aws (``HEALTHMON_S3_BUCKET``, ``AWS_ENDPOINT_URL``);
 the project's ``dagster.yaml``; the project's ``healthmon.yaml`` with ``feature_flags.
 self_healing`` on, ``self_healing.quiet_period_minutes: 0`` (a healed incident resolves at the
-next tick) and no health checks (their runs only add load); every other setting is the project's
-(self-healing backoff 60 s doubling to 900 s, 3 re-runs an hour, breaker after 3; step retries
-``landing.retry``). A real daemon runs every sensor at its default interval (self-healing 30 s,
-run-failure 30 s, alert evaluation 30 s, dispatch 15 s); the landing sensor is stopped (``dagster
-sensor stop``) so that the self-healing sensor is the only one to re-run a file's load (the landing
-sensor's own retries are measured by ``outage_drill.py``).
+next tick), ``max_attempts_per_window: 10`` (both outages re-run the same assets within the hour;
+the project's 3 would leave the second outage's re-run waiting for the window) and no health
+checks (their runs only add load); every other setting is the project's (self-healing backoff 60 s
+doubling to 900 s, breaker after 3; step retries ``landing.retry``). A real daemon runs every
+sensor at its default interval (self-healing 30 s, run-failure 30 s, alert evaluation 30 s,
+dispatch 15 s); the landing sensor is stopped (``dagster sensor stop``) so that the self-healing
+sensor is the only one to re-run a file's load (the landing sensor's own retries are measured by
+``outage_drill.py``).
 
 Per fault (``--faults``, default both): a file lands in the bucket; the fault starts (the proxy
 stops: connections refused; or the moto server stops: S3 unreachable); an operator's run of
@@ -35,7 +37,7 @@ fails; after ``--bad-ticks`` further ticks of the self-healing sensor: re-runs r
 import argparse
 import json
 import os
-import subprocess
+import signal
 import sys
 import tempfile
 import time
@@ -63,11 +65,7 @@ from healthmon_dagster.store.tables import (  # noqa: E402
     incidents,
     self_heal_attempts,
 )
-from healthmon_dagster_tests.defs.pipeline.fixtures import (  # noqa: E402
-    PROJECT_ROOT,
-    TcpProxy,
-    wait_for,
-)
+from healthmon_dagster_tests.defs.pipeline.fixtures import TcpProxy, wait_for  # noqa: E402
 from healthmon_dagster_tests.fixtures import free_port  # noqa: E402
 
 SELF_HEAL_SENSOR = "self_healing_sensor"
@@ -116,20 +114,10 @@ class Fault:
 def configure(data: dict[str, Any]) -> None:
     data["feature_flags"]["self_healing"] = True
     data["self_healing"]["quiet_period_minutes"] = 0
+    # The drill's two outages hit the same assets within the hour: the project's 3 re-runs an
+    # hour (the first outage takes 2) would leave the second waiting for the window.
+    data["self_healing"]["max_attempts_per_window"] = 10
     data["health_checks"] = []
-
-
-def stop_sensor(env: dict[str, str], name: str) -> None:
-    """``dagster sensor stop NAME`` on the project's workspace and the drill's instance."""
-    dagster = Path(sys.executable).parent / "dagster"
-    subprocess.run(
-        [str(dagster), "sensor", "stop", name, "-w", str(PROJECT_ROOT / "workspace.yaml")],
-        cwd=PROJECT_ROOT,
-        env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT), **env},
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
 
 
 def operator_run(instance: dg.DagsterInstance, file_key: str) -> dg.ExecuteInProcessResult:
@@ -311,6 +299,11 @@ def main() -> None:
     parser.add_argument("--bad-ticks", type=int, default=3)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    # Stopped by a signal (also in the background, where SIGINT is ignored), the drill still
+    # stops its daemon and drops its scratch database on the way out.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("selfheal drill: terminated"))
+    os.environ |= AWS  # moto's credentials, for this process's clients and the daemon's
     s3 = MotoS3()
     s3.start()
     s3.landing().client.create_bucket(Bucket=BUCKET)
@@ -337,7 +330,7 @@ def main() -> None:
             "s3": Fault("s3", s3.stop, s3.start),
         }
         try:
-            stop_sensor(env, LANDING_SENSOR)
+            site.stop_sensor(env, LANDING_SENSOR)
             with site.daemon(env) as (instance, _):
                 wait_for(
                     "the self-healing sensor's first tick",
