@@ -43,8 +43,10 @@ from healthmon_dagster.etl.failures import (
     classify_run_failure,
 )
 from healthmon_dagster.incidents import selfheal as sh
+from healthmon_dagster.incidents.detect import blamed_resource
 from healthmon_dagster.incidents.records import OPEN, Failure, add_event, open_or_absorb
 from healthmon_dagster.incidents.rootkey import root_key_for
+from healthmon_dagster.settings import get_settings
 from healthmon_dagster.store.db import DatabaseUnavailable
 from healthmon_dagster.store.errors import error_text
 from healthmon_dagster.store.metrics import utcnow
@@ -58,11 +60,6 @@ _FAILURE_REASON_TAG = "dagster/failure_reason"
 _STEP_FAILURE = "STEP_FAILURE"
 _ASSET_JOB = "__ASSET_JOB"
 MAX_FAILED_RUNS_PER_TICK = 100
-WAREHOUSE = "database:warehouse"
-# Rules of etl.failures whose error is the database's, and those that are S3's (the same as the
-# failure hooks' incidents/detect.py, so that both land on one root key).
-_DATABASE_RULE_PREFIXES = ("pg_", "driver_", "sqlite_", "sqlalchemy_")
-_S3_RULES = {"s3_unreachable", "s3_retryable"}
 PIPELINE_KEYS = frozenset(a.key for a in catalog.ASSETS)
 # Assets computed by one op: selected together.
 _TOGETHER = {
@@ -202,20 +199,11 @@ def checks_passed(instance: dg.DagsterInstance, run_id: str) -> bool:
 # --- Incidents -----------------------------------------------------------------------------------------
 
 
-def _blamed(why: Classification) -> str | None:
-    if not why.transient:
-        return None
-    if why.rule.startswith(_DATABASE_RULE_PREFIXES) or why.rule == "database_unavailable":
-        return WAREHOUSE
-    if why.rule in _S3_RULES:
-        return "s3:landing"
-    return None
-
-
 def _failure(
     assets: Sequence[str], why: Classification, title: str, details: dict[str, object]
 ) -> Failure:
-    resource = _blamed(why)
+    # The failure hooks' rule (incidents/detect.py), bucket included: one outage, one root key.
+    resource = blamed_resource(why, get_settings().s3_bucket)
     return Failure(
         title=title,
         component=catalog.component_for(sorted(assets)[0]) if assets else "dagster_runs",
