@@ -41,6 +41,9 @@ MAX_RETENTION_DAYS = 36_500
 MAX_INTERVAL_SECONDS = 86_400
 """Longest health-check interval: schedules are cron, which runs a job at most daily."""
 MAX_TIMEOUT_SECONDS = 3_600
+MIN_SENSOR_INTERVAL_SECONDS = 5
+"""dagster-daemon looks at its sensors every 5 s: a shorter interval would not tick more often."""
+MAX_SENSOR_INTERVAL_SECONDS = 3_600
 MAX_RETRIES = 10
 MAX_ROWS = 10**12
 """Largest row count or count threshold (a trillion rows)."""
@@ -1327,6 +1330,24 @@ class SelfHealingConfiguration(_Model):
 
 
 # --------------------------------------------------------------------------------------------------
+# Sensors
+
+
+def _sensor_interval(default: int) -> Any:
+    return Field(default=default, ge=MIN_SENSOR_INTERVAL_SECONDS, le=MAX_SENSOR_INTERVAL_SECONDS)
+
+
+class SensorIntervals(_Model):
+    """How often dagster-daemon runs each sensor, in seconds (its ``minimum_interval_seconds``).
+    Read when the code location loads, unlike the rest of the file: reload it after a change."""
+
+    landing_files_sensor: int = _sensor_interval(30)
+    self_healing_sensor: int = _sensor_interval(30)
+    incident_run_failure_sensor: int = _sensor_interval(30)
+    alert_evaluation_sensor: int = _sensor_interval(30)
+    alert_dispatch_sensor: int = _sensor_interval(15)
+
+
 # The whole file
 
 
@@ -1352,6 +1373,7 @@ class HealthConfiguration(_Model):
     alerting: AlertingConfiguration = Field(default_factory=AlertingConfiguration)
     retention: RetentionConfiguration = Field(default_factory=RetentionConfiguration)
     self_healing: SelfHealingConfiguration = Field(default_factory=SelfHealingConfiguration)
+    sensor_intervals: SensorIntervals = Field(default_factory=SensorIntervals)
     feature_flags: dict[str, bool] = Field(default_factory=lambda: dict(DEFAULT_FEATURE_FLAGS))
 
     @model_validator(mode="before")

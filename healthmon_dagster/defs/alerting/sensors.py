@@ -29,6 +29,7 @@ from healthmon_dagster.alerting.signals import (
 )
 from healthmon_dagster.config import HealthConfiguration
 from healthmon_dagster.config.loader import ConfigError
+from healthmon_dagster.config.models import SensorIntervals
 from healthmon_dagster.defs.alerting.jobs import alert_dispatch_job
 from healthmon_dagster.defs.resources import HealthmonConfigResource, WarehouseResource
 from healthmon_dagster.enums import EventKind, NotificationStatus
@@ -118,8 +119,7 @@ def lineage_of(repository: dg.RepositoryDefinition | None) -> Lineage:
     return Lineage.from_parents(parents)
 
 
-@dg.sensor(minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
-def alert_evaluation_sensor(
+def alert_evaluation(
     context: dg.SensorEvaluationContext,
     warehouse: WarehouseResource,
     healthmon_config: HealthmonConfigResource,
@@ -175,12 +175,7 @@ def _due(engine: Any) -> int:
         )
 
 
-@dg.sensor(
-    job=alert_dispatch_job,
-    minimum_interval_seconds=15,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-)
-def alert_dispatch_sensor(
+def alert_dispatch(
     context: dg.SensorEvaluationContext, warehouse: WarehouseResource
 ) -> dg.SensorResult | dg.SkipReason:
     """Starts alert_dispatch_job when the outbox holds notifications that are due and no dispatch
@@ -207,4 +202,32 @@ def alert_dispatch_sensor(
     return dg.SensorResult(run_requests=[dg.RunRequest(tags={"healthmon/due": str(due)})])
 
 
-SENSORS = [alert_evaluation_sensor, alert_dispatch_sensor]
+def alert_evaluation_sensor_every(seconds: int) -> dg.SensorDefinition:
+    """The alert-evaluation sensor, run by dagster-daemon every ``seconds`` (``sensor_intervals``)."""
+    return dg.sensor(
+        name="alert_evaluation_sensor",
+        minimum_interval_seconds=seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+    )(alert_evaluation)
+
+
+def alert_dispatch_sensor_every(seconds: int) -> dg.SensorDefinition:
+    """The alert-dispatch sensor, run by dagster-daemon every ``seconds`` (``sensor_intervals``)."""
+    return dg.sensor(
+        name="alert_dispatch_sensor",
+        job=alert_dispatch_job,
+        minimum_interval_seconds=seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+    )(alert_dispatch)
+
+
+alert_evaluation_sensor = alert_evaluation_sensor_every(SensorIntervals().alert_evaluation_sensor)
+alert_dispatch_sensor = alert_dispatch_sensor_every(SensorIntervals().alert_dispatch_sensor)
+
+
+def sensors(config: HealthConfiguration) -> list[dg.SensorDefinition]:
+    every = config.sensor_intervals
+    return [
+        alert_evaluation_sensor_every(every.alert_evaluation_sensor),
+        alert_dispatch_sensor_every(every.alert_dispatch_sensor),
+    ]

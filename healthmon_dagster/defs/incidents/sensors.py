@@ -13,6 +13,8 @@ from collections.abc import Sequence
 
 import dagster as dg
 
+from healthmon_dagster.config import HealthConfiguration
+from healthmon_dagster.config.models import SensorIntervals
 from healthmon_dagster.defs.incidents.hooks import CHECK_FAILED
 from healthmon_dagster.defs.pipeline.assets import (
     ERROR_CLASS_METADATA,
@@ -120,16 +122,7 @@ def run_failures(context: dg.RunFailureSensorContext, recorded: set[str]) -> lis
     return failures
 
 
-@dg.run_failure_sensor(
-    name="incident_run_failure_sensor",
-    monitor_all_code_locations=True,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Opens (or joins) an incident for every failed run that no failure hook recorded: "
-    "launch failures, killed or lost workers, crashes outside the steps.",
-)
-def incident_run_failure_sensor(
-    context: dg.RunFailureSensorContext, warehouse: WarehouseResource
-) -> None:
+def incident_run_failure(context: dg.RunFailureSensorContext, warehouse: WarehouseResource) -> None:
     engine = warehouse.health_engine()  # unreachable: the tick fails and is tried again
     run = context.dagster_run
     failures = run_failures(context, recorded_steps(engine, run.run_id))
@@ -141,4 +134,22 @@ def incident_run_failure_sensor(
         context.log.warning(f"incident {opened.incident_id} {verb}: {failure.title}")
 
 
-SENSORS = [incident_run_failure_sensor]
+def incident_run_failure_sensor_every(seconds: int) -> dg.SensorDefinition:
+    """The run-failure sensor, run by dagster-daemon every ``seconds`` (``sensor_intervals``)."""
+    return dg.run_failure_sensor(
+        name="incident_run_failure_sensor",
+        monitor_all_code_locations=True,
+        minimum_interval_seconds=seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Opens (or joins) an incident for every failed run that no failure hook "
+        "recorded: launch failures, killed or lost workers, crashes outside the steps.",
+    )(incident_run_failure)
+
+
+incident_run_failure_sensor = incident_run_failure_sensor_every(
+    SensorIntervals().incident_run_failure_sensor
+)
+
+
+def sensors(config: HealthConfiguration) -> list[dg.SensorDefinition]:
+    return [incident_run_failure_sensor_every(config.sensor_intervals.incident_run_failure_sensor)]

@@ -28,7 +28,8 @@ import dagster as dg
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine, make_url
 
-from healthmon_dagster.config import ConfigError
+from healthmon_dagster.config import ConfigError, HealthConfiguration
+from healthmon_dagster.config.models import SensorIntervals
 from healthmon_dagster.defs.pipeline.assets import (
     CORE_DIM_PATIENT,
     DEPENDENCY_METADATA,
@@ -365,10 +366,7 @@ def _log_recovered(
         context.log.info(f"{walk.released} released file(s) requested again (etl.file_releases)")
 
 
-@dg.sensor(
-    job=patients_etl_job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING
-)
-def landing_files_sensor(
+def landing_files(
     context: dg.SensorEvaluationContext,
     landing: LandingResource,
     warehouse: WarehouseResource,
@@ -472,4 +470,18 @@ def landing_files_sensor(
     )
 
 
-SENSORS = [landing_files_sensor]
+def landing_files_sensor_every(seconds: int) -> dg.SensorDefinition:
+    """The landing sensor, run by dagster-daemon every ``seconds`` (``sensor_intervals``)."""
+    return dg.sensor(
+        name="landing_files_sensor",
+        job=patients_etl_job,
+        minimum_interval_seconds=seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+    )(landing_files)
+
+
+landing_files_sensor = landing_files_sensor_every(SensorIntervals().landing_files_sensor)
+
+
+def sensors(config: HealthConfiguration) -> list[dg.SensorDefinition]:
+    return [landing_files_sensor_every(config.sensor_intervals.landing_files_sensor)]

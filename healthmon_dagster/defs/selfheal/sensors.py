@@ -28,6 +28,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 
 from healthmon_dagster.config import ConfigError, HealthConfiguration
+from healthmon_dagster.config.models import SensorIntervals
 from healthmon_dagster.defs.pipeline.assets import (
     ERROR_CLASS_METADATA,
     ERROR_RULE_METADATA,
@@ -583,12 +584,7 @@ def heal(context: dg.SensorEvaluationContext, engine: Engine, cfg: HealthConfigu
     return tick
 
 
-@dg.sensor(
-    job=patients_etl_job,
-    minimum_interval_seconds=30,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-)
-def self_healing_sensor(
+def self_healing(
     context: dg.SensorEvaluationContext,
     warehouse: WarehouseResource,
     healthmon_config: HealthmonConfigResource,
@@ -619,4 +615,18 @@ def self_healing_sensor(
     return dg.SensorResult(run_requests=tick.requests)
 
 
-SENSORS = [self_healing_sensor]
+def self_healing_sensor_every(seconds: int) -> dg.SensorDefinition:
+    """The self-healing sensor, run by dagster-daemon every ``seconds`` (``sensor_intervals``)."""
+    return dg.sensor(
+        name="self_healing_sensor",
+        job=patients_etl_job,
+        minimum_interval_seconds=seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+    )(self_healing)
+
+
+self_healing_sensor = self_healing_sensor_every(SensorIntervals().self_healing_sensor)
+
+
+def sensors(config: HealthConfiguration) -> list[dg.SensorDefinition]:
+    return [self_healing_sensor_every(config.sensor_intervals.self_healing_sensor)]

@@ -37,12 +37,13 @@ from healthmon_dagster_tests.defs.pipeline.fixtures import (
 RAW_STEP = "raw__patients"
 ROWS_OUTAGE = 300
 ROWS_KILLED = 50_000  # a load that takes long enough to be killed in the middle
-TIMEOUT = 240  # seconds for any one stage; the sensor ticks every 30 s
+TIMEOUT = 240  # seconds for any one stage; the sensors tick every 5 s (write_config)
 
 
 def write_config(folder: Path) -> Path:
-    """healthmon.yaml with short retries (step retries of 0.5 s, 1.5 s; attempts 1 s apart) and
-    no health checks (their runs would only slow the test down)."""
+    """healthmon.yaml with short retries (step retries of 0.5 s, 1.5 s; attempts 1 s apart), the
+    landing and run-failure sensors every 5 s (the daemon's loop) instead of 30 s, and no health
+    checks (their runs would only slow the test down)."""
     data = yaml.safe_load(PROJECT_CONFIG.read_text())
     data["landing"]["retry"] = {
         "step_retries": 2,
@@ -51,6 +52,7 @@ def write_config(folder: Path) -> Path:
         "max_delay_seconds": 1,
         "max_attempts": 5,
     }
+    data["sensor_intervals"] = {"landing_files_sensor": 5, "incident_run_failure_sensor": 5}
     data["health_checks"] = []
     path = folder / "healthmon.yaml"
     path.write_text(yaml.safe_dump(data))
