@@ -23,6 +23,8 @@ from healthmon_dagster.store.db import get_engine
 from healthmon_dagster.store.tables import file_attempts, files, raw_patients
 from healthmon_dagster_tests.defs.fixtures import PROJECT_CONFIG
 from healthmon_dagster_tests.defs.pipeline.fixtures import (
+    QUICK_DAEMON_ENV,
+    QUICK_INSTANCE,
     SqliteOutage,
     TcpProxy,
     kill_worker,
@@ -115,7 +117,7 @@ def test_the_daemon_heals_an_outage_and_killed_workers_and_loads_each_file_once(
     db_url: str, tmp_path: Path
 ) -> None:
     home, dagster_home, log = tmp_path / "home", tmp_path / "dagster", tmp_path / "daemon.log"
-    write_instance(dagster_home)
+    write_instance(dagster_home, extra=QUICK_INSTANCE)
     landing = LocalLandingSource(home / "landing")
     (outage_file,) = generate_sample(ROWS_OUTAGE, files=1, prefix="patients_outage")
     (killed_file,) = generate_sample(ROWS_KILLED, files=1, prefix="patients_killed", seed=7)
@@ -135,6 +137,7 @@ def test_the_daemon_heals_an_outage_and_killed_workers_and_loads_each_file_once(
     else:
         outage = SqliteOutage(db_url)
     env = {
+        **QUICK_DAEMON_ENV,
         "DAGSTER_HOME": str(dagster_home),
         "HEALTHMON_HOME": str(home),
         "HEALTHMON_DATABASE_URL": warehouse_url,
@@ -144,7 +147,7 @@ def test_the_daemon_heals_an_outage_and_killed_workers_and_loads_each_file_once(
         with (
             # The instance's storage is created here, before the daemon's processes open it.
             dg.DagsterInstance.from_config(str(dagster_home)) as instance,
-            running_daemon(env, log) as daemon,
+            running_daemon(env, log, stop_grace_seconds=0) as daemon,
         ):
 
             def runs(key: str) -> list[dg.RunRecord]:
