@@ -225,7 +225,7 @@ alert_evaluation_sensor = alert_evaluation_sensor_every(SensorIntervals().alert_
 alert_dispatch_sensor = alert_dispatch_sensor_every(SensorIntervals().alert_dispatch_sensor)
 
 
-def sensors(config: HealthConfiguration) -> list[dg.SensorDefinition]:
+def sensor_definitions(config: HealthConfiguration) -> list[dg.SensorDefinition]:
     every = config.sensor_intervals
     return [
         alert_evaluation_sensor_every(every.alert_evaluation_sensor),

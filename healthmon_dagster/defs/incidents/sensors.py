@@ -151,5 +151,5 @@ incident_run_failure_sensor = incident_run_failure_sensor_every(
 )
 
 
-def sensors(config: HealthConfiguration) -> list[dg.SensorDefinition]:
+def sensor_definitions(config: HealthConfiguration) -> list[dg.SensorDefinition]:
     return [incident_run_failure_sensor_every(config.sensor_intervals.incident_run_failure_sensor)]

@@ -483,5 +483,5 @@ def landing_files_sensor_every(seconds: int) -> dg.SensorDefinition:
 landing_files_sensor = landing_files_sensor_every(SensorIntervals().landing_files_sensor)
 
 
-def sensors(config: HealthConfiguration) -> list[dg.SensorDefinition]:
+def sensor_definitions(config: HealthConfiguration) -> list[dg.SensorDefinition]:
     return [landing_files_sensor_every(config.sensor_intervals.landing_files_sensor)]

@@ -628,5 +628,5 @@ def self_healing_sensor_every(seconds: int) -> dg.SensorDefinition:
 self_healing_sensor = self_healing_sensor_every(SensorIntervals().self_healing_sensor)
 
 
-def sensors(config: HealthConfiguration) -> list[dg.SensorDefinition]:
+def sensor_definitions(config: HealthConfiguration) -> list[dg.SensorDefinition]:
     return [self_healing_sensor_every(config.sensor_intervals.self_healing_sensor)]
