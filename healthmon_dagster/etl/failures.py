@@ -43,6 +43,28 @@ class Classification:
     dependency: str | None = None
 
 
+# Metadata of a failed step (an ETL step's or a check step's ``dg.Failure``): its error class, whether
+# it is transient, the rule that said so, and the dependency it found unavailable (only when there is
+# one). The landing sensor, the incident hook and the self-healing sensor read them from the step's
+# failure event; they are plain strings so that this module needs no Dagster import.
+ERROR_CLASS_METADATA = "healthmon/error_class"
+TRANSIENT_METADATA = "healthmon/transient"
+ERROR_RULE_METADATA = "healthmon/error_rule"
+DEPENDENCY_METADATA = "healthmon/dependency"
+
+
+def failure_metadata(found: Classification) -> dict[str, str | bool]:
+    """The metadata a failed step carries for ``found``."""
+    meta: dict[str, str | bool] = {
+        ERROR_CLASS_METADATA: found.error_class,
+        TRANSIENT_METADATA: found.transient,
+        ERROR_RULE_METADATA: found.rule,
+    }
+    if found.dependency:
+        meta[DEPENDENCY_METADATA] = found.dependency
+    return meta
+
+
 @dataclass(frozen=True)
 class Rule:
     """``matches(exc)`` true for one exception of the chain -> ``error_class``, ``transient``, and
