@@ -185,7 +185,10 @@ class EmailNotifier:
                 "and ca_file"
             ) from None
         except TimeoutError:
-            raise RetryableError(f"{where} did not answer within {self.timeout:g}s") from None
+            # The server may have taken the message: the retry carries the same Message-ID.
+            raise RetryableError(
+                f"{where} did not answer within {self.timeout:g}s; will retry", timed_out=True
+            ) from None
         except (OSError, smtplib.SMTPException) as exc:
             reason = getattr(exc, "strerror", None) or type(exc).__name__
             raise RetryableError(f"{where} is unavailable: {reason}; will retry") from None
