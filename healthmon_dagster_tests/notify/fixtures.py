@@ -589,7 +589,6 @@ class SmtpSink:
         # Seconds the next DATA commands stall after the server took the message (it is kept)
         # and before it answers 250: a client that waits less times out.
         self.stall_next: list[float] = []
-        self.stalled = 0  # stalls finished
 
     async def handle_DATA(self, server: object, session: object, envelope: Any) -> str:  # noqa: N802
         if self.fail_next:
@@ -600,15 +599,15 @@ class SmtpSink:
         self.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
         if self.stall_next:
             await asyncio.sleep(self.stall_next.pop(0))
-            self.stalled += 1
         return "250 OK"
 
 
 @contextmanager
-def smtp_server(**controller_args: Any) -> Iterator[tuple[SmtpSink, int]]:
-    """A real SMTP server (aiosmtpd) on a free loopback port: yields its sink and port."""
+def smtp_server(port: int | None = None, **controller_args: Any) -> Iterator[tuple[SmtpSink, int]]:
+    """A real SMTP server (aiosmtpd) on a loopback port (a free one unless ``port`` is given):
+    yields its sink and port."""
     sink = SmtpSink()
-    port = free_port()
+    port = port or free_port()
     controller = Controller(sink, hostname="127.0.0.1", port=port, **controller_args)
     controller.start()
     try:
