@@ -406,6 +406,11 @@ class SlackWorkspace:
             if (m.get("metadata") or {}).get("event_payload", {}).get("delivery_key") == key
         ]
 
+    def say(self, text: str, channel: str = "C0ALERTS") -> None:
+        """Someone else posts in the channel."""
+        with self._lock:
+            self._post({"channel": channel, "text": text})
+
     def __call__(self, request: Request) -> Answer:
         handler = {
             "chat.postMessage": self._post,

@@ -297,7 +297,7 @@ def test_the_lookup_pages_back_through_newer_messages_up_to_its_bound(engine: En
         d = slack_dispatcher(engine, slack.url, clock, channel="C0ALERTS", lookup_messages=300)
         assert d.run_once().channel("alerts").retrying == 2
         for i in range(250):
-            slack.workspace._post({"channel": "C0ALERTS", "text": f"chatter {i}"})
+            slack.workspace.say(f"chatter {i}")
         settle(engine, d, clock)
         found_pages = len(slack.on("/api/conversations.history"))
         # With a bound below the chatter the copy is not found: posted again (README says so).
@@ -306,7 +306,7 @@ def test_the_lookup_pages_back_through_newer_messages_up_to_its_bound(engine: En
         d2 = slack_dispatcher(engine, slack.url, clock, channel="C0ALERTS", lookup_messages=50)
         assert d2.run_once().channel("alerts").retrying == 1
         for i in range(60):
-            slack.workspace._post({"channel": "C0ALERTS", "text": f"more chatter {i}"})
+            slack.workspace.say(f"more chatter {i}")
         settle(engine, d2, clock)
 
     rows = outbox(engine)
