@@ -14,6 +14,7 @@ with ``Retry-After``) or :class:`PermanentError` (another 4xx, a rejected token 
 
 import hashlib
 import json
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +28,10 @@ from healthmon_dagster.enums import AlertSeverity, AlertState, ChannelType, Noti
 
 # Kinds that follow up on an alert already announced: threaded channels reply in its thread.
 FOLLOW_UP_KINDS = frozenset({NotificationKind.RESOLVED, NotificationKind.ACKNOWLEDGED})
+# The longest a receiver's Retry-After is obeyed (an hour; a larger or malformed value is cut to
+# it) and the shortest wait after a 429 (a "Retry-After: 0" must not make a busy loop).
+MAX_RETRY_AFTER = 3600.0
+MIN_RETRY_AFTER = 1.0
 _ZERO_TIME = "0001-01-01T00:00:00Z"  # Alertmanager's endsAt of an alert still firing
 
 
@@ -42,15 +47,24 @@ class DeliveryError(Exception):
 
 
 class RetryableError(DeliveryError):
-    """Try again later: a 5xx, a timeout, a refused connection, a 429 (``rate_limited``)."""
+    """Try again later: a 5xx, a timeout, a refused connection, a 429 (``rate_limited``).
+
+    ``timed_out``: the request went out and no answer came in time, so the receiver may have
+    acted on it (the next attempt is "in doubt": Slack looks for the message before posting)."""
 
     retryable = True
 
     def __init__(
-        self, message: str, *, retry_after: float | None = None, rate_limited: bool = False
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        rate_limited: bool = False,
+        timed_out: bool = False,
     ) -> None:
         super().__init__(message, retry_after=retry_after)
         self.rate_limited = rate_limited
+        self.timed_out = timed_out
 
 
 class PermanentError(DeliveryError):
@@ -65,12 +79,12 @@ def classify_http(
     status: int, where: str, retry_after: str | None = None, reason: str = ""
 ) -> DeliveryError:
     """The error for an HTTP answer other than 2xx: 429 and 5xx are retryable (429 with its
-    ``Retry-After`` seconds), every other status is permanent."""
+    ``Retry-After`` seconds, see :func:`rate_limit_wait`), every other status is permanent."""
     said = f" ({reason})" if reason else ""
     if status == 429:
         return RetryableError(
             f"{where} answered 429 Too Many Requests{said}",
-            retry_after=parse_retry_after(retry_after),
+            retry_after=rate_limit_wait(retry_after),
             rate_limited=True,
         )
     if status >= 500 or status in (408,):
@@ -82,23 +96,34 @@ def classify_http(
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """``Retry-After`` in seconds: a number of seconds or an HTTP date; None when absent or bad."""
+    """``Retry-After`` in seconds: a number of seconds or an HTTP date, at most
+    :data:`MAX_RETRY_AFTER`; None when absent or not a finite number or a date."""
     if not value:
         return None
     value = value.strip()
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        pass
-    from email.utils import parsedate_to_datetime
+        from email.utils import parsedate_to_datetime
 
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    if not math.isfinite(seconds):  # "inf", "nan": no wait the dispatcher could schedule
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+    return min(MAX_RETRY_AFTER, max(0.0, seconds))
+
+
+def rate_limit_wait(retry_after: str | None, now: datetime | None = None) -> float | None:
+    """The wait a 429 asks for: its ``Retry-After``, at least :data:`MIN_RETRY_AFTER` and at most
+    :data:`MAX_RETRY_AFTER` seconds. None when the 429 gave no usable ``Retry-After``: then the
+    dispatcher's exponential backoff with jitter (a finite wait) applies."""
+    seconds = parse_retry_after(retry_after, now)
+    return None if seconds is None else max(MIN_RETRY_AFTER, seconds)
 
 
 def env_value(name: str, env: Mapping[str, str] | None = None) -> str | None:
@@ -235,11 +260,14 @@ class Message:
     delivery_key: str
     group_labels: Mapping[str, str] = field(default_factory=dict)
     external_url: str | None = None
-    # The previous attempt at this very message ended without a recorded answer (its dispatcher
-    # died mid-send): the receiver may have it already. Every channel resends it with the same
-    # idempotency key; Slack posts carry the key in their metadata (event_payload.delivery_key)
-    # for a future lookup.
+    # A request carrying this very message went out before (its rows already had their delivery
+    # key: a timeout, a 5xx, a dispatcher killed mid-send) and the receiver may have it. Every
+    # channel resends it with the same idempotency key; Slack first looks for a message whose
+    # metadata carries the key (event_payload.delivery_key) and posts only if none is found.
     in_doubt: bool = False
+    # When in doubt: no earlier attempt can have been made before this (the oldest row's
+    # creation): where a lookup of the receiver's history starts.
+    attempted_since: datetime | None = None
     # Every alert of the thread this follow-up replies in, as it is now: Slack rewrites the
     # original message from them.
     thread_alerts: tuple[AlertView, ...] = ()

@@ -30,8 +30,10 @@ failure adds an attempt and waits (exponential backoff with jitter, or the recei
 A dispatcher killed mid-send leaves its rows claimed: once the lease ends another takes them and
 sends the same rows again with the same ``delivery_key`` (the webhook's ``Idempotency-Key``, the
 email's ``Message-ID``; PagerDuty dedups by the alert's fingerprint): nothing is lost, and what is
-sent twice the receiver can recognise. Slack and Teams have no idempotency key: there a send cut
-off by a kill may show twice (Alertmanager's choice too: a duplicate rather than a miss).
+sent twice the receiver can recognise. Such a resend, and the retry after a timeout, is marked
+``in_doubt``: Slack then looks for a message carrying the key before posting again. Teams has no
+key and no lookup: there a send cut off by a kill or a timeout may show twice (Alertmanager's
+choice too: a duplicate rather than a miss).
 """
 
 import hashlib
@@ -224,6 +226,7 @@ class Dispatcher:
         rng: random.Random | None = None,
         concurrency: int = 8,
         alert_ids: Iterable[int] | None = None,
+        defer_timeouts: float | None = None,
     ) -> None:
         self.engine = engine
         self.config = config
@@ -245,6 +248,9 @@ class Dispatcher:
         self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="healthmon-notify")
         # Only these alerts' notifications (the alert fast path sends what it just fired).
         self.alert_ids = None if alert_ids is None else sorted(set(alert_ids))
+        # Seconds to leave a timed-out request's rows for another dispatcher, costing no attempt
+        # (the alert fast path's short timeout: the dispatch job, which waits longer, takes it).
+        self.defer_timeouts = defer_timeouts
 
     def _scope(self) -> list[sa.ColumnElement[bool]]:
         return [] if self.alert_ids is None else [N.alert_id.in_(self.alert_ids)]
@@ -549,7 +555,9 @@ class Dispatcher:
                     (str(r["group_key"]), kind), _Unit(kind, str(r["group_key"]), [])
                 )
             unit.rows.append(r)
-            unit.in_doubt |= r["claimed_by"] is not None
+            # It went out before (its key was written when it was first claimed): the receiver
+            # may have it (a timeout, a kill mid-send); Slack looks for it before posting again.
+            unit.in_doubt |= r["delivery_key"] is not None
         units = list(retried.values())
         threads = (
             self._threads(conn, name, [int(r["alert_id"]) for r in rows])
@@ -724,6 +732,7 @@ class Dispatcher:
                         group_labels=self._group_labels(views),
                         external_url=self.external_url,
                         in_doubt=unit.in_doubt,
+                        attempted_since=unit.oldest if unit.in_doubt else None,
                         thread_alerts=thread_alerts,
                     )
                 )
@@ -925,11 +934,15 @@ class Dispatcher:
         pause = None
         error = one_line(str(exc), 500, secrets)
         rate_limited = isinstance(exc, RetryableError) and exc.rate_limited
-        attempts = max(int(r["attempts"]) for r in unit.rows) + (0 if rate_limited else 1)
+        deferred = (
+            self.defer_timeouts is not None and isinstance(exc, RetryableError) and exc.timed_out
+        )
+        free = rate_limited or deferred  # no attempt used
+        attempts = max(int(r["attempts"]) for r in unit.rows) + (0 if free else 1)
         gave_up = not exc.retryable or attempts > channel.retry_attempts
         with write_transaction(self.engine) as conn:
             values: dict[str, Any] = {
-                "attempts": N.attempts + (0 if rate_limited else 1),
+                "attempts": N.attempts + (0 if free else 1),
                 "last_error": error,
                 "claimed_by": None,
                 "claimed_until": None,
@@ -940,6 +953,8 @@ class Dispatcher:
                 delay = (
                     exc.retry_after
                     if exc.retry_after is not None
+                    else self.defer_timeouts
+                    if deferred and self.defer_timeouts is not None
                     else self._backoff(channel, attempts)
                 )
                 values["not_before"] = now + timedelta(seconds=delay)

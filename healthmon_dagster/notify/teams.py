@@ -4,6 +4,13 @@ The retired Office 365 connectors are not a target: a Workflows webhook ("When a
 request is received") takes ``{"type": "message", "attachments": [{"contentType":
 "application/vnd.microsoft.card.adaptive", "content": <AdaptiveCard>}]}`` and answers 202.
 
+Retries and duplicates: a Workflows webhook has no idempotency key and no API to read what was
+posted, so a request that timed out (the flow may have posted the card) or was cut off by a killed
+dispatcher is sent again: the channel may show that card twice. Every request carries the
+notification's delivery key in an ``Idempotency-Key`` header (the same on every retry), which a
+flow can compare with the keys it posted recently (``triggerOutputs()['headers']``) to drop a
+repeat. A duplicate is the price of never missing an alert (Alertmanager's choice too).
+
 Configuration: ``url_env`` (the variable holding the workflow's URL, which carries its signature:
 a secret; required).
 """
@@ -116,8 +123,13 @@ class TeamsNotifier:
         answer = post(
             url,
             body,
-            {"Content-Type": "application/json", "User-Agent": "healthmon-dagster"},
+            {
+                "Content-Type": "application/json",
+                "User-Agent": "healthmon-dagster",
+                "Idempotency-Key": message.delivery_key,
+            },
             self.timeout,
             self.where,
         )
-        return Delivery(detail=f"HTTP {answer.status}")
+        again = " (sent before: it may show twice)" if message.in_doubt else ""
+        return Delivery(detail=f"HTTP {answer.status}{again}")
