@@ -18,7 +18,7 @@ Configuration: ``channel`` (``#name`` or an id; required), ``token_env`` (defaul
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from healthmon_dagster.enums import AlertStatus, ChannelType, NotificationKind
 from healthmon_dagster.notify.base import (
@@ -34,6 +34,7 @@ from healthmon_dagster.notify.base import (
     ThreadRef,
     env_value,
     parse_retry_after,
+    receiver_url_problem,
 )
 from healthmon_dagster.notify.templates import render
 
@@ -61,6 +62,14 @@ class SlackConfig(ChannelConfig):
     channel: str | None = Field(default=None, min_length=1)
     token_env: str = Field(default="SLACK_BOT_TOKEN", pattern=r"^[A-Z_][A-Z0-9_]*$")
     base_url: str | None = None
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        problem = receiver_url_problem(value) if value is not None else None
+        if problem:
+            raise ValueError(problem)
+        return value
 
 
 def _cut(text: str, limit: int, url: str | None) -> str:
