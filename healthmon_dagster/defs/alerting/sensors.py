@@ -17,6 +17,7 @@ reached (SQLAlchemy's errors and ``DatabaseUnavailable``) skips the tick with a 
 """
 
 import json
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -101,7 +102,9 @@ def run_events(
             and record.dagster_run.status == dg.DagsterRunStatus.FAILURE
         ):
             new_failure[job] = record
-    watermark = max([since or 0.0, *(_ended(r) for r in records.values())]) or since
+    # Nothing finished yet: from now on, so that the first failure is an event too.
+    ends = [_ended(r) for r in records.values()] or [time.time()]
+    watermark = max([since or 0.0, *ends])
     out = []
     for rule in rules:
         jobs = set(rule.event.jobs) if rule.event is not None and rule.event.jobs else None
