@@ -1007,7 +1007,10 @@ def _channel_problem(error: Any, keys: list[str]) -> str:
         if close:
             return f"unknown key; did you mean '{close[0]}'?"
         return f"unknown key; allowed: {', '.join(keys)}"
-    msg = str(error["msg"])
+    if error["type"] == "value_error" and "error" in error.get("ctx", {}):
+        msg = str(error["ctx"]["error"])  # a validator's own text, without "Value error, "
+    else:
+        msg = str(error["msg"])
     return msg[:1].lower() + msg[1:]
 
 
@@ -1274,6 +1277,11 @@ class AlertingConfiguration(_Model):
     mute_time_intervals: list[str] = Field(default_factory=list)
     grouping: GroupingConfiguration = Field(default_factory=GroupingConfiguration)
     dispatch: DispatchConfiguration = Field(default_factory=DispatchConfiguration)
+    # How often the alert-evaluation sensor evaluates the rules, and how often the dispatch sensor
+    # looks for due notifications (Dagster's minimum_interval_seconds of each; read when the code
+    # location loads).
+    evaluation_interval_seconds: int = Field(default=30, ge=1, le=3600)
+    dispatch_interval_seconds: int = Field(default=15, ge=1, le=3600)
 
 
 class RetentionConfiguration(_Model):

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Protocol
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -132,6 +132,25 @@ def env_value(name: str, env: Mapping[str, str] | None = None) -> str | None:
     return value or None
 
 
+def receiver_url_problem(url: str) -> str | None:
+    """What makes ``url`` unusable as a receiver's address (None when it is usable): only
+    ``http://`` and ``https://`` URLs with a host are posted to. The standard library's client
+    would also open ``file://`` and ``ftp://`` URLs, which read local files or leave through
+    another protocol. Plain http stays allowed (a receiver on loopback, an internal relay). The
+    text never quotes the URL (it may carry a secret, as Teams' signature)."""
+    try:
+        parts = urlsplit(url.strip())
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        return "it is not a URL"
+    if parts.scheme.lower() not in ("http", "https"):
+        what = f"its scheme is {parts.scheme}:" if parts.scheme else "it is not a URL"
+        return f"{what}; only http:// and https:// URLs are allowed"
+    if not parts.hostname:
+        return "it has no host; write http(s)://host[:port]/path"
+    return None
+
+
 class ChannelConfig(BaseModel):
     """Keys every channel's ``configuration`` may hold. Each channel type extends it; secrets are
     names of environment variables (``*_env`` keys), never values."""
@@ -169,6 +188,111 @@ class AlertEvent:
 
 
 @dataclass(frozen=True)
+class MutedAlert:
+    """An alert a root cause mutes, by name: its rule and the asset, check or component it is
+    about (labels, never a value)."""
+
+    alert_id: int
+    rule_id: str
+    asset: str | None = None
+    check: str | None = None
+    component: str | None = None
+
+    @property
+    def name(self) -> str:
+        about = self.asset or self.component or ""
+        return (
+            f"{self.rule_id}"
+            + (f" on {about}" if about else "")
+            + (f" ({self.check})" if self.check else "")
+        )
+
+
+@dataclass(frozen=True)
+class Mutes:
+    """What a root-cause alert mutes (lineage inhibition): every asset's alerts (an unreachable
+    dependency) or those of the assets downstream of its asset, and the alerts it mutes now."""
+
+    every_asset: bool = False
+    downstream_assets: tuple[str, ...] = ()
+    muted: tuple[MutedAlert, ...] = ()
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "scope": "every asset" if self.every_asset else list(self.downstream_assets),
+            "muted_count": len(self.muted),
+            "muted_alerts": [m.name for m in self.muted],
+        }
+
+
+@dataclass(frozen=True)
+class MutedSpan:
+    """A time this alert was muted by a root cause (``until`` None: it still is)."""
+
+    by_alert_id: int
+    by_title: str
+    since: datetime
+    until: datetime | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "alert_id": self.by_alert_id,
+            "title": self.by_title,
+            "since": rfc3339(self.since),
+            "until": rfc3339(self.until) if self.until is not None else None,
+        }
+
+
+MAX_NAMED = 10  # muted alerts and downstream assets named in a notification; the rest counted
+
+
+def utc_text(value: datetime | None) -> str:
+    """``2026-12-07 10:00:00 UTC`` (a naive time is taken to be UTC); ``-`` for None."""
+    if value is None:
+        return "-"
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _named(names: Sequence[str]) -> str:
+    shown = ", ".join(names[:MAX_NAMED])
+    return shown + (f" and {len(names) - MAX_NAMED} more" if len(names) > MAX_NAMED else "")
+
+
+def mutes_text(mutes: "Mutes | None") -> str:
+    """One line saying what a root-cause alert mutes; empty for None."""
+    if mutes is None:
+        return ""
+    if mutes.every_asset:
+        scope = "Root cause: mutes the alerts of every asset"
+    elif mutes.downstream_assets:
+        n = len(mutes.downstream_assets)
+        scope = (
+            f"Root cause: mutes the alerts of the {n} asset{'s' if n != 1 else ''} downstream: "
+            + _named(mutes.downstream_assets)
+        )
+    else:
+        scope = "Root cause"
+    n = len(mutes.muted)
+    if not n:
+        return f"{scope}; no alert muted now"
+    return f"{scope}; muting {n} alert{'s' if n != 1 else ''} now: " + _named(
+        [m.name for m in mutes.muted]
+    )
+
+
+def muted_by_text(spans: Sequence["MutedSpan"]) -> str:
+    """One line saying when this alert was muted and by which root cause; empty for none."""
+    parts = [
+        f"alert {s.by_alert_id} ({s.by_title}) from {utc_text(s.since)}"
+        + (f" to {utc_text(s.until)}" if s.until is not None else ", still")
+        for s in spans
+    ]
+    return ("Muted by " + "; by ".join(parts)) if parts else ""
+
+
+@dataclass(frozen=True)
 class AlertView:
     """One alert as a notification shows it (a row of ``etl.alerts`` and its event)."""
 
@@ -197,6 +321,9 @@ class AlertView:
     escalation_level: int = 0
     links: tuple[Link, ...] = ()
     thread: ThreadRef | None = None
+    # A root cause: what it mutes. An alert that was muted: by what, when (inhibition only).
+    mutes: Mutes | None = None
+    muted_by: tuple[MutedSpan, ...] = ()
 
     @property
     def is_resolved(self) -> bool:
@@ -220,6 +347,10 @@ class AlertView:
             out["description"] = self.description
         if self.value is not None:
             out["value"] = format_value(self.value)
+        if self.mutes is not None:
+            out["mutes"] = mutes_text(self.mutes)
+        if self.muted_by:
+            out["muted_by"] = muted_by_text(self.muted_by)
         for key, item in self.details.items():
             out.setdefault(str(key), detail_text(item))
         return out

@@ -56,6 +56,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, RowMapping
 
+from healthmon_dagster.alerting.lineage import Lineage
 from healthmon_dagster.config.models import HealthConfiguration, NotificationChannel
 from healthmon_dagster.enums import (
     AlertSeverity,
@@ -80,6 +81,7 @@ from healthmon_dagster.notify.base import (
     one_line,
 )
 from healthmon_dagster.notify.channels import build_notifier, channel_config
+from healthmon_dagster.notify.rootcause import root_causes
 from healthmon_dagster.settings import get_settings
 from healthmon_dagster.store.connection import is_sqlite, write_transaction
 from healthmon_dagster.store.tables import alert_events, alerts, notification_threads, notifications
@@ -227,8 +229,10 @@ class Dispatcher:
         concurrency: int = 8,
         alert_ids: Iterable[int] | None = None,
         defer_timeouts: float | None = None,
+        lineage: Lineage | None = None,
     ) -> None:
         self.engine = engine
+        self.lineage = lineage or Lineage.bundled()  # what a root cause's notification mutes
         self.config = config
         self.dispatch = config.alerting.dispatch
         self.grouping = config.alerting.grouping
@@ -712,10 +716,14 @@ class Dispatcher:
                     by_id[int(r["notification_id"])] = r
             alert_ids = [int(r["alert_id"]) for r in by_id.values()]
             threads = self._threads(conn, name, alert_ids) if notifier.threaded else {}
+            causes = root_causes(conn, self.config, self.lineage, by_id.values())
             out = []
             for unit in units:
                 rows = [by_id[i] for i in sorted(unit.ids) if i in by_id]
-                views = tuple(self._view(r, threads.get(int(r["alert_id"]))) for r in rows)
+                views = tuple(
+                    self._view(r, threads.get(int(r["alert_id"])), causes.of(int(r["alert_id"])))
+                    for r in rows
+                )
                 thread_alerts: tuple[AlertView, ...] = ()
                 shared = {v.thread for v in views}
                 if notifier.threaded and unit.kind in FOLLOW_UP_KINDS and len(shared) == 1:
@@ -746,7 +754,9 @@ class Dispatcher:
                 out[label] = value
         return out
 
-    def _view(self, r: RowMapping, thread: ThreadRef | None) -> AlertView:
+    def _view(
+        self, r: RowMapping, thread: ThreadRef | None, extra: Mapping[str, Any] | None = None
+    ) -> AlertView:
         labels = {str(k): str(v) for k, v in (r["labels"] or {}).items()}
         details = dict(r["details"] or {})
         event = AlertEvent(
@@ -782,6 +792,7 @@ class Dispatcher:
             escalation_level=int(r["escalation_level"] or 0),
             links=dagster_links(self.external_url, labels, details),
             thread=thread,
+            **(extra or {}),
         )
 
     def _thread_alerts(

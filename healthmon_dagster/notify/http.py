@@ -11,7 +11,12 @@ import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from healthmon_dagster.notify.base import RetryableError, classify_http
+from healthmon_dagster.notify.base import (
+    NotConfigured,
+    RetryableError,
+    classify_http,
+    receiver_url_problem,
+)
 
 
 @dataclass(frozen=True)
@@ -24,7 +29,11 @@ class Answer:
 def post(url: str, body: bytes, headers: Mapping[str, str], timeout: float, where: str) -> Answer:
     """POST ``body``; the answer when it is 2xx, else the classified error (see
     :func:`~healthmon_dagster.notify.base.classify_http`); timeouts and connection failures are
-    retryable (a timeout marked ``timed_out``: the receiver may have acted on the request)."""
+    retryable (a timeout marked ``timed_out``: the receiver may have acted on the request). A URL
+    other than http(s) is never opened (:class:`NotConfigured`)."""
+    problem = receiver_url_problem(url)
+    if problem:
+        raise NotConfigured(f"the URL of {where} is unusable: {problem}")
     request = urllib.request.Request(url, data=body, method="POST", headers=dict(headers))
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:

@@ -31,7 +31,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from healthmon_dagster.enums import AlertStatus, ChannelType, NotificationKind
 from healthmon_dagster.notify.base import (
@@ -47,6 +47,7 @@ from healthmon_dagster.notify.base import (
     ThreadRef,
     env_value,
     rate_limit_wait,
+    receiver_url_problem,
 )
 from healthmon_dagster.notify.templates import render
 
@@ -86,6 +87,14 @@ class SlackConfig(ChannelConfig):
     # Messages read (newest first, from the first attempt on) when looking for the copy of a
     # message whose post timed out; 0: never look (a timeout may then show twice).
     lookup_messages: int = Field(default=200, ge=0, le=5000)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        problem = receiver_url_problem(value) if value is not None else None
+        if problem:
+            raise ValueError(problem)
+        return value
 
 
 def _cut(text: str, limit: int, url: str | None) -> str:

@@ -28,6 +28,7 @@ from healthmon_dagster.notify.base import (
     Message,
     NotConfigured,
     env_value,
+    receiver_url_problem,
 )
 from healthmon_dagster.notify.http import post
 from healthmon_dagster.notify.templates import render
@@ -106,8 +107,14 @@ class TeamsNotifier:
     def configured(self) -> list[str]:
         if not self.config.url_env:
             return [f"configuration.url_env is not set (Teams '{self.name}' has no workflow URL)"]
-        if env_value(self.config.url_env, self.env) is None:
+        url = env_value(self.config.url_env, self.env)
+        if url is None:
             return [f"{self.config.url_env} is not set (the workflow URL of Teams '{self.name}')"]
+        if problem := receiver_url_problem(url):
+            return [
+                f"{self.config.url_env} (the workflow URL of Teams '{self.name}') is unusable: "
+                f"{problem}"
+            ]
         return []
 
     def secret_values(self) -> list[str]:

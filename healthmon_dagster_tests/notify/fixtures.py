@@ -19,7 +19,7 @@ from email import message_from_bytes, policy
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qsl
 
 import sqlalchemy as sa
@@ -348,7 +348,7 @@ class HttpStub:
     def on(self, path: str) -> list[Request]:
         return [r for r in self.requests if r.path.split("?")[0] == path]
 
-    def __enter__(self) -> "HttpStub":
+    def __enter__(self) -> Self:
         self.thread.start()
         return self
 

@@ -36,12 +36,15 @@ from healthmon_dagster.etl.failures import (  # the metadata keys: re-exported f
     DEPENDENCY_METADATA as DEPENDENCY_METADATA,
 )
 from healthmon_dagster.etl.failures import (
-    ERROR_CLASS_METADATA,
-    ERROR_RULE_METADATA,
-    TRANSIENT_METADATA,
-    classify,
-    failure_metadata,
+    ERROR_CLASS_METADATA as ERROR_CLASS_METADATA,
 )
+from healthmon_dagster.etl.failures import (
+    ERROR_RULE_METADATA as ERROR_RULE_METADATA,
+)
+from healthmon_dagster.etl.failures import (
+    TRANSIENT_METADATA as TRANSIENT_METADATA,
+)
+from healthmon_dagster.etl.failures import classify, failure_metadata
 from healthmon_dagster.etl.landing import LandingError
 from healthmon_dagster.etl.raw import RawLoadResult
 from healthmon_dagster.quality import record_results
