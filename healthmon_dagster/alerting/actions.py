@@ -2,7 +2,8 @@
 escalation and repeat of firing alerts nobody acknowledged.
 
 Acknowledging stops escalation and repeats and is forwarded (an ``acknowledged`` notification to
-every channel that was told, which PagerDuty turns into an acknowledge event). Resolving by hand
+every channel that was told or has its firing notification queued or in flight, sent after it;
+PagerDuty turns it into an acknowledge event). Resolving by hand
 ends the episode; if its condition is still true the next evaluation opens a new one.
 """
 

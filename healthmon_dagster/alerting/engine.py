@@ -13,8 +13,11 @@ sensor ticks or processes evaluating at once produce one alert and one history.
 Notifications are decided after the transitions, by :func:`_notify_pass`: a firing alert that is
 not silenced, muted (time intervals), inhibited by a root cause or in its rule's cooldown gets one
 outbox row per channel of its rule, attached to its ``firing`` event; ``uq_notifications_event_
-channel`` makes that exactly once whoever gets there first. Resolving cancels what was not sent
-yet and tells the channels that were told. Nothing here sends: ``notify/`` drains the outbox.
+channel`` makes that exactly once whoever gets there first. Resolving cancels what no dispatcher
+has touched yet and queues a resolve for every channel that was told, or may have been (a
+notification in flight or attempted: see :func:`told`). When a silence, a mute interval or an
+inhibition ends, a firing notification dropped meanwhile is queued again. Nothing here sends:
+``notify/`` drains the outbox.
 """
 
 from collections import defaultdict

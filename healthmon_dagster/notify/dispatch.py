@@ -8,8 +8,11 @@ work and the rate limit:
 1. Take the due rows: ``pending``, ``not_before <= now``, no live lease (``claimed_until`` empty or
    past; on Postgres ``FOR UPDATE SKIP LOCKED``).
 2. Cancel what must not go out: a firing and a resolve of the same alert both still unsent (it
-   resolved within the group's wait: Alertmanager sends neither), a notification of an alert that
-   is suppressed now, rows of a disabled channel.
+   resolved within the group's wait: Alertmanager sends neither), an announcement (firing,
+   repeat, escalation) of an alert resolved since, in retry or due (its resolve supersedes it), a
+   notification of an alert that is suppressed now, rows of a disabled channel. Hold a resolve or
+   an acknowledgement while an announcement of its alert is still under way on the channel (in
+   flight in another process, in this pass, or queued): it follows it, never overtakes it.
 3. Group them, Alertmanager's way: one message per (group_key, kind). A new group waits
    ``group_wait_seconds`` after its first notification (the shortest ``group_wait_by_severity``
    of its alerts' severities: 0 for errors by default); a group notified recently waits until
@@ -22,10 +25,22 @@ work and the rate limit:
 5. Claim them: ``claimed_by``/``claimed_until`` (the lease) and the ``delivery_key``, the
    deterministic idempotency key of the request, written BEFORE anything is sent.
 
-Then each message is sent and its rows are marked ``sent`` only after the channel accepted it. A
-failure adds an attempt and waits (exponential backoff with jitter, or the receiver's
-``Retry-After``; a 429 is no attempt, and pauses the whole channel); past the channel's
-``retry_attempts``, or at once for a permanent error, the rows are ``failed`` with the error.
+Then each message is sent and its rows are marked ``sent`` only after the channel accepted it;
+while a pass sends, a heartbeat renews its lease every third of ``lease_seconds``, so however long
+an answer takes (a trickling body, a Slack reply and update, an SMTP session) no other dispatcher
+takes the rows of a live one. An outcome is recorded only on rows this dispatcher still holds
+(``claimed_by``): a row whose lease passed to another is that one's to record.
+
+Retries are bounded by time, not by a count: a failure (a 5xx, a timeout, a refused connection, a
+429) adds an attempt and waits (exponential backoff with equal jitter from
+``backoff_initial_seconds`` or the channel's ``retry_delay_minutes``, capped at
+``backoff_max_seconds``; or the receiver's ``Retry-After``, which uses no attempt and pauses the
+whole channel). The first failure sets the rows' ``retry_until`` (``retry_for_minutes``, 60 by
+default); the last try is at that time, and a failure then marks the rows ``failed``, as does a
+``Retry-After`` past it. A permanent error (another 4xx, a channel not configured) fails them at
+once. So an outage of the receiver shorter than ``retry_for_minutes`` delays the page, never loses
+it; a row failed for good fails the dispatch step, and the alert's repeat and escalation still go
+out. A channel's ``retry_attempts`` is deprecated and ignored (a warning says so).
 
 A dispatcher killed mid-send leaves its rows claimed: once the lease ends another takes them and
 sends the same rows again with the same ``delivery_key`` (the webhook's ``Idempotency-Key``, the
