@@ -257,6 +257,27 @@ def test_an_in_flight_firing_is_told_its_acknowledgement_and_resolve_a_failed_on
     }
 
 
+def test_a_firing_that_failed_for_good_is_announced_again_by_the_repeat(engine: Engine) -> None:
+    cfg = config()
+    rate(engine, 0.5, T0)
+    evaluate(engine, cfg, T0)
+    (alert,) = rows(engine, alerts)
+    with engine.begin() as conn:  # the receivers were down past retry_for_minutes
+        conn.execute(notifications.update().values(status="failed"))
+    rate(engine, 0.5, T0 + timedelta(hours=4))
+    assert evaluate(engine, cfg, T0 + timedelta(hours=4)).notifications == 0  # no re-queue loop
+    report = actions.maintain(engine, cfg, T0 + timedelta(hours=4, minutes=1))
+    assert report.repeated == [alert.alert_id]
+    repeated = rows(engine, notifications, notifications.c.kind == "repeated")
+    assert sorted((n.channel, n.status) for n in repeated) == [
+        ("log", "pending"),
+        ("ops", "pending"),
+    ]
+    actions.resolve(engine, alert.alert_id, "ana", "fixed", T0 + timedelta(hours=5))
+    # Not told: the failed firings; the repeats were never attempted (cancelled): no resolve.
+    assert rows(engine, notifications, notifications.c.kind == "resolved") == []
+
+
 def test_a_mute_time_interval_holds_notifications_back(engine: Engine) -> None:
     muted = load_config_text(
         (RULES % {"for": 0, "keep": 0}).replace(
