@@ -14,8 +14,9 @@ exception types, driver error codes and the fixed wording of driver messages.
 """
 
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import exc as sa_exc
 
@@ -59,6 +60,25 @@ class Rule:
 
 
 UNCLASSIFIED = Classification("unclassified", False, "no_rule_matched")
+
+# Metadata of a failed ETL step's ``Failure``: its error class, whether it is transient and the rule
+# that said so (defs/pipeline/assets.py attaches them; the landing sensor, the failure hooks, the
+# run-failure and self-healing sensors read them back with :func:`from_step_metadata`).
+ERROR_CLASS_METADATA = "healthmon/error_class"
+TRANSIENT_METADATA = "healthmon/transient"
+ERROR_RULE_METADATA = "healthmon/error_rule"
+
+
+def from_step_metadata(meta: Mapping[str, Any], default_rule: str) -> Classification | None:
+    """The classification a step attached to its failure (metadata as plain values), None when
+    it attached none."""
+    if ERROR_CLASS_METADATA not in meta:
+        return None
+    return Classification(
+        str(meta[ERROR_CLASS_METADATA]),
+        bool(meta.get(TRANSIENT_METADATA, False)),
+        str(meta.get(ERROR_RULE_METADATA, default_rule)),
+    )
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:

@@ -32,7 +32,12 @@ from healthmon_dagster.defs.resources import (
 )
 from healthmon_dagster.etl import catalog, core, raw, staging
 from healthmon_dagster.etl.catalog import CoreMetrics, PipelineAsset, RawMetrics, StagingMetrics
-from healthmon_dagster.etl.failures import classify
+from healthmon_dagster.etl.failures import (
+    ERROR_CLASS_METADATA,
+    ERROR_RULE_METADATA,
+    TRANSIENT_METADATA,
+    classify,
+)
 from healthmon_dagster.etl.landing import LandingError
 from healthmon_dagster.etl.raw import RawLoadResult
 from healthmon_dagster.quality import record_results
@@ -49,12 +54,9 @@ STG_PATIENTS = dg.AssetKey(catalog.STG_PATIENTS.path)
 STG_PATIENTS_REJECTED = dg.AssetKey(catalog.STG_PATIENTS_REJECTED.path)
 CORE_DIM_PATIENT = dg.AssetKey(catalog.CORE_DIM_PATIENT.path)
 
-# Metadata of a failed ETL step: its error class (etl.failures), whether it is transient, the rule
-# that said so, and the dependency it found unavailable (only when there is one). The landing sensor
-# reads them from the step's failure event.
-ERROR_CLASS_METADATA = "healthmon/error_class"
-TRANSIENT_METADATA = "healthmon/transient"
-ERROR_RULE_METADATA = "healthmon/error_rule"
+# Metadata of a failed ETL step: its error class, whether it is transient, the rule that said so
+# (etl.failures' ERROR_CLASS_METADATA, ...), and the dependency it found unavailable (only when
+# there is one). The landing sensor reads them from the step's failure event.
 DEPENDENCY_METADATA = "healthmon/dependency"
 
 
