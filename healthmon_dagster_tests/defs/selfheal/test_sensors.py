@@ -407,6 +407,7 @@ def test_a_stale_asset_whose_upstream_is_newer_is_re_run_once_per_staleness(
     }
     assert not again.requests  # the same staleness is decided once
     (incident,) = incident_rows(db_url)
-    assert incident.root_key == "asset:stg/patients"
+    assert incident.root_key == "asset:raw/patients"  # the lineage's incident
+    assert incident.component == "staging_transformer"  # the most upstream failing asset's
     (entry,) = [d for _, k, _, d in timeline(db_url) if k == "self_heal_attempt"]
     assert (entry["action"], entry["rule"]) == ("rerun", "stale:upstream_newer")
