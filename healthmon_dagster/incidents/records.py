@@ -8,6 +8,9 @@ index ``uq_incidents_open_root_key`` admits one incident per root key that is ne
 closed, and the insert is ``ON CONFLICT DO NOTHING``; the loser of a race (another sensor process,
 a hook in a parallel step) finds the winner's row and absorbs into it. Two processes can never
 open two incidents for one root cause, whatever their timing.
+A failure that names itself (:attr:`Failure.dedup_key`) and a sent notification are one timeline
+entry however many processes report them: the unique index ``uq_incident_events_dedup_key``
+decides (:func:`record_unique_event`).
 
 No Dagster here: the hooks and sensors in ``defs/`` adapt Dagster's events into :class:`Failure`.
 Texts on the timeline are built from asset keys, counts, column names and error classes; an
