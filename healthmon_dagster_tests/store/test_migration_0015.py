@@ -1,4 +1,4 @@
-"""Migration 0014: incident timeline entries get a unique ``dedup_key``; the existing
+"""Migration 0015: incident timeline entries get a unique ``dedup_key``; the existing
 ``notification_sent`` entries get theirs (the first of each notification), so that no notification
 is recorded again after the upgrade."""
 
@@ -13,10 +13,10 @@ from healthmon_dagster.store.tables import incident_events
 TS = datetime(2026, 12, 1, tzinfo=UTC)
 
 
-def test_0014_keys_the_existing_notification_entries(fresh_db_url: str) -> None:
+def test_0015_keys_the_existing_notification_entries(fresh_db_url: str) -> None:
     engine = create_db_engine(fresh_db_url)
     try:
-        upgrade(engine, "0013")
+        upgrade(engine, "0014")
         incidents = sa.table(
             "incidents",
             *(sa.column(c) for c in ("incident_id", "root_key", "title", "severity", "status")),

@@ -7,16 +7,16 @@ read before the write, keeps them single. NULL keys (every other entry) never co
 existing ``notification_sent`` entries get their key (the first entry of each notification), so
 that no notification is recorded again after the upgrade.
 
-Revision ID: 0014
-Revises: 0013
+Revision ID: 0015
+Revises: 0014
 Create Date: 2026-12-08 10:00:00
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0014"
-down_revision = "0013"
+revision = "0015"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 
