@@ -73,7 +73,9 @@ LOWER_IS_WORSE_OPERATORS = frozenset(
 
 # Known feature flags and their defaults; a flag not listed here is rejected as a probable typo.
 DEFAULT_FEATURE_FLAGS: dict[str, bool] = {
-    "self_healing": False,
+    # On: it re-runs only transient failures, within attempts per window, backoff and a circuit
+    # breaker, never a data error, and leaves the landing sensor's and run_retries' runs alone.
+    "self_healing": True,
     "anomaly_detection": True,
     "forecasting": True,
     "incident_correlation": True,
@@ -1321,7 +1323,8 @@ class SelfHealingConfiguration(_Model):
     ``escalate_to``, until the asset materializes again. A re-run that succeeds with its checks
     passing moves the incident to monitoring; it resolves after ``quiet_period_minutes`` without a
     new failure. ``stale_reruns``: also re-run an asset past its freshness fail window whose upstream
-    has materialized since. The sensor runs only while the feature flag ``self_healing`` is on."""
+    has materialized since. The sensor runs while the feature flag ``self_healing`` is on (the
+    default); ``feature_flags: {self_healing: false}`` turns it off."""
 
     max_attempts_per_window: int = Field(default=3, ge=1, le=100)
     window_minutes: int = Field(default=60, ge=1, le=10_080)
