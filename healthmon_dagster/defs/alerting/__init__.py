@@ -1,5 +1,6 @@
 """The alert engine in Dagster: a sensor that evaluates the rules, escalates and repeats, and a
-sensor that starts the dispatch job when notifications are due."""
+sensor that starts the dispatch job when notifications are due, at the intervals of
+``alerting`` in healthmon.yaml."""
 
 import dagster as dg
 

@@ -16,22 +16,21 @@ import dagster as dg
 from healthmon_dagster.config import HealthConfiguration
 from healthmon_dagster.config.models import SensorIntervals
 from healthmon_dagster.defs.incidents.hooks import CHECK_FAILED
-from healthmon_dagster.defs.pipeline.assets import (
-    ERROR_CLASS_METADATA,
-    ERROR_RULE_METADATA,
-    TRANSIENT_METADATA,
-)
 from healthmon_dagster.defs.resources import WarehouseResource
 from healthmon_dagster.enums import IncidentSource
-from healthmon_dagster.etl.failures import Classification, classify_run_failure
+from healthmon_dagster.etl.failures import (
+    Classification,
+    classify_run_failure,
+    from_step_metadata,
+)
 from healthmon_dagster.incidents.detect import recorded_steps, run_failure, step_failure
 from healthmon_dagster.incidents.records import Actor, Failure, open_or_absorb
 from healthmon_dagster.incidents.rootkey import root_key_for
+from healthmon_dagster.run_tags import FAILURE_REASON_TAG
 from healthmon_dagster.settings import get_settings
 from healthmon_dagster.store.metrics import utcnow
 
 ACTOR = Actor("sensor:incident_run_failure", IncidentSource.SENSOR)
-_FAILURE_REASON_TAG = "dagster/failure_reason"  # Dagster's run tag (dagster._core.storage.tags)
 
 
 def step_classification(event: dg.DagsterEvent) -> tuple[Classification, str]:
@@ -40,12 +39,8 @@ def step_classification(event: dg.DagsterEvent) -> tuple[Classification, str]:
     data = event.step_failure_data
     user = data.user_failure_data
     meta = {k: v.value for k, v in (user.metadata if user else {}).items()}
-    if ERROR_CLASS_METADATA in meta:
-        found = Classification(
-            str(meta[ERROR_CLASS_METADATA]),
-            bool(meta.get(TRANSIENT_METADATA, False)),
-            str(meta.get(ERROR_RULE_METADATA, "step_metadata")),
-        )
+    found = from_step_metadata(meta, "step_metadata")
+    if found is not None:
         lines = ((user.description if user else None) or "").strip().splitlines()
         return found, lines[0][:500] if lines else ""
     kind = data.error.cls_name if data.error else "unknown"
@@ -107,7 +102,7 @@ def run_failures(context: dg.RunFailureSensorContext, recorded: set[str]) -> lis
             )
         )
     if not step_events and "" not in recorded:
-        reason = run.tags.get(_FAILURE_REASON_TAG)
+        reason = run.tags.get(FAILURE_REASON_TAG)
         found = classify_run_failure(reason)
         failures.append(
             run_failure(
