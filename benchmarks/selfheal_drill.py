@@ -55,9 +55,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from drill import Site, project_config, proxy_for, scratch_database, sensor_ticks  # noqa: E402
 
 from healthmon_dagster.defs.pipeline.jobs import raw_file_run_config  # noqa: E402
-from healthmon_dagster.defs.selfheal.sensors import SELF_HEAL_TAG  # noqa: E402
 from healthmon_dagster.etl.landing import S3LandingSource  # noqa: E402
 from healthmon_dagster.etl.sample import SampleFile, generate_sample, write_to  # noqa: E402
+from healthmon_dagster.run_tags import SELF_HEAL_TAG  # noqa: E402
 from healthmon_dagster.store.db import get_engine  # noqa: E402
 from healthmon_dagster.store.metrics import as_utc  # noqa: E402
 from healthmon_dagster.store.tables import (  # noqa: E402

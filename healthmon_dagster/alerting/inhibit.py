@@ -8,18 +8,28 @@ Built in (``alerting.builtin_inhibit_rules``):
 
 - an unreachable dependency (``dependency_unreachable``) mutes every alert about an asset;
 - an asset whose check failed with ERROR (or whose file broke the contract) mutes the alerts of
-  the assets downstream of it: stale or failing downstream tables are its consequence.
+  the assets downstream of it: stale or failing downstream tables are its consequence;
+- one staleness, two alerts: an asset with a ``freshness:`` entry has both a Dagster
+  FreshnessPolicy (its alerts carry ``check=freshness_policy``) and the ``last_load_is_fresh``
+  check. Whichever of the two alerts of one asset fired first stands for the staleness; the other
+  is muted by it. Not one shared alert: the two are measured apart (the daemon sees
+  materializations, the check the load audit, data loaded outside Dagster included) and may
+  disagree, and one alert fed by both would flap between them. Not a fixed order either: the
+  daemon usually notices first, but the check can, and the first one is the one already told.
 
 An alert never inhibits itself, and the root cause reported is the most upstream source.
 """
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from healthmon_dagster.alerting.labels import Matcher, all_match, parse_matchers
 from healthmon_dagster.alerting.lineage import Lineage
+from healthmon_dagster.alerting.signals import FRESHNESS_POLICY_CHECK
 from healthmon_dagster.config.models import HealthConfiguration, InhibitRule
+from healthmon_dagster.store.metrics import as_utc
 
 BUILTIN_INHIBIT_RULES: tuple[InhibitRule, ...] = (
     InhibitRule(
@@ -35,6 +45,11 @@ BUILTIN_INHIBIT_RULES: tuple[InhibitRule, ...] = (
         lineage=True,
     ),
 )
+
+
+# The check names of the two measures of one asset's staleness (the second is
+# healthmon_dagster.quality.LAST_LOAD_IS_FRESH; named here to keep alerting/ free of quality/).
+FRESHNESS_CHECKS = frozenset({FRESHNESS_POLICY_CHECK, "last_load_is_fresh"})
 
 
 @dataclass(frozen=True)
@@ -57,6 +72,7 @@ class Inhibitor:
         ]
         self._lineage = lineage
         self._firing = list(firing)
+        self._same_staleness = config.alerting.builtin_inhibit_rules
 
     def _inhibits(self, rule: _Compiled, source: Any, target: Any) -> bool:
         s, t = source.labels or {}, target.labels or {}
@@ -73,11 +89,37 @@ class Inhibitor:
             return True  # a dependency of everything
         return bool(target_asset) and self._lineage.is_downstream(target_asset, source_asset)
 
+    def scope(self, source: Any) -> tuple[bool, list[str]]:
+        """What ``source`` mutes through the lineage rules whose source matchers it matches:
+        (every asset, when it has no asset: a dependency of everything), else the assets
+        downstream of its asset, sorted. (False, []) when it is no lineage root."""
+        labels = source.labels or {}
+        asset = str(labels.get("asset") or "")
+        every, below = False, set[str]()
+        for rule in self._rules:
+            if not rule.rule.lineage or not all_match(rule.source, labels):
+                continue
+            if not asset:
+                every = True
+            else:
+                below |= self._lineage.downstream.get(asset, frozenset())
+        return every, sorted(below)
+
+    def _first_of_staleness(self, source: Any, target: Any) -> bool:
+        """``source`` is the other measure of ``target``'s asset staleness and fired first."""
+        s, t = source.labels or {}, target.labels or {}
+        if not self._same_staleness or source.alert_id == target.alert_id:
+            return False
+        checks = {s.get("check"), t.get("check")}
+        if checks != FRESHNESS_CHECKS or not s.get("asset") or s.get("asset") != t.get("asset"):
+            return False
+        return _fired(source) < _fired(target)
+
     def root_cause(self, target: Any) -> Any | None:
         """The most upstream firing alert that inhibits ``target``, or None."""
         sources = [
             src for src in self._firing for rule in self._rules if self._inhibits(rule, src, target)
-        ]
+        ] + [src for src in self._firing if self._first_of_staleness(src, target)]
         if not sources:
             return None
 
@@ -92,3 +134,11 @@ class Inhibitor:
             return (0 if not asset else 1 + ancestors, int(alert.alert_id))
 
         return min(sources, key=depth)
+
+
+def _fired(alert: Any) -> tuple[datetime, int]:
+    fired = alert.fired_at or alert.started_at
+    return (as_utc(fired) if fired is not None else _EPOCH, int(alert.alert_id))
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -7,6 +7,7 @@ included); without one, the bundled pipeline's is used: ``raw/patients`` -> ``st
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from healthmon_dagster.etl import catalog
 
@@ -45,6 +46,20 @@ class Lineage:
                 catalog.STG_PATIENTS.key: [catalog.RAW_PATIENTS.key],
                 catalog.STG_PATIENTS_REJECTED.key: [catalog.RAW_PATIENTS.key],
                 catalog.CORE_DIM_PATIENT.key: [catalog.STG_PATIENTS.key],
+            }
+        )
+
+    @classmethod
+    def of_repository(cls, repository: Any) -> "Lineage":
+        """From a Dagster ``RepositoryDefinition``'s asset graph (every asset, external ones
+        included); the bundled pipeline's without one."""
+        if repository is None:
+            return cls.bundled()
+        graph = repository.asset_graph
+        return cls.from_parents(
+            {
+                key.to_user_string(): [p.to_user_string() for p in graph.get(key).parent_keys]
+                for key in graph.get_all_asset_keys()
             }
         )
 

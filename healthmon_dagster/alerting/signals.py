@@ -4,7 +4,11 @@
   ``etl.metrics``, one SQL pass per distinct window size for all rules (not one per rule).
 - Event rules: the latest result of each check in ``etl.check_results`` newer than the cursor
   (only keys with a new result produce a signal, so a check that has not run again keeps its
-  alert), and signals the Dagster adapter passes in (run failures, freshness states).
+  alert), and signals the Dagster adapter passes in (run failures, freshness states). On Postgres
+  a ``result_id`` is taken at insert and transactions commit in any order, so a row can become
+  visible after a higher id was judged: the recent rows just below the cursor are read again
+  (``LATE_COMMIT_SECONDS``), and judging a row twice changes nothing (see
+  :func:`latest_check_rows`).
 
 A signal that is absent changes nothing; an inactive one resolves its alert. Titles, descriptions
 and details carry check names, asset keys, counts, rates and row numbers (what the checks
@@ -41,7 +45,8 @@ from healthmon_dagster.enums import (
     RecordSource,
 )
 from healthmon_dagster.etl.catalog import component_for
-from healthmon_dagster.store.tables import check_results, metrics
+from healthmon_dagster.store.metrics import utcnow
+from healthmon_dagster.store.tables import alerts, check_results, metrics
 
 # Components whose connectivity the pipeline's data depends on.
 DEPENDENCY_COMPONENTS = frozenset(
@@ -375,10 +380,35 @@ class CheckRow:
     failing_rows: int | None
 
 
-def latest_check_rows(conn: Connection, after_result_id: int | None) -> list[CheckRow]:
-    """The newest row of each (source, check, target) among rows after the cursor."""
+# Rows just below the cursor that are read again: those recorded (``ts``) this recently and at
+# most this many ids back. A transaction that committed later than this after its rows' ``ts`` is
+# still missed; check results are written in short transactions.
+LATE_COMMIT_SECONDS = 600
+LATE_COMMIT_ROWS = 10_000
+
+
+def latest_check_rows(
+    conn: Connection, after_result_id: int | None, now: datetime | None = None
+) -> list[CheckRow]:
+    """The newest row of each (source, check, target) among the rows after the cursor and the
+    recent ones just below it (``LATE_COMMIT_SECONDS``, ``LATE_COMMIT_ROWS``), which a late
+    commit may have added since the last evaluation.
+
+    Judging a row again is harmless: an active row finds its alert open (nothing changes), an
+    inactive one finds it resolved or resolves what is still open for that check. The one row
+    that must not be judged again is one whose alert was resolved since (by hand: ``healthmon
+    alerts resolve``): a re-read row still named in the details of an alert resolved within the
+    window is left out."""
     c = check_results.c
-    newer = [c.result_id > after_result_id] if after_result_id is not None else []
+    newer: list[Any] = []
+    if after_result_id is not None:
+        now = now or utcnow()
+        cutoff = now - timedelta(seconds=LATE_COMMIT_SECONDS)
+        reread_from = after_result_id - LATE_COMMIT_ROWS
+        newer = [
+            c.result_id > reread_from,
+            sa.or_(c.result_id > after_result_id, c.ts > cutoff),
+        ]
     latest = (
         sa.select(sa.func.max(c.result_id).label("rid"))
         .where(*newer)
@@ -398,6 +428,9 @@ def latest_check_rows(conn: Connection, after_result_id: int | None) -> list[Che
         c.observed_value,
         c.failing_rows,
     ).join(latest, latest.c.rid == c.result_id)
+    judged: set[int] = set()
+    if after_result_id is not None:
+        judged = _resolved_results(conn, now or utcnow())
     return [
         CheckRow(
             result_id=int(r.result_id),
@@ -413,7 +446,22 @@ def latest_check_rows(conn: Connection, after_result_id: int | None) -> list[Che
             failing_rows=r.failing_rows,
         )
         for r in conn.execute(query.order_by(c.result_id))
+        if after_result_id is None or r.result_id > after_result_id or r.result_id not in judged
     ]
+
+
+def _resolved_results(conn: Connection, now: datetime) -> set[int]:
+    """The check results named by the alerts resolved within the re-read window."""
+    a = alerts.c
+    cutoff = now - timedelta(seconds=LATE_COMMIT_SECONDS)
+    out: set[int] = set()
+    for (details,) in conn.execute(
+        sa.select(a.details).where(a.resolved_at > cutoff, a.resolved_at.is_not(None))
+    ):
+        rid = (details or {}).get("result_id")
+        if isinstance(rid, int):
+            out.add(rid)
+    return out
 
 
 def _is_contract_break(row: CheckRow) -> bool:

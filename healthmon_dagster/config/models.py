@@ -41,7 +41,12 @@ MAX_RETENTION_DAYS = 36_500
 MAX_INTERVAL_SECONDS = 86_400
 """Longest health-check interval: schedules are cron, which runs a job at most daily."""
 MAX_TIMEOUT_SECONDS = 3_600
+MIN_SENSOR_INTERVAL_SECONDS = 5
+"""dagster-daemon looks at its sensors every 5 s: a shorter interval would not tick more often."""
+MAX_SENSOR_INTERVAL_SECONDS = 3_600
 MAX_RETRIES = 10
+MAX_RETRY_FOR_MINUTES = 7 * 24 * 60
+"""Longest a notification is retried: a week (an alert older than that is news to no one)."""
 MAX_ROWS = 10**12
 """Largest row count or count threshold (a trillion rows)."""
 MAX_GROWTH_PCT = 100_000.0
@@ -71,7 +76,9 @@ LOWER_IS_WORSE_OPERATORS = frozenset(
 
 # Known feature flags and their defaults; a flag not listed here is rejected as a probable typo.
 DEFAULT_FEATURE_FLAGS: dict[str, bool] = {
-    "self_healing": False,
+    # On: it re-runs only transient failures, within attempts per window, backoff and a circuit
+    # breaker, never a data error, and leaves the landing sensor's and run_retries' runs alone.
+    "self_healing": True,
     "anomaly_detection": True,
     "forecasting": True,
     "incident_correlation": True,
@@ -962,8 +969,15 @@ class NotificationChannel(_Model):
 
     type: ChannelType
     enabled: bool = True
-    retry_attempts: int = Field(default=3, ge=0, le=MAX_RETRIES)
+    # Deprecated and ignored: retries are bounded by time (``retry_for_minutes``), since a count of
+    # a few backoff steps gave up on a receiver down for more than about a minute and lost the
+    # page. Still accepted and range-checked, so an existing healthmon.yaml loads; the dispatcher
+    # logs a warning naming the channel.
+    retry_attempts: int | None = Field(default=None, ge=0, le=MAX_RETRIES)
     retry_delay_minutes: float = Field(default=1, ge=0, le=24 * 60)
+    # How long a failing notification is retried before it is ``failed`` (from its first failed
+    # attempt); None: ``alerting.dispatch.retry_for_minutes``.
+    retry_for_minutes: float | None = Field(default=None, gt=0, le=MAX_RETRY_FOR_MINUTES)
     configuration: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("configuration")
@@ -1007,7 +1021,10 @@ def _channel_problem(error: Any, keys: list[str]) -> str:
         if close:
             return f"unknown key; did you mean '{close[0]}'?"
         return f"unknown key; allowed: {', '.join(keys)}"
-    msg = str(error["msg"])
+    if error["type"] == "value_error" and "error" in error.get("ctx", {}):
+        msg = str(error["ctx"]["error"])  # a validator's own text, without "Value error, "
+    else:
+        msg = str(error["msg"])
     return msg[:1].lower() + msg[1:]
 
 
@@ -1191,8 +1208,14 @@ class DispatchConfiguration(_Model):
         }
     )
     backoff_initial_seconds: float = Field(default=5, ge=0.1, le=3600)
-    backoff_max_seconds: float = Field(default=600, ge=1, le=86_400)
-    lease_seconds: int = Field(default=60, ge=5, le=3600)  # a claimed row is retaken after this
+    # The longest wait between two tries: once a receiver is back, a notification waits at most
+    # this long for its next try.
+    backoff_max_seconds: float = Field(default=120, ge=1, le=86_400)
+    # A failing notification is retried (5xx, timeouts, refused connections, 429) for this long
+    # after its first failed attempt, then ``failed``; a channel's own ``retry_for_minutes`` wins.
+    retry_for_minutes: float = Field(default=60, gt=0, le=MAX_RETRY_FOR_MINUTES)
+    # A claimed row is retaken after this; the dispatcher renews it while it is still sending.
+    lease_seconds: int = Field(default=60, ge=5, le=3600)
     request_timeout_seconds: float = Field(default=10, ge=0.5, le=120)
 
 
@@ -1298,7 +1321,8 @@ class SelfHealingConfiguration(_Model):
     ``escalate_to``, until the asset materializes again. A re-run that succeeds with its checks
     passing moves the incident to monitoring; it resolves after ``quiet_period_minutes`` without a
     new failure. ``stale_reruns``: also re-run an asset past its freshness fail window whose upstream
-    has materialized since. The sensor runs only while the feature flag ``self_healing`` is on."""
+    has materialized since. The sensor runs while the feature flag ``self_healing`` is on (the
+    default); ``feature_flags: {self_healing: false}`` turns it off."""
 
     max_attempts_per_window: int = Field(default=3, ge=1, le=100)
     window_minutes: int = Field(default=60, ge=1, le=10_080)
@@ -1327,6 +1351,24 @@ class SelfHealingConfiguration(_Model):
 
 
 # --------------------------------------------------------------------------------------------------
+# Sensors
+
+
+def _sensor_interval(default: int) -> Any:
+    return Field(default=default, ge=MIN_SENSOR_INTERVAL_SECONDS, le=MAX_SENSOR_INTERVAL_SECONDS)
+
+
+class SensorIntervals(_Model):
+    """How often dagster-daemon runs each sensor, in seconds (its ``minimum_interval_seconds``).
+    Read when the code location loads, unlike the rest of the file: reload it after a change."""
+
+    landing_files_sensor: int = _sensor_interval(30)
+    self_healing_sensor: int = _sensor_interval(30)
+    incident_run_failure_sensor: int = _sensor_interval(30)
+    alert_evaluation_sensor: int = _sensor_interval(30)
+    alert_dispatch_sensor: int = _sensor_interval(15)
+
+
 # The whole file
 
 
@@ -1352,6 +1394,7 @@ class HealthConfiguration(_Model):
     alerting: AlertingConfiguration = Field(default_factory=AlertingConfiguration)
     retention: RetentionConfiguration = Field(default_factory=RetentionConfiguration)
     self_healing: SelfHealingConfiguration = Field(default_factory=SelfHealingConfiguration)
+    sensor_intervals: SensorIntervals = Field(default_factory=SensorIntervals)
     feature_flags: dict[str, bool] = Field(default_factory=lambda: dict(DEFAULT_FEATURE_FLAGS))
 
     @model_validator(mode="before")

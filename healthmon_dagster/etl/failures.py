@@ -14,8 +14,9 @@ exception types, driver error codes and the fixed wording of driver messages.
 """
 
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import exc as sa_exc
 
@@ -43,6 +44,28 @@ class Classification:
     dependency: str | None = None
 
 
+# Metadata of a failed step (an ETL step's or a check step's ``dg.Failure``): its error class, whether
+# it is transient, the rule that said so, and the dependency it found unavailable (only when there is
+# one). The landing sensor, the incident hook and the self-healing sensor read them from the step's
+# failure event; they are plain strings so that this module needs no Dagster import.
+ERROR_CLASS_METADATA = "healthmon/error_class"
+TRANSIENT_METADATA = "healthmon/transient"
+ERROR_RULE_METADATA = "healthmon/error_rule"
+DEPENDENCY_METADATA = "healthmon/dependency"
+
+
+def failure_metadata(found: Classification) -> dict[str, str | bool]:
+    """The metadata a failed step carries for ``found``."""
+    meta: dict[str, str | bool] = {
+        ERROR_CLASS_METADATA: found.error_class,
+        TRANSIENT_METADATA: found.transient,
+        ERROR_RULE_METADATA: found.rule,
+    }
+    if found.dependency:
+        meta[DEPENDENCY_METADATA] = found.dependency
+    return meta
+
+
 @dataclass(frozen=True)
 class Rule:
     """``matches(exc)`` true for one exception of the chain -> ``error_class``, ``transient``, and
@@ -59,6 +82,19 @@ class Rule:
 
 
 UNCLASSIFIED = Classification("unclassified", False, "no_rule_matched")
+
+
+def from_step_metadata(meta: Mapping[str, Any], default_rule: str) -> Classification | None:
+    """The classification a step attached to its failure (:func:`failure_metadata`, read back as
+    plain values), None when it attached none. The failure hooks, the run-failure and the
+    self-healing sensors read it here."""
+    if ERROR_CLASS_METADATA not in meta:
+        return None
+    return Classification(
+        str(meta[ERROR_CLASS_METADATA]),
+        bool(meta.get(TRANSIENT_METADATA, False)),
+        str(meta.get(ERROR_RULE_METADATA, default_rule)),
+    )
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:

@@ -14,12 +14,13 @@ with ``Retry-After``) or :class:`PermanentError` (another 4xx, a rejected token 
 
 import hashlib
 import json
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Protocol
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -27,6 +28,10 @@ from healthmon_dagster.enums import AlertSeverity, AlertState, ChannelType, Noti
 
 # Kinds that follow up on an alert already announced: threaded channels reply in its thread.
 FOLLOW_UP_KINDS = frozenset({NotificationKind.RESOLVED, NotificationKind.ACKNOWLEDGED})
+# The longest a receiver's Retry-After is obeyed (an hour; a larger or malformed value is cut to
+# it) and the shortest wait after a 429 (a "Retry-After: 0" must not make a busy loop).
+MAX_RETRY_AFTER = 3600.0
+MIN_RETRY_AFTER = 1.0
 _ZERO_TIME = "0001-01-01T00:00:00Z"  # Alertmanager's endsAt of an alert still firing
 
 
@@ -42,15 +47,24 @@ class DeliveryError(Exception):
 
 
 class RetryableError(DeliveryError):
-    """Try again later: a 5xx, a timeout, a refused connection, a 429 (``rate_limited``)."""
+    """Try again later: a 5xx, a timeout, a refused connection, a 429 (``rate_limited``).
+
+    ``timed_out``: the request went out and no answer came in time, so the receiver may have
+    acted on it (the next attempt is "in doubt": Slack looks for the message before posting)."""
 
     retryable = True
 
     def __init__(
-        self, message: str, *, retry_after: float | None = None, rate_limited: bool = False
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        rate_limited: bool = False,
+        timed_out: bool = False,
     ) -> None:
         super().__init__(message, retry_after=retry_after)
         self.rate_limited = rate_limited
+        self.timed_out = timed_out
 
 
 class PermanentError(DeliveryError):
@@ -65,12 +79,12 @@ def classify_http(
     status: int, where: str, retry_after: str | None = None, reason: str = ""
 ) -> DeliveryError:
     """The error for an HTTP answer other than 2xx: 429 and 5xx are retryable (429 with its
-    ``Retry-After`` seconds), every other status is permanent."""
+    ``Retry-After`` seconds, see :func:`rate_limit_wait`), every other status is permanent."""
     said = f" ({reason})" if reason else ""
     if status == 429:
         return RetryableError(
             f"{where} answered 429 Too Many Requests{said}",
-            retry_after=parse_retry_after(retry_after),
+            retry_after=rate_limit_wait(retry_after),
             rate_limited=True,
         )
     if status >= 500 or status in (408,):
@@ -82,29 +96,59 @@ def classify_http(
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """``Retry-After`` in seconds: a number of seconds or an HTTP date; None when absent or bad."""
+    """``Retry-After`` in seconds: a number of seconds or an HTTP date, at most
+    :data:`MAX_RETRY_AFTER`; None when absent or not a finite number or a date."""
     if not value:
         return None
     value = value.strip()
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        pass
-    from email.utils import parsedate_to_datetime
+        from email.utils import parsedate_to_datetime
 
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    if not math.isfinite(seconds):  # "inf", "nan": no wait the dispatcher could schedule
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+    return min(MAX_RETRY_AFTER, max(0.0, seconds))
+
+
+def rate_limit_wait(retry_after: str | None, now: datetime | None = None) -> float | None:
+    """The wait a 429 asks for: its ``Retry-After``, at least :data:`MIN_RETRY_AFTER` and at most
+    :data:`MAX_RETRY_AFTER` seconds. None when the 429 gave no usable ``Retry-After``: then the
+    dispatcher's exponential backoff with jitter (a finite wait) applies."""
+    seconds = parse_retry_after(retry_after, now)
+    return None if seconds is None else max(MIN_RETRY_AFTER, seconds)
 
 
 def env_value(name: str, env: Mapping[str, str] | None = None) -> str | None:
     """The value of environment variable ``name`` (None when unset or empty)."""
     value = (os.environ if env is None else env).get(name)
     return value or None
+
+
+def receiver_url_problem(url: str) -> str | None:
+    """What makes ``url`` unusable as a receiver's address (None when it is usable): only
+    ``http://`` and ``https://`` URLs with a host are posted to. The standard library's client
+    would also open ``file://`` and ``ftp://`` URLs, which read local files or leave through
+    another protocol. Plain http stays allowed (a receiver on loopback, an internal relay). The
+    text never quotes the URL (it may carry a secret, as Teams' signature)."""
+    try:
+        parts = urlsplit(url.strip())
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        return "it is not a URL"
+    if parts.scheme.lower() not in ("http", "https"):
+        what = f"its scheme is {parts.scheme}:" if parts.scheme else "it is not a URL"
+        return f"{what}; only http:// and https:// URLs are allowed"
+    if not parts.hostname:
+        return "it has no host; write http(s)://host[:port]/path"
+    return None
 
 
 class ChannelConfig(BaseModel):
@@ -144,6 +188,111 @@ class AlertEvent:
 
 
 @dataclass(frozen=True)
+class MutedAlert:
+    """An alert a root cause mutes, by name: its rule and the asset, check or component it is
+    about (labels, never a value)."""
+
+    alert_id: int
+    rule_id: str
+    asset: str | None = None
+    check: str | None = None
+    component: str | None = None
+
+    @property
+    def name(self) -> str:
+        about = self.asset or self.component or ""
+        return (
+            f"{self.rule_id}"
+            + (f" on {about}" if about else "")
+            + (f" ({self.check})" if self.check else "")
+        )
+
+
+@dataclass(frozen=True)
+class Mutes:
+    """What a root-cause alert mutes (lineage inhibition): every asset's alerts (an unreachable
+    dependency) or those of the assets downstream of its asset, and the alerts it mutes now."""
+
+    every_asset: bool = False
+    downstream_assets: tuple[str, ...] = ()
+    muted: tuple[MutedAlert, ...] = ()
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "scope": "every asset" if self.every_asset else list(self.downstream_assets),
+            "muted_count": len(self.muted),
+            "muted_alerts": [m.name for m in self.muted],
+        }
+
+
+@dataclass(frozen=True)
+class MutedSpan:
+    """A time this alert was muted by a root cause (``until`` None: it still is)."""
+
+    by_alert_id: int
+    by_title: str
+    since: datetime
+    until: datetime | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "alert_id": self.by_alert_id,
+            "title": self.by_title,
+            "since": rfc3339(self.since),
+            "until": rfc3339(self.until) if self.until is not None else None,
+        }
+
+
+MAX_NAMED = 10  # muted alerts and downstream assets named in a notification; the rest counted
+
+
+def utc_text(value: datetime | None) -> str:
+    """``2026-12-07 10:00:00 UTC`` (a naive time is taken to be UTC); ``-`` for None."""
+    if value is None:
+        return "-"
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _named(names: Sequence[str]) -> str:
+    shown = ", ".join(names[:MAX_NAMED])
+    return shown + (f" and {len(names) - MAX_NAMED} more" if len(names) > MAX_NAMED else "")
+
+
+def mutes_text(mutes: "Mutes | None") -> str:
+    """One line saying what a root-cause alert mutes; empty for None."""
+    if mutes is None:
+        return ""
+    if mutes.every_asset:
+        scope = "Root cause: mutes the alerts of every asset"
+    elif mutes.downstream_assets:
+        n = len(mutes.downstream_assets)
+        scope = (
+            f"Root cause: mutes the alerts of the {n} asset{'s' if n != 1 else ''} downstream: "
+            + _named(mutes.downstream_assets)
+        )
+    else:
+        scope = "Root cause"
+    n = len(mutes.muted)
+    if not n:
+        return f"{scope}; no alert muted now"
+    return f"{scope}; muting {n} alert{'s' if n != 1 else ''} now: " + _named(
+        [m.name for m in mutes.muted]
+    )
+
+
+def muted_by_text(spans: Sequence["MutedSpan"]) -> str:
+    """One line saying when this alert was muted and by which root cause; empty for none."""
+    parts = [
+        f"alert {s.by_alert_id} ({s.by_title}) from {utc_text(s.since)}"
+        + (f" to {utc_text(s.until)}" if s.until is not None else ", still")
+        for s in spans
+    ]
+    return ("Muted by " + "; by ".join(parts)) if parts else ""
+
+
+@dataclass(frozen=True)
 class AlertView:
     """One alert as a notification shows it (a row of ``etl.alerts`` and its event)."""
 
@@ -172,6 +321,9 @@ class AlertView:
     escalation_level: int = 0
     links: tuple[Link, ...] = ()
     thread: ThreadRef | None = None
+    # A root cause: what it mutes. An alert that was muted: by what, when (inhibition only).
+    mutes: Mutes | None = None
+    muted_by: tuple[MutedSpan, ...] = ()
 
     @property
     def is_resolved(self) -> bool:
@@ -195,6 +347,10 @@ class AlertView:
             out["description"] = self.description
         if self.value is not None:
             out["value"] = format_value(self.value)
+        if self.mutes is not None:
+            out["mutes"] = mutes_text(self.mutes)
+        if self.muted_by:
+            out["muted_by"] = muted_by_text(self.muted_by)
         for key, item in self.details.items():
             out.setdefault(str(key), detail_text(item))
         return out
@@ -235,11 +391,14 @@ class Message:
     delivery_key: str
     group_labels: Mapping[str, str] = field(default_factory=dict)
     external_url: str | None = None
-    # The previous attempt at this very message ended without a recorded answer (its dispatcher
-    # died mid-send): the receiver may have it already. Every channel resends it with the same
-    # idempotency key; Slack posts carry the key in their metadata (event_payload.delivery_key)
-    # for a future lookup.
+    # A request carrying this very message went out before (its rows already had their delivery
+    # key: a timeout, a 5xx, a dispatcher killed mid-send) and the receiver may have it. Every
+    # channel resends it with the same idempotency key; Slack first looks for a message whose
+    # metadata carries the key (event_payload.delivery_key) and posts only if none is found.
     in_doubt: bool = False
+    # When in doubt: no earlier attempt can have been made before this (the oldest row's
+    # creation): where a lookup of the receiver's history starts.
+    attempted_since: datetime | None = None
     # Every alert of the thread this follow-up replies in, as it is now: Slack rewrites the
     # original message from them.
     thread_alerts: tuple[AlertView, ...] = ()

@@ -185,7 +185,12 @@ class EmailNotifier:
                 "and ca_file"
             ) from None
         except TimeoutError:
-            raise RetryableError(f"{where} did not answer within {self.timeout:g}s") from None
+            raise _timed_out(where, self.timeout) from None
+        except smtplib.SMTPServerDisconnected as exc:
+            # smtplib turns a read that timed out into "Connection unexpectedly closed: timed out"
+            if "timed out" in str(exc):
+                raise _timed_out(where, self.timeout) from None
+            raise RetryableError(f"{where} closed the connection mid-session; will retry") from None
         except (OSError, smtplib.SMTPException) as exc:
             reason = getattr(exc, "strerror", None) or type(exc).__name__
             raise RetryableError(f"{where} is unavailable: {reason}; will retry") from None
@@ -194,6 +199,11 @@ class EmailNotifier:
         }
         detail = f"accepted for {len(c.to) - len(refused)} of {len(c.to)} recipient(s)"
         return Delivery(detail=detail, threads=threads)
+
+
+def _timed_out(where: str, timeout: float) -> RetryableError:
+    # The server may have taken the message: the retry carries the same Message-ID.
+    return RetryableError(f"{where} did not answer within {timeout:g}s; will retry", timed_out=True)
 
 
 def _by_code(code: int, text: str) -> PermanentError | RetryableError:

@@ -11,7 +11,12 @@ import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from healthmon_dagster.notify.base import RetryableError, classify_http
+from healthmon_dagster.notify.base import (
+    NotConfigured,
+    RetryableError,
+    classify_http,
+    receiver_url_problem,
+)
 
 
 @dataclass(frozen=True)
@@ -24,7 +29,11 @@ class Answer:
 def post(url: str, body: bytes, headers: Mapping[str, str], timeout: float, where: str) -> Answer:
     """POST ``body``; the answer when it is 2xx, else the classified error (see
     :func:`~healthmon_dagster.notify.base.classify_http`); timeouts and connection failures are
-    retryable."""
+    retryable (a timeout marked ``timed_out``: the receiver may have acted on the request). A URL
+    other than http(s) is never opened (:class:`NotConfigured`)."""
+    problem = receiver_url_problem(url)
+    if problem:
+        raise NotConfigured(f"the URL of {where} is unusable: {problem}")
     request = urllib.request.Request(url, data=body, method="POST", headers=dict(headers))
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
@@ -33,11 +42,17 @@ def post(url: str, body: bytes, headers: Mapping[str, str], timeout: float, wher
         reason = _short(exc.read()) if exc.fp is not None else ""
         raise classify_http(exc.code, where, exc.headers.get("Retry-After"), reason) from None
     except urllib.error.URLError as exc:
+        if isinstance(exc.reason, TimeoutError):
+            raise _timed_out(where, timeout) from None
         raise RetryableError(f"{where} is unreachable: {_reason(exc.reason)}; will retry") from None
     except TimeoutError:
-        raise RetryableError(f"{where} did not answer within {timeout:g}s; will retry") from None
+        raise _timed_out(where, timeout) from None
     except (OSError, http.client.HTTPException) as exc:
         raise RetryableError(f"{where} failed: {_reason(exc)}; will retry") from None
+
+
+def _timed_out(where: str, timeout: float) -> RetryableError:
+    return RetryableError(f"{where} did not answer within {timeout:g}s; will retry", timed_out=True)
 
 
 def _reason(reason: object) -> str:

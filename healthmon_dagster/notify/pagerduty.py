@@ -15,7 +15,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from healthmon_dagster.enums import ChannelType, NotificationKind
 from healthmon_dagster.notify.base import (
@@ -25,6 +25,8 @@ from healthmon_dagster.notify.base import (
     Message,
     NotConfigured,
     env_value,
+    mutes_text,
+    receiver_url_problem,
     rfc3339,
 )
 from healthmon_dagster.notify.http import post
@@ -45,6 +47,14 @@ class PagerDutyConfig(ChannelConfig):
     url: str = EVENTS_URL
     source: str = "healthmon"
 
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        problem = receiver_url_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
 
 def event(message: Message, alert: AlertView, routing_key: str, source: str) -> dict[str, Any]:
     """The Events API v2 body for one alert of ``message``."""
@@ -60,6 +70,10 @@ def event(message: Message, alert: AlertView, routing_key: str, source: str) -> 
     details: dict[str, Any] = {**alert.details, "labels": dict(alert.labels)}
     if alert.description:
         details["description"] = alert.description
+    if alert.mutes is not None:
+        details["mutes"] = {"text": mutes_text(alert.mutes), **alert.mutes.as_json()}
+    if alert.muted_by:
+        details["muted_by"] = [s.as_json() for s in alert.muted_by]
     body["payload"] = {
         "summary": summary[:1024],
         "source": source,

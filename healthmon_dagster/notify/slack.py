@@ -11,14 +11,27 @@ Errors: ``ok: false`` with a transient error (``ratelimited``, ``internal_error`
 429/5xx are retried, a 429's ``Retry-After`` honoured; anything else (``invalid_auth``,
 ``channel_not_found``, ``not_in_channel``, ...) fails the notification at once with Slack's code.
 
-Configuration: ``channel`` (``#name`` or an id; required), ``token_env`` (default
-``SLACK_BOT_TOKEN``), ``base_url`` (Slack's Web API; tests point it at a local server).
+No duplicate after a timeout or a kill: Slack has no idempotency key, but every post carries the
+notification's delivery key in its message metadata (``event_type`` ``healthmon_notification``,
+``event_payload.delivery_key``). A message that went out before (``Message.in_doubt``: the client
+gave up waiting, or its dispatcher died mid-send) is first looked for: ``conversations.history``
+(a thread reply: ``conversations.replies``) with ``include_all_metadata``, from the first attempt
+on (``oldest``), newest first, at most ``lookup_messages`` messages. Found, it counts as delivered
+and its ``ts`` becomes the alert's thread; not found, it is posted. The lookup needs the channel's
+id (a ``#name`` is resolved once with ``conversations.list``) and the ``channels:history`` scope
+(``groups:history`` for a private channel); when Slack refuses it (a missing scope), the message
+is posted again and the delivery's detail says so: a possible duplicate rather than a miss.
+
+Configuration: ``channel`` (``#name`` or an id, better an id; required), ``token_env`` (default
+``SLACK_BOT_TOKEN``), ``base_url`` (Slack's Web API; tests point it at a local server),
+``lookup_messages`` (default 200; 0 turns the lookup off).
 """
 
+import re
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from healthmon_dagster.enums import AlertStatus, ChannelType, NotificationKind
 from healthmon_dagster.notify.base import (
@@ -33,7 +46,8 @@ from healthmon_dagster.notify.base import (
     RetryableError,
     ThreadRef,
     env_value,
-    parse_retry_after,
+    rate_limit_wait,
+    receiver_url_problem,
 )
 from healthmon_dagster.notify.templates import render
 
@@ -57,10 +71,30 @@ RETRYABLE_ERRORS = frozenset(
 )
 
 
+EVENT_TYPE = "healthmon_notification"  # the metadata event_type of every post
+CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{2,}$")
+LOOKUP_PAGE = 200  # messages a lookup asks for at once (Slack's advice: at most 200)
+# Seconds the lookup starts before the first attempt could have been made: the clocks of this
+# host and Slack's may differ.
+LOOKUP_SKEW = 60.0
+MAX_LIST_PAGES = 10  # conversations.list pages read to find a #name's id
+
+
 class SlackConfig(ChannelConfig):
     channel: str | None = Field(default=None, min_length=1)
     token_env: str = Field(default="SLACK_BOT_TOKEN", pattern=r"^[A-Z_][A-Z0-9_]*$")
     base_url: str | None = None
+    # Messages read (newest first, from the first attempt on) when looking for the copy of a
+    # message whose post timed out; 0: never look (a timeout may then show twice).
+    lookup_messages: int = Field(default=200, ge=0, le=5000)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        problem = receiver_url_problem(value) if value is not None else None
+        if problem:
+            raise ValueError(problem)
+        return value
 
 
 def _cut(text: str, limit: int, url: str | None) -> str:
@@ -126,6 +160,7 @@ class SlackNotifier:
     ) -> None:
         self.name, self.config, self.timeout, self.env = name, config, timeout, env
         self.resource = resource
+        self._ids: dict[str, str] = {}  # channel name -> id, from posts and conversations.list
 
     def configured(self) -> list[str]:
         missing = []
@@ -161,6 +196,10 @@ class SlackNotifier:
             raise _classify(exc, where) from None
         except (TimeoutError, OSError) as exc:
             reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc
+            if isinstance(exc, TimeoutError) or isinstance(reason, TimeoutError):
+                raise RetryableError(
+                    f"{where} timed out after {self.timeout:g}s; will retry", timed_out=True
+                ) from None
             raise RetryableError(f"{where} failed: {reason}; will retry") from None
         except ValueError:  # a body that is not JSON (a proxy's error page)
             raise RetryableError(f"{where} answered something that is not JSON") from None
@@ -173,6 +212,15 @@ class SlackNotifier:
         thread = message.thread
         if message.kind in FOLLOW_UP_KINDS and thread is not None:
             return self._follow_up(client, message, thread)
+        note = ""
+        if message.in_doubt:
+            found, note = self._find_earlier(client, message)
+            if found is not None:
+                threads = {a.alert_id: found for a in message.alerts if a.thread is None}
+                return Delivery(
+                    detail=f"found ts={found.ref}, posted by an earlier attempt; not posted again",
+                    threads=threads,
+                )
         text, body = blocks(message, list(message.alerts))
         answer = self._call(
             "chat.postMessage",
@@ -182,28 +230,113 @@ class SlackNotifier:
             blocks=body,
             unfurl_links=False,
             unfurl_media=False,
-            metadata={
-                "event_type": "healthmon_notification",
-                "event_payload": {"delivery_key": message.delivery_key},
-            },
+            metadata=_metadata(message),
         )
-        ref = ThreadRef(str(answer["ts"]), str(answer.get("channel") or self.config.channel or ""))
+        conversation = str(answer.get("channel") or self.config.channel or "")
+        if CHANNEL_ID.match(conversation):
+            self._ids[(self.config.channel or "").lstrip("#")] = conversation
+        ref = ThreadRef(str(answer["ts"]), conversation)
         threads = {a.alert_id: ref for a in message.alerts if a.thread is None}
-        return Delivery(detail=f"posted ts={ref.ref}", threads=threads)
+        return Delivery(detail=f"posted ts={ref.ref}{note}", threads=threads)
+
+    def _find_earlier(
+        self, client: "WebClient", message: Message, thread: ThreadRef | None = None
+    ) -> tuple[ThreadRef | None, str]:
+        """The message (or the reply in ``thread``) an earlier attempt at ``message`` posted,
+        found by the delivery key in its metadata; None when there is none. Slack refusing the
+        lookup (a missing scope, an unknown channel) is a note for the delivery's detail, not an
+        error: the message is posted again. A lookup that timed out or was rate limited raises
+        (:class:`RetryableError`): the message waits, rather than show twice."""
+        limit = self.config.lookup_messages
+        if not limit:
+            return None, ""
+        try:
+            conversation = (thread.conversation if thread else None) or self._channel_id(client)
+            if conversation is None:
+                return None, (
+                    f"; no channel named {self.config.channel} in conversations.list, so no "
+                    "earlier copy was looked for"
+                )
+            since = message.attempted_since
+            oldest = f"{since.timestamp() - LOOKUP_SKEW:.6f}" if since is not None else None
+            seen, cursor = 0, None
+            while seen < limit:
+                page: dict[str, Any] = {
+                    "channel": conversation,
+                    "oldest": oldest,
+                    "limit": min(LOOKUP_PAGE, limit - seen),
+                    "include_all_metadata": True,
+                    "cursor": cursor,
+                }
+                if thread is not None:
+                    answer = self._call(
+                        "conversations.replies", client.conversations_replies, ts=thread.ref, **page
+                    )
+                else:
+                    answer = self._call(
+                        "conversations.history", client.conversations_history, **page
+                    )
+                messages = answer.get("messages") or []
+                for posted in messages:
+                    if _carries(posted, message.delivery_key):
+                        return ThreadRef(str(posted["ts"]), conversation), ""
+                seen += len(messages)
+                cursor = (answer.get("response_metadata") or {}).get("next_cursor")
+                if not messages or not cursor or not answer.get("has_more"):
+                    break
+        except PermanentError as exc:
+            return None, f"; could not look for an earlier copy ({exc}), so it may show twice"
+        return None, ""
+
+    def _channel_id(self, client: "WebClient") -> str | None:
+        """The configured channel's id (conversations.history takes no ``#name``)."""
+        channel = self.config.channel or ""
+        if CHANNEL_ID.match(channel):
+            return channel
+        name = channel.lstrip("#")
+        if name in self._ids:
+            return self._ids[name]
+        cursor = None
+        for _ in range(MAX_LIST_PAGES):
+            answer = self._call(
+                "conversations.list",
+                client.conversations_list,
+                types="public_channel,private_channel",
+                exclude_archived=True,
+                limit=1000,
+                cursor=cursor,
+            )
+            for found in answer.get("channels") or []:
+                if found.get("name") == name and found.get("id"):
+                    self._ids[name] = str(found["id"])
+                    return self._ids[name]
+            cursor = (answer.get("response_metadata") or {}).get("next_cursor")
+            if not cursor:
+                break
+        return None
 
     def _follow_up(self, client: "WebClient", message: Message, thread: ThreadRef) -> Delivery:
         conversation = thread.conversation or self.config.channel or ""
         reply = "\n".join(
             render("slack", message.kind, "reply", message=message, alert=a) for a in message.alerts
         )
-        self._call(
-            "chat.postMessage (thread reply)",
-            client.chat_postMessage,
-            channel=conversation,
-            thread_ts=thread.ref,
-            text=_cut(reply, MAX_TEXT, message.external_url),
-            unfurl_links=False,
+        found, note = (
+            self._find_earlier(client, message, ThreadRef(thread.ref, conversation))
+            if message.in_doubt
+            else (None, "")
         )
+        if found is None:
+            self._call(
+                "chat.postMessage (thread reply)",
+                client.chat_postMessage,
+                channel=conversation,
+                thread_ts=thread.ref,
+                text=_cut(reply, MAX_TEXT, message.external_url),
+                unfurl_links=False,
+                metadata=_metadata(message),
+            )
+        else:
+            note = f"; the reply ts={found.ref} was posted by an earlier attempt, not again"
         # The reply is what notifies; rewriting the original is a courtesy: a failure there is
         # reported in the delivery's detail, never a reason to post the reply again.
         shown = list(message.thread_alerts or message.alerts)
@@ -218,8 +351,23 @@ class SlackNotifier:
                 blocks=body,
             )
         except DeliveryError as exc:
-            return Delivery(detail=f"replied in thread {thread.ref}; original not updated: {exc}")
-        return Delivery(detail=f"replied in thread {thread.ref} and updated it")
+            return Delivery(
+                detail=f"replied in thread {thread.ref}{note}; original not updated: {exc}"
+            )
+        return Delivery(detail=f"replied in thread {thread.ref} and updated it{note}")
+
+
+def _metadata(message: Message) -> dict[str, Any]:
+    """The message metadata every post carries: how a later attempt recognises it."""
+    return {"event_type": EVENT_TYPE, "event_payload": {"delivery_key": message.delivery_key}}
+
+
+def _carries(posted: Mapping[str, Any], key: str) -> bool:
+    metadata = posted.get("metadata")
+    if not isinstance(metadata, Mapping) or metadata.get("event_type") != EVENT_TYPE:
+        return False
+    payload = metadata.get("event_payload")
+    return isinstance(payload, Mapping) and payload.get("delivery_key") == key
 
 
 def _classify(exc: Any, where: str) -> DeliveryError:
@@ -232,7 +380,7 @@ def _classify(exc: Any, where: str) -> DeliveryError:
         retry_after = headers.get("Retry-After") or headers.get("retry-after")
         return RetryableError(
             f"{where}: rate limited (429)",
-            retry_after=parse_retry_after(retry_after),
+            retry_after=rate_limit_wait(retry_after),
             rate_limited=True,
         )
     if status >= 500:

@@ -4,6 +4,13 @@ The retired Office 365 connectors are not a target: a Workflows webhook ("When a
 request is received") takes ``{"type": "message", "attachments": [{"contentType":
 "application/vnd.microsoft.card.adaptive", "content": <AdaptiveCard>}]}`` and answers 202.
 
+Retries and duplicates: a Workflows webhook has no idempotency key and no API to read what was
+posted, so a request that timed out (the flow may have posted the card) or was cut off by a killed
+dispatcher is sent again: the channel may show that card twice. Every request carries the
+notification's delivery key in an ``Idempotency-Key`` header (the same on every retry), which a
+flow can compare with the keys it posted recently (``triggerOutputs()['headers']``) to drop a
+repeat. A duplicate is the price of never missing an alert (Alertmanager's choice too).
+
 Configuration: ``url_env`` (the variable holding the workflow's URL, which carries its signature:
 a secret; required).
 """
@@ -21,6 +28,7 @@ from healthmon_dagster.notify.base import (
     Message,
     NotConfigured,
     env_value,
+    receiver_url_problem,
 )
 from healthmon_dagster.notify.http import post
 from healthmon_dagster.notify.templates import render
@@ -99,8 +107,14 @@ class TeamsNotifier:
     def configured(self) -> list[str]:
         if not self.config.url_env:
             return [f"configuration.url_env is not set (Teams '{self.name}' has no workflow URL)"]
-        if env_value(self.config.url_env, self.env) is None:
+        url = env_value(self.config.url_env, self.env)
+        if url is None:
             return [f"{self.config.url_env} is not set (the workflow URL of Teams '{self.name}')"]
+        if problem := receiver_url_problem(url):
+            return [
+                f"{self.config.url_env} (the workflow URL of Teams '{self.name}') is unusable: "
+                f"{problem}"
+            ]
         return []
 
     def secret_values(self) -> list[str]:
@@ -116,8 +130,13 @@ class TeamsNotifier:
         answer = post(
             url,
             body,
-            {"Content-Type": "application/json", "User-Agent": "healthmon-dagster"},
+            {
+                "Content-Type": "application/json",
+                "User-Agent": "healthmon-dagster",
+                "Idempotency-Key": message.delivery_key,
+            },
             self.timeout,
             self.where,
         )
-        return Delivery(detail=f"HTTP {answer.status}")
+        again = " (sent before: it may show twice)" if message.in_doubt else ""
+        return Delivery(detail=f"HTTP {answer.status}{again}")

@@ -6,11 +6,12 @@ its channel's ``_base.j2``. A template renders one *part* of a message at a time
 Kit, an Adaptive Card, a MIME message) in code around text the templates own.
 
 Templates see only the :class:`~healthmon_dagster.notify.base.Message` (labels, title,
-description, details, links): nothing else reaches them, which is what keeps them PHI-safe.
+description, details, links, and for lineage inhibition what a root cause mutes and what muted an
+alert, by rule, asset and check names): nothing else reaches them, which is what keeps them PHI-safe.
 Undefined names are errors (``StrictUndefined``), so a typo fails the template tests.
 """
 
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,13 @@ import jinja2
 
 from healthmon_dagster.enums import NotificationKind
 from healthmon_dagster.formatting import human_duration
-from healthmon_dagster.notify.base import detail_text, format_value
+from healthmon_dagster.notify.base import (
+    detail_text,
+    format_value,
+    muted_by_text,
+    mutes_text,
+    utc_text,
+)
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 # Channels whose messages come from templates (the webhook sends Alertmanager's JSON: data only).
@@ -27,11 +34,7 @@ TEMPLATED_CHANNELS = ("log", "slack", "email", "teams", "pagerduty")
 
 
 def _ts(value: datetime | None) -> str:
-    if value is None:
-        return "-"
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return utc_text(value)
 
 
 def _slack_escape(value: Any) -> str:
@@ -63,6 +66,8 @@ def environment() -> jinja2.Environment:
         detail=detail_text,
         slack=_slack_escape,
         md=_md_escape,
+        mutes=mutes_text,  # what a root-cause alert mutes (AlertView.mutes)
+        muted_by=muted_by_text,  # when an alert was muted, by which root cause
     )
     return env
 

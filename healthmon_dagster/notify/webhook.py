@@ -33,6 +33,7 @@ from healthmon_dagster.notify.base import (
     Message,
     NotConfigured,
     env_value,
+    receiver_url_problem,
     rfc3339,
 )
 from healthmon_dagster.notify.http import post
@@ -104,8 +105,12 @@ class WebhookNotifier:
         missing = []
         if not self.config.url_env:
             missing.append(f"configuration.url_env is not set (webhook '{self.name}' has no URL)")
-        elif env_value(self.config.url_env, self.env) is None:
+        elif (url := env_value(self.config.url_env, self.env)) is None:
             missing.append(f"{self.config.url_env} is not set (the URL of webhook '{self.name}')")
+        elif problem := receiver_url_problem(url):
+            missing.append(
+                f"{self.config.url_env} (the URL of webhook '{self.name}') is unusable: {problem}"
+            )
         secret_env = self.config.secret_env
         if secret_env and env_value(secret_env, self.env) is None:
             missing.append(f"{secret_env} is not set (the signing secret of webhook '{self.name}')")

@@ -379,6 +379,8 @@ notifications = sa.Table(
     # taken again once the lease ends, with the same delivery_key (the receiver dedups).
     sa.Column("claimed_by", sa.String(100)),
     sa.Column("claimed_until", Timestamp),
+    # Set by the first failed attempt: a failing row is retried until then, then ``failed``.
+    sa.Column("retry_until", Timestamp),
     sa.UniqueConstraint("event_id", "channel", name="uq_notifications_event_channel"),
     sa.CheckConstraint(
         "status IN ('pending', 'sent', 'failed', 'cancelled')", name="ck_notifications_status"
@@ -538,10 +540,15 @@ incident_events = sa.Table(
     sa.Column("to_status", sa.String(20)),
     sa.Column("text", sa.Text, nullable=False),
     sa.Column("details", sa.JSON, nullable=False),
+    # Names an entry that must be on the timelines once, whoever writes it and when: a failure
+    # ("failure:step:<run>:<step>", "failure:alert:<id>"), a sent notification
+    # ("notification:<id>"). NULL (most entries) never conflicts.
+    sa.Column("dedup_key", sa.String(300)),
     sa.CheckConstraint(f"source IN {INCIDENT_SOURCES}", name="ck_incident_events_source"),
     schema="etl",
 )
 sa.Index("ix_incident_events_incident_at", incident_events.c.incident_id, incident_events.c.at)
+sa.Index("uq_incident_events_dedup_key", incident_events.c.dedup_key, unique=True)
 
 # Alerts linked to an incident; a link is made once (the primary key).
 incident_alerts = sa.Table(

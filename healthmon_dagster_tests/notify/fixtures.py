@@ -3,11 +3,14 @@ and real servers on free loopback ports standing in for Slack's Web API, a webho
 PagerDuty's events endpoint, a Teams workflow (one HTTP server class with injectable failures) and
 an SMTP server (aiosmtpd)."""
 
+import asyncio
+import base64
 import ipaddress
 import json
 import ssl
 import threading
 import time
+from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -16,7 +19,8 @@ from email import message_from_bytes, policy
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
+from urllib.parse import parse_qsl
 
 import sqlalchemy as sa
 from aiosmtpd.controller import Controller
@@ -241,6 +245,21 @@ class Request:
     def json(self) -> Any:
         return json.loads(self.body)
 
+    @property
+    def method(self) -> str:
+        """The API method: the path's last part (``chat.postMessage``)."""
+        return self.path.split("?")[0].rsplit("/", 1)[-1]
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The request's arguments: a JSON body, a form body or the query string (Slack's Web
+        API takes all three)."""
+        query = dict(parse_qsl(self.path.partition("?")[2]))
+        kind = self.headers.get("Content-Type", "")
+        if kind.startswith("application/json"):
+            return {**query, **json.loads(self.body or b"{}")}
+        return {**query, **dict(parse_qsl(self.body.decode()))}
+
 
 @dataclass
 class Answer:
@@ -248,13 +267,18 @@ class Answer:
     body: Any = None  # JSON-able, or bytes
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0  # seconds before answering (a timeout when longer than the client waits)
+    # The receiver acts on the request first (the default answer's effect: the message is
+    # posted, the event processed), then answers this way: a timeout or a 5xx after the fact.
+    accept: bool = False
+    path: str = ""  # a queued answer waits for a request whose path (no query) ends with this
 
 
 class HttpStub:
-    """A real HTTP server on a free loopback port. Every request is recorded; the answer is the
-    next one queued with :meth:`then` (failure injection), else ``default(request)``."""
+    """A real HTTP server on a loopback port (a free one unless ``port`` is given). Every request
+    is recorded; the answer is the first one queued with :meth:`then` (failure injection) that
+    fits its path, else ``default(request)``."""
 
-    def __init__(self, default: Any = None) -> None:
+    def __init__(self, default: Any = None, port: int | None = None) -> None:
         self.requests: list[Request] = []
         self.answered: list[Request] = []  # requests that got their answer written
         self._queue: list[Answer] = []
@@ -270,8 +294,11 @@ class HttpStub:
                 request = Request(self.path, dict(self.headers.items()), self.rfile.read(length))
                 with stub._lock:
                     stub.requests.append(request)
-                    answer = stub._queue.pop(0) if stub._queue else None
-                answer = answer or stub._default(request)
+                    answer = stub._next(request)
+                if answer is None:
+                    answer = stub._default(request)
+                elif answer.accept:
+                    stub._default(request)
                 if answer.delay:
                     time.sleep(answer.delay)
                 body = answer.body
@@ -289,6 +316,8 @@ class HttpStub:
                 except OSError:
                     pass  # the client gave up (a timeout test)
 
+            do_GET = do_POST  # noqa: N815 - Slack's Web API reads arguments of either
+
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
@@ -296,7 +325,7 @@ class HttpStub:
             request_queue_size = 128  # socketserver's 5 would drop concurrent connections
             daemon_threads = True
 
-        self.port = free_port()
+        self.port = port or free_port()
         self.server = Server(("127.0.0.1", self.port), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
@@ -309,10 +338,17 @@ class HttpStub:
             self._queue.extend(answers)
         return self
 
+    def _next(self, request: Request) -> Answer | None:
+        path = request.path.split("?")[0]
+        for i, answer in enumerate(self._queue):
+            if path.endswith(answer.path):
+                return self._queue.pop(i)
+        return None
+
     def on(self, path: str) -> list[Request]:
         return [r for r in self.requests if r.path.split("?")[0] == path]
 
-    def __enter__(self) -> "HttpStub":
+    def __enter__(self) -> Self:
         self.thread.start()
         return self
 
@@ -321,17 +357,154 @@ class HttpStub:
         self.server.server_close()
 
 
-def slack_default(request: Request) -> Answer:
-    """Slack's Web API: chat.postMessage answers a new ts and the channel's id."""
-    if request.path.endswith("/chat.postMessage"):
-        ts = f"{time.time():.6f}"
-        return Answer(200, {"ok": True, "channel": "C0ALERTS", "ts": ts})
-    return Answer(200, {"ok": True})
+def _flag(value: Any) -> bool:
+    return str(value).lower() in ("1", "true")
+
+
+def _cursor(offset: int) -> str:
+    return base64.b64encode(f"next:{offset}".encode()).decode()
+
+
+def _offset(cursor: str | None) -> int:
+    return int(base64.b64decode(cursor).decode().split(":")[1]) if cursor else 0
+
+
+class SlackWorkspace:
+    """The part of Slack's Web API the channel uses, with the messages it keeps: a post is in
+    its channel (its thread) from the moment Slack took it, whatever the client hears.
+
+    ``chat.postMessage`` (to a channel id or ``#name``; ``thread_ts``, ``metadata``),
+    ``chat.update``, ``conversations.history`` (channel ids only; top-level messages newest
+    first; ``oldest``/``latest``/``inclusive``, ``limit``, ``cursor``; metadata only with
+    ``include_all_metadata``), ``conversations.replies`` (the parent, then its replies) and
+    ``conversations.list``. Errors as Slack gives them: HTTP 200 with ``ok: false``."""
+
+    def __init__(self, channels: Mapping[str, str] | None = None) -> None:
+        # name -> id; the tests' configurations call their one channel by either name.
+        self.channels = dict(channels or {"data-alerts": "C0ALERTS", "alerts": "C0ALERTS"})
+        self.messages: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self._lock = threading.Lock()
+        self._last_ts = 0.0
+
+    def channel_id(self, channel: str) -> str | None:
+        if channel in self.channels.values():
+            return channel
+        return self.channels.get(channel.lstrip("#"))
+
+    def posts(self, channel: str = "C0ALERTS") -> list[dict[str, Any]]:
+        """The channel's top-level messages, oldest first."""
+        return [m for m in self.messages[channel] if m.get("thread_ts", m["ts"]) == m["ts"]]
+
+    def replies(self, ts: str, channel: str = "C0ALERTS") -> list[dict[str, Any]]:
+        return [m for m in self.messages[channel] if m.get("thread_ts") == ts and m["ts"] != ts]
+
+    def with_key(self, key: str, channel: str = "C0ALERTS") -> list[dict[str, Any]]:
+        """Every message (replies too) whose metadata carries delivery key ``key``."""
+        return [
+            m
+            for m in self.messages[channel]
+            if (m.get("metadata") or {}).get("event_payload", {}).get("delivery_key") == key
+        ]
+
+    def say(self, text: str, channel: str = "C0ALERTS") -> None:
+        """Someone else posts in the channel."""
+        with self._lock:
+            self._post({"channel": channel, "text": text})
+
+    def __call__(self, request: Request) -> Answer:
+        handler = {
+            "chat.postMessage": self._post,
+            "chat.update": self._update,
+            "conversations.history": self._history,
+            "conversations.replies": self._replies,
+            "conversations.list": self._list,
+        }.get(request.method)
+        if handler is None:
+            return Answer(200, {"ok": True})
+        with self._lock:
+            return Answer(200, handler(request.params))
+
+    def _post(self, p: Mapping[str, Any]) -> dict[str, Any]:
+        channel = self.channel_id(str(p.get("channel", "")))
+        if channel is None:
+            return {"ok": False, "error": "channel_not_found"}
+        self._last_ts = max(time.time(), self._last_ts + 0.000001)
+        ts = f"{self._last_ts:.6f}"
+        message = {"type": "message", "ts": ts, "bot_id": "B0HEALTHMON", "text": p.get("text")}
+        for key in ("blocks", "thread_ts", "metadata"):
+            if p.get(key):
+                value = p[key]
+                message[key] = (
+                    json.loads(value) if isinstance(value, str) and key != "thread_ts" else value
+                )
+        self.messages[channel].append(message)
+        return {"ok": True, "channel": channel, "ts": ts, "message": message}
+
+    def _update(self, p: Mapping[str, Any]) -> dict[str, Any]:
+        channel = self.channel_id(str(p.get("channel", "")))
+        found = [m for m in self.messages.get(channel or "", []) if m["ts"] == p.get("ts")]
+        if not found:
+            return {"ok": False, "error": "message_not_found"}
+        found[0].update({k: p[k] for k in ("text", "blocks") if k in p})
+        return {"ok": True, "channel": channel, "ts": p["ts"]}
+
+    def _page(self, p: Mapping[str, Any], messages: list[dict[str, Any]]) -> dict[str, Any]:
+        inclusive = _flag(p.get("inclusive"))
+        oldest, latest = float(p.get("oldest") or 0), float(p.get("latest") or "inf")
+
+        def inside(m: Mapping[str, Any]) -> bool:
+            ts = float(m["ts"])
+            return (oldest <= ts if inclusive else oldest < ts) and (
+                ts <= latest if inclusive else ts < latest
+            )
+
+        chosen = [m for m in messages if inside(m)]
+        limit = min(int(p.get("limit") or 100), 999)
+        start = _offset(p.get("cursor"))
+        page = chosen[start : start + limit]
+        keep_metadata = _flag(p.get("include_all_metadata"))
+        more = start + limit < len(chosen)
+        return {
+            "ok": True,
+            "messages": [
+                m if keep_metadata else {k: v for k, v in m.items() if k != "metadata"}
+                for m in page
+            ],
+            "has_more": more,
+            "response_metadata": {"next_cursor": _cursor(start + limit) if more else ""},
+        }
+
+    def _history(self, p: Mapping[str, Any]) -> dict[str, Any]:
+        channel = str(p.get("channel", ""))
+        if channel not in self.channels.values():  # an id, never a name
+            return {"ok": False, "error": "channel_not_found"}
+        return self._page(p, list(reversed(self.posts(channel))))
+
+    def _replies(self, p: Mapping[str, Any]) -> dict[str, Any]:
+        channel = str(p.get("channel", ""))
+        if channel not in self.channels.values():
+            return {"ok": False, "error": "channel_not_found"}
+        parent = [m for m in self.posts(channel) if m["ts"] == p.get("ts")]
+        if not parent:
+            return {"ok": False, "error": "thread_not_found"}
+        return self._page(p, parent + self.replies(str(p["ts"]), channel))
+
+    def _list(self, p: Mapping[str, Any]) -> dict[str, Any]:
+        listed = [{"id": i, "name": n, "is_channel": True} for n, i in self.channels.items()]
+        return {"ok": True, "channels": listed, "response_metadata": {"next_cursor": ""}}
+
+
+class SlackStub(HttpStub):
+    """Slack's Web API on a loopback port, with its :class:`SlackWorkspace`."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.workspace = SlackWorkspace()
+        super().__init__(self.workspace, port)
 
 
 @contextmanager
-def slack_server() -> Iterator[HttpStub]:
-    with HttpStub(slack_default) as stub:
+def slack_server(port: int | None = None) -> Iterator[SlackStub]:
+    with SlackStub(port) as stub:
         yield stub
 
 
@@ -341,19 +514,70 @@ def webhook_server() -> Iterator[HttpStub]:
         yield stub
 
 
-@contextmanager
-def pagerduty_server() -> Iterator[HttpStub]:
-    def accept(request: Request) -> Answer:
-        key = request.json.get("dedup_key")
+class PagerDutyService:
+    """PagerDuty's Events API v2 as it treats events: an incident per open ``dedup_key`` (a
+    trigger for an open incident is merged into it), acknowledge and resolve change it, a
+    trigger after the resolve opens a new incident."""
+
+    def __init__(self) -> None:
+        self.incidents: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+
+    def open(self, key: str) -> dict[str, Any] | None:
+        found = [i for i in self.incidents if i["dedup_key"] == key and i["status"] != "resolved"]
+        return found[-1] if found else None
+
+    def of(self, key: str) -> list[dict[str, Any]]:
+        return [i for i in self.incidents if i["dedup_key"] == key]
+
+    def __call__(self, request: Request) -> Answer:
+        event = request.json
+        key, action = event.get("dedup_key"), event.get("event_action")
+        with self._lock:
+            incident = self.open(key)
+            if action == "trigger":
+                if incident is None:
+                    self.incidents.append({"dedup_key": key, "status": "triggered", "events": 1})
+                else:
+                    incident["events"] += 1
+            elif incident is not None:  # acknowledge or resolve an open incident
+                incident["events"] += 1
+                incident["status"] = "resolved" if action == "resolve" else "acknowledged"
         return Answer(202, {"status": "success", "message": "Event processed", "dedup_key": key})
 
-    with HttpStub(accept) as stub:
+
+class PagerDutyStub(HttpStub):
+    def __init__(self, port: int | None = None) -> None:
+        self.service = PagerDutyService()
+        super().__init__(self.service, port)
+
+
+@contextmanager
+def pagerduty_server(port: int | None = None) -> Iterator[PagerDutyStub]:
+    with PagerDutyStub(port) as stub:
         yield stub
 
 
+class TeamsChannel:
+    """A Workflows webhook posting each card it receives to its channel (no dedup of its own)."""
+
+    def __init__(self) -> None:
+        self.cards: list[Request] = []
+
+    def __call__(self, request: Request) -> Answer:
+        self.cards.append(request)
+        return Answer(202, b"")
+
+
+class TeamsStub(HttpStub):
+    def __init__(self, port: int | None = None) -> None:
+        self.channel = TeamsChannel()
+        super().__init__(self.channel, port)
+
+
 @contextmanager
-def teams_server() -> Iterator[HttpStub]:
-    with HttpStub(lambda r: Answer(202, b"")) as stub:
+def teams_server(port: int | None = None) -> Iterator[TeamsStub]:
+    with TeamsStub(port) as stub:
         yield stub
 
 
@@ -367,6 +591,9 @@ class SmtpSink:
         self.messages: list[EmailMessage] = []
         self.envelopes: list[tuple[str, list[str]]] = []
         self.fail_next: list[str] = []  # SMTP answers to give to the next DATA commands
+        # Seconds the next DATA commands stall after the server took the message (it is kept)
+        # and before it answers 250: a client that waits less times out.
+        self.stall_next: list[float] = []
 
     async def handle_DATA(self, server: object, session: object, envelope: Any) -> str:  # noqa: N802
         if self.fail_next:
@@ -375,14 +602,17 @@ class SmtpSink:
         assert isinstance(parsed, EmailMessage)
         self.messages.append(parsed)
         self.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
+        if self.stall_next:
+            await asyncio.sleep(self.stall_next.pop(0))
         return "250 OK"
 
 
 @contextmanager
-def smtp_server(**controller_args: Any) -> Iterator[tuple[SmtpSink, int]]:
-    """A real SMTP server (aiosmtpd) on a free loopback port: yields its sink and port."""
+def smtp_server(port: int | None = None, **controller_args: Any) -> Iterator[tuple[SmtpSink, int]]:
+    """A real SMTP server (aiosmtpd) on a loopback port (a free one unless ``port`` is given):
+    yields its sink and port."""
     sink = SmtpSink()
-    port = free_port()
+    port = port or free_port()
     controller = Controller(sink, hostname="127.0.0.1", port=port, **controller_args)
     controller.start()
     try:

@@ -1,5 +1,6 @@
 """The email channel against a real SMTP server (aiosmtpd): text and HTML parts, one thread per
-alert, STARTTLS and SSL with login, SMTP failures."""
+alert, STARTTLS and SSL with login, SMTP failures followed through to the end (one Message-ID, the
+resolve in its thread), a server that stalls."""
 
 from datetime import timedelta
 from pathlib import Path
@@ -26,6 +27,7 @@ from healthmon_dagster_tests.notify.fixtures import (
 )
 
 PASSWORD = "smtp-pass-93kd"
+TIMEOUT, STALL = 0.5, 1.5
 
 
 def email_dispatcher(
@@ -45,7 +47,8 @@ def email_dispatcher(
         **extra,
     }
     config = config_with(
-        {"mail": {"type": "email", "retry_attempts": 1, "configuration": configuration}}
+        {"mail": {"type": "email", "retry_attempts": 1, "configuration": configuration}},
+        request_timeout_seconds=TIMEOUT,
     )
     env = {"TEST_SMTP_USER": "healthmon", "TEST_SMTP_PASSWORD": password}
     return Dispatcher(engine, config, clock=clock, env=env, external_url="http://dagster:3000")
@@ -180,3 +183,44 @@ def test_not_configured_names_the_variables(engine: Engine) -> None:
         "HEALTHMON_SMTP_HOST is not set (the SMTP server of email 'mail')",
         "SMTP_U is not set (the SMTP login of email 'mail')",
     ]
+
+
+@pytest.mark.parametrize("failure", ["451", "stall", "refused"])
+def test_each_failure_ends_with_one_message_id_and_the_resolve_in_its_thread(
+    engine: Engine, failure: str
+) -> None:
+    alert = open_alert(engine, channels=["mail"])
+    clock = Clock(T0)
+    port = free_port()
+    if failure == "refused":
+        first = email_dispatcher(engine, port, clock).run_once()
+        assert first.channel("mail").retrying == 1
+    with smtp_server(port=port) as (sink, _):
+        d = email_dispatcher(engine, port, clock)
+        if failure != "refused":
+            if failure == "451":
+                sink.fail_next.append("451 4.3.0 Try again later")
+            else:  # the server keeps the message and answers after the client gave up
+                sink.stall_next.append(STALL)
+            report = d.run_once()
+            assert report.channel("mail").retrying == 1, outbox(engine)[0].last_error
+            assert ("did not answer within 0.5s" in outbox(engine)[0].last_error) is (
+                failure == "stall"
+            )
+        for _ in range(5):
+            if outbox(engine)[0].status != "pending":
+                break
+            clock.advance(120)
+            d.run_once()
+        add_event(engine, alert, AlertEventKind.RESOLVED, ["mail"], at=clock.now)
+        clock.advance(5)
+        d.run_once()
+
+    firing, resolved = outbox(engine)
+    assert (firing.status, resolved.status) == ("sent", "sent")
+    first_id = message_id(firing.delivery_key, "healthmon@example.org")
+    ids = [m["Message-ID"] for m in sink.messages]
+    # After a stall the server holds the first copy too: the same Message-ID, which mail
+    # systems that drop repeats of an id (and every thread view) show once.
+    assert ids[:-1] == [first_id] * (2 if failure == "stall" else 1)
+    assert sink.messages[-1]["In-Reply-To"] == first_id

@@ -1,5 +1,6 @@
 """The PagerDuty channel against a local stand-in for the Events API v2: one event per alert with
-dedup_key = fingerprint, trigger / acknowledge / resolve with the same routing key, failures."""
+dedup_key = fingerprint, trigger / acknowledge / resolve with the same routing key, failures
+followed through to the end (one incident per alert, resolved)."""
 
 from datetime import timedelta
 
@@ -13,6 +14,7 @@ from healthmon_dagster_tests.notify.fixtures import (
     Answer,
     Clock,
     HttpStub,
+    PagerDutyStub,
     add_event,
     config_with,
     open_alert,
@@ -21,11 +23,13 @@ from healthmon_dagster_tests.notify.fixtures import (
 )
 
 ROUTING_KEY = "R0UT1NGKEY0123456789abcdefABCDEF"  # 32 characters, as PagerDuty's
+TIMEOUT, LATE = 0.5, 1.5
 
 
 def pd_dispatcher(engine: Engine, url: str, clock: Clock, key: str = ROUTING_KEY) -> Dispatcher:
     config = config_with(
-        {"pd": {"type": "pagerduty", "retry_attempts": 2, "configuration": {"url": url}}}
+        {"pd": {"type": "pagerduty", "retry_attempts": 2, "configuration": {"url": url}}},
+        request_timeout_seconds=TIMEOUT,
     )
     return Dispatcher(
         engine,
@@ -79,7 +83,7 @@ def test_trigger_acknowledge_resolve_with_the_fingerprint_as_dedup_key(engine: E
     [
         (Answer(429, {"status": "throttle"}, {"Retry-After": "20"}), "pending", "429 Too Many"),
         (Answer(502, b"bad gateway"), "pending", "HTTP 502 (bad gateway); will retry"),
-        (Answer(202, {}, delay=3), "pending", "did not answer within 2s"),
+        (Answer(202, {}, delay=LATE), "pending", "did not answer within 0.5s"),
         (Answer(400, {"status": "invalid event", "errors": ["bad"]}), "failed", "HTTP 400"),
     ],
     ids=["429", "502", "timeout", "400"],
@@ -112,3 +116,45 @@ def test_pagerduty_refused_and_not_configured(engine: Engine) -> None:
         "channel 'pd' is not configured: PAGERDUTY_ROUTING_KEY is not set (the routing key of "
         "PagerDuty channel 'pd')"
     )
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        Answer(429, {"status": "throttle"}, {"Retry-After": "20"}),
+        Answer(502, b"bad gateway"),
+        Answer(202, {}, delay=LATE),  # never processed
+        Answer(202, {}, delay=LATE, accept=True),  # processed, the answer came late
+        Answer(500, b"", accept=True),  # processed, then an error
+        None,  # refused
+    ],
+    ids=["429", "502", "timeout", "timeout-processed", "500-processed", "refused"],
+)
+def test_each_failure_ends_with_one_incident_per_alert(
+    engine: Engine, failure: Answer | None
+) -> None:
+    labels = {"rule_id": "check_failed", "asset": "stg/patients"}
+    a = open_alert(engine, channels=["pd"], labels={**labels, "check": "a"})
+    b = open_alert(engine, channels=["pd"], labels={**labels, "check": "b"})
+    clock = Clock(T0)
+    closed = PagerDutyStub()
+    closed.server.server_close()
+    if failure is None:
+        pd_dispatcher(engine, f"{closed.url}/v2/enqueue", clock).run_once()
+    with pagerduty_server(closed.port) as pd:
+        d = pd_dispatcher(engine, f"{pd.url}/v2/enqueue", clock)
+        if failure is not None:
+            pd.then(failure)
+            assert d.run_once().channel("pd").retrying >= 1
+        for _ in range(5):
+            clock.advance(120)
+            d.run_once()
+        for alert in (a, b):
+            add_event(engine, alert, AlertEventKind.RESOLVED, ["pd"], at=clock.now)
+        clock.advance(5)
+        d.run_once()
+
+    assert [r.status for r in outbox(engine)] == ["sent"] * 4
+    for alert in (a, b):
+        [incident] = pd.service.of(alert.fingerprint)  # a repeated trigger is merged
+        assert incident["status"] == "resolved"

@@ -1,7 +1,10 @@
 """The Slack channel against a local stand-in for Slack's Web API: Block Kit with links, the
-resolve as a threaded reply with the original message updated, Slack's limits, failures."""
+resolve as a threaded reply with the original message updated, Slack's limits, failures followed
+through to the end (one message in the channel), and the lookup that keeps a post whose answer
+timed out from showing twice."""
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -15,6 +18,7 @@ from healthmon_dagster_tests.notify.fixtures import (
     Answer,
     Clock,
     HttpStub,
+    SlackStub,
     add_event,
     config_with,
     open_alert,
@@ -23,18 +27,26 @@ from healthmon_dagster_tests.notify.fixtures import (
 )
 
 TOKEN = "xoxb-test-0123456789"
+TIMEOUT = 0.5  # seconds a request waits in these tests
+LATE = 1.5  # an answer this late is a timeout
 
 
-def slack_dispatcher(engine: Engine, base_url: str, clock: Clock, **env: str) -> Dispatcher:
+def slack_dispatcher(
+    engine: Engine,
+    base_url: str,
+    clock: Clock,
+    *,
+    channel: str = "#data-alerts",
+    lookup_messages: int | None = None,
+    **env: str,
+) -> Dispatcher:
+    configuration: dict[str, Any] = {"channel": channel, "base_url": f"{base_url}/api/"}
+    if lookup_messages is not None:
+        configuration["lookup_messages"] = lookup_messages
     config = config_with(
-        {
-            "alerts": {
-                "type": "slack",
-                "retry_attempts": 1,
-                "configuration": {"channel": "#data-alerts", "base_url": f"{base_url}/api/"},
-            }
-        },
+        {"alerts": {"type": "slack", "retry_attempts": 1, "configuration": configuration}},
         rate={"slack": 600},
+        request_timeout_seconds=TIMEOUT,
     )
     return Dispatcher(
         engine,
@@ -143,7 +155,7 @@ def test_slack_limits_50_blocks_and_3000_characters_a_section(engine: Engine) ->
             "pending",
             "internal_error; will retry",
         ),
-        (Answer(200, {"ok": True}, delay=3), "pending", "timed out"),
+        (Answer(200, {"ok": True}, delay=LATE), "pending", "timed out after 0.5s"),
         (Answer(200, {"ok": False, "error": "channel_not_found"}), "failed", "channel_not_found"),
         (Answer(200, {"ok": False, "error": "invalid_auth"}), "failed", "invalid_auth"),
     ],
@@ -186,3 +198,137 @@ def test_slack_refused_and_not_configured(engine: Engine) -> None:
     report = missing.run_once()
     assert report.channel("alerts").failed == 1
     assert "SLACK_BOT_TOKEN is not set" in outbox(engine)[0].last_error
+
+
+def settle(engine: Engine, dispatcher: Dispatcher, clock: Clock, passes: int = 6) -> None:
+    """Run passes, each past every backoff and Retry-After, until nothing is pending."""
+    for _ in range(passes):
+        if all(r.status != "pending" for r in outbox(engine)):
+            return
+        clock.advance(120)
+        dispatcher.run_once()
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        Answer(500, b"upstream error"),
+        Answer(429, {"ok": False, "error": "ratelimited"}, {"Retry-After": "3"}),
+        Answer(200, {"ok": False, "error": "internal_error"}),
+        # Slack posted the message, the answer came too late.
+        Answer(200, {"ok": True}, delay=LATE, accept=True),
+        # Slack never got to it (a stalled load balancer).
+        Answer(200, {"ok": True}, delay=LATE),
+        None,  # nothing listens: connection refused
+    ],
+    ids=["500", "429", "internal_error", "timeout-posted", "timeout-not-posted", "refused"],
+)
+def test_each_failure_ends_with_one_message_and_one_reply_in_its_thread(
+    engine: Engine, failure: Answer | None
+) -> None:
+    alert = open_alert(engine, channels=["alerts"])
+    clock = Clock(T0)
+    closed = SlackStub()  # never started: its port refuses connections until the real one
+    closed.server.server_close()
+    if failure is None:
+        first = slack_dispatcher(engine, closed.url, clock).run_once()
+        assert first.channel("alerts").retrying == 1
+    with slack_server(closed.port) as slack:
+        d = slack_dispatcher(engine, slack.url, clock)
+        if failure is not None:
+            slack.then(Answer(**{**failure.__dict__, "path": "chat.postMessage"}))
+            first = d.run_once()
+            assert first.channel("alerts").retrying == 1, outbox(engine)[0].last_error
+        settle(engine, d, clock)
+        add_event(engine, alert, AlertEventKind.RESOLVED, ["alerts"], at=clock.now)
+        clock.advance(5)
+        d.run_once()
+
+    [firing, resolved] = outbox(engine)
+    assert (firing.status, resolved.status) == ("sent", "sent")
+    [post] = slack.workspace.posts()  # exactly one message in the channel
+    assert post["metadata"]["event_payload"]["delivery_key"] == firing.delivery_key
+    with engine.connect() as conn:
+        thread = conn.execute(sa.select(notification_threads)).one()
+    assert (thread.thread_ref, thread.conversation) == (post["ts"], "C0ALERTS")
+    [reply] = slack.workspace.replies(post["ts"])
+    assert reply["metadata"]["event_payload"]["delivery_key"] == resolved.delivery_key
+    assert post["blocks"][0]["text"]["text"].startswith(":white_check_mark: RESOLVED")
+    # The retry looked first (any earlier attempt may have reached Slack), the first did not;
+    # the #name was resolved to its id once.
+    [lookup] = slack.on("/api/conversations.history")
+    assert len(slack.on("/api/conversations.list")) == 1
+    assert lookup.params["channel"] == "C0ALERTS" and lookup.params["include_all_metadata"] == "1"
+    assert float(lookup.params["oldest"]) == T0.timestamp() - 60  # the row's creation, less skew
+    if failure is not None and failure.accept:
+        assert len(slack.on("/api/chat.postMessage")) == 2  # the post and the reply: no repost
+
+
+def test_a_reply_whose_answer_timed_out_is_found_in_the_thread_not_posted_again(
+    engine: Engine,
+) -> None:
+    alert = open_alert(engine, channels=["alerts"])
+    clock = Clock(T0)
+    with slack_server() as slack:
+        d = slack_dispatcher(engine, slack.url, clock, channel="C0ALERTS")
+        d.run_once()
+        add_event(engine, alert, AlertEventKind.RESOLVED, ["alerts"], at=clock.now)
+        clock.advance(5)
+        slack.then(Answer(200, {"ok": True}, delay=LATE, accept=True, path="chat.postMessage"))
+        assert d.run_once().channel("alerts").retrying == 1
+        settle(engine, d, clock)
+
+    [post] = slack.workspace.posts()
+    [reply] = slack.workspace.replies(post["ts"])
+    assert [r.status for r in outbox(engine)] == ["sent", "sent"]
+    [lookup] = slack.on("/api/conversations.replies")
+    assert lookup.params["ts"] == post["ts"] and lookup.params["include_all_metadata"] == "1"
+    assert not slack.on("/api/conversations.list")  # an id needs no resolving
+    assert len(slack.on("/api/chat.update")) == 1  # the original rewritten once, when it went out
+
+
+def test_the_lookup_pages_back_through_newer_messages_up_to_its_bound(engine: Engine) -> None:
+    open_alert(engine, channels=["alerts"], labels={"rule_id": "r", "asset": "a"})
+    open_alert(engine, channels=["alerts"], labels={"rule_id": "r", "asset": "b"})
+    clock = Clock(T0)
+    with slack_server() as slack:
+        # Both posts reach Slack, neither answer arrives; then the channel gets busy.
+        slack.then(*[Answer(200, {"ok": True}, delay=LATE, accept=True)] * 2)
+        d = slack_dispatcher(engine, slack.url, clock, channel="C0ALERTS", lookup_messages=300)
+        assert d.run_once().channel("alerts").retrying == 2
+        for i in range(250):
+            slack.workspace.say(f"chatter {i}")
+        settle(engine, d, clock)
+        found_pages = len(slack.on("/api/conversations.history"))
+        # With a bound below the chatter the copy is not found: posted again (README says so).
+        narrow = open_alert(engine, channels=["alerts"], labels={"rule_id": "r", "asset": "c"})
+        slack.then(Answer(200, {"ok": True}, delay=LATE, accept=True))
+        d2 = slack_dispatcher(engine, slack.url, clock, channel="C0ALERTS", lookup_messages=50)
+        assert d2.run_once().channel("alerts").retrying == 1
+        for i in range(60):
+            slack.workspace.say(f"more chatter {i}")
+        settle(engine, d2, clock)
+
+    rows = outbox(engine)
+    assert [r.status for r in rows] == ["sent"] * 3
+    assert [len(slack.workspace.with_key(r.delivery_key)) for r in rows[:2]] == [1, 1]
+    assert found_pages == 4  # two lookups, each 200 newest then the rest
+    assert len(slack.workspace.with_key(rows[2].delivery_key)) == 2
+    assert rows[2].alert_id == narrow.alert_id
+
+
+def test_a_lookup_slack_refuses_posts_again_rather_than_miss(engine: Engine) -> None:
+    open_alert(engine, channels=["alerts"])
+    clock = Clock(T0)
+    with slack_server() as slack:
+        slack.then(
+            Answer(200, {"ok": True}, delay=LATE, accept=True, path="chat.postMessage"),
+            Answer(200, {"ok": False, "error": "missing_scope"}, path="conversations.history"),
+        )
+        d = slack_dispatcher(engine, slack.url, clock)
+        d.run_once()
+        settle(engine, d, clock)
+
+    [row] = outbox(engine)
+    assert row.status == "sent"
+    assert len(slack.workspace.with_key(row.delivery_key)) == 2  # the duplicate README admits

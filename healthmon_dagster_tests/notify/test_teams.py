@@ -1,5 +1,7 @@
 """The Teams channel against a local stand-in for a Workflows webhook: the Adaptive Card
-payload, and failures (429 with Retry-After, 5xx, timeouts)."""
+payload, and failures (429 with Retry-After, 5xx, timeouts, refused connections) followed through
+to the end: one card, or after a timeout the flow already took, the duplicate README admits, with
+the same Idempotency-Key."""
 
 from datetime import timedelta
 
@@ -11,17 +13,27 @@ from healthmon_dagster_tests.notify.fixtures import (
     T0,
     Answer,
     Clock,
+    TeamsStub,
     config_with,
     open_alert,
     outbox,
     teams_server,
 )
 
+TIMEOUT, LATE = 0.5, 1.5
 
-def teams_dispatcher(engine: Engine, url: str) -> Dispatcher:
-    config = config_with({"teams": {"type": "teams", "configuration": {"url_env": "TEAMS_URL"}}})
+
+def teams_dispatcher(engine: Engine, url: str, clock: Clock | None = None) -> Dispatcher:
+    config = config_with(
+        {"teams": {"type": "teams", "configuration": {"url_env": "TEAMS_URL"}}},
+        request_timeout_seconds=TIMEOUT,
+    )
     return Dispatcher(
-        engine, config, clock=Clock(T0), env={"TEAMS_URL": url}, external_url="http://dagster:3000"
+        engine,
+        config,
+        clock=clock or Clock(T0),
+        env={"TEAMS_URL": url},
+        external_url="http://dagster:3000",
     )
 
 
@@ -53,7 +65,7 @@ def test_an_alert_becomes_an_adaptive_card(engine: Engine) -> None:
     [
         (Answer(429, b"", {"Retry-After": "4"}), "429 Too Many Requests"),
         (Answer(503, b""), "answered HTTP 503; will retry"),
-        (Answer(202, b"", delay=3), "did not answer within 2s"),
+        (Answer(202, b"", delay=LATE), "did not answer within 0.5s"),
     ],
     ids=["429", "503", "timeout"],
 )
@@ -73,3 +85,42 @@ def test_teams_failures_are_retried_without_showing_the_url(
         assert row.not_before.replace(tzinfo=None) == (T0 + timedelta(seconds=4)).replace(
             tzinfo=None
         )
+
+
+@pytest.mark.parametrize(
+    ("failure", "cards"),
+    [
+        (Answer(429, b"", {"Retry-After": "4"}), 1),
+        (Answer(503, b""), 1),
+        (Answer(202, b"", delay=LATE), 1),  # the flow never started
+        (Answer(202, b"", delay=LATE, accept=True), 2),  # it posted, the answer came late
+        (None, 1),  # refused
+    ],
+    ids=["429", "503", "timeout-not-posted", "timeout-posted", "refused"],
+)
+def test_each_failure_ends_with_the_card_posted_once_or_the_promised_duplicate(
+    engine: Engine, failure: Answer | None, cards: int
+) -> None:
+    open_alert(engine, channels=["teams"])
+    clock = Clock(T0)
+    closed = TeamsStub()
+    closed.server.server_close()
+    if failure is None:
+        teams_dispatcher(engine, f"{closed.url}/workflows/abc", clock).run_once()
+    with teams_server(closed.port) as teams:
+        d = teams_dispatcher(engine, f"{teams.url}/workflows/abc", clock)
+        if failure is not None:
+            teams.then(failure)
+            assert d.run_once().channel("teams").retrying == 1
+        for _ in range(5):
+            if outbox(engine)[0].status != "pending":
+                break
+            clock.advance(120)
+            d.run_once()
+
+    [row] = outbox(engine)
+    assert row.status == "sent", row.last_error
+    assert len(teams.channel.cards) == cards
+    keys = {r.headers["Idempotency-Key"] for r in teams.requests}
+    assert keys == {row.delivery_key}  # a flow can drop the repeat
+    assert len({r.body for r in teams.channel.cards}) == 1  # the same card

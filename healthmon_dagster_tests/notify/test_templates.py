@@ -1,7 +1,8 @@
 """Every template of every channel, rendered with every kind of alert (each event rule kind, a
-metric rule; firing, resolved, acknowledged, escalated, repeated) whose details come from real
-check results of defect files: no patient value appears, and every word is the template's own or
-comes from the alert's labels and annotations."""
+metric rule; firing, resolved, acknowledged, escalated, repeated; root causes saying what they
+mute, alerts saying what muted them) whose details come from real check results of defect files:
+no patient value appears, and every word is the template's own or comes from the alert's labels,
+annotations and root-cause names."""
 
 import json
 import re
@@ -25,6 +26,9 @@ from healthmon_dagster.notify.base import (
     AlertEvent,
     AlertView,
     Message,
+    MutedAlert,
+    MutedSpan,
+    Mutes,
     ThreadRef,
     dagster_links,
     rfc3339,
@@ -170,7 +174,31 @@ def _views(engine: Engine) -> list[AlertView]:
                 links=dagster_links(UI, labels, details),
             )
         )
-    return views
+    return _with_root_causes(views)
+
+
+def _with_root_causes(views: list[AlertView]) -> list[AlertView]:
+    """Lineage inhibition as the dispatcher reads it: the unreachable dependency mutes every
+    asset's alerts (the check alerts, by name), the contract break those downstream of raw, and
+    the check alerts were muted by the dependency's alert until it resolved."""
+    root = next(v for v in views if v.rule_id == "dependency_unreachable")
+    checks = [v for v in views if v.rule_id == "check_failed"]
+    muted = tuple(
+        MutedAlert(v.alert_id, v.rule_id, v.labels.get("asset"), v.labels.get("check"))
+        for v in checks
+    )
+    span = MutedSpan(root.alert_id, root.title, T0, T0 + timedelta(minutes=5))
+    out = []
+    for v in views:
+        if v is root:
+            v = replace(v, mutes=Mutes(every_asset=True, muted=muted))
+        elif v.rule_id == "contract_break":
+            downstream = ("core/dim_patient", "stg/patients", "stg/patients_rejected")
+            v = replace(v, mutes=Mutes(False, downstream, muted[:2]))
+        elif v in checks:
+            v = replace(v, muted_by=(span,))
+        out.append(v)
+    return out
 
 
 def _as(view: AlertView, kind: NotificationKind) -> AlertView:
@@ -246,6 +274,11 @@ def _allowed(message: Message) -> set[str]:
             )
         )
         words |= _tokens(json.dumps(dict(a.event.details)))
+        if a.mutes is not None:  # names of the muted alerts and downstream assets
+            words |= _tokens(json.dumps(a.mutes.as_json()))
+        for span in a.muted_by:  # the root cause's id and title, the times
+            words |= _tokens(json.dumps(span.as_json()))
+            words |= _tokens(f"{templates._ts(span.since)} {templates._ts(span.until)}")
         for ts in (a.started_at, a.fired_at, a.resolved_at, a.acknowledged_at, a.event.at):
             words |= _tokens(f"{templates._ts(ts)} {rfc3339(ts)}")
         words |= _tokens(f"{human_duration(a.duration_seconds)} {a.value}")
@@ -259,6 +292,7 @@ def test_every_template_is_phi_safe_for_every_kind_of_alert(
     views = _views(engine)
     failing = [v for v in views if v.rule_id == "check_failed" and "failing_rows" in v.details]
     assert len(views) >= 12 and any(v.details.get("failing_rows") for v in failing)
+    assert sum(v.mutes is not None for v in views) == 2 and sum(bool(v.muted_by) for v in views) > 8
 
     values = patient_values(samples)
     single_words = {v for v in values if TOKEN.fullmatch(v)}
@@ -283,3 +317,80 @@ def test_every_template_is_phi_safe_for_every_kind_of_alert(
 def _message(kind: NotificationKind, views: list[AlertView]) -> Message:
     alerts = tuple(_as(v, kind) for v in views)
     return Message("any", kind, "{}:{rule_id}", alerts, "k" * 64, {"rule_id": "x"}, UI)
+
+
+def test_every_channel_says_what_a_root_cause_mutes_and_what_muted_an_alert() -> None:
+    root = AlertView(
+        notification_id=1,
+        alert_id=7,
+        fingerprint="a" * 64,
+        rule_id="dependency_unreachable",
+        state=AlertState.FIRING,
+        status="active",
+        severity=AlertSeverity.CRITICAL,
+        component="database",
+        labels={"rule_id": "dependency_unreachable", "dependency": "database"},
+        title="Dependency unreachable: database_connectivity on database is critical",
+        description="could not connect",
+        details={},
+        value=None,
+        started_at=T0,
+        event=AlertEvent("firing", T0, "sensor"),
+        mutes=Mutes(
+            every_asset=True,
+            muted=tuple(
+                MutedAlert(10 + i, "asset_check_error", f"stg/table_{i}", "row_count_is_in_range")
+                for i in range(12)
+            ),
+        ),
+    )
+    muted = replace(
+        root,
+        notification_id=2,
+        alert_id=8,
+        fingerprint="b" * 64,
+        rule_id="asset_check_error",
+        severity=AlertSeverity.ERROR,
+        labels={"rule_id": "asset_check_error", "asset": "raw/patients"},
+        title="row_count_is_in_range on raw/patients failed",
+        mutes=None,
+        muted_by=(MutedSpan(7, root.title, T0, T0 + timedelta(minutes=5)),),
+    )
+    mutes = (
+        "Root cause: mutes the alerts of every asset; muting 12 alerts now: "
+        "asset_check_error on stg/table_0 (row_count_is_in_range), "
+    )
+    more = "asset_check_error on stg/table_9 (row_count_is_in_range) and 2 more"
+    muted_by = (
+        f"Muted by alert 7 ({root.title}) from 2026-01-05 12:00:00 UTC to 2026-01-05 12:05:00 UTC"
+    )
+    message = Message("any", NotificationKind.FIRING, "g", (root, muted), "k" * 64, {}, UI)
+    log = LogNotifier("log").lines(message)
+    assert mutes in log[0] and more in log[0] and muted_by in log[1]
+    slack = _text(blocks(message, list(message.alerts)))
+    teams = _text(card(message))
+    for text in (slack, teams):
+        assert "mutes the alerts of every asset; muting 12 alerts now" in text
+        assert "and 2 more" in text and "Muted by alert 7" in text
+    mail = EmailNotifier(
+        "mail", EmailConfig(from_address="healthmon@example.org", to=["oncall@example.org"])
+    ).build(message)
+    text_part, html_part = (p.get_content() for p in mail.iter_parts())
+    assert mutes in text_part and muted_by in text_part
+    assert "muting 12 alerts now" in html_part and "Muted by alert 7" in html_part
+    hook = payload(message, "receiver")["alerts"]
+    assert hook[0]["annotations"]["mutes"].startswith(mutes)
+    assert hook[1]["annotations"]["muted_by"] == muted_by
+    pd_root = event(message, root, "ROUTINGKEY", "healthmon")["payload"]
+    assert pd_root["summary"].endswith("root cause of 12 muted alerts")
+    assert pd_root["custom_details"]["mutes"]["muted_count"] == 12
+    assert pd_root["custom_details"]["mutes"]["scope"] == "every asset"
+    pd_muted = event(message, muted, "ROUTINGKEY", "healthmon")["payload"]["custom_details"]
+    assert pd_muted["muted_by"] == [
+        {
+            "alert_id": 7,
+            "title": root.title,
+            "since": "2026-01-05T12:00:00Z",
+            "until": "2026-01-05T12:05:00Z",
+        }
+    ]

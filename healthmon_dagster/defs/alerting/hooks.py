@@ -6,8 +6,11 @@ alert_evaluation_sensor tick (30 s) and alert_dispatch_sensor tick (15 s) plus a
 
 It never fails or holds up the step for long: it gives up sending after ``FAST_PATH_SECONDS``
 (each request waits at most ``FAST_PATH_REQUEST_TIMEOUT``), and any error is logged as a warning.
-The sensors stay the backstop: what the fast path did not finish, they do, and what it did they
-find done (alerts and outbox rows are unique by index; a sent row is never claimed again).
+A request that times out here costs no attempt: its rows are left to the dispatch job (not before
+``FAST_PATH_SECONDS`` from now), which waits longer and, the receiver having perhaps taken the
+message, sends it "in doubt" (Slack looks for it first). The sensors stay the backstop: what the
+fast path did not finish, they do, and what it did they find done (alerts and outbox rows are
+unique by index; a sent row is never claimed again).
 """
 
 import time
@@ -47,7 +50,12 @@ def alert_fast_path(context: dg.HookContext) -> None:
         alert_ids = to_send(report) if report is not None else []
         sent = DispatchReport()
         if alert_ids:
-            with Dispatcher(engine, _fast_config(config), alert_ids=alert_ids) as dispatcher:
+            with Dispatcher(
+                engine,
+                _fast_config(config),
+                alert_ids=alert_ids,
+                defer_timeouts=FAST_PATH_SECONDS,
+            ) as dispatcher:
                 sent = dispatcher.drain(FAST_PATH_SECONDS)
     except Exception as exc:  # noqa: BLE001 - an alert problem must never fail the step
         context.log.warning(

@@ -5,6 +5,7 @@ from typing import Any
 
 import dagster as dg
 
+from healthmon_dagster.alerting.lineage import Lineage
 from healthmon_dagster.defs.resources import HealthmonConfigResource, WarehouseResource
 from healthmon_dagster.notify.dispatch import Dispatcher
 
@@ -18,7 +19,11 @@ def dispatch_notifications(
     healthmon_config: HealthmonConfigResource,
 ) -> dg.Output[Any]:
     config = healthmon_config.load()
-    with Dispatcher(warehouse.health_engine(), config) as dispatcher:
+    try:  # the code location's asset graph: what a root cause's notification says it mutes
+        lineage = Lineage.of_repository(context.repository_def)
+    except Exception:  # noqa: BLE001 - no repository (a job run on its own): the bundled one
+        lineage = Lineage.bundled()
+    with Dispatcher(warehouse.health_engine(), config, lineage=lineage) as dispatcher:
         report = dispatcher.drain(DRAIN_SECONDS)
     summary = report.summary()
     context.log.info(summary)

@@ -28,14 +28,9 @@ import dagster as dg
 from sqlalchemy.engine import Engine
 
 from healthmon_dagster.defs.alerting.hooks import FAST_PATH_SECONDS, _fast_config
-from healthmon_dagster.defs.pipeline.assets import (
-    ERROR_CLASS_METADATA,
-    ERROR_RULE_METADATA,
-    TRANSIENT_METADATA,
-)
 from healthmon_dagster.defs.resources import CONFIG_RESOURCE, HealthmonConfigResource
 from healthmon_dagster.enums import IncidentSource
-from healthmon_dagster.etl.failures import Classification, classify
+from healthmon_dagster.etl.failures import Classification, classify, from_step_metadata
 from healthmon_dagster.incidents.announce import announce
 from healthmon_dagster.incidents.detect import step_failure
 from healthmon_dagster.incidents.records import Actor, open_or_absorb
@@ -66,13 +61,10 @@ def classified(exc: BaseException | None) -> tuple[Classification, str]:
     if exc is None:
         return Classification("unknown", False, "no_exception"), ""
     for e in _exceptions(exc):
-        if isinstance(e, dg.Failure) and ERROR_CLASS_METADATA in e.metadata:
-            meta = {k: v.value for k, v in e.metadata.items()}
-            found = Classification(
-                str(meta[ERROR_CLASS_METADATA]),
-                bool(meta.get(TRANSIENT_METADATA, False)),
-                str(meta.get(ERROR_RULE_METADATA, "step_metadata")),
-            )
+        if not isinstance(e, dg.Failure):
+            continue
+        found = from_step_metadata({k: v.value for k, v in e.metadata.items()}, "step_metadata")
+        if found is not None:
             # Our own descriptions: built from error classes, keys and error_text, never values.
             lines = (e.description or "").strip().splitlines()
             return found, lines[0][:500] if lines else ""

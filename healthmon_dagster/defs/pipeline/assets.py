@@ -32,7 +32,19 @@ from healthmon_dagster.defs.resources import (
 )
 from healthmon_dagster.etl import catalog, core, raw, staging
 from healthmon_dagster.etl.catalog import CoreMetrics, PipelineAsset, RawMetrics, StagingMetrics
-from healthmon_dagster.etl.failures import classify
+from healthmon_dagster.etl.failures import (  # the metadata keys: re-exported for the sensors
+    DEPENDENCY_METADATA as DEPENDENCY_METADATA,
+)
+from healthmon_dagster.etl.failures import (
+    ERROR_CLASS_METADATA as ERROR_CLASS_METADATA,
+)
+from healthmon_dagster.etl.failures import (
+    ERROR_RULE_METADATA as ERROR_RULE_METADATA,
+)
+from healthmon_dagster.etl.failures import (
+    TRANSIENT_METADATA as TRANSIENT_METADATA,
+)
+from healthmon_dagster.etl.failures import classify, failure_metadata
 from healthmon_dagster.etl.landing import LandingError
 from healthmon_dagster.etl.raw import RawLoadResult
 from healthmon_dagster.quality import record_results
@@ -48,14 +60,6 @@ RAW_PATIENTS = dg.AssetKey(catalog.RAW_PATIENTS.path)
 STG_PATIENTS = dg.AssetKey(catalog.STG_PATIENTS.path)
 STG_PATIENTS_REJECTED = dg.AssetKey(catalog.STG_PATIENTS_REJECTED.path)
 CORE_DIM_PATIENT = dg.AssetKey(catalog.CORE_DIM_PATIENT.path)
-
-# Metadata of a failed ETL step: its error class (etl.failures), whether it is transient, the rule
-# that said so, and the dependency it found unavailable (only when there is one). The landing sensor
-# reads them from the step's failure event.
-ERROR_CLASS_METADATA = "healthmon/error_class"
-TRANSIENT_METADATA = "healthmon/transient"
-ERROR_RULE_METADATA = "healthmon/error_rule"
-DEPENDENCY_METADATA = "healthmon/dependency"
 
 
 class RawPatientsConfig(dg.Config):
@@ -111,12 +115,7 @@ def _step_failed(
     found = classify(exc)
     failure = dg.Failure(
         description=description,
-        metadata={
-            ERROR_CLASS_METADATA: found.error_class,
-            TRANSIENT_METADATA: found.transient,
-            ERROR_RULE_METADATA: found.rule,
-            **({DEPENDENCY_METADATA: found.dependency} if found.dependency else {}),
-        },
+        metadata=failure_metadata(found),
         allow_retries=found.transient,
     )
     # The driver's exception is not chained: its text may quote a value (Dagster would show it).

@@ -7,6 +7,7 @@ from sqlalchemy import exc as sa_exc
 from healthmon_dagster.defs.pipeline.assets import RAW_PATIENTS
 from healthmon_dagster.defs.quality.checks import to_dagster
 from healthmon_dagster.defs.resources import WarehouseResource
+from healthmon_dagster.etl.failures import classify, failure_metadata
 from healthmon_dagster.quality import record_results
 from healthmon_dagster.quality.kinds.landing_file import (
     LANDING_FILES_ARE_NOT_STUCK,
@@ -31,7 +32,8 @@ def landing_files_are_not_stuck(
         record_results(warehouse.health_engine(), [result], context.run.run_id)
     except sa_exc.DBAPIError as exc:
         raise dg.Failure(
-            description=f"could not read or record the landing files' attempts: {error_text(exc)}"
+            description=f"could not read or record the landing files' attempts: {error_text(exc)}",
+            metadata=failure_metadata(classify(exc)),  # an outage joins the outage's incident
         ) from None
     return to_dagster(result, RAW_PATIENTS)
 

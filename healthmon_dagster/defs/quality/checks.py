@@ -6,8 +6,10 @@ its thresholds, ``blocking: true`` stops downstream assets on an ERROR. An asset
 ``freshness:`` entry also gets ``last_load_is_fresh`` (from the load audit, so data loaded outside
 Dagster counts). Every evaluation is recorded in ``etl.check_results`` and ``etl.metrics``.
 
-A check that cannot be evaluated (missing table or column) is recorded with status ``error`` and the
-check step fails after reporting the others: Dagster shows it as an execution failure, never a pass.
+A check that cannot be evaluated (missing table or column, the warehouse down) is recorded with status
+``error`` and the check step fails after reporting the others: Dagster shows it as an execution failure,
+never a pass. The failure carries its classification (:func:`why_checks_errored`) as an ETL step's
+does, so a warehouse outage seen by a check step joins the outage's incident.
 
 Runs evaluate row-level checks on the latest batch (incremental); a run tagged
 ``healthmon/quality_mode: full`` (``quality_full_sweep_job``) sweeps the whole tables.
@@ -16,12 +18,15 @@ Runs evaluate row-level checks on the latest batch (incremental); a run tagged
 from collections.abc import Iterator
 
 import dagster as dg
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
 
 from healthmon_dagster.config import HealthConfiguration
 from healthmon_dagster.config.models import FreshnessConfig
 from healthmon_dagster.defs.quality.assets import asset_key_of
 from healthmon_dagster.defs.resources import WarehouseResource
 from healthmon_dagster.enums import CheckSeverity, QualityStatus
+from healthmon_dagster.etl.failures import Classification, classify, failure_metadata
 from healthmon_dagster.formatting import metadata_number
 from healthmon_dagster.quality import (
     FULL,
@@ -32,8 +37,8 @@ from healthmon_dagster.quality import (
     evaluate_last_load,
     record_results,
 )
+from healthmon_dagster.run_tags import QUALITY_MODE_TAG
 
-QUALITY_MODE_TAG = "healthmon/quality_mode"
 RUN_FILE_IDS = "healthmon/file_ids"
 """Materialization metadata of the pipeline's assets: the ids (``etl.files``) of every file the
 step loaded, staged or merged. The asset's checks in the same run judge exactly those files."""
@@ -174,11 +179,32 @@ def _checks_for_asset(path: str, config: HealthConfiguration) -> dg.AssetChecksD
         if errored:
             raise dg.Failure(
                 description="; ".join(f"{r.check_name}: {r.message}" for r in errored),
-                metadata={"checks_errored": len(errored), "checks_evaluated": len(results)},
+                metadata={
+                    "checks_errored": len(errored),
+                    "checks_evaluated": len(results),
+                    **failure_metadata(why_checks_errored(warehouse.engine())),
+                },
                 allow_retries=False,
             )
 
     return _quality_checks
+
+
+CHECK_ERROR = Classification("check_error", False, "check_could_not_evaluate")
+"""A check that could not be evaluated while the warehouse answers: its own query or configuration
+is wrong (a missing table or column), and running it again gives the same answer."""
+
+
+def why_checks_errored(engine: Engine) -> Classification:
+    """Why checks could not be evaluated: the warehouse's outage when it does not answer now (the
+    failure then joins the outage's incident, and the self-healing sensor may re-run the checks
+    once it is back), else :data:`CHECK_ERROR`."""
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    except Exception as exc:  # noqa: BLE001 - any failure to answer is the outage's classification
+        return classify(exc)
+    return CHECK_ERROR
 
 
 def build_asset_checks(config: HealthConfiguration) -> list[dg.AssetChecksDefinition]:

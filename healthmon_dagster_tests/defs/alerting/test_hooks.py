@@ -1,7 +1,8 @@
 """The alert fast path (defs/alerting/hooks.py), SQLite and Postgres: a defect file's failed check
 reaches the Slack stand-in before patients_etl_job returns, with no sensor tick; the sensors that
 run afterwards (the backstop) send nothing twice; a Slack that does not answer costs the run a
-bounded wait and leaves the notification to the dispatch job."""
+bounded wait and leaves the notification to the dispatch job, which finds the message Slack took
+and does not post it again."""
 
 import json
 import time
@@ -18,7 +19,7 @@ from healthmon_dagster.defs.resources import HealthmonConfigResource
 from healthmon_dagster.etl.sample import generate_sample
 from healthmon_dagster.notify.dispatch import Dispatcher, utcnow
 from healthmon_dagster.store.db import get_engine
-from healthmon_dagster.store.tables import notifications
+from healthmon_dagster.store.tables import alerts, notifications
 from healthmon_dagster_tests.defs.alerting.test_end_to_end import TOKEN, dispatch
 from healthmon_dagster_tests.defs.alerting.test_sensors import evaluate_alerts, land_and_run
 from healthmon_dagster_tests.defs.fixtures import patient_values
@@ -105,7 +106,9 @@ def test_a_slack_that_does_not_answer_costs_a_bounded_wait_and_the_dispatch_job_
         use_slack(monkeypatch, tmp_path, slack.url)
         land_and_run(healthmon_env, instance, generate_sample(200, files=1, seed=3))
         hang = FAST_PATH_REQUEST_TIMEOUT + 3
-        slack.then(*[Answer(200, {"ok": True}, delay=hang)] * 4)
+        # Slack takes every post and answers too late for the fast path.
+        late = Answer(200, {"ok": True}, delay=hang, accept=True, path="chat.postMessage")
+        slack.then(*[late] * 4)
         defect = generate_sample(200, files=1, seed=4, defect="null_ids", prefix="patients_b")
         started = time.monotonic()
         land_and_run(healthmon_env, instance, defect)
@@ -114,21 +117,28 @@ def test_a_slack_that_does_not_answer_costs_a_bounded_wait_and_the_dispatch_job_
         assert took < 30, took
         answered = [r for r in slack.answered if CHECK in r.body.decode()]
         assert answered == []
-        time.sleep(hang)  # the stand-in finishes its slow answers
+        assert len(posts_about(slack_texts(slack), CHECK)) == 1  # it reached the channel
         with get_engine(db_url).connect() as conn:
-            pending = (
-                conn.execute(
-                    sa.select(notifications.c.channel).where(notifications.c.status == "pending")
-                )
-                .scalars()
-                .all()
-            )
-        assert "slack" in pending
-        # Retried after its backoff by the dispatch job (the backstop).
+            [row] = conn.execute(
+                sa.select(notifications)
+                .join(alerts, alerts.c.alert_id == notifications.c.alert_id)
+                .where(notifications.c.channel == "slack", alerts.c.title.contains(CHECK))
+            ).all()
+        # Left to the dispatch job: pending, no attempt used, the timeout recorded.
+        assert (row.status, row.attempts) == ("pending", 0)
+        assert "timed out after 2s" in row.last_error
+        time.sleep(hang)  # the stand-in finishes its slow answers
+        # The dispatch job (the backstop) finds the message by its delivery key: not again.
         with get_engine(db_url).connect() as conn, conn.begin():
             conn.execute(notifications.update().values(not_before=sa.func.now()))
         assert dispatch(instance) is not None
-        assert posts_about(
-            [r.body.decode() for r in slack.answered if r.path.startswith("/api/chat.post")],
-            CHECK,
-        )
+        with get_engine(db_url).connect() as conn:
+            statuses = conn.execute(
+                sa.select(notifications.c.channel, notifications.c.status)
+            ).all()
+
+    assert ("slack", "pending") not in statuses and ("slack", "failed") not in statuses
+    [post] = [p for p in slack.workspace.posts() if CHECK in json.dumps(p)]
+    assert post["metadata"]["event_payload"]["delivery_key"] == row.delivery_key
+    assert len(posts_about(slack_texts(slack), CHECK)) == 1
+    assert len(slack.on("/api/conversations.history")) == 1

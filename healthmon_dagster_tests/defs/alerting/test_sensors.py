@@ -1,21 +1,28 @@
 """The alert-evaluation sensor through real Dagster runs of patients_etl_job, SQLite and Postgres:
 a clean first load alerts nobody; a defect file fires the failed check's alert with no patient
 value in it and queues it on the log channel; the next clean file resolves it; a file that breaks
-the contract fires the contract-break and run-failure alerts."""
+the contract fires the contract-break and run-failure alerts. A failed run fires though a later run
+succeeded before the tick; a store outage skips both sensors with its reason; the intervals come
+from healthmon.yaml."""
 
 import json
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import pytest
 import sqlalchemy as sa
 
-from healthmon_dagster.defs.alerting.sensors import alert_evaluation_sensor
+from healthmon_dagster.config.loader import ConfigError, load_config_text
+from healthmon_dagster.definitions import build_defs
+from healthmon_dagster.defs.alerting.sensors import alert_dispatch_sensor, alert_evaluation_sensor
+from healthmon_dagster.defs.resources import HealthmonConfigResource, WarehouseResource
 from healthmon_dagster.etl.landing import LocalLandingSource
 from healthmon_dagster.etl.sample import generate_sample, write_to
 from healthmon_dagster.store.db import get_engine
 from healthmon_dagster.store.tables import alerts, notifications
 from healthmon_dagster_tests.defs.fixtures import defs, evaluate_sensor, patient_values, run_job
+from healthmon_dagster_tests.fixtures import free_port
 
 
 def land_and_run(home: Path, instance: dg.DagsterInstance, samples: Any) -> None:
@@ -90,3 +97,118 @@ def test_a_contract_break_fires_its_alert_and_the_run_failure(
     assert fired["contract_break"].labels["asset"] == "raw/patients"
     assert "HEALTHCARE_COVERAGE" in fired["contract_break"].description
     assert fired["run_failed"].labels["job"] == "patients_etl_job"
+
+
+# --- A failed run is an event; a store outage skips; intervals from healthmon.yaml ---------------
+
+
+@dg.op(config_schema={"fail": bool})
+def maybe_fail(context: dg.OpExecutionContext) -> None:
+    if context.op_config["fail"]:
+        raise RuntimeError("the op was told to fail")
+
+
+@dg.job
+def flaky_job() -> None:
+    maybe_fail()
+
+
+def _tick(
+    instance: dg.DagsterInstance, warehouse: WarehouseResource, config: Path, cursor: str | None
+) -> tuple[str, str | None]:
+    context = dg.build_sensor_context(
+        instance=instance,
+        resources={
+            "warehouse": warehouse,
+            "healthmon_config": HealthmonConfigResource(config_path=str(config)),
+        },
+        cursor=cursor,
+    )
+    skip = alert_evaluation_sensor(context)
+    assert isinstance(skip, dg.SkipReason)
+    return skip.skip_message or "", context.cursor
+
+
+def _run(instance: dg.DagsterInstance, fail: bool) -> None:
+    flaky_job.execute_in_process(
+        run_config={"ops": {"maybe_fail": {"config": {"fail": fail}}}},
+        instance=instance,
+        raise_on_error=False,
+    )
+
+
+def test_a_failed_run_fires_though_the_next_run_succeeded_before_the_tick(
+    db_url: str, tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    config = tmp_path / "healthmon.yaml"
+    config.write_text("alerting: {builtin_channels: [log]}\n")
+    warehouse = WarehouseResource(database_url=db_url)
+    _, cursor = _tick(instance, warehouse, config, None)  # no run yet
+
+    _run(instance, fail=True)
+    _run(instance, fail=False)  # both finish between two ticks
+    message, cursor = _tick(instance, warehouse, config, cursor)
+    (alert,) = [a for a in open_alerts(db_url) if a.rule_id == "run_failed"]
+    assert (alert.state, alert.labels["job"]) == ("firing", "flaky_job"), message
+    assert alert.description.endswith("succeeded since")
+    failed = instance.get_run_records(
+        dg.RunsFilter(job_name="flaky_job", statuses=[dg.DagsterRunStatus.FAILURE])
+    )
+    assert alert.details == {"run_id": failed[0].dagster_run.run_id}
+
+    _tick(instance, warehouse, config, cursor)  # the next tick sees only the success
+    (alert,) = [a for a in open_alerts(db_url) if a.rule_id == "run_failed"]
+    assert alert.state == "resolved"
+
+    # A failure that is the latest run fires, and stays until a run succeeds.
+    _run(instance, fail=True)
+    _, cursor = _tick(instance, warehouse, config, cursor)
+    _, cursor = _tick(instance, warehouse, config, cursor)
+    states = [a.state for a in open_alerts(db_url) if a.rule_id == "run_failed"]
+    assert states == ["resolved", "firing"]
+
+
+@pytest.mark.parametrize("kind", ["sqlite_folder_is_a_file", "invalid_url", "postgres_down"])
+def test_a_store_outage_skips_both_sensors_and_names_it(
+    kind: str, tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("")
+    url = {
+        "sqlite_folder_is_a_file": f"sqlite:///{blocker}/health.db",
+        "invalid_url": "mysql://healthmon@127.0.0.1/health",
+        "postgres_down": f"postgresql+psycopg2://postgres@127.0.0.1:{free_port()}/health",
+    }[kind]
+    config = tmp_path / "healthmon.yaml"
+    config.write_text("{}\n")
+    resources = {
+        "warehouse": WarehouseResource(database_url=url),
+        "healthmon_config": HealthmonConfigResource(config_path=str(config)),
+    }
+    evaluation = alert_evaluation_sensor(
+        dg.build_sensor_context(instance=instance, resources=resources)
+    )
+    dispatch = alert_dispatch_sensor(
+        dg.build_sensor_context(instance=instance, resources={"warehouse": resources["warehouse"]})
+    )
+    assert isinstance(evaluation, dg.SkipReason) and isinstance(dispatch, dg.SkipReason)
+    assert (evaluation.skip_message or "").startswith(
+        "health store unavailable, no alert evaluated: "
+    )
+    assert (dispatch.skip_message or "").startswith(
+        "health store unavailable, no notification dispatched: "
+    )
+
+
+def test_the_sensor_intervals_come_from_healthmon_yaml() -> None:
+    assert alert_evaluation_sensor.minimum_interval_seconds == 30  # the defaults
+    assert alert_dispatch_sensor.minimum_interval_seconds == 15
+    config = load_config_text(
+        "sensor_intervals: {alert_evaluation_sensor: 7, alert_dispatch_sensor: 5}\n"
+    )
+    repo = build_defs(config).get_repository_def()
+    assert repo.get_sensor_def("alert_evaluation_sensor").minimum_interval_seconds == 7
+    assert repo.get_sensor_def("alert_dispatch_sensor").minimum_interval_seconds == 5
+    assert repo.get_sensor_def("alert_dispatch_sensor").job_name == "alert_dispatch_job"
+    with pytest.raises(ConfigError, match="alert_evaluation_sensor"):
+        load_config_text("sensor_intervals: {alert_evaluation_sensor: 0}\n")

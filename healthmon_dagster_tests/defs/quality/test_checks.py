@@ -10,6 +10,7 @@ import pytest
 import sqlalchemy as sa
 import yaml
 from click.testing import CliRunner
+from sqlalchemy.engine import make_url
 
 from healthmon_dagster.cli.main import cli
 from healthmon_dagster.config import ConfigError
@@ -25,8 +26,8 @@ from healthmon_dagster.etl.sample import (
 )
 from healthmon_dagster.formatting import metadata_number
 from healthmon_dagster.health.asset_health import AssetHealthStatus
-from healthmon_dagster.store.db import get_engine
-from healthmon_dagster.store.tables import check_results, files, metrics
+from healthmon_dagster.store.db import dispose_engines, get_engine
+from healthmon_dagster.store.tables import check_results, files, incidents, metrics
 from healthmon_dagster_tests.defs.fixtures import (
     CORE,
     RAW,
@@ -37,6 +38,7 @@ from healthmon_dagster_tests.defs.fixtures import (
     patient_values,
     ran_steps,
 )
+from healthmon_dagster_tests.defs.pipeline.fixtures import SqliteOutage, TcpProxy
 from healthmon_dagster_tests.quality.fixtures import (
     AMOUNTS,
     COORDINATES,
@@ -747,3 +749,76 @@ def test_raw_checks_and_identity_and_format_rules_fail_through_the_job(
         assert (found[check].description or "").endswith(f"row numbers: 57 in {sample.key}")
     text = emitted_text(result, db_url)
     assert "PAT-0000057" not in text and "999-5-0057" not in text
+
+
+def test_a_warehouse_outage_during_the_sweep_joins_the_outage_incident_not_one_per_asset(
+    healthmon_env: Path,
+    db_url: str,
+    instance: dg.DagsterInstance,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """The sweep's check steps, cut off from the warehouse after it served the load (Postgres: the
+    pooled connections die with the proxy; SQLite: the file is gone), fail classified as the
+    outage, so their failures join the database's incident instead of opening one per asset."""
+    write_to(LocalLandingSource(healthmon_env / "landing"), generate_sample(100, files=1))
+    health_url = (
+        db_url if db_url.startswith("postgresql") else f"sqlite:///{tmp_path / 'health.db'}"
+    )
+    monkeypatch.setenv("HEALTHMON_HEALTH_DATABASE_URL", health_url)
+    outage: TcpProxy | SqliteOutage
+    if db_url.startswith("postgresql"):
+        target = make_url(db_url)
+        outage = TcpProxy((target.host or "127.0.0.1", target.port or 5432))
+        outage.start()
+        monkeypatch.setenv("HEALTHMON_DATABASE_URL", outage.url_for(db_url))
+    else:
+        outage = SqliteOutage(db_url)
+    defs = code_location()
+    try:
+        assert run_job(defs, instance).success  # the load, through the same pool the sweep uses
+        outage.stop()
+        if isinstance(outage, SqliteOutage):
+            dispose_engines()  # a run process opens the warehouse anew
+        sweep = defs.resolve_job_def("quality_full_sweep_job").execute_in_process(
+            instance=instance, raise_on_error=False
+        )
+    finally:
+        if not outage.running:
+            outage.start()
+
+    assert sweep.success is False
+    failed = sweep.get_step_failure_events()
+    assert failed
+    for event in failed:
+        data = event.step_failure_data.user_failure_data
+        if data is not None:  # a Failure of ours: classified as the outage
+            meta = {k: v.value for k, v in data.metadata.items()}
+            assert meta.get("healthmon/transient") is True, (event.step_key, meta)
+    with get_engine(health_url).connect() as conn:
+        (root_key,) = conn.execute(sa.select(incidents.c.root_key)).scalars().all()
+    assert root_key == "resource:database:warehouse"
+
+
+def test_a_check_that_cannot_run_while_the_warehouse_answers_is_a_check_error(
+    healthmon_env: Path,
+    instance: dg.DagsterInstance,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    data = yaml.safe_load(PROJECT_CONFIG.read_text())
+    stg_checks = data["quality"]["assets"]["stg/patients"]["checks"]
+    stg_checks.append(
+        {"kind": "custom_sql", "name": "ghost_query_runs", "sql": "SELECT ghost FROM stg.patients"}
+    )
+    use_config(monkeypatch, tmp_path, {"stg/patients": {"checks": stg_checks}})
+    write_to(LocalLandingSource(healthmon_env / "landing"), generate_sample(50, files=1))
+
+    result = run_job(code_location(), instance)
+
+    (event,) = result.get_step_failure_events()
+    data = event.step_failure_data.user_failure_data
+    assert data is not None
+    meta = {k: v.value for k, v in data.metadata.items()}
+    assert meta["healthmon/error_class"] == "check_error"
+    assert meta["healthmon/transient"] is False
