@@ -20,6 +20,16 @@ Strength is the noisy-OR of the factor weights, ``1 - prod(1 - w)``: each factor
 evidence, more factors are stronger, and the result stays in 0..1. The result's strength is the
 strongest candidate's (0 when none).
 
+Candidates are at most the :data:`MAX_CANDIDATES` newest incidents and alerts around it; an
+incident's own announcement alert (the rules ``incident_*`` of ``incidents/announce.py``) is no
+candidate: it says the incident exists, not why.
+
+Links are recorded (:func:`link_correlated`, each once: the link tables' unique keys decide) for
+candidates at least :data:`MIN_LINK_STRENGTH` strong: by the failure hook and the run-failure
+sensor for the incident they opened or fed (:func:`correlate_and_link`), and at every alert
+evaluation for the open incidents (:func:`link_open_incidents`), which catches the alerts that
+fire later and the incidents other reporters open.
+
 The suggested root cause is the most upstream failure among the incident and its correlated
 incidents: a shared resource an incident's failures blame (its root key ``resource:...``) first,
 then an infrastructure component (database, network, filesystem, system resources), since every
@@ -39,10 +49,18 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from healthmon_dagster.alerting.lineage import Lineage
-from healthmon_dagster.enums import HealthComponent
+from healthmon_dagster.enums import HealthComponent, IncidentSource
 from healthmon_dagster.formatting import human_duration
+from healthmon_dagster.incidents.alerts import INCIDENT_RULE_PREFIX, unlinked_critical_alerts
 from healthmon_dagster.incidents.lifecycle import link_alert, link_incidents
-from healthmon_dagster.incidents.records import Actor, Incident, load_incident
+from healthmon_dagster.incidents.records import (
+    OPEN,
+    Actor,
+    Incident,
+    linked_alert_ids,
+    load_incident,
+    related_incident_ids,
+)
 from healthmon_dagster.store.metrics import as_utc, utcnow
 from healthmon_dagster.store.tables import alerts, incidents
 
@@ -52,6 +70,15 @@ W_LINEAGE = 0.5
 W_RESOURCE = 0.5
 W_COMPONENT = 0.4
 W_TIME = 0.3
+MIN_LINK_STRENGTH = 0.5
+"""Correlated incidents and alerts at least this strong are recorded as links: one structural
+factor with closeness in time (lineage 0.65, component 0.58 when active together), or two."""
+MAX_CANDIDATES = 200
+"""At most this many incidents and as many alerts (the newest around the incident) are compared:
+an incident open for days meets every alert of those days otherwise."""
+SWEEP_LIMIT = 50
+""":func:`link_open_incidents` correlates at most this many open incidents (the newest) a call."""
+ACTOR = Actor("sensor:incident_correlation", IncidentSource.SENSOR)
 
 C = HealthComponent
 RESOURCE = "resource:"
@@ -218,8 +245,9 @@ def _candidate_incidents(
         c.started_at <= me.end + window,
         sa.func.coalesce(c.ended_at, now) >= me.start - window,
     )
+    query = query.order_by(c.started_at.desc(), c.incident_id.desc()).limit(MAX_CANDIDATES)
     with engine.connect() as conn:
-        return [Incident.from_row(r) for r in conn.execute(query.order_by(c.started_at))]
+        return [Incident.from_row(r) for r in conn.execute(query)]
 
 
 def _candidate_alerts(
@@ -231,9 +259,13 @@ def _candidate_alerts(
     ).where(
         a.started_at <= me.end + window,
         sa.func.coalesce(a.resolved_at, now) >= me.start - window,
+        # An incident's own alert (incidents/announce.py) announces it, it is no evidence: every
+        # incident would correlate with its announcement.
+        ~a.rule_id.startswith(INCIDENT_RULE_PREFIX),
     )
+    query = query.order_by(a.started_at.desc(), a.alert_id.desc()).limit(MAX_CANDIDATES)
     with engine.connect() as conn:
-        rows = list(conn.execute(query.order_by(a.started_at)))
+        rows = list(conn.execute(query))
     return [
         _Subject(
             int(r.alert_id),
@@ -368,15 +400,28 @@ def link_correlated(
     engine: Engine,
     result: CorrelationResult,
     actor: Actor,
-    min_strength: float = 0.5,
+    min_strength: float = MIN_LINK_STRENGTH,
     now: datetime | None = None,
 ) -> tuple[list[int], list[int]]:
     """Record the correlated incidents and alerts at least ``min_strength`` strong as links (each
-    once, on the timelines); the incident ids and alert ids newly linked."""
+    once, on the timelines); the incident ids and alert ids newly linked. Links already recorded
+    are skipped before any write (a call that finds nothing new writes nothing); the unique
+    indexes of the link tables decide between concurrent callers.
+
+    A firing critical alert no incident links yet is left to the critical-alert adapter
+    (:func:`~healthmon_dagster.incidents.alerts.open_for_critical_alerts`), which records it as a
+    failure of its root cause's incident (escalating it) and links it; it is linked here once
+    that is done."""
+    with engine.connect() as conn:
+        known_incidents = set(related_incident_ids(conn, result.incident_id))
+        known_alerts = set(linked_alert_ids(conn, result.incident_id))
+    if result.correlated_alerts:
+        known_alerts |= {int(r.alert_id) for r in unlinked_critical_alerts(engine)}
     new_incidents = [
         c.id
         for c in result.correlated_incidents
         if c.strength >= min_strength
+        and c.id not in known_incidents
         and link_incidents(
             engine,
             result.incident_id,
@@ -390,6 +435,61 @@ def link_correlated(
     new_alerts = [
         c.id
         for c in result.correlated_alerts
-        if c.strength >= min_strength and link_alert(engine, result.incident_id, c.id, actor, now)
+        if c.strength >= min_strength
+        and c.id not in known_alerts
+        and link_alert(engine, result.incident_id, c.id, actor, now)
     ]
     return new_incidents, new_alerts
+
+
+@dataclass(frozen=True)
+class Linked:
+    """What one correlation recorded for an incident: the incidents and alerts newly linked."""
+
+    incident_id: int
+    incidents: tuple[int, ...]
+    alerts: tuple[int, ...]
+
+
+def correlate_and_link(
+    engine: Engine,
+    incident_id: int,
+    actor: Actor = ACTOR,
+    lineage: Lineage | None = None,
+    window: timedelta = DEFAULT_WINDOW,
+    now: datetime | None = None,
+) -> Linked:
+    """Correlate the incident and record its links (:func:`correlate`, then
+    :func:`link_correlated`): called when an incident opens or absorbs a failure (the failure hook,
+    the run-failure sensor) and for every open incident at each alert evaluation
+    (:func:`link_open_incidents`), so that incidents and alerts are linked when they happen, not
+    only when someone looks."""
+    result = correlate(engine, incident_id, lineage, window, now)
+    new_incidents, new_alerts = link_correlated(engine, result, actor, now=now)
+    return Linked(incident_id, tuple(new_incidents), tuple(new_alerts))
+
+
+def link_open_incidents(
+    engine: Engine,
+    lineage: Lineage | None = None,
+    window: timedelta = DEFAULT_WINDOW,
+    now: datetime | None = None,
+    limit: int = SWEEP_LIMIT,
+) -> list[Linked]:
+    """:func:`correlate_and_link` for each open incident (the ``limit`` newest): alerts that fired
+    after an incident opened, and incidents opened by reporters that do not correlate themselves
+    (critical alerts, the self-healing sensor), are linked at the next alert evaluation. Only
+    the incidents that got a new link are returned."""
+    lineage = lineage or Lineage.bundled()
+    c = incidents.c
+    with engine.connect() as conn:
+        ids = list(
+            conn.execute(
+                sa.select(c.incident_id)
+                .where(OPEN)
+                .order_by(c.last_failure_at.desc(), c.incident_id.desc())
+                .limit(limit)
+            ).scalars()
+        )
+    found = [correlate_and_link(engine, int(i), ACTOR, lineage, window, now) for i in ids]
+    return [x for x in found if x.incidents or x.alerts]

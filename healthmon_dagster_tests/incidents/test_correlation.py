@@ -9,8 +9,10 @@ from sqlalchemy.engine import Engine
 from healthmon_dagster.alerting.lineage import Lineage
 from healthmon_dagster.enums import HealthComponent
 from healthmon_dagster.incidents import lifecycle
-from healthmon_dagster.incidents.correlation import correlate, link_correlated
+from healthmon_dagster.incidents.alerts import open_for_critical_alerts
+from healthmon_dagster.incidents.correlation import correlate, link_correlated, link_open_incidents
 from healthmon_dagster.incidents.records import get_incident, open_or_absorb, timeline
+from healthmon_dagster.store.tables import alerts
 from healthmon_dagster_tests.incidents.fixtures import HOOK, SENSOR, T0, failure, minutes
 from healthmon_dagster_tests.incidents.test_lifecycle import add_alert
 
@@ -133,9 +135,13 @@ def test_alerts_on_the_asset_or_dependency_correlate_and_links_are_recorded(
         assets=("stg/patients",),
         resources=(),
     )
-    asset_alert = add_alert(engine, T0 + minutes(1), component="raw_loader")
+    asset_alert = add_alert(engine, T0 + minutes(1), component="raw_loader", severity="error")
     db_alert = add_alert(
-        engine, T0 + minutes(1), component="database", labels={"dependency": "database"}
+        engine,
+        T0 + minutes(1),
+        component="database",
+        labels={"dependency": "database"},
+        severity="error",
     )
     unrelated = add_alert(
         engine, T0 + minutes(1), component="core_merger", labels={"asset": "other/asset"}
@@ -172,3 +178,62 @@ def test_an_incident_that_blames_a_resource_is_the_root_cause(engine: Engine) ->
     assert result.suggested_root_cause.startswith(
         f"resource database:warehouse (incident {blamed}): its failures blame it"
     )
+
+
+def incident_alert(engine: Engine, incident_id: int, at_min: float, component: str) -> int:
+    """The alert announcing incident ``incident_id`` (rule ``incident_high``, as announce.py
+    raises it): on the incident's component, active with it."""
+    alert_id = add_alert(engine, T0 + minutes(at_min), component=component, labels={})
+    with engine.begin() as conn:
+        conn.execute(
+            alerts.update()
+            .where(alerts.c.alert_id == alert_id)
+            .values(
+                rule_id="incident_high",
+                labels={"alertname": "incident", "incident_id": str(incident_id)},
+            )
+        )
+    return alert_id
+
+
+def test_an_incidents_own_announcement_alert_is_no_evidence(engine: Engine) -> None:
+    raw = open_at(engine, "asset:raw/patients", 0)
+    incident_alert(engine, raw, 0, "raw_loader")
+    check_alert = add_alert(engine, T0 + minutes(1), component="raw_loader")
+    result = correlate(engine, raw, now=NOW)
+    assert [c.id for c in result.correlated_alerts] == [check_alert]
+
+
+def test_open_incidents_are_linked_to_what_happens_around_them_once(engine: Engine) -> None:
+    raw = open_at(engine, "resource:database:warehouse", 0)
+    stg = open_at(
+        engine,
+        "asset:raw/patients",
+        2,
+        component=HealthComponent.STAGING_TRANSFORMER,
+        assets=("stg/patients",),
+        resources=(),
+    )
+    announcement = incident_alert(engine, stg, 2, "staging_transformer")
+    later_alert = add_alert(engine, T0 + minutes(10), component="raw_loader", severity="error")
+    critical = add_alert(engine, T0 + minutes(11), component="raw_loader")
+
+    linked = link_open_incidents(engine, now=NOW)
+
+    by_id = {x.incident_id: x for x in linked}
+    # The firing critical alert is left to the critical-alert adapter (it joins the incident of
+    # its root cause as a failure); correlation links it once the adapter has.
+    assert by_id[raw].alerts == (later_alert,)
+    assert open_for_critical_alerts(engine, now=NOW) == {critical: stg}  # its root key's
+    assert (by_id[raw].incidents or by_id[stg].incidents) in ((stg,), (raw,))
+    assert get_incident(engine, stg).related_incidents == (raw,)
+    assert announcement not in get_incident(engine, stg).related_alerts
+    events = len(timeline(engine, raw)) + len(timeline(engine, stg))
+    (again,) = link_open_incidents(engine, now=NOW + minutes(1))
+    assert (again.incident_id, again.alerts) == (raw, (critical,))
+    events = len(timeline(engine, raw)) + len(timeline(engine, stg))
+    assert link_open_incidents(engine, now=NOW + minutes(1)) == []  # nothing new: nothing written
+    assert len(timeline(engine, raw)) + len(timeline(engine, stg)) == events
+    # The link carries the strength and the factors in words, both ways.
+    (entry,) = [e for e in timeline(engine, stg) if e.kind == "incident_linked"]
+    assert entry.text.startswith(f"related to incident {raw} (strength 0.65): stg/patients")

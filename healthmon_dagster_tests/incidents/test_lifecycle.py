@@ -32,6 +32,7 @@ def add_alert(
     at: datetime = T0,
     component: str = "raw_loader",
     labels: dict[str, str] | None = None,
+    severity: str = "critical",
 ) -> int:
     with engine.begin() as conn:
         return int(
@@ -42,7 +43,7 @@ def add_alert(
                     rule_id="check_failed",
                     state="firing",
                     status="active",
-                    severity="critical",
+                    severity=severity,
                     component=component,
                     labels=labels if labels is not None else {"asset": "raw/patients"},
                     title="raw/patients: 3 checks failed",
