@@ -140,9 +140,10 @@ def run_failure(
     asset_keys: Sequence[str] = (),
     reason: str = "",
 ) -> Failure:
-    """A run that failed without a failed step: its worker died, it never started, or it crashed
-    outside the steps. Its planned assets name the incident's root key; without any, the runs."""
-    title = f"run {run_id[:8]} of {job_name} failed without a failed step ({found.error_class})"
+    """A run that failed outside its steps: its worker died (maybe after a step had failed), it
+    never started, or it crashed outside the steps. Its planned assets name the incident's root
+    key; without any, the runs."""
+    title = f"run {run_id[:8]} of {job_name} failed outside its steps ({found.error_class})"
     return Failure(
         title=title[:500],
         component=component_of(asset_keys),

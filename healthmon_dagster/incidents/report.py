@@ -3,8 +3,9 @@
 A report has the summary, impact, timeline, related alerts and incidents, root cause, resolution
 and three response times, computed in SQL from the incident's row:
 
-- time to detect: the first failure (``started_at``) until the incident row was written
-  (``created_at``);
+- time to detect: the first failure (``started_at``: when Dagster recorded it, the step's
+  failure event or the failed run's end, as the hooks and sensors report it) until the incident
+  row was written (``created_at``);
 - time to acknowledge: the row until a person first assigned it, changed its status or wrote a
   note (``acknowledged_at``);
 - time to recover: the first failure until it was resolved (``ended_at``).

@@ -21,8 +21,10 @@ warning in the run's log; the sensors remain the backstop and find done what was
 and its outbox rows are unique by index).
 """
 
+import logging
 import time
 from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
 
 import dagster as dg
 from sqlalchemy.engine import Engine
@@ -32,6 +34,7 @@ from healthmon_dagster.defs.resources import CONFIG_RESOURCE, HealthmonConfigRes
 from healthmon_dagster.enums import IncidentSource
 from healthmon_dagster.etl.failures import Classification, classify, from_step_metadata
 from healthmon_dagster.incidents.announce import announce
+from healthmon_dagster.incidents.correlation import correlate_and_link
 from healthmon_dagster.incidents.detect import step_failure
 from healthmon_dagster.incidents.records import Actor, open_or_absorb
 from healthmon_dagster.incidents.rootkey import root_key_for
@@ -74,6 +77,37 @@ def classified(exc: BaseException | None) -> tuple[Classification, str]:
     return classify(exc), error_text(exc)
 
 
+def _utc(timestamp: float) -> datetime:
+    return datetime.fromtimestamp(timestamp, UTC)
+
+
+def step_failed_at(instance: dg.DagsterInstance, run_id: str, step_key: str) -> datetime | None:
+    """When Dagster recorded the step's failure (its latest ``STEP_FAILURE`` event), None when it
+    recorded none: the incident starts then, so its time to detect is the time the failure took to
+    become an incident row, not zero."""
+    records = instance.get_records_for_run(
+        run_id=run_id, of_type=dg.DagsterEventType.STEP_FAILURE
+    ).records
+    times = [
+        r.event_log_entry.timestamp
+        for r in records
+        if r.event_log_entry.dagster_event and r.event_log_entry.dagster_event.step_key == step_key
+    ]
+    return _utc(max(times)) if times else None
+
+
+def run_failed_at(instance: dg.DagsterInstance, run_id: str) -> datetime | None:
+    """When the run ended (Dagster's ``end_time`` of the failed run, else its last update), None
+    for an unknown run: the moment a failure of the run as a whole happened, for the run-failure
+    and self-healing sensors."""
+    record = instance.get_run_record_by_id(run_id)
+    if record is None:
+        return None
+    if record.end_time is not None:
+        return _utc(float(record.end_time))
+    return record.update_timestamp.astimezone(UTC)
+
+
 def report_step_failure(
     context: dg.HookContext, asset_keys: Sequence[str], is_check: bool
 ) -> int | None:
@@ -87,18 +121,15 @@ def report_step_failure(
             step_key=context.step_key,
             asset_keys=asset_keys,
             found=found,
-            occurred_at=utcnow(),
+            occurred_at=step_failed_at(context.instance, context.run_id, context.step_key)
+            or utcnow(),
             error=text,
             is_check=is_check,
             s3_bucket=get_settings().s3_bucket,
         )
         engine = context.resources.warehouse.health_engine()
-        opened = open_or_absorb(
-            engine,
-            root_key_for(engine, failure),
-            failure,
-            Actor(f"hook:{context.job_name}", IncidentSource.HOOK),
-        )
+        actor = Actor(f"hook:{context.job_name}", IncidentSource.HOOK)
+        opened = open_or_absorb(engine, root_key_for(engine, failure), failure, actor)
     except Exception as exc:  # noqa: BLE001 (a hook must never raise)
         context.log.error(
             f"the failure of {context.step_key} could not be recorded as an incident: "
@@ -111,7 +142,28 @@ def report_step_failure(
     )
     if opened.created:
         notify_opened(context, engine, opened.incident_id)
+    link_correlated_now(context.log, engine, opened.incident_id, actor)
     return opened.incident_id
+
+
+def link_correlated_now(
+    log: logging.Logger | dg.DagsterLogManager, engine: Engine, incident_id: int, actor: Actor
+) -> None:
+    """Correlate the incident that opened or absorbed a failure and record its links (incidents
+    and alerts close in time on the same asset, lineage, resource or component); log, never
+    raise (the alert evaluation sensor links it at its next tick)."""
+    try:
+        linked = correlate_and_link(engine, incident_id, actor)
+    except Exception as exc:  # noqa: BLE001 (a hook must never raise)
+        log.warning(
+            f"incident {incident_id} could not be correlated now ({error_text(exc)}); "
+            "alert_evaluation_sensor correlates it at its next tick"
+        )
+        return
+    for other in linked.incidents:
+        log.warning(f"incident {incident_id} correlated with incident {other}")
+    if linked.alerts:
+        log.info(f"incident {incident_id} linked to alert(s) {', '.join(map(str, linked.alerts))}")
 
 
 def notify_opened(context: dg.HookContext, engine: Engine, incident_id: int) -> None:

@@ -10,12 +10,17 @@ move past the run and the next tick reports it.
 """
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import dagster as dg
 
 from healthmon_dagster.config import HealthConfiguration
 from healthmon_dagster.config.models import SensorIntervals
-from healthmon_dagster.defs.incidents.hooks import CHECK_FAILED
+from healthmon_dagster.defs.incidents.hooks import (
+    CHECK_FAILED,
+    link_correlated_now,
+    run_failed_at,
+)
 from healthmon_dagster.defs.resources import WarehouseResource
 from healthmon_dagster.enums import IncidentSource
 from healthmon_dagster.etl.failures import (
@@ -26,7 +31,7 @@ from healthmon_dagster.etl.failures import (
 from healthmon_dagster.incidents.detect import recorded_steps, run_failure, step_failure
 from healthmon_dagster.incidents.records import Actor, Failure, open_or_absorb
 from healthmon_dagster.incidents.rootkey import root_key_for
-from healthmon_dagster.run_tags import FAILURE_REASON_TAG
+from healthmon_dagster.run_tags import FAILURE_REASON_TAG, STEP_FAILURE_REASON
 from healthmon_dagster.settings import get_settings
 from healthmon_dagster.store.metrics import utcnow
 
@@ -76,12 +81,29 @@ def _planned_assets(instance: dg.DagsterInstance, run_id: str) -> list[str]:
     return sorted(k.to_user_string() for k in keys if k is not None)
 
 
+def _step_failure_times(instance: dg.DagsterInstance, run_id: str) -> dict[str, float]:
+    """When each failed step of the run failed (its latest ``STEP_FAILURE`` event)."""
+    out: dict[str, float] = {}
+    records = instance.get_records_for_run(
+        run_id=run_id, of_type=dg.DagsterEventType.STEP_FAILURE
+    ).records
+    for r in records:
+        event = r.event_log_entry.dagster_event
+        if event is not None and event.step_key:
+            out[event.step_key] = max(out.get(event.step_key, 0.0), r.event_log_entry.timestamp)
+    return out
+
+
 def run_failures(context: dg.RunFailureSensorContext, recorded: set[str]) -> list[Failure]:
-    """The failures of the run that no hook recorded: one per failed step, or the run's own."""
+    """The failures of the run that no hook recorded: one per failed step, and the run's own
+    unless its steps' failures are why it failed (Dagster's failure reason ``STEP_FAILURE``): a
+    worker killed after a step failed is a failure of its own. Each starts when it happened (the
+    step's failure event, the run's end), not when this sensor saw it."""
     run = context.dagster_run
     now = utcnow()
     failures: list[Failure] = []
     step_events: Sequence[dg.DagsterEvent] = context.get_step_failure_events()
+    failed_at = _step_failure_times(context.instance, run.run_id) if step_events else {}
     for event in step_events:
         step = event.step_key or "?"
         if step in recorded:
@@ -95,21 +117,23 @@ def run_failures(context: dg.RunFailureSensorContext, recorded: set[str]) -> lis
                 step_key=step,
                 asset_keys=assets,
                 found=found,
-                occurred_at=now,
+                occurred_at=datetime.fromtimestamp(failed_at[step], UTC)
+                if step in failed_at
+                else now,
                 error=text,
                 is_check=is_check or found is CHECK_FAILED,
                 s3_bucket=get_settings().s3_bucket,
             )
         )
-    if not step_events and "" not in recorded:
-        reason = run.tags.get(FAILURE_REASON_TAG)
+    reason = run.tags.get(FAILURE_REASON_TAG)
+    if (not step_events or reason != STEP_FAILURE_REASON) and "" not in recorded:
         found = classify_run_failure(reason)
         failures.append(
             run_failure(
                 job_name=run.job_name,
                 run_id=run.run_id,
                 found=found,
-                occurred_at=now,
+                occurred_at=run_failed_at(context.instance, run.run_id) or now,
                 asset_keys=_planned_assets(context.instance, run.run_id),
                 reason=f"Dagster's failure reason: {reason or 'none recorded'}",
             )
@@ -127,6 +151,7 @@ def incident_run_failure(context: dg.RunFailureSensorContext, warehouse: Warehou
         opened = open_or_absorb(engine, root_key_for(engine, failure), failure, ACTOR)
         verb = "opened" if opened.created else "joined"
         context.log.warning(f"incident {opened.incident_id} {verb}: {failure.title}")
+        link_correlated_now(context.log, engine, opened.incident_id, ACTOR)
 
 
 def incident_run_failure_sensor_every(seconds: int) -> dg.SensorDefinition:
