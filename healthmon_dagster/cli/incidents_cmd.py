@@ -183,7 +183,11 @@ def show_cmd(incident_id: int, as_json: bool) -> None:
 @incidents.command("update")
 @click.argument("incident_id", type=int)
 @click.option("--status", type=_choice(IncidentStatus), help="Move to this status.")
-@click.option("--note", default=None, help="Why (on the timeline with the status change).")
+@click.option(
+    "--note",
+    default=None,
+    help="Why (on the timeline with the status change; without --status, a note of its own).",
+)
 @click.option("--title", default=None)
 @click.option("--description", default=None)
 @click.option("--severity", type=_choice(IncidentSeverity))
@@ -198,8 +202,10 @@ def update_cmd(
     """Edit an incident and/or move it to another status (resolve and close have their own
     commands because they need more)."""
     changes = {k: v for k, v in fields.items() if v is not None and v != ()}
-    if status is None and not changes:
-        raise click.UsageError("nothing to update: give --status or a field such as --severity")
+    if status is None and not changes and not note:
+        raise click.UsageError(
+            "nothing to update: give --status, --note or a field such as --severity"
+        )
     if status == IncidentStatus.RESOLVED:
         raise click.UsageError(
             f"use `healthmon incidents resolve {incident_id} --resolution TEXT` to resolve"
@@ -211,6 +217,9 @@ def update_cmd(
         if status is not None:
             lifecycle.set_status(engine, incident_id, IncidentStatus(status), actor, note)
             said.append(f"status {status}")
+        elif note:  # without a status change the note is a timeline entry of its own
+            lifecycle.add_note(engine, incident_id, note, actor)
+            said.append("note added")
         return said
 
     said = _use_store(change)

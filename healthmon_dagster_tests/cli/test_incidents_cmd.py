@@ -11,7 +11,7 @@ from sqlalchemy.engine import Engine
 
 from healthmon_dagster.cli.main import cli
 from healthmon_dagster.enums import HealthComponent
-from healthmon_dagster.incidents.records import open_or_absorb
+from healthmon_dagster.incidents.records import get_incident, open_or_absorb, timeline
 from healthmon_dagster_tests.cli.fixtures import healthmon_script
 from healthmon_dagster_tests.incidents.fixtures import HOOK, T0, failure, minutes
 
@@ -154,3 +154,17 @@ def test_a_relapse_shows_in_the_timeline(incident: int, engine: Engine) -> None:
     open_or_absorb(engine, "asset:raw/patients", failure(T0 + minutes(5)), HOOK, T0 + minutes(5))
     out = run("incidents", "show", str(incident))[1]
     assert "relapse: a new failure while monitoring" in out and "status investigating" in out
+
+
+def test_update_with_a_note_and_no_status_keeps_the_note(incident: int, engine: Engine) -> None:
+    code, out, _ = run(
+        "incidents", "update", str(incident), "--note", "S3 team paged", "--by", "ana"
+    )
+    assert (code, out) == (0, f"incident {incident}: note added\n")
+    code, out, _ = run(
+        "incidents", "update", str(incident), "--severity", "high", "--note", "many files wait"
+    )
+    assert (code, out) == (0, f"incident {incident}: severity medium -> high, note added\n")
+    notes = [(e.actor, e.text) for e in timeline(engine, incident) if e.kind == "note"]
+    assert notes[0] == ("ana", "S3 team paged") and notes[1][1] == "many files wait"
+    assert get_incident(engine, incident).acknowledged_at is not None
