@@ -169,6 +169,8 @@ class NotificationKind(StrEnum):
     ACKNOWLEDGED = "acknowledged"
     ESCALATED = "escalated"
     REPEATED = "repeated"
+    UPDATED = "updated"
+    """An incident's alert: the incident changed (status, assignment, an absorbed failure)."""
 
 
 class NotificationStatus(StrEnum):

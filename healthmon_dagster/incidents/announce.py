@@ -24,6 +24,16 @@ marks a notification of its alert sent (not when queued: a queued message may st
 or fail), once per notification: the entry's ``dedup_key`` ``notification:<id>`` is unique (an
 index), so two processes recording at once add it once.
 
+:func:`queue_updates` tells the channels of an incident's firing alert what changed since it
+fired: a status change (investigating, identified, monitoring, a relapse), an assignment, an
+edit, an absorbed failure. One ``updated`` notification per timeline entry (an alert event keyed
+``incident_event:<id>``, unique by index), to every channel of the incident's rule but PagerDuty:
+webhook receivers (an ITSM) get Alertmanager JSON with the alert still firing and the annotations
+``incident_update`` (the entry's text) and ``incident_update_kind``; Slack and email reply in the
+alert's thread. PagerDuty's Events API v2 has only trigger, acknowledge and resolve (a trigger
+with the same ``dedup_key`` is dropped as a duplicate), so it gets no update: the incident's
+PagerDuty alert opens, escalates and resolves.
+
 :func:`announce` is the fast path's half: the failure hook that opens an incident evaluates that
 incident's signals at once (the same evaluation, rules and outbox as the sensor's, over no check
 result), so its notification is queued in the run rather than at the next sensor tick.
@@ -35,22 +45,28 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from healthmon_dagster.alerting.engine import EvaluationReport, evaluate
+from healthmon_dagster.alerting.engine import EvaluationReport, enabled_channels, evaluate, queue
 from healthmon_dagster.alerting.signals import Signal, alert_labels
 from healthmon_dagster.config.models import AlertRule, EventCondition, HealthConfiguration
 from healthmon_dagster.enums import (
+    AlertEventKind,
     AlertSeverity,
+    AlertState,
+    ChannelType,
     EventKind,
     IncidentEventKind,
     IncidentSeverity,
     IncidentSource,
+    NotificationKind,
     NotificationStatus,
 )
 from healthmon_dagster.incidents.alerts import INCIDENT_RULE_PREFIX
 from healthmon_dagster.incidents.records import OPEN, Actor, record_unique_event
 from healthmon_dagster.store.connection import write_transaction
+from healthmon_dagster.store.dialect import insert_ignore
 from healthmon_dagster.store.metrics import as_utc, utcnow
 from healthmon_dagster.store.tables import (
+    alert_events,
     alerts,
     check_results,
     incident_events,
@@ -69,6 +85,18 @@ ALERT_SEVERITY = {
 ENDED_LOOKBACK = timedelta(days=7)
 """Ended incidents younger than this still send an inactive signal (resolving their alert)."""
 ACTOR = Actor("sensor:incident_notifications", IncidentSource.SENSOR)
+UPDATE_KINDS = (
+    IncidentEventKind.STATUS_CHANGED,
+    IncidentEventKind.ASSIGNED,
+    IncidentEventKind.UPDATED,
+    IncidentEventKind.FAILURE,
+)
+"""Timeline entries the channels hear of as an update (opening, escalating and resolving an
+incident fire and resolve its alerts instead)."""
+UPDATE_KEY = "incident_event:"
+"""The ``dedup_key`` of the alert event of an update: ``incident_event:<timeline entry id>``."""
+UPDATE_LOOKBACK = timedelta(days=1)
+"""Timeline entries older than this are not announced any more (a health store that was down)."""
 NOTIFICATION_KEY = "notification:"
 """The ``dedup_key`` of a notification's ``notification_sent`` entry: ``notification:<id>``."""
 
@@ -254,3 +282,90 @@ def _incident_of(labels: Any) -> int | None:
         return int(dict(labels)["incident_id"])
     except (KeyError, TypeError, ValueError):
         return None
+
+
+def queue_updates(engine: Engine, config: HealthConfiguration, now: datetime | None = None) -> int:
+    """Queue an ``updated`` notification for each timeline entry of :data:`UPDATE_KINDS` written
+    while its incident's alert was firing and not told yet; how many entries were announced. The
+    notification goes to the channels of the alert's rule but PagerDuty (see the module
+    docstring); the alert event's unique ``dedup_key`` makes each entry announced once."""
+    now = as_utc(now or utcnow())
+    rules = _rules(config)
+    e, a, ae = incident_events.c, alerts.c, alert_events.c
+    told = sa.exists().where(
+        ae.dedup_key == sa.literal(UPDATE_KEY) + sa.cast(e.event_id, sa.String)
+    )
+    announced = 0
+    with write_transaction(engine) as conn:
+        rows = conn.execute(
+            sa.select(
+                e.event_id,
+                e.incident_id,
+                e.kind,
+                e.actor,
+                e.text,
+                a.alert_id,
+                a.rule_id,
+                a.group_key,
+            )
+            .join(
+                alerts,
+                sa.and_(
+                    a.rule_id.startswith(RULE_PREFIX),
+                    a.state == str(AlertState.FIRING),
+                    a.labels["incident_id"].as_string() == sa.cast(e.incident_id, sa.String),
+                    # Written after the alert fired: the firing notification told the rest.
+                    e.at > sa.func.coalesce(a.fired_at, a.started_at),
+                ),
+            )
+            .where(
+                e.kind.in_([str(k) for k in UPDATE_KINDS]),
+                e.at >= now - UPDATE_LOOKBACK,
+                ~told,
+            )
+            .order_by(e.event_id)
+        ).all()
+        for row in rows:
+            rule = rules.get(row.rule_id)
+            if rule is None:
+                continue
+            channels = [
+                name
+                for name in enabled_channels(config, rule.channels)
+                if config.channels[name].type != ChannelType.PAGERDUTY
+            ]
+            event_id = conn.execute(
+                insert_ignore(alert_events, conn)
+                .values(
+                    alert_id=row.alert_id,
+                    at=now,
+                    kind=str(AlertEventKind.NOTE),
+                    actor=row.actor,
+                    note=f"incident {row.incident_id} {_change(row.kind)}: {row.text}"[:2000],
+                    details={"incident_event_id": int(row.event_id), "change": row.kind},
+                    dedup_key=f"{UPDATE_KEY}{int(row.event_id)}",
+                )
+                .returning(alert_events.c.event_id)
+            ).scalar()
+            if event_id is None:
+                continue  # another process announced it
+            queue(
+                conn,
+                int(event_id),
+                int(row.alert_id),
+                channels,
+                NotificationKind.UPDATED,
+                row.group_key,
+                now,
+            )
+            announced += 1
+    return announced
+
+
+def _change(kind: str) -> str:
+    return {
+        str(IncidentEventKind.STATUS_CHANGED): "status changed",
+        str(IncidentEventKind.ASSIGNED): "assigned",
+        str(IncidentEventKind.UPDATED): "updated",
+        str(IncidentEventKind.FAILURE): "absorbed a failure",
+    }.get(kind, kind)

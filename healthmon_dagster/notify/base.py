@@ -27,7 +27,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from healthmon_dagster.enums import AlertSeverity, AlertState, ChannelType, NotificationKind
 
 # Kinds that follow up on an alert already announced: threaded channels reply in its thread.
-FOLLOW_UP_KINDS = frozenset({NotificationKind.RESOLVED, NotificationKind.ACKNOWLEDGED})
+FOLLOW_UP_KINDS = frozenset(
+    {NotificationKind.RESOLVED, NotificationKind.ACKNOWLEDGED, NotificationKind.UPDATED}
+)
 # The longest a receiver's Retry-After is obeyed (an hour; a larger or malformed value is cut to
 # it) and the shortest wait after a 429 (a "Retry-After: 0" must not make a busy loop).
 MAX_RETRY_AFTER = 3600.0
@@ -351,6 +353,9 @@ class AlertView:
             out["mutes"] = mutes_text(self.mutes)
         if self.muted_by:
             out["muted_by"] = muted_by_text(self.muted_by)
+        if self.event.details.get("incident_event_id") is not None and self.event.note:
+            out["incident_update"] = self.event.note  # what changed (an update notification)
+            out["incident_update_kind"] = str(self.event.details.get("change", ""))
         for key, item in self.details.items():
             out.setdefault(str(key), detail_text(item))
         return out

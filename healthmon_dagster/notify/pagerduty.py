@@ -56,9 +56,15 @@ class PagerDutyConfig(ChannelConfig):
         return value
 
 
-def event(message: Message, alert: AlertView, routing_key: str, source: str) -> dict[str, Any]:
-    """The Events API v2 body for one alert of ``message``."""
-    action = _ACTIONS[message.kind]
+def event(
+    message: Message, alert: AlertView, routing_key: str, source: str
+) -> dict[str, Any] | None:
+    """The Events API v2 body for one alert of ``message``; None for an incident update
+    (``updated``): the Events API has trigger, acknowledge and resolve only, no event that adds
+    to an open alert, so nothing is sent (the incident rules do not queue updates to PagerDuty)."""
+    action = _ACTIONS.get(message.kind)
+    if action is None:
+        return None
     body: dict[str, Any] = {
         "routing_key": routing_key,
         "event_action": action,
@@ -127,7 +133,10 @@ class PagerDutyNotifier:
         key = env_value(self.config.routing_key_env, self.env) or ""
         status = []
         for alert in message.alerts:
-            body = json.dumps(event(message, alert, key, self.config.source)).encode()
+            found = event(message, alert, key, self.config.source)
+            if found is None:
+                return Delivery(detail=f"nothing sent: PagerDuty has no {message.kind} event")
+            body = json.dumps(found).encode()
             answer = post(
                 self.config.url,
                 body,

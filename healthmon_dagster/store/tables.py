@@ -330,9 +330,13 @@ alert_events = sa.Table(
     sa.Column("actor", sa.String(200), nullable=False),  # "sensor", "cli:<user>", ...
     sa.Column("note", sa.Text),
     sa.Column("details", sa.JSON, nullable=False),
+    # Names an event that must exist once (``incident_event:<id>``: the update notification of an
+    # incident's timeline entry); NULL for every other event. Unique: concurrent writers add it once.
+    sa.Column("dedup_key", sa.String(300)),
     schema="etl",
 )
 sa.Index("ix_alert_events_alert_at", alert_events.c.alert_id, alert_events.c.at)
+sa.Index("uq_alert_events_dedup_key", alert_events.c.dedup_key, unique=True)
 
 silences = sa.Table(
     "silences",

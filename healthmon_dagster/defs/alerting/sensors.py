@@ -43,7 +43,12 @@ from healthmon_dagster.defs.alerting.jobs import alert_dispatch_job
 from healthmon_dagster.defs.resources import HealthmonConfigResource, WarehouseResource
 from healthmon_dagster.enums import EventKind, NotificationStatus
 from healthmon_dagster.incidents.alerts import open_for_critical_alerts
-from healthmon_dagster.incidents.announce import incident_signals, record_sent, with_incident_rules
+from healthmon_dagster.incidents.announce import (
+    incident_signals,
+    queue_updates,
+    record_sent,
+    with_incident_rules,
+)
 from healthmon_dagster.incidents.correlation import link_open_incidents
 from healthmon_dagster.settings import get_settings
 from healthmon_dagster.store.db import DatabaseUnavailable
@@ -225,6 +230,7 @@ def evaluate_alerts(
         linked = open_for_critical_alerts(engine, get_settings().s3_bucket)  # incidents
         record_sent(engine)  # notifications of incident alerts on the incidents' timelines
         link_open_incidents(engine, lineage_of(context.repository_def))  # correlations saved
+        queue_updates(engine, config)  # incident status, assignment, absorbed failures told
     except STORE_ERRORS as exc:
         return dg.SkipReason(f"health store unavailable, no alert evaluated: {error_text(exc)}")
     # The result cursor only moves forward (a tick that re-read only late results reports less).

@@ -2,7 +2,9 @@
 and the outbox dispatcher: an ITSM system on the webhook channel receives signed Alertmanager-v4
 JSON with the incident's labels when the incident opens, escalates and resolves (the test checks
 the HMAC signature as a receiver would), and PagerDuty receives a trigger and then a resolve with
-the same ``dedup_key`` for each of the incident's alerts."""
+the same ``dedup_key`` for each of the incident's alerts. Updates (a status change, an assignment,
+an absorbed failure) reach the ITSM once each, saying what changed; PagerDuty, whose Events API
+has no update event, gets none."""
 
 import hmac
 from collections.abc import Iterator
@@ -16,8 +18,8 @@ import yaml
 from healthmon_dagster.config import load_config
 from healthmon_dagster.definitions import build_defs
 from healthmon_dagster.defs.alerting.sensors import alert_evaluation_sensor
-from healthmon_dagster.enums import IncidentSource
-from healthmon_dagster.incidents.lifecycle import resolve, update
+from healthmon_dagster.enums import IncidentSeverity, IncidentSource, IncidentStatus
+from healthmon_dagster.incidents.lifecycle import assign, resolve, set_status, update
 from healthmon_dagster.incidents.records import Actor, Failure, open_or_absorb, timeline
 from healthmon_dagster.notify.dispatch import Dispatcher
 from healthmon_dagster.notify.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
@@ -175,3 +177,83 @@ def test_an_incident_reaches_an_itsm_webhook_signed_and_pagerduty_trigger_then_r
         [(channel, kind) for channel in ("itsm", "pagerduty") for kind in ("firing",) * 2]
         + [(channel, "resolved") for channel in ("itsm", "pagerduty")] * 2
     )
+
+
+def itsm_updates(itsm: HttpStub) -> list[tuple[str, str, str, str]]:
+    """(status, incident_id label, update kind, update text) of every update the ITSM received."""
+    return [
+        (
+            alert["status"],
+            alert["labels"]["incident_id"],
+            alert["annotations"]["incident_update_kind"],
+            alert["annotations"]["incident_update"],
+        )
+        for request in itsm.on("/itsm/alerts")
+        for alert in verified(request)["alerts"]
+        if "incident_update" in alert["annotations"]
+    ]
+
+
+def test_incident_updates_reach_the_itsm_once_each_and_not_pagerduty(
+    healthmon_env: Path,
+    db_url: str,
+    instance: dg.DagsterInstance,
+    receivers: tuple[Path, HttpStub, HttpStub],
+) -> None:
+    config_path, itsm, pagerduty = receivers
+    engine = get_engine(db_url)
+    hook = Actor("hook:patients_etl_job", IncidentSource.HOOK)
+
+    def failure(run: str) -> Failure:
+        return Failure(
+            title=f"step raw__patients of run {run} failed (connection_refused)",
+            component="raw_loader",
+            occurred_at=utcnow(),
+            asset_keys=("raw/patients",),
+            error_class="connection_refused",
+            cause_resource="database:warehouse",
+            severity=IncidentSeverity.HIGH,
+            dedup_key=f"failure:step:{run}:raw__patients",
+        )
+
+    key = "resource:database:warehouse"
+    incident_id = open_or_absorb(engine, key, failure("r1"), hook).incident_id
+    iid = str(incident_id)
+    tick(instance)
+    drain(db_url, config_path)
+    assert itsm_alerts(itsm) == [("firing", iid, "error")] and itsm_updates(itsm) == []
+
+    set_status(engine, incident_id, IncidentStatus.INVESTIGATING, PERSON, "looking at the database")
+    assign(engine, incident_id, "data-platform", PERSON)
+    tick(instance)
+    drain(db_url, config_path)
+    assert open_or_absorb(engine, key, failure("r2"), hook).created is False
+    tick(instance)
+    tick(instance)  # a second evaluation announces nothing twice
+    drain(db_url, config_path)
+
+    assert itsm_updates(itsm) == [
+        (
+            "firing",
+            iid,
+            "status_changed",
+            f"incident {iid} status changed: status open -> investigating; looking at the database",
+        ),
+        ("firing", iid, "assigned", f"incident {iid} assigned: assigned to data-platform"),
+        (
+            "firing",
+            iid,
+            "failure",
+            f"incident {iid} absorbed a failure: failure absorbed (same "
+            "root cause): step raw__patients of run r2 failed (connection_refused); error class "
+            "connection_refused; assets raw/patients",
+        ),
+    ]
+    # PagerDuty: the trigger only; its Events API has no update event.
+    assert [a for a, _, _ in pagerduty_events(pagerduty)] == ["trigger"]
+    # The updates sent are on the timeline, as every notification of the incident's alert.
+    tick(instance)
+    sent = [
+        e.details["kind"] for e in timeline(engine, incident_id) if e.kind == "notification_sent"
+    ]
+    assert sorted(sent) == ["firing", "firing", "updated", "updated", "updated"]
