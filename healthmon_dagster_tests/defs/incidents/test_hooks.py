@@ -251,13 +251,16 @@ def use_webhook(monkeypatch: pytest.MonkeyPatch, folder: Path, url: str) -> None
     monkeypatch.setenv("HEALTHMON_WEBHOOK_SECRET", "hook-secret")
 
 
-def incident_posts(hook: HttpStub, status: str = "firing") -> list[float]:
-    """When each webhook request announcing an incident alert with ``status`` arrived."""
+def incident_posts(hook: HttpStub, status: str = "firing", updates: bool = False) -> list[float]:
+    """When each webhook request announcing an incident alert with ``status`` arrived (with
+    ``updates``, each request telling an update of the incident instead)."""
     return [
         r.at
         for r in hook.on("/itsm")
         if any(
-            a["labels"].get("alertname") == "incident" and a["status"] == status
+            a["labels"].get("alertname") == "incident"
+            and a["status"] == status
+            and ("incident_update" in a["annotations"]) == updates
             for a in r.json["alerts"]
         )
     ]
@@ -321,25 +324,38 @@ def test_the_hook_that_opens_an_incident_notifies_before_the_run_ends_once(
         assert again.failure_count == 2
         assert len(incident_posts(hook)) == 1
 
-        backstop(instance, db_url)  # the sensors find it done: nothing is sent again
+        backstop(instance, db_url)  # the sensors find it announced: it is not sent again
 
         assert len(incident_posts(hook)) == 1
+        # The sensors tell the update: the incident absorbed the second run's failure.
+        (update,) = [r for r in hook.on("/itsm") if r.at in incident_posts(hook, updates=True)]
+        assert update.json["alerts"][0]["annotations"]["incident_update_kind"] == "failure"
         n = notifications.c
         with get_engine(db_url).connect() as conn:
             rows = conn.execute(
-                sa.select(n.channel, n.status)
+                sa.select(n.channel, n.kind, n.status)
                 .join(alerts, alerts.c.alert_id == n.alert_id)
                 .where(alerts.c.rule_id.startswith("incident_"))
             ).all()
-        assert sorted(rows) == [("log", "sent"), ("webhook", "sent")]
+        assert sorted(rows) == [
+            ("log", "firing", "sent"),
+            ("log", "updated", "sent"),
+            ("webhook", "firing", "sent"),
+            ("webhook", "updated", "sent"),
+        ]
         # The sent notifications land on the timeline (the evaluation sensor records them).
         evaluate_alerts(instance, None)
         notes = [
-            e.details["channel"]
+            (e.details["channel"], e.details["kind"])
             for e in timeline(get_engine(db_url), row.incident_id)
             if e.kind == "notification_sent"
         ]
-        assert sorted(notes) == ["log", "webhook"]
+        assert sorted(notes) == [
+            ("log", "firing"),
+            ("log", "updated"),
+            ("webhook", "firing"),
+            ("webhook", "updated"),
+        ]
 
 
 def test_a_receiver_that_does_not_answer_costs_a_bounded_wait_and_the_dispatch_job_sends_later(
