@@ -1,0 +1,291 @@
+"""Lineage inhibition end to end through Dagster, SQLite and Postgres: a real warehouse outage
+raises one alert for the database, and the alerts of the assets downstream of it are suppressed
+(inhibited by that alert) and never announced.
+
+The outage is real: on Postgres the warehouse is reached through a TCP proxy on a loopback port
+that the test stops (connections cut, new ones refused) and starts again; on SQLite the warehouse
+file is moved aside with a folder put in its place, as when its volume is gone (every new
+connection fails with "unable to open database file"). The health store is a database of its own
+that stays up, as it must for anyone to hear of the outage.
+
+Driven as production drives it, in process: the database health-check job (whose alert fast path
+fires and sends the root at once), the ETL and quality jobs, the freshness daemon's iteration (its
+clock moved three days on, past every fail window), alert_evaluation_sensor ticks, and
+alert_dispatch_sensor with the dispatch job draining the outbox to a webhook receiver on a loopback
+port.
+
+What a database outage raises about assets: the freshness daemon's verdicts (every pipeline asset
+past its window) and, where a check could start and fail its query (Postgres here), a "could not
+run" check alert per asset. All are muted. Two gaps are asserted as they are (KNOWN GAP): run
+failures and incidents have no asset label and are announced, and once the root resolves the muted
+alerts still firing are announced, then resolved when the assets recover.
+"""
+
+import json
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+import sqlalchemy as sa
+import yaml
+from dagster._core.remote_origin import InProcessCodeLocationOrigin
+from dagster._core.test_utils import create_test_daemon_workspace_context, freeze_time
+from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+from dagster._core.workspace.load_target import InProcessWorkspaceLoadTarget
+from dagster._daemon.freshness import FreshnessDaemon
+from sqlalchemy.engine import make_url
+
+from healthmon_dagster.definitions import defs
+from healthmon_dagster.defs.alerting.sensors import alert_dispatch_sensor, alert_evaluation_sensor
+from healthmon_dagster.defs.pipeline.jobs import raw_file_run_config
+from healthmon_dagster.etl.landing import LocalLandingSource
+from healthmon_dagster.etl.sample import SampleFile, generate_sample, write_to
+from healthmon_dagster.store.db import dispose_engines, get_engine
+from healthmon_dagster.store.metrics import utcnow
+from healthmon_dagster.store.tables import alerts, notifications
+from healthmon_dagster_tests.defs.fixtures import FAST_RETRY, PROJECT_CONFIG, patient_values
+from healthmon_dagster_tests.defs.pipeline.fixtures import SqliteOutage, TcpProxy
+from healthmon_dagster_tests.notify.fixtures import HttpStub, webhook_server
+
+DATABASE_JOB = "health_checks_every_60s_job"  # database_connectivity (target: warehouse)
+PIPELINE = {"raw/patients", "stg/patients", "core/dim_patient"}  # with a FreshnessPolicy
+
+
+class Outage:
+    """The warehouse, and how it goes down and comes back."""
+
+    def __init__(self, db_url: str, folder: Path) -> None:
+        self.proxy: TcpProxy | None = None
+        self.sqlite: SqliteOutage | None = None
+        if db_url.startswith("postgresql"):
+            target = make_url(db_url)
+            self.proxy = TcpProxy((target.host or "127.0.0.1", target.port or 5432))
+            self.proxy.start()
+            self.url = self.proxy.url_for(db_url)
+        else:
+            self.url = f"sqlite:///{folder / 'warehouse' / 'healthmon.db'}"
+            self.sqlite = SqliteOutage(self.url)
+
+    def stop(self) -> None:
+        if self.proxy is not None:
+            self.proxy.stop()  # open connections cut, the port refuses new ones
+            return
+        assert self.sqlite is not None
+        self.sqlite.stop()
+        # A SQLite connection already open keeps its moved file. Every run of a deployment is a
+        # process of its own that opens the file anew; the in-process runs here share one engine
+        # cache, so it is emptied as a new process would start.
+        dispose_engines()
+
+    def start(self) -> None:
+        if self.proxy is not None and not self.proxy.running:
+            self.proxy.start()
+        elif self.sqlite is not None and not self.sqlite.running:
+            self.sqlite.start()
+
+    def close(self) -> None:
+        self.start()
+        if self.proxy is not None:
+            self.proxy.stop()
+
+
+@pytest.fixture
+def outage(
+    healthmon_env: Path, db_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Iterator[Outage]:
+    """The health store on ``db_url`` (it stays up); the warehouse behind an :class:`Outage`."""
+    monkeypatch.setenv("HEALTHMON_HEALTH_DATABASE_URL", db_url)
+    warehouse = Outage(db_url, tmp_path)
+    monkeypatch.setenv("HEALTHMON_DATABASE_URL", warehouse.url)
+    try:
+        yield warehouse
+    finally:
+        warehouse.close()
+
+
+def use_webhook(monkeypatch: pytest.MonkeyPatch, folder: Path, url: str) -> None:
+    """The project's healthmon.yaml with the built-in rules sending to ``log`` and a webhook at
+    ``url`` at once (no group wait), fast landing retries and no escalation."""
+    data = yaml.safe_load(PROJECT_CONFIG.read_text())
+    data["landing"]["retry"] = FAST_RETRY
+    data["channels"]["webhook"] = {
+        "type": "webhook",
+        "configuration": {
+            "url_env": "HEALTHMON_WEBHOOK_URL",
+            "secret_env": "HEALTHMON_WEBHOOK_SECRET",
+        },
+    }
+    data["alert_rules"] = []  # the built-in rules, dependency_unreachable among them
+    data["escalation_policies"] = []
+    data["alerting"]["builtin_channels"] = ["log", "webhook"]
+    data["alerting"]["grouping"].update(
+        {"group_wait_seconds": 0, "group_wait_by_severity": {}, "group_interval_seconds": 1}
+    )
+    path = folder / "healthmon.yaml"
+    path.write_text(yaml.safe_dump(data))
+    monkeypatch.setenv("HEALTHMON_CONFIG", str(path))
+    monkeypatch.setenv("HEALTHMON_WEBHOOK_URL", url)
+    monkeypatch.setenv("HEALTHMON_WEBHOOK_SECRET", "test-signing-secret")
+
+
+def run(instance: dg.DagsterInstance, job: str, **kwargs: Any) -> dg.ExecuteInProcessResult:
+    return defs.resolve_job_def(job).execute_in_process(
+        instance=instance, raise_on_error=False, **kwargs
+    )
+
+
+def load(instance: dg.DagsterInstance, sample: SampleFile) -> dg.ExecuteInProcessResult:
+    """The ETL run of one landing file, as the landing sensor requests it."""
+    return run(instance, "patients_etl_job", run_config=raw_file_run_config(sample.key))
+
+
+def freshness_daemon_iteration(instance: dg.DagsterInstance, ahead: timedelta) -> None:
+    """One iteration of Dagster's freshness daemon over the code location, its clock ``ahead``."""
+    origin = InProcessCodeLocationOrigin(
+        LoadableTargetOrigin(module_name="healthmon_dagster.definitions", attribute="defs"),
+        location_name="healthmon_dagster",
+    )
+    with (
+        create_test_daemon_workspace_context(InProcessWorkspaceLoadTarget(origin), instance) as ctx,
+        freeze_time(utcnow() + ahead),
+    ):
+        list(FreshnessDaemon().run_iteration(ctx))
+
+
+def tick_alerts(instance: dg.DagsterInstance, cursor: str | None) -> str | None:
+    context = dg.build_sensor_context(
+        instance=instance,
+        resources=defs.resources,
+        cursor=cursor,
+        repository_def=defs.get_repository_def(),
+    )
+    assert isinstance(alert_evaluation_sensor(context), dg.SkipReason)
+    return context.cursor
+
+
+def dispatch(instance: dg.DagsterInstance) -> None:
+    """A tick of alert_dispatch_sensor and the dispatch job it requests (nothing when the runs'
+    fast path sent everything already)."""
+    context = dg.build_sensor_context(instance=instance, resources=defs.resources)
+    if isinstance(alert_dispatch_sensor(context), dg.SkipReason):
+        return
+    result = run(instance, "alert_dispatch_job")
+    assert result.success, [e.message for e in result.all_events if e.is_failure]
+
+
+def stored_alerts(db_url: str) -> list[Any]:
+    with get_engine(db_url).connect() as conn:
+        return list(conn.execute(sa.select(alerts).order_by(alerts.c.alert_id)))
+
+
+def announced(hook: HttpStub, start: int = 0) -> list[tuple[str, str, dict[str, str]]]:
+    """(status, fingerprint, labels) of every alert in the webhook bodies since ``start``."""
+    return [
+        (alert["status"], alert["fingerprint"], alert["labels"])
+        for request in hook.requests[start:]
+        for alert in request.json["alerts"]
+    ]
+
+
+def test_a_warehouse_outage_raises_one_database_alert_and_mutes_the_assets_downstream(
+    healthmon_env: Path,
+    db_url: str,
+    instance: dg.DagsterInstance,
+    outage: Outage,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    landing = LocalLandingSource(healthmon_env / "landing")
+    (first,) = generate_sample(100, files=1, seed=3)
+    (second,) = generate_sample(100, files=1, seed=4, prefix="patients_b")
+    with webhook_server() as hook:
+        use_webhook(monkeypatch, tmp_path, f"{hook.url}/alertmanager")
+
+        # Healthy: a file loads, the database check passes, every asset is fresh; no alert.
+        write_to(landing, [first])
+        assert load(instance, first).success
+        assert run(instance, DATABASE_JOB).success
+        freshness_daemon_iteration(instance, timedelta(0))
+        cursor = tick_alerts(instance, None)
+        assert stored_alerts(db_url) == [] and hook.requests == []
+
+        # The warehouse goes down. The database check is the first to see it (every minute).
+        outage.stop()
+        assert run(instance, DATABASE_JOB).success  # a critical result is a result
+        write_to(landing, [second])
+        assert not load(instance, second).success  # the raw step cannot reach the warehouse
+        assert not run(instance, "quality_full_sweep_job").success  # nor can any check
+        freshness_daemon_iteration(instance, timedelta(days=3))  # every asset past its window
+        cursor = tick_alerts(instance, cursor)
+        cursor = tick_alerts(instance, cursor)  # the next tick (30 s later in production)
+        dispatch(instance)
+
+        during = stored_alerts(db_url)
+        (root,) = [a for a in during if a.rule_id == "dependency_unreachable"]
+        assert (root.state, root.status, root.labels["dependency"]) == (
+            "firing",
+            "active",
+            "database",
+        )
+        assets = [a for a in during if a.labels.get("asset")]
+        stale = {a.labels["asset"] for a in assets if a.rule_id == "asset_not_fresh"}
+        checks = {a.labels["asset"] for a in assets if a.rule_id == "asset_check_error"}
+        assert stale == PIPELINE
+        # Postgres: the warehouse engine of this process was made before the outage, so the
+        # quality checks run, fail to query and record "could not run" (ERROR): a check alert
+        # per asset. SQLite: the file cannot be opened at all, the check steps fail before
+        # recording anything: no check alert.
+        assert checks == (PIPELINE | {"stg/patients_rejected"} if outage.proxy else set())
+        assert {a.rule_id for a in assets} <= {"asset_not_fresh", "asset_check_error"}
+        for muted in assets:
+            assert (muted.state, muted.status, muted.inhibited_by) == (
+                "firing",
+                "suppressed",
+                root.alert_id,
+            ), muted.title
+            assert muted.suppressed_by.startswith(f"inhibited by alert {root.alert_id} ")
+        with get_engine(db_url).connect() as conn:
+            queued_for = set(conn.execute(sa.select(notifications.c.alert_id)).scalars())
+        assert not queued_for & {a.alert_id for a in assets}  # nothing queued for a muted alert
+
+        sent = announced(hook)
+        assert not [labels for _, _, labels in sent if labels.get("asset")]
+        # The database's one notification: the root's, once (sent by the health run's fast path).
+        about_dependencies = [(s, fp) for s, fp, labels in sent if labels.get("dependency")]
+        assert about_dependencies == [("firing", root.fingerprint)]
+        # KNOWN GAP (reported): what has no asset label is not muted by lineage inhibition: the
+        # failed runs' alert and the incidents the outage opened are announced too.
+        assert {labels["rule_id"] for _, _, labels in sent} == {
+            "dependency_unreachable",
+            "run_failed",
+            "incident_critical",
+            "incident_medium",
+        }
+        text = json.dumps([r.json for r in hook.requests])
+        assert not [v for v in patient_values([first, second]) if len(v) > 3 and v in text]
+        seen = len(hook.requests)
+
+        # The warehouse is back: the database check sees it first, then the file loads again,
+        # the checks pass and the freshness daemon finds every asset fresh.
+        outage.start()
+        assert run(instance, DATABASE_JOB).success
+        assert load(instance, second).success
+        assert run(instance, "quality_full_sweep_job").success
+        freshness_daemon_iteration(instance, timedelta(0))
+        tick_alerts(instance, cursor)
+        dispatch(instance)
+
+    after = {a.alert_id: a for a in stored_alerts(db_url)}
+    assert after[root.alert_id].state == "resolved"
+    assert [after[a.alert_id].state for a in assets] == ["resolved"] * len(assets)
+    assert not [a for a in after.values() if a.rule_id == "run_failed" and a.state != "resolved"]
+    later = announced(hook, seen)
+    assert ("resolved", root.fingerprint) in [(s, fp) for s, fp, _ in later]
+    # KNOWN GAP (reported): once the root resolves, the muted alerts still firing are announced
+    # (Alertmanager's behaviour) although the assets recover with the next load: every muted
+    # alert, the outage's echo, reaches the receiver once firing, then once resolved.
+    echo = sorted((s, fp) for s, fp, labels in later if labels.get("asset"))
+    assert echo == sorted((s, a.fingerprint) for a in assets for s in ("firing", "resolved"))
