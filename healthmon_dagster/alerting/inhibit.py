@@ -7,6 +7,8 @@ landing store is upstream of every asset).
 Built in (``alerting.builtin_inhibit_rules``):
 
 - an unreachable dependency (``dependency_unreachable``) mutes every alert about an asset;
+- and the alerts that blame it without an asset: a run whose failed steps all found that
+  dependency down, the incident opened for it (both carry its ``dependency`` label);
 - an asset whose check failed with ERROR (or whose file broke the contract) mutes the alerts of
   the assets downstream of it: stale or failing downstream tables are its consequence;
 - one staleness, two alerts: an asset with a ``freshness:`` entry has both a Dagster
@@ -37,6 +39,12 @@ BUILTIN_INHIBIT_RULES: tuple[InhibitRule, ...] = (
         source_matchers=["rule_id=dependency_unreachable"],
         target_matchers=["asset=~.+"],
         lineage=True,
+    ),
+    InhibitRule(
+        name="dependency_unreachable_mutes_what_blames_it",
+        source_matchers=["rule_id=dependency_unreachable"],
+        target_matchers=["dependency=~.+", "rule_id!=dependency_unreachable"],
+        equal=["dependency"],
     ),
     InhibitRule(
         name="failed_upstream_asset_mutes_downstream",

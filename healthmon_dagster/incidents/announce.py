@@ -14,6 +14,13 @@ PagerDuty and signed webhook (Alertmanager JSON) exports, with no second notific
   channels are told both, the second with the higher severity (Prometheus does the same when an
   alert's labels change; the fingerprint includes the severity).
 - Resolving or closing the incident resolves its alert: the channels told are told it resolved.
+- An incident whose root key blames a resource (``resource:database:warehouse``) is that
+  resource's outage, and the resource's own alert (``dependency_unreachable``, linked to the
+  incident) announces it: the incident's alert carries the resource's ``dependency`` label, so
+  that alert mutes it while it fires (one page per outage, not two), and once every linked alert
+  of the resource has resolved the incident's alert resolves too, unannounced, while the incident
+  goes on to its end (monitoring, resolved) on its timeline. An incident of a resource that has no
+  alert of its own (no connectivity check) is announced as any other.
 
 The rules are built in (channels: ``alerting.builtin_channels``); a rule of the same id in
 ``alert_rules`` (event kind ``incident``) replaces one, e.g. to page on ``incident_critical``
@@ -24,27 +31,35 @@ marks a notification of its alert sent (not when queued: a queued message may st
 or fail), once per notification.
 """
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from healthmon_dagster.alerting.signals import Signal, alert_labels
 from healthmon_dagster.config.models import AlertRule, EventCondition, HealthConfiguration
 from healthmon_dagster.enums import (
     AlertSeverity,
+    AlertState,
     EventKind,
     IncidentEventKind,
     IncidentSeverity,
     IncidentSource,
     NotificationStatus,
 )
-from healthmon_dagster.incidents.alerts import INCIDENT_RULE_PREFIX
+from healthmon_dagster.incidents.alerts import INCIDENT_RULE_PREFIX, dependency_of
 from healthmon_dagster.incidents.records import OPEN, Actor, record_event
 from healthmon_dagster.store.connection import write_transaction
 from healthmon_dagster.store.metrics import as_utc, utcnow
-from healthmon_dagster.store.tables import alerts, incident_events, incidents, notifications
+from healthmon_dagster.store.tables import (
+    alerts,
+    incident_alerts,
+    incident_events,
+    incidents,
+    notifications,
+)
 
 ALERTNAME = "incident"
 RULE_PREFIX = INCIDENT_RULE_PREFIX
@@ -109,9 +124,10 @@ def incident_signals(
             )
             .order_by(c.incident_id)
         ).all()
+        announced = _announced_by_resource_alert(conn, rows)
     out: list[Signal] = []
     for row in rows:
-        is_open = row.status not in ("resolved", "closed")
+        is_open = row.status not in ("resolved", "closed") and row.incident_id not in announced
         for sev in IncidentSeverity:
             rule = rules.get(rule_id(sev))
             if rule is None or not rule.enabled:
@@ -120,9 +136,32 @@ def incident_signals(
     return out
 
 
+def _announced_by_resource_alert(conn: Connection, rows: Sequence[Any]) -> set[int]:
+    """The incidents of a resource whose linked alerts of that resource have all resolved: the
+    resource's alert announced the outage and its end; the incident's own alert says no more."""
+    dependency = {int(r.incident_id): dependency_of(r.root_key or "") for r in rows}
+    wanted = [i for i, d in dependency.items() if d is not None]
+    if not wanted:
+        return set()
+    ia, a = incident_alerts.c, alerts.c
+    linked: dict[int, list[bool]] = {}  # incident id -> whether each linked resource alert is open
+    for incident_id, state, labels in conn.execute(
+        sa.select(ia.incident_id, a.state, a.labels)
+        .join(alerts, a.alert_id == ia.alert_id)
+        .where(ia.incident_id.in_(wanted))
+    ):
+        if (labels or {}).get("dependency") == dependency[int(incident_id)]:
+            linked.setdefault(int(incident_id), []).append(state != str(AlertState.RESOLVED))
+    return {i for i, states in linked.items() if not any(states)}
+
+
 def _signal(rule: AlertRule, row: Any, active: bool) -> Signal:
     labels = alert_labels(
-        rule, alertname=ALERTNAME, incident_id=str(row.incident_id), component=row.component
+        rule,
+        alertname=ALERTNAME,
+        incident_id=str(row.incident_id),
+        component=row.component,
+        dependency=dependency_of(row.root_key or ""),
     )
     return Signal(
         rule=rule,
