@@ -2,7 +2,8 @@
 escalation and repeat of firing alerts nobody acknowledged.
 
 Acknowledging stops escalation and repeats and is forwarded (an ``acknowledged`` notification to
-every channel that was told, which PagerDuty turns into an acknowledge event). Resolving by hand
+every channel that was told or has its firing notification queued or in flight, sent after it;
+PagerDuty turns it into an acknowledge event). Resolving by hand
 ends the episode; if its condition is still true the next evaluation opens a new one.
 """
 
@@ -20,6 +21,7 @@ from healthmon_dagster.alerting.engine import (
     queue,
     record_event,
     resolve_in,
+    told,
 )
 from healthmon_dagster.alerting.labels import Matcher
 from healthmon_dagster.alerting.signals import effective_rules
@@ -29,7 +31,6 @@ from healthmon_dagster.enums import (
     AlertState,
     AlertStatus,
     NotificationKind,
-    NotificationStatus,
 )
 from healthmon_dagster.store.connection import write_transaction
 from healthmon_dagster.store.metrics import as_utc, utcnow
@@ -45,18 +46,6 @@ def _get(conn: Connection, alert_id: int) -> Any:
     if row is None:
         raise AlertActionError(f"no alert {alert_id}; `healthmon alerts list` shows the open ones")
     return row
-
-
-def _told(conn: Connection, alert_id: int) -> list[tuple[str, str]]:
-    n = notifications.c
-    return [
-        (ch, g)
-        for ch, g in conn.execute(
-            sa.select(n.channel, n.group_key)
-            .where(n.alert_id == alert_id, n.status == str(NotificationStatus.SENT))
-            .distinct()
-        )
-    ]
 
 
 def acknowledge(
@@ -88,7 +77,9 @@ def acknowledge(
             )
         )
         event_id = record_event(conn, alert_id, AlertEventKind.ACKNOWLEDGED, now, by, note=note)
-        for channel, group in _told(conn, alert_id):
+        # Every channel told or about to be: the dispatcher sends the acknowledgement after the
+        # firing notification still under way there.
+        for channel, group in told(conn, alert_id, queued=True):
             queue(conn, event_id, alert_id, [channel], NotificationKind.ACKNOWLEDGED, group, now)
 
 

@@ -13,10 +13,14 @@ sensor ticks or processes evaluating at once produce one alert and one history.
 Notifications are decided after the transitions, by :func:`_notify_pass`: a firing alert that is
 not silenced, muted (time intervals), inhibited by a root cause or in its rule's cooldown gets one
 outbox row per channel of its rule, attached to its ``firing`` event; ``uq_notifications_event_
-channel`` makes that exactly once whoever gets there first. Resolving cancels what was not sent
-yet and tells the channels that were told. Nothing here sends: ``notify/`` drains the outbox.
+channel`` makes that exactly once whoever gets there first. Resolving cancels what no dispatcher
+has touched yet and queues a resolve for every channel that was told, or may have been (a
+notification in flight or attempted: see :func:`told`). When a silence, a mute interval or an
+inhibition ends, a firing notification dropped meanwhile is queued again. Nothing here sends:
+``notify/`` drains the outbox.
 """
 
+from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -463,25 +467,53 @@ def resolve_in(
         note=resolution or note,
     )
     n = notifications.c
+    # Only what no dispatcher has touched: a claimed row is being sent (it may reach the
+    # receiver whatever is written here), an attempted one may have reached it already.
     conn.execute(
         notifications.update()
         .where(
             n.alert_id == alert_id,
             n.status == str(NotificationStatus.PENDING),
             n.kind != str(NotificationKind.RESOLVED),
+            n.delivery_key.is_(None),
+            n.claimed_by.is_(None),
         )
         .values(
             status=str(NotificationStatus.CANCELLED), last_error="alert resolved before it was sent"
         )
     )
-    told = conn.execute(
-        sa.select(n.channel, n.group_key)
-        .where(n.alert_id == alert_id, n.status == str(NotificationStatus.SENT))
-        .distinct()
-    ).all()
-    for channel, group in told:
+    for channel, group in told(conn, alert_id):
         queue(conn, event_id, alert_id, [channel], NotificationKind.RESOLVED, group, now)
     return True
+
+
+ANNOUNCING_KINDS = (
+    str(NotificationKind.FIRING),
+    str(NotificationKind.REPEATED),
+    str(NotificationKind.ESCALATED),
+)
+
+
+def told(conn: Connection, alert_id: int, *, queued: bool = False) -> list[tuple[str, str]]:
+    """The (channel, group key) pairs that were told about the alert, or may have been: a
+    notification was sent there, or an announcement of it is in flight or was attempted (the
+    receiver may have it; the dispatcher sends the follow-up after it, and a resolve supersedes
+    its retries). ``queued``: an announcement still queued counts too (an acknowledgement
+    follows it). A ``failed`` one does not count."""
+    n = notifications.c
+    pending = sa.and_(n.status == str(NotificationStatus.PENDING), n.kind.in_(ANNOUNCING_KINDS))
+    if not queued:
+        pending = sa.and_(pending, n.delivery_key.is_not(None))
+    return [
+        (str(channel), str(group))
+        for channel, group in conn.execute(
+            sa.select(n.channel, n.group_key)
+            .where(
+                n.alert_id == alert_id, sa.or_(n.status == str(NotificationStatus.SENT), pending)
+            )
+            .distinct()
+        )
+    ]
 
 
 # --- suppression and notification ------------------------------------------------------------
@@ -516,17 +548,17 @@ def _notify_pass(
         silenced = active_silences(conn, now)
         recent = _recent_firings(conn, list(firing), by_id, now)
         n = notifications.c
-        queued_counts = {
-            int(alert_id): int(count)
-            for alert_id, count in conn.execute(
-                sa.select(n.alert_id, sa.func.count())
-                .where(
-                    n.kind == str(NotificationKind.FIRING),
-                    n.alert_id.in_(sa.select(a.alert_id).where(a.state == str(AlertState.FIRING))),
-                )
-                .group_by(n.alert_id)
+        # Per firing alert and channel, the statuses of its firing notifications.
+        queued: dict[int, dict[str, set[str]]] = defaultdict(dict)
+        for alert_id, channel, status in conn.execute(
+            sa.select(n.alert_id, n.channel, n.status)
+            .where(
+                n.kind == str(NotificationKind.FIRING),
+                n.alert_id.in_(sa.select(a.alert_id).where(a.state == str(AlertState.FIRING))),
             )
-        }
+            .distinct()
+        ):
+            queued[int(alert_id)].setdefault(str(channel), set()).add(str(status))
     if not firing:
         return
     muted_globally = active_intervals(
@@ -539,7 +571,7 @@ def _notify_pass(
             alert, rule, config, now, silenced, muted_globally, inhibitor, recent
         )
         channels = enabled_channels(config, rule.channels) if rule is not None else []
-        queued_before = queued_counts.get(alert.alert_id, 0)
+        queued_before = queued.get(alert.alert_id, {})
         _settle(engine, alert, rule, channels, queued_before, reason, root, now, report)
 
 
@@ -601,12 +633,16 @@ def _settle(
     alert: Any,
     rule: AlertRule | None,
     channels: Sequence[str],
-    queued_before: int,
+    queued_before: Mapping[str, set[str]],
     reason: str | None,
     root: int | None,
     now: datetime,
     report: EvaluationReport,
 ) -> None:
+    """Record whether ``alert`` is suppressed now, and queue its firing notifications where
+    they are due: on every channel never queued, and, when a suppression ends, again on every
+    channel whose firing notification was dropped meanwhile (cancelled; a ``failed`` one is left
+    to the repeat and the escalation, which announce a firing alert again)."""
     a = alerts.c
     was = alert.status
     unsuppressed = (
@@ -616,13 +652,21 @@ def _settle(
     )
     want = str(AlertStatus.SUPPRESSED) if reason else unsuppressed
     changed = was != want or (reason or None) != alert.suppressed_by
+    unsuppressing = was == str(AlertStatus.SUPPRESSED) and want != was
+    live = {str(NotificationStatus.PENDING), str(NotificationStatus.SENT)}
+    never = [c for c in dict.fromkeys(channels) if c not in queued_before]
+    dropped = (
+        [c for c in dict.fromkeys(channels) if c in queued_before and not queued_before[c] & live]
+        if unsuppressing
+        else []
+    )
     # An acknowledged alert is known to someone: it is not announced again when a silence ends.
     needs_queue = (
         reason is None
         and rule is not None
         and alert.acknowledged_at is None
         and (
-            queued_before < len(set(channels))
+            bool(never or dropped)
             or (
                 alert.next_escalation_at is None
                 and alert.escalation_level == 0
@@ -656,8 +700,8 @@ def _settle(
                     details={"inhibited_by": root} if root else {},
                 )
                 report.suppressed.append(alert.alert_id)
-            elif was == str(AlertStatus.SUPPRESSED) and want != was:
-                record_event(
+            elif unsuppressing:
+                unsuppressed_event = record_event(
                     conn,
                     alert.alert_id,
                     AlertEventKind.UNSUPPRESSED,
@@ -666,8 +710,19 @@ def _settle(
                     note=f"no longer suppressed (was: {alert.suppressed_by})",
                 )
                 report.unsuppressed.append(alert.alert_id)
+                if needs_queue and dropped:
+                    # The firing event's rows exist (dropped): announce it on this event.
+                    report.notifications += queue(
+                        conn,
+                        unsuppressed_event,
+                        alert.alert_id,
+                        dropped,
+                        NotificationKind.FIRING,
+                        alert.group_key,
+                        now,
+                    )
         if needs_queue and rule is not None:
-            report.notifications += _queue_firing(conn, alert, rule, channels, now)
+            report.notifications += _queue_firing(conn, alert, rule, never, now)
 
 
 def _queue_firing(

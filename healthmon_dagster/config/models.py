@@ -42,6 +42,8 @@ MAX_INTERVAL_SECONDS = 86_400
 """Longest health-check interval: schedules are cron, which runs a job at most daily."""
 MAX_TIMEOUT_SECONDS = 3_600
 MAX_RETRIES = 10
+MAX_RETRY_FOR_MINUTES = 7 * 24 * 60
+"""Longest a notification is retried: a week (an alert older than that is news to no one)."""
 MAX_ROWS = 10**12
 """Largest row count or count threshold (a trillion rows)."""
 MAX_GROWTH_PCT = 100_000.0
@@ -962,8 +964,15 @@ class NotificationChannel(_Model):
 
     type: ChannelType
     enabled: bool = True
-    retry_attempts: int = Field(default=3, ge=0, le=MAX_RETRIES)
+    # Deprecated and ignored: retries are bounded by time (``retry_for_minutes``), since a count of
+    # a few backoff steps gave up on a receiver down for more than about a minute and lost the
+    # page. Still accepted and range-checked, so an existing healthmon.yaml loads; the dispatcher
+    # logs a warning naming the channel.
+    retry_attempts: int | None = Field(default=None, ge=0, le=MAX_RETRIES)
     retry_delay_minutes: float = Field(default=1, ge=0, le=24 * 60)
+    # How long a failing notification is retried before it is ``failed`` (from its first failed
+    # attempt); None: ``alerting.dispatch.retry_for_minutes``.
+    retry_for_minutes: float | None = Field(default=None, gt=0, le=MAX_RETRY_FOR_MINUTES)
     configuration: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("configuration")
@@ -1194,8 +1203,14 @@ class DispatchConfiguration(_Model):
         }
     )
     backoff_initial_seconds: float = Field(default=5, ge=0.1, le=3600)
-    backoff_max_seconds: float = Field(default=600, ge=1, le=86_400)
-    lease_seconds: int = Field(default=60, ge=5, le=3600)  # a claimed row is retaken after this
+    # The longest wait between two tries: once a receiver is back, a notification waits at most
+    # this long for its next try.
+    backoff_max_seconds: float = Field(default=120, ge=1, le=86_400)
+    # A failing notification is retried (5xx, timeouts, refused connections, 429) for this long
+    # after its first failed attempt, then ``failed``; a channel's own ``retry_for_minutes`` wins.
+    retry_for_minutes: float = Field(default=60, gt=0, le=MAX_RETRY_FOR_MINUTES)
+    # A claimed row is retaken after this; the dispatcher renews it while it is still sending.
+    lease_seconds: int = Field(default=60, ge=5, le=3600)
     request_timeout_seconds: float = Field(default=10, ge=0.5, le=120)
 
 

@@ -8,8 +8,11 @@ work and the rate limit:
 1. Take the due rows: ``pending``, ``not_before <= now``, no live lease (``claimed_until`` empty or
    past; on Postgres ``FOR UPDATE SKIP LOCKED``).
 2. Cancel what must not go out: a firing and a resolve of the same alert both still unsent (it
-   resolved within the group's wait: Alertmanager sends neither), a notification of an alert that
-   is suppressed now, rows of a disabled channel.
+   resolved within the group's wait: Alertmanager sends neither), an announcement (firing,
+   repeat, escalation) of an alert resolved since, in retry or due (its resolve supersedes it), a
+   notification of an alert that is suppressed now, rows of a disabled channel. Hold a resolve or
+   an acknowledgement while an announcement of its alert is still under way on the channel (in
+   flight in another process, in this pass, or queued): it follows it, never overtakes it.
 3. Group them, Alertmanager's way: one message per (group_key, kind). A new group waits
    ``group_wait_seconds`` after its first notification (the shortest ``group_wait_by_severity``
    of its alerts' severities: 0 for errors by default); a group notified recently waits until
@@ -22,10 +25,22 @@ work and the rate limit:
 5. Claim them: ``claimed_by``/``claimed_until`` (the lease) and the ``delivery_key``, the
    deterministic idempotency key of the request, written BEFORE anything is sent.
 
-Then each message is sent and its rows are marked ``sent`` only after the channel accepted it. A
-failure adds an attempt and waits (exponential backoff with jitter, or the receiver's
-``Retry-After``; a 429 is no attempt, and pauses the whole channel); past the channel's
-``retry_attempts``, or at once for a permanent error, the rows are ``failed`` with the error.
+Then each message is sent and its rows are marked ``sent`` only after the channel accepted it;
+while a pass sends, a heartbeat renews its lease every third of ``lease_seconds``, so however long
+an answer takes (a trickling body, a Slack reply and update, an SMTP session) no other dispatcher
+takes the rows of a live one. An outcome is recorded only on rows this dispatcher still holds
+(``claimed_by``): a row whose lease passed to another is that one's to record.
+
+Retries are bounded by time, not by a count: a failure (a 5xx, a timeout, a refused connection, a
+429) adds an attempt and waits (exponential backoff with equal jitter from
+``backoff_initial_seconds`` or the channel's ``retry_delay_minutes``, capped at
+``backoff_max_seconds``; or the receiver's ``Retry-After``, which uses no attempt and pauses the
+whole channel). The first failure sets the rows' ``retry_until`` (``retry_for_minutes``, 60 by
+default); the last try is at that time, and a failure then marks the rows ``failed``, as does a
+``Retry-After`` past it. A permanent error (another 4xx, a channel not configured) fails them at
+once. So an outage of the receiver shorter than ``retry_for_minutes`` delays the page, never loses
+it; a row failed for good fails the dispatch step, and the alert's repeat and escalation still go
+out. A channel's ``retry_attempts`` is deprecated and ignored (a warning says so).
 
 A dispatcher killed mid-send leaves its rows claimed: once the lease ends another takes them and
 sends the same rows again with the same ``delivery_key`` (the webhook's ``Idempotency-Key``, the
@@ -46,8 +61,9 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -90,6 +106,7 @@ if TYPE_CHECKING:
     from dagster_slack import SlackResource
 
 LOGGER = logging.getLogger("healthmon.notify.dispatch")
+SUPERSEDED = "alert resolved: its resolve supersedes this notification"
 N = notifications.c
 A = alerts.c
 # Kinds that Alertmanager's grouping times (group_wait / group_interval); the others are
@@ -255,6 +272,7 @@ class Dispatcher:
         # Seconds to leave a timed-out request's rows for another dispatcher, costing no attempt
         # (the alert fast path's short timeout: the dispatch job, which waits longer, takes it).
         self.defer_timeouts = defer_timeouts
+        _warn_deprecated(config)
 
     def _scope(self) -> list[sa.ColumnElement[bool]]:
         return [] if self.alert_ids is None else [N.alert_id.in_(self.alert_ids)]
@@ -312,22 +330,45 @@ class Dispatcher:
     def _send_all(self, name: str, units: list[_Unit], report: ChannelReport) -> None:
         """Send ``units`` ``concurrency`` at a time (announcements before follow-ups, so a
         resolve never overtakes its firing)."""
+        if not units:
+            return
         units = sorted(units, key=lambda u: u.kind in FOLLOW_UP_KINDS)
-        lease_end = self.clock() + timedelta(seconds=self.dispatch.lease_seconds)
         size = self.concurrency * 4  # one message query and one commit per wave
-        # The longest a wave can take: its requests, concurrency at a time, each timing out.
-        wave_seconds = 4 * self.dispatch.request_timeout_seconds + 1
-        for start in range(0, len(units), size):
-            # Keep the lease ahead of the sends still to come: a slow receiver must not let it
-            # lapse while this process is alive (another dispatcher would send the same rows).
-            if self.clock() + timedelta(seconds=wave_seconds) > lease_end:
-                lease_end = self._extend_lease([u.ids for u in units[start:]], wave_seconds)
-            wave = units[start : start + size]
-            pause = self._send_wave(name, wave, report)
-            if pause is not None:
-                # The receiver asked the channel to wait: give back what this pass claimed.
-                report.deferred += self._release(units[start + len(wave) :], pause)
-                return
+        # The lease must not lapse while this process is alive and sending, however long an
+        # answer takes (a trickling body, a Slack reply and update, an SMTP session): another
+        # dispatcher would send the same rows again. A heartbeat renews it until the pass ends.
+        with self._heartbeat(name, [i for u in units for i in u.ids]):
+            for start in range(0, len(units), size):
+                wave = units[start : start + size]
+                pause = self._send_wave(name, wave, report)
+                if pause is not None:
+                    # The receiver asked the channel to wait: give back what this pass claimed.
+                    report.deferred += self._release(units[start + len(wave) :], pause)
+                    return
+
+    @contextmanager
+    def _heartbeat(self, name: str, ids: list[int]) -> Iterator[None]:
+        """Renew the lease of ``ids`` (those still claimed by this dispatcher) every third of
+        ``lease_seconds`` until the block ends."""
+        stop = threading.Event()
+        every = self.dispatch.lease_seconds / 3
+
+        def beat() -> None:
+            while not stop.wait(every):
+                try:
+                    self._extend_lease(ids)
+                except Exception:  # the database is away: try again at the next beat
+                    LOGGER.warning(
+                        "channel %s: renewing the send lease failed", name, exc_info=True
+                    )
+
+        thread = threading.Thread(target=beat, name=f"healthmon-lease-{name}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
 
     def close(self) -> None:
         """Stop the sending threads (a dispatcher is also usable as a context manager)."""
@@ -350,18 +391,19 @@ class Dispatcher:
                 )
         return len(ids)
 
-    def _extend_lease(self, ids: list[list[int]], at_least: float) -> datetime:
-        seconds = max(self.dispatch.lease_seconds, at_least)
-        lease_end = self.clock() + timedelta(seconds=seconds)
-        flat = [i for chunk in ids for i in chunk]
+    def _extend_lease(self, ids: Sequence[int]) -> None:
+        lease_end = self.clock() + timedelta(seconds=self.dispatch.lease_seconds)
         with write_transaction(self.engine) as conn:
-            for chunk in _chunks(flat, 500):
+            for chunk in _chunks(ids, 500):
                 conn.execute(
                     notifications.update()
-                    .where(N.notification_id.in_(chunk), N.claimed_by == self.owner)
+                    .where(
+                        N.notification_id.in_(chunk),
+                        N.claimed_by == self.owner,
+                        N.status == NotificationStatus.PENDING,
+                    )
                     .values(claimed_until=lease_end)
                 )
-        return lease_end
 
     def drain(self, max_seconds: float, *, stop_when_idle: bool = True) -> DispatchReport:
         """Run passes until nothing is due (or waits beyond ``max_seconds``); sleeps while the
@@ -428,7 +470,8 @@ class Dispatcher:
                 report.failed += self._finish(conn, rows, NotificationStatus.FAILED, now, msg)
                 report.errors.append(msg)
                 return []
-            rows = self._cancel_moot(conn, rows, now, report)
+            rows = self._cancel_moot(conn, name, rows, now, report)
+            rows = self._after_announcements(conn, name, rows, now, report)
             units = self._units(conn, name, notifier, rows)
             units = self._timed(conn, name, units, now, report)
             budget = self._budget(conn, name, now)
@@ -465,6 +508,8 @@ class Dispatcher:
                 N.created_at,
                 N.delivery_key,
                 N.claimed_by,
+                N.retry_until,
+                A.state.label("alert_state"),
                 A.status.label("alert_status"),
                 A.suppressed_by,
                 A.severity.label("alert_severity"),
@@ -508,7 +553,12 @@ class Dispatcher:
         return len(ids)
 
     def _cancel_moot(
-        self, conn: Connection, rows: list[RowMapping], now: datetime, report: ChannelReport
+        self,
+        conn: Connection,
+        name: str,
+        rows: list[RowMapping],
+        now: datetime,
+        report: ChannelReport,
     ) -> list[RowMapping]:
         """Drop rows that must not go out (see the module docstring, step 2)."""
         fresh = [r for r in rows if r["delivery_key"] is None]
@@ -525,6 +575,8 @@ class Dispatcher:
         for r in rows:
             if r["delivery_key"] is None and int(r["alert_id"]) in flapped:
                 moot["resolved before its firing notification went out"].append(r)
+            elif r["kind"] in ANNOUNCING_KINDS and r["alert_state"] == AlertState.RESOLVED:
+                moot[SUPERSEDED].append(r)
             elif (
                 r["alert_status"] == AlertStatus.SUPPRESSED
                 and r["kind"] in ANNOUNCING_KINDS
@@ -538,6 +590,78 @@ class Dispatcher:
             report.cancelled += self._finish(
                 conn, cancelled, NotificationStatus.CANCELLED, now, reason
             )
+        # The announcements of alerts resolving now that wait for a retry (not due yet): the
+        # resolve going out supersedes them; sent after it, they would show the alert firing.
+        resolving = sorted(
+            {int(r["alert_id"]) for r in keep if r["kind"] == NotificationKind.RESOLVED}
+        )
+        for chunk in _chunks(resolving, 500):
+            report.cancelled += conn.execute(
+                notifications.update()
+                .where(
+                    N.channel == name,
+                    N.alert_id.in_(chunk),
+                    N.status == NotificationStatus.PENDING,
+                    N.kind.in_(ANNOUNCING_KINDS),
+                    sa.or_(N.claimed_until.is_(None), N.claimed_until < now),
+                )
+                .values(status=NotificationStatus.CANCELLED, last_error=SUPERSEDED)
+            ).rowcount
+        return keep
+
+    def _after_announcements(
+        self,
+        conn: Connection,
+        name: str,
+        rows: list[RowMapping],
+        now: datetime,
+        report: ChannelReport,
+    ) -> list[RowMapping]:
+        """Hold a resolve or an acknowledgement while an announcement of its alert is still under
+        way on this channel (in flight, in this pass, or queued): it goes out after it, never
+        before (a resolve overtaking its firing leaves the alert firing at the receiver)."""
+        follow_ups = {int(r["alert_id"]) for r in rows if r["kind"] in FOLLOW_UP_KINDS}
+        if not follow_ups:
+            return rows
+        hold: dict[int, datetime] = {}
+        for r in rows:
+            if r["kind"] in ANNOUNCING_KINDS and int(r["alert_id"]) in follow_ups:
+                hold[int(r["alert_id"])] = now  # sent in this pass: the next pass may follow
+        batch = [int(r["notification_id"]) for r in rows]
+        for chunk in _chunks(sorted(follow_ups), 500):
+            for alert_id, not_before, claimed_until in conn.execute(
+                sa.select(N.alert_id, N.not_before, N.claimed_until).where(
+                    N.channel == name,
+                    N.alert_id.in_(chunk),
+                    N.status == NotificationStatus.PENDING,
+                    N.kind.in_(ANNOUNCING_KINDS),
+                    N.notification_id.not_in(batch),
+                )
+            ):
+                lease = _utc(claimed_until)
+                # In flight elsewhere: look again shortly (its answer usually takes a second).
+                # Queued: when it is due.
+                until = (
+                    now + timedelta(seconds=1)
+                    if lease is not None and lease > now
+                    else max(now, _utc(not_before) or now)
+                )
+                hold[int(alert_id)] = max(until, hold.get(int(alert_id), until))
+        keep, held = [], []
+        for r in rows:
+            if r["kind"] in FOLLOW_UP_KINDS and int(r["alert_id"]) in hold:
+                held.append(r)
+            else:
+                keep.append(r)
+        for r in held:
+            until = hold[int(r["alert_id"])]
+            if until > now:
+                conn.execute(
+                    notifications.update()
+                    .where(N.notification_id == r["notification_id"])
+                    .values(not_before=until)
+                )
+        report.deferred += len(held)
         return keep
 
     def _units(
@@ -885,11 +1009,18 @@ class Dispatcher:
     ) -> None:
         ids = [i for unit, _ in delivered for i in unit.ids]
         threads = {k: v for _, d in delivered for k, v in d.threads.items()}
+        marked = 0
         with write_transaction(self.engine) as conn:
             for chunk in _chunks(ids, 500):
-                conn.execute(
+                # Only rows still this dispatcher's: a row whose lease passed to another is that
+                # one's to record (it sends the same request again; the receiver dedups).
+                marked += conn.execute(
                     notifications.update()
-                    .where(N.notification_id.in_(chunk), N.status == NotificationStatus.PENDING)
+                    .where(
+                        N.notification_id.in_(chunk),
+                        N.status == NotificationStatus.PENDING,
+                        N.claimed_by == self.owner,
+                    )
                     .values(
                         status=NotificationStatus.SENT,
                         sent_at=now,
@@ -897,11 +1028,19 @@ class Dispatcher:
                         last_error=None,
                         claimed_by=None,
                         claimed_until=None,
+                        retry_until=None,
                     )
-                )
+                ).rowcount
             if threads:
                 self._record_threads(conn, name, threads, now)
-        report.sent += len(ids)
+        report.sent += marked
+        if marked < len(ids):
+            LOGGER.warning(
+                "channel %s: %s sent notification(s) had passed to another dispatcher (the send "
+                "outlived the lease); it records them",
+                name,
+                len(ids) - marked,
+            )
         for unit, delivery in delivered:
             LOGGER.info(
                 "channel %s: sent %s notification(s) (%s, group %s): %s",
@@ -932,6 +1071,11 @@ class Dispatcher:
             .on_conflict_do_nothing(index_elements=["channel", "alert_id"])
         )
 
+    def _retry_for(self, channel: NotificationChannel) -> float:
+        """Seconds a failing notification of ``channel`` is retried for."""
+        minutes = channel.retry_for_minutes
+        return 60 * (minutes if minutes is not None else self.dispatch.retry_for_minutes)
+
     def _failed(
         self,
         name: str,
@@ -941,16 +1085,44 @@ class Dispatcher:
         secrets: Sequence[str],
         report: ChannelReport,
     ) -> datetime | None:
+        """Record a failed send: retry later (backoff or ``Retry-After``) until the rows'
+        ``retry_until``, else ``failed``. Returns until when the receiver paused the channel."""
         now = self.clock()
         pause = None
         error = one_line(str(exc), 500, secrets)
-        rate_limited = isinstance(exc, RetryableError) and exc.rate_limited
+        # A 429 with Retry-After is the receiver pacing us, not a failure: no attempt is used
+        # (the wait is its own). Every other failure, a 429 without it included, backs off. A
+        # timeout in the fast path (``defer_timeouts``) uses no attempt either: the dispatch job,
+        # which waits longer, takes the rows over after that many seconds.
+        paced = isinstance(exc, RetryableError) and exc.rate_limited and exc.retry_after is not None
         deferred = (
             self.defer_timeouts is not None and isinstance(exc, RetryableError) and exc.timed_out
         )
-        free = rate_limited or deferred  # no attempt used
+        free = paced or deferred
         attempts = max(int(r["attempts"]) for r in unit.rows) + (0 if free else 1)
-        gave_up = not exc.retryable or attempts > channel.retry_attempts
+        budget = self._retry_for(channel)
+        first = [t for r in unit.rows if (t := _utc(r["retry_until"])) is not None]
+        retry_until = min(first) if first else now + timedelta(seconds=budget)
+        next_try: datetime | None = None
+        if not exc.retryable:
+            pass  # permanent: fails at once
+        elif deferred and self.defer_timeouts is not None:
+            next_try = now + timedelta(seconds=self.defer_timeouts)
+        elif now >= retry_until:
+            error = one_line(f"{error} (gave up after retrying for {budget / 60:g} min)", 500)
+        elif exc.retry_after is not None:
+            next_try = now + timedelta(seconds=exc.retry_after)
+            if next_try > retry_until:
+                error = one_line(
+                    f"{error} (its Retry-After of {exc.retry_after:g}s is past the "
+                    f"{budget / 60:g} min the channel retries for)",
+                    500,
+                )
+                next_try = None
+        else:
+            # The last try is at the horizon itself, not a backoff step past it.
+            next_try = min(now + timedelta(seconds=self._backoff(channel, attempts)), retry_until)
+        gave_up = next_try is None
         with write_transaction(self.engine) as conn:
             values: dict[str, Any] = {
                 "attempts": N.attempts + (0 if free else 1),
@@ -960,21 +1132,22 @@ class Dispatcher:
             }
             if gave_up:
                 values["status"] = NotificationStatus.FAILED
+                values["retry_until"] = None
             else:
-                delay = (
-                    exc.retry_after
-                    if exc.retry_after is not None
-                    else self.defer_timeouts
-                    if deferred and self.defer_timeouts is not None
-                    else self._backoff(channel, attempts)
-                )
-                values["not_before"] = now + timedelta(seconds=delay)
-            conn.execute(
+                values["not_before"] = next_try
+                values["retry_until"] = retry_until
+            # Only rows still this dispatcher's: after its lease passed to another dispatcher,
+            # recording this outcome would free a row that one is sending.
+            recorded = conn.execute(
                 notifications.update()
-                .where(N.notification_id.in_(unit.ids), N.status == NotificationStatus.PENDING)
+                .where(
+                    N.notification_id.in_(unit.ids),
+                    N.status == NotificationStatus.PENDING,
+                    N.claimed_by == self.owner,
+                )
                 .values(**values)
-            )
-            if rate_limited and exc.retry_after:
+            ).rowcount
+            if isinstance(exc, RetryableError) and exc.rate_limited and exc.retry_after:
                 # The receiver asked the whole channel to wait: hold its queued rows too.
                 pause = now + timedelta(seconds=exc.retry_after)
                 conn.execute(
@@ -987,21 +1160,51 @@ class Dispatcher:
                     )
                     .values(not_before=pause)
                 )
-        if gave_up:
-            report.failed += len(unit.rows)
-            report.errors.append(error)
-            LOGGER.error("channel %s: %s notification(s) failed: %s", name, len(unit.rows), error)
-        else:
-            report.retrying += len(unit.rows)
+        if not recorded:
             LOGGER.warning(
-                "channel %s: %s notification(s) will be retried (attempt %s of %s): %s",
+                "channel %s: a failed send's %s notification(s) had passed to another dispatcher "
+                "(the send outlived the lease); it records them: %s",
                 name,
                 len(unit.rows),
+                error,
+            )
+        elif gave_up:
+            report.failed += recorded
+            report.errors.append(error)
+            LOGGER.error("channel %s: %s notification(s) failed: %s", name, recorded, error)
+        else:
+            report.retrying += recorded
+            LOGGER.warning(
+                "channel %s: %s notification(s) will be retried (attempt %s, retrying until "
+                "%s UTC): %s",
+                name,
+                recorded,
                 attempts,
-                channel.retry_attempts + 1,
+                f"{retry_until:%Y-%m-%d %H:%M:%S}",
                 error,
             )
         return pause
+
+
+_WARNED: set[tuple[str, int | None]] = set()
+
+
+def _warn_deprecated(config: HealthConfiguration) -> None:
+    """Say once per process that a channel's ``retry_attempts`` no longer ends its retries."""
+    for name, channel in sorted(config.channels.items()):
+        if "retry_attempts" not in channel.model_fields_set:
+            continue
+        if (name, channel.retry_attempts) in _WARNED:
+            continue
+        _WARNED.add((name, channel.retry_attempts))
+        minutes = channel.retry_for_minutes or config.alerting.dispatch.retry_for_minutes
+        LOGGER.warning(
+            "channel %s: retry_attempts is deprecated and ignored: a failing notification is "
+            "retried for retry_for_minutes (%g min here), then failed; remove retry_attempts "
+            "(or set retry_for_minutes on the channel)",
+            name,
+            minutes,
+        )
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:

@@ -379,6 +379,8 @@ notifications = sa.Table(
     # taken again once the lease ends, with the same delivery_key (the receiver dedups).
     sa.Column("claimed_by", sa.String(100)),
     sa.Column("claimed_until", Timestamp),
+    # Set by the first failed attempt: a failing row is retried until then, then ``failed``.
+    sa.Column("retry_until", Timestamp),
     sa.UniqueConstraint("event_id", "channel", name="uq_notifications_event_channel"),
     sa.CheckConstraint(
         "status IN ('pending', 'sent', 'failed', 'cancelled')", name="ck_notifications_status"

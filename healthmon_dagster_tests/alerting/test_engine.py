@@ -15,6 +15,7 @@ from healthmon_dagster.alerting.labels import parse_matchers
 from healthmon_dagster.config.loader import load_config_text
 from healthmon_dagster.config.models import HealthConfiguration
 from healthmon_dagster.enums import HealthStatus, RecordSource
+from healthmon_dagster.notify.dispatch import Dispatcher
 from healthmon_dagster.store.metrics import MetricPoint, write_metrics
 from healthmon_dagster.store.tables import alert_events, alerts, check_results, notifications
 
@@ -190,6 +191,91 @@ def test_a_silence_suppresses_and_its_expiry_notifies(engine: Engine) -> None:
     assert report.unsuppressed == [alert.alert_id] and alert.status == "active"
     assert kinds(engine, alert.alert_id) == ["pending", "firing", "suppressed", "unsuppressed"]
     assert sorted(n.channel for n in rows(engine, notifications)) == ["log", "ops"]
+
+
+def test_a_firing_cancelled_while_silenced_is_announced_when_the_silence_ends(
+    engine: Engine,
+) -> None:
+    """Before: the cancelled rows counted as queued, so the alert stayed unannounced until
+    repeat_interval (4 h) after the silence ended."""
+    cfg = config()
+    now = datetime.now(UTC)
+    rate(engine, 0.5, now)
+    evaluate(engine, cfg, now)  # fires: one firing row per channel, pending
+    silence = actions.add_silence(
+        engine,
+        parse_matchers(["component=staging_transformer"]),
+        ends_at=now + timedelta(hours=1),
+        created_by="oncall@example.org",
+        comment="backfill of March",
+    )
+    evaluate(engine, cfg, now + timedelta(seconds=1))
+    # The dispatcher drops the announcements of an alert suppressed now (it never contacts ops).
+    env = {"OPS_WEBHOOK_URL": "http://127.0.0.1:9/hook"}
+    report = Dispatcher(engine, cfg, env=env, clock=lambda: now + timedelta(seconds=2)).run_once()
+    assert report.channel("ops").cancelled == 1 and report.channel("log").cancelled == 1
+
+    actions.expire_silence(engine, silence)
+    later = datetime.now(UTC) + timedelta(seconds=3)
+    unsuppressed = evaluate(engine, cfg, later)
+    (alert,) = rows(engine, alerts)
+    assert unsuppressed.unsuppressed == [alert.alert_id] and unsuppressed.notifications == 2
+    pending = rows(engine, notifications, notifications.c.status == "pending")
+    assert sorted((n.channel, n.kind) for n in pending) == [("log", "firing"), ("ops", "firing")]
+    [event] = rows(engine, alert_events, alert_events.c.kind == "unsuppressed")
+    assert {n.event_id for n in pending} == {event.event_id}
+    assert evaluate(engine, cfg, later + timedelta(seconds=30)).notifications == 0  # once
+
+
+def test_an_in_flight_firing_is_told_its_acknowledgement_and_resolve_a_failed_one_not(
+    engine: Engine,
+) -> None:
+    """Before: only ``sent`` rows counted as told, and resolving cancelled the claimed row."""
+    cfg = config()
+    rate(engine, 0.5, T0)
+    evaluate(engine, cfg, T0)
+    (alert,) = rows(engine, alerts)
+    n = notifications.c
+    with engine.begin() as conn:  # what the dispatcher did: ops in flight, log failed for good
+        conn.execute(
+            notifications.update()
+            .where(n.channel == "ops")
+            .values(claimed_by="d1", claimed_until=T0 + timedelta(minutes=1), delivery_key="k" * 64)
+        )
+        conn.execute(notifications.update().where(n.channel == "log").values(status="failed"))
+
+    actions.acknowledge(engine, alert.alert_id, "ana", None, T0 + timedelta(seconds=10))
+    acked = rows(engine, notifications, n.kind == "acknowledged")
+    assert [a.channel for a in acked] == ["ops"]
+    actions.resolve(engine, alert.alert_id, "ana", "fixed", T0 + timedelta(seconds=20))
+    by = {(r.channel, r.kind): r.status for r in rows(engine, notifications)}
+    assert by == {
+        ("ops", "firing"): "pending",  # still the dispatcher's: it records what the receiver said
+        ("log", "firing"): "failed",
+        ("ops", "acknowledged"): "cancelled",  # never attempted: the resolve supersedes it
+        ("ops", "resolved"): "pending",
+    }
+
+
+def test_a_firing_that_failed_for_good_is_announced_again_by_the_repeat(engine: Engine) -> None:
+    cfg = config()
+    rate(engine, 0.5, T0)
+    evaluate(engine, cfg, T0)
+    (alert,) = rows(engine, alerts)
+    with engine.begin() as conn:  # the receivers were down past retry_for_minutes
+        conn.execute(notifications.update().values(status="failed"))
+    rate(engine, 0.5, T0 + timedelta(hours=4))
+    assert evaluate(engine, cfg, T0 + timedelta(hours=4)).notifications == 0  # no re-queue loop
+    report = actions.maintain(engine, cfg, T0 + timedelta(hours=4, minutes=1))
+    assert report.repeated == [alert.alert_id]
+    repeated = rows(engine, notifications, notifications.c.kind == "repeated")
+    assert sorted((n.channel, n.status) for n in repeated) == [
+        ("log", "pending"),
+        ("ops", "pending"),
+    ]
+    actions.resolve(engine, alert.alert_id, "ana", "fixed", T0 + timedelta(hours=5))
+    # Not told: the failed firings; the repeats were never attempted (cancelled): no resolve.
+    assert rows(engine, notifications, notifications.c.kind == "resolved") == []
 
 
 def test_a_mute_time_interval_holds_notifications_back(engine: Engine) -> None:

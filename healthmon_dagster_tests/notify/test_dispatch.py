@@ -4,15 +4,19 @@ with backoff and Retry-After, permanent failures, rate limits shared by two disp
 import hashlib
 import hmac
 import threading
+import time
 from collections import Counter
-from datetime import timedelta
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from sqlalchemy.engine import Engine
 
+from healthmon_dagster.alerting import actions
 from healthmon_dagster.enums import AlertEventKind
-from healthmon_dagster.notify.base import Delivery
-from healthmon_dagster.notify.dispatch import Dispatcher
+from healthmon_dagster.notify.dispatch import Dispatcher, DispatchReport
+from healthmon_dagster_tests.fixtures import free_port
 from healthmon_dagster_tests.notify.fixtures import (
     T0,
     Answer,
@@ -30,16 +34,17 @@ SECRET = "whsec-test-4f1d"
 
 
 def hook_config(**kwargs: object) -> object:
-    return config_with(
-        {
-            "hook": {
-                "type": "webhook",
-                "retry_attempts": kwargs.pop("retry_attempts", 2),
-                "configuration": {"url_env": "TEST_HOOK_URL", "secret_env": "TEST_HOOK_SECRET"},
-            }
-        },
-        **kwargs,  # type: ignore[arg-type]
-    )
+    hook: dict[str, object] = {
+        "type": "webhook",
+        "configuration": {"url_env": "TEST_HOOK_URL", "secret_env": "TEST_HOOK_SECRET"},
+    }
+    if "retry_attempts" in kwargs:
+        hook["retry_attempts"] = kwargs.pop("retry_attempts")
+    return config_with({"hook": hook}, **kwargs)  # type: ignore[arg-type]
+
+
+def _naive(ts: datetime) -> datetime:
+    return ts.replace(tzinfo=None) if ts.tzinfo is None else ts.astimezone(UTC).replace(tzinfo=None)
 
 
 def dispatcher(
@@ -225,24 +230,89 @@ def test_429_honours_retry_after_for_the_whole_channel_without_using_an_attempt(
     assert late.channel("hook").sent == 2
 
 
-def test_refused_connections_retry_until_retry_attempts_then_fail(engine: Engine) -> None:
+def test_refused_connections_retry_for_retry_for_minutes_then_fail(engine: Engine) -> None:
     open_alert(engine, channels=["hook"])
     clock = Clock(T0)
     closed = HttpStub()  # never started: its port refuses connections
     closed.server.server_close()
-    d = dispatcher(engine, closed, clock, retry_attempts=2, backoff_initial_seconds=1)
-    reports = []
-    for _ in range(4):
+    d = dispatcher(engine, closed, clock, retry_for_minutes=10, backoff_max_seconds=60)
+    reports, waits = [], []
+    while clock.now < T0 + timedelta(minutes=11) and not (reports and reports[-1].failed):
         reports.append(d.run_once())
-        clock.advance(10)
+        [row] = outbox(engine)
+        waits.append((_naive(row.not_before) - _naive(clock.now)).total_seconds())
+        clock.advance(max(waits[-1], 0))
 
-    assert [r.channel("hook").retrying for r in reports[:2]] == [1, 1]
-    assert reports[2].channel("hook").failed == 1 and not reports[2].ok
-    assert "Connection refused" in reports[2].channel("hook").errors[0]
-    assert reports[3].sent == reports[3].failed == 0
+    # Retried, with a backoff capped at backoff_max_seconds, until 10 min after the first failure.
+    assert all(r.channel("hook").retrying == 1 for r in reports[:-1]) and len(reports) > 12
+    assert max(waits[:-1]) <= 60 and sorted(waits[:5]) == waits[:5]
+    assert reports[-1].channel("hook").failed == 1 and not reports[-1].ok
+    assert clock.now == T0 + timedelta(minutes=10)  # the last try is at the horizon itself
+    assert "Connection refused" in reports[-1].channel("hook").errors[0]
+    assert "gave up after retrying for 10 min" in reports[-1].channel("hook").errors[0]
     [row] = outbox(engine)
-    assert (row.status, row.attempts) == ("failed", 3)
+    assert (row.status, row.attempts) == ("failed", len(reports))
     assert "webhook channel 'hook' (TEST_HOOK_URL) is unreachable" in row.last_error
+
+
+def test_an_outage_longer_than_a_few_retries_still_delivers_the_page(engine: Engine) -> None:
+    """Before: a row failed after retry_attempts (about 35 s of a receiver's outage) and nothing
+    sent it again while the alert fired: the page was lost."""
+    open_alert(engine, channels=["hook"])
+    clock = Clock(T0)
+    with webhook_server() as server:
+        server.then(*[Answer(503, {"error": "maintenance"})] * 12)  # down for 5-12 minutes
+        d = dispatcher(engine, server, clock, retry_attempts=2)  # a pre-time-budget setting
+        reports = []
+        while not (reports and reports[-1].sent) and clock.now < T0 + timedelta(hours=1):
+            reports.append(d.run_once())
+            clock.advance(d.next_due_in() or 60)
+
+    assert all(r.ok for r in reports)  # nothing failed for good: the step stays green
+    assert reports[-1].channel("hook").sent == 1 and len(server.requests) == 13
+    assert clock.now - T0 > timedelta(minutes=5)  # backoff 1, 2, ... 64 s, then 120 s (jittered)
+    assert len({r.headers["Idempotency-Key"] for r in server.requests}) == 1
+    [row] = outbox(engine)
+    assert (row.status, row.attempts, row.retry_until) == ("sent", 13, None)
+
+
+def test_a_429_without_retry_after_backs_off_and_counts_against_the_budget(
+    engine: Engine,
+) -> None:
+    """Before: a 429 without Retry-After used no attempt: it was retried at the first backoff
+    step forever."""
+    open_alert(engine, channels=["hook"])
+    clock = Clock(T0)
+    with webhook_server() as server:
+        server.then(*[Answer(429, {"error": "slow down"})] * 40)
+        d = dispatcher(engine, server, clock, retry_for_minutes=5)
+        waits, reports = [], []
+        while not (reports and reports[-1].failed) and clock.now < T0 + timedelta(hours=1):
+            reports.append(d.run_once())
+            [row] = outbox(engine)
+            waits.append((_naive(row.not_before) - _naive(clock.now)).total_seconds())
+            clock.advance(max(0.0, waits[-1]))
+
+    assert reports[-1].channel("hook").failed == 1 and clock.now == T0 + timedelta(minutes=5)
+    assert waits[3] > 2 * waits[0]  # the backoff grows
+    [row] = outbox(engine)
+    assert row.status == "failed" and row.attempts == len(server.requests) == len(reports)
+    assert "429" in row.last_error
+
+
+def test_a_retry_after_beyond_the_budget_fails_the_row_at_once(engine: Engine) -> None:
+    open_alert(engine, channels=["hook"])
+    with webhook_server() as server:
+        server.then(Answer(429, {"error": "slow down"}, {"Retry-After": "7200"}))
+        report = dispatcher(
+            engine,
+            server,
+            Clock(T0),
+        ).run_once()
+
+    assert report.channel("hook").failed == 1
+    [row] = outbox(engine)
+    assert row.status == "failed" and "Retry-After" in row.last_error
 
 
 def test_a_4xx_fails_at_once_and_no_secret_reaches_the_error(engine: Engine) -> None:
@@ -321,30 +391,155 @@ def test_two_dispatchers_at_once_send_each_row_once(engine: Engine) -> None:
     assert len(owners) == len(server.requests)
 
 
-def test_the_lease_covers_the_longest_wave_while_it_is_sent(engine: Engine) -> None:
-    open_alert(engine, channels=["hook"])
+class TrickleServer:
+    """A webhook receiver that accepts at once but sends its answer's body one byte at a time:
+    every read is within the client's timeout, so one request lasts as long as the trickle."""
+
+    def __init__(self, seconds: float) -> None:
+        self.requests: list[float] = []
+        body = b'{"status": "ok"}' + b" " * 14
+        gap = seconds / len(body)
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                stub.requests.append(time.monotonic())
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                try:
+                    for i in range(len(body)):
+                        self.wfile.write(body[i : i + 1])
+                        self.wfile.flush()
+                        time.sleep(gap)
+                except OSError:
+                    pass
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+
+        self.server = Server(("127.0.0.1", free_port()), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> "TrickleServer":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _wait_for(condition: Callable[[], bool], seconds: float = 20) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.02)
+
+
+def test_a_send_slower_than_the_lease_keeps_its_lease_and_goes_out_once(engine: Engine) -> None:
+    """Before: the lease was extended once per wave by a guess (4 x the request timeout + 1 s);
+    an answer that took longer (a trickling body, a Slack reply plus update, SMTP) let it lapse
+    and a second dispatcher (the alert fast path, the dispatch job) sent the same row again."""
+    open_alert(engine, channels=["hook"], at=datetime.now(UTC))
+    config = hook_config(lease_seconds=5, request_timeout_seconds=1)
+    with TrickleServer(seconds=7) as server:
+        env = {"TEST_HOOK_URL": f"{server.url}/hook", "TEST_HOOK_SECRET": SECRET}
+        reports: list[DispatchReport] = []
+        first = Dispatcher(engine, config, env=env)  # type: ignore[arg-type]
+        sending = threading.Thread(target=lambda: reports.append(first.run_once()))
+        sending.start()
+        _wait_for(lambda: bool(server.requests))
+        time.sleep(5.8)  # past the 5 s lease the claim took
+        claimed = outbox(engine)[0]
+        second = Dispatcher(engine, config, env=env).run_once()  # type: ignore[arg-type]
+        sending.join()
+
+    assert second.sent == 0 and len(server.requests) == 1
+    assert _naive(claimed.claimed_until) > _naive(datetime.now(UTC)) - timedelta(seconds=2)
+    assert reports[0].channel("hook").sent == 1
+    [row] = outbox(engine)
+    assert (row.status, row.claimed_by, row.attempts) == ("sent", None, 1)
+
+
+def test_an_alert_resolved_while_its_firing_is_in_flight_gets_its_resolve(engine: Engine) -> None:
+    """Before: resolving cancelled the claimed firing and queued no resolve (nothing was
+    ``sent`` yet); the firing reached the receiver anyway and stayed firing there."""
+    alert = open_alert(engine, channels=["hook"])
+    with webhook_server() as server:
+        server.then(Answer(200, {"status": "ok"}, delay=1.5))  # the firing takes its time
+        sending = threading.Thread(target=dispatcher(engine, server, Clock(T0)).run_once)
+        sending.start()
+        _wait_for(lambda: bool(server.requests))
+        actions.resolve(engine, alert.alert_id, "ana", "fixed the file", T0 + timedelta(seconds=1))
+        during = dispatcher(engine, server, Clock(T0 + timedelta(seconds=1))).run_once()
+        sending.join()
+        after = dispatcher(engine, server, Clock(T0 + timedelta(seconds=3))).run_once()
+
+    assert during.sent == 0 and during.channel("hook").deferred == 1  # waits for its firing
+    assert after.channel("hook").sent == 1
+    assert [r.json["status"] for r in server.requests] == ["firing", "resolved"]
+    assert [(r.kind, r.status) for r in outbox(engine)] == [
+        ("firing", "sent"),
+        ("resolved", "sent"),
+    ]
+
+
+def test_a_firing_retrying_when_its_alert_resolves_gives_way_to_the_resolve(
+    engine: Engine,
+) -> None:
+    """The receiver got the firing but answered after the timeout: the row is retrying when the
+    alert resolves. Before: the retry was cancelled and no resolve was queued."""
+    alert = open_alert(engine, channels=["hook"])
     clock = Clock(T0)
-    seen = []
+    with webhook_server() as server:
+        server.then(Answer(200, {"status": "ok"}, delay=3))  # the client gives up after 2 s
+        d = dispatcher(engine, server, clock)
+        first = d.run_once()
+        actions.resolve(engine, alert.alert_id, "ana", "fixed the file", T0 + timedelta(seconds=1))
+        clock.advance(30)
+        second = d.run_once()
 
-    class Recording:
-        """The channel under the dispatcher: reads the row's lease while "sending"."""
+    assert first.channel("hook").retrying == 1
+    assert second.channel("hook").cancelled == 1 and second.channel("hook").sent == 1
+    assert [r.json["status"] for r in server.requests] == ["firing", "resolved"]
+    firing, resolved = outbox(engine)
+    assert (firing.status, resolved.status) == ("cancelled", "sent")
+    assert "resolved" in firing.last_error
 
-        name, type, threaded, one_alert_per_request = "hook", "webhook", False, False
 
-        def configured(self) -> list[str]:
-            return []
+def test_a_dispatcher_that_lost_its_lease_leaves_the_row_to_its_new_owner(engine: Engine) -> None:
+    """Before: the first dispatcher's failure was recorded on a row another dispatcher had
+    claimed meanwhile, freeing it for a third, which sent it once more."""
+    open_alert(engine, channels=["hook"])
+    with webhook_server() as server:
+        server.then(
+            Answer(500, {"error": "boom"}, delay=1.0), Answer(200, {"status": "ok"}, delay=3.0)
+        )
+        # Its clock stands still: to the others its lease has lapsed.
+        slow = threading.Thread(
+            target=dispatcher(engine, server, Clock(T0), request_timeout_seconds=10).run_once
+        )
+        slow.start()
+        _wait_for(lambda: bool(server.requests))
+        later = T0 + timedelta(minutes=5)
+        taker = threading.Thread(
+            target=dispatcher(engine, server, Clock(later), request_timeout_seconds=10).run_once
+        )
+        taker.start()
+        _wait_for(lambda: len(server.requests) == 2)
+        slow.join()  # its 500 came while the row was the taker's
+        third = dispatcher(engine, server, Clock(later + timedelta(seconds=1))).run_once()
+        taker.join()
 
-        def secret_values(self) -> list[str]:
-            return []
-
-        def send(self, message: object) -> Delivery:
-            seen.append(outbox(engine)[0].claimed_until.replace(tzinfo=None))
-            return Delivery(detail="ok")
-
-    config = hook_config(lease_seconds=5, request_timeout_seconds=2)
-    notifiers = {"hook": Recording()}
-    Dispatcher(engine, config, clock=clock, notifiers=notifiers).run_once()  # type: ignore[arg-type]
-
-    # 4 rounds of requests that may each take the 2 s timeout, + 1 s: longer than the 5 s lease.
-    assert seen == [(T0 + timedelta(seconds=9)).replace(tzinfo=None)]
-    assert outbox(engine)[0].status == "sent"
+    assert third.sent == 0 and len(server.requests) == 2
+    [row] = outbox(engine)
+    assert (row.status, row.attempts, row.last_error, row.claimed_by) == ("sent", 1, None, None)
