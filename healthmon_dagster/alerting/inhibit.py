@@ -20,6 +20,11 @@ Built in (``alerting.builtin_inhibit_rules``):
   daemon usually notices first, but the check can, and the first one is the one already told.
 
 An alert never inhibits itself, and the root cause reported is the most upstream source.
+
+A source keeps inhibiting for ``alerting.inhibit_hold_minutes`` (10) after it resolved (a *held*
+source): the alerts an outage caused mostly recover with the next run or load after it, and
+announcing them the moment the outage ends would page for its echo. A firing source is preferred
+to a held one; what still fires once the hold has passed is announced.
 """
 
 from collections.abc import Sequence
@@ -69,8 +74,14 @@ class _Compiled:
 
 class Inhibitor:
     def __init__(
-        self, config: HealthConfiguration, lineage: Lineage, firing: Sequence[Any]
+        self,
+        config: HealthConfiguration,
+        lineage: Lineage,
+        firing: Sequence[Any],
+        held: Sequence[Any] = (),
     ) -> None:
+        """``firing``: the firing alerts (sources and targets); ``held``: alerts resolved within
+        the hold window, which still inhibit (not as the other measure of a staleness)."""
         rules = list(config.alerting.inhibit_rules)
         if config.alerting.builtin_inhibit_rules:
             rules += BUILTIN_INHIBIT_RULES
@@ -80,6 +91,7 @@ class Inhibitor:
         ]
         self._lineage = lineage
         self._firing = list(firing)
+        self._held = list(held)
         self._same_staleness = config.alerting.builtin_inhibit_rules
 
     def _inhibits(self, rule: _Compiled, source: Any, target: Any) -> bool:
@@ -124,10 +136,18 @@ class Inhibitor:
         return _fired(source) < _fired(target)
 
     def root_cause(self, target: Any) -> Any | None:
-        """The most upstream firing alert that inhibits ``target``, or None."""
+        """The most upstream firing alert that inhibits ``target``; without one, the most
+        upstream held alert (resolved within the hold window) that would; else None."""
         sources = [
             src for src in self._firing for rule in self._rules if self._inhibits(rule, src, target)
         ] + [src for src in self._firing if self._first_of_staleness(src, target)]
+        if not sources:
+            sources = [
+                src
+                for src in self._held
+                if src.fingerprint != target.fingerprint
+                and any(self._inhibits(rule, src, target) for rule in self._rules)
+            ]
         if not sources:
             return None
 

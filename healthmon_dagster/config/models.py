@@ -1287,6 +1287,11 @@ class AlertingConfiguration(_Model):
     # and a failed upstream asset its downstream assets' alerts (lineage inhibition).
     builtin_inhibit_rules: bool = True
     inhibit_rules: list[InhibitRule] = Field(default_factory=list)
+    # After a source of inhibition resolves, the alerts it muted (and any it would mute) stay
+    # muted this long: the outage's echo (stale assets, failed checks and runs that recover with
+    # the next load) resolves unannounced; what still fires afterwards is announced, saying what
+    # muted it from when to when. 0: unmuted as soon as the source resolves (Alertmanager).
+    inhibit_hold_minutes: float = Field(default=10, ge=0, le=1440)
     time_intervals: dict[str, list[TimeInterval]] = Field(default_factory=dict)
     # Named time intervals during which no notification goes out (maintenance, backfills).
     mute_time_intervals: list[str] = Field(default_factory=list)
