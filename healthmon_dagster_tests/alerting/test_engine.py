@@ -381,7 +381,8 @@ health_checks:
         by_rule[("asset_check_error", "core/dim_patient")].alert_id,
     }
 
-    # The database answers again: its alert resolves, and the asset alerts still firing notify.
+    # The database answers again: its alert resolves; the asset alerts still firing stay muted
+    # for the hold (alerting.inhibit_hold_minutes, 10), as the outage's echo would resolve in it.
     record(
         engine,
         RecordSource.HEALTH_CHECK,
@@ -391,8 +392,79 @@ health_checks:
     )
     evaluate(engine, cfg, T0 + timedelta(minutes=1), cursor=report.cursor)
     after = {a.alert_id: a for a in rows(engine, alerts)}
+    raw_alert = after[by_rule[("asset_check_error", "raw/patients")].alert_id]
     assert after[root.alert_id].state == "resolved"
-    assert after[by_rule[("asset_check_error", "raw/patients")].alert_id].status == "active"
+    assert (raw_alert.status, raw_alert.inhibited_by) == ("suppressed", root.alert_id)
+    assert raw_alert.suppressed_by.startswith(
+        f"inhibited by alert {root.alert_id} (resolved at 10:01:00 UTC, held until 10:11:00 UTC)"
+    )
+    assert raw_alert.alert_id not in {n.alert_id for n in rows(engine, notifications)}
+
+    # Still firing once the hold has passed: a problem of its own, announced.
+    evaluate(engine, cfg, T0 + timedelta(minutes=11), cursor=report.cursor)
+    raw_alert = {a.alert_id: a for a in rows(engine, alerts)}[raw_alert.alert_id]
+    assert raw_alert.status == "active" and raw_alert.suppressed_by is None
+    assert raw_alert.alert_id in {n.alert_id for n in rows(engine, notifications)}
+
+
+def test_an_alert_muted_by_an_outage_that_resolves_in_the_hold_is_never_announced(
+    engine: Engine,
+) -> None:
+    cfg = load_config_text(
+        "alerting: {inhibit_hold_minutes: 5}\n"
+        "health_checks:\n"
+        "  - {check_id: database_connectivity, component: database, kind: database,\n"
+        "     check_type: connectivity, critical: true}\n"
+    )
+
+    def db(status: HealthStatus) -> None:
+        severity = "ERROR" if status == HealthStatus.CRITICAL else None
+        record(
+            engine,
+            RecordSource.HEALTH_CHECK,
+            "database_connectivity",
+            "database",
+            str(status),
+            severity=severity,
+        )
+
+    def check(status: str, severity: str | None) -> None:
+        record(
+            engine,
+            RecordSource.ASSET_CHECK,
+            "row_count_is_in_range",
+            "stg/patients",
+            status,
+            severity=severity,
+        )
+
+    db(HealthStatus.CRITICAL)
+    check("error", "ERROR")
+    report = evaluate(engine, cfg, T0)
+    db(HealthStatus.HEALTHY)
+    report = evaluate(engine, cfg, T0 + timedelta(minutes=1), cursor=report.cursor)
+    # Within the hold, a new alert the resolved root would mute is muted too.
+    record(
+        engine,
+        RecordSource.ASSET_CHECK,
+        "raw_is_fresh",
+        "raw/patients",
+        "warn",
+        severity="WARN",
+    )
+    report = evaluate(engine, cfg, T0 + timedelta(minutes=2), cursor=report.cursor)
+    (root,) = rows(engine, alerts, alerts.c.rule_id == "dependency_unreachable")
+    late = {a.labels["asset"]: a for a in rows(engine, alerts, alerts.c.rule_id != root.rule_id)}
+    assert {(a.status, a.inhibited_by) for a in late.values()} == {("suppressed", root.alert_id)}
+    check("passed", None)
+    evaluate(engine, cfg, T0 + timedelta(minutes=3), cursor=report.cursor)
+    echo = {a.alert_id: a for a in rows(engine, alerts)}[late["stg/patients"].alert_id]
+    assert echo.state == "resolved"
+    assert {n.alert_id for n in rows(engine, notifications)} == {root.alert_id}
+    # The hold passed (5 min): what is still firing is announced.
+    evaluate(engine, cfg, T0 + timedelta(minutes=7), cursor=report.cursor)
+    told = {n.alert_id for n in rows(engine, notifications)}
+    assert told == {root.alert_id, late["raw/patients"].alert_id}
 
 
 def test_a_failed_upstream_asset_mutes_downstream_alerts_only(engine: Engine) -> None:
