@@ -49,10 +49,10 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from healthmon_dagster.defs.pipeline.sensors import FILE_KEY_TAG  # noqa: E402
 from healthmon_dagster.etl import raw  # noqa: E402
 from healthmon_dagster.etl.landing import LocalLandingSource  # noqa: E402
 from healthmon_dagster.etl.sample import generate_sample  # noqa: E402
+from healthmon_dagster.run_tags import FILE_KEY_TAG  # noqa: E402
 from healthmon_dagster.store.db import dispose_engines, get_engine  # noqa: E402
 from healthmon_dagster.store.tables import (  # noqa: E402
     SOURCE_COLUMNS,

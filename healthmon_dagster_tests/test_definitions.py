@@ -62,6 +62,24 @@ def test_landing_sensor_starts_the_etl_job() -> None:
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
 
 
+def test_each_sensor_runs_at_its_configured_interval() -> None:
+    config = load_config(PROJECT_CONFIG)
+    defaults = {
+        name: defs.resolve_sensor_def(name).minimum_interval_seconds
+        for name in type(config.sensor_intervals).model_fields
+    }
+    assert defaults == config.sensor_intervals.model_dump()  # healthmon.yaml states the defaults
+    faster = {name: 5 + i for i, name in enumerate(defaults)}
+    intervals = type(config.sensor_intervals)(**faster)
+
+    tuned = build_defs(config.model_copy(update={"sensor_intervals": intervals}))
+
+    assert {name: tuned.resolve_sensor_def(name).minimum_interval_seconds for name in faster} == (
+        faster
+    )
+    assert {s.name for s in tuned.sensors or []} == {s.name for s in defs.sensors or []}
+
+
 def test_a_defs_module_without_definitions_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
     stray = ModuleType("healthmon_dagster.defs.stray")
     monkeypatch.setattr(definitions_module, "domain_modules", lambda: [stray])

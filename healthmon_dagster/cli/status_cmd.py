@@ -108,6 +108,10 @@ def _stuck_files() -> tuple[list[StuckFile] | None, str | None]:
         engine.dispose()
 
 
+MTBF_LEGEND = (
+    "MTBF: mean operating time between failures, (window - downtime) / failures, for the health "
+    "checks and the incidents alike; MTTR: mean time to recovery."
+)
 IncidentFacts = tuple[list[Incident], list[ComponentReliability]]
 
 
@@ -192,6 +196,7 @@ def _print_incidents(facts: IncidentFacts | None, note: str | None) -> None:
             for r in by_component
         ]
         click.echo(_table(["COMPONENT", "INCIDENTS", "OPEN", "MTTR", "MTBF"], rows))
+        click.echo(MTBF_LEGEND)
 
 
 def _print_stuck(stuck: list[StuckFile] | None, note: str | None) -> None:
@@ -266,7 +271,8 @@ def _print_text(status: SystemStatus, assets: list[Any] | None, note: str | None
     "--window",
     default="24h",
     show_default=True,
-    help="How far back uptime, MTBF/MTTR and averages look (e.g. 1h, 24h, 7d).",
+    help="How far back uptime, MTBF (mean operating time between failures: (window - downtime) / "
+    "failures), MTTR (mean time to recovery) and averages look (e.g. 1h, 24h, 7d).",
 )
 @click.option(
     "--stale-after",

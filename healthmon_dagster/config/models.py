@@ -41,6 +41,9 @@ MAX_RETENTION_DAYS = 36_500
 MAX_INTERVAL_SECONDS = 86_400
 """Longest health-check interval: schedules are cron, which runs a job at most daily."""
 MAX_TIMEOUT_SECONDS = 3_600
+MIN_SENSOR_INTERVAL_SECONDS = 5
+"""dagster-daemon looks at its sensors every 5 s: a shorter interval would not tick more often."""
+MAX_SENSOR_INTERVAL_SECONDS = 3_600
 MAX_RETRIES = 10
 MAX_RETRY_FOR_MINUTES = 7 * 24 * 60
 """Longest a notification is retried: a week (an alert older than that is news to no one)."""
@@ -73,7 +76,9 @@ LOWER_IS_WORSE_OPERATORS = frozenset(
 
 # Known feature flags and their defaults; a flag not listed here is rejected as a probable typo.
 DEFAULT_FEATURE_FLAGS: dict[str, bool] = {
-    "self_healing": False,
+    # On: it re-runs only transient failures, within attempts per window, backoff and a circuit
+    # breaker, never a data error, and leaves the landing sensor's and run_retries' runs alone.
+    "self_healing": True,
     "anomaly_detection": True,
     "forecasting": True,
     "incident_correlation": True,
@@ -1297,11 +1302,6 @@ class AlertingConfiguration(_Model):
     mute_time_intervals: list[str] = Field(default_factory=list)
     grouping: GroupingConfiguration = Field(default_factory=GroupingConfiguration)
     dispatch: DispatchConfiguration = Field(default_factory=DispatchConfiguration)
-    # How often the alert-evaluation sensor evaluates the rules, and how often the dispatch sensor
-    # looks for due notifications (Dagster's minimum_interval_seconds of each; read when the code
-    # location loads).
-    evaluation_interval_seconds: int = Field(default=30, ge=1, le=3600)
-    dispatch_interval_seconds: int = Field(default=15, ge=1, le=3600)
 
 
 class RetentionConfiguration(_Model):
@@ -1326,7 +1326,8 @@ class SelfHealingConfiguration(_Model):
     ``escalate_to``, until the asset materializes again. A re-run that succeeds with its checks
     passing moves the incident to monitoring; it resolves after ``quiet_period_minutes`` without a
     new failure. ``stale_reruns``: also re-run an asset past its freshness fail window whose upstream
-    has materialized since. The sensor runs only while the feature flag ``self_healing`` is on."""
+    has materialized since. The sensor runs while the feature flag ``self_healing`` is on (the
+    default); ``feature_flags: {self_healing: false}`` turns it off."""
 
     max_attempts_per_window: int = Field(default=3, ge=1, le=100)
     window_minutes: int = Field(default=60, ge=1, le=10_080)
@@ -1355,6 +1356,24 @@ class SelfHealingConfiguration(_Model):
 
 
 # --------------------------------------------------------------------------------------------------
+# Sensors
+
+
+def _sensor_interval(default: int) -> Any:
+    return Field(default=default, ge=MIN_SENSOR_INTERVAL_SECONDS, le=MAX_SENSOR_INTERVAL_SECONDS)
+
+
+class SensorIntervals(_Model):
+    """How often dagster-daemon runs each sensor, in seconds (its ``minimum_interval_seconds``).
+    Read when the code location loads, unlike the rest of the file: reload it after a change."""
+
+    landing_files_sensor: int = _sensor_interval(30)
+    self_healing_sensor: int = _sensor_interval(30)
+    incident_run_failure_sensor: int = _sensor_interval(30)
+    alert_evaluation_sensor: int = _sensor_interval(30)
+    alert_dispatch_sensor: int = _sensor_interval(15)
+
+
 # The whole file
 
 
@@ -1380,6 +1399,7 @@ class HealthConfiguration(_Model):
     alerting: AlertingConfiguration = Field(default_factory=AlertingConfiguration)
     retention: RetentionConfiguration = Field(default_factory=RetentionConfiguration)
     self_healing: SelfHealingConfiguration = Field(default_factory=SelfHealingConfiguration)
+    sensor_intervals: SensorIntervals = Field(default_factory=SensorIntervals)
     feature_flags: dict[str, bool] = Field(default_factory=lambda: dict(DEFAULT_FEATURE_FLAGS))
 
     @model_validator(mode="before")

@@ -14,8 +14,9 @@ exception types, driver error codes and the fixed wording of driver messages.
 """
 
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import exc as sa_exc
 
@@ -81,6 +82,19 @@ class Rule:
 
 
 UNCLASSIFIED = Classification("unclassified", False, "no_rule_matched")
+
+
+def from_step_metadata(meta: Mapping[str, Any], default_rule: str) -> Classification | None:
+    """The classification a step attached to its failure (:func:`failure_metadata`, read back as
+    plain values), None when it attached none. The failure hooks, the run-failure and the
+    self-healing sensors read it here."""
+    if ERROR_CLASS_METADATA not in meta:
+        return None
+    return Classification(
+        str(meta[ERROR_CLASS_METADATA]),
+        bool(meta.get(TRANSIENT_METADATA, False)),
+        str(meta.get(ERROR_RULE_METADATA, default_rule)),
+    )
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:

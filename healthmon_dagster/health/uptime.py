@@ -16,10 +16,11 @@ reporting neither lowers nor raises uptime; ``no_data_time_ms`` is the rest of t
 the window start comes from results at most ``stale_after`` before it.
 
 A *failure* is a transition from up to down inside the window: a down period that starts after
-unknown time, or is already open at the window start, is downtime but no failure. ``MTBF = uptime /
-failures``; ``MTTR`` is the mean duration of the failures that also recovered (were up again) inside
-the window: a failure still open at the window end, or followed by no data, counts as downtime but not
-in MTTR.
+unknown time, or is already open at the window start, is downtime but no failure. ``MTBF`` is the mean
+operating time between failures, ``(time with data - downtime) / failures = uptime / failures``
+(:func:`mean_time_between_failures`, which incidents' MTBF uses too); ``MTTR`` is the mean
+duration of the failures that also recovered (were up again) inside the window: a failure still
+open at the window end, or followed by no data, counts as downtime but not in MTTR.
 """
 
 from collections import defaultdict
@@ -36,6 +37,13 @@ from healthmon_dagster.health.record import SOURCE, counted
 from healthmon_dagster.store.dialect import epoch
 from healthmon_dagster.store.metrics import as_utc
 from healthmon_dagster.store.tables import check_results
+
+
+def mean_time_between_failures(operating_time: float, failures: int) -> float | None:
+    """MTBF, the mean operating time between failures: the time up (the observed time minus the
+    downtime) over the failures that began in the window; None without a failure. The health
+    checks' status and the incidents' reliability (``incidents.report``) both use it."""
+    return operating_time / failures if failures else None
 
 
 def check_window(start: datetime, end: datetime) -> tuple[datetime, datetime]:
@@ -222,7 +230,7 @@ def _stats(
         uptime_percentage=100.0 * up / total,
         failures=failures,
         recoveries=len(repairs),
-        mean_time_between_failures_ms=up / failures if failures else None,
+        mean_time_between_failures_ms=mean_time_between_failures(up, failures),
         mean_time_to_recovery_ms=sum(repairs) / len(repairs) if repairs else None,
         incidents=outages,
         no_data_time_ms=window_ms - total,

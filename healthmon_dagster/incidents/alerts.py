@@ -2,8 +2,9 @@
 links yet opens (or joins) the incident of its root key, and is linked to it.
 
 Whoever fired the alert (the evaluation sensor, the alert fast path in a run), the next call finds
-it: the query is "firing, critical, not in ``incident_alerts``", and the link is unique by its
-primary key, so an alert is linked once however many processes call this at once. A dependency
+it: the query is "firing, critical, not in ``incident_alerts``", the link is unique by its
+primary key and the alert's ``failure`` entry by its ``dedup_key`` (``failure:alert:<id>``), so an
+alert is linked and counted once however many processes call this at once. A dependency
 alert blames its resource (``dependency=database`` -> ``database:warehouse``), so it meets the
 failures of the steps that resource broke in one incident. No Dagster here.
 """
@@ -22,7 +23,7 @@ from healthmon_dagster.enums import (
     IncidentSeverity,
     IncidentSource,
 )
-from healthmon_dagster.incidents.detect import WAREHOUSE
+from healthmon_dagster.incidents.detect import WAREHOUSE, s3_resource
 from healthmon_dagster.incidents.lifecycle import link_alert
 from healthmon_dagster.incidents.records import Actor, Failure, open_or_absorb
 from healthmon_dagster.incidents.rootkey import root_key_for
@@ -38,7 +39,7 @@ def _blamed(labels: dict[str, str], s3_bucket: str | None) -> str | None:
     if dependency == HealthComponent.DATABASE:
         return WAREHOUSE
     if dependency == HealthComponent.S3_DISCOVERY:
-        return f"s3:{s3_bucket or 'landing'}"
+        return s3_resource(s3_bucket)
     return None
 
 
@@ -72,6 +73,7 @@ def alert_failure(row: Row[Any], s3_bucket: str | None = None) -> Failure:
         details={"alert_id": int(row.alert_id), "rule_id": row.rule_id},
         tags=("alert",),
         cause_resource=_blamed(labels, s3_bucket),
+        dedup_key=f"failure:alert:{int(row.alert_id)}",
     )
 
 

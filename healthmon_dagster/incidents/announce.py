@@ -28,7 +28,8 @@ through PagerDuty with an escalation policy.
 
 :func:`record_sent` puts a ``notification_sent`` entry on an incident's timeline once the outbox
 marks a notification of its alert sent (not when queued: a queued message may still be cancelled
-or fail), once per notification.
+or fail), once per notification: the entry's ``dedup_key`` ``notification:<id>`` is unique (an
+index), so two processes recording at once add it once.
 """
 
 from collections.abc import Sequence
@@ -50,7 +51,7 @@ from healthmon_dagster.enums import (
     NotificationStatus,
 )
 from healthmon_dagster.incidents.alerts import INCIDENT_RULE_PREFIX, dependency_of
-from healthmon_dagster.incidents.records import OPEN, Actor, record_event
+from healthmon_dagster.incidents.records import OPEN, Actor, record_unique_event
 from healthmon_dagster.store.connection import write_transaction
 from healthmon_dagster.store.metrics import as_utc, utcnow
 from healthmon_dagster.store.tables import (
@@ -72,6 +73,8 @@ ALERT_SEVERITY = {
 ENDED_LOOKBACK = timedelta(days=7)
 """Ended incidents younger than this still send an inactive signal (resolving their alert)."""
 ACTOR = Actor("sensor:incident_notifications", IncidentSource.SENSOR)
+NOTIFICATION_KEY = "notification:"
+"""The ``dedup_key`` of a notification's ``notification_sent`` entry: ``notification:<id>``."""
 
 
 def rule_id(severity: IncidentSeverity) -> str:
@@ -175,12 +178,12 @@ def _signal(rule: AlertRule, row: Any, active: bool) -> Signal:
 
 def record_sent(engine: Engine, now: datetime | None = None) -> int:
     """A ``notification_sent`` timeline entry for each sent notification of an incident alert
-    that has none yet; how many were added."""
+    that has none yet; how many were added. The unique ``dedup_key`` decides, the ``NOT EXISTS``
+    only spares the work."""
     now = as_utc(now or utcnow())
     n, a, e = notifications.c, alerts.c, incident_events.c
     done = sa.exists().where(
-        e.kind == str(IncidentEventKind.NOTIFICATION_SENT),
-        e.details["notification_id"].as_integer() == n.notification_id,
+        e.dedup_key == sa.literal(NOTIFICATION_KEY) + sa.cast(n.notification_id, sa.String)
     )
     added = 0
     with write_transaction(engine) as conn:
@@ -203,20 +206,24 @@ def record_sent(engine: Engine, now: datetime | None = None) -> int:
             incident_id = _incident_of(row.labels)
             if incident_id is None or incident_id not in existing:
                 continue
-            record_event(
-                conn,
-                incident_id,
-                IncidentEventKind.NOTIFICATION_SENT,
-                ACTOR,
-                as_utc(row.sent_at or now),
-                f"{row.kind} notification sent through {row.channel} ({row.rule_id})",
-                details={
-                    "notification_id": int(row.notification_id),
-                    "channel": row.channel,
-                    "kind": row.kind,
-                },
-            )
-            added += 1
+            if (
+                record_unique_event(
+                    conn,
+                    incident_id,
+                    IncidentEventKind.NOTIFICATION_SENT,
+                    ACTOR,
+                    as_utc(row.sent_at or now),
+                    f"{row.kind} notification sent through {row.channel} ({row.rule_id})",
+                    f"{NOTIFICATION_KEY}{int(row.notification_id)}",
+                    details={
+                        "notification_id": int(row.notification_id),
+                        "channel": row.channel,
+                        "kind": row.kind,
+                    },
+                )
+                is not None
+            ):
+                added += 1
     return added
 
 

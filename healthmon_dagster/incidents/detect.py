@@ -19,6 +19,7 @@ from healthmon_dagster.enums import IncidentEventKind, IncidentImpact, IncidentS
 from healthmon_dagster.etl import catalog
 from healthmon_dagster.etl.failures import Classification
 from healthmon_dagster.incidents.records import Failure
+from healthmon_dagster.settings import get_settings
 from healthmon_dagster.store.tables import incident_events
 
 WAREHOUSE = "database:warehouse"
@@ -33,6 +34,14 @@ RUN_COMPONENT = "dagster_runs"
 """The component of a run that failed before or outside its steps (no asset to blame)."""
 
 
+def s3_resource(bucket: str | None = None) -> str:
+    """The S3 landing bucket as a shared resource, ``s3:<bucket>``: ``bucket``, else the one the
+    settings name (``HEALTHMON_S3_BUCKET``), else ``s3:landing``. Every reporter of an S3 outage
+    (failure hooks, the run-failure and self-healing sensors, a dependency alert) names it here, so
+    that one outage has one root key."""
+    return f"s3:{bucket or get_settings().s3_bucket or 'landing'}"
+
+
 def blamed_resource(found: Classification, s3_bucket: str | None = None) -> str | None:
     """The shared resource a transient failure blames (``database:warehouse``, ``s3:<bucket>``),
     None when the failure is the asset's own (a data or configuration error) or names none."""
@@ -41,7 +50,7 @@ def blamed_resource(found: Classification, s3_bucket: str | None = None) -> str 
     if found.rule.startswith(_DATABASE_RULE_PREFIXES) or found.rule in _DATABASE_RULES:
         return WAREHOUSE
     if found.rule in _S3_RULES:
-        return f"s3:{s3_bucket or 'landing'}"
+        return s3_resource(s3_bucket)
     return None
 
 
@@ -53,7 +62,7 @@ def severity_of(found: Classification, resource: str | None) -> IncidentSeverity
 
 def component_of(asset_keys: Sequence[str]) -> str:
     """The component of the most upstream pipeline layer among ``asset_keys``."""
-    for key in sorted(asset_keys, key=_layer_rank):
+    for key in sorted(asset_keys, key=lambda k: (_layer_rank(k), k)):
         return catalog.component_for(key)
     return RUN_COMPONENT
 
@@ -62,6 +71,36 @@ def _layer_rank(key: str) -> int:
     order = [str(layer) for layer in catalog.LAYER_COMPONENTS]
     layer = key.split("/", 1)[0]
     return order.index(layer) if layer in order else len(order)
+
+
+def classified_failure(
+    *,
+    title: str,
+    asset_keys: Sequence[str],
+    found: Classification,
+    occurred_at: datetime,
+    details: Mapping[str, Any],
+    text: str = "",
+    s3_bucket: str | None = None,
+    dedup_key: str | None = None,
+) -> Failure:
+    """The failure of ``asset_keys`` classified ``found``: the resource it blames, its severity and
+    impact, and the component of its most upstream asset."""
+    resource = blamed_resource(found, s3_bucket)
+    return Failure(
+        title=title[:500],
+        component=component_of(asset_keys),
+        occurred_at=occurred_at,
+        severity=severity_of(found, resource),
+        impact=IncidentImpact.MAJOR if resource else IncidentImpact.MINOR,
+        asset_keys=tuple(sorted(asset_keys)),
+        error_class=found.error_class,
+        text=text,
+        details=details,
+        tags=("transient",) if found.transient else ("permanent",),
+        cause_resource=resource,
+        dedup_key=dedup_key,
+    )
 
 
 def step_failure(
@@ -76,22 +115,19 @@ def step_failure(
     is_check: bool = False,
     s3_bucket: str | None = None,
 ) -> Failure:
-    """The failure of one step (an asset's, or an asset check's when ``is_check``) of a run."""
-    resource = blamed_resource(found, s3_bucket)
+    """The failure of one step (an asset's, or an asset check's when ``is_check``) of a run. Its
+    timeline entry is unique by run and step (``dedup_key``): the failure hook and the run-failure
+    sensor reporting the same step record it once."""
     what = "check step" if is_check else "step"
-    title = f"{what} {step_key} of {job_name} failed ({found.error_class})"
-    return Failure(
-        title=title[:500],
-        component=component_of(asset_keys),
+    return classified_failure(
+        title=f"{what} {step_key} of {job_name} failed ({found.error_class})",
+        asset_keys=asset_keys,
+        found=found,
         occurred_at=occurred_at,
-        severity=severity_of(found, resource),
-        impact=IncidentImpact.MAJOR if resource else IncidentImpact.MINOR,
-        asset_keys=tuple(sorted(asset_keys)),
-        error_class=found.error_class,
-        text=error,
         details=_details(job_name, run_id, found, step_key=step_key),
-        tags=("transient",) if found.transient else ("permanent",),
-        cause_resource=resource,
+        text=error,
+        s3_bucket=s3_bucket,
+        dedup_key=f"failure:step:{run_id}:{step_key}",
     )
 
 
@@ -118,6 +154,7 @@ def run_failure(
         text=reason,
         details=_details(job_name, run_id, found),
         tags=("transient",) if found.transient else ("permanent",),
+        dedup_key=f"failure:run:{run_id}",
     )
 
 

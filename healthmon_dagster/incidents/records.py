@@ -8,6 +8,9 @@ index ``uq_incidents_open_root_key`` admits one incident per root key that is ne
 closed, and the insert is ``ON CONFLICT DO NOTHING``; the loser of a race (another sensor process,
 a hook in a parallel step) finds the winner's row and absorbs into it. Two processes can never
 open two incidents for one root cause, whatever their timing.
+A failure that names itself (:attr:`Failure.dedup_key`) and a sent notification are one timeline
+entry however many processes report them: the unique index ``uq_incident_events_dedup_key``
+decides (:func:`record_unique_event`).
 
 No Dagster here: the hooks and sensors in ``defs/`` adapt Dagster's events into :class:`Failure`.
 Texts on the timeline are built from asset keys, counts, column names and error classes; an
@@ -23,6 +26,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, Row
 
+from healthmon_dagster.alerting.lineage import Lineage
 from healthmon_dagster.enums import (
     HealthComponent,
     IncidentEventKind,
@@ -96,6 +100,10 @@ class Failure:
     tags: Sequence[str] = ()
     description: str = ""
     cause_resource: str | None = None
+    dedup_key: str | None = None
+    """Names the failure itself (``failure:step:<run>:<step>``, ``failure:alert:<id>``): its
+    timeline entry is unique by it (a unique index), so a failure two reporters see (the failure
+    hook and the run-failure sensor, two processes linking one critical alert) is recorded once."""
 
     @property
     def all_resources(self) -> set[str]:
@@ -148,23 +156,54 @@ def record_event(
     details: Mapping[str, Any] | None = None,
 ) -> int:
     """Append one entry to an incident's timeline (in the caller's transaction); its event id."""
-    return int(
-        conn.execute(
-            incident_events.insert()
-            .values(
-                incident_id=incident_id,
-                at=at,
-                kind=str(kind),
-                actor=actor.name,
-                source=str(actor.source),
-                from_status=from_status,
-                to_status=to_status,
-                text=text,
-                details=dict(details or {}),
-            )
-            .returning(incident_events.c.event_id)
-        ).scalar_one()
+    event_id = record_unique_event(
+        conn,
+        incident_id,
+        kind,
+        actor,
+        at,
+        text,
+        None,
+        from_status=from_status,
+        to_status=to_status,
+        details=details,
     )
+    assert event_id is not None  # without a dedup key nothing conflicts
+    return event_id
+
+
+def record_unique_event(
+    conn: Connection,
+    incident_id: int,
+    kind: IncidentEventKind,
+    actor: Actor,
+    at: datetime,
+    text: str,
+    dedup_key: str | None,
+    *,
+    from_status: str | None = None,
+    to_status: str | None = None,
+    details: Mapping[str, Any] | None = None,
+) -> int | None:
+    """Append one entry unless an entry with ``dedup_key`` exists (the unique index
+    ``uq_incident_events_dedup_key`` decides, ``ON CONFLICT DO NOTHING``, so concurrent writers
+    add it once); its event id, None when it was there already. No key: always appended."""
+    insert = incident_events.insert() if dedup_key is None else insert_ignore(incident_events, conn)
+    found = conn.execute(
+        insert.values(
+            incident_id=incident_id,
+            at=at,
+            kind=str(kind),
+            actor=actor.name,
+            source=str(actor.source),
+            from_status=from_status,
+            to_status=to_status,
+            text=text,
+            details=dict(details or {}),
+            dedup_key=dedup_key,
+        ).returning(incident_events.c.event_id)
+    ).scalar()
+    return None if found is None else int(found)
 
 
 def add_event(
@@ -175,13 +214,22 @@ def add_event(
     text: str,
     details: Mapping[str, Any] | None = None,
     now: datetime | None = None,
-) -> int:
+    dedup_key: str | None = None,
+) -> int | None:
     """Append a timeline entry in its own transaction (a notification sent, a self-heal attempt
-    and its outcome); :class:`IncidentNotFound` for an unknown incident."""
+    and its outcome); :class:`IncidentNotFound` for an unknown incident. With ``dedup_key``, once:
+    None when an entry with that key exists."""
     with write_transaction(engine) as conn:
         get_row(conn, incident_id)
-        return record_event(
-            conn, incident_id, kind, actor, as_utc(now or utcnow()), text, details=details
+        return record_unique_event(
+            conn,
+            incident_id,
+            kind,
+            actor,
+            as_utc(now or utcnow()),
+            text,
+            dedup_key,
+            details=details,
         )
 
 
@@ -207,43 +255,97 @@ def _new_row(root_key: str, failure: Failure, now: datetime) -> dict[str, Any]:
     }
 
 
+class _AlreadyRecorded(Exception):
+    """The failure's entry (by its dedup key) is on incident ``incident_id``: roll back."""
+
+    def __init__(self, incident_id: int) -> None:
+        super().__init__(incident_id)
+        self.incident_id = incident_id
+
+
+def _holder(conn: Connection, dedup_key: str | None) -> int | None:
+    """The incident whose timeline holds the entry ``dedup_key``, if any."""
+    if dedup_key is None:
+        return None
+    found = conn.execute(
+        sa.select(incident_events.c.incident_id).where(incident_events.c.dedup_key == dedup_key)
+    ).scalar()
+    return None if found is None else int(found)
+
+
 def open_or_absorb(
     engine: Engine,
     root_key: str,
     failure: Failure,
     actor: Actor,
     now: datetime | None = None,
+    lineage: Lineage | None = None,
 ) -> Opened:
     """Open an incident for ``root_key``, or add ``failure`` to the one open for it.
 
     A new incident starts ``open`` with a ``created`` and a ``failure`` entry on its timeline. An
     absorbed failure adds a ``failure`` entry, counts, widens the incident's assets and resources,
-    raises its severity when the failure is worse (an ``escalated`` entry) and sends an incident
-    in ``monitoring`` back to ``investigating`` (a relapse).
+    raises its severity when the failure is worse (an ``escalated`` entry), moves the incident's
+    component to the failure's when it brings an asset upstream of the incident's failing assets
+    (by ``lineage``, default the bundled pipeline's), and sends an incident in ``monitoring``
+    back to ``investigating`` (a relapse).
+
+    A failure with a ``dedup_key`` already on a timeline (another reporter recorded it, maybe at
+    this very moment: the unique index decides) changes nothing: the incident holding it is
+    returned, ``created`` False.
     """
     if not root_key.strip():
         raise IncidentError("a failure needs a root key (what it is a failure of)")
     now = as_utc(now or utcnow())
+    lineage = lineage or Lineage.bundled()
     for _ in range(ABSORB_ATTEMPTS):
-        with write_transaction(engine) as conn:
-            new_id = conn.execute(
-                insert_ignore(incidents, conn)
-                .values(**_new_row(root_key, failure, now))
-                .returning(incidents.c.incident_id)
-            ).scalar()
-            if new_id is not None:
-                _record_opening(conn, int(new_id), root_key, failure, actor, now)
-                return Opened(int(new_id), True)
-            current = conn.execute(
-                sa.select(incidents).where(incidents.c.root_key == root_key, OPEN).with_for_update()
-            ).first()
-            if current is not None:
-                _absorb(conn, current, failure, actor, now)
-                return Opened(int(current.incident_id), False)
+        try:
+            with write_transaction(engine) as conn:
+                holder = _holder(conn, failure.dedup_key)
+                if holder is not None:
+                    return Opened(holder, False)
+                new_id = conn.execute(
+                    insert_ignore(incidents, conn)
+                    .values(**_new_row(root_key, failure, now))
+                    .returning(incidents.c.incident_id)
+                ).scalar()
+                if new_id is not None:
+                    _record_opening(conn, int(new_id), root_key, failure, actor, now)
+                    return Opened(int(new_id), True)
+                current = conn.execute(
+                    sa.select(incidents)
+                    .where(incidents.c.root_key == root_key, OPEN)
+                    .with_for_update()
+                ).first()
+                if current is not None:
+                    _absorb(conn, current, failure, actor, now, lineage)
+                    return Opened(int(current.incident_id), False)
+        except _AlreadyRecorded as won:
+            return Opened(won.incident_id, False)
     raise IncidentError(
         f"could not open or absorb into an incident for {root_key} after {ABSORB_ATTEMPTS} "
         "attempts: its open incident kept being resolved concurrently; report the failure again"
     )
+
+
+def _record_failure(
+    conn: Connection, incident_id: int, failure: Failure, actor: Actor, now: datetime, text: str
+) -> None:
+    """The failure's entry; when its dedup key is taken (a concurrent reporter committed it
+    first), :class:`_AlreadyRecorded` rolls the whole transaction back."""
+    added = record_unique_event(
+        conn,
+        incident_id,
+        IncidentEventKind.FAILURE,
+        actor,
+        now,
+        text,
+        failure.dedup_key,
+        details=_failure_details(failure),
+    )
+    if added is None:
+        holder = _holder(conn, failure.dedup_key)
+        raise _AlreadyRecorded(incident_id if holder is None else holder)
 
 
 def _record_opening(
@@ -260,25 +362,42 @@ def _record_opening(
         to_status=str(IncidentStatus.OPEN),
         details={"root_key": root_key},
     )
-    record_event(
-        conn,
-        incident_id,
-        IncidentEventKind.FAILURE,
-        actor,
-        now,
-        _failure_text(failure),
-        details=_failure_details(failure),
-    )
+    _record_failure(conn, incident_id, failure, actor, now, _failure_text(failure))
 
 
 def _merged(current: Iterable[str], new: Iterable[str]) -> list[str]:
     return sorted(set(current) | set(new))
 
 
+def _upstream_asset(current: Row[Any], failure: Failure, lineage: Lineage) -> str | None:
+    """An asset of ``failure`` upstream of the incident's failing assets, none of which is
+    upstream of (or is) it: the incident's most upstream failing asset is now the failure's."""
+    old = set(current.asset_keys)
+    for asset in sorted(set(failure.asset_keys) - old):
+        below = any(lineage.is_downstream(o, asset) for o in old)
+        if below and not any(lineage.is_downstream(asset, o) for o in old):
+            return asset
+    return None
+
+
 def _absorb(
-    conn: Connection, current: Row[Any], failure: Failure, actor: Actor, now: datetime
+    conn: Connection,
+    current: Row[Any],
+    failure: Failure,
+    actor: Actor,
+    now: datetime,
+    lineage: Lineage,
 ) -> None:
     incident_id = int(current.incident_id)
+    upstream = _upstream_asset(current, failure, lineage)
+    moved = upstream is not None and str(failure.component) != current.component
+    text = f"failure absorbed (same root cause): {_failure_text(failure)}"
+    if moved:
+        text += (
+            f"; component {current.component} -> {failure.component}: {upstream} is upstream of "
+            "the incident's failing assets"
+        )
+    _record_failure(conn, incident_id, failure, actor, now, text)
     occurred = as_utc(failure.occurred_at)
     old_severity = IncidentSeverity(current.severity)
     severity = max(old_severity, IncidentSeverity(failure.severity), key=lambda s: s.rank)
@@ -296,19 +415,12 @@ def _absorb(
         "severity": str(severity),
         "updated_at": now,
     }
+    if moved:
+        values["component"] = str(failure.component)
     relapse = current.status == str(IncidentStatus.MONITORING)
     if relapse:
         values["status"] = str(IncidentStatus.INVESTIGATING)
     conn.execute(incidents.update().where(incidents.c.incident_id == incident_id).values(**values))
-    record_event(
-        conn,
-        incident_id,
-        IncidentEventKind.FAILURE,
-        actor,
-        now,
-        f"failure absorbed (same root cause): {_failure_text(failure)}",
-        details=_failure_details(failure),
-    )
     if severity != old_severity:
         record_event(
             conn,

@@ -9,13 +9,16 @@ and three response times, computed in SQL from the incident's row:
   note (``acknowledged_at``);
 - time to recover: the first failure until it was resolved (``ended_at``).
 
-Reliability by component over a window ``[start, end)``, in one SQL query:
+Reliability by component over a window ``[start, end)``:
 
-- MTTR: the mean of ``ended_at - started_at`` of the component's incidents resolved in the window;
-- MTBF: the mean time between the starts of consecutive incidents of the component that started in
-  the window, ``(last start - first start) / (incidents - 1)`` (onset to onset, i.e. MTTF + MTTR);
-  None with fewer than two. (The health checks' MTBF in ``health/uptime.py`` is uptime per failure
-  of a component's critical checks; this one counts incidents.)
+- MTTR (mean time to recovery): the mean of ``ended_at - started_at`` of the component's incidents
+  resolved in the window;
+- MTBF (mean time between failures): the mean *operating* time between failures, ``(window -
+  downtime) / failures``, where a failure is an incident of the component that started in the
+  window and the downtime is the time inside the window during which at least one of its incidents
+  was open (from ``started_at`` until resolved, or the window end); None without a failure. The
+  health checks' MTBF (``health.uptime``) is the same quantity over a component's critical checks:
+  up time / failures (:func:`healthmon_dagster.health.uptime.mean_time_between_failures`).
 """
 
 from dataclasses import dataclass
@@ -26,6 +29,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from healthmon_dagster.formatting import human_duration
+from healthmon_dagster.health.uptime import mean_time_between_failures
 from healthmon_dagster.incidents.records import OPEN, Incident, load_incident
 from healthmon_dagster.store.dialect import epoch
 from healthmon_dagster.store.metrics import as_utc, utcnow
@@ -242,6 +246,7 @@ class ComponentReliability:
     resolved: int  # resolved in the window
     mttr_seconds: float | None
     mtbf_seconds: float | None
+    downtime_seconds: float = 0.0  # time in the window with an incident of the component open
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -251,14 +256,15 @@ class ComponentReliability:
             "resolved": self.resolved,
             "mttr_seconds": self.mttr_seconds,
             "mtbf_seconds": self.mtbf_seconds,
+            "downtime_seconds": self.downtime_seconds,
         }
 
 
 def reliability_by_component(
     engine: Engine, start: datetime, end: datetime
 ) -> list[ComponentReliability]:
-    """MTTR and MTBF of incidents per component over ``[start, end)``, computed in SQL; every
-    component with an incident in the window or open now."""
+    """MTTR and MTBF of incidents per component over ``[start, end)`` (as the module docstring
+    defines them); every component with an incident in the window or open now."""
     start, end = as_utc(start), as_utc(end)
     c = incidents.c
     started_in = sa.and_(c.started_at >= start, c.started_at < end)
@@ -270,26 +276,49 @@ def reliability_by_component(
             sa.func.count().filter(OPEN).label("open"),
             sa.func.count().filter(ended_in).label("resolved"),
             sa.func.avg(_seconds(c.ended_at, c.started_at)).filter(ended_in).label("mttr"),
-            sa.func.min(epoch(c.started_at)).filter(started_in).label("first"),
-            sa.func.max(epoch(c.started_at)).filter(started_in).label("last"),
         )
         .where(sa.or_(started_in, ended_in, OPEN))
         .group_by(c.component)
-        .subquery()
+        .order_by(c.component)
     )
-    mtbf = sa.case((per.c.n > 1, (per.c.last - per.c.first) / (per.c.n - 1)), else_=None)
-    query = sa.select(
-        per.c.component, per.c.n, per.c.open, per.c.resolved, per.c.mttr, mtbf.label("mtbf")
-    ).order_by(per.c.component)
+    # The incidents open at some time in the window: the component's downtime.
+    overlapping = sa.select(c.component, c.started_at, c.ended_at).where(
+        c.started_at < end, sa.or_(c.ended_at.is_(None), c.ended_at > start)
+    )
     with engine.connect() as conn:
-        return [
+        rows = conn.execute(per).all()
+        periods: dict[str, list[tuple[datetime, datetime]]] = {}
+        for row in conn.execute(overlapping):
+            ended = end if row.ended_at is None else min(as_utc(row.ended_at), end)
+            periods.setdefault(row.component, []).append(
+                (max(as_utc(row.started_at), start), ended)
+            )
+    window = (end - start).total_seconds()
+    out: list[ComponentReliability] = []
+    for row in rows:
+        down = _union_seconds(periods.get(row.component, []))
+        out.append(
             ComponentReliability(
                 row.component,
                 int(row.n),
                 int(row.open),
                 int(row.resolved),
                 None if row.mttr is None else float(row.mttr),
-                None if row.mtbf is None else float(row.mtbf),
+                mean_time_between_failures(window - down, int(row.n)),
+                down,
             )
-            for row in conn.execute(query)
-        ]
+        )
+    return out
+
+
+def _union_seconds(periods: list[tuple[datetime, datetime]]) -> float:
+    """The length of the union of ``periods`` (overlapping incidents count once)."""
+    total = 0.0
+    reach: datetime | None = None
+    for begin, finish in sorted(periods):
+        if reach is not None and begin < reach:
+            begin = reach
+        if finish > begin:
+            total += (finish - begin).total_seconds()
+            reach = finish
+    return total

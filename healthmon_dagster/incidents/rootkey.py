@@ -2,26 +2,32 @@
 
 Root keys have three forms, tried in this order by :func:`root_key_for`:
 
-1. ``resource:<resource>`` (e.g. ``resource:database:warehouse``, ``resource:s3:landing``) when the
-   failure blames a shared resource (``Failure.cause_resource``: the database or S3 unreachable).
-   Every asset that fails because of it, in any run or process, lands in one incident.
-2. ``asset:<key>`` of an open incident for an asset upstream of (or equal to) an asset of the
-   failure: a downstream failure while its upstream is broken belongs to the upstream's incident.
-3. ``asset:<key>`` of the most upstream of the failure's own assets, or ``component:<name>`` for a
-   failure without assets (a health check, a run that never reached a step).
+1. ``resource:<resource>`` (e.g. ``resource:database:warehouse``, ``resource:s3:<bucket>``) when
+   the failure blames a shared resource (``Failure.cause_resource``: the database or S3
+   unreachable). Every asset that fails because of it, in any run or process, lands in one incident.
+2. ``asset:<root>`` for a failure of assets: ``<root>`` is the most upstream asset of the asset
+   lineage the failure belongs to (the connected asset graph: every asset reachable up or down
+   from the failing one; with several sources, the first by name). ``raw/patients``,
+   ``stg/patients`` and ``core/dim_patient`` all fail into ``asset:raw/patients``: the partial
+   unique index on open incidents' root keys admits one incident per lineage, so raw and stg
+   failing in the same instant, in two processes, open one incident and the loser absorbs.
+3. ``component:<name>`` for a failure without assets (a health check, a run that never reached a
+   step).
 
-Step 2 reads the open incidents (few) and is not atomic with the insert that follows: two failures
-of one lineage reported in the same instant with no incident open yet may open one incident each
-(the database still guarantees one per root key), and correlation then links them. Failures with a
-shared cause take step 1 and always meet in one incident.
+The root key only decides *which* incident; the incident's component and the suggested root cause
+name the most upstream *failing* asset (``records.open_or_absorb`` moves the component upstream when
+an absorbed failure brings an upstream asset; ``correlation.suggest_root_cause``). Every reporter
+(failure hooks in the run, the run-failure, self-healing and alert sensors) uses the bundled
+pipeline's lineage (:meth:`Lineage.bundled`, the catalog's), so that all compute one key; a test
+keeps it equal to the Dagster asset graph of the code location.
 """
 
-import sqlalchemy as sa
+from collections.abc import Iterable
+
 from sqlalchemy.engine import Engine
 
 from healthmon_dagster.alerting.lineage import Lineage
-from healthmon_dagster.incidents.records import OPEN, Failure
-from healthmon_dagster.store.tables import incidents
+from healthmon_dagster.incidents.records import Failure
 
 ASSET = "asset:"
 
@@ -31,23 +37,36 @@ def most_upstream(assets: set[str], lineage: Lineage) -> list[str]:
     return sorted(a for a in assets if not any(lineage.is_downstream(a, b) for b in assets))
 
 
+def connected(assets: Iterable[str], lineage: Lineage) -> set[str]:
+    """``assets`` and every asset linked to them through the graph, upstream or downstream."""
+    upstream: dict[str, set[str]] = {}
+    for up, downs in lineage.downstream.items():
+        for down in downs:
+            upstream.setdefault(down, set()).add(up)
+    seen: set[str] = set()
+    todo = list(assets)
+    while todo:
+        asset = todo.pop()
+        if asset in seen:
+            continue
+        seen.add(asset)
+        todo += [*lineage.downstream.get(asset, ()), *upstream.get(asset, ())]
+    return seen
+
+
+def lineage_root(assets: Iterable[str], lineage: Lineage) -> str:
+    """The most upstream asset of the lineage of ``assets`` (the first by name of its sources)."""
+    return most_upstream(connected(assets, lineage), lineage)[0]
+
+
 def root_key_for(engine: Engine, failure: Failure, lineage: Lineage | None = None) -> str:
-    """The root key ``failure`` belongs to (see the module docstring)."""
+    """The root key ``failure`` belongs to (see the module docstring). ``engine`` is not read: the
+    key is a function of the failure alone, so racing reporters agree without reading the store."""
+    del engine
     if failure.cause_resource:
         return f"resource:{failure.cause_resource}"
-    lineage = lineage or Lineage.bundled()
-    assets = set(failure.asset_keys)
-    if assets:
-        c = incidents.c
-        with engine.connect() as conn:
-            open_keys = conn.execute(
-                sa.select(c.root_key)
-                .where(OPEN, c.root_key.startswith(ASSET, autoescape=True))
-                .order_by(c.started_at, c.incident_id)
-            ).scalars()
-            for key in open_keys:
-                upstream = key.removeprefix(ASSET)
-                if upstream in assets or any(lineage.is_downstream(a, upstream) for a in assets):
-                    return str(key)
-        return ASSET + most_upstream(assets, lineage)[0]
+    if failure.asset_keys:
+        lineage = lineage or Lineage.bundled()
+        first = most_upstream(set(failure.asset_keys), lineage)[0]
+        return ASSET + lineage_root([first], lineage)
     return f"component:{failure.component}"

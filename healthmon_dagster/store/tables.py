@@ -540,10 +540,15 @@ incident_events = sa.Table(
     sa.Column("to_status", sa.String(20)),
     sa.Column("text", sa.Text, nullable=False),
     sa.Column("details", sa.JSON, nullable=False),
+    # Names an entry that must be on the timelines once, whoever writes it and when: a failure
+    # ("failure:step:<run>:<step>", "failure:alert:<id>"), a sent notification
+    # ("notification:<id>"). NULL (most entries) never conflicts.
+    sa.Column("dedup_key", sa.String(300)),
     sa.CheckConstraint(f"source IN {INCIDENT_SOURCES}", name="ck_incident_events_source"),
     schema="etl",
 )
 sa.Index("ix_incident_events_incident_at", incident_events.c.incident_id, incident_events.c.at)
+sa.Index("uq_incident_events_dedup_key", incident_events.c.dedup_key, unique=True)
 
 # Alerts linked to an incident; a link is made once (the primary key).
 incident_alerts = sa.Table(

@@ -188,12 +188,13 @@ def test_open_incidents_and_mttr_mtbf_per_component(store: Engine) -> None:
     assert lines[at + 1].split() == ["ID", "STATUS", "SEVERITY", "COMPONENT", "STARTED", "TITLE"]
     assert lines[at + 3].split()[1:4] == ["open", "medium", "raw_loader"]
     raw = next(line for line in lines[at:] if line.startswith("raw_loader "))
-    assert raw.split() == ["raw_loader", "3", "1", "20m", "75m"]  # MTTR (30+10)/2, MTBF 150/2
+    # MTTR (30+10)/2; MTBF: (360 min - 70 min down) / 3 failures = 96.7 min
+    assert raw.split() == ["raw_loader", "3", "1", "20m", "96m"]
     data = json.loads(CliRunner().invoke(cli, ["status", "--json", "--no-assets"]).output)
     assert [i["title"] for i in data["incidents"]["open"]] == ["raw/patients failed"]
     (by,) = data["incidents"]["by_component"]
     assert by["mttr_seconds"] == pytest.approx(20 * 60, abs=0.01)
-    assert by["mtbf_seconds"] == pytest.approx(75 * 60, abs=0.01)
+    assert by["mtbf_seconds"] == pytest.approx((1440 - 70) / 3 * 60, abs=5)  # --window 24h
 
 
 def test_self_healing_re_runs_and_open_circuit_breakers_are_shown_and_warn(

@@ -26,6 +26,7 @@ from healthmon_dagster.config.models import (
     MAX_TIMEOUT_SECONDS,
     MAX_WINDOW_HOURS,
     MAX_WINDOW_MINUTES,
+    MIN_SENSOR_INTERVAL_SECONDS,
     FreshnessConfig,
     RetentionConfiguration,
     ThresholdConfiguration,
@@ -108,6 +109,11 @@ def error_of(text: str) -> str:
             "escalation_policies[0].max_escalations (line 2): 1000000: input should be less than "
             f"or equal to {MAX_ESCALATION_LEVELS}",
         ),
+        (
+            "sensor_intervals:\n  landing_files_sensor: 1\n",
+            "sensor_intervals.landing_files_sensor (line 2): 1: input should be greater than or "
+            f"equal to {MIN_SENSOR_INTERVAL_SECONDS}",
+        ),
     ],
     ids=[
         "freshness_past_c_int",
@@ -120,6 +126,7 @@ def error_of(text: str) -> str:
         "timeout",
         "notification_rate",
         "escalations",
+        "sensor_interval_below_the_daemon_loop",
     ],
 )
 def test_a_number_past_its_bound_is_an_error_at_its_line(text: str, error: str) -> None:

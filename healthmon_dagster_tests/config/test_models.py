@@ -108,7 +108,7 @@ def test_empty_file_gives_defaults(tmp_path: Path) -> None:
     assert (config.quality.rejection_rate.warn, config.quality.rejection_rate.fail) == (0.01, 0.05)
     assert config.channels["log"].type is ChannelType.LOG
     assert config.retention.metrics_days > 0
-    assert not config.feature_enabled("self_healing")
+    assert config.feature_enabled("self_healing")  # on by default: bounded, transient only
 
 
 def test_config_hash_is_stable_and_sensitive() -> None:

@@ -6,6 +6,7 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from healthmon_dagster.enums import HealthComponent, IncidentStatus
+from healthmon_dagster.health.uptime import mean_time_between_failures
 from healthmon_dagster.incidents import lifecycle
 from healthmon_dagster.incidents.records import open_or_absorb
 from healthmon_dagster.incidents.report import incident_report, reliability_by_component
@@ -120,10 +121,36 @@ def test_mttr_and_mtbf_by_component_over_a_window(engine: Engine) -> None:
     r = rows[raw]
     assert (r.incidents, r.open, r.resolved) == (3, 1, 2)
     assert r.mttr_seconds == pytest.approx(15 * 60, abs=0.01)
-    assert r.mtbf_seconds == pytest.approx(90 * 60, abs=0.01)  # (180 - 0) / 2
+    # Down 10 + 20 + 60 (the last is open at the window end) of 240 min; 3 failures.
+    assert r.downtime_seconds == pytest.approx(90 * 60, abs=0.01)
+    assert r.mtbf_seconds == pytest.approx((240 - 90) / 3 * 60, abs=0.01)
     c = rows["core_merger"]
     assert (c.incidents, c.open, c.resolved) == (1, 0, 1)
-    assert c.mttr_seconds == pytest.approx(300, abs=0.01) and c.mtbf_seconds is None
+    assert c.mttr_seconds == pytest.approx(300, abs=0.01)
+    assert c.mtbf_seconds == pytest.approx((240 - 5) * 60, abs=0.01)  # one failure: uptime / 1
     # A window with nothing in it lists only what is open now.
     later = reliability_by_component(engine, T0 + minutes(10_000), T0 + minutes(10_060))
     assert [(x.component, x.incidents, x.open) for x in later] == [("raw_loader", 0, 1)]
+
+
+def test_mtbf_is_operating_time_over_failures_with_overlaps_and_carried_over_downtime(
+    engine: Engine,
+) -> None:
+    """Window [0, 100) min. An incident open since -20 until 10 is downtime, not a failure; two
+    overlapping ones (30-50 and 40-60) are down 30 min once, two failures: (100 - 10 - 30) / 2."""
+    for start, fix in ((-20, 10), (30, 50), (40, 60)):
+        iid = open_or_absorb(
+            engine,
+            f"asset:raw/patients:{start}",
+            failure(T0 + minutes(start)),
+            HOOK,
+            T0 + minutes(start),
+        ).incident_id
+        lifecycle.resolve(engine, iid, "fixed", ALICE, now=T0 + minutes(fix))
+    (r,) = reliability_by_component(engine, T0, T0 + minutes(100))
+    assert (r.incidents, r.resolved) == (2, 3)
+    assert r.downtime_seconds == pytest.approx(40 * 60, abs=0.01)
+    assert r.mtbf_seconds == pytest.approx(30 * 60, abs=0.01)
+    # The same definition as the health checks' MTBF.
+    assert mean_time_between_failures(60 * 60, 2) == r.mtbf_seconds
+    assert mean_time_between_failures(60 * 60, 0) is None

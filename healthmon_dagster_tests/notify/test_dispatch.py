@@ -303,12 +303,9 @@ def test_a_429_without_retry_after_backs_off_and_counts_against_the_budget(
 def test_a_retry_after_beyond_the_budget_fails_the_row_at_once(engine: Engine) -> None:
     open_alert(engine, channels=["hook"])
     with webhook_server() as server:
-        server.then(Answer(429, {"error": "slow down"}, {"Retry-After": "7200"}))
-        report = dispatcher(
-            engine,
-            server,
-            Clock(T0),
-        ).run_once()
+        # An hour's wait (the most a Retry-After is honoured for) against a 30-minute budget.
+        server.then(Answer(429, {"error": "slow down"}, {"Retry-After": "3600"}))
+        report = dispatcher(engine, server, Clock(T0), retry_for_minutes=30).run_once()
 
     assert report.channel("hook").failed == 1
     [row] = outbox(engine)

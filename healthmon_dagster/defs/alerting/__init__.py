@@ -6,8 +6,8 @@ import dagster as dg
 
 from healthmon_dagster.config import HealthConfiguration
 from healthmon_dagster.defs.alerting.jobs import JOBS
-from healthmon_dagster.defs.alerting.sensors import build_sensors
+from healthmon_dagster.defs.alerting.sensors import sensor_definitions
 
 
 def definitions(config: HealthConfiguration) -> dg.Definitions:
-    return dg.Definitions(jobs=JOBS, sensors=build_sensors(config))
+    return dg.Definitions(jobs=JOBS, sensors=sensor_definitions(config))

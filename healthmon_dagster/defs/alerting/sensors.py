@@ -22,9 +22,9 @@ execution record is still PLANNED and its run failed) are read from Dagster's ch
 records (``get_latest_asset_check_execution_by_key``, records newer than the cursor): they raise
 the check-failed rules that take execution errors, under the labels of the check's own results.
 
-The intervals come from ``alerting.evaluation_interval_seconds`` (30 s) and
-``alerting.dispatch_interval_seconds`` (15 s) in healthmon.yaml. A health store that cannot be
-reached (SQLAlchemy's errors and ``DatabaseUnavailable``) skips the tick with a reason naming it.
+The intervals come from ``sensor_intervals`` in healthmon.yaml (30 s and 15 s by default). A
+health store that cannot be reached (SQLAlchemy's errors and ``DatabaseUnavailable``) skips the
+tick with a reason naming it.
 """
 
 import json
@@ -55,6 +55,7 @@ from healthmon_dagster.alerting.signals import (
 )
 from healthmon_dagster.config import HealthConfiguration
 from healthmon_dagster.config.loader import ConfigError
+from healthmon_dagster.config.models import SensorIntervals
 from healthmon_dagster.defs.alerting.jobs import alert_dispatch_job
 from healthmon_dagster.defs.health.assets import component_asset_key
 from healthmon_dagster.defs.resources import HealthmonConfigResource, WarehouseResource
@@ -498,22 +499,35 @@ def start_dispatch(
     return dg.SensorResult(run_requests=[dg.RunRequest(tags={"healthmon/due": str(due)})])
 
 
-def build_sensors(config: HealthConfiguration) -> list[dg.SensorDefinition]:
-    """The two sensors, at the intervals of ``alerting`` in healthmon.yaml."""
-    evaluation = dg.sensor(
+def alert_evaluation_sensor_every(seconds: int) -> dg.SensorDefinition:
+    """The alert-evaluation sensor, run by dagster-daemon every ``seconds`` (``sensor_intervals``)."""
+    return dg.sensor(
         name="alert_evaluation_sensor",
-        minimum_interval_seconds=config.alerting.evaluation_interval_seconds,
+        minimum_interval_seconds=seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
     )(evaluate_alerts)
-    dispatch = dg.sensor(
+
+
+def alert_dispatch_sensor_every(seconds: int) -> dg.SensorDefinition:
+    """The alert-dispatch sensor, run by dagster-daemon every ``seconds`` (``sensor_intervals``)."""
+    return dg.sensor(
         name="alert_dispatch_sensor",
         job=alert_dispatch_job,
-        minimum_interval_seconds=config.alerting.dispatch_interval_seconds,
+        minimum_interval_seconds=seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
     )(start_dispatch)
-    return [evaluation, dispatch]
 
 
-# At the default intervals (the definitions use build_sensors with the loaded configuration).
-alert_evaluation_sensor, alert_dispatch_sensor = build_sensors(HealthConfiguration())
+alert_evaluation_sensor = alert_evaluation_sensor_every(SensorIntervals().alert_evaluation_sensor)
+alert_dispatch_sensor = alert_dispatch_sensor_every(SensorIntervals().alert_dispatch_sensor)
+
+
+def sensor_definitions(config: HealthConfiguration) -> list[dg.SensorDefinition]:
+    every = config.sensor_intervals
+    return [
+        alert_evaluation_sensor_every(every.alert_evaluation_sensor),
+        alert_dispatch_sensor_every(every.alert_dispatch_sensor),
+    ]
+
+
 SENSORS = [alert_evaluation_sensor, alert_dispatch_sensor]

@@ -5,8 +5,8 @@ sensor for runs that never reach a hook."""
 import dagster as dg
 
 from healthmon_dagster.config import HealthConfiguration
-from healthmon_dagster.defs.incidents.sensors import SENSORS
+from healthmon_dagster.defs.incidents.sensors import sensor_definitions
 
 
 def definitions(config: HealthConfiguration) -> dg.Definitions:
-    return dg.Definitions(sensors=SENSORS)
+    return dg.Definitions(sensors=sensor_definitions(config))

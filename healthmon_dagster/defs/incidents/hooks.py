@@ -15,13 +15,8 @@ from collections.abc import Iterator, Sequence
 
 import dagster as dg
 
-from healthmon_dagster.defs.pipeline.assets import (
-    ERROR_CLASS_METADATA,
-    ERROR_RULE_METADATA,
-    TRANSIENT_METADATA,
-)
 from healthmon_dagster.enums import IncidentSource
-from healthmon_dagster.etl.failures import Classification, classify
+from healthmon_dagster.etl.failures import Classification, classify, from_step_metadata
 from healthmon_dagster.incidents.detect import step_failure
 from healthmon_dagster.incidents.records import Actor, open_or_absorb
 from healthmon_dagster.incidents.rootkey import root_key_for
@@ -50,13 +45,10 @@ def classified(exc: BaseException | None) -> tuple[Classification, str]:
     if exc is None:
         return Classification("unknown", False, "no_exception"), ""
     for e in _exceptions(exc):
-        if isinstance(e, dg.Failure) and ERROR_CLASS_METADATA in e.metadata:
-            meta = {k: v.value for k, v in e.metadata.items()}
-            found = Classification(
-                str(meta[ERROR_CLASS_METADATA]),
-                bool(meta.get(TRANSIENT_METADATA, False)),
-                str(meta.get(ERROR_RULE_METADATA, "step_metadata")),
-            )
+        if not isinstance(e, dg.Failure):
+            continue
+        found = from_step_metadata({k: v.value for k, v in e.metadata.items()}, "step_metadata")
+        if found is not None:
             # Our own descriptions: built from error classes, keys and error_text, never values.
             lines = (e.description or "").strip().splitlines()
             return found, lines[0][:500] if lines else ""

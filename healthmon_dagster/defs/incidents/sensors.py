@@ -13,23 +13,24 @@ from collections.abc import Sequence
 
 import dagster as dg
 
+from healthmon_dagster.config import HealthConfiguration
+from healthmon_dagster.config.models import SensorIntervals
 from healthmon_dagster.defs.incidents.hooks import CHECK_FAILED
-from healthmon_dagster.defs.pipeline.assets import (
-    ERROR_CLASS_METADATA,
-    ERROR_RULE_METADATA,
-    TRANSIENT_METADATA,
-)
 from healthmon_dagster.defs.resources import WarehouseResource
 from healthmon_dagster.enums import IncidentSource
-from healthmon_dagster.etl.failures import Classification, classify_run_failure
+from healthmon_dagster.etl.failures import (
+    Classification,
+    classify_run_failure,
+    from_step_metadata,
+)
 from healthmon_dagster.incidents.detect import recorded_steps, run_failure, step_failure
 from healthmon_dagster.incidents.records import Actor, Failure, open_or_absorb
 from healthmon_dagster.incidents.rootkey import root_key_for
+from healthmon_dagster.run_tags import FAILURE_REASON_TAG
 from healthmon_dagster.settings import get_settings
 from healthmon_dagster.store.metrics import utcnow
 
 ACTOR = Actor("sensor:incident_run_failure", IncidentSource.SENSOR)
-_FAILURE_REASON_TAG = "dagster/failure_reason"  # Dagster's run tag (dagster._core.storage.tags)
 
 
 def step_classification(event: dg.DagsterEvent) -> tuple[Classification, str]:
@@ -38,12 +39,8 @@ def step_classification(event: dg.DagsterEvent) -> tuple[Classification, str]:
     data = event.step_failure_data
     user = data.user_failure_data
     meta = {k: v.value for k, v in (user.metadata if user else {}).items()}
-    if ERROR_CLASS_METADATA in meta:
-        found = Classification(
-            str(meta[ERROR_CLASS_METADATA]),
-            bool(meta.get(TRANSIENT_METADATA, False)),
-            str(meta.get(ERROR_RULE_METADATA, "step_metadata")),
-        )
+    found = from_step_metadata(meta, "step_metadata")
+    if found is not None:
         lines = ((user.description if user else None) or "").strip().splitlines()
         return found, lines[0][:500] if lines else ""
     kind = data.error.cls_name if data.error else "unknown"
@@ -105,7 +102,7 @@ def run_failures(context: dg.RunFailureSensorContext, recorded: set[str]) -> lis
             )
         )
     if not step_events and "" not in recorded:
-        reason = run.tags.get(_FAILURE_REASON_TAG)
+        reason = run.tags.get(FAILURE_REASON_TAG)
         found = classify_run_failure(reason)
         failures.append(
             run_failure(
@@ -120,16 +117,7 @@ def run_failures(context: dg.RunFailureSensorContext, recorded: set[str]) -> lis
     return failures
 
 
-@dg.run_failure_sensor(
-    name="incident_run_failure_sensor",
-    monitor_all_code_locations=True,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Opens (or joins) an incident for every failed run that no failure hook recorded: "
-    "launch failures, killed or lost workers, crashes outside the steps.",
-)
-def incident_run_failure_sensor(
-    context: dg.RunFailureSensorContext, warehouse: WarehouseResource
-) -> None:
+def incident_run_failure(context: dg.RunFailureSensorContext, warehouse: WarehouseResource) -> None:
     engine = warehouse.health_engine()  # unreachable: the tick fails and is tried again
     run = context.dagster_run
     failures = run_failures(context, recorded_steps(engine, run.run_id))
@@ -141,4 +129,22 @@ def incident_run_failure_sensor(
         context.log.warning(f"incident {opened.incident_id} {verb}: {failure.title}")
 
 
-SENSORS = [incident_run_failure_sensor]
+def incident_run_failure_sensor_every(seconds: int) -> dg.SensorDefinition:
+    """The run-failure sensor, run by dagster-daemon every ``seconds`` (``sensor_intervals``)."""
+    return dg.run_failure_sensor(
+        name="incident_run_failure_sensor",
+        monitor_all_code_locations=True,
+        minimum_interval_seconds=seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Opens (or joins) an incident for every failed run that no failure hook "
+        "recorded: launch failures, killed or lost workers, crashes outside the steps.",
+    )(incident_run_failure)
+
+
+incident_run_failure_sensor = incident_run_failure_sensor_every(
+    SensorIntervals().incident_run_failure_sensor
+)
+
+
+def sensor_definitions(config: HealthConfiguration) -> list[dg.SensorDefinition]:
+    return [incident_run_failure_sensor_every(config.sensor_intervals.incident_run_failure_sensor)]

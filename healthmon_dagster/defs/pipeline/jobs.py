@@ -4,13 +4,14 @@ import dagster as dg
 
 from healthmon_dagster.defs.alerting.hooks import ALERT_HOOKS
 from healthmon_dagster.etl import catalog
+from healthmon_dagster.run_tags import PIPELINE_TAG
 
 patients_etl_job = dg.define_asset_job(
     catalog.ETL_JOB,
     selection=dg.AssetSelection.groups(catalog.GROUP),
     executor_def=dg.in_process_executor,
     # dagster.yaml limits runs with this tag to one at a time (see concurrency: there).
-    tags={"healthmon/pipeline": "patients_etl"},
+    tags={PIPELINE_TAG: "patients_etl"},
     # A failed check alerts from the run itself, within seconds (the alert fast path).
     hooks=ALERT_HOOKS,
     # An asset selection includes the asset checks of the selected assets: every layer is

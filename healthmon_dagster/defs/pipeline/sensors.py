@@ -28,16 +28,14 @@ import dagster as dg
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine, make_url
 
-from healthmon_dagster.config import ConfigError
+from healthmon_dagster.config import ConfigError, HealthConfiguration
+from healthmon_dagster.config.models import SensorIntervals
 from healthmon_dagster.defs.pipeline.assets import (
     CORE_DIM_PATIENT,
     DEPENDENCY_METADATA,
-    ERROR_CLASS_METADATA,
-    ERROR_RULE_METADATA,
     RAW_PATIENTS,
     STG_PATIENTS,
     STG_PATIENTS_REJECTED,
-    TRANSIENT_METADATA,
 )
 from healthmon_dagster.defs.pipeline.jobs import patients_etl_job, raw_file_run_config
 from healthmon_dagster.defs.quality.checks import to_evaluation
@@ -67,8 +65,11 @@ from healthmon_dagster.etl.catchup import (
     downstream_backlog,
 )
 from healthmon_dagster.etl.failures import (
+    ERROR_CLASS_METADATA,
+    ERROR_RULE_METADATA,
     LANDING,
     RUN_CANCELED,
+    TRANSIENT_METADATA,
     WAREHOUSE,
     Classification,
     classify_run_failure,
@@ -76,6 +77,15 @@ from healthmon_dagster.etl.failures import (
 from healthmon_dagster.etl.landing import LandingError
 from healthmon_dagster.quality import record_results
 from healthmon_dagster.quality.kinds.landing_file import stuck_files_result
+from healthmon_dagster.run_tags import (
+    ATTEMPT_NUMBER_TAG,
+    CATCH_UP_TAG,
+    FAILURE_REASON_TAG,
+    FILE_ATTEMPT_TAG,
+    FILE_KEY_TAG,
+    STEP_FAILURE_REASON,
+    WILL_RETRY_TAG,
+)
 from healthmon_dagster.settings import redact_url
 from healthmon_dagster.store.db import DatabaseUnavailable
 from healthmon_dagster.store.errors import error_text
@@ -91,12 +101,8 @@ RETRY_PENDING_GRACE = timedelta(minutes=10)
 """How long a failed run that Dagster marked for run_retries may wait for its re-execution before
 its attempt counts as failed (the daemon that launches retries may be down)."""
 
-FILE_KEY_TAG = "healthmon/file_key"
-ATTEMPT_TAG = "healthmon/file_attempt"
+ATTEMPT_TAG = FILE_ATTEMPT_TAG
 """Tag of every run of an attempt (its run key); run_retries' re-executions inherit it."""
-ATTEMPT_NUMBER_TAG = "healthmon/attempt"
-CATCH_UP_TAG = "healthmon/catch_up"
-"""Tag of the catch-up runs of a backlog (its key, ``files<=<id>``; etl.catchup)."""
 DOWNSTREAM = [STG_PATIENTS, STG_PATIENTS_REJECTED, CORE_DIM_PATIENT]
 _ACTIVE = [
     dg.DagsterRunStatus.QUEUED,
@@ -106,11 +112,6 @@ _ACTIVE = [
     dg.DagsterRunStatus.CANCELING,
 ]
 
-# Dagster's own run tags (dagster._core.storage.tags), read here without importing private modules:
-# set on a failed run when it is stored, true when run_retries will re-execute it; and why it failed.
-_WILL_RETRY_TAG = "dagster/will_retry"
-_FAILURE_REASON_TAG = "dagster/failure_reason"
-_STEP_FAILURE = "STEP_FAILURE"
 _RAW_STEP = "__".join(catalog.RAW_PATIENTS.path)
 
 # The warehouse cannot be used: its URL is malformed or names an unknown driver (ArgumentError,
@@ -194,12 +195,12 @@ def _outcome(
             ended_at=ended_at,
         )
     if (
-        run.tags.get(_WILL_RETRY_TAG) == "true"
+        run.tags.get(WILL_RETRY_TAG) == "true"
         and now.timestamp() - ended < RETRY_PENDING_GRACE.total_seconds()
     ):
         return RunOutcome("in_flight", runs=n)
-    reason = run.tags.get(_FAILURE_REASON_TAG)
-    if reason == _STEP_FAILURE:
+    reason = run.tags.get(FAILURE_REASON_TAG)
+    if reason == STEP_FAILURE_REASON:
         classification, message = _step_failure(instance, run.run_id)
     else:
         classification = classify_run_failure(reason)
@@ -365,10 +366,7 @@ def _log_recovered(
         context.log.info(f"{walk.released} released file(s) requested again (etl.file_releases)")
 
 
-@dg.sensor(
-    job=patients_etl_job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING
-)
-def landing_files_sensor(
+def landing_files(
     context: dg.SensorEvaluationContext,
     landing: LandingResource,
     warehouse: WarehouseResource,
@@ -472,4 +470,18 @@ def landing_files_sensor(
     )
 
 
-SENSORS = [landing_files_sensor]
+def landing_files_sensor_every(seconds: int) -> dg.SensorDefinition:
+    """The landing sensor, run by dagster-daemon every ``seconds`` (``sensor_intervals``)."""
+    return dg.sensor(
+        name="landing_files_sensor",
+        job=patients_etl_job,
+        minimum_interval_seconds=seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+    )(landing_files)
+
+
+landing_files_sensor = landing_files_sensor_every(SensorIntervals().landing_files_sensor)
+
+
+def sensor_definitions(config: HealthConfiguration) -> list[dg.SensorDefinition]:
+    return [landing_files_sensor_every(config.sensor_intervals.landing_files_sensor)]

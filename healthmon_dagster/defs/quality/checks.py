@@ -41,10 +41,10 @@ from healthmon_dagster.quality import (
     evaluate_last_load,
     record_results,
 )
+from healthmon_dagster.run_tags import QUALITY_MODE_TAG
 from healthmon_dagster.store.db import DatabaseUnavailable
 from healthmon_dagster.store.errors import error_text
 
-QUALITY_MODE_TAG = "healthmon/quality_mode"
 RUN_FILE_IDS = "healthmon/file_ids"
 """Materialization metadata of the pipeline's assets: the ids (``etl.files``) of every file the
 step loaded, staged or merged. The asset's checks in the same run judge exactly those files."""

@@ -5,8 +5,8 @@ quality checks: their own jobs run them."""
 import dagster as dg
 
 from healthmon_dagster.defs.alerting.hooks import ALERT_HOOKS
-from healthmon_dagster.defs.quality.checks import QUALITY_MODE_TAG
 from healthmon_dagster.etl import catalog
+from healthmon_dagster.run_tags import QUALITY_MODE_TAG
 
 quality_full_sweep_job = dg.define_asset_job(
     "quality_full_sweep_job",

@@ -5,9 +5,10 @@ deciding is ``healthmon_dagster.incidents.selfheal``; this package only adapts D
 import dagster as dg
 
 from healthmon_dagster.config import HealthConfiguration
-from healthmon_dagster.defs.selfheal.sensors import SENSORS
+from healthmon_dagster.defs.selfheal.sensors import sensor_definitions
 
 
 def definitions(config: HealthConfiguration) -> dg.Definitions:
-    """The self-healing sensor; it reads ``self_healing`` at each tick (a change needs no reload)."""
-    return dg.Definitions(sensors=SENSORS)
+    """The self-healing sensor every ``sensor_intervals.self_healing_sensor`` seconds; it reads
+    ``self_healing`` at each tick (a change there needs no reload)."""
+    return dg.Definitions(sensors=sensor_definitions(config))

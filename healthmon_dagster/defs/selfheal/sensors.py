@@ -28,41 +28,35 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 
 from healthmon_dagster.config import ConfigError, HealthConfiguration
-from healthmon_dagster.defs.pipeline.assets import (
-    ERROR_CLASS_METADATA,
-    ERROR_RULE_METADATA,
-    TRANSIENT_METADATA,
-)
+from healthmon_dagster.config.models import SensorIntervals
 from healthmon_dagster.defs.pipeline.jobs import patients_etl_job
 from healthmon_dagster.defs.resources import HealthmonConfigResource, WarehouseResource
-from healthmon_dagster.enums import IncidentEventKind, IncidentImpact, IncidentSeverity
+from healthmon_dagster.enums import IncidentEventKind
 from healthmon_dagster.etl import catalog
 from healthmon_dagster.etl.failures import (
     UNCLASSIFIED,
     Classification,
     classify_run_failure,
+    from_step_metadata,
 )
 from healthmon_dagster.incidents import selfheal as sh
+from healthmon_dagster.incidents.detect import classified_failure
 from healthmon_dagster.incidents.records import OPEN, Failure, add_event, open_or_absorb
 from healthmon_dagster.incidents.rootkey import root_key_for
+from healthmon_dagster.run_tags import (
+    FAILURE_REASON_TAG,
+    FILE_ATTEMPT_TAG,
+    SELF_HEAL_TAG,
+    STEP_FAILURE_REASON,
+    WILL_RETRY_TAG,
+)
 from healthmon_dagster.store.db import DatabaseUnavailable
 from healthmon_dagster.store.errors import error_text
 from healthmon_dagster.store.metrics import utcnow
 from healthmon_dagster.store.tables import incidents, self_heal_attempts
 
-SELF_HEAL_TAG = "healthmon/self_heal"
-"""Tag of every re-run this sensor requests (its run key); run_retries' re-executions inherit it."""
-FILE_ATTEMPT_TAG = "healthmon/file_attempt"  # the landing sensor's runs (defs/pipeline/sensors.py)
-_WILL_RETRY_TAG = "dagster/will_retry"
-_FAILURE_REASON_TAG = "dagster/failure_reason"
-_STEP_FAILURE = "STEP_FAILURE"
 _ASSET_JOB = "__ASSET_JOB"
 MAX_FAILED_RUNS_PER_TICK = 100
-WAREHOUSE = "database:warehouse"
-# Rules of etl.failures whose error is the database's, and those that are S3's (the same as the
-# failure hooks' incidents/detect.py, so that both land on one root key).
-_DATABASE_RULE_PREFIXES = ("pg_", "driver_", "sqlite_", "sqlalchemy_")
-_S3_RULES = {"s3_unreachable", "s3_retryable"}
 PIPELINE_KEYS = frozenset(a.key for a in catalog.ASSETS)
 # Assets computed by one op: selected together.
 _TOGETHER = {
@@ -150,25 +144,22 @@ def _step_classification(instance: dg.DagsterInstance, run_id: str) -> Classific
             continue
         user = event.step_failure_data.user_failure_data
         meta = {k: v.value for k, v in (user.metadata if user else {}).items()}
-        if ERROR_CLASS_METADATA in meta:
-            return Classification(
-                str(meta[ERROR_CLASS_METADATA]),
-                bool(meta.get(TRANSIENT_METADATA, False)),
-                str(meta.get(ERROR_RULE_METADATA, f"step_failure:{event.step_key}")),
-            )
+        found = from_step_metadata(meta, f"step_failure:{event.step_key}")
+        if found is not None:
+            return found
     return UNCLASSIFIED
 
 
 def classify_run(instance: dg.DagsterInstance, run: dg.DagsterRun) -> Classification:
-    reason = run.tags.get(_FAILURE_REASON_TAG)
-    if reason == _STEP_FAILURE:
+    reason = run.tags.get(FAILURE_REASON_TAG)
+    if reason == STEP_FAILURE_REASON:
         return _step_classification(instance, run.run_id)
     return classify_run_failure(reason)
 
 
 def coordination(run: dg.DagsterRun) -> sh.Decision | None:
     """A failed run another mechanism retries: not this sensor's."""
-    if run.tags.get(_WILL_RETRY_TAG) == "true":
+    if run.tags.get(WILL_RETRY_TAG) == "true":
         return sh.Decision(
             sh.Action.SKIP,
             "coordination:run_retries",
@@ -202,30 +193,13 @@ def checks_passed(instance: dg.DagsterInstance, run_id: str) -> bool:
 # --- Incidents -----------------------------------------------------------------------------------------
 
 
-def _blamed(why: Classification) -> str | None:
-    if not why.transient:
-        return None
-    if why.rule.startswith(_DATABASE_RULE_PREFIXES) or why.rule == "database_unavailable":
-        return WAREHOUSE
-    if why.rule in _S3_RULES:
-        return "s3:landing"
-    return None
-
-
-def _failure(
+def heal_failure(
     assets: Sequence[str], why: Classification, title: str, details: dict[str, object]
 ) -> Failure:
-    resource = _blamed(why)
-    return Failure(
-        title=title,
-        component=catalog.component_for(sorted(assets)[0]) if assets else "dagster_runs",
-        occurred_at=utcnow(),
-        severity=IncidentSeverity.HIGH if resource else IncidentSeverity.MEDIUM,
-        impact=IncidentImpact.MAJOR if resource else IncidentImpact.MINOR,
-        asset_keys=tuple(sorted(assets)),
-        error_class=why.error_class,
-        details=details,
-        cause_resource=resource,
+    """The failure as the failure hooks describe it (incidents/detect.py: the resource it blames,
+    severity, component), so that both land on one root key."""
+    return classified_failure(
+        title=title, asset_keys=assets, found=why, occurred_at=utcnow(), details=details
     )
 
 
@@ -311,7 +285,7 @@ def _outcome_of(records: Sequence[dg.RunRecord]) -> str:
     if any(not r.dagster_run.is_finished for r in records):
         return "in_flight"
     last = max(records, key=lambda r: r.create_timestamp).dagster_run
-    return "in_flight" if last.tags.get(_WILL_RETRY_TAG) == "true" else "failed"
+    return "in_flight" if last.tags.get(WILL_RETRY_TAG) == "true" else "failed"
 
 
 def record_outcomes(
@@ -520,7 +494,7 @@ def decide_failed_run(
     }
     tick.waiting += sum(d.action == sh.Action.WAIT for d in decisions.values())
     won = _store(engine, run.run_id, decisions, reasons, why, policy, now)
-    failure = _failure(
+    failure = heal_failure(
         todo,
         why,
         f"run {run.run_id} of {run.job_name} failed ({why.error_class})",
@@ -562,7 +536,7 @@ def decide_stale(
         won = _store(
             engine, source, {asset: decision}, {asset: sh.Reason.STALE}, stale, policy, now
         )
-        failure = _failure([asset], stale, f"{asset} is stale: past its freshness window", {})
+        failure = heal_failure([asset], stale, f"{asset} is stale: past its freshness window", {})
         _record_on_timeline(engine, won, failure, source, policy, now)
         tick.decided += len(won)
         tick.requests += [_request(k, a, {}) for k, a, d in won if d.action == sh.Action.RERUN]
@@ -583,12 +557,7 @@ def heal(context: dg.SensorEvaluationContext, engine: Engine, cfg: HealthConfigu
     return tick
 
 
-@dg.sensor(
-    job=patients_etl_job,
-    minimum_interval_seconds=30,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-)
-def self_healing_sensor(
+def self_healing(
     context: dg.SensorEvaluationContext,
     warehouse: WarehouseResource,
     healthmon_config: HealthmonConfigResource,
@@ -619,4 +588,18 @@ def self_healing_sensor(
     return dg.SensorResult(run_requests=tick.requests)
 
 
-SENSORS = [self_healing_sensor]
+def self_healing_sensor_every(seconds: int) -> dg.SensorDefinition:
+    """The self-healing sensor, run by dagster-daemon every ``seconds`` (``sensor_intervals``)."""
+    return dg.sensor(
+        name="self_healing_sensor",
+        job=patients_etl_job,
+        minimum_interval_seconds=seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+    )(self_healing)
+
+
+self_healing_sensor = self_healing_sensor_every(SensorIntervals().self_healing_sensor)
+
+
+def sensor_definitions(config: HealthConfiguration) -> list[dg.SensorDefinition]:
+    return [self_healing_sensor_every(config.sensor_intervals.self_healing_sensor)]

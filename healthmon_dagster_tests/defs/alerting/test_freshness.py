@@ -1,5 +1,5 @@
 """FreshnessPolicy states as alert signals, SQLite and Postgres: a real ``dagster-daemon`` (its
-freshness daemon every 5 s) judges raw/patients, whose fail window is one minute, FAIL a minute
+freshness daemon every second) judges raw/patients, whose fail window is one minute, FAIL a minute
 after its load, and stg/patients, whose window is days, PASS; alert_evaluation_sensor then fires
 a freshness alert for raw/patients and none for stg/patients."""
 
@@ -67,9 +67,9 @@ def test_a_stale_asset_alerts_from_its_freshness_state_and_a_fresh_one_does_not(
         "HEALTHMON_HOME": str(healthmon_env),
         "HEALTHMON_DATABASE_URL": db_url,
         "HEALTHMON_CONFIG": str(config_path),
-        "FRESHNESS_DAEMON_INTERVAL_SECONDS": "5",
+        "FRESHNESS_DAEMON_INTERVAL_SECONDS": "1",
     }
-    with running_daemon(env, tmp_path / "daemon.log"):
+    with running_daemon(env, tmp_path / "daemon.log", stop_grace_seconds=0):
         wait_for("raw/patients judged FAIL", lambda: state_of(instance, RAW) == "FAIL" or None, 240)
     assert state_of(instance, STG) == "PASS"
 

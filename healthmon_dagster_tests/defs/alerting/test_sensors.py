@@ -273,11 +273,11 @@ def test_the_sensor_intervals_come_from_healthmon_yaml() -> None:
     assert alert_evaluation_sensor.minimum_interval_seconds == 30  # the defaults
     assert alert_dispatch_sensor.minimum_interval_seconds == 15
     config = load_config_text(
-        "alerting: {evaluation_interval_seconds: 7, dispatch_interval_seconds: 3}\n"
+        "sensor_intervals: {alert_evaluation_sensor: 7, alert_dispatch_sensor: 5}\n"
     )
     repo = build_defs(config).get_repository_def()
     assert repo.get_sensor_def("alert_evaluation_sensor").minimum_interval_seconds == 7
-    assert repo.get_sensor_def("alert_dispatch_sensor").minimum_interval_seconds == 3
+    assert repo.get_sensor_def("alert_dispatch_sensor").minimum_interval_seconds == 5
     assert repo.get_sensor_def("alert_dispatch_sensor").job_name == "alert_dispatch_job"
-    with pytest.raises(ConfigError, match="evaluation_interval_seconds"):
-        load_config_text("alerting: {evaluation_interval_seconds: 0}\n")
+    with pytest.raises(ConfigError, match="alert_evaluation_sensor"):
+        load_config_text("sensor_intervals: {alert_evaluation_sensor: 0}\n")

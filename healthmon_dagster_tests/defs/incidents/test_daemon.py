@@ -14,6 +14,8 @@ from healthmon_dagster.incidents.records import timeline
 from healthmon_dagster.store.db import get_engine
 from healthmon_dagster.store.tables import incidents
 from healthmon_dagster_tests.defs.pipeline.fixtures import (
+    QUICK_DAEMON_ENV,
+    QUICK_INSTANCE,
     kill_worker,
     running_daemon,
     step_events,
@@ -49,13 +51,14 @@ def test_a_killed_worker_opens_an_incident_through_the_run_failure_sensor(
     db_url: str, tmp_path: Path
 ) -> None:
     home, dagster_home, log = tmp_path / "home", tmp_path / "dagster", tmp_path / "daemon.log"
-    write_instance(dagster_home)
+    write_instance(dagster_home, extra=QUICK_INSTANCE)
     write_to(
         LocalLandingSource(home / "landing"),
         generate_sample(50_000, files=1, prefix="patients_killed", seed=7),
     )
     get_engine(db_url)
     env = {
+        **QUICK_DAEMON_ENV,
         "DAGSTER_HOME": str(dagster_home),
         "HEALTHMON_HOME": str(home),
         "HEALTHMON_DATABASE_URL": db_url,
@@ -63,7 +66,7 @@ def test_a_killed_worker_opens_an_incident_through_the_run_failure_sensor(
     }
     with (
         dg.DagsterInstance.from_config(str(dagster_home)) as instance,
-        running_daemon(env, log) as daemon,
+        running_daemon(env, log, stop_grace_seconds=0) as daemon,
     ):
         run_id, pid = wait_for(
             "the ETL run in its raw step",

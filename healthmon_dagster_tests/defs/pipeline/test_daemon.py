@@ -23,6 +23,8 @@ from healthmon_dagster.store.db import get_engine
 from healthmon_dagster.store.tables import file_attempts, files, raw_patients
 from healthmon_dagster_tests.defs.fixtures import PROJECT_CONFIG
 from healthmon_dagster_tests.defs.pipeline.fixtures import (
+    QUICK_DAEMON_ENV,
+    QUICK_INSTANCE,
     SqliteOutage,
     TcpProxy,
     kill_worker,
@@ -37,12 +39,13 @@ from healthmon_dagster_tests.defs.pipeline.fixtures import (
 RAW_STEP = "raw__patients"
 ROWS_OUTAGE = 300
 ROWS_KILLED = 50_000  # a load that takes long enough to be killed in the middle
-TIMEOUT = 240  # seconds for any one stage; the sensor ticks every 30 s
+TIMEOUT = 240  # seconds for any one stage; the sensors tick every 5 s (write_config)
 
 
 def write_config(folder: Path) -> Path:
-    """healthmon.yaml with short retries (step retries of 0.5 s, 1.5 s; attempts 1 s apart) and
-    no health checks (their runs would only slow the test down)."""
+    """healthmon.yaml with short retries (step retries of 0.5 s, 1.5 s; attempts 1 s apart), the
+    landing and run-failure sensors every 5 s (the daemon's loop) instead of 30 s, and no health
+    checks (their runs would only slow the test down)."""
     data = yaml.safe_load(PROJECT_CONFIG.read_text())
     data["landing"]["retry"] = {
         "step_retries": 2,
@@ -51,6 +54,7 @@ def write_config(folder: Path) -> Path:
         "max_delay_seconds": 1,
         "max_attempts": 5,
     }
+    data["sensor_intervals"] = {"landing_files_sensor": 5, "incident_run_failure_sensor": 5}
     data["health_checks"] = []
     path = folder / "healthmon.yaml"
     path.write_text(yaml.safe_dump(data))
@@ -113,7 +117,7 @@ def test_the_daemon_heals_an_outage_and_killed_workers_and_loads_each_file_once(
     db_url: str, tmp_path: Path
 ) -> None:
     home, dagster_home, log = tmp_path / "home", tmp_path / "dagster", tmp_path / "daemon.log"
-    write_instance(dagster_home)
+    write_instance(dagster_home, extra=QUICK_INSTANCE)
     landing = LocalLandingSource(home / "landing")
     (outage_file,) = generate_sample(ROWS_OUTAGE, files=1, prefix="patients_outage")
     (killed_file,) = generate_sample(ROWS_KILLED, files=1, prefix="patients_killed", seed=7)
@@ -133,6 +137,7 @@ def test_the_daemon_heals_an_outage_and_killed_workers_and_loads_each_file_once(
     else:
         outage = SqliteOutage(db_url)
     env = {
+        **QUICK_DAEMON_ENV,
         "DAGSTER_HOME": str(dagster_home),
         "HEALTHMON_HOME": str(home),
         "HEALTHMON_DATABASE_URL": warehouse_url,
@@ -142,7 +147,7 @@ def test_the_daemon_heals_an_outage_and_killed_workers_and_loads_each_file_once(
         with (
             # The instance's storage is created here, before the daemon's processes open it.
             dg.DagsterInstance.from_config(str(dagster_home)) as instance,
-            running_daemon(env, log) as daemon,
+            running_daemon(env, log, stop_grace_seconds=0) as daemon,
         ):
 
             def runs(key: str) -> list[dg.RunRecord]:

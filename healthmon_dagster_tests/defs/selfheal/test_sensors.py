@@ -18,7 +18,6 @@ from healthmon_dagster.definitions import defs
 from healthmon_dagster.defs.pipeline.jobs import raw_file_run_config
 from healthmon_dagster.defs.resources import HealthmonConfigResource
 from healthmon_dagster.defs.selfheal.sensors import (
-    FILE_ATTEMPT_TAG,
     Tick,
     decide_stale,
     self_healing_sensor,
@@ -26,6 +25,7 @@ from healthmon_dagster.defs.selfheal.sensors import (
 from healthmon_dagster.etl.landing import LocalLandingSource
 from healthmon_dagster.etl.sample import SampleFile, generate_sample, write_to
 from healthmon_dagster.incidents import selfheal as sh
+from healthmon_dagster.run_tags import FILE_ATTEMPT_TAG
 from healthmon_dagster.store.db import get_engine
 from healthmon_dagster.store.metrics import utcnow
 from healthmon_dagster.store.tables import (
@@ -407,6 +407,30 @@ def test_a_stale_asset_whose_upstream_is_newer_is_re_run_once_per_staleness(
     }
     assert not again.requests  # the same staleness is decided once
     (incident,) = incident_rows(db_url)
-    assert incident.root_key == "asset:stg/patients"
+    assert incident.root_key == "asset:raw/patients"  # the lineage's incident
+    assert incident.component == "staging_transformer"  # the most upstream failing asset's
     (entry,) = [d for _, k, _, d in timeline(db_url) if k == "self_heal_attempt"]
     assert (entry["action"], entry["rule"]) == ("rerun", "stale:upstream_newer")
+
+
+def test_on_by_default_it_requests_nothing_on_valid_data(
+    healthmon_env: Path,
+    db_url: str,
+    instance: dg.DagsterInstance,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """A fresh user's configuration (nothing in healthmon.yaml): the sensor is on, and after a
+    good load it requests no run, opens no incident and records no decision, tick after tick."""
+    empty = tmp_path / "healthmon.yaml"
+    empty.write_text("# nothing configured\n")
+    monkeypatch.setenv("HEALTHMON_CONFIG", str(empty))
+    assert HealthmonConfigResource().load().feature_enabled("self_healing")
+    sample = land(healthmon_env)
+    assert run_job(instance, raw_file_run_config(sample.key)).success
+    for _ in range(3):
+        result = tick(instance)
+        assert not result.run_requests
+        message = result.skip_reason.skip_message or ""  # type: ignore[union-attr]
+        assert message.startswith("0 re-run(s) requested, 0 outcome(s) recorded, 0 decision(s)")
+    assert not incident_rows(db_url) and not attempt_rows(db_url)

@@ -1,0 +1,177 @@
+"""Incidents exported to incident tools (SQLite and Postgres), through real local HTTP receivers
+and the outbox dispatcher: an ITSM system on the webhook channel receives signed Alertmanager-v4
+JSON with the incident's labels when the incident opens, escalates and resolves (the test checks
+the HMAC signature as a receiver would), and PagerDuty receives a trigger and then a resolve with
+the same ``dedup_key`` for each of the incident's alerts."""
+
+import hmac
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+import yaml
+
+from healthmon_dagster.config import load_config
+from healthmon_dagster.definitions import build_defs
+from healthmon_dagster.defs.alerting.sensors import alert_evaluation_sensor
+from healthmon_dagster.enums import IncidentSource
+from healthmon_dagster.incidents.lifecycle import resolve, update
+from healthmon_dagster.incidents.records import Actor, Failure, open_or_absorb, timeline
+from healthmon_dagster.notify.dispatch import Dispatcher
+from healthmon_dagster.notify.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from healthmon_dagster.store.db import get_engine
+from healthmon_dagster.store.metrics import utcnow
+from healthmon_dagster_tests.defs.fixtures import PROJECT_CONFIG
+from healthmon_dagster_tests.notify.fixtures import (
+    HttpStub,
+    Request,
+    pagerduty_server,
+    webhook_server,
+)
+
+SECRET = "itsm-shared-secret"
+ROUTING_KEY = "R" * 32
+PERSON = Actor("cli:alice", IncidentSource.CLI)
+
+
+@pytest.fixture
+def receivers(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Iterator[tuple[Path, HttpStub, HttpStub]]:
+    """healthmon.yaml whose incidents go to an ITSM webhook (signed) and PagerDuty, both local."""
+    with webhook_server() as itsm, pagerduty_server() as pagerduty:
+        data = yaml.safe_load(PROJECT_CONFIG.read_text())
+        data["channels"]["itsm"] = {
+            "type": "webhook",
+            "configuration": {"url_env": "ITSM_WEBHOOK_URL", "secret_env": "ITSM_WEBHOOK_SECRET"},
+        }
+        data["channels"]["pagerduty"] = {
+            "type": "pagerduty",
+            "configuration": {"url": f"{pagerduty.url}/v2/enqueue"},
+        }
+        data["alerting"]["builtin_channels"] = ["itsm", "pagerduty"]
+        data["alerting"]["grouping"]["group_wait_seconds"] = 0
+        data["alerting"]["grouping"]["group_interval_seconds"] = 1
+        path = tmp_path / "healthmon.yaml"
+        path.write_text(yaml.safe_dump(data))
+        monkeypatch.setenv("HEALTHMON_CONFIG", str(path))
+        monkeypatch.setenv("ITSM_WEBHOOK_URL", f"{itsm.url}/itsm/alerts")
+        monkeypatch.setenv("ITSM_WEBHOOK_SECRET", SECRET)
+        monkeypatch.setenv("PAGERDUTY_ROUTING_KEY", ROUTING_KEY)
+        yield path, itsm, pagerduty
+
+
+def tick(instance: dg.DagsterInstance) -> None:
+    defs = build_defs()
+    context = dg.build_sensor_context(
+        instance=instance, resources=defs.resources, repository_def=defs.get_repository_def()
+    )
+    assert isinstance(alert_evaluation_sensor(context), dg.SkipReason)
+
+
+def drain(db_url: str, config_path: Path) -> None:
+    with Dispatcher(get_engine(db_url), load_config(config_path)) as dispatcher:
+        dispatcher.drain(10.0)
+
+
+def verified(request: Request) -> Any:
+    """The body, after checking its signature as an ITSM receiver does (HMAC-SHA256 of
+    ``<timestamp>.<raw body>`` with the shared secret, compared in constant time)."""
+    timestamp = request.headers[TIMESTAMP_HEADER]
+    expected = sign(SECRET, timestamp, request.body)
+    assert hmac.compare_digest(request.headers[SIGNATURE_HEADER], expected)
+    assert not hmac.compare_digest(sign("another secret", timestamp, request.body), expected)
+    assert request.headers["Idempotency-Key"]
+    return request.json
+
+
+def itsm_alerts(itsm: HttpStub) -> list[tuple[str, str, str]]:
+    """(status, incident_id label, severity label) of every alert the ITSM received, in order."""
+    out = []
+    for request in itsm.on("/itsm/alerts"):
+        body = verified(request)
+        assert body["version"] == "4" and body["receiver"] == "itsm"
+        for alert in body["alerts"]:
+            labels = alert["labels"]
+            assert labels["alertname"] == "incident"
+            assert labels["component"] == "raw_loader"
+            out.append((alert["status"], labels["incident_id"], labels["severity"]))
+    return out
+
+
+def pagerduty_events(pagerduty: HttpStub) -> list[tuple[str, str, str]]:
+    """(event_action, dedup_key, severity) of every event PagerDuty received, in order."""
+    out = []
+    for request in pagerduty.on("/v2/enqueue"):
+        event = request.json
+        assert event["routing_key"] == ROUTING_KEY
+        severity = event.get("payload", {}).get("severity", "")
+        out.append((event["event_action"], event["dedup_key"], severity))
+    return out
+
+
+def test_an_incident_reaches_an_itsm_webhook_signed_and_pagerduty_trigger_then_resolve(
+    healthmon_env: Path,
+    db_url: str,
+    instance: dg.DagsterInstance,
+    receivers: tuple[Path, HttpStub, HttpStub],
+) -> None:
+    config_path, itsm, pagerduty = receivers
+    engine = get_engine(db_url)
+    failure = Failure(
+        title="step raw__patients of patients_etl_job failed (connection_refused)",
+        component="raw_loader",
+        occurred_at=utcnow(),
+        asset_keys=("raw/patients",),
+        error_class="connection_refused",
+        cause_resource="database:warehouse",
+    )
+    incident_id = open_or_absorb(
+        engine, "resource:database:warehouse", failure, Actor("hook:job", IncidentSource.HOOK)
+    ).incident_id
+    iid = str(incident_id)
+
+    # Opened: the ITSM gets a firing alert with the incident's labels; PagerDuty a trigger.
+    tick(instance)
+    drain(db_url, config_path)
+    assert itsm_alerts(itsm) == [("firing", iid, "warning")]
+    ((action, opened_key, severity),) = pagerduty_events(pagerduty)
+    assert (action, severity) == ("trigger", "warning")
+
+    # Escalated (an update of its severity): the old alert resolves, one of the new severity fires.
+    update(engine, incident_id, PERSON, {"severity": "critical"})
+    tick(instance)
+    drain(db_url, config_path)
+    assert sorted(itsm_alerts(itsm)[1:]) == [
+        ("firing", iid, "critical"),
+        ("resolved", iid, "warning"),
+    ]
+    events = pagerduty_events(pagerduty)[1:]
+    assert ("resolve", opened_key) in [(a, k) for a, k, _ in events]
+    ((_, escalated_key, _),) = [e for e in events if e[0] == "trigger"]
+    assert escalated_key != opened_key
+
+    # Resolved: the ITSM is told the incident resolved; PagerDuty resolves the same dedup_key.
+    resolve(engine, incident_id, "warehouse back", PERSON)
+    tick(instance)
+    drain(db_url, config_path)
+    assert itsm_alerts(itsm)[-1] == ("resolved", iid, "critical")
+    assert [(a, k) for a, k, _ in pagerduty_events(pagerduty)] == [
+        ("trigger", opened_key),
+        *[(a, k) for a, k, _ in events],
+        ("resolve", escalated_key),
+    ]
+    # Every transition was delivered once to each tool, and is on the incident's timeline.
+    assert len(itsm_alerts(itsm)) == 4 and len(pagerduty_events(pagerduty)) == 4
+    tick(instance)
+    sent = [
+        (e.details["channel"], e.details["kind"])
+        for e in timeline(engine, incident_id)
+        if e.kind == "notification_sent"
+    ]
+    assert sorted(sent) == sorted(
+        [(channel, kind) for channel in ("itsm", "pagerduty") for kind in ("firing",) * 2]
+        + [(channel, "resolved") for channel in ("itsm", "pagerduty")] * 2
+    )
