@@ -32,36 +32,27 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import sqlalchemy as sa
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from healthmon_dagster.etl.landing import LocalLandingSource  # noqa: E402
+from drill import Site, etl_runs, project_config, scratch_database  # noqa: E402
+
 from healthmon_dagster.etl.sample import generate_sample, write_to  # noqa: E402
 from healthmon_dagster.store.db import dispose_engines, get_engine  # noqa: E402
 from healthmon_dagster.store.tables import check_results  # noqa: E402
-from healthmon_dagster_tests.defs.pipeline.fixtures import (  # noqa: E402
-    PROJECT_ROOT,
-    running_daemon,
-    wait_for,
-    write_instance,
-)
+from healthmon_dagster_tests.defs.pipeline.fixtures import wait_for  # noqa: E402
 from healthmon_dagster_tests.notify.fixtures import HttpStub, slack_server  # noqa: E402
 
-ADMIN_URL = os.environ.get(
-    "HEALTHMON_BENCH_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
-)
 CHECK = "patient_ids_are_joinable"
-ETL_JOB = "patients_etl_job"
 TOKEN = "xoxb-benchmark-token"
 
 
@@ -95,22 +86,11 @@ def database(kind: str, folder: Path) -> Iterator[str]:
         yield f"sqlite:///{folder / 'healthmon.db'}"
         dispose_engines()
         return
-    admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    name = f"healthmon_latency_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = sa.engine.make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    try:
+    with scratch_database("healthmon_latency") as url:
         yield url
-    finally:
-        dispose_engines()
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
-def write_config(folder: Path, slack_url: str) -> Path:
-    data = yaml.safe_load((PROJECT_ROOT / "healthmon.yaml").read_text())
+def configure(slack_url: str, data: dict[str, Any]) -> None:
     data["health_checks"] = []
     data["channels"] = {
         "slack": {
@@ -135,9 +115,6 @@ def write_config(folder: Path, slack_url: str) -> Path:
             "cooldown_period_minutes": 0,
         }
     ]
-    path = folder / "healthmon.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
 
 
 def firing_posts(slack: HttpStub) -> list[Any]:
@@ -146,10 +123,6 @@ def firing_posts(slack: HttpStub) -> list[Any]:
         for r in slack.on("/api/chat.postMessage")
         if "thread_ts" not in r.json and CHECK in r.body.decode() and "FIRING" in r.body.decode()
     ]
-
-
-def etl_runs(instance: dg.DagsterInstance) -> list[dg.RunRecord]:
-    return list(instance.get_run_records(dg.RunsFilter(job_name=ETL_JOB)))
 
 
 def finished(records: list[dg.RunRecord]) -> bool:
@@ -219,19 +192,15 @@ def run(kind: str, defects: int, rows: int, timeout: float) -> tuple[Report, lis
         database(kind, Path(tmp)) as db_url,
     ):
         folder = Path(tmp)
-        home, dagster_home = folder / "home", folder / "dagster"
-        write_instance(dagster_home)
-        env = {
-            "DAGSTER_HOME": str(dagster_home),
-            "HEALTHMON_HOME": str(home),
-            "HEALTHMON_DATABASE_URL": db_url,
-            "HEALTHMON_CONFIG": str(write_config(folder, slack.url)),
-            "SLACK_BOT_TOKEN": TOKEN,
-        }
+        site = Site(folder)
+        env = site.env(
+            db_url,
+            project_config(folder, partial(configure, slack.url)),
+            SLACK_BOT_TOKEN=TOKEN,
+        )
         get_engine(db_url)  # created and migrated before the daemon starts
-        landing = LocalLandingSource(home / "landing")
-        with running_daemon(env, folder / "daemon.log"):
-            instance = dg.DagsterInstance.from_config(str(dagster_home))
+        landing = site.landing
+        with site.daemon(env) as (instance, _):
             write_to(landing, generate_sample(rows, files=1, seed=1, prefix="patients_000"))
             wait_for(
                 "the first clean file's run",

@@ -31,15 +31,11 @@ through the daemon.
 
 import argparse
 import json
-import os
 import signal
 import statistics
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -49,11 +45,12 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from drill import ETL_JOB, Site, etl_runs, proxy_for, scratch_database, sensor_ticks  # noqa: E402
+
 from healthmon_dagster.etl import raw  # noqa: E402
-from healthmon_dagster.etl.landing import LocalLandingSource  # noqa: E402
 from healthmon_dagster.etl.sample import generate_sample  # noqa: E402
 from healthmon_dagster.run_tags import FILE_KEY_TAG  # noqa: E402
-from healthmon_dagster.store.db import dispose_engines, get_engine  # noqa: E402
+from healthmon_dagster.store.db import get_engine  # noqa: E402
 from healthmon_dagster.store.tables import (  # noqa: E402
     SOURCE_COLUMNS,
     file_attempts,
@@ -62,19 +59,13 @@ from healthmon_dagster.store.tables import (  # noqa: E402
 )
 from healthmon_dagster_tests.defs.pipeline.fixtures import (  # noqa: E402
     PROJECT_ROOT,
-    TcpProxy,
     kill_worker,
-    running_daemon,
     step_events,
     wait_for,
     worker_pid,
-    write_instance,
 )
 
-ADMIN_URL = os.environ.get(
-    "HEALTHMON_BENCH_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
-)
-ETL_JOB = "patients_etl_job"
+LANDING_SENSOR = "landing_files_sensor"
 RAW_STEP = "raw__patients"
 
 
@@ -113,22 +104,6 @@ class DrillReport:
     seconds_to_reject_them: float | None = None
     good_file_seconds_to_loaded: float | None = None
     notes: list[str] = field(default_factory=list)
-
-
-@contextmanager
-def scratch_database() -> Iterator[str]:
-    admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    name = f"healthmon_drill_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = sa.engine.make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    try:
-        yield url
-    finally:
-        dispose_engines()
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def copying(engine: sa.Engine) -> bool:
@@ -186,10 +161,6 @@ def failed(instance: dg.DagsterInstance, run_id: str) -> bool:
     return run is not None and run.status == dg.DagsterRunStatus.FAILURE
 
 
-def etl_runs(instance: dg.DagsterInstance) -> int:
-    return len(instance.get_run_records(filters=dg.RunsFilter(job_name=ETL_JOB)))
-
-
 def requested(engine: sa.Engine) -> int:
     """Attempts whose outcome the sensor has not recorded yet."""
     with engine.connect() as conn:
@@ -198,14 +169,6 @@ def requested(engine: sa.Engine) -> int:
                 sa.select(sa.func.count()).where(file_attempts.c.status == "requested")
             ).scalar_one()
         )
-
-
-def sensor_ticks(instance: dg.DagsterInstance) -> int:
-    """How many ticks the landing sensor has had."""
-    for state in instance.all_instigator_state():
-        if state.instigator_name == "landing_files_sensor":
-            return len(instance.get_ticks(state.instigator_origin_id, state.selector_id))
-    return 0
 
 
 def run_counts(instance: dg.DagsterInstance) -> dict[str, int]:
@@ -239,30 +202,24 @@ def run_counts(instance: dg.DagsterInstance) -> dict[str, int]:
 
 
 def drill(args: argparse.Namespace, workdir: Path, url: str) -> DrillReport:
-    home, dagster_home, log = workdir / "home", workdir / "dagster", workdir / "daemon.log"
-    write_instance(dagster_home)
-    landing = LocalLandingSource(home / "landing")
+    site = Site(workdir)
+    landing, log = site.landing, site.log
     engine = get_engine(url)  # migrated before the daemon starts
-    target = sa.engine.make_url(url)
-    proxy = TcpProxy((target.host or "127.0.0.1", target.port or 5432))
-    proxy.start()
-    env = {
-        "DAGSTER_HOME": str(dagster_home),
-        "HEALTHMON_HOME": str(home),
-        "HEALTHMON_DATABASE_URL": proxy.url_for(url),
-        "HEALTHMON_CONFIG": str(PROJECT_ROOT / "healthmon.yaml"),
-    }
-    if args.health_store == "sqlite":
-        env["HEALTHMON_HEALTH_DATABASE_URL"] = f"sqlite:///{home / 'health.db'}"
+    proxy = proxy_for(url)
+    health_url = f"sqlite:///{site.home / 'health.db'}" if args.health_store == "sqlite" else None
+    env = site.env(proxy.url_for(url), PROJECT_ROOT / "healthmon.yaml", health_url)
     samples = generate_sample(args.rows, files=args.files, seed=11)
     results = [FileResult(s.key, s.rows, 0.0) for s in samples]
     print(f"daemon log: {log}", flush=True)
-    with (
-        dg.DagsterInstance.from_config(str(dagster_home)) as instance,
-        running_daemon(env, log) as daemon,
-    ):
+    with site.daemon(env) as (instance, daemon):
         # The daemon is up once the landing sensor has ticked (a skip: nothing has landed yet).
-        wait_for("the landing sensor's first tick", lambda: sensor_ticks(instance), 300, 1, log)
+        wait_for(
+            "the landing sensor's first tick",
+            lambda: sensor_ticks(instance, LANDING_SENSOR),
+            300,
+            1,
+            log,
+        )
         started = time.time()
         gap = args.landing_seconds / max(args.files - 1, 1)
         outage_from: float | None = None
@@ -373,9 +330,8 @@ def drill(args: argparse.Namespace, workdir: Path, url: str) -> DrillReport:
 
 def starvation(args: argparse.Namespace, workdir: Path, url: str, report: DrillReport) -> None:
     """``--rejected`` rejected files in the landing area, then one good file through the daemon."""
-    home, dagster_home, log = workdir / "home2", workdir / "dagster2", workdir / "daemon2.log"
-    write_instance(dagster_home)
-    landing = LocalLandingSource(home / "landing")
+    site = Site(workdir, "2")
+    landing, log = site.landing, site.log
     engine = get_engine(url)
     header = (";".join(SOURCE_COLUMNS) + "\n").encode()
     for i in range(args.rejected):
@@ -385,21 +341,18 @@ def starvation(args: argparse.Namespace, workdir: Path, url: str, report: DrillR
         raw.load_file(engine, landing, f.key, fingerprint=f.fingerprint)
     report.rejected_files = args.rejected
     report.seconds_to_reject_them = time.perf_counter() - t
-    env = {
-        "DAGSTER_HOME": str(dagster_home),
-        "HEALTHMON_HOME": str(home),
-        "HEALTHMON_DATABASE_URL": url,
-        "HEALTHMON_CONFIG": str(PROJECT_ROOT / "healthmon.yaml"),
-        "HEALTHMON_HEALTH_DATABASE_URL": f"sqlite:///{home / 'health.db'}",
-    }
+    env = site.env(url, PROJECT_ROOT / "healthmon.yaml", f"sqlite:///{site.home / 'health.db'}")
     (good,) = generate_sample(args.rows, files=1, prefix="patients_good", seed=5)
-    with (
-        dg.DagsterInstance.from_config(str(dagster_home)) as instance,
-        running_daemon(env, log),
-    ):
+    with site.daemon(env) as (instance, _):
         # The sensor has looked at the rejected files (and requested nothing) before the good
         # file lands.
-        wait_for("a tick over the rejected files", lambda: sensor_ticks(instance), 300, 1, log)
+        wait_for(
+            "a tick over the rejected files",
+            lambda: sensor_ticks(instance, LANDING_SENSOR),
+            300,
+            1,
+            log,
+        )
         landing.put(good.key, good.data)
         landed = time.time()
         wait_for("the good file loaded", lambda: per_file(engine, good.key)[1], 600, 0.5, log)
@@ -442,7 +395,10 @@ def main() -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("outage drill: terminated"))
 
-    with tempfile.TemporaryDirectory(prefix="healthmon-drill-") as tmp, scratch_database() as url:
+    with (
+        tempfile.TemporaryDirectory(prefix="healthmon-drill-") as tmp,
+        scratch_database("healthmon_drill") as url,
+    ):
         workdir = Path(tmp)
         report = drill(args, workdir, url)
         if args.rejected:

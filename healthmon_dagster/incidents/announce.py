@@ -30,6 +30,10 @@ through PagerDuty with an escalation policy.
 marks a notification of its alert sent (not when queued: a queued message may still be cancelled
 or fail), once per notification: the entry's ``dedup_key`` ``notification:<id>`` is unique (an
 index), so two processes recording at once add it once.
+
+:func:`announce` is the fast path's half: the failure hook that opens an incident evaluates that
+incident's signals at once (the same evaluation, rules and outbox as the sensor's, over no check
+result), so its notification is queued in the run rather than at the next sensor tick.
 """
 
 from collections.abc import Sequence
@@ -39,6 +43,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from healthmon_dagster.alerting.engine import EvaluationReport, evaluate
 from healthmon_dagster.alerting.signals import Signal, alert_labels
 from healthmon_dagster.config.models import AlertRule, EventCondition, HealthConfiguration
 from healthmon_dagster.enums import (
@@ -56,6 +61,7 @@ from healthmon_dagster.store.connection import write_transaction
 from healthmon_dagster.store.metrics import as_utc, utcnow
 from healthmon_dagster.store.tables import (
     alerts,
+    check_results,
     incident_alerts,
     incident_events,
     incidents,
@@ -137,6 +143,55 @@ def incident_signals(
                 continue
             out.append(_signal(rule, row, is_open and sev == IncidentSeverity(row.severity)))
     return out
+
+
+def signals_of(engine: Engine, config: HealthConfiguration, incident_id: int) -> list[Signal]:
+    """The signals :func:`incident_signals` makes for incident ``incident_id`` alone (none when
+    it does not exist)."""
+    rules = _rules(config)
+    c = incidents.c
+    with engine.connect() as conn:
+        row = conn.execute(
+            sa.select(c.incident_id, c.title, c.severity, c.component, c.status, c.root_key).where(
+                c.incident_id == incident_id
+            )
+        ).first()
+        if row is None:
+            return []
+        announced = _announced_by_resource_alert(conn, [row])
+    is_open = row.status not in ("resolved", "closed") and row.incident_id not in announced
+    enabled = [(s, rules[rule_id(s)]) for s in IncidentSeverity if rule_id(s) in rules]
+    return [
+        _signal(rule, row, is_open and sev == IncidentSeverity(row.severity))
+        for sev, rule in enabled
+        if rule.enabled
+    ]
+
+
+def announce(
+    engine: Engine,
+    config: HealthConfiguration,
+    incident_id: int,
+    actor: str,
+    now: datetime | None = None,
+) -> EvaluationReport:
+    """Evaluate incident ``incident_id``'s signals now, as the alert-evaluation sensor will at its
+    next tick: its alert fires and its notifications are queued (group wait, silences and
+    routing as usual). Only this incident's signals are judged: no metric rule, and no check
+    result (the cursor starts past the newest), so nothing else changes state here; the alert
+    and its outbox rows are unique by index, so the sensor finds them done."""
+    config = with_incident_rules(config)
+    with engine.connect() as conn:
+        newest = conn.execute(sa.select(sa.func.max(check_results.c.result_id))).scalar()
+    return evaluate(
+        engine,
+        config,
+        now,
+        cursor=int(newest) if newest is not None else None,
+        extra_signals=signals_of(engine, config, incident_id),
+        actor=actor,
+        include_metric_rules=False,
+    )
 
 
 def _announced_by_resource_alert(conn: Connection, rows: Sequence[Any]) -> set[int]:

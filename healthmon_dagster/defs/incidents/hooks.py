@@ -9,17 +9,33 @@ step retry), classifies the exception (the error class the ETL step attached to 
 else :func:`healthmon_dagster.etl.failures.classify`) and opens or joins the incident of its root
 key. It never raises: a hook that cannot reach the health store logs why, and the run-failure
 sensor reports the run's failure once the store is back.
+
+The incident fast path: when the hook OPENS an incident (not when the failure joins an open one),
+it announces it at once (:func:`healthmon_dagster.incidents.announce.announce`: that incident's
+signals judged by the alert engine) and sends that alert's notifications from the run, as the
+alert fast path does (``defs/alerting/hooks.py``: at most ``FAST_PATH_SECONDS``, each request
+``FAST_PATH_REQUEST_TIMEOUT``), instead of waiting for the alert_evaluation_sensor's tick (30 s),
+the alert_dispatch_sensor's (15 s) and a run launch. Grouping still applies: a group that waits
+(``warning`` incidents: ``group_wait_seconds``) is left to the dispatch job. Any error is a
+warning in the run's log; the sensors remain the backstop and find done what was done (the alert
+and its outbox rows are unique by index).
 """
 
+import time
 from collections.abc import Iterator, Sequence
 
 import dagster as dg
+from sqlalchemy.engine import Engine
 
+from healthmon_dagster.defs.alerting.hooks import FAST_PATH_SECONDS, _fast_config
+from healthmon_dagster.defs.resources import CONFIG_RESOURCE, HealthmonConfigResource
 from healthmon_dagster.enums import IncidentSource
 from healthmon_dagster.etl.failures import Classification, classify, from_step_metadata
+from healthmon_dagster.incidents.announce import announce
 from healthmon_dagster.incidents.detect import step_failure
 from healthmon_dagster.incidents.records import Actor, open_or_absorb
 from healthmon_dagster.incidents.rootkey import root_key_for
+from healthmon_dagster.notify.dispatch import Dispatcher
 from healthmon_dagster.settings import get_settings
 from healthmon_dagster.store.errors import error_text
 from healthmon_dagster.store.metrics import utcnow
@@ -93,14 +109,43 @@ def report_step_failure(
     context.log.warning(
         f"incident {opened.incident_id} {verb}: {failure.title} (rule {found.rule})"
     )
+    if opened.created:
+        notify_opened(context, engine, opened.incident_id)
     return opened.incident_id
+
+
+def notify_opened(context: dg.HookContext, engine: Engine, incident_id: int) -> None:
+    """Announce the incident just opened and send its notifications from the run (the incident
+    fast path); log, never raise."""
+    started = time.monotonic()
+    try:
+        config_resource: HealthmonConfigResource = getattr(context.resources, CONFIG_RESOURCE)
+        config = config_resource.load()
+        report = announce(engine, config, incident_id, actor=f"run {context.run_id[:8]}")
+        alert_ids = sorted({*report.fired, *report.unsuppressed})
+        summary = "nothing to send"
+        if alert_ids:
+            with Dispatcher(engine, _fast_config(config), alert_ids=alert_ids) as dispatcher:
+                summary = dispatcher.drain(FAST_PATH_SECONDS).summary().replace(chr(10), "; ")
+    except Exception as exc:  # noqa: BLE001 (a hook must never raise)
+        context.log.warning(
+            f"incident {incident_id} fast path gave up ({error_text(exc)}); "
+            "alert_evaluation_sensor and alert_dispatch_sensor will announce it"
+        )
+        return
+    context.log.info(
+        f"incident {incident_id} fast path ({time.monotonic() - started:.2f} s): "
+        f"{report.summary()}; sent: {summary}"
+    )
 
 
 def incident_hook(node_name: str, asset_keys: Sequence[str], is_check: bool) -> dg.HookDefinition:
     """The failure hook of one assets (or checks) definition, which knows its asset keys."""
     keys = tuple(sorted(asset_keys))
 
-    @dg.failure_hook(name=f"{HOOK_PREFIX}{node_name}", required_resource_keys={"warehouse"})
+    @dg.failure_hook(
+        name=f"{HOOK_PREFIX}{node_name}", required_resource_keys={"warehouse", CONFIG_RESOURCE}
+    )
     def _open_incident(context: dg.HookContext) -> None:
         report_step_failure(context, keys, is_check)
 

@@ -1,11 +1,16 @@
 """The incident failure hook and the run-failure sensor on real runs (SQLite and Postgres): a
 warehouse outage opens one incident blaming the database, a broken file one for raw/patients, a
 blocking check one for its check step, ``dagster asset materialize`` fires the hook too, the sensor
-never records a failure a hook recorded, and no patient value reaches an incident."""
+never records a failure a hook recorded, and no patient value reaches an incident. The incident fast
+path: the hook that opens an incident sends its notification before the run ends, once (a failure
+that joins the incident sends nothing; the sensors ticking after it add nothing), and a receiver
+that does not answer costs a bounded wait and leaves the notification to the dispatch job."""
 
 import os
 import subprocess
 import sys
+import time
+from datetime import timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -14,13 +19,20 @@ import sqlalchemy as sa
 import yaml
 
 from healthmon_dagster.definitions import build_defs
+from healthmon_dagster.defs.alerting.hooks import FAST_PATH_REQUEST_TIMEOUT
 from healthmon_dagster.defs.incidents.sensors import incident_run_failure_sensor
 from healthmon_dagster.defs.pipeline.jobs import raw_file_run_config
+from healthmon_dagster.defs.resources import HealthmonConfigResource
 from healthmon_dagster.etl.landing import LocalLandingSource
 from healthmon_dagster.etl.sample import generate_sample, write_to
 from healthmon_dagster.incidents.records import list_incidents, timeline
+from healthmon_dagster.notify.dispatch import Dispatcher
+from healthmon_dagster.notify.webhook import SIGNATURE_HEADER
 from healthmon_dagster.store.db import get_engine
-from healthmon_dagster.store.tables import incident_events, incidents
+from healthmon_dagster.store.metrics import utcnow
+from healthmon_dagster.store.tables import alerts, incident_events, incidents, notifications
+from healthmon_dagster_tests.defs.alerting.test_end_to_end import dispatch
+from healthmon_dagster_tests.defs.alerting.test_sensors import evaluate_alerts
 from healthmon_dagster_tests.defs.fixtures import (
     PROJECT_CONFIG,
     failure_descriptions,
@@ -30,6 +42,7 @@ from healthmon_dagster_tests.defs.fixtures import (
 )
 from healthmon_dagster_tests.defs.pipeline.fixtures import PROJECT_ROOT
 from healthmon_dagster_tests.fixtures import free_port
+from healthmon_dagster_tests.notify.fixtures import Answer, HttpStub, webhook_server
 
 
 def incident_rows(db_url: str) -> list[sa.Row[object]]:
@@ -222,3 +235,140 @@ def test_the_sensor_records_a_step_failure_no_hook_could_record(
         e for e in timeline(get_engine(db_url), incident.incident_id) if e.kind == "failure"
     ]
     assert (failure.source, failure.details["step_key"]) == ("sensor", "raw__patients")
+
+
+def use_webhook(monkeypatch: pytest.MonkeyPatch, folder: Path, url: str) -> None:
+    """The project's healthmon.yaml (one step retry) with the built-in rules sending to the log
+    and the signed webhook at ``url``."""
+    data = yaml.safe_load(PROJECT_CONFIG.read_text())
+    data["landing"]["retry"].update(step_retries=1, step_retry_delay_seconds=0.05)
+    data["channels"]["webhook"]["enabled"] = True
+    data["alerting"]["builtin_channels"] = ["log", "webhook"]
+    path = folder / "healthmon.yaml"
+    path.write_text(yaml.safe_dump(data))
+    monkeypatch.setenv("HEALTHMON_CONFIG", str(path))
+    monkeypatch.setenv("HEALTHMON_WEBHOOK_URL", f"{url}/itsm")
+    monkeypatch.setenv("HEALTHMON_WEBHOOK_SECRET", "hook-secret")
+
+
+def incident_posts(hook: HttpStub, status: str = "firing") -> list[float]:
+    """When each webhook request announcing an incident alert with ``status`` arrived."""
+    return [
+        r.at
+        for r in hook.on("/itsm")
+        if any(
+            a["labels"].get("alertname") == "incident" and a["status"] == status
+            for a in r.json["alerts"]
+        )
+    ]
+
+
+def run_ended_at(instance: dg.DagsterInstance, run_id: str) -> float:
+    (entry,) = instance.all_logs(run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
+    return float(entry.timestamp)
+
+
+def warehouse_down(monkeypatch: pytest.MonkeyPatch, db_url: str) -> None:
+    """The health store stays up; the warehouse is a closed port."""
+    monkeypatch.setenv("HEALTHMON_HEALTH_DATABASE_URL", db_url)
+    monkeypatch.setenv(
+        "HEALTHMON_DATABASE_URL",
+        f"postgresql+psycopg2://etl:s3cret@127.0.0.1:{free_port()}/warehouse",
+    )
+
+
+def backstop(instance: dg.DagsterInstance, db_url: str) -> None:
+    """The sensors after the run: an alert evaluation, the dispatch sensor and its job, and a
+    dispatcher run ten minutes later (past every group's wait and interval)."""
+    evaluate_alerts(instance, None)
+    dispatch(instance)
+    later = utcnow() + timedelta(minutes=10)
+    config = HealthmonConfigResource().load()
+    with Dispatcher(get_engine(db_url), config, clock=lambda: later) as dispatcher:
+        dispatcher.drain(10)
+
+
+def test_the_hook_that_opens_an_incident_notifies_before_the_run_ends_once(
+    healthmon_env: Path,
+    db_url: str,
+    instance: dg.DagsterInstance,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    samples = generate_sample(100, files=2)
+    write_to(LocalLandingSource(healthmon_env / "landing"), samples)
+    with webhook_server() as hook:
+        use_webhook(monkeypatch, healthmon_env.parent, hook.url)
+        warehouse_down(monkeypatch, db_url)
+
+        first = run_job(instance, raw_file_run_config(samples[0].key))
+
+        assert first.success is False
+        (sent_at,) = incident_posts(hook)  # the run's own notification, before it ended
+        assert sent_at < run_ended_at(instance, first.run_id)
+        (row,) = incident_rows(db_url)
+        assert (row.severity, row.failure_count) == ("high", 1)
+        (post,) = [r for r in hook.on("/itsm")]
+        assert post.json["alerts"][0]["labels"]["incident_id"] == str(row.incident_id)
+        assert post.headers[SIGNATURE_HEADER].startswith("sha256=")  # signed for the ITSM
+        messages = " ".join(e.user_message for e in instance.all_logs(first.run_id))
+        assert f"incident {row.incident_id} fast path" in messages
+        assert "s3cret" not in post.body.decode() and "s3cret" not in messages
+
+        # The second run's failure joins the incident: the hook announces nothing new.
+        second = run_job(instance, raw_file_run_config(samples[1].key))
+        assert second.success is False
+        (again,) = incident_rows(db_url)
+        assert again.failure_count == 2
+        assert len(incident_posts(hook)) == 1
+
+        backstop(instance, db_url)  # the sensors find it done: nothing is sent again
+
+        assert len(incident_posts(hook)) == 1
+        n = notifications.c
+        with get_engine(db_url).connect() as conn:
+            rows = conn.execute(
+                sa.select(n.channel, n.status)
+                .join(alerts, alerts.c.alert_id == n.alert_id)
+                .where(alerts.c.rule_id.startswith("incident_"))
+            ).all()
+        assert sorted(rows) == [("log", "sent"), ("webhook", "sent")]
+        # The sent notifications land on the timeline (the evaluation sensor records them).
+        evaluate_alerts(instance, None)
+        notes = [
+            e.details["channel"]
+            for e in timeline(get_engine(db_url), row.incident_id)
+            if e.kind == "notification_sent"
+        ]
+        assert sorted(notes) == ["log", "webhook"]
+
+
+def test_a_receiver_that_does_not_answer_costs_a_bounded_wait_and_the_dispatch_job_sends_later(
+    healthmon_env: Path,
+    db_url: str,
+    instance: dg.DagsterInstance,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    (sample,) = generate_sample(100, files=1)
+    write_to(LocalLandingSource(healthmon_env / "landing"), [sample])
+    with webhook_server() as hook:
+        use_webhook(monkeypatch, healthmon_env.parent, hook.url)
+        warehouse_down(monkeypatch, db_url)
+        hang = FAST_PATH_REQUEST_TIMEOUT + 3
+        hook.then(Answer(200, {"status": "ok"}, delay=hang))
+
+        started = time.monotonic()
+        result = run_job(instance, raw_file_run_config(sample.key))
+        took = time.monotonic() - started
+
+        assert result.success is False
+        assert took < hang + 20, took  # one request's timeout, not the receiver's delay
+        assert incident_posts(hook) and not hook.answered  # asked, gave up waiting
+        time.sleep(hang)  # the stand-in finishes its slow answer
+        with get_engine(db_url).connect() as conn, conn.begin():
+            n = notifications.c
+            pending = conn.execute(sa.select(n.channel).where(n.status == "pending")).scalars()
+            assert list(pending) == ["webhook"]
+            conn.execute(notifications.update().values(not_before=sa.func.now()))
+        assert dispatch(instance) is not None  # the backstop sends it
+        assert len(incident_posts(hook)) == 2
+        assert hook.answered[-1] is hook.requests[-1]

@@ -42,6 +42,7 @@ from healthmon_dagster_tests.defs.fixtures import (
     run_job,
     unreachable_url,
 )
+from healthmon_dagster_tests.fixtures import free_port
 
 RAW_KEY = "raw/patients"
 
@@ -233,6 +234,30 @@ def test_a_transient_outage_is_healed_and_the_incident_resolves_with_its_alerts(
         for asset in ("core/dim_patient", RAW_KEY, "stg/patients", "stg/patients_rejected")
         for n, status in ((1, "failed"), (2, "succeeded"))
     ]
+
+
+def test_an_s3_outage_is_one_incident_for_the_hook_and_the_sensor(
+    healthmon_env: Path,
+    db_url: str,
+    instance: dg.DagsterInstance,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    use_config(monkeypatch, tmp_path)
+    monkeypatch.setenv("HEALTHMON_S3_BUCKET", "landing-down")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    assert run_job(instance).success is False  # the hook opens the bucket's incident
+
+    (request,) = tick(instance).run_requests or []  # transient: re-run
+
+    # The sensor blames the same bucket as the hook: its decision joins that incident.
+    (incident,) = incident_rows(db_url)
+    assert incident.root_key == "resource:s3:landing-down"
+    assert request.run_key is not None
+    decided = {i for i, kind, _, _ in timeline(db_url) if kind == "self_heal_attempt"}
+    assert decided == {incident.incident_id}
 
 
 def test_a_contract_break_is_never_re_run_and_the_rule_is_on_the_timeline(
