@@ -127,7 +127,15 @@ def incident_signals(
     c = incidents.c
     with engine.connect() as conn:
         rows = conn.execute(
-            sa.select(c.incident_id, c.title, c.severity, c.component, c.status, c.root_key)
+            sa.select(
+                c.incident_id,
+                c.title,
+                c.severity,
+                c.component,
+                c.status,
+                c.root_key,
+                c.started_at,
+            )
             .where(
                 sa.or_(OPEN, c.ended_at > now - ENDED_LOOKBACK, c.closed_at > now - ENDED_LOOKBACK)
             )
@@ -152,9 +160,15 @@ def signals_of(engine: Engine, config: HealthConfiguration, incident_id: int) ->
     c = incidents.c
     with engine.connect() as conn:
         row = conn.execute(
-            sa.select(c.incident_id, c.title, c.severity, c.component, c.status, c.root_key).where(
-                c.incident_id == incident_id
-            )
+            sa.select(
+                c.incident_id,
+                c.title,
+                c.severity,
+                c.component,
+                c.status,
+                c.root_key,
+                c.started_at,
+            ).where(c.incident_id == incident_id)
         ).first()
         if row is None:
             return []
@@ -227,7 +241,13 @@ def _signal(rule: AlertRule, row: Any, active: bool) -> Signal:
         active=active,
         title=f"incident {row.incident_id} ({row.severity}): {row.title}"[:500],
         description=f"root cause key {row.root_key}; status {row.status}",
-        details={"incident_id": int(row.incident_id), "status": row.status},
+        details={
+            "incident_id": int(row.incident_id),
+            "status": row.status,
+            # When the incident opened: of an outage's incident and the dependency's own alert,
+            # the one announced first stands (alerting/inhibit.py).
+            "opened_at": as_utc(row.started_at).isoformat() if row.started_at else None,
+        },
     )
 
 

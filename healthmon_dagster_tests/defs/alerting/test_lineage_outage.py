@@ -226,11 +226,14 @@ def test_a_warehouse_outage_raises_one_database_alert_and_mutes_the_assets_downs
         assert not load(instance, second).success  # the raw step cannot reach the warehouse
         assert not run(instance, "quality_full_sweep_job").success  # nor can any check
         if first == "pipeline":
+            # The failed load's hook opened the warehouse's incident and announced it at once
+            # (the incident fast path); the sweep's checks (Postgres) or the runs (SQLite, at the
+            # tick) raised the database's alert, which the incident, announced first, mutes.
             cursor = tick_alerts(instance, cursor)
             dispatch(instance)
-            # raised by the checks' evidence (Postgres, in the sweep's run) or the runs'
-            (root,) = [a for a in stored_alerts(db_url) if a.rule_id == "dependency_unreachable"]
-            assert announced(hook) == [("firing", root.fingerprint, dict(root.labels))]
+            (page,) = announced(hook)
+            assert page[0] == "firing" and page[2]["alertname"] == "incident"
+            assert page[2]["dependency"] == "database"
             assert run(instance, DATABASE_JOB).success  # the check confirms: the same alert
         freshness_daemon_iteration(instance, timedelta(days=3))  # every asset past its window
         cursor = tick_alerts(instance, cursor)
@@ -239,11 +242,16 @@ def test_a_warehouse_outage_raises_one_database_alert_and_mutes_the_assets_downs
 
         during = stored_alerts(db_url)
         (root,) = [a for a in during if a.rule_id == "dependency_unreachable"]
-        assert (root.state, root.status, root.labels["dependency"]) == (
-            "firing",
-            "active",
-            "database",
-        )
+        assert (root.state, root.labels["dependency"]) == ("firing", "database")
+        incident = [a for a in during if a.rule_id.startswith("incident_") and a.state == "firing"]
+        assert [(a.rule_id, a.labels["dependency"]) for a in incident] == [
+            ("incident_critical", "database")  # escalated when the critical root linked to it
+        ]
+        # The outage's one announcement: whichever of the database's alert and its incident's
+        # was announced first; it mutes the other.
+        page, other = (root, incident[0]) if first == "database_check" else (incident[0], root)
+        assert page.status == "active"
+        assert (other.status, other.inhibited_by) == ("suppressed", page.alert_id)
         assets = [a for a in during if a.labels.get("asset")]
         stale = {a.labels["asset"] for a in assets if a.rule_id == "asset_not_fresh"}
         checks = {a.labels["asset"] for a in assets if a.rule_id == "asset_check_error"}
@@ -256,9 +264,7 @@ def test_a_warehouse_outage_raises_one_database_alert_and_mutes_the_assets_downs
         runs = {a.labels["job"]: a for a in during if a.rule_id == "run_failed"}
         assert set(runs) == {"patients_etl_job", "quality_full_sweep_job"}
         assert {a.labels["dependency"] for a in runs.values()} == {"database"}
-        incident = [a for a in during if a.rule_id.startswith("incident_") and a.state == "firing"]
-        assert [a.labels["dependency"] for a in incident] == ["database"]
-        muted = [*assets, *runs.values(), *incident]
+        muted = [*assets, *runs.values()]
         for alert in muted:
             assert (alert.state, alert.status, alert.inhibited_by) == (
                 "firing",
@@ -268,10 +274,28 @@ def test_a_warehouse_outage_raises_one_database_alert_and_mutes_the_assets_downs
             assert alert.suppressed_by.startswith(f"inhibited by alert {root.alert_id} ")
         with get_engine(db_url).connect() as conn:
             queued_for = set(conn.execute(sa.select(notifications.c.alert_id)).scalars())
-        assert queued_for == {root.alert_id}  # nothing queued for a muted alert
+        told = (
+            {page.alert_id}
+            if page is root
+            else {a.alert_id for a in during if "incident_id" in a.labels}
+        )
+        assert queued_for == told  # nothing queued for a muted alert
 
-        # The outage's one notification: the root's, once (whoever raised it first).
-        assert [(s, fp) for s, fp, _ in announced(hook)] == [("firing", root.fingerprint)]
+        sent = announced(hook)
+        if page is root:
+            assert [(s, fp) for s, fp, _ in sent] == [("firing", root.fingerprint)]
+        else:
+            # The incident, announced by the failed load; its escalation (a resolve of the high
+            # and a firing of the critical alert: incidents/announce.py) is about it too.
+            assert {labels["incident_id"] for _, _, labels in sent} == {page.labels["incident_id"]}
+            steps = [(s, labels["rule_id"]) for s, _, labels in sent]
+            assert steps[0] == ("firing", "incident_high")
+            assert ("firing", "incident_critical") in steps
+            assert set(steps) <= {
+                ("firing", "incident_high"),
+                ("resolved", "incident_high"),  # unless the outbox dropped it with its firing
+                ("firing", "incident_critical"),
+            }
         text = json.dumps([r.json for r in hook.requests])
         assert not [v for v in patient_values([first_file, second]) if len(v) > 3 and v in text]
         seen = len(hook.requests)
@@ -291,5 +315,5 @@ def test_a_warehouse_outage_raises_one_database_alert_and_mutes_the_assets_downs
     assert after[root.alert_id].state == "resolved"
     assert [after[a.alert_id].state for a in muted] == ["resolved"] * len(muted)
     assert [a for a in after.values() if a.state != "resolved"] == []
-    # The root's resolve, once; no echo of what it muted.
-    assert [(s, fp) for s, fp, _ in announced(hook, seen)] == [("resolved", root.fingerprint)]
+    # The announcement's resolve, once; no echo of what it muted.
+    assert [(s, fp) for s, fp, _ in announced(hook, seen)] == [("resolved", page.fingerprint)]
