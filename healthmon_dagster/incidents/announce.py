@@ -15,12 +15,13 @@ PagerDuty and signed webhook (Alertmanager JSON) exports, with no second notific
   alert's labels change; the fingerprint includes the severity).
 - Resolving or closing the incident resolves its alert: the channels told are told it resolved.
 - An incident whose root key blames a resource (``resource:database:warehouse``) is that
-  resource's outage, and the resource's own alert (``dependency_unreachable``, linked to the
-  incident) announces it: the incident's alert carries the resource's ``dependency`` label, so
-  that alert mutes it while it fires (one page per outage, not two), and once every linked alert
-  of the resource has resolved the incident's alert resolves too, unannounced, while the incident
-  goes on to its end (monitoring, resolved) on its timeline. An incident of a resource that has no
-  alert of its own (no connectivity check) is announced as any other.
+  resource's outage, as is the resource's own alert (``dependency_unreachable``, linked to the
+  incident): the incident's alert carries the resource's ``dependency`` label, and of the two the
+  one announced first mutes the other (``alerting/inhibit.py``; its details carry ``opened_at``):
+  one page per outage, not two. Once every linked alert of the resource has resolved, the
+  incident's alert resolves too, while the incident goes on to its end (monitoring, resolved) on
+  its timeline. An incident of a resource that has no alert of its own (no connectivity check) is
+  announced as any other.
 
 The rules are built in (channels: ``alerting.builtin_channels``); a rule of the same id in
 ``alert_rules`` (event kind ``incident``) replaces one, e.g. to page on ``incident_critical``
