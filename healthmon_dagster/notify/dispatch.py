@@ -381,15 +381,26 @@ class Dispatcher:
         self.close()
 
     def _release(self, units: Sequence[_Unit], not_before: datetime) -> int:
-        ids = [i for unit in units for i in unit.ids]
+        """Give back claimed units that were not sent (a 429 paused the channel first). One that
+        was not in doubt before this pass loses the key it was claimed with: nothing went out
+        under it, so its next pass is not "in doubt" (no Slack history lookup for it)."""
         with write_transaction(self.engine) as conn:
-            for chunk in _chunks(ids, 500):
-                conn.execute(
-                    notifications.update()
-                    .where(N.notification_id.in_(chunk), N.claimed_by == self.owner)
-                    .values(claimed_by=None, claimed_until=None, not_before=not_before)
-                )
-        return len(ids)
+            for in_doubt in (True, False):
+                ids = [i for unit in units if unit.in_doubt is in_doubt for i in unit.ids]
+                values: dict[str, Any] = {
+                    "claimed_by": None,
+                    "claimed_until": None,
+                    "not_before": not_before,
+                }
+                if not in_doubt:
+                    values["delivery_key"] = None
+                for chunk in _chunks(ids, 500):
+                    conn.execute(
+                        notifications.update()
+                        .where(N.notification_id.in_(chunk), N.claimed_by == self.owner)
+                        .values(**values)
+                    )
+        return sum(len(unit.rows) for unit in units)
 
     def _extend_lease(self, ids: Sequence[int]) -> None:
         lease_end = self.clock() + timedelta(seconds=self.dispatch.lease_seconds)
@@ -498,6 +509,44 @@ class Dispatcher:
             return units
 
     def _due_rows(self, conn: Connection, name: str, now: datetime) -> list[RowMapping]:
+        rows = list(
+            conn.execute(
+                self._row_query(
+                    conn,
+                    N.channel == name,
+                    N.status == NotificationStatus.PENDING,
+                    N.not_before <= now,
+                    sa.or_(N.claimed_until.is_(None), N.claimed_until < now),
+                    *self._scope(),
+                )
+                .order_by(N.not_before, N.notification_id)
+                .limit(self.batch_size)
+            ).mappings()
+        )
+        # A request that went out before is sent again with all of its rows or not at all: the
+        # batch (or the fast path's scope) may have cut it, and a part sent with the whole's key
+        # would be dropped by a receiver that has seen the key (another content, same key).
+        keys = sorted({str(r["delivery_key"]) for r in rows if r["delivery_key"] is not None})
+        if not keys:
+            return rows
+        taken = {int(r["notification_id"]) for r in rows}
+        for chunk in _chunks(keys, 500):
+            rows.extend(
+                r
+                for r in conn.execute(
+                    self._row_query(
+                        conn,
+                        N.channel == name,
+                        N.status == NotificationStatus.PENDING,
+                        N.delivery_key.in_(chunk),
+                        sa.or_(N.claimed_until.is_(None), N.claimed_until < now),
+                    ).order_by(N.notification_id)
+                ).mappings()
+                if int(r["notification_id"]) not in taken
+            )
+        return rows
+
+    def _row_query(self, conn: Connection, *where: sa.ColumnElement[bool]) -> sa.Select[Any]:
         query = (
             sa.select(
                 N.notification_id,
@@ -515,19 +564,11 @@ class Dispatcher:
                 A.severity.label("alert_severity"),
             )
             .join(alerts, A.alert_id == N.alert_id)
-            .where(
-                N.channel == name,
-                N.status == NotificationStatus.PENDING,
-                N.not_before <= now,
-                sa.or_(N.claimed_until.is_(None), N.claimed_until < now),
-                *self._scope(),
-            )
-            .order_by(N.not_before, N.notification_id)
-            .limit(self.batch_size)
+            .where(*where)
         )
         if not is_sqlite(conn):
             query = query.with_for_update(skip_locked=True, of=notifications)
-        return list(conn.execute(query).mappings())
+        return query
 
     def _finish(
         self,
@@ -647,14 +688,22 @@ class Dispatcher:
                     else max(now, _utc(not_before) or now)
                 )
                 hold[int(alert_id)] = max(until, hold.get(int(alert_id), until))
+        # A request that went out before waits as a whole (one key, one content).
+        key_hold: dict[str, datetime] = {}
+        for r in rows:
+            if r["kind"] in FOLLOW_UP_KINDS and int(r["alert_id"]) in hold and r["delivery_key"]:
+                until = hold[int(r["alert_id"])]
+                key_hold[r["delivery_key"]] = max(until, key_hold.get(r["delivery_key"], until))
         keep, held = [], []
         for r in rows:
-            if r["kind"] in FOLLOW_UP_KINDS and int(r["alert_id"]) in hold:
+            if r["delivery_key"] in key_hold or (
+                r["kind"] in FOLLOW_UP_KINDS and int(r["alert_id"]) in hold
+            ):
                 held.append(r)
             else:
                 keep.append(r)
         for r in held:
-            until = hold[int(r["alert_id"])]
+            until = key_hold.get(r["delivery_key"]) or hold[int(r["alert_id"])]
             if until > now:
                 conn.execute(
                     notifications.update()
@@ -1136,6 +1185,10 @@ class Dispatcher:
             else:
                 values["not_before"] = next_try
                 values["retry_until"] = retry_until
+                if isinstance(exc, RetryableError) and exc.rate_limited and not unit.in_doubt:
+                    # A 429 is the receiver refusing the request: nothing went out under this
+                    # key, so the retry is not "in doubt" (no Slack history lookup for it).
+                    values["delivery_key"] = None
             # Only rows still this dispatcher's: after its lease passed to another dispatcher,
             # recording this outcome would free a row that one is sending.
             recorded = conn.execute(

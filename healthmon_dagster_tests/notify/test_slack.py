@@ -38,6 +38,7 @@ def slack_dispatcher(
     *,
     channel: str = "#data-alerts",
     lookup_messages: int | None = None,
+    concurrency: int = 8,
     **env: str,
 ) -> Dispatcher:
     configuration: dict[str, Any] = {"channel": channel, "base_url": f"{base_url}/api/"}
@@ -54,6 +55,7 @@ def slack_dispatcher(
         clock=clock,
         env={"SLACK_BOT_TOKEN": TOKEN, **env} if "SLACK_BOT_TOKEN" not in env else env,
         external_url="http://dagster:3000",
+        concurrency=concurrency,
     )
 
 
@@ -254,6 +256,10 @@ def test_each_failure_ends_with_one_message_and_one_reply_in_its_thread(
     [reply] = slack.workspace.replies(post["ts"])
     assert reply["metadata"]["event_payload"]["delivery_key"] == resolved.delivery_key
     assert post["blocks"][0]["text"]["text"].startswith(":white_check_mark: RESOLVED")
+    if failure is not None and failure.status == 429:
+        # Slack refused the post: the retry is not in doubt and looks for nothing.
+        assert slack.on("/api/conversations.history") == []
+        return
     # The retry looked first (any earlier attempt may have reached Slack), the first did not;
     # the #name was resolved to its id once.
     [lookup] = slack.on("/api/conversations.history")
@@ -332,3 +338,28 @@ def test_a_lookup_slack_refuses_posts_again_rather_than_miss(engine: Engine) -> 
     [row] = outbox(engine)
     assert row.status == "sent"
     assert len(slack.workspace.with_key(row.delivery_key)) == 2  # the duplicate README admits
+
+
+def test_a_429_pause_leaves_the_messages_it_held_back_out_of_doubt(engine: Engine) -> None:
+    """Before: the messages a 429 held back kept the delivery key they were claimed with, so
+    the next pass took them for "in doubt" and read the channel's history before posting each
+    (a bot outside the Marketplace may get 1 history request a minute: a storm at 1 message a
+    minute). A 429 is Slack refusing the post: that message is not in doubt either."""
+    for asset in ("a", "b", "c"):
+        open_alert(engine, channels=["alerts"], labels={"rule_id": "r", "asset": asset})
+    clock = Clock(T0)
+    with slack_server() as slack:
+        slack.then(
+            Answer(429, {"ok": False, "error": "ratelimited"}, {"Retry-After": "3"}),
+        )
+        d = slack_dispatcher(engine, slack.url, clock, concurrency=1)
+        paused = d.run_once()
+        held = outbox(engine)
+        clock.advance(4)
+        after = d.run_once()
+
+    assert paused.channel("alerts").retrying == 1 and paused.channel("alerts").deferred == 2
+    assert [r.delivery_key for r in held] == [None] * 3
+    assert after.channel("alerts").sent == 3
+    assert len(slack.workspace.posts()) == 3
+    assert slack.on("/api/conversations.history") == []  # nothing was in doubt: no lookup
