@@ -481,7 +481,7 @@ class Dispatcher:
                 report.failed += self._finish(conn, rows, NotificationStatus.FAILED, now, msg)
                 report.errors.append(msg)
                 return []
-            rows = self._cancel_moot(conn, name, rows, now, report)
+            rows = self._cancel_moot(conn, name, notifier, rows, now, report)
             rows = self._after_announcements(conn, name, rows, now, report)
             units = self._units(conn, name, notifier, rows)
             units = self._timed(conn, name, units, now, report)
@@ -597,11 +597,24 @@ class Dispatcher:
         self,
         conn: Connection,
         name: str,
+        notifier: Notifier,
         rows: list[RowMapping],
         now: datetime,
         report: ChannelReport,
     ) -> list[RowMapping]:
         """Drop rows that must not go out (see the module docstring, step 2)."""
+        # On a threaded channel the resolve replies in the thread the alert's first message
+        # started. An attempted announcement (it has a key) of an alert with no thread here yet
+        # may have reached the channel: it is retried (Slack finds the copy it kept, or posts it)
+        # and the resolve follows in its thread, rather than superseding it and posting at the
+        # top level (two messages, the first never updated; or RESOLVED for an alert never
+        # shown).
+        unthreaded: set[int] = set()
+        if notifier.threaded:
+            resolved = {
+                int(r["alert_id"]) for r in rows if r["alert_state"] == AlertState.RESOLVED
+            }
+            unthreaded = resolved - set(self._threads(conn, name, resolved))
         fresh = [r for r in rows if r["delivery_key"] is None]
         kinds: dict[int, set[str]] = defaultdict(set)
         for r in fresh:
@@ -616,7 +629,11 @@ class Dispatcher:
         for r in rows:
             if r["delivery_key"] is None and int(r["alert_id"]) in flapped:
                 moot["resolved before its firing notification went out"].append(r)
-            elif r["kind"] in ANNOUNCING_KINDS and r["alert_state"] == AlertState.RESOLVED:
+            elif (
+                r["kind"] in ANNOUNCING_KINDS
+                and r["alert_state"] == AlertState.RESOLVED
+                and not (r["delivery_key"] is not None and int(r["alert_id"]) in unthreaded)
+            ):
                 moot[SUPERSEDED].append(r)
             elif (
                 r["alert_status"] == AlertStatus.SUPPRESSED
@@ -633,10 +650,9 @@ class Dispatcher:
             )
         # The announcements of alerts resolving now that wait for a retry (not due yet): the
         # resolve going out supersedes them; sent after it, they would show the alert firing.
-        resolving = sorted(
-            {int(r["alert_id"]) for r in keep if r["kind"] == NotificationKind.RESOLVED}
-        )
-        for chunk in _chunks(resolving, 500):
+        resolving = {int(r["alert_id"]) for r in keep if r["kind"] == NotificationKind.RESOLVED}
+        for chunk in _chunks(sorted(resolving), 500):
+            retried = sorted(unthreaded.intersection(chunk))
             report.cancelled += conn.execute(
                 notifications.update()
                 .where(
@@ -645,6 +661,10 @@ class Dispatcher:
                     N.status == NotificationStatus.PENDING,
                     N.kind.in_(ANNOUNCING_KINDS),
                     sa.or_(N.claimed_until.is_(None), N.claimed_until < now),
+                    # An attempted announcement of an alert with no thread here goes first.
+                    sa.not_(sa.and_(N.delivery_key.is_not(None), N.alert_id.in_(retried)))
+                    if retried
+                    else sa.true(),
                 )
                 .values(status=NotificationStatus.CANCELLED, last_error=SUPERSEDED)
             ).rowcount

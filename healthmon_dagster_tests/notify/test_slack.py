@@ -10,6 +10,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from healthmon_dagster.alerting import actions
 from healthmon_dagster.enums import AlertEventKind
 from healthmon_dagster.notify.dispatch import Dispatcher
 from healthmon_dagster.store.tables import notification_threads
@@ -363,3 +364,45 @@ def test_a_429_pause_leaves_the_messages_it_held_back_out_of_doubt(engine: Engin
     assert after.channel("alerts").sent == 3
     assert len(slack.workspace.posts()) == 3
     assert slack.on("/api/conversations.history") == []  # nothing was in doubt: no lookup
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        Answer(200, {"ok": True}, delay=LATE, accept=True, path="chat.postMessage"),
+        Answer(500, b"upstream error", path="chat.postMessage"),
+    ],
+    ids=["timeout-posted", "500"],
+)
+def test_a_resolve_after_a_failed_firing_replies_in_the_firings_thread(
+    engine: Engine, failure: Answer
+) -> None:
+    """Before: the resolve cancelled the firing's retry and, knowing no thread, posted at top
+    level: after a timeout Slack showed FIRING and RESOLVED as two messages, the first never
+    updated; after a 500 it showed RESOLVED for an alert it had never shown. Now the firing's
+    retry goes first (finding the post Slack kept, or posting it) and the resolve replies in its
+    thread and rewrites it."""
+    alert = open_alert(engine, channels=["alerts"])
+    clock = Clock(T0)
+    with slack_server() as slack:
+        slack.then(failure)
+        d = slack_dispatcher(engine, slack.url, clock)
+        assert d.run_once().channel("alerts").retrying == 1
+        actions.resolve(engine, alert.alert_id, "ana", "fixed the file", clock.now)
+        settle(engine, d, clock)
+
+    firing, resolved = outbox(engine)
+    assert (firing.kind, firing.status, resolved.kind, resolved.status) == (
+        "firing",
+        "sent",
+        "resolved",
+        "sent",
+    )
+    [post] = slack.workspace.posts()  # one message in the channel
+    assert post["metadata"]["event_payload"]["delivery_key"] == firing.delivery_key
+    [reply] = slack.workspace.replies(post["ts"])
+    assert reply["metadata"]["event_payload"]["delivery_key"] == resolved.delivery_key
+    assert post["blocks"][0]["text"]["text"].startswith(":white_check_mark: RESOLVED")
+    assert len(slack.on("/api/chat.update")) == 1
+    posted = len(slack.on("/api/chat.postMessage"))
+    assert posted == (2 if failure.accept else 3)  # a post Slack kept is found, not reposted
