@@ -1205,10 +1205,13 @@ class Dispatcher:
             else:
                 values["not_before"] = next_try
                 values["retry_until"] = retry_until
-                if isinstance(exc, RetryableError) and exc.rate_limited and not unit.in_doubt:
-                    # A 429 is the receiver refusing the request: nothing went out under this
-                    # key, so the retry is not "in doubt" (no Slack history lookup for it).
-                    values["delivery_key"] = None
+            refused = not exc.retryable or (isinstance(exc, RetryableError) and exc.rate_limited)
+            if refused and not unit.in_doubt:
+                # The receiver refused the request (a 4xx, a 429) and no earlier attempt may
+                # have reached it: nothing went out under this key. Without it the retry is not
+                # "in doubt" (no Slack history lookup) and a failed row is not "told" (no
+                # resolve follows it: see alerting.engine.told).
+                values["delivery_key"] = None
             # Only rows still this dispatcher's: after its lease passed to another dispatcher,
             # recording this outcome would free a row that one is sending.
             recorded = conn.execute(

@@ -257,6 +257,29 @@ def test_an_in_flight_firing_is_told_its_acknowledgement_and_resolve_a_failed_on
     }
 
 
+def test_a_failed_firing_the_receiver_may_have_is_told_its_resolve(engine: Engine) -> None:
+    """Before: a failed row never counted as told, so a PagerDuty trigger whose every retry
+    timed out (PagerDuty may have opened the incident) never got its resolve and PagerDuty kept
+    escalating. A failed row that still carries its delivery key may have reached the receiver;
+    the dispatcher clears the key when the receiver refused the request outright."""
+    cfg = config()
+    rate(engine, 0.5, T0)
+    evaluate(engine, cfg, T0)
+    (alert,) = rows(engine, alerts)
+    n = notifications.c
+    with engine.begin() as conn:  # ops: every retry timed out; log: refused (no key left)
+        conn.execute(
+            notifications.update()
+            .where(n.channel == "ops")
+            .values(status="failed", delivery_key="k" * 64, last_error="did not answer")
+        )
+        conn.execute(notifications.update().where(n.channel == "log").values(status="failed"))
+
+    actions.resolve(engine, alert.alert_id, "ana", "fixed", T0 + timedelta(seconds=20))
+    resolved = rows(engine, notifications, n.kind == "resolved")
+    assert [(r.channel, r.status) for r in resolved] == [("ops", "pending")]
+
+
 def test_a_firing_that_failed_for_good_is_announced_again_by_the_repeat(engine: Engine) -> None:
     cfg = config()
     rate(engine, 0.5, T0)

@@ -324,6 +324,8 @@ def test_a_4xx_fails_at_once_and_no_secret_reaches_the_error(engine: Engine) -> 
 
     [row] = outbox(engine)
     assert row.status == "failed" and row.attempts == 1
+    # Refused outright: nothing went out under its key, so no resolve will follow it.
+    assert row.delivery_key is None
     assert "answered HTTP 400" in row.last_error and "***" in row.last_error
     assert SECRET not in row.last_error and url not in row.last_error
     assert not report.ok and "\n" not in row.last_error
