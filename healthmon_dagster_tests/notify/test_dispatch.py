@@ -581,3 +581,21 @@ def test_a_retried_group_split_by_the_batch_keeps_one_key_for_one_content(
     # The retry of the same rows is the same request: same key, so it can be deduplicated.
     assert [len(r.json["alerts"]) for r in server.requests] == [3, 3]
     assert len(by_key) == 1
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_a_redirect_is_a_permanent_error_never_followed(engine: Engine, status: int) -> None:
+    """Before: urllib followed it: a 301/302/303 turned the POST into a GET, and the GET's 200
+    marked the row sent with nothing delivered (it also followed to other schemes)."""
+    open_alert(engine, channels=["hook"])
+    with webhook_server() as elsewhere, webhook_server() as server:
+        target = f"{elsewhere.url}/moved?token=s3cr3t-in-query"
+        server.then(Answer(status, b"", {"Location": target}))
+        report = dispatcher(engine, server, Clock(T0)).run_once()
+
+    assert elsewhere.requests == []  # never followed
+    assert report.channel("hook").failed == 1 and not report.ok
+    [row] = outbox(engine)
+    assert row.status == "failed" and row.delivery_key is None
+    assert f"answered HTTP {status}, redirected to {elsewhere.url}" in row.last_error
+    assert "s3cr3t" not in row.last_error and "/moved" not in row.last_error
