@@ -652,8 +652,9 @@ def _settle(
 ) -> None:
     """Record whether ``alert`` is suppressed now, and queue its firing notifications where
     they are due: on every channel never queued, and, when a suppression ends, again on every
-    channel whose firing notification was dropped meanwhile (cancelled; a ``failed`` one is left
-    to the repeat and the escalation, which announce a firing alert again)."""
+    channel whose firing notification was dropped meanwhile (only cancelled ones: a ``failed``
+    one is left to the repeat and the escalation, which announce a firing alert again, rather
+    than fail once more at every suppression's end)."""
     a = alerts.c
     was = alert.status
     unsuppressed = (
@@ -664,7 +665,12 @@ def _settle(
     want = str(AlertStatus.SUPPRESSED) if reason else unsuppressed
     changed = was != want or (reason or None) != alert.suppressed_by
     unsuppressing = was == str(AlertStatus.SUPPRESSED) and want != was
-    live = {str(NotificationStatus.PENDING), str(NotificationStatus.SENT)}
+    # Not dropped: queued, sent, or failed for good (left to the repeat and the escalation).
+    live = {
+        str(NotificationStatus.PENDING),
+        str(NotificationStatus.SENT),
+        str(NotificationStatus.FAILED),
+    }
     never = [c for c in dict.fromkeys(channels) if c not in queued_before]
     dropped = (
         [c for c in dict.fromkeys(channels) if c in queued_before and not queued_before[c] & live]

@@ -611,9 +611,7 @@ class Dispatcher:
         # shown).
         unthreaded: set[int] = set()
         if notifier.threaded:
-            resolved = {
-                int(r["alert_id"]) for r in rows if r["alert_state"] == AlertState.RESOLVED
-            }
+            resolved = {int(r["alert_id"]) for r in rows if r["alert_state"] == AlertState.RESOLVED}
             unthreaded = resolved - set(self._threads(conn, name, resolved))
         fresh = [r for r in rows if r["delivery_key"] is None]
         kinds: dict[int, set[str]] = defaultdict(set)

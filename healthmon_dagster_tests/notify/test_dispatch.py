@@ -558,8 +558,7 @@ def test_a_retried_group_split_by_the_batch_keeps_one_key_for_one_content(
     with the first request's Idempotency-Key; a receiver that drops a repeated key never got c2."""
     labels = {"rule_id": "check_failed", "asset": "stg/patients"}
     group = [
-        open_alert(engine, channels=["hook"], labels={**labels, "check": f"c{i}"})
-        for i in range(3)
+        open_alert(engine, channels=["hook"], labels={**labels, "check": f"c{i}"}) for i in range(3)
     ]
     clock = Clock(T0)
     with webhook_server() as server:
