@@ -6,12 +6,17 @@ lock per channel; SQLite's ``BEGIN IMMEDIATE``), so dispatchers in several proce
 work and the rate limit:
 
 1. Take the due rows: ``pending``, ``not_before <= now``, no live lease (``claimed_until`` empty or
-   past; on Postgres ``FOR UPDATE SKIP LOCKED``).
+   past; on Postgres ``FOR UPDATE SKIP LOCKED``). A row that went out before (it has a
+   ``delivery_key``) brings every pending row with its key, due or not and whatever the batch
+   size: a request is sent again whole, so one key never carries two contents (a receiver that
+   drops a key it has seen would lose the part sent later).
 2. Cancel what must not go out: a firing and a resolve of the same alert both still unsent (it
    resolved within the group's wait: Alertmanager sends neither), an announcement (firing,
-   repeat, escalation) of an alert resolved since, in retry or due (its resolve supersedes it), a
-   notification of an alert that is suppressed now, rows of a disabled channel. Hold a resolve or
-   an acknowledgement while an announcement of its alert is still under way on the channel (in
+   repeat, escalation) of an alert resolved since, in retry or due (its resolve supersedes it;
+   but on a threaded channel an attempted one of an alert with no thread there yet is retried
+   first, so the resolve can reply in the thread it starts or that Slack kept), a notification
+   of an alert that is suppressed now, rows of a disabled channel. Hold a resolve or an
+   acknowledgement while an announcement of its alert is still under way on the channel (in
    flight in another process, in this pass, or queued): it follows it, never overtakes it.
 3. Group them, Alertmanager's way: one message per (group_key, kind). A new group waits
    ``group_wait_seconds`` after its first notification (the shortest ``group_wait_by_severity``
@@ -45,10 +50,15 @@ out. A channel's ``retry_attempts`` is deprecated and ignored (a warning says so
 A dispatcher killed mid-send leaves its rows claimed: once the lease ends another takes them and
 sends the same rows again with the same ``delivery_key`` (the webhook's ``Idempotency-Key``, the
 email's ``Message-ID``; PagerDuty dedups by the alert's fingerprint): nothing is lost, and what is
-sent twice the receiver can recognise. Such a resend, and the retry after a timeout, is marked
-``in_doubt``: Slack then looks for a message carrying the key before posting again. Teams has no
-key and no lookup: there a send cut off by a kill or a timeout may show twice (Alertmanager's
-choice too: a duplicate rather than a miss).
+sent twice the receiver can recognise. Such a resend, and the retry after a timeout or a 5xx, is
+marked ``in_doubt``: Slack then looks for a message carrying the key before posting again. Teams
+has no key and no lookup: there a send cut off by a kill or a timeout may show twice
+(Alertmanager's choice too: a duplicate rather than a miss).
+
+A key left on a row that was not sent means "the receiver may have it". So the key is cleared
+where nothing went out under it: rows a 429 pause gave back before their turn, and a request the
+receiver refused outright (a 4xx or a 429) on its first attempt. A ``failed`` announcement that
+keeps its key counts as told (``alerting.engine.told``): its resolve and acknowledgement are sent.
 """
 
 import hashlib
