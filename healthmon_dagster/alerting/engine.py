@@ -498,19 +498,30 @@ ANNOUNCING_KINDS = (
 def told(conn: Connection, alert_id: int, *, queued: bool = False) -> list[tuple[str, str]]:
     """The (channel, group key) pairs that were told about the alert, or may have been: a
     notification was sent there, or an announcement of it is in flight or was attempted (the
-    receiver may have it; the dispatcher sends the follow-up after it, and a resolve supersedes
-    its retries). ``queued``: an announcement still queued counts too (an acknowledgement
-    follows it). A ``failed`` one does not count."""
+    receiver may have it; the dispatcher sends the follow-up after it). ``queued``: an
+    announcement still queued counts too (an acknowledgement follows it).
+
+    A ``failed`` announcement counts when it still carries its delivery key: some attempt may
+    have reached the receiver (a timeout, a 5xx, a dispatcher killed mid-send), as a PagerDuty
+    trigger whose every retry timed out may have opened an incident that only a resolve stops.
+    The dispatcher clears the key of a request the receiver refused outright (a 4xx or a 429 on
+    its first attempt) and rows that never went out have none: those do not count."""
     n = notifications.c
     pending = sa.and_(n.status == str(NotificationStatus.PENDING), n.kind.in_(ANNOUNCING_KINDS))
     if not queued:
         pending = sa.and_(pending, n.delivery_key.is_not(None))
+    maybe_delivered = sa.and_(
+        n.status == str(NotificationStatus.FAILED),
+        n.kind.in_(ANNOUNCING_KINDS),
+        n.delivery_key.is_not(None),
+    )
     return [
         (str(channel), str(group))
         for channel, group in conn.execute(
             sa.select(n.channel, n.group_key)
             .where(
-                n.alert_id == alert_id, sa.or_(n.status == str(NotificationStatus.SENT), pending)
+                n.alert_id == alert_id,
+                sa.or_(n.status == str(NotificationStatus.SENT), pending, maybe_delivered),
             )
             .distinct()
         )
@@ -673,8 +684,9 @@ def _settle(
 ) -> None:
     """Record whether ``alert`` is suppressed now, and queue its firing notifications where
     they are due: on every channel never queued, and, when a suppression ends, again on every
-    channel whose firing notification was dropped meanwhile (cancelled; a ``failed`` one is left
-    to the repeat and the escalation, which announce a firing alert again)."""
+    channel whose firing notification was dropped meanwhile (only cancelled ones: a ``failed``
+    one is left to the repeat and the escalation, which announce a firing alert again, rather
+    than fail once more at every suppression's end)."""
     a = alerts.c
     was = alert.status
     unsuppressed = (
@@ -685,7 +697,12 @@ def _settle(
     want = str(AlertStatus.SUPPRESSED) if reason else unsuppressed
     changed = was != want or (reason or None) != alert.suppressed_by
     unsuppressing = was == str(AlertStatus.SUPPRESSED) and want != was
-    live = {str(NotificationStatus.PENDING), str(NotificationStatus.SENT)}
+    # Not dropped: queued, sent, or failed for good (left to the repeat and the escalation).
+    live = {
+        str(NotificationStatus.PENDING),
+        str(NotificationStatus.SENT),
+        str(NotificationStatus.FAILED),
+    }
     never = [c for c in dict.fromkeys(channels) if c not in queued_before]
     dropped = (
         [c for c in dict.fromkeys(channels) if c in queued_before and not queued_before[c] & live]

@@ -1322,8 +1322,9 @@ class SelfHealingConfiguration(_Model):
     ``never_rerun_error_classes``. At most ``max_attempts_per_window`` re-runs per asset within
     ``window_minutes``; after a failed re-run the next waits ``initial_delay_seconds`` doubling up
     to ``max_delay_seconds`` (+- ``jitter``). After ``breaker_failures`` consecutive failed re-runs
-    of an asset its circuit breaker opens: no more re-runs, the incident is escalated to
-    ``escalate_to``, until the asset materializes again. A re-run that succeeds with its checks
+    of an asset (since it last materialized) its circuit breaker opens: no more re-runs, the
+    incident is escalated to ``escalate_to`` and at least one step above its severity, until the
+    asset materializes again. A re-run that succeeds with its checks
     passing moves the incident to monitoring; it resolves after ``quiet_period_minutes`` without a
     new failure. ``stale_reruns``: also re-run an asset past its freshness fail window whose upstream
     has materialized since. The sensor runs while the feature flag ``self_healing`` is on (the

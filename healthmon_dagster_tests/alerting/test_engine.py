@@ -227,6 +227,49 @@ def test_a_firing_cancelled_while_silenced_is_announced_when_the_silence_ends(
     assert evaluate(engine, cfg, later + timedelta(seconds=30)).notifications == 0  # once
 
 
+def test_a_failed_firing_is_not_requeued_when_a_silence_ends_a_cancelled_one_is(
+    engine: Engine,
+) -> None:
+    """Before: every silence that ended queued the firing again on a channel whose firing had
+    failed for good (a new failure and a failed dispatch step each time), although the
+    docstring left it to the repeat and the escalation."""
+    cfg = config()
+    now = datetime.now(UTC)
+    rate(engine, 0.5, now)
+    evaluate(engine, cfg, now)
+    n = notifications.c
+    with engine.begin() as conn:  # ops: failed for good; log: dropped by the suppression
+        conn.execute(notifications.update().where(n.channel == "ops").values(status="failed"))
+        conn.execute(notifications.update().where(n.channel == "log").values(status="cancelled"))
+    for _ in range(2):
+        silence = actions.add_silence(
+            engine,
+            parse_matchers(["component=staging_transformer"]),
+            ends_at=now + timedelta(hours=1),
+            created_by="oncall@example.org",
+            comment="backfill of March",
+        )
+        evaluate(engine, cfg, datetime.now(UTC) + timedelta(seconds=1))
+        actions.expire_silence(engine, silence)
+        report = evaluate(engine, cfg, datetime.now(UTC) + timedelta(seconds=2))
+        assert len(report.unsuppressed) == 1
+        with engine.begin() as conn:  # what the dispatcher made of it: ops keeps failing
+            pending = n.status == "pending"
+            conn.execute(
+                notifications.update().where(pending, n.channel == "ops").values(status="failed")
+            )
+            conn.execute(
+                notifications.update().where(pending, n.channel == "log").values(status="sent")
+            )
+
+    firing = rows(engine, notifications, n.kind == "firing")
+    assert sorted((r.channel, r.status) for r in firing) == [
+        ("log", "cancelled"),
+        ("log", "sent"),  # re-announced once where the suppression had dropped it
+        ("ops", "failed"),  # left to the repeat and the escalation: no failure per silence
+    ]
+
+
 def test_an_in_flight_firing_is_told_its_acknowledgement_and_resolve_a_failed_one_not(
     engine: Engine,
 ) -> None:
@@ -255,6 +298,29 @@ def test_an_in_flight_firing_is_told_its_acknowledgement_and_resolve_a_failed_on
         ("ops", "acknowledged"): "cancelled",  # never attempted: the resolve supersedes it
         ("ops", "resolved"): "pending",
     }
+
+
+def test_a_failed_firing_the_receiver_may_have_is_told_its_resolve(engine: Engine) -> None:
+    """Before: a failed row never counted as told, so a PagerDuty trigger whose every retry
+    timed out (PagerDuty may have opened the incident) never got its resolve and PagerDuty kept
+    escalating. A failed row that still carries its delivery key may have reached the receiver;
+    the dispatcher clears the key when the receiver refused the request outright."""
+    cfg = config()
+    rate(engine, 0.5, T0)
+    evaluate(engine, cfg, T0)
+    (alert,) = rows(engine, alerts)
+    n = notifications.c
+    with engine.begin() as conn:  # ops: every retry timed out; log: refused (no key left)
+        conn.execute(
+            notifications.update()
+            .where(n.channel == "ops")
+            .values(status="failed", delivery_key="k" * 64, last_error="did not answer")
+        )
+        conn.execute(notifications.update().where(n.channel == "log").values(status="failed"))
+
+    actions.resolve(engine, alert.alert_id, "ana", "fixed", T0 + timedelta(seconds=20))
+    resolved = rows(engine, notifications, n.kind == "resolved")
+    assert [(r.channel, r.status) for r in resolved] == [("ops", "pending")]
 
 
 def test_a_firing_that_failed_for_good_is_announced_again_by_the_repeat(engine: Engine) -> None:
