@@ -11,10 +11,11 @@ decides who records the event, and the open episode of a fingerprint is unique b
 sensor ticks or processes evaluating at once produce one alert and one history.
 
 Notifications are decided after the transitions, by :func:`_notify_pass`: a firing alert that is
-not silenced, muted (time intervals), inhibited by a root cause or in its rule's cooldown gets one
-outbox row per channel of its rule, attached to its ``firing`` event; ``uq_notifications_event_
-channel`` makes that exactly once whoever gets there first. Resolving cancels what no dispatcher
-has touched yet and queues a resolve for every channel that was told, or may have been (a
+not silenced, muted (time intervals), inhibited by a root cause (firing, or resolved less than
+``alerting.inhibit_hold_minutes`` ago) or in its rule's cooldown gets one outbox row per channel
+of its rule, attached to its ``firing`` event; ``uq_notifications_event_channel`` makes that
+exactly once whoever gets there first. Resolving cancels what no dispatcher has touched yet and
+queues a resolve for every channel that was told, or may have been (a
 notification in flight or attempted: see :func:`told`). When a silence, a mute interval or an
 inhibition ends, a firing notification dropped meanwhile is queued again. Nothing here sends:
 ``notify/`` drains the outbox.
@@ -497,19 +498,30 @@ ANNOUNCING_KINDS = (
 def told(conn: Connection, alert_id: int, *, queued: bool = False) -> list[tuple[str, str]]:
     """The (channel, group key) pairs that were told about the alert, or may have been: a
     notification was sent there, or an announcement of it is in flight or was attempted (the
-    receiver may have it; the dispatcher sends the follow-up after it, and a resolve supersedes
-    its retries). ``queued``: an announcement still queued counts too (an acknowledgement
-    follows it). A ``failed`` one does not count."""
+    receiver may have it; the dispatcher sends the follow-up after it). ``queued``: an
+    announcement still queued counts too (an acknowledgement follows it).
+
+    A ``failed`` announcement counts when it still carries its delivery key: some attempt may
+    have reached the receiver (a timeout, a 5xx, a dispatcher killed mid-send), as a PagerDuty
+    trigger whose every retry timed out may have opened an incident that only a resolve stops.
+    The dispatcher clears the key of a request the receiver refused outright (a 4xx or a 429 on
+    its first attempt) and rows that never went out have none: those do not count."""
     n = notifications.c
     pending = sa.and_(n.status == str(NotificationStatus.PENDING), n.kind.in_(ANNOUNCING_KINDS))
     if not queued:
         pending = sa.and_(pending, n.delivery_key.is_not(None))
+    maybe_delivered = sa.and_(
+        n.status == str(NotificationStatus.FAILED),
+        n.kind.in_(ANNOUNCING_KINDS),
+        n.delivery_key.is_not(None),
+    )
     return [
         (str(channel), str(group))
         for channel, group in conn.execute(
             sa.select(n.channel, n.group_key)
             .where(
-                n.alert_id == alert_id, sa.or_(n.status == str(NotificationStatus.SENT), pending)
+                n.alert_id == alert_id,
+                sa.or_(n.status == str(NotificationStatus.SENT), pending, maybe_delivered),
             )
             .distinct()
         )
@@ -564,7 +576,7 @@ def _notify_pass(
     muted_globally = active_intervals(
         config.alerting.mute_time_intervals, config.alerting.time_intervals, now
     )
-    inhibitor = Inhibitor(config, lineage, firing)
+    inhibitor = Inhibitor(config, lineage, firing, _held_sources(engine, config, now))
     for alert in firing:
         rule = by_id.get(alert.rule_id)
         reason, root = _suppression(
@@ -573,6 +585,27 @@ def _notify_pass(
         channels = enabled_channels(config, rule.channels) if rule is not None else []
         queued_before = queued.get(alert.alert_id, {})
         _settle(engine, alert, rule, channels, queued_before, reason, root, now, report)
+
+
+def _held_sources(engine: Engine, config: HealthConfiguration, now: datetime) -> list[Any]:
+    """The alerts that fired and resolved within ``alerting.inhibit_hold_minutes``: they still
+    inhibit (see ``alerting/inhibit.py``), newest first."""
+    hold = config.alerting.inhibit_hold_minutes
+    if not hold:
+        return []
+    a = alerts.c
+    with engine.connect() as conn:
+        return list(
+            conn.execute(
+                sa.select(alerts)
+                .where(
+                    a.state == str(AlertState.RESOLVED),
+                    a.fired_at.is_not(None),
+                    a.resolved_at > now - timedelta(minutes=hold),
+                )
+                .order_by(a.resolved_at.desc(), a.alert_id.desc())
+            ).all()
+        )
 
 
 def _recent_firings(
@@ -619,7 +652,17 @@ def _suppression(
         return f"mute time interval {', '.join(dict.fromkeys(muted))}", None
     root = inhibitor.root_cause(alert)
     if root is not None:
-        return f"inhibited by alert {root.alert_id} ({root.title})"[:500], int(root.alert_id)
+        reason = f"inhibited by alert {root.alert_id} ({root.title})"
+        if root.resolved_at is not None:  # a held source: resolved within the hold window
+            until = as_utc(root.resolved_at) + timedelta(
+                minutes=config.alerting.inhibit_hold_minutes
+            )
+            reason = (
+                f"inhibited by alert {root.alert_id} (resolved at "
+                f"{as_utc(root.resolved_at):%H:%M:%S} UTC, held until {until:%H:%M:%S} UTC): "
+                f"{root.title}"
+            )
+        return reason[:500], int(root.alert_id)
     previous = recent.get(alert.fingerprint)
     if rule is not None and previous is not None and alert.fired_at is not None:
         until = previous + timedelta(minutes=rule.cooldown_period_minutes)
@@ -641,8 +684,9 @@ def _settle(
 ) -> None:
     """Record whether ``alert`` is suppressed now, and queue its firing notifications where
     they are due: on every channel never queued, and, when a suppression ends, again on every
-    channel whose firing notification was dropped meanwhile (cancelled; a ``failed`` one is left
-    to the repeat and the escalation, which announce a firing alert again)."""
+    channel whose firing notification was dropped meanwhile (only cancelled ones: a ``failed``
+    one is left to the repeat and the escalation, which announce a firing alert again, rather
+    than fail once more at every suppression's end)."""
     a = alerts.c
     was = alert.status
     unsuppressed = (
@@ -653,7 +697,12 @@ def _settle(
     want = str(AlertStatus.SUPPRESSED) if reason else unsuppressed
     changed = was != want or (reason or None) != alert.suppressed_by
     unsuppressing = was == str(AlertStatus.SUPPRESSED) and want != was
-    live = {str(NotificationStatus.PENDING), str(NotificationStatus.SENT)}
+    # Not dropped: queued, sent, or failed for good (left to the repeat and the escalation).
+    live = {
+        str(NotificationStatus.PENDING),
+        str(NotificationStatus.SENT),
+        str(NotificationStatus.FAILED),
+    }
     never = [c for c in dict.fromkeys(channels) if c not in queued_before]
     dropped = (
         [c for c in dict.fromkeys(channels) if c in queued_before and not queued_before[c] & live]

@@ -7,6 +7,14 @@ landing store is upstream of every asset).
 Built in (``alerting.builtin_inhibit_rules``):
 
 - an unreachable dependency (``dependency_unreachable``) mutes every alert about an asset;
+- and the failed runs that blame it: a run whose failed steps all found that dependency down
+  carries its ``dependency`` label;
+- one outage, one page: the incident opened for a dependency's outage (root key ``resource:...``,
+  its alert carries the ``dependency`` label) and the dependency's own alert
+  (``dependency_unreachable``) are two announcements of one outage. Whichever was announced first
+  stands (for the incident: when it opened, whatever severity it escalated to since) and mutes
+  the other: the database check usually notices first, but a failed run's hook can open and
+  announce the incident before it runs;
 - an asset whose check failed with ERROR (or whose file broke the contract) mutes the alerts of
   the assets downstream of it: stale or failing downstream tables are its consequence;
 - one staleness, two alerts: an asset with a ``freshness:`` entry has both a Dagster
@@ -18,6 +26,11 @@ Built in (``alerting.builtin_inhibit_rules``):
   daemon usually notices first, but the check can, and the first one is the one already told.
 
 An alert never inhibits itself, and the root cause reported is the most upstream source.
+
+A source keeps inhibiting for ``alerting.inhibit_hold_minutes`` (10) after it resolved (a *held*
+source): the alerts an outage caused mostly recover with the next run or load after it, and
+announcing them the moment the outage ends would page for its echo. A firing source is preferred
+to a held one; what still fires once the hold has passed is announced.
 """
 
 from collections.abc import Sequence
@@ -37,6 +50,16 @@ BUILTIN_INHIBIT_RULES: tuple[InhibitRule, ...] = (
         source_matchers=["rule_id=dependency_unreachable"],
         target_matchers=["asset=~.+"],
         lineage=True,
+    ),
+    InhibitRule(
+        name="dependency_unreachable_mutes_what_blames_it",
+        source_matchers=["rule_id=dependency_unreachable"],
+        target_matchers=[
+            "dependency=~.+",
+            "rule_id!=dependency_unreachable",
+            "alertname!=incident",
+        ],
+        equal=["dependency"],
     ),
     InhibitRule(
         name="failed_upstream_asset_mutes_downstream",
@@ -61,8 +84,14 @@ class _Compiled:
 
 class Inhibitor:
     def __init__(
-        self, config: HealthConfiguration, lineage: Lineage, firing: Sequence[Any]
+        self,
+        config: HealthConfiguration,
+        lineage: Lineage,
+        firing: Sequence[Any],
+        held: Sequence[Any] = (),
     ) -> None:
+        """``firing``: the firing alerts (sources and targets); ``held``: alerts resolved within
+        the hold window, which still inhibit (not as the other measure of a staleness)."""
         rules = list(config.alerting.inhibit_rules)
         if config.alerting.builtin_inhibit_rules:
             rules += BUILTIN_INHIBIT_RULES
@@ -72,6 +101,7 @@ class Inhibitor:
         ]
         self._lineage = lineage
         self._firing = list(firing)
+        self._held = list(held)
         self._same_staleness = config.alerting.builtin_inhibit_rules
 
     def _inhibits(self, rule: _Compiled, source: Any, target: Any) -> bool:
@@ -115,11 +145,53 @@ class Inhibitor:
             return False
         return _fired(source) < _fired(target)
 
+    def _first_of_outage(self, source: Any, target: Any) -> bool:
+        """``source`` and ``target`` announce one dependency's outage (its alert and its
+        incident's) and ``source`` was announced first."""
+        s, t = source.labels or {}, target.labels or {}
+        if not self._same_staleness or source.alert_id == target.alert_id:
+            return False
+        dependency = s.get("dependency")
+        if not dependency or t.get("dependency") != dependency:
+            return False
+        if {_outage_role(s), _outage_role(t)} != {"alert", "incident"}:
+            return False
+        return self._announced(source) < self._announced(target)
+
+    def _announced(self, alert: Any) -> tuple[datetime, int]:
+        """When ``alert`` was first announced; for an incident's alert, when its incident opened
+        (an escalation resolves the alert of the old severity and fires one of the new: the
+        incident was announced all along)."""
+        opened = (alert.details or {}).get("opened_at")
+        if _outage_role(alert.labels or {}) == "incident" and isinstance(opened, str):
+            try:
+                # A tie goes to the dependency's alert: an incident that the alert joined dates
+                # itself from the alert's firing (its earliest failure).
+                return (as_utc(datetime.fromisoformat(opened)), _AFTER_ANY_ID)
+            except ValueError:
+                pass
+        return _fired(alert)
+
     def root_cause(self, target: Any) -> Any | None:
-        """The most upstream firing alert that inhibits ``target``, or None."""
+        """The most upstream firing alert that inhibits ``target``; without one, the most
+        upstream held alert (resolved within the hold window) that would; else None."""
         sources = [
             src for src in self._firing for rule in self._rules if self._inhibits(rule, src, target)
-        ] + [src for src in self._firing if self._first_of_staleness(src, target)]
+        ] + [
+            src
+            for src in self._firing
+            if self._first_of_staleness(src, target) or self._first_of_outage(src, target)
+        ]
+        if not sources:
+            sources = [
+                src
+                for src in self._held
+                if src.fingerprint != target.fingerprint
+                and (
+                    any(self._inhibits(rule, src, target) for rule in self._rules)
+                    or self._first_of_outage(src, target)
+                )
+            ]
         if not sources:
             return None
 
@@ -134,6 +206,20 @@ class Inhibitor:
             return (0 if not asset else 1 + ancestors, int(alert.alert_id))
 
         return min(sources, key=depth)
+
+
+def _outage_role(labels: Any) -> str:
+    """How an alert with a ``dependency`` label announces an outage: the dependency's own alert,
+    the incident opened for it, or neither (e.g. a failed run)."""
+    if labels.get("rule_id") == DEPENDENCY_RULE:
+        return "alert"
+    if labels.get("alertname") == "incident":
+        return "incident"
+    return ""
+
+
+DEPENDENCY_RULE = "dependency_unreachable"
+_AFTER_ANY_ID = 2**62
 
 
 def _fired(alert: Any) -> tuple[datetime, int]:

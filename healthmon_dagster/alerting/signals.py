@@ -13,6 +13,15 @@
 A signal that is absent changes nothing; an inactive one resolves its alert. Titles, descriptions
 and details carry check names, asset keys, counts, rates and row numbers (what the checks
 themselves record, which never holds a field value).
+
+Evidence of an outage (:class:`Evidence`): a check that could not run because the warehouse did
+not answer (its row says ``details["dependency"]``), or a run whose failed steps all blame one
+dependency (the Dagster adapter passes those in), is the dependency's own alert: it raises, or
+refreshes, the ``dependency_unreachable`` alert of that dependency's connectivity check, with the
+same labels (so one alert, whoever sees the outage first), and that alert mutes the rest.
+Evidence older than the connectivity check's latest result says nothing: the check has spoken
+since. Without a connectivity check for the dependency, evidence raises nothing (no root alert
+could ever be resolved).
 """
 
 import functools
@@ -23,7 +32,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 
 from healthmon_dagster.alerting.labels import fingerprint
 from healthmon_dagster.config.models import (
@@ -45,7 +54,8 @@ from healthmon_dagster.enums import (
     RecordSource,
 )
 from healthmon_dagster.etl.catalog import component_for
-from healthmon_dagster.store.metrics import utcnow
+from healthmon_dagster.etl.failures import LANDING, WAREHOUSE
+from healthmon_dagster.store.metrics import as_utc, utcnow
 from healthmon_dagster.store.tables import alerts, check_results, metrics
 
 # Components whose connectivity the pipeline's data depends on.
@@ -57,6 +67,16 @@ DEPENDENCY_COMPONENTS = frozenset(
         HealthComponent.NETWORK,
     }
 )
+
+# A failure's dependency (etl.failures: what a classified step failure found unavailable) -> the
+# component whose connectivity check watches it: the ``dependency`` label of its alerts.
+FAILURE_DEPENDENCY_COMPONENT: dict[str, str] = {
+    WAREHOUSE: str(HealthComponent.DATABASE),
+    LANDING: str(HealthComponent.S3_DISCOVERY),
+}
+# Which database a database connectivity check reaches (its custom_parameters.target): the
+# warehouse, unless it checks only the health store.
+_WAREHOUSE_TARGETS = {None, WAREHOUSE, "both"}
 
 
 @dataclass(frozen=True)
@@ -486,6 +506,17 @@ class EventContext:
             for c in config.health_checks
             if c.check_type == HealthCheckType.CONNECTIVITY and c.component in DEPENDENCY_COMPONENTS
         }
+        # The connectivity check whose alert a failure's dependency stands for (the first
+        # enabled one of its component; for the database, one that reaches the warehouse).
+        self.evidence_checks: dict[str, str] = {}
+        for c in config.health_checks:
+            if c.check_id not in self.dependency_checks or not c.enabled:
+                continue
+            if c.component == HealthComponent.DATABASE and (
+                c.custom_parameters.get("target") not in _WAREHOUSE_TARGETS
+            ):
+                continue
+            self.evidence_checks.setdefault(str(c.component), c.check_id)
 
 
 def _selected(event: EventCondition, row: CheckRow) -> bool:
@@ -497,7 +528,8 @@ def _selected(event: EventCondition, row: CheckRow) -> bool:
 def event_signals(
     rules: Sequence[AlertRule], rows: Iterable[CheckRow], ctx: EventContext
 ) -> list[Signal]:
-    """One signal per (event rule, check row it watches): active when the row is bad for it."""
+    """One signal per (event rule, check row it watches): active when the row is bad for it;
+    plus the dependency alerts that checks which could not reach a dependency are evidence of."""
     rows = list(rows)
     out: list[Signal] = []
     for rule in rules:
@@ -509,6 +541,106 @@ def event_signals(
                 continue
             if rule.component is None or signal.labels.get("component") == str(rule.component):
                 out.append(signal)
+    return out + evidence_signals(rules, _check_evidence(rows, ctx), ctx)
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Something that could not reach a dependency: ``component`` is the dependency's
+    (``database``, ``s3_discovery``), ``seen_by`` names what saw it (a check on an asset, a run of
+    a job), ``reason`` says what happened (check names, error classes: never a value)."""
+
+    component: str
+    seen_by: str
+    reason: str
+
+
+def _check_evidence(rows: Sequence[CheckRow], ctx: EventContext) -> list[Evidence]:
+    """The evidence among check rows: the newest check that could not run because a dependency
+    did not answer, per dependency, when it is newer than the dependency's connectivity check's
+    latest result in ``rows`` (a newer result of that check is the check's own word)."""
+    newest: dict[str, CheckRow] = {}
+    spoken: dict[str, int] = {}  # check_id -> its latest result_id among the rows
+    for row in rows:
+        if row.source == str(RecordSource.HEALTH_CHECK):
+            spoken[row.check_name] = max(spoken.get(row.check_name, 0), row.result_id)
+            continue
+        down = FAILURE_DEPENDENCY_COMPONENT.get(str(row.details.get("dependency")))
+        if row.status != str(QualityStatus.ERROR) or down is None:
+            continue
+        if down not in newest or row.result_id > newest[down].result_id:
+            newest[down] = row
+    out = []
+    for component, row in sorted(newest.items()):
+        check_id = ctx.evidence_checks.get(component)
+        if check_id is None or spoken.get(check_id, 0) > row.result_id:
+            continue
+        out.append(
+            Evidence(
+                component,
+                f"check {row.check_name} on {row.target}",
+                f"check {row.check_name} on {row.target} could not run: {component} unreachable",
+            )
+        )
+    return out
+
+
+def latest_health_results(engine: Engine, check_ids: Collection[str]) -> dict[str, float]:
+    """When each of ``check_ids`` (health checks) last recorded a result that measured something,
+    as POSIX times; a check without one is left out."""
+    if not check_ids:
+        return {}
+    c = check_results.c
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(c.check_name, sa.func.max(c.ts))
+            .where(
+                c.source == str(RecordSource.HEALTH_CHECK),
+                c.check_name.in_(sorted(check_ids)),
+                c.details["skipped"].as_string().is_(None),
+            )
+            .group_by(c.check_name)
+        ).all()
+    return {str(name): as_utc(ts).timestamp() for name, ts in rows if ts is not None}
+
+
+def evidence_signals(
+    rules: Sequence[AlertRule], evidence: Iterable[Evidence], ctx: EventContext
+) -> list[Signal]:
+    """Active dependency-unreachable signals for ``evidence``, labelled as the dependency's
+    connectivity check labels them (one alert identity, whichever raises it first); nothing for a
+    dependency without a connectivity check."""
+    out: list[Signal] = []
+    for found in evidence:
+        check_id = ctx.evidence_checks.get(found.component)
+        if check_id is None:
+            continue
+        for rule in rules:
+            event = rule.event
+            if event is None or event.kind != EventKind.DEPENDENCY_UNREACHABLE:
+                continue
+            if (event.assets and found.component not in event.assets) or (
+                event.checks and check_id not in event.checks
+            ):
+                continue
+            if rule.component is not None and str(rule.component) != found.component:
+                continue
+            out.append(
+                Signal(
+                    rule=rule,
+                    labels=alert_labels(
+                        rule,
+                        component=found.component,
+                        check=check_id,
+                        source=str(RecordSource.HEALTH_CHECK),
+                        dependency=found.component,
+                    ),
+                    active=True,
+                    title=f"{rule.name}: {found.component} unreachable (seen by {found.seen_by})",
+                    description=f"{found.reason}; {check_id} has not run since",
+                    details={"seen_by": found.seen_by},
+                )
+            )
     return out
 
 
@@ -598,15 +730,59 @@ def _event_signal(
 
 
 def run_failure_signal(
-    rule: AlertRule, job: str, run_id: str, failed: bool, reason: str, component: str | None = None
+    rule: AlertRule,
+    job: str,
+    run_id: str,
+    failed: bool,
+    reason: str,
+    component: str | None = None,
+    dependency: str | None = None,
 ) -> Signal:
-    """A job's latest run, from the Dagster instance: active while it failed."""
+    """A job's latest run, from the Dagster instance: active while it failed. ``dependency``: the
+    component every failed step of the run found unavailable (``database``): a label, as on that
+    dependency's own alert, so that alert mutes this one (the run failed because of it)."""
     return Signal(
         rule=rule,
-        labels=alert_labels(rule, job=job, component=component),
+        labels=alert_labels(rule, job=job, component=component, dependency=dependency),
         active=failed,
-        title=f"{rule.name}: {job}",
+        title=f"{rule.name}: {job}" + (f" ({dependency} unreachable)" if dependency else ""),
         description=reason,
+        details={"run_id": run_id},
+    )
+
+
+EXECUTION_FAILED = "failed"
+"""The ``execution`` label of an alert on a check whose step failed before recording a result."""
+
+
+def execution_failed_signal(
+    rule: AlertRule, asset: str, check: str, run_id: str, failed: bool
+) -> Signal | None:
+    """A check from Dagster's own record of its latest execution: active when its step failed
+    before the check recorded any result (Dagster's EXECUTION_FAILED), inactive once it ran again;
+    None for a rule that does not take execution errors or does not watch this check. An alert
+    of its own (label ``execution=failed``): a check that recorded a result, ``error`` included,
+    is judged by that result (:func:`event_signals`), and the two are never the same episode."""
+    event = rule.event
+    if event is None or event.kind != EventKind.CHECK_FAILED or not event.execution_errors:
+        return None
+    if (event.assets and asset not in event.assets) or (event.checks and check not in event.checks):
+        return None
+    component = component_for(asset)
+    if rule.component is not None and component != str(rule.component):
+        return None
+    return Signal(
+        rule=rule,
+        labels=alert_labels(
+            rule, component=component, asset=asset, check=check, execution=EXECUTION_FAILED
+        ),
+        active=failed,
+        title=f"{check} on {asset} could not run" if failed else f"{check} on {asset} ran",
+        description=(
+            f"the step of {check} failed in run {run_id[:8]} before the check recorded a result"
+            if failed
+            else f"{check} ran in run {run_id[:8]}"
+        ),
         details={"run_id": run_id},
     )
 

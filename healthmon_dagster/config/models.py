@@ -1292,6 +1292,11 @@ class AlertingConfiguration(_Model):
     # and a failed upstream asset its downstream assets' alerts (lineage inhibition).
     builtin_inhibit_rules: bool = True
     inhibit_rules: list[InhibitRule] = Field(default_factory=list)
+    # After a source of inhibition resolves, the alerts it muted (and any it would mute) stay
+    # muted this long: the outage's echo (stale assets, failed checks and runs that recover with
+    # the next load) resolves unannounced; what still fires afterwards is announced, saying what
+    # muted it from when to when. 0: unmuted as soon as the source resolves (Alertmanager).
+    inhibit_hold_minutes: float = Field(default=10, ge=0, le=1440)
     time_intervals: dict[str, list[TimeInterval]] = Field(default_factory=dict)
     # Named time intervals during which no notification goes out (maintenance, backfills).
     mute_time_intervals: list[str] = Field(default_factory=list)
@@ -1317,8 +1322,9 @@ class SelfHealingConfiguration(_Model):
     ``never_rerun_error_classes``. At most ``max_attempts_per_window`` re-runs per asset within
     ``window_minutes``; after a failed re-run the next waits ``initial_delay_seconds`` doubling up
     to ``max_delay_seconds`` (+- ``jitter``). After ``breaker_failures`` consecutive failed re-runs
-    of an asset its circuit breaker opens: no more re-runs, the incident is escalated to
-    ``escalate_to``, until the asset materializes again. A re-run that succeeds with its checks
+    of an asset (since it last materialized) its circuit breaker opens: no more re-runs, the
+    incident is escalated to ``escalate_to`` and at least one step above its severity, until the
+    asset materializes again. A re-run that succeeds with its checks
     passing moves the incident to monitoring; it resolves after ``quiet_period_minutes`` without a
     new failure. ``stale_reruns``: also re-run an asset past its freshness fail window whose upstream
     has materialized since. The sensor runs while the feature flag ``self_healing`` is on (the

@@ -43,6 +43,21 @@ def _blamed(labels: dict[str, str], s3_bucket: str | None) -> str | None:
     return None
 
 
+def dependency_of(root_key: str) -> str | None:
+    """The ``dependency`` label of the alert that stands for the resource a root key blames
+    (``resource:database:warehouse`` -> ``database``; the inverse of :func:`_blamed`), None for a
+    root key that blames no resource."""
+    resource = root_key.removeprefix(RESOURCE) if root_key.startswith(RESOURCE) else ""
+    if resource == WAREHOUSE:
+        return str(HealthComponent.DATABASE)
+    if resource.startswith("s3:"):
+        return str(HealthComponent.S3_DISCOVERY)
+    return None
+
+
+RESOURCE = "resource:"
+
+
 def alert_failure(row: Row[Any], s3_bucket: str | None = None) -> Failure:
     """The failure a critical alert reports (its title and labels carry no field value)."""
     labels = {str(k): str(v) for k, v in dict(row.labels).items()}

@@ -14,6 +14,14 @@ PagerDuty and signed webhook (Alertmanager JSON) exports, with no second notific
   channels are told both, the second with the higher severity (Prometheus does the same when an
   alert's labels change; the fingerprint includes the severity).
 - Resolving or closing the incident resolves its alert: the channels told are told it resolved.
+- An incident whose root key blames a resource (``resource:database:warehouse``) is that
+  resource's outage, as is the resource's own alert (``dependency_unreachable``, linked to the
+  incident): the incident's alert carries the resource's ``dependency`` label, and of the two the
+  one announced first mutes the other (``alerting/inhibit.py``; its details carry ``opened_at``):
+  one page per outage, not two. Once every linked alert of the resource has resolved, the
+  incident's alert resolves too, while the incident goes on to its end (monitoring, resolved) on
+  its timeline. An incident of a resource that has no alert of its own (no connectivity check) is
+  announced as any other.
 
 The rules are built in (channels: ``alerting.builtin_channels``); a rule of the same id in
 ``alert_rules`` (event kind ``incident``) replaces one, e.g. to page on ``incident_critical``
@@ -39,11 +47,12 @@ incident's signals at once (the same evaluation, rules and outbox as the sensor'
 result), so its notification is queued in the run rather than at the next sensor tick.
 """
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from healthmon_dagster.alerting.engine import EvaluationReport, enabled_channels, evaluate, queue
 from healthmon_dagster.alerting.signals import Signal, alert_labels
@@ -60,7 +69,7 @@ from healthmon_dagster.enums import (
     NotificationKind,
     NotificationStatus,
 )
-from healthmon_dagster.incidents.alerts import INCIDENT_RULE_PREFIX
+from healthmon_dagster.incidents.alerts import INCIDENT_RULE_PREFIX, dependency_of
 from healthmon_dagster.incidents.records import OPEN, Actor, record_unique_event
 from healthmon_dagster.store.connection import write_transaction
 from healthmon_dagster.store.dialect import insert_ignore
@@ -69,6 +78,7 @@ from healthmon_dagster.store.tables import (
     alert_events,
     alerts,
     check_results,
+    incident_alerts,
     incident_events,
     incidents,
     notifications,
@@ -145,15 +155,24 @@ def incident_signals(
     c = incidents.c
     with engine.connect() as conn:
         rows = conn.execute(
-            sa.select(c.incident_id, c.title, c.severity, c.component, c.status, c.root_key)
+            sa.select(
+                c.incident_id,
+                c.title,
+                c.severity,
+                c.component,
+                c.status,
+                c.root_key,
+                c.started_at,
+            )
             .where(
                 sa.or_(OPEN, c.ended_at > now - ENDED_LOOKBACK, c.closed_at > now - ENDED_LOOKBACK)
             )
             .order_by(c.incident_id)
         ).all()
+        announced = _announced_by_resource_alert(conn, rows)
     out: list[Signal] = []
     for row in rows:
-        is_open = row.status not in ("resolved", "closed")
+        is_open = row.status not in ("resolved", "closed") and row.incident_id not in announced
         for sev in IncidentSeverity:
             rule = rules.get(rule_id(sev))
             if rule is None or not rule.enabled:
@@ -169,13 +188,20 @@ def signals_of(engine: Engine, config: HealthConfiguration, incident_id: int) ->
     c = incidents.c
     with engine.connect() as conn:
         row = conn.execute(
-            sa.select(c.incident_id, c.title, c.severity, c.component, c.status, c.root_key).where(
-                c.incident_id == incident_id
-            )
+            sa.select(
+                c.incident_id,
+                c.title,
+                c.severity,
+                c.component,
+                c.status,
+                c.root_key,
+                c.started_at,
+            ).where(c.incident_id == incident_id)
         ).first()
-    if row is None:
-        return []
-    is_open = row.status not in ("resolved", "closed")
+        if row is None:
+            return []
+        announced = _announced_by_resource_alert(conn, [row])
+    is_open = row.status not in ("resolved", "closed") and row.incident_id not in announced
     enabled = [(s, rules[rule_id(s)]) for s in IncidentSeverity if rule_id(s) in rules]
     return [
         _signal(rule, row, is_open and sev == IncidentSeverity(row.severity))
@@ -210,9 +236,32 @@ def announce(
     )
 
 
+def _announced_by_resource_alert(conn: Connection, rows: Sequence[Any]) -> set[int]:
+    """The incidents of a resource whose linked alerts of that resource have all resolved: the
+    resource's alert announced the outage and its end; the incident's own alert says no more."""
+    dependency = {int(r.incident_id): dependency_of(r.root_key or "") for r in rows}
+    wanted = [i for i, d in dependency.items() if d is not None]
+    if not wanted:
+        return set()
+    ia, a = incident_alerts.c, alerts.c
+    linked: dict[int, list[bool]] = {}  # incident id -> whether each linked resource alert is open
+    for incident_id, state, labels in conn.execute(
+        sa.select(ia.incident_id, a.state, a.labels)
+        .join(alerts, a.alert_id == ia.alert_id)
+        .where(ia.incident_id.in_(wanted))
+    ):
+        if (labels or {}).get("dependency") == dependency[int(incident_id)]:
+            linked.setdefault(int(incident_id), []).append(state != str(AlertState.RESOLVED))
+    return {i for i, states in linked.items() if not any(states)}
+
+
 def _signal(rule: AlertRule, row: Any, active: bool) -> Signal:
     labels = alert_labels(
-        rule, alertname=ALERTNAME, incident_id=str(row.incident_id), component=row.component
+        rule,
+        alertname=ALERTNAME,
+        incident_id=str(row.incident_id),
+        component=row.component,
+        dependency=dependency_of(row.root_key or ""),
     )
     return Signal(
         rule=rule,
@@ -220,7 +269,13 @@ def _signal(rule: AlertRule, row: Any, active: bool) -> Signal:
         active=active,
         title=f"incident {row.incident_id} ({row.severity}): {row.title}"[:500],
         description=f"root cause key {row.root_key}; status {row.status}",
-        details={"incident_id": int(row.incident_id), "status": row.status},
+        details={
+            "incident_id": int(row.incident_id),
+            "status": row.status,
+            # When the incident opened: of an outage's incident and the dependency's own alert,
+            # the one announced first stands (alerting/inhibit.py).
+            "opened_at": as_utc(row.started_at).isoformat() if row.started_at else None,
+        },
     )
 
 

@@ -21,13 +21,23 @@ entry on the incident's timeline with its rule. The rows are the state: attempts
 consecutive failures, the breaker and the backoff are all read from them, and a re-run's Dagster
 run key is built from its rows.
 
-A re-run that succeeded with its checks passing moves its incident to ``monitoring``; after
-``quiet_period_minutes`` in monitoring (a new failure sends it back to investigating) the incident
-is resolved with its linked alerts. No Dagster here.
+Consecutive failures count the failed re-runs since the asset last succeeded: a ``succeeded`` or
+``reset`` row, or a materialization of the asset by any run after the failure (the sensor hands in
+each asset's latest materialization). A failed re-run records each asset on its own: those it
+materialized with their checks passing ``succeeded``, the others ``failed``.
+
+A re-run that succeeded with its checks passing moves its incident to ``monitoring``, and so does a
+successful run of the other mechanism that was left the failure (the landing sensor's next attempt
+of a file or its catch-up run: a ``succeeded`` row with rule ``recovered:<mechanism>``), but only
+once nothing of the incident is still broken (:func:`blockers`: no re-run in flight, no asset whose
+latest row is a failure or a failure left to another mechanism, no open breaker). After
+``quiet_period_minutes`` in monitoring (a new failure sends it back to investigating), and still
+with nothing broken, the incident is resolved with its linked alerts; its resolution names the run
+that healed it. No Dagster here.
 """
 
 import random
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -49,13 +59,17 @@ from healthmon_dagster.enums import (
 )
 from healthmon_dagster.etl.failures import Classification
 from healthmon_dagster.incidents import lifecycle
-from healthmon_dagster.incidents.records import Actor, IncidentError, add_event
+from healthmon_dagster.incidents.records import Actor, IncidentError, add_event, record_event
 from healthmon_dagster.store.connection import write_transaction
 from healthmon_dagster.store.metrics import as_utc
 from healthmon_dagster.store.tables import alerts, incident_alerts, incidents, self_heal_attempts
 
 ACTOR = Actor("sensor:self_healing", IncidentSource.SENSOR)
 RUN_KEY_PREFIX = "selfheal:"
+RECOVERED_PREFIX = "recovered:"
+"""Rule (``recovered:file_attempt``, ``recovered:catch_up``) and run key prefix of the ``succeeded``
+rows of a failure another mechanism healed: not a re-run of this sensor (not counted in its
+bounds)."""
 _CHUNK = 400
 
 
@@ -211,15 +225,35 @@ def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
         yield items[i : i + _CHUNK]
 
 
+def _is_rerun(run_key: str) -> bool:
+    return run_key.startswith(RUN_KEY_PREFIX)
+
+
+def _cleared(row: Any, materialized_at: datetime | None) -> bool:
+    """A failed row the asset's materialization (by any run) came after."""
+    if materialized_at is None:
+        return False
+    return as_utc(row.finished_at or row.requested_at) < materialized_at
+
+
 def _history(
-    asset_key: str, rows: Sequence[Any], policy: SelfHealPolicy, now: datetime
+    asset_key: str,
+    rows: Sequence[Any],
+    policy: SelfHealPolicy,
+    now: datetime,
+    materialized_at: datetime | None = None,
 ) -> AssetHistory:
     rows = sorted(rows, key=lambda r: r.attempt)
     last_clear = max(
         (r.attempt for r in rows if r.status in (Status.SUCCEEDED, Status.RESET)), default=0
     )
-    failed = [r for r in rows if r.status == Status.FAILED and r.attempt > last_clear]
+    failed = [
+        r
+        for r in rows
+        if r.status == Status.FAILED and r.attempt > last_clear and not _cleared(r, materialized_at)
+    ]
     runs = [r for r in rows if r.status in (Status.REQUESTED, Status.SUCCEEDED, Status.FAILED)]
+    reruns = [r for r in runs if _is_rerun(r.run_key)]
     last_run = runs[-1] if runs else None
     latest = rows[-1] if rows else None
     breaker = [r for r in rows if r.status in (Status.ESCALATED, Status.RESET)]
@@ -228,11 +262,14 @@ def _history(
         asset_key=asset_key,
         last_attempt=latest.attempt if latest is not None else 0,
         consecutive_failures=len(failed),
-        in_window=sum(as_utc(r.requested_at) > now - policy.window for r in runs),
+        in_window=sum(as_utc(r.requested_at) > now - policy.window for r in reruns),
         in_flight=any(r.status == Status.REQUESTED for r in rows),
         retry_at=(
             as_utc(last_run.retry_at)
-            if last_run is not None and last_run.status == Status.FAILED and last_run.retry_at
+            if last_run is not None
+            and last_run.status == Status.FAILED
+            and last_run.retry_at
+            and not _cleared(last_run, materialized_at)
             else None
         ),
         breaker_open=open_breaker,
@@ -241,21 +278,33 @@ def _history(
 
 
 def histories(
-    engine: Engine, asset_keys: Iterable[str], policy: SelfHealPolicy, now: datetime
+    engine: Engine,
+    asset_keys: Iterable[str],
+    policy: SelfHealPolicy,
+    now: datetime,
+    materialized: Mapping[str, datetime] | None = None,
 ) -> dict[str, AssetHistory]:
-    """The re-run history of each asset (an empty one for an asset never re-run)."""
+    """The re-run history of each asset (an empty one for an asset never re-run); ``materialized``
+    (asset -> its latest materialization) clears the failures before it."""
     keys = sorted(set(asset_keys))
     c = self_heal_attempts.c
     by_asset: dict[str, list[Any]] = {k: [] for k in keys}
     with engine.connect() as conn:
         for chunk in _chunks(keys):
             for row in conn.execute(
-                sa.select(c.asset_key, c.attempt, c.status, c.requested_at, c.retry_at).where(
-                    c.asset_key.in_(chunk)
-                )
+                sa.select(
+                    c.asset_key,
+                    c.attempt,
+                    c.status,
+                    c.run_key,
+                    c.requested_at,
+                    c.finished_at,
+                    c.retry_at,
+                ).where(c.asset_key.in_(chunk))
             ):
                 by_asset[row.asset_key].append(row)
-    return {k: _history(k, rows, policy, now) for k, rows in by_asset.items()}
+    mat = materialized or {}
+    return {k: _history(k, rows, policy, now, mat.get(k)) for k, rows in by_asset.items()}
 
 
 def decided_runs(engine: Engine, run_ids: Sequence[str]) -> set[tuple[str, str]]:
@@ -281,6 +330,7 @@ class Requested:
     asset_keys: tuple[str, ...]
     incident_id: int | None
     requested_at: datetime
+    source_run_id: str | None = None  # the failed run re-run (its configuration is the re-run's)
 
 
 def requested_reruns(engine: Engine) -> list[Requested]:
@@ -289,7 +339,7 @@ def requested_reruns(engine: Engine) -> list[Requested]:
     grouped: dict[str, list[Any]] = {}
     with engine.connect() as conn:
         for row in conn.execute(
-            sa.select(c.run_key, c.asset_key, c.incident_id, c.requested_at)
+            sa.select(c.run_key, c.asset_key, c.incident_id, c.requested_at, c.source_run_id)
             .where(c.status == Status.REQUESTED.value)
             .order_by(c.requested_at, c.attempt_id)
         ):
@@ -300,6 +350,7 @@ def requested_reruns(engine: Engine) -> list[Requested]:
             tuple(sorted(r.asset_key for r in rows)),
             next((r.incident_id for r in rows if r.incident_id is not None), None),
             as_utc(rows[0].requested_at),
+            rows[0].source_run_id,
         )
         for key, rows in grouped.items()
     ]
@@ -376,10 +427,16 @@ def record_rerun_outcome(
     why: Classification | None = None,
     rand: Callable[[], float] = random.random,
     ended_at: datetime | None = None,
+    healed: Iterable[str] = (),
+    materialized: Mapping[str, datetime] | None = None,
 ) -> list[str]:
     """Mark the re-run ``run_key`` succeeded or failed (a failed one with its backoff counted from
     ``ended_at``, when its run ended); the assets updated (none when another process recorded it
-    first)."""
+    first). Of a failed re-run, the assets in ``healed`` (it materialized them with their checks
+    passing) are recorded succeeded; ``materialized`` (asset -> latest materialization) clears the
+    earlier failures the backoff counts."""
+    healed = frozenset(healed)
+    mat = materialized or {}
     ended = min(ended_at or now, now)
     draw = (
         rand()
@@ -393,13 +450,16 @@ def record_rerun_outcome(
         ).all()
         updated: list[str] = []
         for row in rows:
+            ok = succeeded or row.asset_key in healed
             values: dict[str, Any] = {
-                "status": (Status.SUCCEEDED if succeeded else Status.FAILED).value,
+                "status": (Status.SUCCEEDED if ok else Status.FAILED).value,
                 "finished_at": ended,
                 "rerun_run_id": rerun_run_id,
             }
-            if not succeeded:
-                failures = _failures_before(conn, row.asset_key, row.attempt) + 1
+            if not ok:
+                failures = (
+                    _failures_before(conn, row.asset_key, row.attempt, mat.get(row.asset_key)) + 1
+                )
                 values["retry_at"] = ended + policy.delay(failures, lambda: draw)
                 if why is not None:
                     values["error_class"] = why.error_class
@@ -417,7 +477,14 @@ def record_rerun_outcome(
     return updated
 
 
-def _failures_before(conn: sa.engine.Connection, asset_key: str, attempt: int) -> int:
+def _failures_before(
+    conn: sa.engine.Connection,
+    asset_key: str,
+    attempt: int,
+    materialized_at: datetime | None = None,
+) -> int:
+    """Failed re-runs of the asset before ``attempt`` since its last success, reset or
+    materialization."""
     c = self_heal_attempts.c
     clear = conn.execute(
         sa.select(sa.func.max(c.attempt)).where(
@@ -426,38 +493,71 @@ def _failures_before(conn: sa.engine.Connection, asset_key: str, attempt: int) -
             c.status.in_([Status.SUCCEEDED.value, Status.RESET.value]),
         )
     ).scalar()
-    return int(
-        conn.execute(
-            sa.select(sa.func.count()).where(
-                c.asset_key == asset_key,
-                c.attempt < attempt,
-                c.attempt > (clear or 0),
-                c.status == Status.FAILED.value,
-            )
-        ).scalar_one()
-    )
+    failed = conn.execute(
+        sa.select(c.finished_at, c.requested_at).where(
+            c.asset_key == asset_key,
+            c.attempt < attempt,
+            c.attempt > (clear or 0),
+            c.status == Status.FAILED.value,
+        )
+    ).all()
+    return sum(not _cleared(r, materialized_at) for r in failed)
+
+
+def escalation_target(current: IncidentSeverity, policy: SelfHealPolicy) -> IncidentSeverity:
+    """The severity an opened breaker raises the incident to: ``escalate_to``, and at least one
+    step above its current severity (a resource incident starts high: raising it to high would
+    page nobody)."""
+    ranks = list(IncidentSeverity)
+    one_up = ranks[min(current.rank + 1, len(ranks) - 1)]
+    return max(policy.escalate_to, one_up, key=lambda s: s.rank)
 
 
 def escalate(
     engine: Engine, incident_id: int, policy: SelfHealPolicy, text: str, now: datetime
-) -> None:
-    """Raise the incident's severity to ``escalate_to`` (an ``escalated`` entry) and say why; an
-    incident already that severe or worse gets the entry only."""
+) -> IncidentSeverity | None:
+    """Raise the incident's severity (:func:`escalation_target`) with an ``escalated`` entry saying
+    why; the new severity, or None when it was not raised (already critical, ended, or made as
+    severe meanwhile: the entry only). The UPDATE only raises: a severity raised concurrently
+    (another failure absorbed) is never lowered."""
     with engine.connect() as conn:
         current = conn.execute(
             sa.select(incidents.c.severity).where(incidents.c.incident_id == incident_id)
         ).scalar()
-    if current is not None and IncidentSeverity(current).rank < policy.escalate_to.rank:
-        lifecycle.update(engine, incident_id, ACTOR, {"severity": str(policy.escalate_to)}, now=now)
-    add_event(
-        engine,
-        incident_id,
-        IncidentEventKind.ESCALATED,
-        ACTOR,
-        text,
-        {"rule": "circuit_breaker"},
-        now,
-    )
+    if current is None:
+        return None
+    was = IncidentSeverity(current)
+    target = escalation_target(was, policy)
+    lower = [str(s) for s in IncidentSeverity if s.rank < target.rank]
+    c = incidents.c
+    with write_transaction(engine) as conn:
+        raised = (
+            target.rank > was.rank
+            and conn.execute(
+                incidents.update()
+                .where(
+                    c.incident_id == incident_id,
+                    c.severity.in_(lower),
+                    c.status.not_in([str(IncidentStatus.RESOLVED), str(IncidentStatus.CLOSED)]),
+                )
+                .values(severity=str(target), updated_at=now)
+            ).rowcount
+            == 1
+        )
+        said = f"severity {was} -> {target}" if raised else "severity not raised"
+        record_event(
+            conn,
+            incident_id,
+            IncidentEventKind.ESCALATED,
+            ACTOR,
+            now,
+            f"{text}; {said}",
+            details={
+                "rule": "circuit_breaker",
+                **({"severity": {"from": str(was), "to": str(target)}} if raised else {}),
+            },
+        )
+    return target if raised else None
 
 
 def reset_breakers(
@@ -483,20 +583,93 @@ def reset_breakers(
 # --- Recovery -------------------------------------------------------------------------------------------
 
 
-def mark_recovering(engine: Engine, incident_id: int, run_key: str, now: datetime) -> bool:
-    """The re-run ``run_key`` and its checks passed: the incident moves to monitoring (True), unless
-    it is already there or ended."""
+_ENDED = (str(IncidentStatus.RESOLVED), str(IncidentStatus.CLOSED))
+_HEALING = (
+    str(IncidentStatus.OPEN),
+    str(IncidentStatus.INVESTIGATING),
+    str(IncidentStatus.IDENTIFIED),
+)
+LEFT_TO_OTHERS = {
+    "coordination:file_attempt": "file_attempt",
+    "coordination:catch_up": "catch_up",
+}
+"""Rules of failures another mechanism retries whose success heals them (see
+:func:`pending_recoveries`): the mechanism's name."""
+
+
+def _latest_by_asset(rows: Iterable[Any]) -> dict[str, Any]:
+    latest: dict[str, Any] = {}
+    for r in rows:
+        if r.asset_key not in latest or r.attempt > latest[r.asset_key].attempt:
+            latest[r.asset_key] = r
+    return latest
+
+
+def blockers(
+    engine: Engine, incident_id: int, materialized: Mapping[str, datetime] | None = None
+) -> list[str]:
+    """What of the incident is still broken, in words (empty: nothing): a re-run requested and not
+    ended; an asset whose latest row for the incident is a failed re-run or a failure not re-run
+    (a data error, one left to another mechanism) that it has not materialized since; an asset
+    whose circuit breaker is open."""
+    c = self_heal_attempts.c
+    mat = materialized or {}
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(
+                c.asset_key, c.attempt, c.status, c.rule, c.run_key, c.requested_at, c.finished_at
+            ).where(c.incident_id == incident_id)
+        ).all()
+        assets = sorted({r.asset_key for r in rows})
+        breaker_rows = (
+            conn.execute(
+                sa.select(c.asset_key, c.attempt, c.status).where(
+                    c.asset_key.in_(assets),
+                    c.status.in_([Status.ESCALATED.value, Status.RESET.value]),
+                )
+            ).all()
+            if assets
+            else []
+        )
+    found: list[str] = []
+    in_flight = sorted({r.run_key for r in rows if r.status == Status.REQUESTED})
+    found += [f"re-run {k} has not ended" for k in in_flight]
+    for asset, row in sorted(_latest_by_asset(rows).items()):
+        if row.status == Status.REQUESTED:
+            continue
+        if row.status == Status.ESCALATED:
+            continue  # the breaker, below
+        broken = row.status == Status.FAILED or (
+            row.status == Status.SKIPPED and row.rule != "materialized_since"
+        )
+        if broken and not _cleared(row, mat.get(asset)):
+            what = "its last re-run failed" if row.status == Status.FAILED else "not re-run"
+            found.append(f"{asset}: {what} (rule {row.rule}) and it has not materialized since")
+    for asset, row in sorted(_latest_by_asset(breaker_rows).items()):
+        if row.status == Status.ESCALATED:
+            found.append(f"{asset}: its circuit breaker is open")
+    return found
+
+
+def mark_recovering(
+    engine: Engine,
+    incident_id: int,
+    run_key: str,
+    now: datetime,
+    *,
+    text: str | None = None,
+    materialized: Mapping[str, datetime] | None = None,
+) -> bool:
+    """The re-run ``run_key`` (or what ``text`` says) succeeded with its checks passing: the
+    incident moves to monitoring (True), unless it is already there or ended, or something of it
+    is still broken (:func:`blockers`)."""
     with engine.connect() as conn:
         status = conn.execute(
             sa.select(incidents.c.status).where(incidents.c.incident_id == incident_id)
         ).scalar()
-    if status in (
-        None,
-        *(
-            str(s)
-            for s in (IncidentStatus.MONITORING, IncidentStatus.RESOLVED, IncidentStatus.CLOSED)
-        ),
-    ):
+    if status is None or status in (str(IncidentStatus.MONITORING), *_ENDED):
+        return False
+    if blockers(engine, incident_id, materialized):
         return False
     try:
         lifecycle.set_status(
@@ -504,12 +677,103 @@ def mark_recovering(engine: Engine, incident_id: int, run_key: str, now: datetim
             incident_id,
             IncidentStatus.MONITORING,
             ACTOR,
-            f"self-heal re-run {run_key} succeeded and its checks passed",
+            text or f"self-heal re-run {run_key} succeeded and its checks passed",
             now=now,
         )
     except IncidentError:  # changed concurrently (a person, a relapse): leave it to them
         return False
     return True
+
+
+@dataclass(frozen=True)
+class PendingRecovery:
+    """An open incident with failures left to another mechanism (the landing sensor): the assets
+    not healed yet (asset -> the mechanism, ``file_attempt`` or ``catch_up``), and since when a
+    run must have started to heal them (the incident's last failure)."""
+
+    incident_id: int
+    last_failure_at: datetime
+    assets: dict[str, str]
+
+
+def pending_recoveries(engine: Engine) -> list[PendingRecovery]:
+    """Open incidents (not monitoring, not ended) whose latest row for some asset is a failure
+    left to another mechanism (:data:`LEFT_TO_OTHERS`); one cheap query when there is none."""
+    c, i = self_heal_attempts.c, incidents.c
+    with engine.connect() as conn:
+        ids = (
+            conn.execute(
+                sa.select(c.incident_id)
+                .join(incidents, i.incident_id == c.incident_id)
+                .where(
+                    c.status == Status.SKIPPED.value,
+                    c.rule.in_(list(LEFT_TO_OTHERS)),
+                    i.status.in_(_HEALING),
+                )
+                .distinct()
+            )
+            .scalars()
+            .all()
+        )
+        found: list[PendingRecovery] = []
+        for incident_id in sorted(int(x) for x in ids):
+            rows = conn.execute(
+                sa.select(c.asset_key, c.attempt, c.status, c.rule).where(
+                    c.incident_id == incident_id
+                )
+            ).all()
+            assets = {
+                a: LEFT_TO_OTHERS[r.rule]
+                for a, r in _latest_by_asset(rows).items()
+                if r.status == Status.SKIPPED and r.rule in LEFT_TO_OTHERS
+            }
+            last = conn.execute(
+                sa.select(i.last_failure_at).where(i.incident_id == incident_id)
+            ).scalar()
+            if assets and last is not None:
+                found.append(PendingRecovery(incident_id, as_utc(last), assets))
+    return found
+
+
+def record_recovery(
+    engine: Engine,
+    incident_id: int,
+    assets: Iterable[str],
+    mechanism: str,
+    run_id: str,
+    ended_at: datetime,
+    now: datetime,
+) -> list[str]:
+    """A ``succeeded`` row (rule ``recovered:<mechanism>``) for each asset the other mechanism's
+    run ``run_id`` healed; the assets recorded (none when another tick or process did first)."""
+    c = self_heal_attempts.c
+    done: list[str] = []
+    for asset in sorted(set(assets)):
+        with engine.connect() as conn:
+            last = conn.execute(
+                sa.select(sa.func.max(c.attempt)).where(c.asset_key == asset)
+            ).scalar()
+        try:
+            with write_transaction(engine) as conn:
+                conn.execute(
+                    self_heal_attempts.insert().values(
+                        asset_key=asset,
+                        attempt=int(last or 0) + 1,
+                        status=Status.SUCCEEDED.value,
+                        reason=Reason.FAILED_RUN.value,
+                        source_run_id=None,
+                        run_key=f"{RECOVERED_PREFIX}{run_id}",
+                        rerun_run_id=run_id,
+                        incident_id=incident_id,
+                        rule=f"{RECOVERED_PREFIX}{mechanism}",
+                        requested_at=now,
+                        finished_at=min(ended_at, now),
+                    )
+                )
+        except sa_exc.IntegrityError:  # another tick recorded this attempt first
+            continue
+        done.append(asset)
+    return done
 
 
 @dataclass
@@ -518,9 +782,32 @@ class Resolved:
     alert_ids: list[int] = field(default_factory=list)
 
 
-def resolve_quiet(engine: Engine, policy: SelfHealPolicy, now: datetime) -> Resolved:
-    """Resolve each incident the self-healing sensor moved to monitoring that has stayed there for
-    the quiet period since its last successful re-run, and its linked alerts."""
+RECOVERY_WORDS = {
+    "file_attempt": "the landing sensor's next attempt",
+    "catch_up": "the landing sensor's catch-up run",
+}
+
+
+def _healed_by(row: Any) -> str:
+    """Which run healed the incident, in words, from its latest ``succeeded`` row."""
+    if str(row.rule).startswith(RECOVERED_PREFIX):
+        what = RECOVERY_WORDS.get(str(row.rule)[len(RECOVERED_PREFIX) :], "another mechanism's run")
+        return f"healed: {what} (run {row.rerun_run_id}) succeeded with its checks passing"
+    return (
+        f"self-healed: re-run {row.run_key} (run {row.rerun_run_id}) succeeded with its checks "
+        "passing"
+    )
+
+
+def resolve_quiet(
+    engine: Engine,
+    policy: SelfHealPolicy,
+    now: datetime,
+    materialized: Mapping[str, datetime] | None = None,
+) -> Resolved:
+    """Resolve each incident in monitoring that has stayed there for the quiet period since its
+    last success (a re-run of this sensor or another mechanism's run) with nothing of it broken
+    (:func:`blockers`), and its linked alerts; the resolution names the run that healed it."""
     c = self_heal_attempts.c
     last_success = (
         sa.select(c.incident_id, sa.func.max(c.finished_at).label("healed_at"))
@@ -539,18 +826,25 @@ def resolve_quiet(engine: Engine, policy: SelfHealPolicy, now: datetime) -> Reso
         ).all()
     done = Resolved()
     for row in due:
+        incident_id = int(row.incident_id)
         if as_utc(row.healed_at) + policy.quiet_period > now:
             continue
-        resolution = (
-            f"self-healed: re-run succeeded with its checks passing, then no failure for "
-            f"{_minutes(policy.quiet_period)}"
-        )
+        if blockers(engine, incident_id, materialized):
+            continue
+        with engine.connect() as conn:
+            healer = conn.execute(
+                sa.select(c.rule, c.run_key, c.rerun_run_id)
+                .where(c.incident_id == incident_id, c.status == Status.SUCCEEDED.value)
+                .order_by(c.finished_at.desc(), c.attempt_id.desc())
+                .limit(1)
+            ).one()
+        resolution = f"{_healed_by(healer)}, then no failure for {_minutes(policy.quiet_period)}"
         try:
-            lifecycle.resolve(engine, int(row.incident_id), resolution, ACTOR, now=now)
+            lifecycle.resolve(engine, incident_id, resolution, ACTOR, now=now)
         except IncidentError:
             continue
-        done.incident_ids.append(int(row.incident_id))
-        done.alert_ids.extend(_resolve_alerts(engine, int(row.incident_id), now))
+        done.incident_ids.append(incident_id)
+        done.alert_ids.extend(_resolve_alerts(engine, incident_id, now))
     return done
 
 
@@ -613,7 +907,7 @@ class SelfHealSummary:
 
 def summary(engine: Engine, window: timedelta, now: datetime) -> SelfHealSummary:
     """Open circuit breakers (an asset whose latest breaker row is ``escalated``) and the re-runs
-    requested within ``window``."""
+    requested within ``window`` (not the ``recovered:`` rows of another mechanism's runs)."""
     c = self_heal_attempts.c
     latest = (
         sa.select(c.asset_key, sa.func.max(c.attempt).label("attempt"))
@@ -633,7 +927,7 @@ def summary(engine: Engine, window: timedelta, now: datetime) -> SelfHealSummary
             sa.select(
                 sa.func.count().filter(c.status.in_(runs)),
                 sa.func.count().filter(c.status == Status.FAILED.value),
-            ).where(c.requested_at > now - window)
+            ).where(c.requested_at > now - window, c.run_key.like(f"{RUN_KEY_PREFIX}%"))
         ).one()
         in_flight = conn.execute(
             sa.select(sa.func.count()).where(c.status == Status.REQUESTED.value)

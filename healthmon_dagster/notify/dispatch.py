@@ -6,12 +6,17 @@ lock per channel; SQLite's ``BEGIN IMMEDIATE``), so dispatchers in several proce
 work and the rate limit:
 
 1. Take the due rows: ``pending``, ``not_before <= now``, no live lease (``claimed_until`` empty or
-   past; on Postgres ``FOR UPDATE SKIP LOCKED``).
+   past; on Postgres ``FOR UPDATE SKIP LOCKED``). A row that went out before (it has a
+   ``delivery_key``) brings every pending row with its key, due or not and whatever the batch
+   size: a request is sent again whole, so one key never carries two contents (a receiver that
+   drops a key it has seen would lose the part sent later).
 2. Cancel what must not go out: a firing and a resolve of the same alert both still unsent (it
    resolved within the group's wait: Alertmanager sends neither), an announcement (firing,
-   repeat, escalation) of an alert resolved since, in retry or due (its resolve supersedes it), a
-   notification of an alert that is suppressed now, rows of a disabled channel. Hold a resolve or
-   an acknowledgement while an announcement of its alert is still under way on the channel (in
+   repeat, escalation) of an alert resolved since, in retry or due (its resolve supersedes it;
+   but on a threaded channel an attempted one of an alert with no thread there yet is retried
+   first, so the resolve can reply in the thread it starts or that Slack kept), a notification
+   of an alert that is suppressed now, rows of a disabled channel. Hold a resolve or an
+   acknowledgement while an announcement of its alert is still under way on the channel (in
    flight in another process, in this pass, or queued): it follows it, never overtakes it.
 3. Group them, Alertmanager's way: one message per (group_key, kind). A new group waits
    ``group_wait_seconds`` after its first notification (the shortest ``group_wait_by_severity``
@@ -45,10 +50,15 @@ out. A channel's ``retry_attempts`` is deprecated and ignored (a warning says so
 A dispatcher killed mid-send leaves its rows claimed: once the lease ends another takes them and
 sends the same rows again with the same ``delivery_key`` (the webhook's ``Idempotency-Key``, the
 email's ``Message-ID``; PagerDuty dedups by the alert's fingerprint): nothing is lost, and what is
-sent twice the receiver can recognise. Such a resend, and the retry after a timeout, is marked
-``in_doubt``: Slack then looks for a message carrying the key before posting again. Teams has no
-key and no lookup: there a send cut off by a kill or a timeout may show twice (Alertmanager's
-choice too: a duplicate rather than a miss).
+sent twice the receiver can recognise. Such a resend, and the retry after a timeout or a 5xx, is
+marked ``in_doubt``: Slack then looks for a message carrying the key before posting again. Teams
+has no key and no lookup: there a send cut off by a kill or a timeout may show twice
+(Alertmanager's choice too: a duplicate rather than a miss).
+
+A key left on a row that was not sent means "the receiver may have it". So the key is cleared
+where nothing went out under it: rows a 429 pause gave back before their turn, and a request the
+receiver refused outright (a 4xx or a 429) on its first attempt. A ``failed`` announcement that
+keeps its key counts as told (``alerting.engine.told``): its resolve and acknowledgement are sent.
 """
 
 import hashlib
@@ -381,15 +391,26 @@ class Dispatcher:
         self.close()
 
     def _release(self, units: Sequence[_Unit], not_before: datetime) -> int:
-        ids = [i for unit in units for i in unit.ids]
+        """Give back claimed units that were not sent (a 429 paused the channel first). One that
+        was not in doubt before this pass loses the key it was claimed with: nothing went out
+        under it, so its next pass is not "in doubt" (no Slack history lookup for it)."""
         with write_transaction(self.engine) as conn:
-            for chunk in _chunks(ids, 500):
-                conn.execute(
-                    notifications.update()
-                    .where(N.notification_id.in_(chunk), N.claimed_by == self.owner)
-                    .values(claimed_by=None, claimed_until=None, not_before=not_before)
-                )
-        return len(ids)
+            for in_doubt in (True, False):
+                ids = [i for unit in units if unit.in_doubt is in_doubt for i in unit.ids]
+                values: dict[str, Any] = {
+                    "claimed_by": None,
+                    "claimed_until": None,
+                    "not_before": not_before,
+                }
+                if not in_doubt:
+                    values["delivery_key"] = None
+                for chunk in _chunks(ids, 500):
+                    conn.execute(
+                        notifications.update()
+                        .where(N.notification_id.in_(chunk), N.claimed_by == self.owner)
+                        .values(**values)
+                    )
+        return sum(len(unit.rows) for unit in units)
 
     def _extend_lease(self, ids: Sequence[int]) -> None:
         lease_end = self.clock() + timedelta(seconds=self.dispatch.lease_seconds)
@@ -470,7 +491,7 @@ class Dispatcher:
                 report.failed += self._finish(conn, rows, NotificationStatus.FAILED, now, msg)
                 report.errors.append(msg)
                 return []
-            rows = self._cancel_moot(conn, name, rows, now, report)
+            rows = self._cancel_moot(conn, name, notifier, rows, now, report)
             rows = self._after_announcements(conn, name, rows, now, report)
             units = self._units(conn, name, notifier, rows)
             units = self._timed(conn, name, units, now, report)
@@ -498,6 +519,44 @@ class Dispatcher:
             return units
 
     def _due_rows(self, conn: Connection, name: str, now: datetime) -> list[RowMapping]:
+        rows = list(
+            conn.execute(
+                self._row_query(
+                    conn,
+                    N.channel == name,
+                    N.status == NotificationStatus.PENDING,
+                    N.not_before <= now,
+                    sa.or_(N.claimed_until.is_(None), N.claimed_until < now),
+                    *self._scope(),
+                )
+                .order_by(N.not_before, N.notification_id)
+                .limit(self.batch_size)
+            ).mappings()
+        )
+        # A request that went out before is sent again with all of its rows or not at all: the
+        # batch (or the fast path's scope) may have cut it, and a part sent with the whole's key
+        # would be dropped by a receiver that has seen the key (another content, same key).
+        keys = sorted({str(r["delivery_key"]) for r in rows if r["delivery_key"] is not None})
+        if not keys:
+            return rows
+        taken = {int(r["notification_id"]) for r in rows}
+        for chunk in _chunks(keys, 500):
+            rows.extend(
+                r
+                for r in conn.execute(
+                    self._row_query(
+                        conn,
+                        N.channel == name,
+                        N.status == NotificationStatus.PENDING,
+                        N.delivery_key.in_(chunk),
+                        sa.or_(N.claimed_until.is_(None), N.claimed_until < now),
+                    ).order_by(N.notification_id)
+                ).mappings()
+                if int(r["notification_id"]) not in taken
+            )
+        return rows
+
+    def _row_query(self, conn: Connection, *where: sa.ColumnElement[bool]) -> sa.Select[Any]:
         query = (
             sa.select(
                 N.notification_id,
@@ -515,19 +574,11 @@ class Dispatcher:
                 A.severity.label("alert_severity"),
             )
             .join(alerts, A.alert_id == N.alert_id)
-            .where(
-                N.channel == name,
-                N.status == NotificationStatus.PENDING,
-                N.not_before <= now,
-                sa.or_(N.claimed_until.is_(None), N.claimed_until < now),
-                *self._scope(),
-            )
-            .order_by(N.not_before, N.notification_id)
-            .limit(self.batch_size)
+            .where(*where)
         )
         if not is_sqlite(conn):
             query = query.with_for_update(skip_locked=True, of=notifications)
-        return list(conn.execute(query).mappings())
+        return query
 
     def _finish(
         self,
@@ -556,11 +607,22 @@ class Dispatcher:
         self,
         conn: Connection,
         name: str,
+        notifier: Notifier,
         rows: list[RowMapping],
         now: datetime,
         report: ChannelReport,
     ) -> list[RowMapping]:
         """Drop rows that must not go out (see the module docstring, step 2)."""
+        # On a threaded channel the resolve replies in the thread the alert's first message
+        # started. An attempted announcement (it has a key) of an alert with no thread here yet
+        # may have reached the channel: it is retried (Slack finds the copy it kept, or posts it)
+        # and the resolve follows in its thread, rather than superseding it and posting at the
+        # top level (two messages, the first never updated; or RESOLVED for an alert never
+        # shown).
+        unthreaded: set[int] = set()
+        if notifier.threaded:
+            resolved = {int(r["alert_id"]) for r in rows if r["alert_state"] == AlertState.RESOLVED}
+            unthreaded = resolved - set(self._threads(conn, name, resolved))
         fresh = [r for r in rows if r["delivery_key"] is None]
         kinds: dict[int, set[str]] = defaultdict(set)
         for r in fresh:
@@ -575,7 +637,11 @@ class Dispatcher:
         for r in rows:
             if r["delivery_key"] is None and int(r["alert_id"]) in flapped:
                 moot["resolved before its firing notification went out"].append(r)
-            elif r["kind"] in ANNOUNCING_KINDS and r["alert_state"] == AlertState.RESOLVED:
+            elif (
+                r["kind"] in ANNOUNCING_KINDS
+                and r["alert_state"] == AlertState.RESOLVED
+                and not (r["delivery_key"] is not None and int(r["alert_id"]) in unthreaded)
+            ):
                 moot[SUPERSEDED].append(r)
             elif (
                 r["alert_status"] == AlertStatus.SUPPRESSED
@@ -592,10 +658,9 @@ class Dispatcher:
             )
         # The announcements of alerts resolving now that wait for a retry (not due yet): the
         # resolve going out supersedes them; sent after it, they would show the alert firing.
-        resolving = sorted(
-            {int(r["alert_id"]) for r in keep if r["kind"] == NotificationKind.RESOLVED}
-        )
-        for chunk in _chunks(resolving, 500):
+        resolving = {int(r["alert_id"]) for r in keep if r["kind"] == NotificationKind.RESOLVED}
+        for chunk in _chunks(sorted(resolving), 500):
+            retried = sorted(unthreaded.intersection(chunk))
             report.cancelled += conn.execute(
                 notifications.update()
                 .where(
@@ -604,6 +669,10 @@ class Dispatcher:
                     N.status == NotificationStatus.PENDING,
                     N.kind.in_(ANNOUNCING_KINDS),
                     sa.or_(N.claimed_until.is_(None), N.claimed_until < now),
+                    # An attempted announcement of an alert with no thread here goes first.
+                    sa.not_(sa.and_(N.delivery_key.is_not(None), N.alert_id.in_(retried)))
+                    if retried
+                    else sa.true(),
                 )
                 .values(status=NotificationStatus.CANCELLED, last_error=SUPERSEDED)
             ).rowcount
@@ -647,14 +716,22 @@ class Dispatcher:
                     else max(now, _utc(not_before) or now)
                 )
                 hold[int(alert_id)] = max(until, hold.get(int(alert_id), until))
+        # A request that went out before waits as a whole (one key, one content).
+        key_hold: dict[str, datetime] = {}
+        for r in rows:
+            if r["kind"] in FOLLOW_UP_KINDS and int(r["alert_id"]) in hold and r["delivery_key"]:
+                until = hold[int(r["alert_id"])]
+                key_hold[r["delivery_key"]] = max(until, key_hold.get(r["delivery_key"], until))
         keep, held = [], []
         for r in rows:
-            if r["kind"] in FOLLOW_UP_KINDS and int(r["alert_id"]) in hold:
+            if r["delivery_key"] in key_hold or (
+                r["kind"] in FOLLOW_UP_KINDS and int(r["alert_id"]) in hold
+            ):
                 held.append(r)
             else:
                 keep.append(r)
         for r in held:
-            until = hold[int(r["alert_id"])]
+            until = key_hold.get(r["delivery_key"]) or hold[int(r["alert_id"])]
             if until > now:
                 conn.execute(
                     notifications.update()
@@ -1136,6 +1213,13 @@ class Dispatcher:
             else:
                 values["not_before"] = next_try
                 values["retry_until"] = retry_until
+            refused = not exc.retryable or (isinstance(exc, RetryableError) and exc.rate_limited)
+            if refused and not unit.in_doubt:
+                # The receiver refused the request (a 4xx, a 429) and no earlier attempt may
+                # have reached it: nothing went out under this key. Without it the retry is not
+                # "in doubt" (no Slack history lookup) and a failed row is not "told" (no
+                # resolve follows it: see alerting.engine.told).
+                values["delivery_key"] = None
             # Only rows still this dispatcher's: after its lease passed to another dispatcher,
             # recording this outcome would free a row that one is sending.
             recorded = conn.execute(

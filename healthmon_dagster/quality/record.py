@@ -48,9 +48,15 @@ def metric_points(result: CheckResult) -> list[MetricPoint]:
 
 
 def record_results(
-    health_engine: Engine, results: Sequence[CheckResult], dagster_run_id: str | None = None
+    health_engine: Engine,
+    results: Sequence[CheckResult],
+    dagster_run_id: str | None = None,
+    *,
+    unreachable: str | None = None,
 ) -> None:
-    """One check_results row per result and its metrics, in one transaction."""
+    """One check_results row per result and its metrics, in one transaction. ``unreachable``:
+    the dependency (``etl.failures.WAREHOUSE``) found down when checks could not be evaluated,
+    recorded as ``details["dependency"]`` of the rows of status ``error``."""
     if not results:
         return
     now = utcnow()
@@ -70,6 +76,11 @@ def record_results(
             "details": {
                 **dict(r.details),
                 **({"total_rows": r.total_rows} if r.total_rows is not None else {}),
+                **(
+                    {"dependency": unreachable}
+                    if unreachable and r.status == QualityStatus.ERROR
+                    else {}
+                ),
             },
             "dagster_run_id": dagster_run_id,
         }

@@ -227,6 +227,49 @@ def test_a_firing_cancelled_while_silenced_is_announced_when_the_silence_ends(
     assert evaluate(engine, cfg, later + timedelta(seconds=30)).notifications == 0  # once
 
 
+def test_a_failed_firing_is_not_requeued_when_a_silence_ends_a_cancelled_one_is(
+    engine: Engine,
+) -> None:
+    """Before: every silence that ended queued the firing again on a channel whose firing had
+    failed for good (a new failure and a failed dispatch step each time), although the
+    docstring left it to the repeat and the escalation."""
+    cfg = config()
+    now = datetime.now(UTC)
+    rate(engine, 0.5, now)
+    evaluate(engine, cfg, now)
+    n = notifications.c
+    with engine.begin() as conn:  # ops: failed for good; log: dropped by the suppression
+        conn.execute(notifications.update().where(n.channel == "ops").values(status="failed"))
+        conn.execute(notifications.update().where(n.channel == "log").values(status="cancelled"))
+    for _ in range(2):
+        silence = actions.add_silence(
+            engine,
+            parse_matchers(["component=staging_transformer"]),
+            ends_at=now + timedelta(hours=1),
+            created_by="oncall@example.org",
+            comment="backfill of March",
+        )
+        evaluate(engine, cfg, datetime.now(UTC) + timedelta(seconds=1))
+        actions.expire_silence(engine, silence)
+        report = evaluate(engine, cfg, datetime.now(UTC) + timedelta(seconds=2))
+        assert len(report.unsuppressed) == 1
+        with engine.begin() as conn:  # what the dispatcher made of it: ops keeps failing
+            pending = n.status == "pending"
+            conn.execute(
+                notifications.update().where(pending, n.channel == "ops").values(status="failed")
+            )
+            conn.execute(
+                notifications.update().where(pending, n.channel == "log").values(status="sent")
+            )
+
+    firing = rows(engine, notifications, n.kind == "firing")
+    assert sorted((r.channel, r.status) for r in firing) == [
+        ("log", "cancelled"),
+        ("log", "sent"),  # re-announced once where the suppression had dropped it
+        ("ops", "failed"),  # left to the repeat and the escalation: no failure per silence
+    ]
+
+
 def test_an_in_flight_firing_is_told_its_acknowledgement_and_resolve_a_failed_one_not(
     engine: Engine,
 ) -> None:
@@ -255,6 +298,29 @@ def test_an_in_flight_firing_is_told_its_acknowledgement_and_resolve_a_failed_on
         ("ops", "acknowledged"): "cancelled",  # never attempted: the resolve supersedes it
         ("ops", "resolved"): "pending",
     }
+
+
+def test_a_failed_firing_the_receiver_may_have_is_told_its_resolve(engine: Engine) -> None:
+    """Before: a failed row never counted as told, so a PagerDuty trigger whose every retry
+    timed out (PagerDuty may have opened the incident) never got its resolve and PagerDuty kept
+    escalating. A failed row that still carries its delivery key may have reached the receiver;
+    the dispatcher clears the key when the receiver refused the request outright."""
+    cfg = config()
+    rate(engine, 0.5, T0)
+    evaluate(engine, cfg, T0)
+    (alert,) = rows(engine, alerts)
+    n = notifications.c
+    with engine.begin() as conn:  # ops: every retry timed out; log: refused (no key left)
+        conn.execute(
+            notifications.update()
+            .where(n.channel == "ops")
+            .values(status="failed", delivery_key="k" * 64, last_error="did not answer")
+        )
+        conn.execute(notifications.update().where(n.channel == "log").values(status="failed"))
+
+    actions.resolve(engine, alert.alert_id, "ana", "fixed", T0 + timedelta(seconds=20))
+    resolved = rows(engine, notifications, n.kind == "resolved")
+    assert [(r.channel, r.status) for r in resolved] == [("ops", "pending")]
 
 
 def test_a_firing_that_failed_for_good_is_announced_again_by_the_repeat(engine: Engine) -> None:
@@ -381,7 +447,8 @@ health_checks:
         by_rule[("asset_check_error", "core/dim_patient")].alert_id,
     }
 
-    # The database answers again: its alert resolves, and the asset alerts still firing notify.
+    # The database answers again: its alert resolves; the asset alerts still firing stay muted
+    # for the hold (alerting.inhibit_hold_minutes, 10), as the outage's echo would resolve in it.
     record(
         engine,
         RecordSource.HEALTH_CHECK,
@@ -391,8 +458,79 @@ health_checks:
     )
     evaluate(engine, cfg, T0 + timedelta(minutes=1), cursor=report.cursor)
     after = {a.alert_id: a for a in rows(engine, alerts)}
+    raw_alert = after[by_rule[("asset_check_error", "raw/patients")].alert_id]
     assert after[root.alert_id].state == "resolved"
-    assert after[by_rule[("asset_check_error", "raw/patients")].alert_id].status == "active"
+    assert (raw_alert.status, raw_alert.inhibited_by) == ("suppressed", root.alert_id)
+    assert raw_alert.suppressed_by.startswith(
+        f"inhibited by alert {root.alert_id} (resolved at 10:01:00 UTC, held until 10:11:00 UTC)"
+    )
+    assert raw_alert.alert_id not in {n.alert_id for n in rows(engine, notifications)}
+
+    # Still firing once the hold has passed: a problem of its own, announced.
+    evaluate(engine, cfg, T0 + timedelta(minutes=11), cursor=report.cursor)
+    raw_alert = {a.alert_id: a for a in rows(engine, alerts)}[raw_alert.alert_id]
+    assert raw_alert.status == "active" and raw_alert.suppressed_by is None
+    assert raw_alert.alert_id in {n.alert_id for n in rows(engine, notifications)}
+
+
+def test_an_alert_muted_by_an_outage_that_resolves_in_the_hold_is_never_announced(
+    engine: Engine,
+) -> None:
+    cfg = load_config_text(
+        "alerting: {inhibit_hold_minutes: 5}\n"
+        "health_checks:\n"
+        "  - {check_id: database_connectivity, component: database, kind: database,\n"
+        "     check_type: connectivity, critical: true}\n"
+    )
+
+    def db(status: HealthStatus) -> None:
+        severity = "ERROR" if status == HealthStatus.CRITICAL else None
+        record(
+            engine,
+            RecordSource.HEALTH_CHECK,
+            "database_connectivity",
+            "database",
+            str(status),
+            severity=severity,
+        )
+
+    def check(status: str, severity: str | None) -> None:
+        record(
+            engine,
+            RecordSource.ASSET_CHECK,
+            "row_count_is_in_range",
+            "stg/patients",
+            status,
+            severity=severity,
+        )
+
+    db(HealthStatus.CRITICAL)
+    check("error", "ERROR")
+    report = evaluate(engine, cfg, T0)
+    db(HealthStatus.HEALTHY)
+    report = evaluate(engine, cfg, T0 + timedelta(minutes=1), cursor=report.cursor)
+    # Within the hold, a new alert the resolved root would mute is muted too.
+    record(
+        engine,
+        RecordSource.ASSET_CHECK,
+        "raw_is_fresh",
+        "raw/patients",
+        "warn",
+        severity="WARN",
+    )
+    report = evaluate(engine, cfg, T0 + timedelta(minutes=2), cursor=report.cursor)
+    (root,) = rows(engine, alerts, alerts.c.rule_id == "dependency_unreachable")
+    late = {a.labels["asset"]: a for a in rows(engine, alerts, alerts.c.rule_id != root.rule_id)}
+    assert {(a.status, a.inhibited_by) for a in late.values()} == {("suppressed", root.alert_id)}
+    check("passed", None)
+    evaluate(engine, cfg, T0 + timedelta(minutes=3), cursor=report.cursor)
+    echo = {a.alert_id: a for a in rows(engine, alerts)}[late["stg/patients"].alert_id]
+    assert echo.state == "resolved"
+    assert {n.alert_id for n in rows(engine, notifications)} == {root.alert_id}
+    # The hold passed (5 min): what is still firing is announced.
+    evaluate(engine, cfg, T0 + timedelta(minutes=7), cursor=report.cursor)
+    told = {n.alert_id for n in rows(engine, notifications)}
+    assert told == {root.alert_id, late["raw/patients"].alert_id}
 
 
 def test_a_failed_upstream_asset_mutes_downstream_alerts_only(engine: Engine) -> None:

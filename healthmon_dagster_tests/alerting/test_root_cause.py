@@ -1,8 +1,8 @@
 """Lineage inhibition in the notifications themselves, from the store through the dispatcher to
 the log channel and a real local webhook receiver, SQLite and Postgres: the root cause's message
 says what it mutes (every asset, or the assets downstream of its asset, and the alerts it mutes
-now, by name), and an alert announced after the root cause resolved says which alert muted it,
-from when to when."""
+now, by name), and an alert announced after the root cause resolved (and the hold after it
+passed) says which alert muted it, from when to when."""
 
 import logging
 from datetime import timedelta
@@ -101,15 +101,18 @@ def test_the_root_cause_says_what_it_mutes_and_the_muted_say_by_what(
             "database",
             str(HealthStatus.HEALTHY),
         )
-        evaluate(engine, config, T0 + timedelta(minutes=5), cursor=report.cursor)
-        clock.advance(301)  # past the root's group interval
+        report = evaluate(engine, config, T0 + timedelta(minutes=5), cursor=report.cursor)
+        # Still muted for the hold after the root resolved (alerting.inhibit_hold_minutes, 10);
+        # still firing once it has passed: announced.
+        evaluate(engine, config, T0 + timedelta(minutes=15), cursor=report.cursor)
+        clock.advance(901)  # past the hold and the root's group interval
         dispatcher.run_once()
         lines = log_lines(caplog)
         (announced,) = [ln for ln in lines if ln.startswith("[FIRING]")]
         assert announced.startswith("[FIRING] ERROR asset_check_error: patients_file_has")
         muted_by = (
             f"Muted by alert {root.alert_id} ({root.title}) from 2026-12-07 10:00:00 UTC "
-            "to 2026-12-07 10:05:00 UTC"
+            "to 2026-12-07 10:15:00 UTC"
         )
         assert muted_by in announced
         assert (

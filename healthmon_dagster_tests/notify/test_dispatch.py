@@ -22,6 +22,7 @@ from healthmon_dagster_tests.notify.fixtures import (
     Answer,
     Clock,
     HttpStub,
+    Request,
     add_event,
     config_with,
     open_alert,
@@ -50,6 +51,7 @@ def _naive(ts: datetime) -> datetime:
 def dispatcher(
     engine: Engine, server: HttpStub, clock: Clock, concurrency: int = 8, **kwargs: object
 ) -> Dispatcher:
+    batch_size = int(kwargs.pop("batch_size", 1000))  # type: ignore[call-overload]
     config = kwargs.pop("config", None) or hook_config(**kwargs)
     env = {"TEST_HOOK_URL": f"{server.url}/hook", "TEST_HOOK_SECRET": SECRET}
     return Dispatcher(
@@ -59,6 +61,7 @@ def dispatcher(
         env=env,
         external_url="http://dagster:3000",
         concurrency=concurrency,
+        batch_size=batch_size,
     )
 
 
@@ -321,6 +324,8 @@ def test_a_4xx_fails_at_once_and_no_secret_reaches_the_error(engine: Engine) -> 
 
     [row] = outbox(engine)
     assert row.status == "failed" and row.attempts == 1
+    # Refused outright: nothing went out under its key, so no resolve will follow it.
+    assert row.delivery_key is None
     assert "answered HTTP 400" in row.last_error and "***" in row.last_error
     assert SECRET not in row.last_error and url not in row.last_error
     assert not report.ok and "\n" not in row.last_error
@@ -540,3 +545,56 @@ def test_a_dispatcher_that_lost_its_lease_leaves_the_row_to_its_new_owner(engine
     assert third.sent == 0 and len(server.requests) == 2
     [row] = outbox(engine)
     assert (row.status, row.attempts, row.last_error, row.claimed_by) == ("sent", 1, None, None)
+
+
+def _fingerprints(request: Request) -> frozenset[str]:
+    return frozenset(a["fingerprint"] for a in request.json["alerts"])
+
+
+def test_a_retried_group_split_by_the_batch_keeps_one_key_for_one_content(
+    engine: Engine,
+) -> None:
+    """Before: the retry of a 3-alert message was cut by batch_size into [c0, c1] and [c2], both
+    with the first request's Idempotency-Key; a receiver that drops a repeated key never got c2."""
+    labels = {"rule_id": "check_failed", "asset": "stg/patients"}
+    group = [
+        open_alert(engine, channels=["hook"], labels={**labels, "check": f"c{i}"}) for i in range(3)
+    ]
+    clock = Clock(T0)
+    with webhook_server() as server:
+        server.then(Answer(500, {"error": "boom"}))
+        first = dispatcher(engine, server, clock).run_once()
+        clock.advance(60)
+        d = dispatcher(engine, server, clock, batch_size=2)
+        reports = [d.run_once() for _ in range(3)]
+
+    assert first.channel("hook").retrying == 3
+    assert sum(r.sent for r in reports) == 3 and statuses(engine) == ["sent"] * 3
+    by_key: dict[str, set[frozenset[str]]] = {}
+    for request in server.requests:
+        by_key.setdefault(request.headers["Idempotency-Key"], set()).add(_fingerprints(request))
+    # One key, one content: a receiver dropping repeated keys still gets every alert.
+    assert all(len(contents) == 1 for contents in by_key.values()), by_key
+    kept = set().union(*(next(iter(c)) for c in by_key.values()))
+    assert kept == {a.fingerprint for a in group}
+    # The retry of the same rows is the same request: same key, so it can be deduplicated.
+    assert [len(r.json["alerts"]) for r in server.requests] == [3, 3]
+    assert len(by_key) == 1
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_a_redirect_is_a_permanent_error_never_followed(engine: Engine, status: int) -> None:
+    """Before: urllib followed it: a 301/302/303 turned the POST into a GET, and the GET's 200
+    marked the row sent with nothing delivered (it also followed to other schemes)."""
+    open_alert(engine, channels=["hook"])
+    with webhook_server() as elsewhere, webhook_server() as server:
+        target = f"{elsewhere.url}/moved?token=s3cr3t-in-query"
+        server.then(Answer(status, b"", {"Location": target}))
+        report = dispatcher(engine, server, Clock(T0)).run_once()
+
+    assert elsewhere.requests == []  # never followed
+    assert report.channel("hook").failed == 1 and not report.ok
+    [row] = outbox(engine)
+    assert row.status == "failed" and row.delivery_key is None
+    assert f"answered HTTP {status}, redirected to {elsewhere.url}" in row.last_error
+    assert "s3cr3t" not in row.last_error and "/moved" not in row.last_error

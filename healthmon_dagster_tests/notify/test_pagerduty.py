@@ -7,6 +7,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy.engine import Engine
 
+from healthmon_dagster.alerting import actions
 from healthmon_dagster.enums import AlertEventKind
 from healthmon_dagster.notify.dispatch import Dispatcher
 from healthmon_dagster_tests.notify.fixtures import (
@@ -14,7 +15,9 @@ from healthmon_dagster_tests.notify.fixtures import (
     Answer,
     Clock,
     HttpStub,
+    PagerDutyService,
     PagerDutyStub,
+    Request,
     add_event,
     config_with,
     open_alert,
@@ -158,3 +161,38 @@ def test_each_failure_ends_with_one_incident_per_alert(
     for alert in (a, b):
         [incident] = pd.service.of(alert.fingerprint)  # a repeated trigger is merged
         assert incident["status"] == "resolved"
+
+
+def test_a_trigger_whose_every_retry_timed_out_still_gets_its_resolve(engine: Engine) -> None:
+    """PagerDuty took every trigger but answered too late each time: the row ends failed after
+    retry_for_minutes, yet an incident is open. Before: a failed row did not count as told, so
+    the resolve was never queued and PagerDuty kept escalating."""
+    alert = open_alert(engine, channels=["pd"])
+    service = PagerDutyService()
+
+    def late_triggers(request: Request) -> Answer:
+        answer = service(request)
+        if request.json["event_action"] == "trigger":
+            return Answer(answer.status, answer.body, delay=LATE)  # taken, answered too late
+        return answer
+
+    clock = Clock(T0)
+    with HttpStub(late_triggers) as pd:
+        configuration = {"url": f"{pd.url}/v2/enqueue"}
+        config = config_with(
+            {"pd": {"type": "pagerduty", "retry_for_minutes": 1, "configuration": configuration}},
+            request_timeout_seconds=TIMEOUT,
+        )
+        d = Dispatcher(engine, config, clock=clock, env={"PAGERDUTY_ROUTING_KEY": ROUTING_KEY})
+        while outbox(engine)[0].status == "pending" and clock.now < T0 + timedelta(minutes=5):
+            d.run_once()
+            clock.advance(d.next_due_in() or 1)
+        [firing] = outbox(engine)
+        actions.resolve(engine, alert.alert_id, "ana", "fixed the file", clock.now)
+        report = d.run_once()
+
+    assert firing.status == "failed" and "did not answer within 0.5s" in firing.last_error
+    assert report.channel("pd").sent == 1
+    assert [r.json["event_action"] for r in pd.requests][-1] == "resolve"
+    [incident] = service.of(alert.fingerprint)
+    assert incident["status"] == "resolved"

@@ -10,6 +10,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from healthmon_dagster.alerting import actions
 from healthmon_dagster.enums import AlertEventKind
 from healthmon_dagster.notify.dispatch import Dispatcher
 from healthmon_dagster.store.tables import notification_threads
@@ -38,6 +39,7 @@ def slack_dispatcher(
     *,
     channel: str = "#data-alerts",
     lookup_messages: int | None = None,
+    concurrency: int = 8,
     **env: str,
 ) -> Dispatcher:
     configuration: dict[str, Any] = {"channel": channel, "base_url": f"{base_url}/api/"}
@@ -54,6 +56,7 @@ def slack_dispatcher(
         clock=clock,
         env={"SLACK_BOT_TOKEN": TOKEN, **env} if "SLACK_BOT_TOKEN" not in env else env,
         external_url="http://dagster:3000",
+        concurrency=concurrency,
     )
 
 
@@ -254,6 +257,10 @@ def test_each_failure_ends_with_one_message_and_one_reply_in_its_thread(
     [reply] = slack.workspace.replies(post["ts"])
     assert reply["metadata"]["event_payload"]["delivery_key"] == resolved.delivery_key
     assert post["blocks"][0]["text"]["text"].startswith(":white_check_mark: RESOLVED")
+    if failure is not None and failure.status == 429:
+        # Slack refused the post: the retry is not in doubt and looks for nothing.
+        assert slack.on("/api/conversations.history") == []
+        return
     # The retry looked first (any earlier attempt may have reached Slack), the first did not;
     # the #name was resolved to its id once.
     [lookup] = slack.on("/api/conversations.history")
@@ -332,3 +339,70 @@ def test_a_lookup_slack_refuses_posts_again_rather_than_miss(engine: Engine) -> 
     [row] = outbox(engine)
     assert row.status == "sent"
     assert len(slack.workspace.with_key(row.delivery_key)) == 2  # the duplicate README admits
+
+
+def test_a_429_pause_leaves_the_messages_it_held_back_out_of_doubt(engine: Engine) -> None:
+    """Before: the messages a 429 held back kept the delivery key they were claimed with, so
+    the next pass took them for "in doubt" and read the channel's history before posting each
+    (a bot outside the Marketplace may get 1 history request a minute: a storm at 1 message a
+    minute). A 429 is Slack refusing the post: that message is not in doubt either."""
+    for asset in ("a", "b", "c"):
+        open_alert(engine, channels=["alerts"], labels={"rule_id": "r", "asset": asset})
+    clock = Clock(T0)
+    with slack_server() as slack:
+        slack.then(
+            Answer(429, {"ok": False, "error": "ratelimited"}, {"Retry-After": "3"}),
+        )
+        d = slack_dispatcher(engine, slack.url, clock, concurrency=1)
+        paused = d.run_once()
+        held = outbox(engine)
+        clock.advance(4)
+        after = d.run_once()
+
+    assert paused.channel("alerts").retrying == 1 and paused.channel("alerts").deferred == 2
+    assert [r.delivery_key for r in held] == [None] * 3
+    assert after.channel("alerts").sent == 3
+    assert len(slack.workspace.posts()) == 3
+    assert slack.on("/api/conversations.history") == []  # nothing was in doubt: no lookup
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        Answer(200, {"ok": True}, delay=LATE, accept=True, path="chat.postMessage"),
+        Answer(500, b"upstream error", path="chat.postMessage"),
+    ],
+    ids=["timeout-posted", "500"],
+)
+def test_a_resolve_after_a_failed_firing_replies_in_the_firings_thread(
+    engine: Engine, failure: Answer
+) -> None:
+    """Before: the resolve cancelled the firing's retry and, knowing no thread, posted at top
+    level: after a timeout Slack showed FIRING and RESOLVED as two messages, the first never
+    updated; after a 500 it showed RESOLVED for an alert it had never shown. Now the firing's
+    retry goes first (finding the post Slack kept, or posting it) and the resolve replies in its
+    thread and rewrites it."""
+    alert = open_alert(engine, channels=["alerts"])
+    clock = Clock(T0)
+    with slack_server() as slack:
+        slack.then(failure)
+        d = slack_dispatcher(engine, slack.url, clock)
+        assert d.run_once().channel("alerts").retrying == 1
+        actions.resolve(engine, alert.alert_id, "ana", "fixed the file", clock.now)
+        settle(engine, d, clock)
+
+    firing, resolved = outbox(engine)
+    assert (firing.kind, firing.status, resolved.kind, resolved.status) == (
+        "firing",
+        "sent",
+        "resolved",
+        "sent",
+    )
+    [post] = slack.workspace.posts()  # one message in the channel
+    assert post["metadata"]["event_payload"]["delivery_key"] == firing.delivery_key
+    [reply] = slack.workspace.replies(post["ts"])
+    assert reply["metadata"]["event_payload"]["delivery_key"] == resolved.delivery_key
+    assert post["blocks"][0]["text"]["text"].startswith(":white_check_mark: RESOLVED")
+    assert len(slack.on("/api/chat.update")) == 1
+    posted = len(slack.on("/api/chat.postMessage"))
+    assert posted == (2 if failure.accept else 3)  # a post Slack kept is found, not reposted

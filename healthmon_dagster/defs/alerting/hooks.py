@@ -18,6 +18,7 @@ import time
 import dagster as dg
 
 from healthmon_dagster.alerting.fastpath import evaluate_run, to_send
+from healthmon_dagster.alerting.lineage import Lineage
 from healthmon_dagster.config.models import HealthConfiguration
 from healthmon_dagster.defs.resources import CONFIG_RESOURCE, HealthmonConfigResource
 from healthmon_dagster.incidents.announce import with_incident_rules
@@ -38,6 +39,18 @@ def _fast_config(config: HealthConfiguration) -> HealthConfiguration:
     return config.model_copy(update={"alerting": alerting})
 
 
+def run_lineage(context: dg.HookContext) -> Lineage:
+    """The asset graph of the run's code location (what lineage inhibition and a root cause's
+    notification use), as the sensors and the dispatch job have it; the bundled pipeline's when
+    the run has no repository. A hook's context has no public accessor for it: it is read from
+    the step's execution context."""
+    try:
+        repository = context._step_execution_context.repository_def  # noqa: SLF001
+    except Exception:  # noqa: BLE001 - no repository (a job executed on its own)
+        return Lineage.bundled()
+    return Lineage.of_repository(repository)
+
+
 def alert_fast_path(context: dg.HookContext) -> None:
     """Evaluate this run's new check results and send what fired; log, never raise."""
     started = time.monotonic()
@@ -46,7 +59,8 @@ def alert_fast_path(context: dg.HookContext) -> None:
         # The incident rules too, as the evaluation sensor has them: one rule set for both paths.
         config = with_incident_rules(config_resource.load())
         engine = context.resources.warehouse.health_engine()
-        report = evaluate_run(engine, config, context.run_id)
+        lineage = run_lineage(context)
+        report = evaluate_run(engine, config, context.run_id, lineage)
         alert_ids = to_send(report) if report is not None else []
         sent = DispatchReport()
         if alert_ids:
@@ -55,6 +69,7 @@ def alert_fast_path(context: dg.HookContext) -> None:
                 _fast_config(config),
                 alert_ids=alert_ids,
                 defer_timeouts=FAST_PATH_SECONDS,
+                lineage=lineage,
             ) as dispatcher:
                 sent = dispatcher.drain(FAST_PATH_SECONDS)
     except Exception as exc:  # noqa: BLE001 - an alert problem must never fail the step

@@ -5,11 +5,22 @@ escalates and repeats what nobody acknowledged. It launches no run: its tick log
 resolved or was suppressed, and the outbox it fills is drained by the dispatcher.
 
 The cursor holds the last ``etl.check_results.result_id`` seen (results are read from a little
-before it too, so a result committed late is not skipped; see ``alerting/signals.py``) and when
-the newest finished run it saw ended; the alerts themselves are deduplicated by the store's unique
-index. Runs are read from the instance (every code location), so a run that failed before
-reaching a step (a launch failure, a killed worker) alerts too, and a failed run is an event: it
-fires even when a later run of its job succeeded before the tick, and resolves on the next.
+before it too, so a result committed late is not skipped; see ``alerting/signals.py``), when
+the newest finished run it saw ended, and the last Dagster check execution record it saw; the
+alerts themselves are deduplicated by the store's unique index. Runs are read from the instance
+(every code location), so a run that failed before reaching a step (a launch failure, a killed
+worker) alerts too, and a failed run is an event: it fires even when a later run of its job
+succeeded before the tick, and resolves on the next.
+
+A run whose failed steps all found one dependency unavailable (their failure metadata, see
+``etl/failures.py``) failed because of it: its alert carries that dependency's ``dependency``
+label, so the dependency's alert mutes it, and the failure is evidence that raises (or refreshes)
+the dependency's alert itself when its connectivity check has not reported since.
+
+Checks whose step failed before recording a result (Dagster's EXECUTION_FAILED: the latest
+execution record is still PLANNED and its run failed) are read from Dagster's check execution
+records (``get_latest_asset_check_execution_by_key``, records newer than the cursor): they raise
+the check-failed rules that take execution errors, under the labels of the check's own results.
 
 The intervals come from ``sensor_intervals`` in healthmon.yaml (30 s and 15 s by default). A
 health store that cannot be reached (SQLAlchemy's errors and ``DatabaseUnavailable``) skips the
@@ -30,9 +41,15 @@ from healthmon_dagster.alerting.actions import maintain
 from healthmon_dagster.alerting.engine import evaluate
 from healthmon_dagster.alerting.lineage import Lineage
 from healthmon_dagster.alerting.signals import (
+    FAILURE_DEPENDENCY_COMPONENT,
+    EventContext,
+    Evidence,
     Signal,
     effective_rules,
+    evidence_signals,
+    execution_failed_signal,
     freshness_state_signal,
+    latest_health_results,
     rules_of,
     run_failure_signal,
 )
@@ -40,8 +57,10 @@ from healthmon_dagster.config import HealthConfiguration
 from healthmon_dagster.config.loader import ConfigError
 from healthmon_dagster.config.models import SensorIntervals
 from healthmon_dagster.defs.alerting.jobs import alert_dispatch_job
+from healthmon_dagster.defs.health.assets import component_asset_key
 from healthmon_dagster.defs.resources import HealthmonConfigResource, WarehouseResource
-from healthmon_dagster.enums import EventKind, NotificationStatus
+from healthmon_dagster.enums import EventKind, HealthComponent, NotificationStatus, RecordSource
+from healthmon_dagster.etl.failures import DEPENDENCY_METADATA
 from healthmon_dagster.incidents.alerts import open_for_critical_alerts
 from healthmon_dagster.incidents.announce import (
     incident_signals,
@@ -54,7 +73,7 @@ from healthmon_dagster.settings import get_settings
 from healthmon_dagster.store.db import DatabaseUnavailable
 from healthmon_dagster.store.errors import error_text
 from healthmon_dagster.store.metrics import utcnow
-from healthmon_dagster.store.tables import notifications
+from healthmon_dagster.store.tables import check_results, notifications
 
 RUNS_LOOKED_AT = 200  # the newest finished runs: the latest of each job decides its alert
 STORE_ERRORS = (sa_exc.SQLAlchemyError, DatabaseUnavailable)
@@ -70,21 +89,57 @@ def _ended(record: dg.RunRecord) -> float:
 def run_signals(instance: dg.DagsterInstance, config: HealthConfiguration) -> list[Signal]:
     """One signal per (run-failure rule, job): active while the job's latest finished run
     failed (no earlier evaluation to compare with; see :func:`run_events`)."""
-    return run_events(instance, config, None)[0]
+    return run_events(instance, config, None).signals
+
+
+@dataclass(frozen=True)
+class RunEvents:
+    """What the finished runs say: one signal per (run-failure rule, job) and its variants (see
+    :func:`run_events`), the end time of the newest finished run seen (the next call's ``since``),
+    and the failures since ``since`` that blame a dependency (evidence of its outage)."""
+
+    signals: list[Signal]
+    ended: float | None
+    evidence: list[tuple[Evidence, float]]  # (evidence, when the run ended)
+
+
+# The values of a run-failure alert's ``dependency`` label ("": none blamed).
+_BLAMED = ("", *sorted(set(FAILURE_DEPENDENCY_COMPONENT.values())))
+
+
+def blamed_dependency(instance: dg.DagsterInstance, run_id: str) -> str | None:
+    """The component (``database``, ``s3_discovery``) that every failed step of the run found
+    unavailable, by the failure metadata of its steps; None when a step names none or they
+    disagree, or the run has no failed step (it died before or outside its steps)."""
+    found: set[str | None] = set()
+    for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_FAILURE):
+        event = entry.dagster_event
+        if event is None:
+            continue
+        user = event.step_failure_data.user_failure_data
+        value = user.metadata.get(DEPENDENCY_METADATA) if user is not None else None
+        dependency = getattr(value, "value", None)
+        component = FAILURE_DEPENDENCY_COMPONENT.get(str(dependency)) if dependency else None
+        found.add(None if component is None else str(component))
+    return found.pop() if len(found) == 1 else None
 
 
 def run_events(
     instance: dg.DagsterInstance, config: HealthConfiguration, since: float | None
-) -> tuple[list[Signal], float | None]:
-    """One signal per (run-failure rule, job), and the end time of the newest finished run seen
-    (the next call's ``since``). A signal is active while the job's latest finished run failed,
-    and also when a run of the job that ended after ``since`` failed, though a later one
-    succeeded: a failed run is an event, it fires; the next evaluation, which sees only the
-    success, resolves it. The reason names the run, never an error text (which may quote a
-    value)."""
+) -> RunEvents:
+    """One signal per (run-failure rule, job), the newest end time seen, and the evidence.
+
+    A signal is active while the job's latest finished run failed, and also when a run of the job
+    that ended after ``since`` failed, though a later one succeeded: a failed run is an event, it
+    fires; the next evaluation, which sees only the success, resolves it. A failed run that blames
+    a dependency (:func:`blamed_dependency`) carries its ``dependency`` label; the job's signals
+    under the other values of that label are inactive (the cause changed, or the job recovered:
+    the alert of the earlier cause resolves). The reason names the run, never an error text
+    (which may quote a value)."""
     rules = rules_of(effective_rules(config), EventKind.RUN_FAILURE)
-    if not rules:
-        return [], since
+    wants_evidence = bool(rules_of(effective_rules(config), EventKind.DEPENDENCY_UNREACHABLE))
+    if not rules and not wants_evidence:
+        return RunEvents([], since, [])
     statuses = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE]
     records = {
         r.dagster_run.run_id: r
@@ -100,6 +155,14 @@ def run_events(
             records.setdefault(r.dagster_run.run_id, r)
     latest: dict[str, dg.RunRecord] = {}
     new_failure: dict[str, dg.RunRecord] = {}
+    evidence: list[tuple[Evidence, float]] = []
+    blamed: dict[str, str | None] = {}
+
+    def blame(run_id: str) -> str | None:
+        if run_id not in blamed:
+            blamed[run_id] = blamed_dependency(instance, run_id)
+        return blamed[run_id]
+
     for record in sorted(records.values(), key=_ended):  # oldest first: the last one wins
         job = record.dagster_run.job_name
         latest[job] = record
@@ -109,6 +172,12 @@ def run_events(
             and record.dagster_run.status == dg.DagsterRunStatus.FAILURE
         ):
             new_failure[job] = record
+            dependency = blame(record.dagster_run.run_id) if wants_evidence else None
+            if dependency is not None:
+                run = record.dagster_run
+                seen_by = f"run {run.run_id[:8]} of {job}"
+                reason = f"every failed step of {seen_by} found {dependency} unavailable"
+                evidence.append((Evidence(dependency, seen_by, reason), _ended(record)))
     # Nothing finished yet: from now on, so that the first failure is an event too.
     ends = [_ended(r) for r in records.values()] or [time.time()]
     watermark = max([since or 0.0, *ends])
@@ -128,8 +197,19 @@ def run_events(
                 run = failed_run
             else:
                 reason = f"run {run.run_id[:8]} of {job} succeeded"
-            out.append(run_failure_signal(rule, job, run.run_id, failed, reason))
-    return out, watermark
+            dependency = blame(run.run_id) if failed else None
+            for value in _BLAMED:
+                out.append(
+                    run_failure_signal(
+                        rule,
+                        job,
+                        run.run_id,
+                        failed and value == (dependency or ""),
+                        reason,
+                        dependency=value or None,
+                    )
+                )
+    return RunEvents(out, watermark, evidence)
 
 
 def _failed_text(run: dg.DagsterRun) -> str:
@@ -141,11 +221,13 @@ def _failed_text(run: dg.DagsterRun) -> str:
 
 @dataclass(frozen=True)
 class AlertCursor:
-    """The alert-evaluation sensor's cursor: the last check result seen and when the newest
-    finished run seen ended (a POSIX time). An older cursor, a bare result id, still reads."""
+    """The alert-evaluation sensor's cursor: the last check result seen, when the newest
+    finished run seen ended (a POSIX time) and the last Dagster check execution record seen (its
+    storage id). An older cursor, a bare result id or one without ``checks``, still reads."""
 
     results: int | None = None
     runs_ended: float | None = None
+    checks: int | None = None
 
     @classmethod
     def parse(cls, text: str | None) -> "AlertCursor":
@@ -154,11 +236,138 @@ class AlertCursor:
         if text.strip().lstrip("-").isdigit():
             return cls(results=int(text))
         data = json.loads(text)
-        results, runs = data.get("results"), data.get("runs_ended")
-        return cls(None if results is None else int(results), None if runs is None else float(runs))
+        results, runs, checks = data.get("results"), data.get("runs_ended"), data.get("checks")
+        return cls(
+            None if results is None else int(results),
+            None if runs is None else float(runs),
+            None if checks is None else int(checks),
+        )
 
     def dump(self) -> str:
-        return json.dumps({"results": self.results, "runs_ended": self.runs_ended})
+        return json.dumps(
+            {"results": self.results, "runs_ended": self.runs_ended, "checks": self.checks}
+        )
+
+
+_HEALTH_ASSETS = frozenset(component_asset_key(c) for c in HealthComponent)
+
+
+def check_execution_signals(
+    instance: dg.DagsterInstance,
+    repository: dg.RepositoryDefinition | None,
+    config: HealthConfiguration,
+    engine: Any,
+    after: int | None,
+) -> tuple[list[Signal], int | None]:
+    """Signals of the checks whose latest Dagster execution record is newer than ``after``, and
+    the cursor to pass next time. Active for a check whose step failed before it recorded any
+    result: the record is still PLANNED, the step that planned it failed (Dagster calls every
+    check planned in a failed run EXECUTION_FAILED, also those whose step never ran because an
+    asset upstream failed: those did not fail, they were not run) and ``etl.check_results`` has
+    no row of it from that run (a recorded result, ``error`` included, is judged as such).
+    Inactive for any other finished execution. The health components' checks are left to the
+    health rules. A record of a run still going is read again next time."""
+    rules = [
+        r
+        for r in rules_of(effective_rules(config), EventKind.CHECK_FAILED)
+        if r.event is not None and r.event.execution_errors
+    ]
+    if repository is None or not rules:
+        return [], after
+    keys = [k for k in repository.asset_graph.asset_check_keys if k.asset_key not in _HEALTH_ASSETS]
+    if not keys:
+        return [], after
+    records = instance.event_log_storage.get_latest_asset_check_execution_by_key(keys)
+    fresh = sorted(
+        ((k, r) for k, r in records.items() if after is None or r.id > after),
+        key=lambda kr: kr[1].id,
+    )
+    if not fresh:
+        return [], after
+    cursor = max([after or 0, *(r.id for _, r in fresh)])
+    failed_steps: dict[str, set[str] | None] = {}  # run id -> failed step keys (None: not done)
+    candidates: list[tuple[dg.AssetCheckKey, str]] = []  # (key, run id) of failed steps
+    out: list[Signal] = []
+    for key, record in fresh:
+        failed = False
+        if record.status.value == "PLANNED":  # AssetCheckExecutionRecordStatus (not exported)
+            if record.run_id not in failed_steps:
+                failed_steps[record.run_id] = _failed_steps(instance, record.run_id)
+            steps = failed_steps[record.run_id]
+            if steps is None:  # its run is still going: read it again next time
+                cursor = min(cursor, record.id - 1)
+                continue
+            step = record.event.step_key if record.event is not None else None
+            if step is not None and step in steps:
+                candidates.append((key, record.run_id))
+                continue
+        out += _execution_signals(rules, key, record.run_id, failed)
+    recorded = _recorded_checks(engine, {run_id for _, run_id in candidates})
+    for key, run_id in candidates:
+        asset = key.asset_key.to_user_string()
+        out += _execution_signals(rules, key, run_id, (asset, key.name, run_id) not in recorded)
+    return out, cursor
+
+
+def _execution_signals(
+    rules: list[Any], key: dg.AssetCheckKey, run_id: str, failed: bool
+) -> list[Signal]:
+    found = (
+        execution_failed_signal(rule, key.asset_key.to_user_string(), key.name, run_id, failed)
+        for rule in rules
+    )
+    return [s for s in found if s is not None]
+
+
+def _recorded_checks(engine: Any, run_ids: set[str]) -> set[tuple[str, str, str]]:
+    """(asset, check, run id) of the asset check results the runs recorded in the health store."""
+    if not run_ids:
+        return set()
+    c = check_results.c
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(c.target, c.check_name, c.dagster_run_id)
+            .where(
+                c.dagster_run_id.in_(sorted(run_ids)),
+                c.source == str(RecordSource.ASSET_CHECK),
+            )
+            .distinct()
+        ).all()
+    return {(str(t), str(n), str(r)) for t, n, r in rows}
+
+
+def _failed_steps(instance: dg.DagsterInstance, run_id: str) -> set[str] | None:
+    """The keys of the steps that failed in a finished run (empty when it did not fail); None
+    while it is not finished."""
+    run = instance.get_run_by_id(run_id)
+    if run is None:
+        return set()
+    if not run.is_finished:
+        return None
+    if run.status != dg.DagsterRunStatus.FAILURE:
+        return set()
+    return {
+        entry.step_key
+        for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
+        if entry.step_key
+    }
+
+
+def dependency_evidence(
+    engine: Any, config: HealthConfiguration, evidence: list[tuple[Evidence, float]]
+) -> list[Signal]:
+    """The dependency alerts that failed runs are evidence of, for those that ended after the
+    dependency's connectivity check last reported (a later result is the check's own word)."""
+    if not evidence:
+        return []
+    ctx = EventContext(config)
+    spoken = latest_health_results(engine, set(ctx.evidence_checks.values()))
+    newest: dict[str, Evidence] = {}  # per dependency, the run that ended last
+    for found, ended in sorted(evidence, key=lambda fe: fe[1]):
+        check_id = ctx.evidence_checks.get(found.component)
+        if check_id is not None and (check_id not in spoken or spoken[check_id] < ended):
+            newest[found.component] = found
+    return evidence_signals(effective_rules(config), list(newest.values()), ctx)
 
 
 def freshness_signals(
@@ -214,13 +423,18 @@ def evaluate_alerts(
     config = with_incident_rules(config)  # open incidents are announced as alerts
     try:
         engine = warehouse.health_engine()
-        runs, runs_ended = run_events(context.instance, config, cursor.runs_ended)
+        runs = run_events(context.instance, config, cursor.runs_ended)
+        checks, checks_seen = check_execution_signals(
+            context.instance, context.repository_def, config, engine, cursor.checks
+        )
         report = evaluate(
             engine,
             config,
             cursor=cursor.results,
             extra_signals=[
-                *runs,
+                *runs.signals,
+                *dependency_evidence(engine, config, runs.evidence),
+                *checks,
                 *freshness_signals(context.instance, context.repository_def, config),
                 *incident_signals(engine, config),
             ],
@@ -237,7 +451,7 @@ def evaluate_alerts(
     results = cursor.results
     if report.cursor is not None and (results is None or report.cursor > results):
         results = report.cursor
-    after = AlertCursor(results, runs_ended)
+    after = AlertCursor(results, runs.ended, checks_seen)
     if after != cursor:
         context.update_cursor(after.dump())
     for alert_id in report.fired:

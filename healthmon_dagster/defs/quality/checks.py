@@ -9,7 +9,10 @@ Dagster counts). Every evaluation is recorded in ``etl.check_results`` and ``etl
 A check that cannot be evaluated (missing table or column, the warehouse down) is recorded with status
 ``error`` and the check step fails after reporting the others: Dagster shows it as an execution failure,
 never a pass. The failure carries its classification (:func:`why_checks_errored`) as an ETL step's
-does, so a warehouse outage seen by a check step joins the outage's incident.
+does, so a warehouse outage seen by a check step joins the outage's incident; the rows of the checks
+that could not run name the dependency found down (``details["dependency"]``), which the alert
+engine takes as evidence of the outage. A warehouse that cannot even be opened fails the step the
+same way, with nothing recorded.
 
 Runs evaluate row-level checks on the latest batch (incremental); a run tagged
 ``healthmon/quality_mode: full`` (``quality_full_sweep_job``) sweeps the whole tables.
@@ -19,6 +22,7 @@ from collections.abc import Iterator
 
 import dagster as dg
 import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 
 from healthmon_dagster.config import HealthConfiguration
@@ -38,6 +42,8 @@ from healthmon_dagster.quality import (
     record_results,
 )
 from healthmon_dagster.run_tags import QUALITY_MODE_TAG
+from healthmon_dagster.store.db import DatabaseUnavailable
+from healthmon_dagster.store.errors import error_text
 
 RUN_FILE_IDS = "healthmon/file_ids"
 """Materialization metadata of the pipeline's assets: the ids (``etl.files``) of every file the
@@ -151,38 +157,56 @@ def _checks_for_asset(path: str, config: HealthConfiguration) -> dg.AssetChecksD
         context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
     ) -> Iterator[dg.AssetCheckResult]:
         mode = FULL if context.run.tags.get(QUALITY_MODE_TAG) == FULL else INCREMENTAL
-        results = evaluate(
-            warehouse.engine(),
-            path,
-            specs,
-            health_engine=warehouse.health_engine(),
-            mode=mode,
-            rejection_rate=rejection,
-            batch_column=batch_column,
-            run_file_ids=run_file_ids(context, key) if mode == INCREMENTAL else None,
-        )
-        if freshness is not None:
-            results.append(
-                evaluate_last_load(
-                    warehouse.engine(),
-                    path,
-                    freshness.warn_window_minutes,
-                    freshness.fail_window_minutes,
-                    timestamp_column=freshness.timestamp_column,
-                )
+        try:
+            engine = warehouse.engine()
+            results = evaluate(
+                engine,
+                path,
+                specs,
+                health_engine=warehouse.health_engine(),
+                mode=mode,
+                rejection_rate=rejection,
+                batch_column=batch_column,
+                run_file_ids=run_file_ids(context, key) if mode == INCREMENTAL else None,
             )
-        record_results(warehouse.health_engine(), results, context.run.run_id)
+            if freshness is not None:
+                results.append(
+                    evaluate_last_load(
+                        engine,
+                        path,
+                        freshness.warn_window_minutes,
+                        freshness.fail_window_minutes,
+                        timestamp_column=freshness.timestamp_column,
+                    )
+                )
+        except (sa_exc.DBAPIError, DatabaseUnavailable) as exc:
+            # Not even a result to record (the warehouse cannot be opened): the step fails
+            # classified, as an ETL step's does.
+            raise dg.Failure(
+                description=f"the checks of {path} could not run: {error_text(exc)}",
+                metadata=failure_metadata(classify(exc)),
+                allow_retries=False,
+            ) from None
         errored = [r for r in results if r.status == QualityStatus.ERROR]
+        why = why_checks_errored(engine) if errored else None
+        # A check that could not run because the warehouse is down says so on its row: the
+        # alert engine takes it as evidence of the outage (the database's alert, not the check's).
+        record_results(
+            warehouse.health_engine(),
+            results,
+            context.run.run_id,
+            unreachable=why.dependency if why is not None else None,
+        )
         for r in results:
             if r.status != QualityStatus.ERROR:
                 yield to_dagster(r, key)
-        if errored:
+        if why is not None:
             raise dg.Failure(
                 description="; ".join(f"{r.check_name}: {r.message}" for r in errored),
                 metadata={
                     "checks_errored": len(errored),
                     "checks_evaluated": len(results),
-                    **failure_metadata(why_checks_errored(warehouse.engine())),
+                    **failure_metadata(why),
                 },
                 allow_retries=False,
             )

@@ -5,20 +5,29 @@ Who retries what (one mechanism per failure, never two stacked):
 - a step that fails on a transient error is retried inside its run by its ``RetryPolicy``;
 - a run whose worker died is re-executed by Dagster's ``run_retries`` (a failed run tagged
   ``dagster/will_retry``): this sensor leaves it alone (rule ``coordination:run_retries``) and judges
-  the re-execution when it fails in turn;
+  the re-execution when it fails in turn. Dagster stores the run's failure first and its
+  ``dagster/will_retry`` tag in a second write: while the tag is missing on an instance with
+  ``run_retries`` enabled and Dagster's own decision says the run will be retried, this sensor
+  waits (rule ``coordination:run_retries_pending``, at most :data:`RETRY_TAG_GRACE`);
 - a run of a landing file's attempt (tag ``healthmon/file_attempt``) is the landing sensor's: it
   requests the file's next attempt with its own backoff, or marks the file stuck (rule
-  ``coordination:file_attempt``);
+  ``coordination:file_attempt``); so is a catch-up run (tag ``healthmon/catch_up``, rule
+  ``coordination:catch_up``), and no stale asset the catch-up backlog covers is re-run while there
+  is a backlog;
 - every other failed run of the pipeline (a manual run, ``dagster asset materialize``, a re-run of
   this sensor) and stale assets are this sensor's: see ``healthmon_dagster.incidents.selfheal``.
 
+A failure left to the landing sensor heals its incident like a re-run of this sensor: when a later
+run of that sensor (the file's next attempt, a catch-up run) materializes the assets with their
+checks passing, the incident moves to monitoring and resolves after the quiet period.
+
 Each tick: record the outcome of re-runs that ended (a success with passing checks moves the incident
 to monitoring), close breakers of assets that materialized again, resolve incidents quiet for the
-quiet period, then decide about failed runs of the look-back window not decided yet, and stale
-assets.
+quiet period, then decide about failed runs of the look-back window not decided yet and stale
+assets, and record the landing sensor's runs that healed a failure left to it.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -33,6 +42,7 @@ from healthmon_dagster.defs.pipeline.jobs import patients_etl_job
 from healthmon_dagster.defs.resources import HealthmonConfigResource, WarehouseResource
 from healthmon_dagster.enums import IncidentEventKind
 from healthmon_dagster.etl import catalog
+from healthmon_dagster.etl.catchup import downstream_backlog
 from healthmon_dagster.etl.failures import (
     UNCLASSIFIED,
     Classification,
@@ -40,10 +50,12 @@ from healthmon_dagster.etl.failures import (
     from_step_metadata,
 )
 from healthmon_dagster.incidents import selfheal as sh
+from healthmon_dagster.incidents.announce import announce
 from healthmon_dagster.incidents.detect import classified_failure
 from healthmon_dagster.incidents.records import OPEN, Failure, add_event, open_or_absorb
 from healthmon_dagster.incidents.rootkey import root_key_for
 from healthmon_dagster.run_tags import (
+    CATCH_UP_TAG,
     FAILURE_REASON_TAG,
     FILE_ATTEMPT_TAG,
     SELF_HEAL_TAG,
@@ -71,6 +83,14 @@ _UPSTREAM = {
     catalog.STG_PATIENTS_REJECTED.key: catalog.RAW_PATIENTS.key,
     catalog.CORE_DIM_PATIENT.key: catalog.STG_PATIENTS.key,
 }
+# The assets a catch-up run of the landing sensor re-runs (defs/pipeline/sensors.py DOWNSTREAM).
+CATCH_UP_ASSETS = frozenset(
+    {catalog.STG_PATIENTS.key, catalog.STG_PATIENTS_REJECTED.key, catalog.CORE_DIM_PATIENT.key}
+)
+RETRY_TAG_GRACE = timedelta(minutes=2)
+"""How long after a failed run ended its missing ``dagster/will_retry`` tag is waited for (Dagster
+writes it right after the failure; a run_retries daemon that never writes it must not hold the
+failure forever)."""
 _DB_ERRORS = (sa_exc.DBAPIError, DatabaseUnavailable)
 
 
@@ -101,11 +121,33 @@ class Unfinished:
 
 def unfinished(instance: dg.DagsterInstance, run_id: str) -> Unfinished:
     """Planned minus materialized (OSS records no "failed to materialize"), from the run's log."""
+    found = run_assets(instance, run_id)
+    return Unfinished(found.not_materialized, found.check_not_evaluated - found.not_materialized)
+
+
+@dataclass(frozen=True)
+class RunAssets:
+    """What a run did to the pipeline's assets: materialized, left undone (planned minus
+    materialized), whose ERROR check failed, whose checks were planned and never evaluated."""
+
+    materialized: frozenset[str]
+    not_materialized: frozenset[str]
+    failed_checks: frozenset[str]
+    check_not_evaluated: frozenset[str]
+
+    @property
+    def healed(self) -> frozenset[str]:
+        """Materialized with every check passing (a WARN never blocks)."""
+        return self.materialized - self.failed_checks - self.check_not_evaluated
+
+
+def run_assets(instance: dg.DagsterInstance, run_id: str) -> RunAssets:
     t = dg.DagsterEventType
     planned: set[str] = set()
     done: set[str] = set()
     checks_planned: dict[tuple[str, str], str] = {}
     checks_done: set[tuple[str, str]] = set()
+    failed: set[str] = set()
     kinds = {
         t.ASSET_MATERIALIZATION_PLANNED,
         t.ASSET_MATERIALIZATION,
@@ -128,10 +170,18 @@ def unfinished(instance: dg.DagsterInstance, run_id: str) -> Unfinished:
                 checks_planned[check] = asset
             else:
                 checks_done.add(check)
+                if (
+                    isinstance(data, dg.AssetCheckEvaluation)
+                    and not data.passed
+                    and data.severity == dg.AssetCheckSeverity.ERROR
+                ):
+                    failed.add(asset)
     missing = {a for c, a in checks_planned.items() if c not in checks_done}
-    return Unfinished(
+    return RunAssets(
+        frozenset(done & PIPELINE_KEYS),
         frozenset((planned - done) & PIPELINE_KEYS),
-        frozenset((missing - (planned - done)) & PIPELINE_KEYS),
+        frozenset(failed & PIPELINE_KEYS),
+        frozenset(missing & PIPELINE_KEYS),
     )
 
 
@@ -157,9 +207,34 @@ def classify_run(instance: dg.DagsterInstance, run: dg.DagsterRun) -> Classifica
     return classify_run_failure(reason)
 
 
-def coordination(run: dg.DagsterRun) -> sh.Decision | None:
-    """A failed run another mechanism retries: not this sensor's."""
-    if run.tags.get(WILL_RETRY_TAG) == "true":
+def _will_be_retried(instance: dg.DagsterInstance, run: dg.DagsterRun) -> bool:
+    """Dagster's own decision whether ``run_retries`` re-executes the failed run (the one it
+    writes as ``dagster/will_retry``), for a run whose tag is not written yet."""
+    if not instance.run_retries_enabled:
+        return False
+    try:  # Dagster's private module: if it moves, fall back to the instance's settings
+        from dagster._core.events import RunFailureReason
+        from dagster._core.execution.retries import auto_reexecution_should_retry_run
+    except ImportError:  # pragma: no cover (depends on the Dagster version)
+        return instance.run_retries_max_retries > 0
+    reason = run.tags.get(FAILURE_REASON_TAG)
+    try:
+        why = RunFailureReason(reason) if reason else None
+    except ValueError:
+        why = None
+    return bool(auto_reexecution_should_retry_run(instance, run, why))
+
+
+def coordination(
+    run: dg.DagsterRun,
+    instance: dg.DagsterInstance | None = None,
+    ended: datetime | None = None,
+    now: datetime | None = None,
+) -> sh.Decision | None:
+    """A failed run another mechanism retries: not this sensor's (a SKIP), or not yet known
+    whether it is (a WAIT)."""
+    tag = run.tags.get(WILL_RETRY_TAG)
+    if tag == "true":
         return sh.Decision(
             sh.Action.SKIP,
             "coordination:run_retries",
@@ -173,21 +248,31 @@ def coordination(run: dg.DagsterRun) -> sh.Decision | None:
             f"run {run.run_id} is attempt {run.tags[FILE_ATTEMPT_TAG]} of a landing file: the "
             "landing sensor retries it with its backoff, or marks the file stuck",
         )
+    if CATCH_UP_TAG in run.tags:
+        return sh.Decision(
+            sh.Action.SKIP,
+            "coordination:catch_up",
+            f"run {run.run_id} is a catch-up run of backlog {run.tags[CATCH_UP_TAG]}: the landing "
+            "sensor retries it with its backoff",
+        )
+    if (
+        tag is None
+        and instance is not None
+        and (ended is None or now is None or now - ended < RETRY_TAG_GRACE)
+        and _will_be_retried(instance, run)
+    ):
+        return sh.Decision(
+            sh.Action.WAIT,
+            "coordination:run_retries_pending",
+            f"run {run.run_id} failed and Dagster's run_retries will re-execute it (its "
+            "dagster/will_retry tag is not written yet)",
+        )
     return None
 
 
 def checks_passed(instance: dg.DagsterInstance, run_id: str) -> bool:
     """Every check evaluated in the run passed (a WARN counts as passed: it never blocks)."""
-    for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
-        event = entry.dagster_event
-        data = event.event_specific_data if event else None
-        if (
-            isinstance(data, dg.AssetCheckEvaluation)
-            and not data.passed
-            and data.severity == dg.AssetCheckSeverity.ERROR
-        ):
-            return False
-    return True
+    return not run_assets(instance, run_id).failed_checks
 
 
 # --- Incidents -----------------------------------------------------------------------------------------
@@ -288,24 +373,68 @@ def _outcome_of(records: Sequence[dg.RunRecord]) -> str:
     return "in_flight" if last.tags.get(WILL_RETRY_TAG) == "true" else "failed"
 
 
+def _lost_config(instance: dg.DagsterInstance, rerun: sh.Requested) -> dict[str, object] | None:
+    """The run configuration of a re-run whose request was lost: its failed run's (the landing
+    file it loads); None when that run is gone and the re-run loads raw/patients (an empty
+    configuration would load every unloaded landing file)."""
+    source = instance.get_run_by_id(rerun.source_run_id) if rerun.source_run_id else None
+    if source is not None:
+        return dict(source.run_config)
+    selection: set[str] = set()
+    for a in rerun.asset_keys:
+        selection |= _TOGETHER.get(a, {a})
+    return None if catalog.RAW_PATIENTS.key in selection else {}
+
+
+LOST = Classification("rerun_lost", False, "rerun_lost:failed_run_gone")
+
+
 def record_outcomes(
-    context: dg.SensorEvaluationContext, engine: Engine, policy: sh.SelfHealPolicy, tick: Tick
+    context: dg.SensorEvaluationContext,
+    engine: Engine,
+    policy: sh.SelfHealPolicy,
+    tick: Tick,
+    latest: Mapping[str, datetime] | None = None,
+    started: datetime | None = None,
 ) -> None:
+    """Record the outcome of each re-run that ended; request again each one never launched that an
+    earlier tick requested (``started``: when this tick started; a re-run requested since is
+    another evaluation's, running at the same time, whose result is not submitted yet)."""
     requested = sh.requested_reruns(engine)
     runs = _runs_by_key(context.instance, [r.run_key for r in requested])
     now = utcnow()
     for rerun in requested:
         records = runs.get(rerun.run_key, [])
         state = _outcome_of(records)
+        if state == "missing" and started is not None and rerun.requested_at >= started:
+            continue
         if state == "missing":
-            # Requested but never launched (the tick's result was lost): request it again; Dagster
-            # launches one run per run key.
-            tick.requests.append(_request(rerun.run_key, rerun.asset_keys, {}))
+            # Requested but never launched (the tick's result was lost): request it again with its
+            # failed run's configuration; Dagster launches one run per run key.
+            config = _lost_config(context.instance, rerun)
+            if config is not None:
+                tick.requests.append(_request(rerun.run_key, rerun.asset_keys, config))
+                continue
+            if sh.record_rerun_outcome(engine, rerun.run_key, False, None, policy, now, LOST):
+                tick.outcomes += 1
+                if rerun.incident_id is not None:
+                    add_event(
+                        engine,
+                        rerun.incident_id,
+                        IncidentEventKind.SELF_HEAL_OUTCOME,
+                        sh.ACTOR,
+                        f"self-heal re-run {rerun.run_key} was never launched and its failed run "
+                        "is gone (its configuration with it): not requested again",
+                        {"run_key": rerun.run_key, "succeeded": False, "rule": LOST.rule},
+                        now,
+                    )
             continue
         if state == "in_flight":
             continue
-        run = max(records, key=lambda r: r.create_timestamp).dagster_run
-        ok = state == "succeeded" and checks_passed(context.instance, run.run_id)
+        last = max(records, key=lambda r: r.create_timestamp)
+        run = last.dagster_run
+        did = run_assets(context.instance, run.run_id)
+        ok = state == "succeeded" and not did.failed_checks
         why = (
             None
             if ok
@@ -315,19 +444,30 @@ def record_outcomes(
                 else Classification("check_failed", False, "blocking_check_failed")
             )
         )
-        ended = _ended_at(max(records, key=lambda r: r.create_timestamp))
+        healed = did.healed & set(rerun.asset_keys)
         if not sh.record_rerun_outcome(
-            engine, rerun.run_key, ok, run.run_id, policy, now, why, ended_at=ended
+            engine,
+            rerun.run_key,
+            ok,
+            run.run_id,
+            policy,
+            now,
+            why,
+            ended_at=_ended_at(last),
+            healed=healed,
+            materialized=latest,
         ):
             continue
         tick.outcomes += 1
         if rerun.incident_id is None:
             continue
+        partly = sorted(healed) if not ok else []
         text = (
             f"self-heal re-run {rerun.run_key} (run {run.run_id}) succeeded and its checks passed"
             if ok
             else f"self-heal re-run {rerun.run_key} (run {run.run_id}) failed: "
             f"{why.error_class if why else 'unknown'} (rule {why.rule if why else '-'})"
+            + (f"; healed: {', '.join(partly)}" if partly else "")
         )
         add_event(
             engine,
@@ -340,12 +480,122 @@ def record_outcomes(
                 "run_id": run.run_id,
                 "succeeded": ok,
                 "assets": list(rerun.asset_keys),
+                "healed": sorted(healed),
                 "rule": why.rule if why else "rerun_succeeded",
             },
             now,
         )
         if ok:
-            sh.mark_recovering(engine, rerun.incident_id, rerun.run_key, now)
+            sh.mark_recovering(
+                engine,
+                rerun.incident_id,
+                rerun.run_key,
+                now,
+                text=f"self-heal re-run {rerun.run_key} (run {run.run_id}) succeeded and its "
+                "checks passed",
+                materialized=latest,
+            )
+
+
+def _recovery_runs(instance: dg.DagsterInstance, since: datetime) -> list[dg.RunRecord]:
+    """Successful runs of the landing sensor (a file's attempt, a catch-up run, and run_retries'
+    re-executions of them, which inherit their tags) updated since ``since``, oldest first."""
+    records = instance.get_run_records(
+        filters=dg.RunsFilter(
+            job_name=catalog.ETL_JOB,
+            statuses=[dg.DagsterRunStatus.SUCCESS],
+            updated_after=since,
+        ),
+        limit=MAX_FAILED_RUNS_PER_TICK,
+    )
+    return sorted(
+        (r for r in records if _mechanism(r.dagster_run) is not None),
+        key=lambda r: r.create_timestamp,
+    )
+
+
+def _mechanism(run: dg.DagsterRun) -> str | None:
+    if CATCH_UP_TAG in run.tags:
+        return "catch_up"
+    if FILE_ATTEMPT_TAG in run.tags:
+        return "file_attempt"
+    return None
+
+
+def _started_at(record: dg.RunRecord) -> datetime:
+    started = record.start_time if record.start_time is not None else record.create_timestamp
+    if isinstance(started, datetime):
+        return started.astimezone(UTC)
+    return datetime.fromtimestamp(started, UTC)
+
+
+def record_recoveries(
+    instance: dg.DagsterInstance,
+    engine: Engine,
+    latest: Mapping[str, datetime],
+    tick: Tick,
+) -> None:
+    """A failure left to the landing sensor heals when a later run of that sensor (started after
+    the incident's last failure) materializes its assets with their checks passing: a
+    ``recovered:<mechanism>`` row per asset, a timeline entry naming the run, and the incident to
+    monitoring once nothing of it is broken."""
+    pending = sh.pending_recoveries(engine)
+    if not pending:
+        return
+    runs = _recovery_runs(instance, min(p.last_failure_at for p in pending))
+    if not runs:
+        return
+    found: dict[str, RunAssets] = {}
+    now = utcnow()
+    for incident in pending:
+        left = dict(incident.assets)
+        healers: list[str] = []
+        for record in runs:
+            if not left:
+                break
+            if _started_at(record) <= incident.last_failure_at:
+                continue
+            run = record.dagster_run
+            mechanism = _mechanism(run) or "file_attempt"
+            if run.run_id not in found:
+                found[run.run_id] = run_assets(instance, run.run_id)
+            healed = sorted(found[run.run_id].healed & set(left))
+            if not healed:
+                continue
+            recorded = sh.record_recovery(
+                engine, incident.incident_id, healed, mechanism, run.run_id, _ended_at(record), now
+            )
+            for asset in healed:
+                left.pop(asset, None)
+            if not recorded:
+                continue
+            what = sh.RECOVERY_WORDS.get(mechanism, mechanism)
+            add_event(
+                engine,
+                incident.incident_id,
+                IncidentEventKind.SELF_HEAL_OUTCOME,
+                sh.ACTOR,
+                f"{what} (run {run.run_id}) materialized {', '.join(recorded)} with its checks "
+                "passing",
+                {
+                    "run_id": run.run_id,
+                    "succeeded": True,
+                    "assets": recorded,
+                    "rule": f"{sh.RECOVERED_PREFIX}{mechanism}",
+                },
+                now,
+            )
+            tick.outcomes += 1
+            healers.append(f"{what} (run {run.run_id})")
+        if healers:
+            sh.mark_recovering(
+                engine,
+                incident.incident_id,
+                "",
+                now,
+                text=f"{'; '.join(healers)} succeeded and its checks passed",
+                materialized=latest,
+            )
 
 
 def _latest_materializations(instance: dg.DagsterInstance) -> dict[str, datetime]:
@@ -377,10 +627,11 @@ def _store(
     why: Classification,
     policy: sh.SelfHealPolicy,
     now: datetime,
+    materialized: Mapping[str, datetime] | None = None,
 ) -> list[tuple[str, list[str], sh.Decision]]:
     """Claim the recorded decisions (re-runs together, each other decision on its own); the claims
     won: (run key, assets, decision)."""
-    hist = sh.histories(engine, decisions, policy, now)
+    hist = sh.histories(engine, decisions, policy, now, materialized)
     status = {
         sh.Action.RERUN: sh.Status.REQUESTED,
         sh.Action.SKIP: sh.Status.SKIPPED,
@@ -416,6 +667,7 @@ def _record_on_timeline(
     source: str,
     policy: sh.SelfHealPolicy,
     now: datetime,
+    cfg: HealthConfiguration | None = None,
 ) -> None:
     """Each won decision on its incident's timeline, with its rule. A run another mechanism retries
     opens no incident here (its own failure reporting does): its decision joins one already open."""
@@ -447,7 +699,13 @@ def _record_on_timeline(
             now,
         )
         if decision.action == sh.Action.ESCALATE:
-            sh.escalate(engine, incident_id, policy, f"{', '.join(assets)}: {decision.text}", now)
+            raised = sh.escalate(
+                engine, incident_id, policy, f"{', '.join(assets)}: {decision.text}", now
+            )
+            if raised is not None and cfg is not None:
+                # Page now: the alert of the new severity fires and its notifications are queued
+                # (the alert-evaluation sensor would at its next tick).
+                announce(engine, cfg, incident_id, actor=sh.ACTOR.name, now=now)
 
 
 def decide_failed_run(
@@ -457,6 +715,7 @@ def decide_failed_run(
     policy: sh.SelfHealPolicy,
     latest: dict[str, datetime],
     tick: Tick,
+    cfg: HealthConfiguration | None = None,
 ) -> None:
     run = record.dagster_run
     left = unfinished(instance, run.run_id)
@@ -467,8 +726,8 @@ def decide_failed_run(
     now = utcnow()
     ended = _ended_at(record)
     why = classify_run(instance, run)
-    forced = coordination(run)
-    hist = sh.histories(engine, todo, policy, now)
+    forced = coordination(run, instance, ended, now)
+    hist = sh.histories(engine, todo, policy, now, latest)
     decisions: dict[str, sh.Decision] = {}
     for asset in todo:
         if forced is not None:
@@ -493,18 +752,32 @@ def decide_failed_run(
         for a in todo
     }
     tick.waiting += sum(d.action == sh.Action.WAIT for d in decisions.values())
-    won = _store(engine, run.run_id, decisions, reasons, why, policy, now)
+    won = _store(engine, run.run_id, decisions, reasons, why, policy, now, latest)
     failure = heal_failure(
         todo,
         why,
         f"run {run.run_id} of {run.job_name} failed ({why.error_class})",
         {"run_id": run.run_id, "rule": why.rule},
     )
-    _record_on_timeline(engine, won, failure, run.run_id, policy, now)
+    _record_on_timeline(engine, won, failure, run.run_id, policy, now, cfg)
     tick.decided += len(won)
     for run_key, assets, decision in won:
         if decision.action == sh.Action.RERUN:
             tick.requests.append(_request(run_key, assets, dict(run.run_config)))
+
+
+def _catch_up_pending(warehouse: Callable[[], Engine] | None) -> str | None:
+    """Why the landing sensor's catch-up may still run (a backlog, or the warehouse cannot tell);
+    None when there is no backlog."""
+    if warehouse is None:
+        return None
+    try:
+        backlog = downstream_backlog(warehouse())
+    except (*_DB_ERRORS, sa_exc.ArgumentError, ValueError) as exc:
+        return f"the catch-up backlog is unknown (warehouse: {error_text(exc)})"
+    if backlog is None:
+        return None
+    return f"{backlog.files} loaded file(s) wait for the landing sensor's catch-up ({backlog.key})"
 
 
 def decide_stale(
@@ -513,11 +786,14 @@ def decide_stale(
     policy: sh.SelfHealPolicy,
     latest: dict[str, datetime],
     tick: Tick,
+    warehouse: Callable[[], Engine] | None = None,
 ) -> None:
     """An asset past its freshness fail window whose upstream materialized after it: re-running it
-    refreshes it (one decision per staleness: the source is its last materialization)."""
+    refreshes it (one decision per staleness: the source is its last materialization). Not while
+    the landing sensor has a catch-up backlog for it (``warehouse`` is read for it)."""
     now = utcnow()
     stale = Classification("stale", True, "stale:upstream_newer")
+    backlog: list[str | None] = []  # read once, and only for a stale asset it covers
     for asset, upstream in sorted(_UPSTREAM.items()):
         window = cfg.freshness.get(asset)
         mine, theirs = latest.get(asset), latest.get(upstream)
@@ -528,32 +804,52 @@ def decide_stale(
         source = f"stale:{mine:%Y%m%dT%H%M%S.%f}"
         if sh.decided_runs(engine, [source]):
             continue
-        hist = sh.histories(engine, [asset], policy, now)[asset]
+        if asset in CATCH_UP_ASSETS:
+            if not backlog:
+                backlog.append(_catch_up_pending(warehouse))
+            if backlog[0] is not None:
+                tick.waiting += 1
+                continue
+        hist = sh.histories(engine, [asset], policy, now, latest)[asset]
         decision = sh.decide(asset, stale, hist, policy, now)
         if decision.action == sh.Action.WAIT:
             tick.waiting += 1
             continue
         won = _store(
-            engine, source, {asset: decision}, {asset: sh.Reason.STALE}, stale, policy, now
+            engine,
+            source,
+            {asset: decision},
+            {asset: sh.Reason.STALE},
+            stale,
+            policy,
+            now,
+            latest,
         )
         failure = heal_failure([asset], stale, f"{asset} is stale: past its freshness window", {})
-        _record_on_timeline(engine, won, failure, source, policy, now)
+        _record_on_timeline(engine, won, failure, source, policy, now, cfg)
         tick.decided += len(won)
         tick.requests += [_request(k, a, {}) for k, a, d in won if d.action == sh.Action.RERUN]
 
 
-def heal(context: dg.SensorEvaluationContext, engine: Engine, cfg: HealthConfiguration) -> Tick:
+def heal(
+    context: dg.SensorEvaluationContext,
+    engine: Engine,
+    cfg: HealthConfiguration,
+    warehouse: Callable[[], Engine] | None = None,
+) -> Tick:
     policy = sh.SelfHealPolicy.from_config(cfg.self_healing)
     tick = Tick(requests=[])
-    record_outcomes(context, engine, policy, tick)
+    started = utcnow()
     latest = _latest_materializations(context.instance)
+    record_outcomes(context, engine, policy, tick, latest, started)
     sh.reset_breakers(engine, latest, utcnow())
-    tick.resolved = len(sh.resolve_quiet(engine, policy, utcnow()).incident_ids)
+    tick.resolved = len(sh.resolve_quiet(engine, policy, utcnow(), latest).incident_ids)
     lookback = max(policy.window, policy.max_delay * 2)
     for record in _failed_runs(context.instance, utcnow() - lookback):
-        decide_failed_run(context.instance, engine, record, policy, latest, tick)
+        decide_failed_run(context.instance, engine, record, policy, latest, tick, cfg)
     if cfg.self_healing.stale_reruns:
-        decide_stale(engine, cfg, policy, latest, tick)
+        decide_stale(engine, cfg, policy, latest, tick, warehouse)
+    record_recoveries(context.instance, engine, latest, tick)
     return tick
 
 
@@ -575,7 +871,7 @@ def self_healing(
             skip_reason=dg.SkipReason("the feature flag self_healing is off in healthmon.yaml")
         )
     try:
-        tick = heal(context, warehouse.health_engine(), cfg)
+        tick = heal(context, warehouse.health_engine(), cfg, warehouse.engine)
     except (*_DB_ERRORS, sa_exc.ArgumentError, ValueError) as exc:
         return dg.SensorResult(
             skip_reason=dg.SkipReason(

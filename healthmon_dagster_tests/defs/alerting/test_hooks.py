@@ -14,6 +14,7 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
+from healthmon_dagster.alerting.lineage import Lineage
 from healthmon_dagster.defs.alerting.hooks import FAST_PATH_REQUEST_TIMEOUT
 from healthmon_dagster.defs.resources import HealthmonConfigResource
 from healthmon_dagster.etl.sample import generate_sample
@@ -142,3 +143,51 @@ def test_a_slack_that_does_not_answer_costs_a_bounded_wait_and_the_dispatch_job_
     assert post["metadata"]["event_payload"]["delivery_key"] == row.delivery_key
     assert len(posts_about(slack_texts(slack), CHECK)) == 1
     assert len(slack.on("/api/conversations.history")) == 1
+
+
+LINEAGE_DEFS = """
+import json
+import dagster as dg
+from healthmon_dagster.defs.alerting.hooks import run_lineage
+
+@dg.asset(key=["vendor", "feed"])
+def feed() -> int:
+    return 1
+
+@dg.asset(key=["mart", "report"], deps=[feed])
+def report() -> int:
+    return 2
+
+@dg.success_hook
+def record(context: dg.HookContext) -> None:
+    downstream = run_lineage(context).downstream
+    with open(%(out)r, "w") as f:
+        json.dump({k: sorted(v) for k, v in downstream.items()}, f)
+
+job = dg.define_asset_job(
+    "feed_job", selection=[feed], hooks={record}, executor_def=dg.in_process_executor
+)
+defs = dg.Definitions(assets=[feed, report], jobs=[job])
+"""
+
+
+def test_the_fast_path_judges_with_the_runs_code_location_graph(tmp_path: Path) -> None:
+    """Before: the hook's evaluation and dispatcher got no lineage and used the bundled
+    pipeline's graph, so lineage inhibition in a code location with other assets (and what a
+    root cause's notification says it mutes) ignored the location's real graph. A run launched
+    from a code location (reconstructed from its repository, as the run worker does) gets it."""
+    from dagster._core.definitions.reconstruct import ReconstructableRepository
+
+    out = tmp_path / "lineage.json"
+    module = tmp_path / "lineage_defs.py"
+    module.write_text(LINEAGE_DEFS % {"out": str(out)})
+    job = ReconstructableRepository.for_file(str(module), "defs").get_reconstructable_job(
+        "feed_job"
+    )
+    (tmp_path / "home").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "home")) as instance:
+        assert dg.execute_job(job, instance=instance).success
+
+    seen = json.loads(out.read_text())
+    assert seen == {"vendor/feed": ["mart/report"], "mart/report": []}
+    assert not Lineage.bundled().is_downstream("mart/report", "vendor/feed")

@@ -97,6 +97,9 @@ def test_a_contract_break_fires_its_alert_and_the_run_failure(
     assert fired["contract_break"].labels["asset"] == "raw/patients"
     assert "HEALTHCARE_COVERAGE" in fired["contract_break"].description
     assert fired["run_failed"].labels["job"] == "patients_etl_job"
+    assert "dependency" not in fired["run_failed"].labels  # the file's fault, no dependency's
+    # The checks the failed raw step left unrun did not fail: no "could not run" alert for them.
+    assert [a.title for a in open_alerts(db_url) if a.labels.get("execution")] == []
 
 
 # --- A failed run is an event; a store outage skips; intervals from healthmon.yaml ---------------
@@ -166,6 +169,72 @@ def test_a_failed_run_fires_though_the_next_run_succeeded_before_the_tick(
     _, cursor = _tick(instance, warehouse, config, cursor)
     states = [a.state for a in open_alerts(db_url) if a.rule_id == "run_failed"]
     assert states == ["resolved", "firing"]
+
+
+@dg.asset
+def ledger() -> None:
+    """An asset with a check that can fail before recording a result."""
+
+
+@dg.asset_check(asset=ledger, config_schema={"fail": bool})
+def ledger_balances(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+    if context.op_execution_context.op_config["fail"]:
+        raise RuntimeError("the check was told to fail")
+    return dg.AssetCheckResult(passed=True)
+
+
+ledger_defs = dg.Definitions(
+    assets=[ledger],
+    asset_checks=[ledger_balances],
+    jobs=[dg.define_asset_job("ledger_job", selection=dg.AssetSelection.assets(ledger))],
+)
+
+
+def test_a_check_whose_step_fails_before_recording_a_result_alerts_until_it_runs(
+    db_url: str, tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    config = tmp_path / "healthmon.yaml"
+    config.write_text("alerting: {builtin_channels: [log]}\n")
+    context_resources = {
+        "warehouse": WarehouseResource(database_url=db_url),
+        "healthmon_config": HealthmonConfigResource(config_path=str(config)),
+    }
+    job = ledger_defs.resolve_job_def("ledger_job")
+
+    def tick(cursor: str | None) -> str | None:
+        context = dg.build_sensor_context(
+            instance=instance,
+            resources=context_resources,
+            cursor=cursor,
+            repository_def=ledger_defs.get_repository_def(),
+        )
+        assert isinstance(alert_evaluation_sensor(context), dg.SkipReason)
+        return context.cursor
+
+    def check_run(fail: bool) -> None:
+        job.execute_in_process(
+            run_config={"ops": {"ledger_ledger_balances": {"config": {"fail": fail}}}},
+            instance=instance,
+            raise_on_error=False,
+        )
+
+    cursor = tick(None)
+    check_run(fail=True)  # Dagster: PLANNED in a failed run, nothing in etl.check_results
+    cursor = tick(cursor)
+    cursor = tick(cursor)  # the next tick finds nothing new: the alert stays
+    (alert,) = [a for a in open_alerts(db_url) if a.rule_id == "asset_check_error"]
+    assert (alert.state, alert.title) == ("firing", "ledger_balances on ledger could not run")
+    assert (alert.labels["asset"], alert.labels["check"], alert.labels["execution"]) == (
+        "ledger",
+        "ledger_balances",
+        "failed",
+    )
+    assert "could not run" in alert.title and "told to fail" not in alert.description
+
+    check_run(fail=False)
+    tick(cursor)
+    (alert,) = [a for a in open_alerts(db_url) if a.rule_id == "asset_check_error"]
+    assert alert.state == "resolved"
 
 
 @pytest.mark.parametrize("kind", ["sqlite_folder_is_a_file", "invalid_url", "postgres_down"])
