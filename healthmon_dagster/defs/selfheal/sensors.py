@@ -38,6 +38,7 @@ from sqlalchemy.engine import Engine
 
 from healthmon_dagster.config import ConfigError, HealthConfiguration
 from healthmon_dagster.config.models import SensorIntervals
+from healthmon_dagster.defs.incidents.hooks import run_failed_at
 from healthmon_dagster.defs.pipeline.jobs import patients_etl_job
 from healthmon_dagster.defs.resources import HealthmonConfigResource, WarehouseResource
 from healthmon_dagster.enums import IncidentEventKind
@@ -279,12 +280,21 @@ def checks_passed(instance: dg.DagsterInstance, run_id: str) -> bool:
 
 
 def heal_failure(
-    assets: Sequence[str], why: Classification, title: str, details: dict[str, object]
+    assets: Sequence[str],
+    why: Classification,
+    title: str,
+    details: dict[str, object],
+    occurred_at: datetime | None = None,
 ) -> Failure:
     """The failure as the failure hooks describe it (incidents/detect.py: the resource it blames,
-    severity, component), so that both land on one root key."""
+    severity, component), so that both land on one root key; ``occurred_at``: when it happened
+    (a failed run's end), now when unknown."""
     return classified_failure(
-        title=title, asset_keys=assets, found=why, occurred_at=utcnow(), details=details
+        title=title,
+        asset_keys=assets,
+        found=why,
+        occurred_at=occurred_at or utcnow(),
+        details=details,
     )
 
 
@@ -758,6 +768,7 @@ def decide_failed_run(
         why,
         f"run {run.run_id} of {run.job_name} failed ({why.error_class})",
         {"run_id": run.run_id, "rule": why.rule},
+        occurred_at=run_failed_at(instance, run.run_id),
     )
     _record_on_timeline(engine, won, failure, run.run_id, policy, now, cfg)
     tick.decided += len(won)
