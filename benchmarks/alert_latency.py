@@ -48,7 +48,7 @@ from drill import Site, etl_runs, project_config, scratch_database  # noqa: E402
 
 from healthmon_dagster.etl.sample import generate_sample, write_to  # noqa: E402
 from healthmon_dagster.store.db import dispose_engines, get_engine  # noqa: E402
-from healthmon_dagster.store.tables import check_results  # noqa: E402
+from healthmon_dagster.store.tables import alerts, check_results, notifications  # noqa: E402
 from healthmon_dagster_tests.defs.pipeline.fixtures import wait_for  # noqa: E402
 from healthmon_dagster_tests.notify.fixtures import HttpStub, slack_server  # noqa: E402
 
@@ -179,6 +179,27 @@ def measure(instance: dg.DagsterInstance, db_url: str, slack: HttpStub) -> list[
     return out
 
 
+def outbox_summary(db_url: str) -> str:
+    """The Slack outbox rows of the check's alerts by kind, status and last error, and the
+    alerts' states: where the notifications that did not arrive went."""
+    n, a = notifications.c, alerts.c
+    with get_engine(db_url).connect() as conn:
+        rows = conn.execute(
+            sa.select(n.kind, n.status, n.last_error, sa.func.count())
+            .join(alerts, a.alert_id == n.alert_id)
+            .where(n.channel == "slack", a.labels["check"].as_string() == CHECK)
+            .group_by(n.kind, n.status, n.last_error)
+        ).all()
+        states = conn.execute(
+            sa.select(a.state, a.status, sa.func.count())
+            .where(a.labels["check"].as_string() == CHECK)
+            .group_by(a.state, a.status)
+        ).all()
+    lines = [f"  {kind} {status} x{count}: {error or ''}" for kind, status, error, count in rows]
+    lines += [f"  alerts {state}/{status} x{count}" for state, status, count in states]
+    return "outbox (slack) of the check's alerts:\n" + "\n".join(lines)
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
@@ -221,12 +242,16 @@ def run(kind: str, defects: int, rows: int, timeout: float) -> tuple[Report, lis
                 timeout * defects,
                 interval=2,
             )
-            wait_for(
-                f"{defects} firing Slack messages",
-                lambda: len(firing_posts(slack)) >= defects or None,
-                120,
-                interval=1,
-            )
+            try:
+                wait_for(
+                    f"{defects} firing Slack messages",
+                    lambda: len(firing_posts(slack)) >= defects or None,
+                    120,
+                    interval=1,
+                )
+            except AssertionError:
+                print(outbox_summary(db_url), file=sys.stderr)  # where the others went
+                raise
             latencies = measure(instance, db_url, slack)
     seconds = [x.seconds for x in latencies]
     report = Report(

@@ -34,8 +34,10 @@ index), so two processes recording at once add it once.
 
 :func:`queue_updates` tells the channels of an incident's firing alert what changed since it
 fired: a status change (investigating, identified, monitoring, a relapse), an assignment, an
-edit, an absorbed failure. One ``updated`` notification per timeline entry (an alert event keyed
-``incident_event:<id>``, unique by index), to every channel of the incident's rule but PagerDuty:
+edit (not each absorbed failure: an outage absorbs dozens). One ``updated`` notification per
+timeline entry (an alert event keyed ``incident_event:<id>``, unique by index), to the channels of
+the incident's rule that were told of its alert, but PagerDuty, and none while the alert is
+suppressed (a silence, a mute interval, the dependency's alert that paged the outage first):
 webhook receivers (an ITSM) get Alertmanager JSON with the alert still firing and the annotations
 ``incident_update`` (the entry's text) and ``incident_update_kind``; Slack and email reply in the
 alert's thread. PagerDuty's Events API v2 has only trigger, acknowledge and resolve (a trigger
@@ -54,13 +56,20 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from healthmon_dagster.alerting.engine import EvaluationReport, enabled_channels, evaluate, queue
+from healthmon_dagster.alerting.engine import (
+    EvaluationReport,
+    enabled_channels,
+    evaluate,
+    queue,
+    told,
+)
 from healthmon_dagster.alerting.signals import Signal, alert_labels
 from healthmon_dagster.config.models import AlertRule, EventCondition, HealthConfiguration
 from healthmon_dagster.enums import (
     AlertEventKind,
     AlertSeverity,
     AlertState,
+    AlertStatus,
     ChannelType,
     EventKind,
     IncidentEventKind,
@@ -99,10 +108,11 @@ UPDATE_KINDS = (
     IncidentEventKind.STATUS_CHANGED,
     IncidentEventKind.ASSIGNED,
     IncidentEventKind.UPDATED,
-    IncidentEventKind.FAILURE,
 )
 """Timeline entries the channels hear of as an update (opening, escalating and resolving an
-incident fire and resolve its alerts instead)."""
+incident fire and resolve its alerts instead). An absorbed failure is not one: an outage absorbs a
+failure from every step and check that meets it, and the page already said the outage is on; they
+are on the timeline (``healthmon incidents show``)."""
 UPDATE_KEY = "incident_event:"
 """The ``dedup_key`` of the alert event of an update: ``incident_event:<timeline entry id>``."""
 UPDATE_LOOKBACK = timedelta(days=1)
@@ -347,7 +357,7 @@ def queue_updates(engine: Engine, config: HealthConfiguration, now: datetime | N
     now = as_utc(now or utcnow())
     rules = _rules(config)
     e, a, ae = incident_events.c, alerts.c, alert_events.c
-    told = sa.exists().where(
+    announced_before = sa.exists().where(
         ae.dedup_key == sa.literal(UPDATE_KEY) + sa.cast(e.event_id, sa.String)
     )
     announced = 0
@@ -362,6 +372,7 @@ def queue_updates(engine: Engine, config: HealthConfiguration, now: datetime | N
                 a.alert_id,
                 a.rule_id,
                 a.group_key,
+                a.status,
             )
             .join(
                 alerts,
@@ -376,7 +387,7 @@ def queue_updates(engine: Engine, config: HealthConfiguration, now: datetime | N
             .where(
                 e.kind.in_([str(k) for k in UPDATE_KINDS]),
                 e.at >= now - UPDATE_LOOKBACK,
-                ~told,
+                ~announced_before,
             )
             .order_by(e.event_id)
         ).all()
@@ -384,11 +395,17 @@ def queue_updates(engine: Engine, config: HealthConfiguration, now: datetime | N
             rule = rules.get(row.rule_id)
             if rule is None:
                 continue
+            # Only channels told of the alert hear of its updates, and none while the alert is
+            # suppressed (a silence, a mute interval, or the dependency's alert that paged the
+            # outage first): the entry is still marked announced, so it is not sent later.
+            heard = {channel for channel, _ in told(conn, int(row.alert_id))}
             channels = [
                 name
                 for name in enabled_channels(config, rule.channels)
-                if config.channels[name].type != ChannelType.PAGERDUTY
+                if config.channels[name].type != ChannelType.PAGERDUTY and name in heard
             ]
+            if row.status == str(AlertStatus.SUPPRESSED):
+                channels = []
             event_id = conn.execute(
                 insert_ignore(alert_events, conn)
                 .values(
@@ -402,8 +419,8 @@ def queue_updates(engine: Engine, config: HealthConfiguration, now: datetime | N
                 )
                 .returning(alert_events.c.event_id)
             ).scalar()
-            if event_id is None:
-                continue  # another process announced it
+            if event_id is None or not channels:
+                continue  # another process announced it, or nobody is to hear of it
             queue(
                 conn,
                 int(event_id),

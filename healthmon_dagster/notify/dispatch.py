@@ -126,6 +126,9 @@ GROUPED_KINDS = frozenset({NotificationKind.FIRING, NotificationKind.RESOLVED})
 ANNOUNCING_KINDS = frozenset(
     {NotificationKind.FIRING, NotificationKind.REPEATED, NotificationKind.ESCALATED}
 )
+# Kinds that are not sent while their alert is suppressed: the announcements, and an incident's
+# updates (an incident muted by the dependency's alert that paged its outage stays quiet).
+SUPPRESSIBLE_KINDS = ANNOUNCING_KINDS | {NotificationKind.UPDATED}
 
 
 def utcnow() -> datetime:
@@ -645,7 +648,7 @@ class Dispatcher:
                 moot[SUPERSEDED].append(r)
             elif (
                 r["alert_status"] == AlertStatus.SUPPRESSED
-                and r["kind"] in ANNOUNCING_KINDS
+                and r["kind"] in SUPPRESSIBLE_KINDS
                 and r["delivery_key"] is None
             ):
                 why = one_line(str(r["suppressed_by"] or "a silence or an inhibition"), 200)

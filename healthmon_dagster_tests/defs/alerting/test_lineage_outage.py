@@ -308,6 +308,9 @@ def test_a_warehouse_outage_raises_one_database_alert_and_mutes_the_assets_downs
         assert load(instance, second).success
         assert run(instance, "quality_full_sweep_job").success
         freshness_daemon_iteration(instance, timedelta(0))
+        cursor = tick_alerts(instance, cursor)
+        # The next tick: the incident's alert follows the run alerts linked to it, which the
+        # previous tick resolved (its signal is computed before they resolve).
         tick_alerts(instance, cursor)
         dispatch(instance)
 
