@@ -172,7 +172,7 @@ def incident_signals(
                 c.component,
                 c.status,
                 c.root_key,
-                c.started_at,
+                c.created_at,
             )
             .where(
                 sa.or_(OPEN, c.ended_at > now - ENDED_LOOKBACK, c.closed_at > now - ENDED_LOOKBACK)
@@ -205,7 +205,7 @@ def signals_of(engine: Engine, config: HealthConfiguration, incident_id: int) ->
                 c.component,
                 c.status,
                 c.root_key,
-                c.started_at,
+                c.created_at,
             ).where(c.incident_id == incident_id)
         ).first()
         if row is None:
@@ -282,9 +282,10 @@ def _signal(rule: AlertRule, row: Any, active: bool) -> Signal:
         details={
             "incident_id": int(row.incident_id),
             "status": row.status,
-            # When the incident opened: of an outage's incident and the dependency's own alert,
+            # When the incident opened (was written, not its earliest failure, which an absorbed
+            # failure can move back): of an outage's incident and the dependency's own alert,
             # the one announced first stands (alerting/inhibit.py).
-            "opened_at": as_utc(row.started_at).isoformat() if row.started_at else None,
+            "opened_at": as_utc(row.created_at).isoformat() if row.created_at else None,
         },
     )
 
