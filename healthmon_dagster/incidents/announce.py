@@ -165,15 +165,7 @@ def incident_signals(
     c = incidents.c
     with engine.connect() as conn:
         rows = conn.execute(
-            sa.select(
-                c.incident_id,
-                c.title,
-                c.severity,
-                c.component,
-                c.status,
-                c.root_key,
-                c.created_at,
-            )
+            sa.select(*_signal_columns())
             .where(
                 sa.or_(OPEN, c.ended_at > now - ENDED_LOOKBACK, c.closed_at > now - ENDED_LOOKBACK)
             )
@@ -198,15 +190,7 @@ def signals_of(engine: Engine, config: HealthConfiguration, incident_id: int) ->
     c = incidents.c
     with engine.connect() as conn:
         row = conn.execute(
-            sa.select(
-                c.incident_id,
-                c.title,
-                c.severity,
-                c.component,
-                c.status,
-                c.root_key,
-                c.created_at,
-            ).where(c.incident_id == incident_id)
+            sa.select(*_signal_columns()).where(c.incident_id == incident_id)
         ).first()
         if row is None:
             return []
@@ -263,6 +247,12 @@ def _announced_by_resource_alert(conn: Connection, rows: Sequence[Any]) -> set[i
         if (labels or {}).get("dependency") == dependency[int(incident_id)]:
             linked.setdefault(int(incident_id), []).append(state != str(AlertState.RESOLVED))
     return {i for i, states in linked.items() if not any(states)}
+
+
+def _signal_columns() -> list[Any]:
+    """The incident columns a signal is made of (:func:`_signal`)."""
+    c = incidents.c
+    return [c.incident_id, c.title, c.severity, c.component, c.status, c.root_key, c.created_at]
 
 
 def _signal(rule: AlertRule, row: Any, active: bool) -> Signal:

@@ -6,6 +6,7 @@ incident goes to monitoring, then resolves after its quiet period, and the resol
 Slack thread and email thread; the timeline holds every step, and no patient value is anywhere."""
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -17,11 +18,10 @@ import yaml
 from healthmon_dagster.defs.pipeline.jobs import raw_file_run_config
 from healthmon_dagster.incidents.records import timeline
 from healthmon_dagster.store.db import get_engine
-from healthmon_dagster_tests.defs.alerting.test_end_to_end import TOKEN, dispatch
+from healthmon_dagster_tests.defs.alerting.test_end_to_end import dispatch, use_channels
 from healthmon_dagster_tests.defs.alerting.test_sensors import evaluate_alerts
 from healthmon_dagster_tests.defs.fixtures import (
     FAST_RETRY,
-    PROJECT_CONFIG,
     patient_values,
     raw_rows,
     run_job,
@@ -37,9 +37,12 @@ from healthmon_dagster_tests.notify.fixtures import slack_server, smtp_server
 
 
 def use_config(monkeypatch: pytest.MonkeyPatch, folder: Path, slack_url: str, port: int) -> None:
-    """The project's healthmon.yaml with self-healing's production rules (fast timings), the
-    incident rules sent to Slack and email, and fast landing retries."""
-    data: dict[str, Any] = yaml.safe_load(PROJECT_CONFIG.read_text())
+    """The end-to-end alert test's healthmon.yaml (Slack and email for the built-in rules, the
+    incident rules among them), plus self-healing's production rules with fast timings and fast
+    landing retries."""
+    use_channels(monkeypatch, folder, slack_url, port)
+    path = Path(os.environ["HEALTHMON_CONFIG"])
+    data: dict[str, Any] = yaml.safe_load(path.read_text())
     data["landing"]["retry"] = FAST_RETRY
     data["self_healing"] = {
         "initial_delay_seconds": 1,
@@ -47,35 +50,7 @@ def use_config(monkeypatch: pytest.MonkeyPatch, folder: Path, slack_url: str, po
         "jitter": 0,
         "quiet_period_minutes": 0.02,
     }
-    data["channels"] = {
-        "slack": {
-            "type": "slack",
-            "configuration": {
-                "channel": "#data-alerts",
-                "token_env": "SLACK_BOT_TOKEN",
-                "base_url": f"{slack_url}/api/",
-            },
-        },
-        "email": {
-            "type": "email",
-            "configuration": {
-                "host": "127.0.0.1",
-                "port": port,
-                "security": "none",
-                "from_address": "healthmon@example.org",
-                "to": ["oncall@example.org"],
-            },
-        },
-    }
-    data["alert_rules"] = []
-    data["escalation_policies"] = []
-    data["alerting"]["builtin_channels"] = ["log", "slack", "email"]
-    # Alertmanager's group_interval (5 min) spaces a group's follow-ups: 1 s here.
-    data["alerting"]["grouping"]["group_interval_seconds"] = 1
-    path = folder / "healthmon.yaml"
     path.write_text(yaml.safe_dump(data))
-    monkeypatch.setenv("HEALTHMON_CONFIG", str(path))
-    monkeypatch.setenv("SLACK_BOT_TOKEN", TOKEN)
 
 
 def test_a_transient_outage_pages_heals_and_resolves_in_the_same_threads(
