@@ -62,7 +62,13 @@ from healthmon_dagster.incidents import lifecycle
 from healthmon_dagster.incidents.records import Actor, IncidentError, add_event, record_event
 from healthmon_dagster.store.connection import write_transaction
 from healthmon_dagster.store.metrics import as_utc
-from healthmon_dagster.store.tables import alerts, incident_alerts, incidents, self_heal_attempts
+from healthmon_dagster.store.tables import (
+    alerts,
+    incident_alerts,
+    incident_events,
+    incidents,
+    self_heal_attempts,
+)
 
 ACTOR = Actor("sensor:self_healing", IncidentSource.SENSOR)
 RUN_KEY_PREFIX = "selfheal:"
@@ -369,6 +375,7 @@ class Planned:
     rule: str
     reason: Reason
     error_class: str | None = None
+    file_key: str | None = None  # raw/patients of a run that loads one landing file: that file
 
 
 def run_key_for(source: str, planned: Sequence[Planned]) -> str:
@@ -406,6 +413,7 @@ def claim(
                         "run_key": key,
                         "incident_id": incident_id,
                         "error_class": p.error_class,
+                        "file_key": p.file_key,
                         "rule": p.rule,
                         "requested_at": now,
                     }
@@ -592,6 +600,7 @@ _HEALING = (
 LEFT_TO_OTHERS = {
     "coordination:file_attempt": "file_attempt",
     "coordination:catch_up": "catch_up",
+    "coordination:run_retries": "run_retries",
 }
 """Rules of failures another mechanism retries whose success heals them (see
 :func:`pending_recoveries`): the mechanism's name."""
@@ -605,19 +614,47 @@ def _latest_by_asset(rows: Iterable[Any]) -> dict[str, Any]:
     return latest
 
 
+Scope = tuple[str, str | None]
+"""An asset, and the landing file its failure is of (None: any run materializing it heals it)."""
+
+
+def _latest_by_scope(rows: Iterable[Any]) -> dict[Scope, Any]:
+    """The latest row of each (asset, file): a landing file's failure of ``raw/patients`` is healed
+    only by a load of that file, whatever other files load meanwhile."""
+    latest: dict[Scope, Any] = {}
+    for r in rows:
+        scope = (r.asset_key, r.file_key)
+        if scope not in latest or r.attempt > latest[scope].attempt:
+            latest[scope] = r
+    return latest
+
+
+def scope_text(scope: Scope) -> str:
+    asset, file_key = scope
+    return asset if file_key is None else f"{asset} (file {file_key})"
+
+
 def blockers(
     engine: Engine, incident_id: int, materialized: Mapping[str, datetime] | None = None
 ) -> list[str]:
     """What of the incident is still broken, in words (empty: nothing): a re-run requested and not
     ended; an asset whose latest row for the incident is a failed re-run or a failure not re-run
-    (a data error, one left to another mechanism) that it has not materialized since; an asset
-    whose circuit breaker is open."""
+    (a data error, one left to another mechanism) that it has not materialized since (a landing
+    file's failure: that the file has not loaded since, whatever else loaded); an asset whose
+    circuit breaker is open."""
     c = self_heal_attempts.c
     mat = materialized or {}
     with engine.connect() as conn:
         rows = conn.execute(
             sa.select(
-                c.asset_key, c.attempt, c.status, c.rule, c.run_key, c.requested_at, c.finished_at
+                c.asset_key,
+                c.attempt,
+                c.status,
+                c.rule,
+                c.run_key,
+                c.requested_at,
+                c.finished_at,
+                c.file_key,
             ).where(c.incident_id == incident_id)
         ).all()
         assets = sorted({r.asset_key for r in rows})
@@ -634,17 +671,19 @@ def blockers(
     found: list[str] = []
     in_flight = sorted({r.run_key for r in rows if r.status == Status.REQUESTED})
     found += [f"re-run {k} has not ended" for k in in_flight]
-    for asset, row in sorted(_latest_by_asset(rows).items()):
-        if row.status == Status.REQUESTED:
-            continue
-        if row.status == Status.ESCALATED:
-            continue  # the breaker, below
+    for scope, row in sorted(_latest_by_scope(rows).items(), key=lambda sr: scope_text(sr[0])):
+        if row.status in (Status.REQUESTED, Status.ESCALATED):
+            continue  # in flight, above; the breaker, below
         broken = row.status == Status.FAILED or (
             row.status == Status.SKIPPED and row.rule != "materialized_since"
         )
-        if broken and not _cleared(row, mat.get(asset)):
+        # Any materialization of the asset heals it, but a landing file's failure heals only by a
+        # load of that file (a succeeded row of the same scope, later than this one).
+        cleared = row.file_key is None and _cleared(row, mat.get(row.asset_key))
+        if broken and not cleared:
             what = "its last re-run failed" if row.status == Status.FAILED else "not re-run"
-            found.append(f"{asset}: {what} (rule {row.rule}) and it has not materialized since")
+            since = "it has not materialized" if row.file_key is None else "the file has not loaded"
+            found.append(f"{scope_text(scope)}: {what} (rule {row.rule}) and {since} since")
     for asset, row in sorted(_latest_by_asset(breaker_rows).items()):
         if row.status == Status.ESCALATED:
             found.append(f"{asset}: its circuit breaker is open")
@@ -686,19 +725,43 @@ def mark_recovering(
 
 
 @dataclass(frozen=True)
+class Awaited:
+    """What heals one failure not re-run by this sensor: a run of ``mechanism`` (``file_attempt``,
+    ``catch_up``, ``run_retries``: the landing sensor's next attempt or catch-up run, Dagster's
+    re-execution of ``source_run_id``) or, for a landing file's failure (``file_key``), any later
+    successful load of that file, materializing the asset with its checks passing."""
+
+    mechanism: str
+    file_key: str | None = None
+    source_run_id: str | None = None
+
+
+@dataclass(frozen=True)
 class PendingRecovery:
-    """An open incident with failures left to another mechanism (the landing sensor): the assets
-    not healed yet (asset -> the mechanism, ``file_attempt`` or ``catch_up``), and since when a
-    run must have started to heal them (the incident's last failure)."""
+    """An open incident with failures that another mechanism's run heals: per (asset, file) what
+    heals it, and since when a run must have started to heal them (the incident's last
+    failure)."""
 
     incident_id: int
     last_failure_at: datetime
-    assets: dict[str, str]
+    assets: dict[Scope, Awaited]
+
+
+def _awaited(row: Any) -> Awaited | None:
+    """What heals the failure of ``row`` (its scope's latest row), if another mechanism's run does."""
+    if row.status != Status.SKIPPED:
+        return None
+    if row.rule in LEFT_TO_OTHERS:
+        return Awaited(LEFT_TO_OTHERS[row.rule], row.file_key, row.source_run_id)
+    if row.file_key is not None and row.rule != "materialized_since":
+        return Awaited("file", row.file_key, row.source_run_id)  # a data error: the file fixed
+    return None
 
 
 def pending_recoveries(engine: Engine) -> list[PendingRecovery]:
-    """Open incidents (not monitoring, not ended) whose latest row for some asset is a failure
-    left to another mechanism (:data:`LEFT_TO_OTHERS`); one cheap query when there is none."""
+    """Open incidents (not monitoring, not ended) whose latest row for some (asset, file) is a
+    failure another mechanism's run heals (:data:`LEFT_TO_OTHERS`, or a landing file's data error
+    that a load of the fixed file heals); one cheap query when there is none."""
     c, i = self_heal_attempts.c, incidents.c
     with engine.connect() as conn:
         ids = (
@@ -707,7 +770,7 @@ def pending_recoveries(engine: Engine) -> list[PendingRecovery]:
                 .join(incidents, i.incident_id == c.incident_id)
                 .where(
                     c.status == Status.SKIPPED.value,
-                    c.rule.in_(list(LEFT_TO_OTHERS)),
+                    sa.or_(c.rule.in_(list(LEFT_TO_OTHERS)), c.file_key.is_not(None)),
                     i.status.in_(_HEALING),
                 )
                 .distinct()
@@ -718,14 +781,14 @@ def pending_recoveries(engine: Engine) -> list[PendingRecovery]:
         found: list[PendingRecovery] = []
         for incident_id in sorted(int(x) for x in ids):
             rows = conn.execute(
-                sa.select(c.asset_key, c.attempt, c.status, c.rule).where(
-                    c.incident_id == incident_id
-                )
+                sa.select(
+                    c.asset_key, c.attempt, c.status, c.rule, c.file_key, c.source_run_id
+                ).where(c.incident_id == incident_id)
             ).all()
             assets = {
-                a: LEFT_TO_OTHERS[r.rule]
-                for a, r in _latest_by_asset(rows).items()
-                if r.status == Status.SKIPPED and r.rule in LEFT_TO_OTHERS
+                scope: awaited
+                for scope, row in _latest_by_scope(rows).items()
+                if (awaited := _awaited(row)) is not None
             }
             last = conn.execute(
                 sa.select(i.last_failure_at).where(i.incident_id == incident_id)
@@ -738,17 +801,18 @@ def pending_recoveries(engine: Engine) -> list[PendingRecovery]:
 def record_recovery(
     engine: Engine,
     incident_id: int,
-    assets: Iterable[str],
+    scopes: Iterable[Scope],
     mechanism: str,
     run_id: str,
     ended_at: datetime,
     now: datetime,
-) -> list[str]:
-    """A ``succeeded`` row (rule ``recovered:<mechanism>``) for each asset the other mechanism's
-    run ``run_id`` healed; the assets recorded (none when another tick or process did first)."""
+) -> list[Scope]:
+    """A ``succeeded`` row (rule ``recovered:<mechanism>``) for each (asset, file) the run
+    ``run_id`` of another mechanism healed; those recorded (none when another tick or process did
+    first)."""
     c = self_heal_attempts.c
-    done: list[str] = []
-    for asset in sorted(set(assets)):
+    done: list[Scope] = []
+    for asset, file_key in sorted(set(scopes), key=scope_text):
         with engine.connect() as conn:
             last = conn.execute(
                 sa.select(sa.func.max(c.attempt)).where(c.asset_key == asset)
@@ -761,18 +825,21 @@ def record_recovery(
                         attempt=int(last or 0) + 1,
                         status=Status.SUCCEEDED.value,
                         reason=Reason.FAILED_RUN.value,
-                        source_run_id=None,
+                        # Unique with the asset: one row per incident, healing run and asset,
+                        # however many ticks or processes record it.
+                        source_run_id=f"{RECOVERED_PREFIX}{incident_id}:{run_id}"[:64],
                         run_key=f"{RECOVERED_PREFIX}{run_id}",
                         rerun_run_id=run_id,
                         incident_id=incident_id,
                         rule=f"{RECOVERED_PREFIX}{mechanism}",
                         requested_at=now,
                         finished_at=min(ended_at, now),
+                        file_key=file_key,
                     )
                 )
-        except sa_exc.IntegrityError:  # another tick recorded this attempt first
+        except sa_exc.IntegrityError:  # another tick or process recorded it first
             continue
-        done.append(asset)
+        done.append((asset, file_key))
     return done
 
 
@@ -785,6 +852,8 @@ class Resolved:
 RECOVERY_WORDS = {
     "file_attempt": "the landing sensor's next attempt",
     "catch_up": "the landing sensor's catch-up run",
+    "run_retries": "Dagster's run_retries re-execution",
+    "run": "a later run",
 }
 
 
@@ -799,46 +868,143 @@ def _healed_by(row: Any) -> str:
     )
 
 
+ALERT_FAILURE = "failure:alert:"
+"""Dedup key prefix of the failure entry a critical alert adds to its incident (incidents/alerts.py)."""
+_INCIDENT_RULES = "incident_"  # the incident's own alert (incidents/announce.py): not a cause
+
+
+def _linked_alerts(conn: sa.engine.Connection, incident_id: int) -> list[Any]:
+    """The alerts linked to the incident (its own alert aside): id, state, resolved_at."""
+    a, ia = alerts.c, incident_alerts.c
+    return list(
+        conn.execute(
+            sa.select(a.alert_id, a.state, a.resolved_at)
+            .join(incident_alerts, ia.alert_id == a.alert_id)
+            .where(ia.incident_id == incident_id, ~a.rule_id.startswith(_INCIDENT_RULES))
+        )
+    )
+
+
+def _last_success(conn: sa.engine.Connection, incident_id: int) -> datetime | None:
+    c = self_heal_attempts.c
+    found = conn.execute(
+        sa.select(sa.func.max(c.finished_at)).where(
+            c.incident_id == incident_id, c.status == Status.SUCCEEDED.value
+        )
+    ).scalar()
+    return None if found is None else as_utc(found)
+
+
+def _alerts_over(linked: Sequence[Any]) -> datetime | None:
+    """When the last of the linked alerts resolved; None while one is still open (or none is)."""
+    if not linked or any(
+        r.state != str(AlertState.RESOLVED) or r.resolved_at is None for r in linked
+    ):
+        return None
+    return max(as_utc(r.resolved_at) for r in linked)
+
+
+def recover_by_alerts(
+    engine: Engine, now: datetime, materialized: Mapping[str, datetime] | None = None
+) -> list[int]:
+    """Move to monitoring each incident (open, investigating, identified) that a critical alert
+    opened or reopened (a relapse) and whose alerts have all resolved: every failure on its
+    timeline since it was last healed is an alert's, no run failed, and nothing of it is broken
+    (:func:`blockers`). The incidents moved."""
+    e, ia = incident_events.c, incident_alerts.c
+    with engine.connect() as conn:
+        ids = (
+            conn.execute(
+                sa.select(incidents.c.incident_id)
+                .where(
+                    incidents.c.status.in_(_HEALING),
+                    sa.exists().where(ia.incident_id == incidents.c.incident_id),
+                )
+                .order_by(incidents.c.incident_id)
+            )
+            .scalars()
+            .all()
+        )
+    moved: list[int] = []
+    for incident_id in (int(x) for x in ids):
+        with engine.connect() as conn:
+            over = _alerts_over(_linked_alerts(conn, incident_id))
+            if over is None:
+                continue
+            healed = _last_success(conn, incident_id)
+            keys = (
+                conn.execute(
+                    sa.select(e.dedup_key).where(
+                        e.incident_id == incident_id,
+                        e.kind == str(IncidentEventKind.FAILURE),
+                        *([e.at > healed] if healed is not None else []),
+                    )
+                )
+                .scalars()
+                .all()
+            )
+        if not keys or not all((k or "").startswith(ALERT_FAILURE) for k in keys):
+            continue  # a run failed since: its re-run (or the run that heals it) decides
+        if blockers(engine, incident_id, materialized):
+            continue
+        ids_text = ", ".join(sorted(k.removeprefix(ALERT_FAILURE) for k in keys if k))
+        try:
+            lifecycle.set_status(
+                engine,
+                incident_id,
+                IncidentStatus.MONITORING,
+                ACTOR,
+                f"its alert(s) {ids_text} resolved and no run failed since",
+                now=now,
+            )
+        except IncidentError:  # changed concurrently (a person, a relapse): leave it to them
+            continue
+        moved.append(incident_id)
+    return moved
+
+
 def resolve_quiet(
     engine: Engine,
     policy: SelfHealPolicy,
     now: datetime,
     materialized: Mapping[str, datetime] | None = None,
 ) -> Resolved:
-    """Resolve each incident in monitoring that has stayed there for the quiet period since its
-    last success (a re-run of this sensor or another mechanism's run) with nothing of it broken
-    (:func:`blockers`), and its linked alerts; the resolution names the run that healed it."""
+    """Resolve each incident in monitoring that has stayed quiet for the quiet period since it was
+    last healed (a re-run of this sensor or another mechanism's run succeeded, or its alerts all
+    resolved) with nothing of it broken (:func:`blockers`), and its linked alerts; the resolution
+    names what healed it."""
     c = self_heal_attempts.c
-    last_success = (
-        sa.select(c.incident_id, sa.func.max(c.finished_at).label("healed_at"))
-        .where(c.status == Status.SUCCEEDED.value, c.incident_id.is_not(None))
-        .group_by(c.incident_id)
-        .subquery()
-    )
     with engine.connect() as conn:
         due = conn.execute(
-            sa.select(incidents.c.incident_id, last_success.c.healed_at)
-            .join(last_success, last_success.c.incident_id == incidents.c.incident_id)
-            .where(
-                incidents.c.status == str(IncidentStatus.MONITORING),
-                incidents.c.last_failure_at < last_success.c.healed_at,
+            sa.select(incidents.c.incident_id, incidents.c.last_failure_at).where(
+                incidents.c.status == str(IncidentStatus.MONITORING)
             )
         ).all()
     done = Resolved()
     for row in due:
         incident_id = int(row.incident_id)
-        if as_utc(row.healed_at) + policy.quiet_period > now:
+        with engine.connect() as conn:
+            ran = _last_success(conn, incident_id)
+            over = _alerts_over(_linked_alerts(conn, incident_id))
+        healed_at = max((t for t in (ran, over) if t is not None), default=None)
+        if healed_at is None or as_utc(row.last_failure_at) >= healed_at:
+            continue
+        if healed_at + policy.quiet_period > now:
             continue
         if blockers(engine, incident_id, materialized):
             continue
-        with engine.connect() as conn:
-            healer = conn.execute(
-                sa.select(c.rule, c.run_key, c.rerun_run_id)
-                .where(c.incident_id == incident_id, c.status == Status.SUCCEEDED.value)
-                .order_by(c.finished_at.desc(), c.attempt_id.desc())
-                .limit(1)
-            ).one()
-        resolution = f"{_healed_by(healer)}, then no failure for {_minutes(policy.quiet_period)}"
+        if ran is not None and ran == healed_at:
+            with engine.connect() as conn:
+                healer = conn.execute(
+                    sa.select(c.rule, c.run_key, c.rerun_run_id)
+                    .where(c.incident_id == incident_id, c.status == Status.SUCCEEDED.value)
+                    .order_by(c.finished_at.desc(), c.attempt_id.desc())
+                    .limit(1)
+                ).one()
+            how = _healed_by(healer)
+        else:
+            how = "recovered: its alerts resolved"
+        resolution = f"{how}, then no failure for {_minutes(policy.quiet_period)}"
         try:
             lifecycle.resolve(engine, incident_id, resolution, ACTOR, now=now)
         except IncidentError:

@@ -503,6 +503,8 @@ self_heal_attempts = sa.Table(
     sa.Column("requested_at", Timestamp, nullable=False),
     sa.Column("finished_at", Timestamp),
     sa.Column("retry_at", Timestamp),  # failed: the next re-run not before
+    # A landing file's failure (its failed run loaded this file): only that file's load heals it.
+    sa.Column("file_key", sa.String(1024)),
     sa.CheckConstraint(
         "status IN ('requested', 'succeeded', 'failed', 'skipped', 'escalated', 'reset')",
         name="ck_self_heal_attempts_status",

@@ -30,6 +30,7 @@ assets, and record the landing sensor's runs that healed a failure left to it.
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import dagster as dg
 import sqlalchemy as sa
@@ -59,6 +60,9 @@ from healthmon_dagster.run_tags import (
     CATCH_UP_TAG,
     FAILURE_REASON_TAG,
     FILE_ATTEMPT_TAG,
+    FILE_KEY_TAG,
+    PARENT_RUN_ID_TAG,
+    RETRY_NUMBER_TAG,
     SELF_HEAL_TAG,
     STEP_FAILURE_REASON,
     WILL_RETRY_TAG,
@@ -88,6 +92,7 @@ _UPSTREAM = {
 CATCH_UP_ASSETS = frozenset(
     {catalog.STG_PATIENTS.key, catalog.STG_PATIENTS_REJECTED.key, catalog.CORE_DIM_PATIENT.key}
 )
+_LANDING_RETRIES = frozenset({"coordination:file_attempt", "coordination:catch_up"})
 RETRY_TAG_GRACE = timedelta(minutes=2)
 """How long after a failed run ended its missing ``dagster/will_retry`` tag is waited for (Dagster
 writes it right after the failure; a run_retries daemon that never writes it must not hold the
@@ -102,6 +107,28 @@ def _key(asset_key: dg.AssetKey) -> str:
 def _ended_at(record: dg.RunRecord) -> datetime:
     ended = record.end_time if record.end_time is not None else record.update_timestamp.timestamp()
     return datetime.fromtimestamp(ended, UTC)
+
+
+_RAW_OP = "__".join(catalog.RAW_PATIENTS.path)
+
+
+def file_of(run: dg.DagsterRun) -> str | None:
+    """The landing file a run loads into raw/patients (its key; None: every pending file, or no
+    raw load): the landing sensor's tag, else the run configuration a person gave."""
+    tagged = run.tags.get(FILE_KEY_TAG)
+    if tagged:
+        return tagged
+    op: Any = (run.run_config or {}).get("ops", {})
+    config = op.get(_RAW_OP, {}).get("config", {}) if isinstance(op, dict) else {}
+    key = config.get("file_key") if isinstance(config, dict) else None
+    return str(key) if key else None
+
+
+def _scoped_file(asset: str, run: dg.DagsterRun) -> str | None:
+    """The file a failure of ``asset`` in ``run`` is of: raw/patients loads one file, so only a
+    load of that file heals it; stg and core process whatever raw holds, so any later
+    materialization does (None)."""
+    return file_of(run) if asset == catalog.RAW_PATIENTS.key else None
 
 
 # --- What a failed run left undone, and why --------------------------------------------------------
@@ -371,16 +398,31 @@ def _runs_by_key(
     return found
 
 
-def _outcome_of(records: Sequence[dg.RunRecord]) -> str:
-    """succeeded, failed, in_flight or missing (never launched)."""
+RETRY_LAUNCH_GRACE = timedelta(minutes=10)
+"""How long a failed re-run that Dagster marked for ``run_retries`` waits for its re-execution to
+appear before it counts as failed (the daemon that launches retries may be down)."""
+
+
+def _outcome_of(
+    instance: dg.DagsterInstance, records: Sequence[dg.RunRecord], now: datetime
+) -> str:
+    """succeeded, failed, in_flight or missing (never launched). A failed run that Dagster's
+    ``run_retries`` re-executes (its ``dagster/will_retry`` tag, or its decision while the tag is
+    not written yet) is in flight: its re-execution, which inherits the re-run's tag, decides."""
     if not records:
         return "missing"
     if any(r.dagster_run.status == dg.DagsterRunStatus.SUCCESS for r in records):
         return "succeeded"
     if any(not r.dagster_run.is_finished for r in records):
         return "in_flight"
-    last = max(records, key=lambda r: r.create_timestamp).dagster_run
-    return "in_flight" if last.tags.get(WILL_RETRY_TAG) == "true" else "failed"
+    record = max(records, key=lambda r: r.create_timestamp)
+    last, waited = record.dagster_run, now - _ended_at(record)
+    tag = last.tags.get(WILL_RETRY_TAG)
+    if tag == "true" and waited < RETRY_LAUNCH_GRACE:
+        return "in_flight"
+    if tag is None and waited < RETRY_TAG_GRACE and _will_be_retried(instance, last):
+        return "in_flight"
+    return "failed"
 
 
 def _lost_config(instance: dg.DagsterInstance, rerun: sh.Requested) -> dict[str, object] | None:
@@ -415,7 +457,7 @@ def record_outcomes(
     now = utcnow()
     for rerun in requested:
         records = runs.get(rerun.run_key, [])
-        state = _outcome_of(records)
+        state = _outcome_of(context.instance, records, now)
         if state == "missing" and started is not None and rerun.requested_at >= started:
             continue
         if state == "missing":
@@ -508,20 +550,17 @@ def record_outcomes(
 
 
 def _recovery_runs(instance: dg.DagsterInstance, since: datetime) -> list[dg.RunRecord]:
-    """Successful runs of the landing sensor (a file's attempt, a catch-up run, and run_retries'
-    re-executions of them, which inherit their tags) updated since ``since``, oldest first."""
-    records = instance.get_run_records(
-        filters=dg.RunsFilter(
-            job_name=catalog.ETL_JOB,
-            statuses=[dg.DagsterRunStatus.SUCCESS],
-            updated_after=since,
-        ),
-        limit=MAX_FAILED_RUNS_PER_TICK,
-    )
-    return sorted(
-        (r for r in records if _mechanism(r.dagster_run) is not None),
-        key=lambda r: r.create_timestamp,
-    )
+    """Successful runs of the pipeline (either job) updated since ``since``, oldest first: the
+    landing sensor's attempts and catch-up runs, Dagster's re-executions, a person's runs."""
+    records: list[dg.RunRecord] = []
+    for job in (catalog.ETL_JOB, _ASSET_JOB):
+        records += instance.get_run_records(
+            filters=dg.RunsFilter(
+                job_name=job, statuses=[dg.DagsterRunStatus.SUCCESS], updated_after=since
+            ),
+            limit=MAX_FAILED_RUNS_PER_TICK,
+        )
+    return sorted(records, key=lambda r: r.create_timestamp)
 
 
 def _mechanism(run: dg.DagsterRun) -> str | None:
@@ -530,6 +569,28 @@ def _mechanism(run: dg.DagsterRun) -> str | None:
     if FILE_ATTEMPT_TAG in run.tags:
         return "file_attempt"
     return None
+
+
+def _heals(run: dg.DagsterRun, awaited: sh.Awaited) -> bool:
+    """Whether ``run`` is the one ``awaited`` waits for (it must also have materialized the asset
+    with its checks passing): a load of the same landing file; Dagster's re-execution of the
+    failed run; the landing sensor's next run."""
+    if awaited.file_key is not None:
+        return file_of(run) == awaited.file_key
+    if awaited.mechanism == "run_retries":
+        return _parent_of(run) is not None and _parent_of(run) == awaited.source_run_id
+    return _mechanism(run) is not None
+
+
+def _parent_of(run: dg.DagsterRun) -> str | None:
+    return run.parent_run_id or run.tags.get(PARENT_RUN_ID_TAG)
+
+
+def _healer(run: dg.DagsterRun) -> str:
+    """What kind of run healed (``recovered:<this>``)."""
+    if _parent_of(run) is not None and RETRY_NUMBER_TAG in run.tags:
+        return "run_retries"
+    return _mechanism(run) or "run"
 
 
 def _started_at(record: dg.RunRecord) -> datetime:
@@ -545,10 +606,10 @@ def record_recoveries(
     latest: Mapping[str, datetime],
     tick: Tick,
 ) -> None:
-    """A failure left to the landing sensor heals when a later run of that sensor (started after
-    the incident's last failure) materializes its assets with their checks passing: a
-    ``recovered:<mechanism>`` row per asset, a timeline entry naming the run, and the incident to
-    monitoring once nothing of it is broken."""
+    """A failure this sensor did not re-run heals when the run it waits for (:func:`_heals`),
+    started after the incident's last failure, materializes its asset with its checks passing: a
+    ``recovered:<kind>`` row per (asset, file), a timeline entry naming the run, and the incident
+    to monitoring once nothing of it is broken."""
     pending = sh.pending_recoveries(engine)
     if not pending:
         return
@@ -566,32 +627,36 @@ def record_recoveries(
             if _started_at(record) <= incident.last_failure_at:
                 continue
             run = record.dagster_run
-            mechanism = _mechanism(run) or "file_attempt"
             if run.run_id not in found:
                 found[run.run_id] = run_assets(instance, run.run_id)
-            healed = sorted(found[run.run_id].healed & set(left))
+            healed = sorted(
+                (scope for scope, awaited in left.items() if _heals(run, awaited)),
+                key=sh.scope_text,
+            )
+            healed = [scope for scope in healed if scope[0] in found[run.run_id].healed]
             if not healed:
                 continue
+            kind = _healer(run)
             recorded = sh.record_recovery(
-                engine, incident.incident_id, healed, mechanism, run.run_id, _ended_at(record), now
+                engine, incident.incident_id, healed, kind, run.run_id, _ended_at(record), now
             )
-            for asset in healed:
-                left.pop(asset, None)
+            for scope in healed:
+                left.pop(scope, None)
             if not recorded:
                 continue
-            what = sh.RECOVERY_WORDS.get(mechanism, mechanism)
+            what = sh.RECOVERY_WORDS.get(kind, kind)
             add_event(
                 engine,
                 incident.incident_id,
                 IncidentEventKind.SELF_HEAL_OUTCOME,
                 sh.ACTOR,
-                f"{what} (run {run.run_id}) materialized {', '.join(recorded)} with its checks "
-                "passing",
+                f"{what} (run {run.run_id}) materialized "
+                f"{', '.join(sh.scope_text(r) for r in recorded)} with its checks passing",
                 {
                     "run_id": run.run_id,
                     "succeeded": True,
-                    "assets": recorded,
-                    "rule": f"{sh.RECOVERED_PREFIX}{mechanism}",
+                    "assets": sorted({a for a, _ in recorded}),
+                    "rule": f"{sh.RECOVERED_PREFIX}{kind}",
                 },
                 now,
             )
@@ -638,9 +703,10 @@ def _store(
     policy: sh.SelfHealPolicy,
     now: datetime,
     materialized: Mapping[str, datetime] | None = None,
+    files: Mapping[str, str | None] | None = None,
 ) -> list[tuple[str, list[str], sh.Decision]]:
-    """Claim the recorded decisions (re-runs together, each other decision on its own); the claims
-    won: (run key, assets, decision)."""
+    """Claim the recorded decisions (re-runs together, each other decision on its own; ``files``:
+    the landing file each asset's failure is of); the claims won: (run key, assets, decision)."""
     hist = sh.histories(engine, decisions, policy, now, materialized)
     status = {
         sh.Action.RERUN: sh.Status.REQUESTED,
@@ -660,6 +726,7 @@ def _store(
                 d.rule,
                 reasons[asset],
                 why.error_class,
+                (files or {}).get(asset),
             )
         )
     won: list[tuple[str, list[str], sh.Decision]] = []
@@ -737,12 +804,17 @@ def decide_failed_run(
     ended = _ended_at(record)
     why = classify_run(instance, run)
     forced = coordination(run, instance, ended, now)
+    if forced is not None and forced.rule in _LANDING_RETRIES and not why.transient:
+        # The landing sensor retries only transient failures; a data error is never re-run by
+        # anyone, and its decision says so with the rule that classified it.
+        forced = None
+    files = {a: _scoped_file(a, run) for a in todo}
     hist = sh.histories(engine, todo, policy, now, latest)
     decisions: dict[str, sh.Decision] = {}
     for asset in todo:
         if forced is not None:
             decisions[asset] = forced
-        elif asset in latest and latest[asset] > ended:
+        elif files[asset] is None and asset in latest and latest[asset] > ended:
             decisions[asset] = sh.Decision(
                 sh.Action.SKIP,
                 "materialized_since",
@@ -762,7 +834,7 @@ def decide_failed_run(
         for a in todo
     }
     tick.waiting += sum(d.action == sh.Action.WAIT for d in decisions.values())
-    won = _store(engine, run.run_id, decisions, reasons, why, policy, now, latest)
+    won = _store(engine, run.run_id, decisions, reasons, why, policy, now, latest, files)
     failure = heal_failure(
         todo,
         why,
@@ -854,6 +926,7 @@ def heal(
     latest = _latest_materializations(context.instance)
     record_outcomes(context, engine, policy, tick, latest, started)
     sh.reset_breakers(engine, latest, utcnow())
+    sh.recover_by_alerts(engine, utcnow(), latest)
     tick.resolved = len(sh.resolve_quiet(engine, policy, utcnow(), latest).incident_ids)
     lookback = max(policy.window, policy.max_delay * 2)
     for record in _failed_runs(context.instance, utcnow() - lookback):
