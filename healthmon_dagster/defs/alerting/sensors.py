@@ -22,7 +22,8 @@ last word).
 Checks whose step failed before recording a result (Dagster's EXECUTION_FAILED: the latest
 execution record is still PLANNED and its run failed) are read from Dagster's check execution
 records (``get_latest_asset_check_execution_by_key``, records newer than the cursor): they raise
-the check-failed rules that take execution errors, under the labels of the check's own results.
+the check-failed rules that take execution errors, under the labels of the check's own results,
+until the check is evaluated again (a run that only planned it changes nothing).
 
 The intervals come from ``sensor_intervals`` in healthmon.yaml (30 s and 15 s by default). A
 health store that cannot be reached (SQLAlchemy's errors and ``DatabaseUnavailable``) skips the
@@ -281,8 +282,10 @@ def check_execution_signals(
     check planned in a failed run EXECUTION_FAILED, also those whose step never ran because an
     asset upstream failed: those did not fail, they were not run) and ``etl.check_results`` has
     no row of it from that run (a recorded result, ``error`` included, is judged as such).
-    Inactive for any other finished execution. The health components' checks are left to the
-    health rules. A record of a run still going is read again next time."""
+    Inactive for a check that was evaluated (passed or failed). None for a check its finished run
+    planned but never ran (an asset upstream failed, the run was canceled): that says nothing of
+    whether it can run; the record is passed by all the same. The health components' checks are
+    left to the health rules. A record of a run still going is read again next time."""
     rules = [
         r
         for r in rules_of(effective_rules(config), EventKind.CHECK_FAILED)
@@ -305,19 +308,19 @@ def check_execution_signals(
     candidates: list[tuple[dg.AssetCheckKey, str]] = []  # (key, run id) of failed steps
     out: list[Signal] = []
     for key, record in fresh:
-        failed = False
-        if record.status.value == "PLANNED":  # AssetCheckExecutionRecordStatus (not exported)
-            if record.run_id not in failed_steps:
-                failed_steps[record.run_id] = _failed_steps(instance, record.run_id)
-            steps = failed_steps[record.run_id]
-            if steps is None:  # its run is still going: read it again next time
-                cursor = min(cursor, record.id - 1)
-                continue
-            step = record.event.step_key if record.event is not None else None
-            if step is not None and step in steps:
-                candidates.append((key, record.run_id))
-                continue
-        out += _execution_signals(rules, key, record.run_id, failed)
+        if record.status.value != "PLANNED":  # AssetCheckExecutionRecordStatus (not exported)
+            out += _execution_signals(rules, key, record.run_id, False)  # evaluated: it ran
+            continue
+        if record.run_id not in failed_steps:
+            failed_steps[record.run_id] = _failed_steps(instance, record.run_id)
+        steps = failed_steps[record.run_id]
+        if steps is None:  # its run is still going: read it again next time
+            cursor = min(cursor, record.id - 1)
+            continue
+        step = record.event.step_key if record.event is not None else None
+        if step is not None and step in steps:
+            candidates.append((key, record.run_id))
+        # Otherwise its step never ran: no signal, and the cursor passes it.
     recorded = _recorded_checks(engine, {run_id for _, run_id in candidates})
     for key, run_id in candidates:
         asset = key.asset_key.to_user_string()

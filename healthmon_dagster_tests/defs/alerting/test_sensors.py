@@ -3,8 +3,9 @@ a clean first load alerts nobody; a defect file fires the failed check's alert w
 value in it and queues it on the log channel; the next clean file resolves it; a file that breaks
 the contract fires the contract-break and run-failure alerts. A failed run fires though a later run
 succeeded before the tick; a run that found the database down is evidence of its outage only when
-the connectivity check has not reported since the step failed; a store outage skips both sensors
-with its reason; the intervals come from healthmon.yaml."""
+the connectivity check has not reported since the step failed; a check whose step fails alerts
+until it is evaluated again (a run that only planned it says nothing); a store outage skips both
+sensors with its reason; the intervals come from healthmon.yaml."""
 
 import json
 from pathlib import Path
@@ -254,9 +255,14 @@ def test_a_run_that_found_the_database_down_is_evidence_unless_the_check_reporte
     assert alert.labels["check"] == DATABASE_CHECK.check_id
 
 
-@dg.asset
-def ledger() -> None:
+# --- A check whose step fails before recording a result ----------------------------------------
+
+
+@dg.asset(config_schema={"fail": dg.Field(bool, default_value=False)})
+def ledger(context: dg.AssetExecutionContext) -> None:
     """An asset with a check that can fail before recording a result."""
+    if context.op_execution_context.op_config["fail"]:
+        raise RuntimeError("the asset was told to fail")
 
 
 @dg.asset_check(asset=ledger, config_schema={"fail": bool})
@@ -294,9 +300,14 @@ def test_a_check_whose_step_fails_before_recording_a_result_alerts_until_it_runs
         assert isinstance(alert_evaluation_sensor(context), dg.SkipReason)
         return context.cursor
 
-    def check_run(fail: bool) -> None:
+    def check_run(fail: bool, asset_fails: bool = False) -> None:
         job.execute_in_process(
-            run_config={"ops": {"ledger_ledger_balances": {"config": {"fail": fail}}}},
+            run_config={
+                "ops": {
+                    "ledger": {"config": {"fail": asset_fails}},
+                    "ledger_ledger_balances": {"config": {"fail": fail}},
+                }
+            },
             instance=instance,
             raise_on_error=False,
         )
@@ -313,6 +324,12 @@ def test_a_check_whose_step_fails_before_recording_a_result_alerts_until_it_runs
         "failed",
     )
     assert "could not run" in alert.title and "told to fail" not in alert.description
+
+    # The asset fails: the check is planned, never run. It says nothing about the check.
+    check_run(fail=False, asset_fails=True)
+    cursor = tick(cursor)
+    (alert,) = [a for a in open_alerts(db_url) if a.rule_id == "asset_check_error"]
+    assert alert.state == "firing"
 
     check_run(fail=False)
     tick(cursor)
