@@ -330,6 +330,10 @@ def test_a_check_whose_step_fails_before_recording_a_result_alerts_until_it_runs
     cursor = tick(cursor)
     (alert,) = [a for a in open_alerts(db_url) if a.rule_id == "asset_check_error"]
     assert alert.state == "firing"
+    key = ledger_balances.check_key
+    (planned,) = instance.event_log_storage.get_latest_asset_check_execution_by_key([key]).values()
+    assert planned.status.value == "PLANNED"
+    assert cursor is not None and json.loads(cursor)["checks"] == planned.id  # not read again
 
     check_run(fail=False)
     tick(cursor)
