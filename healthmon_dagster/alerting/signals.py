@@ -759,7 +759,8 @@ def execution_failed_signal(
     rule: AlertRule, asset: str, check: str, run_id: str, failed: bool
 ) -> Signal | None:
     """A check from Dagster's own record of its latest execution: active when its step failed
-    before the check recorded any result (Dagster's EXECUTION_FAILED), inactive once it ran again;
+    before the check recorded any result (Dagster's EXECUTION_FAILED), inactive once it ran again
+    (a check only planned, whose step never ran, is not passed here: it says nothing);
     None for a rule that does not take execution errors or does not watch this check. An alert
     of its own (label ``execution=failed``): a check that recorded a result, ``error`` included,
     is judged by that result (:func:`event_signals`), and the two are never the same episode."""

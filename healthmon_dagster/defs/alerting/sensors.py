@@ -15,12 +15,15 @@ succeeded before the tick, and resolves on the next.
 A run whose failed steps all found one dependency unavailable (their failure metadata, see
 ``etl/failures.py``) failed because of it: its alert carries that dependency's ``dependency``
 label, so the dependency's alert mutes it, and the failure is evidence that raises (or refreshes)
-the dependency's alert itself when its connectivity check has not reported since.
+the dependency's alert itself when its connectivity check has not reported since the last of those
+steps failed (not since the run ended: a check that found the dependency back in between has the
+last word).
 
 Checks whose step failed before recording a result (Dagster's EXECUTION_FAILED: the latest
 execution record is still PLANNED and its run failed) are read from Dagster's check execution
 records (``get_latest_asset_check_execution_by_key``, records newer than the cursor): they raise
-the check-failed rules that take execution errors, under the labels of the check's own results.
+the check-failed rules that take execution errors, under the labels of the check's own results,
+until the check is evaluated again (a run that only planned it changes nothing).
 
 The intervals come from ``sensor_intervals`` in healthmon.yaml (30 s and 15 s by default). A
 health store that cannot be reached (SQLAlchemy's errors and ``DatabaseUnavailable``) skips the
@@ -100,18 +103,28 @@ class RunEvents:
 
     signals: list[Signal]
     ended: float | None
-    evidence: list[tuple[Evidence, float]]  # (evidence, when the run ended)
+    evidence: list[tuple[Evidence, float]]  # (evidence, when the run found the dependency down)
 
 
 # The values of a run-failure alert's ``dependency`` label ("": none blamed).
 _BLAMED = ("", *sorted(set(FAILURE_DEPENDENCY_COMPONENT.values())))
 
 
-def blamed_dependency(instance: dg.DagsterInstance, run_id: str) -> str | None:
-    """The component (``database``, ``s3_discovery``) that every failed step of the run found
-    unavailable, by the failure metadata of its steps; None when a step names none or they
-    disagree, or the run has no failed step (it died before or outside its steps)."""
+@dataclass(frozen=True)
+class Blame:
+    """The dependency every failed step of a run found unavailable (``component``: ``database``,
+    ``s3_discovery``) and when the last of those steps failed (``found_at``, a POSIX time)."""
+
+    component: str
+    found_at: float
+
+
+def blamed_dependency(instance: dg.DagsterInstance, run_id: str) -> Blame | None:
+    """What every failed step of the run found unavailable, by the failure metadata of its steps,
+    and when the last of them failed; None when a step names none or they disagree, or the run
+    has no failed step (it died before or outside its steps)."""
     found: set[str | None] = set()
+    found_at = 0.0
     for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_FAILURE):
         event = entry.dagster_event
         if event is None:
@@ -121,7 +134,9 @@ def blamed_dependency(instance: dg.DagsterInstance, run_id: str) -> str | None:
         dependency = getattr(value, "value", None)
         component = FAILURE_DEPENDENCY_COMPONENT.get(str(dependency)) if dependency else None
         found.add(None if component is None else str(component))
-    return found.pop() if len(found) == 1 else None
+        found_at = max(found_at, entry.timestamp)
+    component = found.pop() if len(found) == 1 else None
+    return None if component is None else Blame(component, found_at)
 
 
 def run_events(
@@ -135,7 +150,8 @@ def run_events(
     a dependency (:func:`blamed_dependency`) carries its ``dependency`` label; the job's signals
     under the other values of that label are inactive (the cause changed, or the job recovered:
     the alert of the earlier cause resolves). The reason names the run, never an error text
-    (which may quote a value)."""
+    (which may quote a value). Such a run that ended after ``since`` is evidence, stamped with
+    when its steps found the dependency down (:class:`Blame`)."""
     rules = rules_of(effective_rules(config), EventKind.RUN_FAILURE)
     wants_evidence = bool(rules_of(effective_rules(config), EventKind.DEPENDENCY_UNREACHABLE))
     if not rules and not wants_evidence:
@@ -156,9 +172,9 @@ def run_events(
     latest: dict[str, dg.RunRecord] = {}
     new_failure: dict[str, dg.RunRecord] = {}
     evidence: list[tuple[Evidence, float]] = []
-    blamed: dict[str, str | None] = {}
+    blamed: dict[str, Blame | None] = {}
 
-    def blame(run_id: str) -> str | None:
+    def blame(run_id: str) -> Blame | None:
         if run_id not in blamed:
             blamed[run_id] = blamed_dependency(instance, run_id)
         return blamed[run_id]
@@ -172,12 +188,12 @@ def run_events(
             and record.dagster_run.status == dg.DagsterRunStatus.FAILURE
         ):
             new_failure[job] = record
-            dependency = blame(record.dagster_run.run_id) if wants_evidence else None
-            if dependency is not None:
+            found = blame(record.dagster_run.run_id) if wants_evidence else None
+            if found is not None:
                 run = record.dagster_run
                 seen_by = f"run {run.run_id[:8]} of {job}"
-                reason = f"every failed step of {seen_by} found {dependency} unavailable"
-                evidence.append((Evidence(dependency, seen_by, reason), _ended(record)))
+                reason = f"every failed step of {seen_by} found {found.component} unavailable"
+                evidence.append((Evidence(found.component, seen_by, reason), found.found_at))
     # Nothing finished yet: from now on, so that the first failure is an event too.
     ends = [_ended(r) for r in records.values()] or [time.time()]
     watermark = max([since or 0.0, *ends])
@@ -197,7 +213,8 @@ def run_events(
                 run = failed_run
             else:
                 reason = f"run {run.run_id[:8]} of {job} succeeded"
-            dependency = blame(run.run_id) if failed else None
+            found = blame(run.run_id) if failed else None
+            dependency = found.component if found is not None else None
             for value in _BLAMED:
                 out.append(
                     run_failure_signal(
@@ -265,8 +282,10 @@ def check_execution_signals(
     check planned in a failed run EXECUTION_FAILED, also those whose step never ran because an
     asset upstream failed: those did not fail, they were not run) and ``etl.check_results`` has
     no row of it from that run (a recorded result, ``error`` included, is judged as such).
-    Inactive for any other finished execution. The health components' checks are left to the
-    health rules. A record of a run still going is read again next time."""
+    Inactive for a check that was evaluated (passed or failed). None for a check its finished run
+    planned but never ran (an asset upstream failed, the run was canceled): that says nothing of
+    whether it can run; the record is passed by all the same. The health components' checks are
+    left to the health rules. A record of a run still going is read again next time."""
     rules = [
         r
         for r in rules_of(effective_rules(config), EventKind.CHECK_FAILED)
@@ -289,19 +308,19 @@ def check_execution_signals(
     candidates: list[tuple[dg.AssetCheckKey, str]] = []  # (key, run id) of failed steps
     out: list[Signal] = []
     for key, record in fresh:
-        failed = False
-        if record.status.value == "PLANNED":  # AssetCheckExecutionRecordStatus (not exported)
-            if record.run_id not in failed_steps:
-                failed_steps[record.run_id] = _failed_steps(instance, record.run_id)
-            steps = failed_steps[record.run_id]
-            if steps is None:  # its run is still going: read it again next time
-                cursor = min(cursor, record.id - 1)
-                continue
-            step = record.event.step_key if record.event is not None else None
-            if step is not None and step in steps:
-                candidates.append((key, record.run_id))
-                continue
-        out += _execution_signals(rules, key, record.run_id, failed)
+        if record.status.value != "PLANNED":  # AssetCheckExecutionRecordStatus (not exported)
+            out += _execution_signals(rules, key, record.run_id, False)  # evaluated: it ran
+            continue
+        if record.run_id not in failed_steps:
+            failed_steps[record.run_id] = _failed_steps(instance, record.run_id)
+        steps = failed_steps[record.run_id]
+        if steps is None:  # its run is still going: read it again next time
+            cursor = min(cursor, record.id - 1)
+            continue
+        step = record.event.step_key if record.event is not None else None
+        if step is not None and step in steps:
+            candidates.append((key, record.run_id))
+        # Otherwise its step never ran: no signal, and the cursor passes it.
     recorded = _recorded_checks(engine, {run_id for _, run_id in candidates})
     for key, run_id in candidates:
         asset = key.asset_key.to_user_string()
@@ -356,16 +375,17 @@ def _failed_steps(instance: dg.DagsterInstance, run_id: str) -> set[str] | None:
 def dependency_evidence(
     engine: Any, config: HealthConfiguration, evidence: list[tuple[Evidence, float]]
 ) -> list[Signal]:
-    """The dependency alerts that failed runs are evidence of, for those that ended after the
-    dependency's connectivity check last reported (a later result is the check's own word)."""
+    """The dependency alerts that failed runs are evidence of, for the runs whose steps found the
+    dependency down after its connectivity check last reported (a later result is the check's
+    own word, though the run ended after it)."""
     if not evidence:
         return []
     ctx = EventContext(config)
     spoken = latest_health_results(engine, set(ctx.evidence_checks.values()))
-    newest: dict[str, Evidence] = {}  # per dependency, the run that ended last
-    for found, ended in sorted(evidence, key=lambda fe: fe[1]):
+    newest: dict[str, Evidence] = {}  # per dependency, the run that found it down last
+    for found, found_at in sorted(evidence, key=lambda fe: fe[1]):
         check_id = ctx.evidence_checks.get(found.component)
-        if check_id is not None and (check_id not in spoken or spoken[check_id] < ended):
+        if check_id is not None and (check_id not in spoken or spoken[check_id] < found_at):
             newest[found.component] = found
     return evidence_signals(effective_rules(config), list(newest.values()), ctx)
 

@@ -2,8 +2,10 @@
 a clean first load alerts nobody; a defect file fires the failed check's alert with no patient
 value in it and queues it on the log channel; the next clean file resolves it; a file that breaks
 the contract fires the contract-break and run-failure alerts. A failed run fires though a later run
-succeeded before the tick; a store outage skips both sensors with its reason; the intervals come
-from healthmon.yaml."""
+succeeded before the tick; a run that found the database down is evidence of its outage only when
+the connectivity check has not reported since the step failed; a check whose step fails alerts
+until it is evaluated again (a run that only planned it says nothing); a store outage skips both
+sensors with its reason; the intervals come from healthmon.yaml."""
 
 import json
 from pathlib import Path
@@ -13,13 +15,19 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
+from healthmon_dagster.alerting.signals import latest_health_results
 from healthmon_dagster.config.loader import ConfigError, load_config_text
 from healthmon_dagster.definitions import build_defs
 from healthmon_dagster.defs.alerting.sensors import alert_dispatch_sensor, alert_evaluation_sensor
 from healthmon_dagster.defs.resources import HealthmonConfigResource, WarehouseResource
+from healthmon_dagster.enums import HealthComponent, HealthStatus
+from healthmon_dagster.etl.failures import classify, failure_metadata
 from healthmon_dagster.etl.landing import LocalLandingSource
 from healthmon_dagster.etl.sample import generate_sample, write_to
-from healthmon_dagster.store.db import get_engine
+from healthmon_dagster.health.record import write_results
+from healthmon_dagster.health.result import HealthCheck, HealthCheckResult
+from healthmon_dagster.store.db import DatabaseUnavailable, get_engine
+from healthmon_dagster.store.metrics import utcnow
 from healthmon_dagster.store.tables import alerts, notifications
 from healthmon_dagster_tests.defs.fixtures import defs, evaluate_sensor, patient_values, run_job
 from healthmon_dagster_tests.fixtures import free_port
@@ -171,9 +179,90 @@ def test_a_failed_run_fires_though_the_next_run_succeeded_before_the_tick(
     assert states == ["resolved", "firing"]
 
 
-@dg.asset
-def ledger() -> None:
+# --- Dependency evidence: a run whose steps found the warehouse down ----------------------------
+
+DATABASE_CHECK = HealthCheck(
+    "database_connectivity", HealthComponent.DATABASE, "database", critical=True
+)
+WITH_DATABASE_CHECK = """
+alerting: {builtin_channels: [log]}
+health_checks:
+  - check_id: database_connectivity
+    name: db
+    component: database
+    check_type: connectivity
+    kind: database
+    critical: true
+"""
+
+
+@dg.op
+def load_warehouse() -> None:
+    down = classify(DatabaseUnavailable("the warehouse did not answer"))
+    raise dg.Failure("the warehouse did not answer", metadata=failure_metadata(down))
+
+
+@dg.job
+def warehouse_job() -> None:
+    load_warehouse()
+
+
+def _outage_run(instance: dg.DagsterInstance, db_url: str, checked_meanwhile: bool) -> str:
+    """A run of warehouse_job whose step finds the warehouse down; ``checked_meanwhile``: the
+    database check reports healthy after the step failed, before the run ends (a failure hook)."""
+
+    @dg.failure_hook
+    def database_check_runs(_: dg.HookContext) -> None:
+        result = HealthCheckResult(DATABASE_CHECK.check_id, utcnow(), HealthStatus.HEALTHY, 1.0)
+        write_results(get_engine(db_url), {DATABASE_CHECK.check_id: DATABASE_CHECK}, [result])
+
+    job = warehouse_job.with_hooks({database_check_runs}) if checked_meanwhile else warehouse_job
+    result = job.execute_in_process(instance=instance, raise_on_error=False)
+    assert not result.success
+    return result.run_id
+
+
+def database_alerts(db_url: str) -> list[Any]:
+    return [a for a in open_alerts(db_url) if a.rule_id == "dependency_unreachable"]
+
+
+def test_a_run_that_found_the_database_down_is_evidence_unless_the_check_reported_since(
+    db_url: str, tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    config = tmp_path / "healthmon.yaml"
+    config.write_text(WITH_DATABASE_CHECK)
+    warehouse = WarehouseResource(database_url=db_url)
+    _, cursor = _tick(instance, warehouse, config, None)
+
+    # A blip: the step fails on it, the database check then finds the database healthy, and the
+    # run ends after that. The check has spoken since the run found the database down.
+    run_id = _outage_run(instance, db_url, checked_meanwhile=True)
+    (step_failure,) = instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
+    checked = latest_health_results(get_engine(db_url), {DATABASE_CHECK.check_id})
+    record = instance.get_run_record_by_id(run_id)
+    assert record is not None and record.end_time is not None
+    assert step_failure.timestamp < checked[DATABASE_CHECK.check_id] < record.end_time
+    message, cursor = _tick(instance, warehouse, config, cursor)
+    assert database_alerts(db_url) == [], message
+    (run_alert,) = [a for a in open_alerts(db_url) if a.rule_id == "run_failed"]
+    assert run_alert.labels["dependency"] == "database"  # it failed because of it, all the same
+
+    # The check reported before the next run's step found the database down: that run is news.
+    _outage_run(instance, db_url, checked_meanwhile=False)
+    message, cursor = _tick(instance, warehouse, config, cursor)
+    (alert,) = database_alerts(db_url)
+    assert (alert.state, alert.labels["dependency"]) == ("firing", "database"), message
+    assert alert.labels["check"] == DATABASE_CHECK.check_id
+
+
+# --- A check whose step fails before recording a result ----------------------------------------
+
+
+@dg.asset(config_schema={"fail": dg.Field(bool, default_value=False)})
+def ledger(context: dg.AssetExecutionContext) -> None:
     """An asset with a check that can fail before recording a result."""
+    if context.op_execution_context.op_config["fail"]:
+        raise RuntimeError("the asset was told to fail")
 
 
 @dg.asset_check(asset=ledger, config_schema={"fail": bool})
@@ -211,9 +300,14 @@ def test_a_check_whose_step_fails_before_recording_a_result_alerts_until_it_runs
         assert isinstance(alert_evaluation_sensor(context), dg.SkipReason)
         return context.cursor
 
-    def check_run(fail: bool) -> None:
+    def check_run(fail: bool, asset_fails: bool = False) -> None:
         job.execute_in_process(
-            run_config={"ops": {"ledger_ledger_balances": {"config": {"fail": fail}}}},
+            run_config={
+                "ops": {
+                    "ledger": {"config": {"fail": asset_fails}},
+                    "ledger_ledger_balances": {"config": {"fail": fail}},
+                }
+            },
             instance=instance,
             raise_on_error=False,
         )
@@ -230,6 +324,16 @@ def test_a_check_whose_step_fails_before_recording_a_result_alerts_until_it_runs
         "failed",
     )
     assert "could not run" in alert.title and "told to fail" not in alert.description
+
+    # The asset fails: the check is planned, never run. It says nothing about the check.
+    check_run(fail=False, asset_fails=True)
+    cursor = tick(cursor)
+    (alert,) = [a for a in open_alerts(db_url) if a.rule_id == "asset_check_error"]
+    assert alert.state == "firing"
+    key = ledger_balances.check_key
+    (planned,) = instance.event_log_storage.get_latest_asset_check_execution_by_key([key]).values()
+    assert planned.status.value == "PLANNED"
+    assert cursor is not None and json.loads(cursor)["checks"] == planned.id  # not read again
 
     check_run(fail=False)
     tick(cursor)
