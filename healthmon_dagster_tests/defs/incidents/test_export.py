@@ -39,6 +39,8 @@ from healthmon_dagster_tests.notify.fixtures import (
 SECRET = "itsm-shared-secret"
 ROUTING_KEY = "R" * 32
 PERSON = Actor("cli:alice", IncidentSource.CLI)
+HOOK = Actor("hook:patients_etl_job", IncidentSource.HOOK)
+OUTAGE_KEY = "resource:database:warehouse"
 
 
 @pytest.fixture
@@ -182,6 +184,20 @@ def test_an_incident_reaches_an_itsm_webhook_signed_and_pagerduty_trigger_then_r
     )
 
 
+def outage(run: str = "r1") -> Failure:
+    """A failure of run ``run`` blamed on the warehouse (an outage's incident)."""
+    return Failure(
+        title=f"step raw__patients of run {run} failed (connection_refused)",
+        component="raw_loader",
+        occurred_at=utcnow(),
+        asset_keys=("raw/patients",),
+        error_class="connection_refused",
+        cause_resource="database:warehouse",
+        severity=IncidentSeverity.HIGH,
+        dedup_key=f"failure:step:{run}:raw__patients",
+    )
+
+
 def itsm_updates(itsm: HttpStub) -> list[tuple[str, str, str, str]]:
     """(status, incident_id label, update kind, update text) of every update the ITSM received."""
     return [
@@ -205,22 +221,7 @@ def test_incident_updates_reach_the_itsm_once_each_and_not_pagerduty(
 ) -> None:
     config_path, itsm, pagerduty = receivers
     engine = get_engine(db_url)
-    hook = Actor("hook:patients_etl_job", IncidentSource.HOOK)
-
-    def failure(run: str) -> Failure:
-        return Failure(
-            title=f"step raw__patients of run {run} failed (connection_refused)",
-            component="raw_loader",
-            occurred_at=utcnow(),
-            asset_keys=("raw/patients",),
-            error_class="connection_refused",
-            cause_resource="database:warehouse",
-            severity=IncidentSeverity.HIGH,
-            dedup_key=f"failure:step:{run}:raw__patients",
-        )
-
-    key = "resource:database:warehouse"
-    incident_id = open_or_absorb(engine, key, failure("r1"), hook).incident_id
+    incident_id = open_or_absorb(engine, OUTAGE_KEY, outage("r1"), HOOK).incident_id
     iid = str(incident_id)
     tick(instance)
     drain(db_url, config_path)
@@ -230,7 +231,7 @@ def test_incident_updates_reach_the_itsm_once_each_and_not_pagerduty(
     assign(engine, incident_id, "data-platform", PERSON)
     tick(instance)
     drain(db_url, config_path)
-    assert open_or_absorb(engine, key, failure("r2"), hook).created is False
+    assert open_or_absorb(engine, OUTAGE_KEY, outage("r2"), HOOK).created is False
     tick(instance)
     tick(instance)  # a second evaluation announces nothing twice
     drain(db_url, config_path)
@@ -265,17 +266,6 @@ def test_a_silenced_incident_sends_no_updates_then_or_later(
     that paged the outage first mutes it the same way) are not sent, then or after the silence."""
     config_path, itsm, pagerduty = receivers
     engine = get_engine(db_url)
-    hook = Actor("hook:patients_etl_job", IncidentSource.HOOK)
-    failure = Failure(
-        title="step raw__patients of run r1 failed (connection_refused)",
-        component="raw_loader",
-        occurred_at=utcnow(),
-        asset_keys=("raw/patients",),
-        error_class="connection_refused",
-        cause_resource="database:warehouse",
-        severity=IncidentSeverity.HIGH,
-        dedup_key="failure:step:r1:raw__patients",
-    )
     silence = add_silence(
         engine,
         [parse_matcher("alertname=incident")],
@@ -283,7 +273,7 @@ def test_a_silenced_incident_sends_no_updates_then_or_later(
         "alice",
         "database maintenance",
     )
-    incident_id = open_or_absorb(engine, "resource:database:warehouse", failure, hook).incident_id
+    incident_id = open_or_absorb(engine, OUTAGE_KEY, outage(), HOOK).incident_id
     tick(instance)
     drain(db_url, config_path)
     set_status(engine, incident_id, IncidentStatus.INVESTIGATING, PERSON, "looking")
