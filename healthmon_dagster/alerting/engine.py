@@ -507,6 +507,36 @@ def told(conn: Connection, alert_id: int, *, queued: bool = False) -> list[tuple
     The dispatcher clears the key of a request the receiver refused outright (a 4xx or a 429 on
     its first attempt) and rows that never went out have none: those do not count."""
     n = notifications.c
+    return [
+        (str(channel), str(group))
+        for channel, group in conn.execute(
+            sa.select(n.channel, n.group_key).where(_told(alert_id, queued)).distinct()
+        )
+    ]
+
+
+def told_firing_at(
+    conn: Connection, alert_id: int, *, queued: bool = False
+) -> dict[str, datetime | None]:
+    """Each channel :func:`told` names, with when the latest firing notification of the alert
+    that counts there was queued (None: none does, the channel heard of the alert otherwise).
+    A message is rendered from the alert when it is sent, so a firing notification queued after
+    a change tells of it (an incident's status is in its alert's description)."""
+    n = notifications.c
+    firing = sa.case((n.kind == str(NotificationKind.FIRING), n.created_at))
+    return {
+        str(channel): as_utc(at) if at is not None else None
+        for channel, at in conn.execute(
+            sa.select(n.channel, sa.func.max(firing))
+            .where(_told(alert_id, queued))
+            .group_by(n.channel)
+        )
+    }
+
+
+def _told(alert_id: int, queued: bool) -> sa.ColumnElement[bool]:
+    """The notifications of the alert that tell its channel about it (see :func:`told`)."""
+    n = notifications.c
     pending = sa.and_(n.status == str(NotificationStatus.PENDING), n.kind.in_(ANNOUNCING_KINDS))
     if not queued:
         pending = sa.and_(pending, n.delivery_key.is_not(None))
@@ -515,17 +545,10 @@ def told(conn: Connection, alert_id: int, *, queued: bool = False) -> list[tuple
         n.kind.in_(ANNOUNCING_KINDS),
         n.delivery_key.is_not(None),
     )
-    return [
-        (str(channel), str(group))
-        for channel, group in conn.execute(
-            sa.select(n.channel, n.group_key)
-            .where(
-                n.alert_id == alert_id,
-                sa.or_(n.status == str(NotificationStatus.SENT), pending, maybe_delivered),
-            )
-            .distinct()
-        )
-    ]
+    return sa.and_(
+        n.alert_id == alert_id,
+        sa.or_(n.status == str(NotificationStatus.SENT), pending, maybe_delivered),
+    )
 
 
 # --- suppression and notification ------------------------------------------------------------

@@ -160,13 +160,14 @@ class Inhibitor:
 
     def _announced(self, alert: Any) -> tuple[datetime, int]:
         """When ``alert`` was first announced; for an incident's alert, when its incident opened
-        (an escalation resolves the alert of the old severity and fires one of the new: the
-        incident was announced all along)."""
+        (its ``opened_at``: when the incident was written, ``created_at``, not its earliest
+        failure; an escalation resolves the alert of the old severity and fires one of the new:
+        the incident was announced all along)."""
         opened = (alert.details or {}).get("opened_at")
         if _outage_role(alert.labels or {}) == "incident" and isinstance(opened, str):
             try:
-                # A tie goes to the dependency's alert: an incident that the alert joined dates
-                # itself from the alert's firing (its earliest failure).
+                # A tie goes to the dependency's alert: an incident written at the instant the
+                # alert fired (one clock for both, e.g. opened for that alert) did not page first.
                 return (as_utc(datetime.fromisoformat(opened)), _AFTER_ANY_ID)
             except ValueError:
                 pass

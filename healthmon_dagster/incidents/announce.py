@@ -36,13 +36,18 @@ index), so two processes recording at once add it once.
 fired: a status change (investigating, identified, monitoring, a relapse), an assignment, an
 edit (not each absorbed failure: an outage absorbs dozens). One ``updated`` notification per
 timeline entry (an alert event keyed ``incident_event:<id>``, unique by index), to the channels of
-the incident's rule that were told of its alert, but PagerDuty, and none while the alert is
-suppressed (a silence, a mute interval, the dependency's alert that paged the outage first):
-webhook receivers (an ITSM) get Alertmanager JSON with the alert still firing and the annotations
-``incident_update`` (the entry's text) and ``incident_update_kind``; Slack and email reply in the
-alert's thread. PagerDuty's Events API v2 has only trigger, acknowledge and resolve (a trigger
-with the same ``dedup_key`` is dropped as a duplicate), so it gets no update: the incident's
-PagerDuty alert opens, escalates and resolves.
+the incident's rule but PagerDuty that were told of its alert or have its firing notification
+queued (the dispatcher sends the update after it), unless a firing notification queued there
+after the entry was written shows the incident as it is now (its status). Nothing goes out while
+the alert is suppressed (a silence, a mute interval, the dependency's alert that paged the
+outage first): the entries written meanwhile wait, and an update queued before the suppression
+waits in the outbox; once it ends, the channels told before it hear of them, however long it
+lasted (a silence longer than :data:`UPDATE_LOOKBACK` too). Webhook receivers (an ITSM) get
+Alertmanager JSON with the alert still firing and the annotations ``incident_update`` (the entry's
+text) and ``incident_update_kind``; Slack and email reply in the alert's thread. PagerDuty's
+Events API v2 has only trigger, acknowledge and resolve (a trigger with the same ``dedup_key`` is
+dropped as a duplicate), so it gets no update: the incident's PagerDuty alert opens, escalates
+and resolves.
 
 :func:`announce` is the fast path's half: the failure hook that opens an incident evaluates that
 incident's signals at once (the same evaluation, rules and outbox as the sensor's, over no check
@@ -61,7 +66,7 @@ from healthmon_dagster.alerting.engine import (
     enabled_channels,
     evaluate,
     queue,
-    told,
+    told_firing_at,
 )
 from healthmon_dagster.alerting.signals import Signal, alert_labels
 from healthmon_dagster.config.models import AlertRule, EventCondition, HealthConfiguration
@@ -116,7 +121,8 @@ are on the timeline (``healthmon incidents show``)."""
 UPDATE_KEY = "incident_event:"
 """The ``dedup_key`` of the alert event of an update: ``incident_event:<timeline entry id>``."""
 UPDATE_LOOKBACK = timedelta(days=1)
-"""Timeline entries older than this are not announced any more (a health store that was down)."""
+"""Timeline entries older than this are not announced any more (a health store that was down),
+but those held by a suppression of the incident's alert that has ended since."""
 NOTIFICATION_KEY = "notification:"
 """The ``dedup_key`` of a notification's ``notification_sent`` entry: ``notification:<id>``."""
 
@@ -343,13 +349,23 @@ def _incident_of(labels: Any) -> int | None:
 def queue_updates(engine: Engine, config: HealthConfiguration, now: datetime | None = None) -> int:
     """Queue an ``updated`` notification for each timeline entry of :data:`UPDATE_KINDS` written
     while its incident's alert was firing and not told yet; how many entries were announced. The
-    notification goes to the channels of the alert's rule but PagerDuty (see the module
-    docstring); the alert event's unique ``dedup_key`` makes each entry announced once."""
+    notification goes to the channels of the alert's rule but PagerDuty that were told of the
+    alert, or whose firing notification is queued (the dispatcher sends the update after it),
+    and whose latest firing notification was queued before the entry was written (one queued
+    since, e.g. when a silence ends, shows the incident's status as it is then). While the alert
+    is suppressed, its entries wait (unmarked); they are announced once it no longer is. The
+    alert event's unique ``dedup_key`` makes each entry announced once."""
     now = as_utc(now or utcnow())
     rules = _rules(config)
     e, a, ae = incident_events.c, alerts.c, alert_events.c
     announced_before = sa.exists().where(
         ae.dedup_key == sa.literal(UPDATE_KEY) + sa.cast(e.event_id, sa.String)
+    )
+    # Held by a suppression that has ended since: announced whatever its age.
+    held = sa.exists().where(
+        ae.alert_id == a.alert_id,
+        ae.kind == str(AlertEventKind.UNSUPPRESSED),
+        ae.at >= e.at,
     )
     announced = 0
     with write_transaction(engine) as conn:
@@ -359,6 +375,7 @@ def queue_updates(engine: Engine, config: HealthConfiguration, now: datetime | N
                 e.incident_id,
                 e.kind,
                 e.actor,
+                e.at,
                 e.text,
                 a.alert_id,
                 a.rule_id,
@@ -377,30 +394,33 @@ def queue_updates(engine: Engine, config: HealthConfiguration, now: datetime | N
             )
             .where(
                 e.kind.in_([str(k) for k in UPDATE_KINDS]),
-                e.at >= now - UPDATE_LOOKBACK,
+                sa.or_(e.at >= now - UPDATE_LOOKBACK, held),
                 ~announced_before,
             )
             .order_by(e.event_id)
         ).all()
+        heard: dict[int, dict[str, datetime | None]] = {}
         for row in rows:
             rule = rules.get(row.rule_id)
-            if rule is None:
+            if rule is None or row.status == str(AlertStatus.SUPPRESSED):
+                # Nothing while the alert is suppressed (a silence, a mute interval, or the
+                # dependency's alert that paged the outage first): the entry waits for its end.
                 continue
-            # Only channels told of the alert hear of its updates, and none while the alert is
-            # suppressed (a silence, a mute interval, or the dependency's alert that paged the
-            # outage first): the entry is still marked announced, so it is not sent later.
-            heard = {channel for channel, _ in told(conn, int(row.alert_id))}
+            alert_id = int(row.alert_id)
+            if alert_id not in heard:
+                heard[alert_id] = told_firing_at(conn, alert_id, queued=True)
+            at = as_utc(row.at)
             channels = [
                 name
                 for name in enabled_channels(config, rule.channels)
-                if config.channels[name].type != ChannelType.PAGERDUTY and name in heard
+                if config.channels[name].type != ChannelType.PAGERDUTY
+                and name in heard[alert_id]
+                and _before(heard[alert_id][name], at)
             ]
-            if row.status == str(AlertStatus.SUPPRESSED):
-                channels = []
             event_id = conn.execute(
                 insert_ignore(alert_events, conn)
                 .values(
-                    alert_id=row.alert_id,
+                    alert_id=alert_id,
                     at=now,
                     kind=str(AlertEventKind.NOTE),
                     actor=row.actor,
@@ -415,7 +435,7 @@ def queue_updates(engine: Engine, config: HealthConfiguration, now: datetime | N
             queue(
                 conn,
                 int(event_id),
-                int(row.alert_id),
+                alert_id,
                 channels,
                 NotificationKind.UPDATED,
                 row.group_key,
@@ -423,6 +443,12 @@ def queue_updates(engine: Engine, config: HealthConfiguration, now: datetime | N
             )
             announced += 1
     return announced
+
+
+def _before(firing_queued: datetime | None, at: datetime) -> bool:
+    """Whether an entry written ``at`` is news to a channel whose latest firing notification
+    was queued ``firing_queued`` (a tie sends it: twice told rather than never)."""
+    return firing_queued is None or firing_queued <= at
 
 
 def _change(kind: str) -> str:

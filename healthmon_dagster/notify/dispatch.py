@@ -15,9 +15,10 @@ work and the rate limit:
    repeat, escalation) of an alert resolved since, in retry or due (its resolve supersedes it;
    but on a threaded channel an attempted one of an alert with no thread there yet is retried
    first, so the resolve can reply in the thread it starts or that Slack kept), a notification
-   of an alert that is suppressed now, rows of a disabled channel. Hold a resolve or an
-   acknowledgement while an announcement of its alert is still under way on the channel (in
-   flight in another process, in this pass, or queued): it follows it, never overtakes it.
+   of an alert that is suppressed now (an incident's update waits for the suppression's end
+   instead), rows of a disabled channel. Hold a resolve or an acknowledgement while an
+   announcement of its alert is still under way on the channel (in flight in another process,
+   in this pass, or queued): it follows it, never overtakes it.
 3. Group them, Alertmanager's way: one message per (group_key, kind). A new group waits
    ``group_wait_seconds`` after its first notification (the shortest ``group_wait_by_severity``
    of its alerts' severities: 0 for errors by default); a group notified recently waits until
@@ -126,9 +127,13 @@ GROUPED_KINDS = frozenset({NotificationKind.FIRING, NotificationKind.RESOLVED})
 ANNOUNCING_KINDS = frozenset(
     {NotificationKind.FIRING, NotificationKind.REPEATED, NotificationKind.ESCALATED}
 )
-# Kinds that are not sent while their alert is suppressed: the announcements, and an incident's
-# updates (an incident muted by the dependency's alert that paged its outage stays quiet).
+# Kinds that are not sent while their alert is suppressed: the announcements (cancelled: the
+# suppression's end announces the alert again) and an incident's updates (an incident muted by
+# the dependency's alert that paged its outage stays quiet), which wait for the suppression's
+# end: the channels told of the incident before it hear what changed meanwhile.
 SUPPRESSIBLE_KINDS = ANNOUNCING_KINDS | {NotificationKind.UPDATED}
+SUPPRESSED_RECHECK = timedelta(minutes=1)
+"""How long an update of a suppressed alert waits before the dispatcher looks at it again."""
 
 
 def utcnow() -> datetime:
@@ -652,7 +657,18 @@ class Dispatcher:
                 and r["delivery_key"] is None
             ):
                 why = one_line(str(r["suppressed_by"] or "a silence or an inhibition"), 200)
-                moot[f"alert suppressed by {why}"].append(r)
+                if r["kind"] == NotificationKind.UPDATED:
+                    report.deferred += 1
+                    conn.execute(
+                        notifications.update()
+                        .where(N.notification_id == r["notification_id"])
+                        .values(
+                            not_before=now + SUPPRESSED_RECHECK,
+                            last_error=f"waiting: alert suppressed by {why}",
+                        )
+                    )
+                else:
+                    moot[f"alert suppressed by {why}"].append(r)
             else:
                 keep.append(r)
         for reason, cancelled in moot.items():

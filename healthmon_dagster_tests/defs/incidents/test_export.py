@@ -4,7 +4,8 @@ JSON with the incident's labels when the incident opens, escalates and resolves 
 the HMAC signature as a receiver would), and PagerDuty receives a trigger and then a resolve with
 the same ``dedup_key`` for each of the incident's alerts. Updates (a status change, an assignment,
 not each absorbed failure) reach the ITSM once each, saying what changed; PagerDuty, whose Events API
-has no update event, gets none."""
+has no update event, gets none. An update follows a firing notification still queued; while the
+incident's alert is suppressed its updates wait, and the ITSM told before hears of them after."""
 
 import hmac
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from typing import Any
 
 import dagster as dg
 import pytest
+import sqlalchemy as sa
 import yaml
 
 from healthmon_dagster.alerting.actions import add_silence, expire_silence
@@ -22,12 +24,14 @@ from healthmon_dagster.config import load_config
 from healthmon_dagster.definitions import build_defs
 from healthmon_dagster.defs.alerting.sensors import alert_evaluation_sensor
 from healthmon_dagster.enums import IncidentSeverity, IncidentSource, IncidentStatus
+from healthmon_dagster.incidents.announce import UPDATE_LOOKBACK, announce, queue_updates
 from healthmon_dagster.incidents.lifecycle import assign, resolve, set_status, update
 from healthmon_dagster.incidents.records import Actor, Failure, open_or_absorb, timeline
-from healthmon_dagster.notify.dispatch import Dispatcher
+from healthmon_dagster.notify.dispatch import SUPPRESSED_RECHECK, Dispatcher
 from healthmon_dagster.notify.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from healthmon_dagster.store.db import get_engine
 from healthmon_dagster.store.metrics import utcnow
+from healthmon_dagster.store.tables import notifications
 from healthmon_dagster_tests.defs.fixtures import PROJECT_CONFIG
 from healthmon_dagster_tests.notify.fixtures import (
     HttpStub,
@@ -39,6 +43,8 @@ from healthmon_dagster_tests.notify.fixtures import (
 SECRET = "itsm-shared-secret"
 ROUTING_KEY = "R" * 32
 PERSON = Actor("cli:alice", IncidentSource.CLI)
+HOOK = Actor("hook:patients_etl_job", IncidentSource.HOOK)
+OUTAGE_KEY = "resource:database:warehouse"
 
 
 @pytest.fixture
@@ -182,6 +188,20 @@ def test_an_incident_reaches_an_itsm_webhook_signed_and_pagerduty_trigger_then_r
     )
 
 
+def outage(run: str = "r1") -> Failure:
+    """A failure of run ``run`` blamed on the warehouse (an outage's incident)."""
+    return Failure(
+        title=f"step raw__patients of run {run} failed (connection_refused)",
+        component="raw_loader",
+        occurred_at=utcnow(),
+        asset_keys=("raw/patients",),
+        error_class="connection_refused",
+        cause_resource="database:warehouse",
+        severity=IncidentSeverity.HIGH,
+        dedup_key=f"failure:step:{run}:raw__patients",
+    )
+
+
 def itsm_updates(itsm: HttpStub) -> list[tuple[str, str, str, str]]:
     """(status, incident_id label, update kind, update text) of every update the ITSM received."""
     return [
@@ -205,22 +225,7 @@ def test_incident_updates_reach_the_itsm_once_each_and_not_pagerduty(
 ) -> None:
     config_path, itsm, pagerduty = receivers
     engine = get_engine(db_url)
-    hook = Actor("hook:patients_etl_job", IncidentSource.HOOK)
-
-    def failure(run: str) -> Failure:
-        return Failure(
-            title=f"step raw__patients of run {run} failed (connection_refused)",
-            component="raw_loader",
-            occurred_at=utcnow(),
-            asset_keys=("raw/patients",),
-            error_class="connection_refused",
-            cause_resource="database:warehouse",
-            severity=IncidentSeverity.HIGH,
-            dedup_key=f"failure:step:{run}:raw__patients",
-        )
-
-    key = "resource:database:warehouse"
-    incident_id = open_or_absorb(engine, key, failure("r1"), hook).incident_id
+    incident_id = open_or_absorb(engine, OUTAGE_KEY, outage("r1"), HOOK).incident_id
     iid = str(incident_id)
     tick(instance)
     drain(db_url, config_path)
@@ -230,7 +235,7 @@ def test_incident_updates_reach_the_itsm_once_each_and_not_pagerduty(
     assign(engine, incident_id, "data-platform", PERSON)
     tick(instance)
     drain(db_url, config_path)
-    assert open_or_absorb(engine, key, failure("r2"), hook).created is False
+    assert open_or_absorb(engine, OUTAGE_KEY, outage("r2"), HOOK).created is False
     tick(instance)
     tick(instance)  # a second evaluation announces nothing twice
     drain(db_url, config_path)
@@ -265,17 +270,6 @@ def test_a_silenced_incident_sends_no_updates_then_or_later(
     that paged the outage first mutes it the same way) are not sent, then or after the silence."""
     config_path, itsm, pagerduty = receivers
     engine = get_engine(db_url)
-    hook = Actor("hook:patients_etl_job", IncidentSource.HOOK)
-    failure = Failure(
-        title="step raw__patients of run r1 failed (connection_refused)",
-        component="raw_loader",
-        occurred_at=utcnow(),
-        asset_keys=("raw/patients",),
-        error_class="connection_refused",
-        cause_resource="database:warehouse",
-        severity=IncidentSeverity.HIGH,
-        dedup_key="failure:step:r1:raw__patients",
-    )
     silence = add_silence(
         engine,
         [parse_matcher("alertname=incident")],
@@ -283,7 +277,7 @@ def test_a_silenced_incident_sends_no_updates_then_or_later(
         "alice",
         "database maintenance",
     )
-    incident_id = open_or_absorb(engine, "resource:database:warehouse", failure, hook).incident_id
+    incident_id = open_or_absorb(engine, OUTAGE_KEY, outage(), HOOK).incident_id
     tick(instance)
     drain(db_url, config_path)
     set_status(engine, incident_id, IncidentStatus.INVESTIGATING, PERSON, "looking")
@@ -298,3 +292,208 @@ def test_a_silenced_incident_sends_no_updates_then_or_later(
     # The silence over, the incident is announced once, with no backlog of stale updates.
     assert itsm_alerts(itsm) == [("firing", str(incident_id), "error")]
     assert itsm_updates(itsm) == []
+
+
+def updates_queued(db_url: str) -> list[tuple[str, str, str | None]]:
+    """(channel, status, last_error) of every ``updated`` notification in the outbox."""
+    n = notifications.c
+    with get_engine(db_url).connect() as conn:
+        return [
+            (str(channel), str(status), error)
+            for channel, status, error in conn.execute(
+                sa.select(n.channel, n.status, n.last_error)
+                .where(n.kind == "updated")
+                .order_by(n.notification_id)
+            )
+        ]
+
+
+def itsm_sequence(itsm: HttpStub) -> list[str]:
+    """What the ITSM received, in order: ``update`` for an update, else the alert's status."""
+    return [
+        "update" if "incident_update" in alert["annotations"] else alert["status"]
+        for request in itsm.on("/itsm/alerts")
+        for alert in verified(request)["alerts"]
+    ]
+
+
+def test_an_update_written_before_the_firing_notification_went_out_follows_it(
+    healthmon_env: Path,
+    db_url: str,
+    instance: dg.DagsterInstance,
+    receivers: tuple[Path, HttpStub, HttpStub],
+) -> None:
+    """The alert fired and its firing notification is still queued (a group wait, a retry after
+    a 429) when the status changes: the update is queued behind it, not lost, and the ITSM gets
+    the firing first."""
+    config_path, itsm, pagerduty = receivers
+    engine = get_engine(db_url)
+    incident_id = open_or_absorb(engine, OUTAGE_KEY, outage(), HOOK).incident_id
+    tick(instance)  # the alert fires; its firing notifications are queued, none sent yet
+    set_status(engine, incident_id, IncidentStatus.INVESTIGATING, PERSON, "looking")
+    tick(instance)
+    assert updates_queued(db_url) == [("itsm", "pending", None)]
+    drain(db_url, config_path)
+    assert itsm_sequence(itsm) == ["firing", "update"]
+    assert itsm_updates(itsm) == [
+        (
+            "firing",
+            str(incident_id),
+            "status_changed",
+            f"incident {incident_id} status changed: status open -> investigating; looking",
+        )
+    ]
+    assert [a for a, _, _ in pagerduty_events(pagerduty)] == ["trigger"]
+
+
+def test_an_update_queued_behind_a_firing_notification_is_dropped_with_it(
+    healthmon_env: Path,
+    db_url: str,
+    instance: dg.DagsterInstance,
+    receivers: tuple[Path, HttpStub, HttpStub],
+) -> None:
+    """The incident resolves before its firing notification went out: the update waiting
+    behind it is cancelled with it; the ITSM hears nothing of an incident it never saw."""
+    config_path, itsm, pagerduty = receivers
+    engine = get_engine(db_url)
+    incident_id = open_or_absorb(engine, OUTAGE_KEY, outage(), HOOK).incident_id
+    tick(instance)
+    set_status(engine, incident_id, IncidentStatus.INVESTIGATING, PERSON, "looking")
+    tick(instance)
+    resolve(engine, incident_id, "warehouse back", PERSON)
+    tick(instance)
+    drain(db_url, config_path)
+    assert updates_queued(db_url) == [("itsm", "cancelled", "alert resolved before it was sent")]
+    assert itsm.on("/itsm/alerts") == [] and pagerduty.on("/v2/enqueue") == []
+
+
+def test_updates_made_during_a_silence_after_the_page_reach_the_itsm_when_it_ends(
+    healthmon_env: Path,
+    db_url: str,
+    instance: dg.DagsterInstance,
+    receivers: tuple[Path, HttpStub, HttpStub],
+) -> None:
+    """The ITSM was told of the incident; a silence starts; the status and the assignee change
+    meanwhile: nothing is queued or sent while it lasts, and once it ends the ITSM hears of both
+    (PagerDuty of neither)."""
+    config_path, itsm, pagerduty = receivers
+    engine = get_engine(db_url)
+    incident_id = open_or_absorb(engine, OUTAGE_KEY, outage(), HOOK).incident_id
+    iid = str(incident_id)
+    tick(instance)
+    drain(db_url, config_path)
+    assert itsm_sequence(itsm) == ["firing"]
+    silence = add_silence(
+        engine,
+        [parse_matcher("alertname=incident")],
+        utcnow() + timedelta(hours=1),
+        "alice",
+        "database maintenance",
+    )
+    tick(instance)  # the alert is suppressed now
+    set_status(engine, incident_id, IncidentStatus.INVESTIGATING, PERSON, "root cause found")
+    assign(engine, incident_id, "data-platform", PERSON)
+    tick(instance)
+    drain(db_url, config_path)
+    # The entries wait, unmarked: no update is queued while the alert is suppressed.
+    assert updates_queued(db_url) == []
+    assert itsm_sequence(itsm) == ["firing"]
+
+    expire_silence(engine, silence)
+    tick(instance)
+    tick(instance)  # a second evaluation announces nothing twice
+    drain(db_url, config_path)
+    assert itsm_updates(itsm) == [
+        (
+            "firing",
+            iid,
+            "status_changed",
+            f"incident {iid} status changed: status open -> investigating; root cause found",
+        ),
+        ("firing", iid, "assigned", f"incident {iid} assigned: assigned to data-platform"),
+    ]
+    assert itsm_sequence(itsm) == ["firing", "update", "update"]
+    assert [a for a, _, _ in pagerduty_events(pagerduty)] == ["trigger"]
+
+
+def test_an_update_queued_before_a_silence_waits_in_the_outbox_until_it_ends(
+    healthmon_env: Path,
+    db_url: str,
+    instance: dg.DagsterInstance,
+    receivers: tuple[Path, HttpStub, HttpStub],
+) -> None:
+    """An update queued while the alert was active, not yet sent when a silence starts: the
+    dispatcher does not send it while the alert is suppressed, says why, and sends it after."""
+    config_path, itsm, _ = receivers
+    engine = get_engine(db_url)
+    incident_id = open_or_absorb(engine, OUTAGE_KEY, outage(), HOOK).incident_id
+    tick(instance)
+    drain(db_url, config_path)
+    set_status(engine, incident_id, IncidentStatus.INVESTIGATING, PERSON, "looking")
+    tick(instance)
+    assert updates_queued(db_url) == [("itsm", "pending", None)]
+    silence = add_silence(
+        engine,
+        [parse_matcher("alertname=incident")],
+        utcnow() + timedelta(hours=1),
+        "alice",
+        "database maintenance",
+    )
+    tick(instance)  # suppressed before the dispatcher took the update
+    drain(db_url, config_path)
+    assert updates_queued(db_url) == [
+        ("itsm", "pending", f"waiting: alert suppressed by silence {silence}")
+    ]
+    assert itsm_sequence(itsm) == ["firing"]
+
+    expire_silence(engine, silence)
+    tick(instance)
+    later = SUPPRESSED_RECHECK + timedelta(seconds=1)  # when the dispatcher looks again
+    config = load_config(config_path)
+    with Dispatcher(engine, config, clock=lambda: utcnow() + later) as dispatcher:
+        dispatcher.drain(10.0)
+    assert updates_queued(db_url) == [("itsm", "sent", None)]
+    assert itsm_sequence(itsm) == ["firing", "update"]
+
+
+def test_updates_held_by_a_silence_longer_than_the_lookback_are_still_sent(
+    healthmon_env: Path,
+    db_url: str,
+    instance: dg.DagsterInstance,
+    receivers: tuple[Path, HttpStub, HttpStub],
+) -> None:
+    """A silence outlasts UPDATE_LOOKBACK: the status change made at its start is older than the
+    lookback when it ends, and is sent all the same (it waited for the silence, not for a health
+    store that was down)."""
+    config_path, itsm, _ = receivers
+    engine = get_engine(db_url)
+    config = load_config(config_path)
+    start = utcnow() - UPDATE_LOOKBACK - timedelta(days=1)
+    incident_id = open_or_absorb(engine, OUTAGE_KEY, outage(), HOOK, now=start).incident_id
+    announce(engine, config, incident_id, "test", now=start)
+    drain(db_url, config_path)
+    assert itsm_sequence(itsm) == ["firing"]
+    silence = add_silence(
+        engine,
+        [parse_matcher("alertname=incident")],
+        utcnow() + timedelta(hours=1),
+        "alice",
+        "long maintenance",
+        starts_at=start + timedelta(hours=1),
+    )
+    announce(engine, config, incident_id, "test", now=start + timedelta(hours=2))  # suppressed
+    set_status(
+        engine,
+        incident_id,
+        IncidentStatus.INVESTIGATING,
+        PERSON,
+        "looking",
+        now=start + timedelta(hours=3),
+    )
+    assert queue_updates(engine, config, now=start + timedelta(hours=4)) == 0
+    assert updates_queued(db_url) == []
+
+    expire_silence(engine, silence)
+    tick(instance)
+    drain(db_url, config_path)
+    assert [kind for _, _, kind, _ in itsm_updates(itsm)] == ["status_changed"]
