@@ -36,6 +36,7 @@ with nothing broken, the incident is resolved with its linked alerts; its resolu
 that healed it. No Dagster here.
 """
 
+import hashlib
 import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -759,9 +760,10 @@ def _awaited(row: Any) -> Awaited | None:
 
 
 def pending_recoveries(engine: Engine) -> list[PendingRecovery]:
-    """Open incidents (not monitoring, not ended) whose latest row for some (asset, file) is a
-    failure another mechanism's run heals (:data:`LEFT_TO_OTHERS`, or a landing file's data error
-    that a load of the fixed file heals); one cheap query when there is none."""
+    """Incidents not ended (monitoring included: a failure decided after the incident got there
+    holds it) whose latest row for some (asset, file) is a failure another mechanism's run heals
+    (:data:`LEFT_TO_OTHERS`, or a landing file's data error that a load of the fixed file heals);
+    one cheap query when there is none."""
     c, i = self_heal_attempts.c, incidents.c
     with engine.connect() as conn:
         ids = (
@@ -771,7 +773,7 @@ def pending_recoveries(engine: Engine) -> list[PendingRecovery]:
                 .where(
                     c.status == Status.SKIPPED.value,
                     sa.or_(c.rule.in_(list(LEFT_TO_OTHERS)), c.file_key.is_not(None)),
-                    i.status.in_(_HEALING),
+                    i.status.in_([*_HEALING, str(IncidentStatus.MONITORING)]),
                 )
                 .distinct()
             )
@@ -825,9 +827,9 @@ def record_recovery(
                         attempt=int(last or 0) + 1,
                         status=Status.SUCCEEDED.value,
                         reason=Reason.FAILED_RUN.value,
-                        # Unique with the asset: one row per incident, healing run and asset,
-                        # however many ticks or processes record it.
-                        source_run_id=f"{RECOVERED_PREFIX}{incident_id}:{run_id}"[:64],
+                        # Unique with the asset: one row per incident, healing run, asset and
+                        # file, however many ticks or processes record it.
+                        source_run_id=_recovery_key(incident_id, run_id, file_key),
                         run_key=f"{RECOVERED_PREFIX}{run_id}",
                         rerun_run_id=run_id,
                         incident_id=incident_id,
@@ -841,6 +843,12 @@ def record_recovery(
             continue
         done.append((asset, file_key))
     return done
+
+
+def _recovery_key(incident_id: int, run_id: str, file_key: str | None) -> str:
+    """``recovered:<incident>:<run>:<file>`` (the file as a short hash) in 64 characters."""
+    file_part = hashlib.sha1((file_key or "").encode()).hexdigest()[:8] if file_key else "-"
+    return f"{RECOVERED_PREFIX}{incident_id}:{run_id}:{file_part}"[:64]
 
 
 @dataclass

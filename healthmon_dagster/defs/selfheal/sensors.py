@@ -4,11 +4,13 @@ Who retries what (one mechanism per failure, never two stacked):
 
 - a step that fails on a transient error is retried inside its run by its ``RetryPolicy``;
 - a run whose worker died is re-executed by Dagster's ``run_retries`` (a failed run tagged
-  ``dagster/will_retry``): this sensor leaves it alone (rule ``coordination:run_retries``) and judges
-  the re-execution when it fails in turn. Dagster stores the run's failure first and its
-  ``dagster/will_retry`` tag in a second write: while the tag is missing on an instance with
-  ``run_retries`` enabled and Dagster's own decision says the run will be retried, this sensor
-  waits (rule ``coordination:run_retries_pending``, at most :data:`RETRY_TAG_GRACE`);
+  ``dagster/will_retry``): once the re-execution is launched (``dagster/auto_retry_run_id``) this
+  sensor leaves the run alone (rule ``coordination:run_retries``): the re-execution's success heals
+  it, its failure is judged in turn. Until then it waits (rule ``coordination:run_retries_pending``):
+  at most :data:`RETRY_LAUNCH_GRACE` for the launch, and at most :data:`RETRY_TAG_GRACE` for the
+  ``dagster/will_retry`` tag itself (Dagster stores the failure first and the tag in a second
+  write) when Dagster's own decision says the run will be retried. A re-execution that never comes
+  leaves the failure to this sensor;
 - a run of a landing file's attempt (tag ``healthmon/file_attempt``) is the landing sensor's: it
   requests the file's next attempt with its own backoff, or marks the file stuck (rule
   ``coordination:file_attempt``); so is a catch-up run (tag ``healthmon/catch_up``, rule
@@ -17,9 +19,10 @@ Who retries what (one mechanism per failure, never two stacked):
 - every other failed run of the pipeline (a manual run, ``dagster asset materialize``, a re-run of
   this sensor) and stale assets are this sensor's: see ``healthmon_dagster.incidents.selfheal``.
 
-A failure left to the landing sensor heals its incident like a re-run of this sensor: when a later
-run of that sensor (the file's next attempt, a catch-up run) materializes the assets with their
-checks passing, the incident moves to monitoring and resolves after the quiet period.
+A failure left to another mechanism heals its incident like a re-run of this sensor: when the run it
+waits for (the landing sensor's next attempt of the file or catch-up run, Dagster's re-execution)
+completes the assets with their checks passing, the incident moves to monitoring and resolves
+after the quiet period. A landing file's failure of raw/patients heals only by a load of that file.
 
 Each tick: record the outcome of re-runs that ended (a success with passing checks moves the incident
 to monitoring), close breakers of assets that materialized again, resolve incidents quiet for the
@@ -57,6 +60,7 @@ from healthmon_dagster.incidents.detect import classified_failure
 from healthmon_dagster.incidents.records import OPEN, Failure, add_event, open_or_absorb
 from healthmon_dagster.incidents.rootkey import root_key_for
 from healthmon_dagster.run_tags import (
+    AUTO_RETRY_RUN_ID_TAG,
     CATCH_UP_TAG,
     FAILURE_REASON_TAG,
     FILE_ATTEMPT_TAG,
@@ -97,6 +101,9 @@ RETRY_TAG_GRACE = timedelta(minutes=2)
 """How long after a failed run ended its missing ``dagster/will_retry`` tag is waited for (Dagster
 writes it right after the failure; a run_retries daemon that never writes it must not hold the
 failure forever)."""
+RETRY_LAUNCH_GRACE = timedelta(minutes=10)
+"""How long a failed run that Dagster marked for ``run_retries`` waits for its re-execution to be
+launched before this sensor decides about it (the daemon that launches retries may be down)."""
 _DB_ERRORS = (sa_exc.DBAPIError, DatabaseUnavailable)
 
 
@@ -162,11 +169,18 @@ class RunAssets:
     not_materialized: frozenset[str]
     failed_checks: frozenset[str]
     check_not_evaluated: frozenset[str]
+    checked: frozenset[str] = frozenset()  # assets whose checks the run evaluated
 
     @property
     def healed(self) -> frozenset[str]:
         """Materialized with every check passing (a WARN never blocks)."""
         return self.materialized - self.failed_checks - self.check_not_evaluated
+
+    @property
+    def completed(self) -> frozenset[str]:
+        """Materialized, or its checks evaluated (a re-execution from the failed step may only
+        evaluate the checks of an asset its failed run materialized), with every check passing."""
+        return (self.materialized | self.checked) - self.failed_checks - self.check_not_evaluated
 
 
 def run_assets(instance: dg.DagsterInstance, run_id: str) -> RunAssets:
@@ -210,6 +224,7 @@ def run_assets(instance: dg.DagsterInstance, run_id: str) -> RunAssets:
         frozenset((planned - done) & PIPELINE_KEYS),
         frozenset(failed & PIPELINE_KEYS),
         frozenset(missing & PIPELINE_KEYS),
+        frozenset({a for a, _ in checks_done} & PIPELINE_KEYS),
     )
 
 
@@ -262,13 +277,24 @@ def coordination(
     """A failed run another mechanism retries: not this sensor's (a SKIP), or not yet known
     whether it is (a WAIT)."""
     tag = run.tags.get(WILL_RETRY_TAG)
-    if tag == "true":
+    waited = now - ended if now is not None and ended is not None else timedelta(0)
+    if tag == "true" and AUTO_RETRY_RUN_ID_TAG in run.tags:
         return sh.Decision(
             sh.Action.SKIP,
             "coordination:run_retries",
-            f"run {run.run_id} is re-executed by Dagster's run_retries; its re-execution is judged "
-            "if it fails",
+            f"run {run.run_id} is re-executed by Dagster's run_retries (run "
+            f"{run.tags[AUTO_RETRY_RUN_ID_TAG]}); its re-execution heals it, or is judged if it "
+            "fails",
         )
+    if tag == "true" and waited < RETRY_LAUNCH_GRACE:
+        return sh.Decision(
+            sh.Action.WAIT,
+            "coordination:run_retries_pending",
+            f"run {run.run_id} failed and Dagster's run_retries will re-execute it (its "
+            "re-execution is not launched yet)",
+        )
+    # Marked for a re-execution that never came (the daemon that launches them is down): the
+    # failure is decided as if run_retries were off.
     if FILE_ATTEMPT_TAG in run.tags:
         return sh.Decision(
             sh.Action.SKIP,
@@ -286,7 +312,7 @@ def coordination(
     if (
         tag is None
         and instance is not None
-        and (ended is None or now is None or now - ended < RETRY_TAG_GRACE)
+        and waited < RETRY_TAG_GRACE
         and _will_be_retried(instance, run)
     ):
         return sh.Decision(
@@ -396,11 +422,6 @@ def _runs_by_key(
         for record in instance.get_run_records(filters=dg.RunsFilter(tags={SELF_HEAL_TAG: chunk})):
             found.setdefault(record.dagster_run.tags[SELF_HEAL_TAG], []).append(record)
     return found
-
-
-RETRY_LAUNCH_GRACE = timedelta(minutes=10)
-"""How long a failed re-run that Dagster marked for ``run_retries`` waits for its re-execution to
-appear before it counts as failed (the daemon that launches retries may be down)."""
 
 
 def _outcome_of(
@@ -572,14 +593,24 @@ def _mechanism(run: dg.DagsterRun) -> str | None:
 
 
 def _heals(run: dg.DagsterRun, awaited: sh.Awaited) -> bool:
-    """Whether ``run`` is the one ``awaited`` waits for (it must also have materialized the asset
-    with its checks passing): a load of the same landing file; Dagster's re-execution of the
-    failed run; the landing sensor's next run."""
+    """Whether ``run`` is the one ``awaited`` waits for (it must also have completed the asset,
+    :func:`_completes`): a load of the same landing file; Dagster's re-execution of the failed run;
+    the landing sensor's next run."""
     if awaited.file_key is not None:
         return file_of(run) == awaited.file_key
     if awaited.mechanism == "run_retries":
         return _parent_of(run) is not None and _parent_of(run) == awaited.source_run_id
     return _mechanism(run) is not None
+
+
+def _completes(done: RunAssets, asset: str, awaited: sh.Awaited) -> bool:
+    """A successful run of the file completed its raw load (its blocking checks passed, or the run
+    would have failed; an ERROR check that does not block, such as the stuck-files check, judges
+    other files); any other run materialized the asset, or evaluated its checks, with every check
+    passing."""
+    if awaited.file_key is not None:
+        return asset in done.materialized | done.checked
+    return asset in done.completed
 
 
 def _parent_of(run: dg.DagsterRun) -> str | None:
@@ -607,13 +638,21 @@ def record_recoveries(
     tick: Tick,
 ) -> None:
     """A failure this sensor did not re-run heals when the run it waits for (:func:`_heals`),
-    started after the incident's last failure, materializes its asset with its checks passing: a
+    started after that failure's run ended, completes its asset (:func:`_completes`): a
     ``recovered:<kind>`` row per (asset, file), a timeline entry naming the run, and the incident
-    to monitoring once nothing of it is broken."""
+    to monitoring once nothing of it is broken (one already in monitoring stays there, its quiet
+    period counted from this run)."""
     pending = sh.pending_recoveries(engine)
     if not pending:
         return
-    runs = _recovery_runs(instance, min(p.last_failure_at for p in pending))
+    failed_at: dict[str, datetime] = {}  # the failed run's end: a run that heals starts after it
+    for incident in pending:
+        for awaited in incident.assets.values():
+            key = awaited.source_run_id or ""
+            if key not in failed_at:
+                failed = instance.get_run_record_by_id(key) if key else None
+                failed_at[key] = _ended_at(failed) if failed else incident.last_failure_at
+    runs = _recovery_runs(instance, min(failed_at.values()))
     if not runs:
         return
     found: dict[str, RunAssets] = {}
@@ -624,16 +663,21 @@ def record_recoveries(
         for record in runs:
             if not left:
                 break
-            if _started_at(record) <= incident.last_failure_at:
-                continue
             run = record.dagster_run
+            started = _started_at(record)
+            candidates = [
+                (scope, awaited)
+                for scope, awaited in left.items()
+                if _heals(run, awaited) and started > failed_at[awaited.source_run_id or ""]
+            ]
+            if not candidates:
+                continue
             if run.run_id not in found:
                 found[run.run_id] = run_assets(instance, run.run_id)
             healed = sorted(
-                (scope for scope, awaited in left.items() if _heals(run, awaited)),
+                (s for s, awaited in candidates if _completes(found[run.run_id], s[0], awaited)),
                 key=sh.scope_text,
             )
-            healed = [scope for scope in healed if scope[0] in found[run.run_id].healed]
             if not healed:
                 continue
             kind = _healer(run)
@@ -650,7 +694,7 @@ def record_recoveries(
                 incident.incident_id,
                 IncidentEventKind.SELF_HEAL_OUTCOME,
                 sh.ACTOR,
-                f"{what} (run {run.run_id}) materialized "
+                f"{what} (run {run.run_id}) completed "
                 f"{', '.join(sh.scope_text(r) for r in recorded)} with its checks passing",
                 {
                     "run_id": run.run_id,

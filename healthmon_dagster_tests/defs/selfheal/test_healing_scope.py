@@ -1,26 +1,45 @@
 """What heals an incident is the run that fixes its failure, nothing else (real Dagster instance,
-real runs, SQLite and Postgres): a landing file's failure heals only when that file loads (another
-file's load leaves a broken file's incident open, and a contract break is decided by its own rule,
-not left to the landing sensor); a run re-executed by Dagster's ``run_retries`` heals when its
-re-execution succeeds; a failed re-run of this sensor that ``run_retries`` is about to re-execute
-is not counted as failed before its re-execution ends."""
+real runs, SQLite and Postgres):
 
+- a landing file's failure heals only when that file loads: another file's load leaves a broken
+  file's incident open, a contract break is decided by its own rule (not left to the landing
+  sensor) and heals when the fixed file loads; a file's load heals its own failure while another
+  file is still stuck; a file's failure decided after the incident reached monitoring still heals;
+  a failure absorbed after the healing run started does not hide that run;
+- a run re-executed by Dagster's ``run_retries`` heals when its re-execution succeeds, also a
+  re-execution from the failed step that only evaluates a check; a failed re-run of this sensor
+  that ``run_retries`` is about to re-execute is not counted failed before its re-execution ends;
+- one run healing a failure from before ``file_key`` existed and one bound to the file records
+  both.
+"""
+
+import os
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import dagster as dg
 import pytest
+import sqlalchemy as sa
+import yaml
+from sqlalchemy import exc as sa_exc
 
 from healthmon_dagster.definitions import defs
+from healthmon_dagster.defs.pipeline import checks as pipeline_checks
 from healthmon_dagster.defs.pipeline.jobs import raw_file_run_config
+from healthmon_dagster.defs.selfheal.sensors import run_assets
 from healthmon_dagster.etl.landing import LocalLandingSource
 from healthmon_dagster.etl.sample import generate_sample, write_to
+from healthmon_dagster.incidents import selfheal as sh
 from healthmon_dagster.run_tags import (
+    AUTO_RETRY_RUN_ID_TAG,
     PARENT_RUN_ID_TAG,
     RETRY_NUMBER_TAG,
     SELF_HEAL_TAG,
     WILL_RETRY_TAG,
 )
+from healthmon_dagster.store.db import get_engine
+from healthmon_dagster.store.metrics import utcnow
 from healthmon_dagster_tests.defs.fixtures import evaluate_sensor, raw_rows, run_job
 from healthmon_dagster_tests.defs.selfheal.test_review_fixes import QUIET, land_nth, rows_of
 from healthmon_dagster_tests.defs.selfheal.test_sensors import (
@@ -41,21 +60,24 @@ __all__ = ["outage"]  # the fixture, imported for these tests
 def reexecute(
     instance: dg.DagsterInstance, failed: dg.DagsterRun, **tags: str
 ) -> dg.ExecuteInProcessResult:
-    """Dagster's ``run_retries`` re-execution of ``failed``: its configuration, its tags (inherited)
-    and the tags Dagster adds to a re-execution."""
+    """Dagster's ``run_retries`` re-execution of ``failed`` (all of it): its configuration, its
+    tags (inherited) and the tags Dagster adds to a re-execution, and the failed run's
+    ``dagster/auto_retry_run_id`` once it is launched."""
     inherited = {k: v for k, v in failed.tags.items() if not k.startswith("dagster/")}
-    return defs.resolve_job_def(failed.job_name).execute_in_process(
+    retry_tags = {RETRY_NUMBER_TAG: "1", PARENT_RUN_ID_TAG: failed.run_id}
+    result = defs.resolve_job_def(failed.job_name).execute_in_process(
         run_config=failed.run_config,
         instance=instance,
-        tags={
-            **inherited,
-            RETRY_NUMBER_TAG: "1",
-            PARENT_RUN_ID_TAG: failed.run_id,
-            "dagster/root_run_id": failed.run_id,
-            **tags,
-        },
+        tags={**inherited, **retry_tags, "dagster/root_run_id": failed.run_id, **tags},
         raise_on_error=False,
     )
+    instance.add_run_tags(failed.run_id, {AUTO_RETRY_RUN_ID_TAG: result.run_id})
+    return result
+
+
+def etl_job() -> dg.JobDefinition:
+    """The ETL job, reconstructable (a from-failure re-execution runs in its own process)."""
+    return defs.resolve_job_def("patients_etl_job")
 
 
 def run_of(instance: dg.DagsterInstance, result: dg.ExecuteInProcessResult) -> dg.DagsterRun:
@@ -166,16 +188,18 @@ def test_a_run_re_executed_by_run_retries_heals_when_its_re_execution_succeeds(
     outage.down()
     failed = run_job(instance, raw_file_run_config(sample.key))
     assert failed.success is False
-    # Dagster decided to re-execute it (a killed worker): the failure is run_retries'.
+    # Dagster decided to re-execute it (a killed worker): this sensor waits for the launch.
     instance.add_run_tags(failed.run_id, {WILL_RETRY_TAG: "true"})
     assert not tick(instance).run_requests
-    assert {r[2:] for r in rows_of(db_url, RAW_KEY)} == {("skipped", "coordination:run_retries")}
+    assert rows_of(db_url, RAW_KEY) == []
     (incident,) = incident_rows(db_url)
 
     outage.up()
     retried = reexecute(instance, run_of(instance, failed))
     assert retried.success and raw_rows(db_url, sample.key) == 50
+    # Left to run_retries, whose re-execution healed it: both in one tick.
     assert not tick(instance).run_requests
+    assert ("skipped", "coordination:run_retries") in [r[2:] for r in rows_of(db_url, RAW_KEY)]
     assert incident_rows(db_url)[0].status == "monitoring"
     time.sleep(QUIET)
     tick(instance)
@@ -184,6 +208,52 @@ def test_a_run_re_executed_by_run_retries_heals_when_its_re_execution_succeeds(
     assert done.status == "resolved" and retried.run_id in (done.resolution or "")
     assert "run_retries" in (done.resolution or ""), done.resolution
     assert rows_of(db_url, RAW_KEY)[-1][2:] == ("succeeded", "recovered:run_retries")
+
+
+def test_a_from_failure_re_execution_that_only_evaluates_a_check_heals(
+    healthmon_env: Path,
+    db_url: str,
+    instance: dg.DagsterInstance,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """Dagster's default re-execution runs only the steps that did not succeed: when the run died
+    after raw/patients materialized but before its check ran, the re-execution evaluates the check
+    and materializes nothing."""
+    use_config(monkeypatch, tmp_path)
+    monkeypatch.setenv("HEALTHMON_HEALTH_DATABASE_URL", db_url)
+    sample = land(healthmon_env)
+    real = pipeline_checks.stuck_files_result
+    down = {"on": True}
+
+    def check_meets_an_outage(engine: sa.Engine) -> object:
+        if down["on"]:
+            raise sa_exc.OperationalError("select", {}, Exception("connection refused"))
+        return real(engine)
+
+    monkeypatch.setattr(pipeline_checks, "stuck_files_result", check_meets_an_outage)
+    failed = run_job(instance, raw_file_run_config(sample.key))
+    assert failed.success is False and raw_rows(db_url, sample.key) == 50
+    assert RAW_KEY in run_assets(instance, failed.run_id).check_not_evaluated
+    instance.add_run_tags(failed.run_id, {WILL_RETRY_TAG: "true"})
+
+    down["on"] = False
+    with dg.execute_job(
+        dg.reconstructable(etl_job),
+        instance=instance,
+        reexecution_options=dg.ReexecutionOptions.from_failure(failed.run_id, instance),
+        tags={RETRY_NUMBER_TAG: "1"},
+    ) as retried:
+        assert retried.success
+        retried_id = retried.run_id
+    assert RAW_KEY not in run_assets(instance, retried_id).materialized
+    instance.add_run_tags(failed.run_id, {AUTO_RETRY_RUN_ID_TAG: retried_id})
+    tick(instance)
+    assert incident_rows(db_url)[0].status == "monitoring"
+    time.sleep(QUIET)
+    tick(instance)
+    (done,) = incident_rows(db_url)
+    assert done.status == "resolved" and retried_id in (done.resolution or "")
 
 
 def test_a_re_run_run_retries_re_executes_waits_for_its_re_execution(
@@ -226,3 +296,125 @@ def test_a_re_run_run_retries_re_executes_waits_for_its_re_execution(
     assert raw[0][2] == "succeeded", raw  # the re-run's outcome: no failure counted
     assert "failed" not in {r[2] for r in raw}, raw
     assert incident_rows(db_url)[0].status == "monitoring"
+
+
+# --- scopes decided late, several files, a failure after the healing run -------------------------
+
+
+def test_a_files_failure_decided_after_the_incident_reached_monitoring_still_heals(
+    outage: Outage,
+    healthmon_env: Path,
+    db_url: str,
+    instance: dg.DagsterInstance,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    use_config(monkeypatch, tmp_path)
+    two = land_nth(healthmon_env, 2)
+    (attempt,) = evaluate_sensor(instance).run_requests or []  # file 2's attempt, not run yet
+    one = land_nth(healthmon_env, 1)
+    outage.down()
+    assert run_job(instance, raw_file_run_config(one.key)).success is False
+    (rerun,) = tick(instance).run_requests or []
+    # Before the next tick: file 2's attempt fails on the same outage, the outage ends, and the
+    # re-run of file 1 succeeds.
+    assert execute(instance, attempt).success is False
+    outage.up()
+    assert execute(instance, rerun).success
+    tick(instance)  # monitoring, then file 2's failure decided on the monitoring incident
+    assert incident_rows(db_url)[0].status == "monitoring"
+    assert rows_of(db_url, RAW_KEY)[-1][2:] == ("skipped", "coordination:file_attempt")
+
+    evaluate_sensor(instance)
+    time.sleep(1.1)
+    requests = evaluate_sensor(instance).run_requests or []
+    (again,) = [r for r in requests if (r.run_key or "").startswith(two.key)]
+    assert execute(instance, again).success and raw_rows(db_url, two.key) == 50
+    tick(instance)
+    time.sleep(QUIET)
+    tick(instance)
+    assert incident_rows(db_url)[0].status == "resolved"
+
+
+def test_a_file_loaded_while_another_is_still_stuck_heals_its_own_failure(
+    outage: Outage,
+    healthmon_env: Path,
+    db_url: str,
+    instance: dg.DagsterInstance,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """The stuck-files check (ERROR, not blocking) fails on raw/patients while file 2 is stuck;
+    that judges file 2, not the load of file 1."""
+    use_config(monkeypatch, tmp_path)
+    data = yaml.safe_load(Path(os.environ["HEALTHMON_CONFIG"]).read_text())
+    data["landing"]["retry"]["max_attempts"] = 1  # a failed attempt leaves its file stuck
+    Path(os.environ["HEALTHMON_CONFIG"]).write_text(yaml.safe_dump(data))
+    one, two = land_nth(healthmon_env, 1), land_nth(healthmon_env, 2)
+    attempts = evaluate_sensor(instance).run_requests or []
+    assert len(attempts) == 2
+    outage.down()
+    for a in attempts:
+        assert execute(instance, a).success is False
+    tick(instance)
+    outage.up()
+    evaluate_sensor(instance)  # both files stuck
+
+    for n, sample in ((1, one), (2, two)):  # each landed again (other content), in turn
+        (again,) = generate_sample(50, files=1, start_index=n - 1, seed=7)
+        write_to(LocalLandingSource(healthmon_env / "landing"), [again])
+        (load,) = evaluate_sensor(instance).run_requests or []
+        assert execute(instance, load).success and raw_rows(db_url, sample.key) == 50
+        tick(instance)
+        if n == 1:  # file 2 still stuck: not healed yet
+            assert incident_rows(db_url)[0].status != "monitoring"
+    assert incident_rows(db_url)[0].status == "monitoring"
+
+
+def test_a_failure_absorbed_after_the_healing_run_started_does_not_hide_that_run(
+    outage: Outage,
+    healthmon_env: Path,
+    db_url: str,
+    instance: dg.DagsterInstance,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    use_config(monkeypatch, tmp_path)
+    sample = land(healthmon_env)
+    (attempt1,) = evaluate_sensor(instance).run_requests or []
+    outage.down()
+    assert execute(instance, attempt1).success is False
+    assert not tick(instance).run_requests
+    outage.up()
+    evaluate_sensor(instance)
+    time.sleep(1.1)
+    (attempt2,) = evaluate_sensor(instance).run_requests or []
+    assert execute(instance, attempt2).success and raw_rows(db_url, sample.key) == 50
+    # Before the next tick, the warehouse flaps: a later failure joins the incident.
+    outage.down()
+    assert run_job(instance, raw_file_run_config(land_nth(healthmon_env, 2).key)).success is False
+    outage.up()
+    tick(instance)
+    file_one = [r for r in rows_of(db_url, RAW_KEY) if r[2] == "succeeded"]
+    assert file_one and file_one[-1][3] == "recovered:file_attempt", rows_of(db_url, RAW_KEY)
+
+
+def test_one_run_healing_an_old_and_a_file_bound_failure_records_both(
+    healthmon_env: Path, db_url: str
+) -> None:
+    """Across the upgrade: a raw/patients row from before file_key existed (NULL) and one bound to
+    the file, both healed by one load of the file."""
+    engine = get_engine(db_url)
+    now = utcnow()
+    left = "coordination:file_attempt"
+    sh.claim(
+        engine, [sh.Planned(RAW_KEY, 1, sh.Status.SKIPPED, left, sh.Reason.FAILED_RUN)], "a", 7, now
+    )
+    bound = sh.Planned(RAW_KEY, 2, sh.Status.SKIPPED, left, sh.Reason.FAILED_RUN, None, "f.csv")
+    sh.claim(engine, [bound], "b", 7, now)
+    scopes = [(RAW_KEY, None), (RAW_KEY, "f.csv")]
+    ended = now + timedelta(seconds=5)
+    first = sh.record_recovery(engine, 7, scopes, "file_attempt", "run-2", ended, now)
+    again = sh.record_recovery(engine, 7, scopes, "file_attempt", "run-2", ended, now)
+    assert sorted(first, key=str) == sorted(scopes, key=str) and again == []
+    assert sh.blockers(engine, 7) == []

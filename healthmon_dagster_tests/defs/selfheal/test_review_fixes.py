@@ -27,7 +27,7 @@ from healthmon_dagster.incidents import lifecycle
 from healthmon_dagster.incidents import selfheal as sh
 from healthmon_dagster.incidents.records import open_or_absorb
 from healthmon_dagster.incidents.rootkey import root_key_for
-from healthmon_dagster.run_tags import WILL_RETRY_TAG
+from healthmon_dagster.run_tags import AUTO_RETRY_RUN_ID_TAG, WILL_RETRY_TAG
 from healthmon_dagster.store.db import get_engine
 from healthmon_dagster.store.metrics import utcnow
 from healthmon_dagster.store.tables import alerts
@@ -217,8 +217,12 @@ def test_a_failed_run_run_retries_will_re_execute_waits_for_its_tag(
         assert "0 decision(s) recorded" in message and " 0 waiting" not in message, message
         assert not attempt_rows(db_url)
 
-        # Dagster writes the tag: run_retries re-executes it; this sensor leaves it alone.
+        # Dagster writes the tag: it waits for the re-execution to be launched...
         retrying.add_run_tags(failed.run_id, {WILL_RETRY_TAG: "true"})
+        assert not tick(retrying).run_requests
+        assert not attempt_rows(db_url)
+        # ... and once it is, leaves the run to it.
+        retrying.add_run_tags(failed.run_id, {AUTO_RETRY_RUN_ID_TAG: "re-execution"})
         assert not tick(retrying).run_requests
     assert {r[2:] for r in attempt_rows(db_url)} == {("skipped", "coordination:run_retries")}
 
