@@ -163,8 +163,8 @@ def timeline_kinds(url: str, incident_id: int) -> list[str]:
 
 
 def backoff_in_effect(url: str, incident_id: int, before: float) -> float | None:
-    """The backoff step of the last failed re-run that finished before ``before`` (the step
-    in effect when the service came back): its retry_at minus its finished_at."""
+    """The backoff step of the last failed re-run that finished before ``before``: its retry_at
+    minus its finished_at."""
     c = self_heal_attempts.c
     with get_engine(url).connect() as conn:
         rows = conn.execute(
@@ -217,7 +217,6 @@ def transient(
             fault.start()
             back_at = now
             out["outage_s"] = round(back_at - started, 1)
-            out["backoff_step_in_effect_s"] = backoff_in_effect(url, row.incident_id, back_at)
         runs = reruns(instance, started)
         if back_at is not None:
             after = [r for r in runs if r.create_timestamp.timestamp() >= back_at]
@@ -236,6 +235,10 @@ def transient(
     else:
         out["error"] = "not resolved in time"
     assert back_at is not None
+    # The step in effect: of the last re-run that failed before the first re-run after the return
+    # was requested (it may have ended after the return, still failing on the outage it met).
+    cutoff = seen.get("rerun_requested", back_at)
+    out["backoff_step_in_effect_s"] = backoff_in_effect(url, row.incident_id, cutoff)
     runs = reruns(instance, started)
     out |= {f"{k}_after_return_s": round(v - back_at, 1) for k, v in seen.items()}
     out |= {
