@@ -27,7 +27,8 @@ work and the rate limit:
    (resolve, acknowledgement) once per alert thread; PagerDuty once per alert.
 4. Take as many messages as the channel's rate limit allows now: requests in the last 60 s and
    the last second (``rate_per_minute`` and ``ceil(rate_per_minute / 60)``), counted from the store
-   (sent rows and live leases), so a storm is queued, never dropped.
+   (live leases, and ``etl.notification_requests``: each request, sent or failed, from when it
+   ended), so a storm is queued, never dropped, and no window at the receiver holds more.
 5. Claim them: ``claimed_by``/``claimed_until`` (the lease) and the ``delivery_key``, the
    deterministic idempotency key of the request, written BEFORE anything is sent.
 
@@ -111,7 +112,13 @@ from healthmon_dagster.notify.channels import build_notifier, channel_config
 from healthmon_dagster.notify.rootcause import root_causes
 from healthmon_dagster.settings import get_settings
 from healthmon_dagster.store.connection import is_sqlite, write_transaction
-from healthmon_dagster.store.tables import alert_events, alerts, notification_threads, notifications
+from healthmon_dagster.store.tables import (
+    alert_events,
+    alerts,
+    notification_requests,
+    notification_threads,
+    notifications,
+)
 
 if TYPE_CHECKING:
     from dagster_slack import SlackResource
@@ -869,30 +876,56 @@ class Dispatcher:
         return due_now
 
     def _budget(self, conn: Connection, name: str, now: datetime) -> int | None:
-        """Requests the channel may still make now (None: no limit)."""
+        """Requests the channel may still make now (None: no limit).
+
+        A request counts from its claim (in flight: its rows' live lease) until a full window
+        after it ended (``etl.notification_requests``: its answer or its failure came, retries
+        and refusals too). It reached the receiver in between, so the requests the receiver gets
+        in any window of 60 s (1 s) are at most ``rate`` (``ceil(rate / 60)``), however many
+        dispatchers claim (they claim one at a time: the channel's lock), however the sends of a
+        pass spread out. (Not counting by the send's start is the price: a storm goes out slower
+        than the limit by the answers' latency. A request that timed out may, rarely, still
+        reach the receiver later.) One statement reads both counts: a request whose outcome is
+        recorded meanwhile is seen in flight or ended, never neither."""
         rate = self.rate_per_minute(name)
         if rate is None:
             return None
         per_second = max(1, math.ceil(rate / 60))
-
-        def used(window: timedelta) -> int:
-            in_flight = sa.and_(
-                N.status == NotificationStatus.PENDING,
-                N.claimed_until > now,
-                N.delivery_key.is_not(None),
+        R = notification_requests.c
+        conn.execute(
+            notification_requests.delete().where(
+                R.channel == name, R.ended_at <= now - timedelta(seconds=60)
             )
-            sent = sa.and_(N.status == NotificationStatus.SENT, N.sent_at > now - window)
-            return int(
-                conn.execute(
-                    sa.select(sa.func.count(sa.distinct(N.delivery_key))).where(
-                        N.channel == name, sa.or_(sent, in_flight)
-                    )
-                ).scalar_one()
-            )
-
-        return max(
-            0, min(rate - used(timedelta(seconds=60)), per_second - used(timedelta(seconds=1)))
         )
+        in_flight = sa.select(sa.func.count(sa.distinct(N.delivery_key))).where(
+            N.channel == name,
+            N.status == NotificationStatus.PENDING,
+            N.claimed_until > now,
+            N.delivery_key.is_not(None),
+        )
+
+        def ended(seconds: int) -> sa.ScalarSelect[Any]:
+            return (
+                sa.select(sa.func.count())
+                .select_from(notification_requests)
+                .where(R.channel == name, R.ended_at > now - timedelta(seconds=seconds))
+                .scalar_subquery()
+            )
+
+        flying, minute, second = (
+            int(n)
+            for n in conn.execute(sa.select(in_flight.scalar_subquery(), ended(60), ended(1))).one()
+        )
+        return max(0, min(rate - flying - minute, per_second - flying - second))
+
+    def _count_requests(
+        self, conn: Connection, name: str, ended: Sequence[datetime | None]
+    ) -> None:
+        """Record requests to channel ``name`` that ended (None: none went out), for its rate
+        limit (:meth:`_budget`)."""
+        values = [{"channel": name, "ended_at": at} for at in ended if at is not None]
+        if values and self.rate_per_minute(name) is not None:
+            conn.execute(notification_requests.insert(), values)
 
     def _threads(
         self, conn: Connection, name: str, alert_ids: Iterable[int]
@@ -1030,18 +1063,22 @@ class Dispatcher:
 
     def _deliver(
         self, notifier: Notifier, message: Message, paused: threading.Event
-    ) -> "Delivery | Exception | None":
-        """Send one message; None when the channel was paused (a 429) before its turn."""
+    ) -> tuple["Delivery | Exception | None", datetime | None]:
+        """Send one message: its outcome, and when it came (the answer or the failure: the
+        receiver got the request before). None and None when the channel was paused (a 429)
+        before its turn."""
         if paused.is_set():
-            return None
+            return None, None
+        outcome: Delivery | Exception
         try:
-            return notifier.send(message)
+            outcome = notifier.send(message)
         except RetryableError as exc:
             if exc.rate_limited and exc.retry_after:
                 paused.set()
-            return exc
+            outcome = exc
         except Exception as exc:  # recorded by the caller, in the dispatching thread
-            return exc
+            outcome = exc
+        return outcome, self.clock()
 
     def _send_wave(
         self, name: str, wave: Sequence[_Unit], report: ChannelReport
@@ -1050,15 +1087,15 @@ class Dispatcher:
         asked the channel to pause (a 429 with ``Retry-After``), else None."""
         notifier = self.notifier(name)
         channel = self.config.channels[name]
-        outcomes: list[Delivery | Exception | None]
+        outcomes: list[tuple[Delivery | Exception | None, datetime | None]]
         paused = threading.Event()
-        # sent_at is when the requests went out (what the receiver and the rate limit count),
-        # not when the answers were recorded.
+        # sent_at: when the wave started. The rate limit counts each request from when it ended
+        # (see _budget), which is after the receiver got it.
         started = self.clock()
         try:
             messages = self.messages(name, wave)
         except Exception as exc:
-            outcomes = [exc] * len(wave)
+            outcomes = [(exc, None)] * len(wave)  # nothing went out
         else:
             if len(wave) == 1:
                 outcomes = [self._deliver(notifier, messages[0], paused)]
@@ -1069,14 +1106,14 @@ class Dispatcher:
                     )
                 )
         pause = None
-        delivered: list[tuple[_Unit, Delivery]] = []
+        delivered: list[tuple[_Unit, Delivery, datetime | None]] = []
         skipped: list[_Unit] = []
-        for unit, outcome in zip(wave, outcomes, strict=True):
+        for unit, (outcome, ended) in zip(wave, outcomes, strict=True):
             if outcome is None:
                 skipped.append(unit)
                 continue
             if isinstance(outcome, Delivery):
-                delivered.append((unit, outcome))
+                delivered.append((unit, outcome, ended))
                 continue
             if not isinstance(outcome, DeliveryError):  # a bug, not the receiver: fail loudly
                 LOGGER.error(
@@ -1088,7 +1125,9 @@ class Dispatcher:
                     f"healthmon could not build or send the notification "
                     f"({type(outcome).__name__}); see the dispatcher's log"
                 )
-            until = self._failed(name, channel, unit, outcome, notifier.secret_values(), report)
+            until = self._failed(
+                name, channel, unit, outcome, notifier.secret_values(), report, ended
+            )
             pause = max(pause, until) if pause and until else (pause or until)
         if delivered:
             self._mark_sent(name, delivered, report, started)
@@ -1099,14 +1138,16 @@ class Dispatcher:
     def _mark_sent(
         self,
         name: str,
-        delivered: Sequence[tuple[_Unit, Delivery]],
+        delivered: Sequence[tuple[_Unit, Delivery, datetime | None]],
         report: ChannelReport,
         now: datetime,
     ) -> None:
-        ids = [i for unit, _ in delivered for i in unit.ids]
-        threads = {k: v for _, d in delivered for k, v in d.threads.items()}
+        ids = [i for unit, _, _ in delivered for i in unit.ids]
+        threads = {k: v for _, d, _ in delivered for k, v in d.threads.items()}
         marked = 0
         with write_transaction(self.engine) as conn:
+            # In the transaction that ends the leases: a request is counted all along.
+            self._count_requests(conn, name, [ended for _, _, ended in delivered])
             for chunk in _chunks(ids, 500):
                 # Only rows still this dispatcher's: a row whose lease passed to another is that
                 # one's to record (it sends the same request again; the receiver dedups).
@@ -1137,7 +1178,7 @@ class Dispatcher:
                 name,
                 len(ids) - marked,
             )
-        for unit, delivery in delivered:
+        for unit, delivery, _ in delivered:
             LOGGER.info(
                 "channel %s: sent %s notification(s) (%s, group %s): %s",
                 name,
@@ -1180,9 +1221,11 @@ class Dispatcher:
         exc: DeliveryError,
         secrets: Sequence[str],
         report: ChannelReport,
+        ended: datetime | None = None,
     ) -> datetime | None:
         """Record a failed send: retry later (backoff or ``Retry-After``) until the rows'
-        ``retry_until``, else ``failed``. Returns until when the receiver paused the channel."""
+        ``retry_until``, else ``failed``. Returns until when the receiver paused the channel.
+        ``ended``: when the failure came (None: no request went out)."""
         now = self.clock()
         pause = None
         error = one_line(str(exc), 500, secrets)
@@ -1220,6 +1263,9 @@ class Dispatcher:
             next_try = min(now + timedelta(seconds=self._backoff(channel, attempts)), retry_until)
         gave_up = next_try is None
         with write_transaction(self.engine) as conn:
+            # The receiver may have got the request (even one it refused): it counts against the
+            # rate limit as a sent one does, from the transaction that ends the lease.
+            self._count_requests(conn, name, [ended])
             values: dict[str, Any] = {
                 "attempts": N.attempts + (0 if free else 1),
                 "last_error": error,

@@ -423,6 +423,25 @@ sa.Index(
     "ix_notification_threads_ref", notification_threads.c.channel, notification_threads.c.thread_ref
 )
 
+# Every request a dispatcher made to a rate-limited channel, sent or failed, from when its answer
+# (or its failure) came: what the channel's rate limit counts once the request is over (a request
+# in flight is counted from its outbox rows' lease). An outbox row keeps only its last attempt,
+# so retries are counted here. Rows older than the longest window (a minute) are deleted as the
+# dispatcher claims.
+notification_requests = sa.Table(
+    "notification_requests",
+    metadata,
+    sa.Column("request_id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("channel", sa.String(100), nullable=False),
+    sa.Column("ended_at", Timestamp, nullable=False),
+    schema="etl",
+)
+sa.Index(
+    "ix_notification_requests_channel_ended",
+    notification_requests.c.channel,
+    notification_requests.c.ended_at,
+)
+
 # --- Incidents: records, their timeline, linked alerts and related incidents -------------------
 
 INCIDENT_SEVERITIES = "('low', 'medium', 'high', 'critical')"

@@ -5,6 +5,7 @@ import hashlib
 import hmac
 import threading
 import time
+from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -391,6 +392,42 @@ def test_two_dispatchers_at_once_send_each_row_once(engine: Engine) -> None:
     assert statuses(engine) == ["sent"] * 40
     owners = {r.headers["Idempotency-Key"] for r in server.requests}
     assert len(owners) == len(server.requests)
+
+
+def _most_in_one_second(times: list[float]) -> int:
+    """The most arrivals in any window of one second (both ends in)."""
+    times = sorted(times)
+    return max((i - bisect_left(times, t - 1.0) + 1 for i, t in enumerate(times)), default=0)
+
+
+def test_two_dispatchers_keep_a_burst_within_the_per_second_limit_at_the_receiver(
+    engine: Engine,
+) -> None:
+    """Before: the limit counted a sent request from before its message was built (sent_at is
+    the wave's start) and a failed one not at all once over, so retries and the sends of a slow
+    pass bunched up at the receiver: 15 and more in a second against 10. Now a request counts
+    from its claim until a second after its answer came, retries included."""
+    for i in range(40):
+        open_alert(engine, channels=["hook"], labels={"rule_id": "r", "asset": f"a{i}"})
+    config = hook_config(rate={"webhook": 600}, backoff_initial_seconds=0.1)  # 10 a second
+    with HttpStub(lambda r: Answer(200, {"status": "ok"}, delay=0.02)) as server:
+        server.then(*[Answer(503, {"error": "busy"})] * 6)  # six requests retried at once
+        env = {"TEST_HOOK_URL": f"{server.url}/hook", "TEST_HOOK_SECRET": SECRET}
+        # A pass that sends one request at a time spreads its sends over its second; the other
+        # sends them together: both claim from the one budget in the store.
+        dispatchers = [
+            Dispatcher(engine, config, env=env, concurrency=n)  # type: ignore[arg-type]
+            for n in (1, 8)
+        ]
+        threads = [threading.Thread(target=d.drain, args=(15,)) for d in dispatchers]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+    assert statuses(engine) == ["sent"] * 40
+    assert len(server.requests) == 46
+    assert _most_in_one_second([r.at for r in server.requests]) <= 10
 
 
 class TrickleServer:
