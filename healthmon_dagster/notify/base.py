@@ -39,13 +39,16 @@ _ZERO_TIME = "0001-01-01T00:00:00Z"  # Alertmanager's endsAt of an alert still f
 
 class DeliveryError(Exception):
     """A channel did not accept a message. The text is one line, names no secret and says what to
-    do; ``retry_after`` is the receiver's ``Retry-After`` in seconds when it gave one."""
+    do; ``retry_after`` is the receiver's ``Retry-After`` in seconds when it gave one.
+    ``threads``: threads the channel found for alerts before it failed (Slack's lookup of their
+    first message), recorded anyway so that the retry replies there without looking again."""
 
     retryable: ClassVar[bool] = False
 
     def __init__(self, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(" ".join(message.split()))
         self.retry_after = retry_after
+        self.threads: Mapping[int, ThreadRef] = {}
 
 
 class RetryableError(DeliveryError):
@@ -404,6 +407,12 @@ class Message:
     # When in doubt: no earlier attempt can have been made before this (the oldest row's
     # creation): where a lookup of the receiver's history starts.
     attempted_since: datetime | None = None
+    # A follow-up of alerts with no thread on the channel although their first announcement went
+    # out (it kept its delivery key: its post timed out, failed for good after a timeout or a
+    # 5xx, or its dispatcher died), so the receiver may have it: that request's key, and no
+    # earlier than when it can have been made. Slack looks for it and replies in its thread.
+    announced_key: str | None = None
+    announced_since: datetime | None = None
     # Every alert of the thread this follow-up replies in, as it is now: Slack rewrites the
     # original message from them.
     thread_alerts: tuple[AlertView, ...] = ()

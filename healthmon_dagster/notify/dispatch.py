@@ -60,7 +60,9 @@ has no key and no lookup: there a send cut off by a kill or a timeout may show t
 A key left on a row that was not sent means "the receiver may have it". So the key is cleared
 where nothing went out under it: rows a 429 pause gave back before their turn, and a request the
 receiver refused outright (a 4xx or a 429) on its first attempt. A ``failed`` announcement that
-keeps its key counts as told (``alerting.engine.told``): its resolve and acknowledgement are sent.
+keeps its key counts as told (``alerting.engine.told``): its resolve and acknowledgement are sent,
+and on a threaded channel where the alert has no thread they carry that key
+(``Message.announced_key``): Slack looks for the message it may have kept and replies there.
 """
 
 import hashlib
@@ -790,19 +792,31 @@ class Dispatcher:
             # may have it (a timeout, a kill mid-send); Slack looks for it before posting again.
             unit.in_doubt |= r["delivery_key"] is not None
         units = list(retried.values())
-        threads = (
-            self._threads(conn, name, [int(r["alert_id"]) for r in rows])
-            if notifier.threaded
-            else {}
-        )
+        threads: dict[int, ThreadRef] = {}
+        announced: dict[int, tuple[str, datetime]] = {}
+        if notifier.threaded:
+            threads = self._threads(conn, name, [int(r["alert_id"]) for r in rows])
+            follow_ups = {
+                int(r["alert_id"])
+                for u in grouped.values()
+                if u.kind in FOLLOW_UP_KINDS
+                for r in u.rows
+            }
+            announced = self._announced(conn, name, follow_ups - set(threads))
         for unit in grouped.values():
             if notifier.one_alert_per_request:
                 units.extend(_Unit(unit.kind, unit.group_key, [r]) for r in unit.rows)
             elif notifier.threaded and unit.kind in FOLLOW_UP_KINDS:
-                by_thread: dict[str | None, list[RowMapping]] = defaultdict(list)
+                # One follow-up per thread; alerts with none yet, one per first message that may
+                # have announced them (a reply can go in its thread if the receiver kept it).
+                by_thread: dict[tuple[str, str | None], list[RowMapping]] = defaultdict(list)
                 for r in unit.rows:
-                    ref = threads.get(int(r["alert_id"]))
-                    by_thread[ref.ref if ref else None].append(r)
+                    alert_id = int(r["alert_id"])
+                    if (ref := threads.get(alert_id)) is not None:
+                        by_thread["thread", ref.ref].append(r)
+                    else:
+                        key = announced.get(alert_id)
+                        by_thread["announced", key[0] if key else None].append(r)
                 units.extend(_Unit(unit.kind, unit.group_key, rs) for rs in by_thread.values())
             else:
                 units.append(unit)
@@ -941,6 +955,29 @@ class Dispatcher:
                 out[int(alert_id)] = ThreadRef(str(ref), conversation)
         return out
 
+    def _announced(
+        self, conn: Connection, name: str, alert_ids: Iterable[int]
+    ) -> dict[int, tuple[str, datetime]]:
+        """For alerts with no thread on threaded channel ``name``: the delivery key of the first
+        announcement of each that went out, or may have (it is over and kept its key: a post
+        that timed out and failed for good, or a dispatcher that died mid-send), and its
+        creation (the request cannot be older)."""
+        out: dict[int, tuple[str, datetime]] = {}
+        for chunk in _chunks(sorted(set(alert_ids)), 500):
+            for alert_id, key, created_at in conn.execute(
+                sa.select(N.alert_id, N.delivery_key, N.created_at)
+                .where(
+                    N.channel == name,
+                    N.alert_id.in_(chunk),
+                    N.kind.in_(ANNOUNCING_KINDS),
+                    N.status != NotificationStatus.PENDING,
+                    N.delivery_key.is_not(None),
+                )
+                .order_by(N.created_at, N.notification_id)
+            ):
+                out.setdefault(int(alert_id), (str(key), _utc(created_at) or self.clock()))
+        return out
+
     # --- sending ----------------------------------------------------------------------------
 
     def messages(self, name: str, units: Sequence[_Unit]) -> list[Message]:
@@ -969,6 +1006,14 @@ class Dispatcher:
                     by_id[int(r["notification_id"])] = r
             alert_ids = [int(r["alert_id"]) for r in by_id.values()]
             threads = self._threads(conn, name, alert_ids) if notifier.threaded else {}
+            unthreaded = {
+                int(by_id[i]["alert_id"])
+                for unit in units
+                if notifier.threaded and unit.kind in FOLLOW_UP_KINDS
+                for i in unit.ids
+                if i in by_id
+            } - set(threads)
+            announced = self._announced(conn, name, unthreaded) if unthreaded else {}
             causes = root_causes(conn, self.config, self.lineage, by_id.values())
             out = []
             for unit in units:
@@ -978,11 +1023,16 @@ class Dispatcher:
                     for r in rows
                 )
                 thread_alerts: tuple[AlertView, ...] = ()
+                first: tuple[str, datetime] | None = None
                 shared = {v.thread for v in views}
                 if notifier.threaded and unit.kind in FOLLOW_UP_KINDS and len(shared) == 1:
                     ref = shared.pop()
                     if ref is not None:
                         thread_alerts = self._thread_alerts(conn, name, ref, views)
+                    elif len(keys := {announced.get(v.alert_id) for v in views}) == 1:
+                        first = keys.pop()
+                        if first is not None:
+                            thread_alerts = self._announced_alerts(conn, name, first[0], views)
                 out.append(
                     Message(
                         channel=name,
@@ -994,6 +1044,8 @@ class Dispatcher:
                         external_url=self.external_url,
                         in_doubt=unit.in_doubt,
                         attempted_since=unit.oldest if unit.in_doubt else None,
+                        announced_key=first[0] if first else None,
+                        announced_since=first[1] if first else None,
                         thread_alerts=thread_alerts,
                     )
                 )
@@ -1060,6 +1112,23 @@ class Dispatcher:
         ).mappings()
         mine = {v.alert_id: v for v in views}
         return tuple(mine.get(int(r["alert_id"])) or self._view(r, ref) for r in rows)
+
+    def _announced_alerts(
+        self, conn: Connection, name: str, key: str, views: Sequence[AlertView]
+    ) -> tuple[AlertView, ...]:
+        """Every alert the request with delivery key ``key`` announced, as it is now (what its
+        message shows once a follow-up found it)."""
+        rows = conn.execute(
+            sa.select(alerts)
+            .where(
+                A.alert_id.in_(
+                    sa.select(N.alert_id).where(N.channel == name, N.delivery_key == key)
+                )
+            )
+            .order_by(A.alert_id)
+        ).mappings()
+        mine = {v.alert_id: v for v in views}
+        return tuple(mine.get(int(r["alert_id"])) or self._view(r, None) for r in rows)
 
     def _deliver(
         self, notifier: Notifier, message: Message, paused: threading.Event
@@ -1266,6 +1335,8 @@ class Dispatcher:
             # The receiver may have got the request (even one it refused): it counts against the
             # rate limit as a sent one does, from the transaction that ends the lease.
             self._count_requests(conn, name, [ended])
+            if exc.threads:  # found before the failure (Slack's lookup of a first message)
+                self._record_threads(conn, name, exc.threads, now)
             values: dict[str, Any] = {
                 "attempts": N.attempts + (0 if free else 1),
                 "last_error": error,

@@ -22,6 +22,13 @@ id (a ``#name`` is resolved once with ``conversations.list``) and the ``channels
 (``groups:history`` for a private channel); when Slack refuses it (a missing scope), the message
 is posted again and the delivery's detail says so: a possible duplicate rather than a miss.
 
+The same lookup serves a follow-up (resolve, acknowledgement, update) of alerts with no thread
+here whose first message went out unrecorded (``Message.announced_key``: its post timed out, and
+so did every retry, until it failed for good): found, the follow-up replies in its thread and
+rewrites it, and the thread is recorded even when the reply fails, so a retry does not look
+again; not found, the follow-up is posted at the top level and names the alert (its id and
+fingerprint). One lookup carries both keys when the follow-up is itself a resend in doubt.
+
 Configuration: ``channel`` (``#name`` or an id, better an id; required), ``token_env`` (default
 ``SLACK_BOT_TOKEN``), ``base_url`` (Slack's Web API; tests point it at a local server),
 ``lookup_messages`` (default 200; 0 turns the lookup off).
@@ -29,6 +36,8 @@ Configuration: ``channel`` (``#name`` or an id, better an id; required), ``token
 
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import replace
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, field_validator
@@ -212,9 +221,21 @@ class SlackNotifier:
         thread = message.thread
         if message.kind in FOLLOW_UP_KINDS and thread is not None:
             return self._follow_up(client, message, thread)
-        note = ""
+        # Posted at the top level: an announcement, or a follow-up of alerts with no thread here.
+        # Looked for first (one lookup for both): this very message when an earlier attempt may
+        # have posted it; the first message of the alerts a follow-up is about when it went out
+        # unrecorded (its post timed out, then failed for good): found, the follow-up replies in
+        # its thread.
+        keys: dict[str, datetime | None] = {}
         if message.in_doubt:
-            found, note = self._find_earlier(client, message)
+            keys[message.delivery_key] = message.attempted_since
+        if message.kind in FOLLOW_UP_KINDS and message.announced_key:
+            keys[message.announced_key] = message.announced_since
+        note = ""
+        if keys:
+            found, key, note = self._find_earlier(client, keys)
+            if found is not None and key == message.announced_key:
+                return self._follow_up(client, message, found)
             if found is not None:
                 threads = {a.alert_id: found for a in message.alerts if a.thread is None}
                 return Delivery(
@@ -240,24 +261,33 @@ class SlackNotifier:
         return Delivery(detail=f"posted ts={ref.ref}{note}", threads=threads)
 
     def _find_earlier(
-        self, client: "WebClient", message: Message, thread: ThreadRef | None = None
-    ) -> tuple[ThreadRef | None, str]:
-        """The message (or the reply in ``thread``) an earlier attempt at ``message`` posted,
-        found by the delivery key in its metadata; None when there is none. Slack refusing the
-        lookup (a missing scope, an unknown channel) is a note for the delivery's detail, not an
-        error: the message is posted again. A lookup that timed out or was rate limited raises
-        (:class:`RetryableError`): the message waits, rather than show twice."""
+        self,
+        client: "WebClient",
+        keys: Mapping[str, datetime | None],
+        thread: ThreadRef | None = None,
+    ) -> tuple[ThreadRef | None, str, str]:
+        """The newest message (or reply in ``thread``) carrying one of ``keys`` (delivery keys,
+        each with the earliest time its request can have been made) in its metadata, and that
+        key; None and "" when there is none. Slack refusing the lookup (a missing scope, an
+        unknown channel) is a note for the delivery's detail, not an error: the message is
+        posted. A lookup that timed out or was rate limited raises (:class:`RetryableError`):
+        the message waits, rather than show twice."""
         limit = self.config.lookup_messages
         if not limit:
-            return None, ""
+            return None, "", ""
         try:
             conversation = (thread.conversation if thread else None) or self._channel_id(client)
             if conversation is None:
-                return None, (
-                    f"; no channel named {self.config.channel} in conversations.list, so no "
-                    "earlier copy was looked for"
+                return (
+                    None,
+                    "",
+                    (
+                        f"; no channel named {self.config.channel} in conversations.list, so no "
+                        "earlier copy was looked for"
+                    ),
                 )
-            since = message.attempted_since
+            times = list(keys.values())
+            since = None if None in times else min(t for t in times if t is not None)
             oldest = f"{since.timestamp() - LOOKUP_SKEW:.6f}" if since is not None else None
             seen, cursor = 0, None
             while seen < limit:
@@ -278,15 +308,15 @@ class SlackNotifier:
                     )
                 messages = answer.get("messages") or []
                 for posted in messages:
-                    if _carries(posted, message.delivery_key):
-                        return ThreadRef(str(posted["ts"]), conversation), ""
+                    if (key := _carried(posted)) is not None and key in keys:
+                        return ThreadRef(str(posted["ts"]), conversation), key, ""
                 seen += len(messages)
                 cursor = (answer.get("response_metadata") or {}).get("next_cursor")
                 if not messages or not cursor or not answer.get("has_more"):
                     break
         except PermanentError as exc:
-            return None, f"; could not look for an earlier copy ({exc}), so it may show twice"
-        return None, ""
+            return None, "", f"; could not look for an earlier copy ({exc}), so it may show twice"
+        return None, "", ""
 
     def _channel_id(self, client: "WebClient") -> str | None:
         """The configured channel's id (conversations.history takes no ``#name``)."""
@@ -316,30 +346,44 @@ class SlackNotifier:
         return None
 
     def _follow_up(self, client: "WebClient", message: Message, thread: ThreadRef) -> Delivery:
+        """Reply in ``thread`` and rewrite its first message. The alerts with no thread yet (it
+        was just found by their first message's key) get this one, even when the reply fails:
+        its retry replies here without looking for it again."""
         conversation = thread.conversation or self.config.channel or ""
+        here = ThreadRef(thread.ref, conversation)
+        threads = {a.alert_id: here for a in message.alerts if a.thread is None}
         reply = "\n".join(
             render("slack", message.kind, "reply", message=message, alert=a) for a in message.alerts
         )
-        found, note = (
-            self._find_earlier(client, message, ThreadRef(thread.ref, conversation))
-            if message.in_doubt
-            else (None, "")
-        )
-        if found is None:
-            self._call(
-                "chat.postMessage (thread reply)",
-                client.chat_postMessage,
-                channel=conversation,
-                thread_ts=thread.ref,
-                text=_cut(reply, MAX_TEXT, message.external_url),
-                unfurl_links=False,
-                metadata=_metadata(message),
+        found, note = None, ""
+        # A thread found just now holds no reply of an earlier attempt (that one would have
+        # recorded the thread): nothing to look for in it.
+        if message.in_doubt and not threads:
+            found, _, note = self._find_earlier(
+                client, {message.delivery_key: message.attempted_since}, here
             )
+        if found is None:
+            try:
+                self._call(
+                    "chat.postMessage (thread reply)",
+                    client.chat_postMessage,
+                    channel=conversation,
+                    thread_ts=thread.ref,
+                    text=_cut(reply, MAX_TEXT, message.external_url),
+                    unfurl_links=False,
+                    metadata=_metadata(message),
+                )
+            except DeliveryError as exc:
+                exc.threads = threads
+                raise
         else:
             note = f"; the reply ts={found.ref} was posted by an earlier attempt, not again"
         # The reply is what notifies; rewriting the original is a courtesy: a failure there is
         # reported in the delivery's detail, never a reason to post the reply again.
-        shown = list(message.thread_alerts or message.alerts)
+        shown = [
+            replace(a, thread=here) if a.thread is None else a
+            for a in (message.thread_alerts or message.alerts)
+        ]
         text, body = blocks(message, shown, [_state_kind(a) for a in shown])
         try:
             self._call(
@@ -352,9 +396,14 @@ class SlackNotifier:
             )
         except DeliveryError as exc:
             return Delivery(
-                detail=f"replied in thread {thread.ref}{note}; original not updated: {exc}"
+                detail=f"replied in thread {thread.ref}{note}; original not updated: {exc}",
+                threads=threads,
             )
-        return Delivery(detail=f"replied in thread {thread.ref} and updated it{note}")
+        if threads:
+            note += "; the thread was found by the key of the alerts' first message"
+        return Delivery(
+            detail=f"replied in thread {thread.ref} and updated it{note}", threads=threads
+        )
 
 
 def _metadata(message: Message) -> dict[str, Any]:
@@ -362,12 +411,14 @@ def _metadata(message: Message) -> dict[str, Any]:
     return {"event_type": EVENT_TYPE, "event_payload": {"delivery_key": message.delivery_key}}
 
 
-def _carries(posted: Mapping[str, Any], key: str) -> bool:
+def _carried(posted: Mapping[str, Any]) -> str | None:
+    """The delivery key a posted message carries in its metadata (None: not one of ours)."""
     metadata = posted.get("metadata")
     if not isinstance(metadata, Mapping) or metadata.get("event_type") != EVENT_TYPE:
-        return False
+        return None
     payload = metadata.get("event_payload")
-    return isinstance(payload, Mapping) and payload.get("delivery_key") == key
+    key = payload.get("delivery_key") if isinstance(payload, Mapping) else None
+    return key if isinstance(key, str) else None
 
 
 def _classify(exc: Any, where: str) -> DeliveryError:

@@ -40,13 +40,21 @@ def slack_dispatcher(
     channel: str = "#data-alerts",
     lookup_messages: int | None = None,
     concurrency: int = 8,
+    retry_for_minutes: float | None = None,
     **env: str,
 ) -> Dispatcher:
     configuration: dict[str, Any] = {"channel": channel, "base_url": f"{base_url}/api/"}
     if lookup_messages is not None:
         configuration["lookup_messages"] = lookup_messages
+    channel_config: dict[str, Any] = {
+        "type": "slack",
+        "retry_attempts": 1,
+        "configuration": configuration,
+    }
+    if retry_for_minutes is not None:
+        channel_config["retry_for_minutes"] = retry_for_minutes
     config = config_with(
-        {"alerts": {"type": "slack", "retry_attempts": 1, "configuration": configuration}},
+        {"alerts": channel_config},
         rate={"slack": 600},
         request_timeout_seconds=TIMEOUT,
     )
@@ -406,3 +414,81 @@ def test_a_resolve_after_a_failed_firing_replies_in_the_firings_thread(
     assert len(slack.on("/api/chat.update")) == 1
     posted = len(slack.on("/api/chat.postMessage"))
     assert posted == (2 if failure.accept else 3)  # a post Slack kept is found, not reposted
+
+
+def _fail_for_good_timing_out(
+    engine: Engine, slack: SlackStub, d: Dispatcher, clock: Clock
+) -> None:
+    """Every attempt at the firing times out (the post, then each retry's lookup of it) until
+    its retries run out: ``failed``, its delivery key kept."""
+    assert d.run_once().channel("alerts").retrying == 1
+    while outbox(engine)[0].status == "pending":
+        slack.then(Answer(200, {"ok": True}, delay=LATE, path="conversations.history"))
+        clock.advance(120)
+        d.run_once()
+    [firing] = outbox(engine)
+    assert firing.status == "failed" and "gave up" in firing.last_error
+    assert firing.delivery_key is not None
+
+
+@pytest.mark.parametrize("reply_fails", [False, True], ids=["replied", "reply-retried"])
+def test_the_resolve_of_a_firing_that_failed_for_good_replies_where_slack_kept_it(
+    engine: Engine, reply_fails: bool
+) -> None:
+    """Before: the firing's post timed out, every retry too, so it failed for good with no ts
+    recorded, although Slack had posted it; its resolve then posted a second message at the
+    top level and the first one showed FIRING for ever. Now the resolve looks the firing up by
+    its key, once, and replies in its thread (again there after a failed reply)."""
+    alert = open_alert(engine, channels=["alerts"])
+    clock = Clock(T0)
+    with slack_server() as slack:
+        d = slack_dispatcher(engine, slack.url, clock, channel="C0ALERTS", retry_for_minutes=5)
+        slack.then(Answer(200, {"ok": True}, delay=LATE, accept=True, path="chat.postMessage"))
+        _fail_for_good_timing_out(engine, slack, d, clock)
+        looked_before = len(slack.on("/api/conversations.history"))
+        actions.resolve(engine, alert.alert_id, "ana", "fixed the file", clock.now)
+        if reply_fails:
+            slack.then(Answer(500, b"upstream error", path="chat.postMessage"))
+            assert d.run_once().channel("alerts").retrying == 1
+        settle(engine, d, clock)
+
+    firing, resolved = outbox(engine)
+    assert (firing.status, resolved.status) == ("failed", "sent")
+    [post] = slack.workspace.posts()  # one message in the channel: the firing Slack kept
+    assert post["metadata"]["event_payload"]["delivery_key"] == firing.delivery_key
+    [reply] = slack.workspace.replies(post["ts"])
+    assert reply["metadata"]["event_payload"]["delivery_key"] == resolved.delivery_key
+    assert reply["text"].startswith(":white_check_mark: *RESOLVED*")
+    [update] = slack.on("/api/chat.update")
+    assert update.params["ts"] == post["ts"]
+    assert post["blocks"][0]["text"]["text"].startswith(":white_check_mark: RESOLVED")
+    with engine.connect() as conn:
+        thread = conn.execute(sa.select(notification_threads)).one()
+    assert (thread.alert_id, thread.thread_ref) == (alert.alert_id, post["ts"])
+    # One lookup for the resolve, from the firing's creation on; none for its retry.
+    [lookup] = slack.on("/api/conversations.history")[looked_before:]
+    assert float(lookup.params["oldest"]) == T0.timestamp() - 60
+
+
+def test_the_resolve_of_a_firing_slack_never_kept_is_posted_saying_which_alert(
+    engine: Engine,
+) -> None:
+    alert = open_alert(engine, channels=["alerts"])
+    clock = Clock(T0)
+    with slack_server() as slack:
+        d = slack_dispatcher(engine, slack.url, clock, channel="C0ALERTS", retry_for_minutes=5)
+        slack.then(Answer(200, {"ok": True}, delay=LATE, path="chat.postMessage"))  # not kept
+        _fail_for_good_timing_out(engine, slack, d, clock)
+        looked_before = len(slack.on("/api/conversations.history"))
+        actions.resolve(engine, alert.alert_id, "ana", "fixed the file", clock.now)
+        settle(engine, d, clock)
+
+    firing, resolved = outbox(engine)
+    assert (firing.status, resolved.status) == ("failed", "sent")
+    [post] = slack.workspace.posts()
+    assert post["metadata"]["event_payload"]["delivery_key"] == resolved.delivery_key
+    section = post["blocks"][1]["text"]["text"]
+    assert post["blocks"][0]["text"]["text"].startswith(":white_check_mark: RESOLVED")
+    assert f"_About alert {alert.alert_id} (fingerprint {alert.fingerprint[:12]}):" in section
+    assert len(slack.on("/api/conversations.history")) == looked_before + 1
+    assert not slack.on("/api/chat.update")

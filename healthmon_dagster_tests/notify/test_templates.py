@@ -45,6 +45,7 @@ from healthmon_dagster_tests.defs.fixtures import patient_values
 from healthmon_dagster_tests.notify.fixtures import T0
 
 UI = "http://dagster.example.org:3000"
+THREAD = ThreadRef("1700000000.000100", "C0ALERTS")
 NOTIFY_DIR = Path(templates.__file__).parent
 TOKEN = re.compile(r"[A-Za-z0-9]+")
 
@@ -213,7 +214,7 @@ def _as(view: AlertView, kind: NotificationKind) -> AlertView:
         extra = {"escalation_level": 2}
         event_details = {"notify_roles": ["data-platform-lead"], "notify_users": ["ana"]}
     event = AlertEvent(kind.value, at, "sensor", details=event_details)
-    return replace(view, event=event, thread=ThreadRef("1700000000.000100", "C0ALERTS"), **extra)
+    return replace(view, event=event, thread=THREAD, **extra)
 
 
 def _text(value: Any) -> str:
@@ -258,7 +259,7 @@ def _allowed(message: Message) -> set[str]:
         words |= _tokens(
             json.dumps([a.labels, a.annotations, a.details, a.fingerprint], default=str)
         )
-        words.add(a.fingerprint[:12])
+        words |= {a.fingerprint[:12], str(a.alert_id)}
         words |= _tokens(json.dumps([[link.title, link.url] for link in a.links]))
         words |= _tokens(
             " ".join(
@@ -299,9 +300,11 @@ def test_every_template_is_phi_safe_for_every_kind_of_alert(
     phrases = values - single_words
     rendered_templates: set[str] = set()
     for kind in NotificationKind:
-        for group in ([v] for v in views):  # one alert at a time, then all of them at once
+        # One alert at a time, in its thread and with none (a follow-up at the top level), then
+        # all of them at once.
+        for group in ([v] for v in views):
             message = _message(kind, group)
-            text = _rendered(message)
+            text = _rendered(message) + _rendered(_message(kind, group, thread=None))
             assert not single_words & _tokens(text), kind
             assert not [p for p in phrases if p in text], kind
             assert "xoxb-secret-never-shown" not in text
@@ -314,8 +317,10 @@ def test_every_template_is_phi_safe_for_every_kind_of_alert(
     assert rendered_templates == set(templates.template_names())
 
 
-def _message(kind: NotificationKind, views: list[AlertView]) -> Message:
-    alerts = tuple(_as(v, kind) for v in views)
+def _message(
+    kind: NotificationKind, views: list[AlertView], thread: ThreadRef | None = THREAD
+) -> Message:
+    alerts = tuple(replace(_as(v, kind), thread=thread) for v in views)
     return Message("any", kind, "{}:{rule_id}", alerts, "k" * 64, {"rule_id": "x"}, UI)
 
 
