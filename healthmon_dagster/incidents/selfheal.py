@@ -749,21 +749,18 @@ class PendingRecovery:
 
 
 def _awaited(row: Any) -> Awaited | None:
-    """What heals the failure of ``row`` (its scope's latest row), if another mechanism's run does."""
-    if row.status != Status.SKIPPED:
+    """What heals the failure of ``row`` (its scope's latest row) when this sensor did not re-run
+    it: another mechanism's run, the fixed file's load, or any later run that completes the asset
+    (a data error fixed by a person)."""
+    if row.status != Status.SKIPPED or row.rule == "materialized_since":
         return None
-    if row.rule in LEFT_TO_OTHERS:
-        return Awaited(LEFT_TO_OTHERS[row.rule], row.file_key, row.source_run_id)
-    if row.file_key is not None and row.rule != "materialized_since":
-        return Awaited("file", row.file_key, row.source_run_id)  # a data error: the file fixed
-    return None
+    return Awaited(LEFT_TO_OTHERS.get(row.rule, "run"), row.file_key, row.source_run_id)
 
 
 def pending_recoveries(engine: Engine) -> list[PendingRecovery]:
     """Incidents not ended (monitoring included: a failure decided after the incident got there
-    holds it) whose latest row for some (asset, file) is a failure another mechanism's run heals
-    (:data:`LEFT_TO_OTHERS`, or a landing file's data error that a load of the fixed file heals);
-    one cheap query when there is none."""
+    holds it) whose latest row for some (asset, file) is a failure this sensor did not re-run
+    (:func:`_awaited`); one cheap query when there is none."""
     c, i = self_heal_attempts.c, incidents.c
     with engine.connect() as conn:
         ids = (
@@ -772,7 +769,7 @@ def pending_recoveries(engine: Engine) -> list[PendingRecovery]:
                 .join(incidents, i.incident_id == c.incident_id)
                 .where(
                     c.status == Status.SKIPPED.value,
-                    sa.or_(c.rule.in_(list(LEFT_TO_OTHERS)), c.file_key.is_not(None)),
+                    c.rule != "materialized_since",
                     i.status.in_([*_HEALING, str(IncidentStatus.MONITORING)]),
                 )
                 .distinct()

@@ -59,6 +59,7 @@ from healthmon_dagster.incidents.announce import announce
 from healthmon_dagster.incidents.detect import classified_failure
 from healthmon_dagster.incidents.records import OPEN, Failure, add_event, open_or_absorb
 from healthmon_dagster.incidents.rootkey import root_key_for
+from healthmon_dagster.quality.kinds.landing_file import LANDING_FILES_ARE_NOT_STUCK as STUCK_CHECK
 from healthmon_dagster.run_tags import (
     AUTO_RETRY_RUN_ID_TAG,
     CATCH_UP_TAG,
@@ -131,11 +132,14 @@ def file_of(run: dg.DagsterRun) -> str | None:
     return str(key) if key else None
 
 
-def _scoped_file(asset: str, run: dg.DagsterRun) -> str | None:
-    """The file a failure of ``asset`` in ``run`` is of: raw/patients loads one file, so only a
-    load of that file heals it; stg and core process whatever raw holds, so any later
-    materialization does (None)."""
-    return file_of(run) if asset == catalog.RAW_PATIENTS.key else None
+def _scoped_file(asset: str, run: dg.DagsterRun, left: "Unfinished") -> str | None:
+    """The file a failure of ``asset`` in ``run`` is of: a run that did not load its one file
+    into raw/patients is healed only by a load of that file; stg and core process whatever raw
+    holds, and a raw load that happened but whose checks did not run is healed by the checks'
+    next evaluation, so any later run does (None)."""
+    if asset != catalog.RAW_PATIENTS.key or asset not in left.not_materialized:
+        return None
+    return file_of(run)
 
 
 # --- What a failed run left undone, and why --------------------------------------------------------
@@ -170,6 +174,8 @@ class RunAssets:
     failed_checks: frozenset[str]
     check_not_evaluated: frozenset[str]
     checked: frozenset[str] = frozenset()  # assets whose checks the run evaluated
+    files: frozenset[str] = frozenset()  # the landing files its raw/patients load loaded
+    failed_check_names: frozenset[tuple[str, str]] = frozenset()  # (asset, check) failed ERROR
 
     @property
     def healed(self) -> frozenset[str]:
@@ -190,6 +196,8 @@ def run_assets(instance: dg.DagsterInstance, run_id: str) -> RunAssets:
     checks_planned: dict[tuple[str, str], str] = {}
     checks_done: set[tuple[str, str]] = set()
     failed: set[str] = set()
+    failed_names: set[tuple[str, str]] = set()
+    files: set[str] = set()
     kinds = {
         t.ASSET_MATERIALIZATION_PLANNED,
         t.ASSET_MATERIALIZATION,
@@ -204,6 +212,8 @@ def run_assets(instance: dg.DagsterInstance, run_id: str) -> RunAssets:
             planned.add(_key(event.asset_key))
         elif event.event_type == t.ASSET_MATERIALIZATION and event.asset_key:
             done.add(_key(event.asset_key))
+            if _key(event.asset_key) == catalog.RAW_PATIENTS.key:
+                files.update(_loaded_files(event))
         else:
             data = event.event_specific_data
             asset = _key(data.asset_key)  # type: ignore[union-attr]
@@ -218,6 +228,7 @@ def run_assets(instance: dg.DagsterInstance, run_id: str) -> RunAssets:
                     and data.severity == dg.AssetCheckSeverity.ERROR
                 ):
                     failed.add(asset)
+                    failed_names.add(check)
     missing = {a for c, a in checks_planned.items() if c not in checks_done}
     return RunAssets(
         frozenset(done & PIPELINE_KEYS),
@@ -225,7 +236,17 @@ def run_assets(instance: dg.DagsterInstance, run_id: str) -> RunAssets:
         frozenset(failed & PIPELINE_KEYS),
         frozenset(missing & PIPELINE_KEYS),
         frozenset({a for a, _ in checks_done} & PIPELINE_KEYS),
+        frozenset(files),
+        frozenset(failed_names),
     )
+
+
+def _loaded_files(event: dg.DagsterEvent) -> list[str]:
+    """The landing files a raw/patients materialization loaded (its ``file_keys`` metadata)."""
+    materialization = getattr(event.event_specific_data, "materialization", None)
+    value = (materialization.metadata if materialization else {}).get("file_keys")
+    text = str(getattr(value, "value", value) or "")
+    return [k.strip() for k in text.split(",") if k.strip()]
 
 
 def _step_classification(instance: dg.DagsterInstance, run_id: str) -> Classification:
@@ -593,23 +614,22 @@ def _mechanism(run: dg.DagsterRun) -> str | None:
 
 
 def _heals(run: dg.DagsterRun, awaited: sh.Awaited) -> bool:
-    """Whether ``run`` is the one ``awaited`` waits for (it must also have completed the asset,
-    :func:`_completes`): a load of the same landing file; Dagster's re-execution of the failed run;
-    the landing sensor's next run."""
+    """Whether ``run`` can heal what ``awaited`` waits for (it must also have started after the
+    failure and completed the asset, :func:`_completes`): a landing file's failure only a run of
+    that file (or of every pending file); any other, any run (the one another mechanism
+    launched, Dagster's re-execution, a person's)."""
     if awaited.file_key is not None:
-        return file_of(run) == awaited.file_key
-    if awaited.mechanism == "run_retries":
-        return _parent_of(run) is not None and _parent_of(run) == awaited.source_run_id
-    return _mechanism(run) is not None
+        return file_of(run) in (awaited.file_key, None)
+    return True
 
 
 def _completes(done: RunAssets, asset: str, awaited: sh.Awaited) -> bool:
-    """A successful run of the file completed its raw load (its blocking checks passed, or the run
-    would have failed; an ERROR check that does not block, such as the stuck-files check, judges
-    other files); any other run materialized the asset, or evaluated its checks, with every check
-    passing."""
+    """For a file: the run loaded it (its raw materialization names it) and no ERROR check of
+    raw/patients failed but the stuck-files check (which judges the other files). Otherwise: the
+    run materialized the asset, or evaluated its checks, with every check passing."""
     if awaited.file_key is not None:
-        return asset in done.materialized | done.checked
+        failed = {c for a, c in done.failed_check_names if a == asset} - {STUCK_CHECK}
+        return awaited.file_key in done.files and not failed
     return asset in done.completed
 
 
@@ -848,11 +868,15 @@ def decide_failed_run(
     ended = _ended_at(record)
     why = classify_run(instance, run)
     forced = coordination(run, instance, ended, now)
+    if forced is None and run.tags.get(WILL_RETRY_TAG) == "true":
+        # run_retries never launched its re-execution (RETRY_LAUNCH_GRACE): this sensor decides,
+        # and tells Dagster's daemon not to retry it too, should it come back.
+        instance.add_run_tags(run.run_id, {WILL_RETRY_TAG: "false"})
     if forced is not None and forced.rule in _LANDING_RETRIES and not why.transient:
         # The landing sensor retries only transient failures; a data error is never re-run by
         # anyone, and its decision says so with the rule that classified it.
         forced = None
-    files = {a: _scoped_file(a, run) for a in todo}
+    files = {a: _scoped_file(a, run, left) for a in todo}
     hist = sh.histories(engine, todo, policy, now, latest)
     decisions: dict[str, sh.Decision] = {}
     for asset in todo:
@@ -972,7 +996,8 @@ def heal(
     sh.reset_breakers(engine, latest, utcnow())
     sh.recover_by_alerts(engine, utcnow(), latest)
     tick.resolved = len(sh.resolve_quiet(engine, policy, utcnow(), latest).incident_ids)
-    lookback = max(policy.window, policy.max_delay * 2)
+    # Long enough to decide a failure after its wait for run_retries' launch.
+    lookback = max(policy.window, policy.max_delay * 2, RETRY_LAUNCH_GRACE * 2)
     for record in _failed_runs(context.instance, utcnow() - lookback):
         decide_failed_run(context.instance, engine, record, policy, latest, tick, cfg)
     if cfg.self_healing.stale_reruns:

@@ -1,0 +1,174 @@
+"""Edges of what heals a landing file's failure, and of the wait for ``run_retries`` (real Dagster
+instance, real runs, SQLite and Postgres): a file whose raw load happened but whose check step met
+an outage heals by the checks' next evaluation (its own attempt finds it already loaded); a stuck
+file loaded by a person's run of every pending file heals; a fixed file that loads empty and fails
+its own ERROR check does not heal; a failure marked for a ``run_retries`` re-execution that never
+launches is decided after the wait, whatever the window, and Dagster is told not to retry it too.
+"""
+
+import dataclasses
+import sqlite3
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import sqlalchemy as sa
+from dagster._daemon.auto_run_reexecution.auto_run_reexecution import should_retry
+from sqlalchemy import exc as sa_exc
+
+from healthmon_dagster.defs.pipeline import checks as pipeline_checks
+from healthmon_dagster.defs.pipeline.jobs import raw_file_run_config
+from healthmon_dagster.defs.selfheal import sensors as shs
+from healthmon_dagster.defs.selfheal.sensors import run_assets
+from healthmon_dagster.etl.landing import LocalLandingSource
+from healthmon_dagster.etl.sample import generate_sample, write_to
+from healthmon_dagster.run_tags import WILL_RETRY_TAG
+from healthmon_dagster.store.metrics import utcnow
+from healthmon_dagster_tests.defs.fixtures import evaluate_sensor, raw_rows, run_job
+from healthmon_dagster_tests.defs.selfheal.test_review_fixes import QUIET, land_nth, rows_of
+from healthmon_dagster_tests.defs.selfheal.test_sensors import (
+    RAW_KEY,
+    Outage,
+    execute,
+    incident_rows,
+    land,
+    outage,
+    tick,
+    use_config,
+)
+
+__all__ = ["outage"]  # the fixture, imported for these tests
+
+
+def settle(instance: dg.DagsterInstance, db_url: str) -> str:
+    """Ticks past the quiet period; the incident's status."""
+    for _ in range(2):
+        tick(instance)
+        time.sleep(QUIET)
+    tick(instance)
+    (incident,) = incident_rows(db_url)
+    return str(incident.status)
+
+
+@pytest.mark.parametrize(
+    ("driver_error", "rule"),
+    [
+        # The landing sensor's to retry (transient), and an error no rule knows (never re-run).
+        (sqlite3.OperationalError("connection refused"), "coordination:file_attempt"),
+        (Exception("connection refused"), "database_error"),
+    ],
+)
+def test_a_loaded_file_whose_check_met_an_outage_heals_by_the_next_evaluation(
+    driver_error: Exception,
+    rule: str,
+    healthmon_env: Path,
+    db_url: str,
+    instance: dg.DagsterInstance,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    use_config(monkeypatch, tmp_path)
+    monkeypatch.setenv("HEALTHMON_HEALTH_DATABASE_URL", db_url)
+    sample = land(healthmon_env)
+    real = pipeline_checks.stuck_files_result
+    down = {"on": True}
+
+    def check_meets_an_outage(engine: sa.Engine) -> object:
+        if down["on"]:
+            raise sa_exc.OperationalError("select", {}, driver_error)
+        return real(engine)
+
+    monkeypatch.setattr(pipeline_checks, "stuck_files_result", check_meets_an_outage)
+    (attempt1,) = evaluate_sensor(instance).run_requests or []
+    first = execute(instance, attempt1)
+    assert first.success is False and raw_rows(db_url, sample.key) == 50
+    assert RAW_KEY in run_assets(instance, first.run_id).check_not_evaluated
+    assert not tick(instance).run_requests
+    down["on"] = False
+
+    # The file's next attempt finds it loaded (no materialization); the next file's load
+    # evaluates raw/patients' checks again, passing.
+    evaluate_sensor(instance)
+    time.sleep(1.1)
+    for request in evaluate_sensor(instance).run_requests or []:
+        execute(instance, request)
+    other = land_nth(healthmon_env, 2)
+    (load,) = evaluate_sensor(instance).run_requests or []
+    assert execute(instance, load).success and raw_rows(db_url, other.key) == 50
+    assert rows_of(db_url, RAW_KEY)[0][2:] == ("skipped", rule)
+    assert settle(instance, db_url) == "resolved"
+
+
+def test_a_stuck_file_loaded_by_a_run_of_every_pending_file_heals(
+    outage: Outage,
+    healthmon_env: Path,
+    db_url: str,
+    instance: dg.DagsterInstance,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    use_config(monkeypatch, tmp_path)
+    sample = land(healthmon_env)
+    (attempt,) = evaluate_sensor(instance).run_requests or []
+    outage.down()
+    assert execute(instance, attempt).success is False
+    assert not tick(instance).run_requests
+    outage.up()
+    evaluate_sensor(instance)  # attempt 1 failed; its backoff
+    # A person materializes the pipeline with no configuration: every unloaded file.
+    load = run_job(instance, {})
+    assert load.success and raw_rows(db_url, sample.key) == 50
+    assert sample.key in run_assets(instance, load.run_id).files
+    assert settle(instance, db_url) == "resolved"
+
+
+def test_a_fixed_file_that_loads_empty_and_fails_its_own_check_does_not_heal(
+    healthmon_env: Path,
+    db_url: str,
+    instance: dg.DagsterInstance,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    use_config(monkeypatch, tmp_path)
+    land(healthmon_env, defect="missing_column")
+    (attempt,) = evaluate_sensor(instance).run_requests or []
+    assert execute(instance, attempt).success is False
+    tick(instance)
+    (good,) = generate_sample(50, files=1)
+    header_only = dataclasses.replace(good, data=good.data.split(b"\n", 1)[0] + b"\n", rows=0)
+    write_to(LocalLandingSource(healthmon_env / "landing"), [header_only])
+    (reload,) = evaluate_sensor(instance).run_requests or []
+    loaded = execute(instance, reload)
+    done = run_assets(instance, loaded.run_id)
+    assert loaded.success and good.key in done.files and RAW_KEY in done.failed_checks
+    assert settle(instance, db_url) == "open"
+
+
+@pytest.mark.parametrize("window", [60, 5])
+def test_a_re_execution_never_launched_is_decided_after_the_wait(
+    window: int,
+    outage: Outage,
+    healthmon_env: Path,
+    db_url: str,
+    instance: dg.DagsterInstance,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    use_config(monkeypatch, tmp_path, window_minutes=window)
+    sample = land(healthmon_env)
+    outage.down()
+    failed = run_job(instance, raw_file_run_config(sample.key))
+    assert failed.success is False
+    instance.add_run_tags(failed.run_id, {WILL_RETRY_TAG: "true"})  # the retry daemon is down
+    assert not tick(instance).run_requests and rows_of(db_url, RAW_KEY) == []
+    outage.up()
+    later = utcnow() + timedelta(minutes=11)
+    monkeypatch.setattr(shs, "utcnow", lambda: later)
+    (rerun,) = tick(instance).run_requests or []
+    assert (rerun.run_key or "").startswith(f"selfheal:{failed.run_id}")
+    # Dagster's daemon, back, does not re-execute it as well.
+    run = instance.get_run_by_id(failed.run_id)
+    assert run is not None and run.tags[WILL_RETRY_TAG] == "false"
+    assert not should_retry(run, instance)
