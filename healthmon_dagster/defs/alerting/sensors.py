@@ -32,9 +32,11 @@ tick with a reason naming it.
 
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from itertools import takewhile
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 import sqlalchemy as sa
@@ -77,6 +79,9 @@ from healthmon_dagster.store.db import DatabaseUnavailable
 from healthmon_dagster.store.errors import error_text
 from healthmon_dagster.store.metrics import utcnow
 from healthmon_dagster.store.tables import check_results, notifications
+
+if TYPE_CHECKING:  # what the event log storage returns; dagster does not export the class
+    from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecord
 
 RUNS_LOOKED_AT = 200  # the newest finished runs: the latest of each job decides its alert
 STORE_ERRORS = (sa_exc.SQLAlchemyError, DatabaseUnavailable)
@@ -282,10 +287,13 @@ def check_execution_signals(
     check planned in a failed run EXECUTION_FAILED, also those whose step never ran because an
     asset upstream failed: those did not fail, they were not run) and ``etl.check_results`` has
     no row of it from that run (a recorded result, ``error`` included, is judged as such).
-    Inactive for a check that was evaluated (passed or failed). None for a check its finished run
-    planned but never ran (an asset upstream failed, the run was canceled): that says nothing of
-    whether it can run; the record is passed by all the same. The health components' checks are
-    left to the health rules. A record of a run still going is read again next time."""
+    Inactive for a check that was evaluated (passed or failed). A record its finished run planned
+    but never ran (an asset upstream failed, the run was canceled) says nothing of whether the
+    check can run: the check's records before it, newer than ``after`` (at most
+    ``_WALK_BACK``), are read back to the newest that says something (an evaluation run between
+    two ticks is not hidden by a later run that only planned the check); none: no signal. The
+    health components' checks are left to the health rules. A record of a run still going is
+    read again next time."""
     rules = [
         r
         for r in rules_of(effective_rules(config), EventKind.CHECK_FAILED)
@@ -307,25 +315,45 @@ def check_execution_signals(
     failed_steps: dict[str, set[str] | None] = {}  # run id -> failed step keys (None: not done)
     candidates: list[tuple[dg.AssetCheckKey, str]] = []  # (key, run id) of failed steps
     out: list[Signal] = []
-    for key, record in fresh:
-        if record.status.value != "PLANNED":  # AssetCheckExecutionRecordStatus (not exported)
-            out += _execution_signals(rules, key, record.run_id, False)  # evaluated: it ran
-            continue
-        if record.run_id not in failed_steps:
-            failed_steps[record.run_id] = _failed_steps(instance, record.run_id)
-        steps = failed_steps[record.run_id]
-        if steps is None:  # its run is still going: read it again next time
-            cursor = min(cursor, record.id - 1)
-            continue
-        step = record.event.step_key if record.event is not None else None
-        if step is not None and step in steps:
-            candidates.append((key, record.run_id))
-        # Otherwise its step never ran: no signal, and the cursor passes it.
+    for key, latest in fresh:
+        for record in _newest_first(instance, key, latest, after):
+            if record.status.value != "PLANNED":  # AssetCheckExecutionRecordStatus (not exported)
+                out += _execution_signals(rules, key, record.run_id, False)  # evaluated: it ran
+                break
+            if record.run_id not in failed_steps:
+                failed_steps[record.run_id] = _failed_steps(instance, record.run_id)
+            steps = failed_steps[record.run_id]
+            if steps is None:  # its run is still going: read it again next time
+                cursor = min(cursor, record.id - 1)
+                break
+            step = record.event.step_key if record.event is not None else None
+            if step is not None and step in steps:
+                candidates.append((key, record.run_id))
+                break
+            # Otherwise its step never ran: the record before it says, and the cursor passes it.
     recorded = _recorded_checks(engine, {run_id for _, run_id in candidates})
     for key, run_id in candidates:
         asset = key.asset_key.to_user_string()
         out += _execution_signals(rules, key, run_id, (asset, key.name, run_id) not in recorded)
     return out, cursor
+
+
+_WALK_BACK = 10  # a check's records read back past those its runs planned but never ran
+
+
+def _newest_first(
+    instance: dg.DagsterInstance,
+    key: dg.AssetCheckKey,
+    latest: "AssetCheckExecutionRecord",
+    after: int | None,
+) -> Iterator["AssetCheckExecutionRecord"]:
+    """``latest``, then the check's records before it that are newer than ``after`` (at most
+    ``_WALK_BACK``), newest first; those are read only if asked for."""
+    yield latest
+    older = instance.event_log_storage.get_asset_check_execution_history(
+        key, limit=_WALK_BACK, cursor=latest.id
+    )
+    yield from takewhile(lambda r: after is None or r.id > after, older)
 
 
 def _execution_signals(

@@ -4,10 +4,12 @@ value in it and queues it on the log channel; the next clean file resolves it; a
 the contract fires the contract-break and run-failure alerts. A failed run fires though a later run
 succeeded before the tick; a run that found the database down is evidence of its outage only when
 the connectivity check has not reported since the step failed; a check whose step fails alerts
-until it is evaluated again (a run that only planned it says nothing); a store outage skips both
+until it is evaluated again (a run that only planned it says nothing, nor hides the runs before
+it); a store outage skips both
 sensors with its reason; the intervals come from healthmon.yaml."""
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -279,9 +281,11 @@ ledger_defs = dg.Definitions(
 )
 
 
-def test_a_check_whose_step_fails_before_recording_a_result_alerts_until_it_runs(
+def ledger_runs(
     db_url: str, tmp_path: Path, instance: dg.DagsterInstance
-) -> None:
+) -> tuple[Callable[[str | None], str | None], Callable[..., None]]:
+    """A tick of the alert-evaluation sensor over ``ledger_defs`` (cursor in, cursor out) and a
+    run of ledger_job (``fail``: the check's step fails; ``asset_fails``: the asset's does)."""
     config = tmp_path / "healthmon.yaml"
     config.write_text("alerting: {builtin_channels: [log]}\n")
     context_resources = {
@@ -312,6 +316,13 @@ def test_a_check_whose_step_fails_before_recording_a_result_alerts_until_it_runs
             raise_on_error=False,
         )
 
+    return tick, check_run
+
+
+def test_a_check_whose_step_fails_before_recording_a_result_alerts_until_it_runs(
+    db_url: str, tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    tick, check_run = ledger_runs(db_url, tmp_path, instance)
     cursor = tick(None)
     check_run(fail=True)  # Dagster: PLANNED in a failed run, nothing in etl.check_results
     cursor = tick(cursor)
@@ -339,6 +350,41 @@ def test_a_check_whose_step_fails_before_recording_a_result_alerts_until_it_runs
     tick(cursor)
     (alert,) = [a for a in open_alerts(db_url) if a.rule_id == "asset_check_error"]
     assert alert.state == "resolved"
+
+
+def test_a_run_that_only_planned_the_check_does_not_hide_the_runs_before_it(
+    db_url: str, tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    tick, check_run = ledger_runs(db_url, tmp_path, instance)
+
+    def states() -> list[str]:
+        return [str(a.state) for a in open_alerts(db_url) if a.rule_id == "asset_check_error"]
+
+    cursor = tick(None)
+    check_run(fail=True)
+    cursor = tick(cursor)
+    assert states() == ["firing"]
+
+    # Between two ticks the check passes, then a run only plans it (its asset fails): the
+    # latest record says nothing, the evaluation before it resolves the alert.
+    check_run(fail=False)
+    check_run(fail=False, asset_fails=True)
+    cursor = tick(cursor)
+    assert states() == ["resolved"]
+    cursor = tick(cursor)
+    assert states() == ["resolved"]
+
+    # Its step fails, then a run only plans it: the failed step fires the alert again.
+    check_run(fail=True)
+    check_run(fail=False, asset_fails=True)
+    cursor = tick(cursor)
+    assert states() == ["resolved", "firing"]
+
+    # Only runs that planned it since: nothing new, the alert stays as it was.
+    check_run(fail=False, asset_fails=True)
+    check_run(fail=False, asset_fails=True)
+    tick(cursor)
+    assert states() == ["resolved", "firing"]
 
 
 @pytest.mark.parametrize("kind", ["sqlite_folder_is_a_file", "invalid_url", "postgres_down"])
