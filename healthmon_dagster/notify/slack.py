@@ -347,8 +347,9 @@ class SlackNotifier:
 
     def _follow_up(self, client: "WebClient", message: Message, thread: ThreadRef) -> Delivery:
         """Reply in ``thread`` and rewrite its first message. The alerts with no thread yet (it
-        was just found by their first message's key) get this one, even when the reply fails:
-        its retry replies here without looking for it again."""
+        was just found by their first message's key) get this one, even when the reply (or the
+        lookup of an earlier attempt's reply) fails: its retry replies here without looking for
+        it again."""
         conversation = thread.conversation or self.config.channel or ""
         here = ThreadRef(thread.ref, conversation)
         threads = {a.alert_id: here for a in message.alerts if a.thread is None}
@@ -356,12 +357,16 @@ class SlackNotifier:
             render("slack", message.kind, "reply", message=message, alert=a) for a in message.alerts
         )
         found, note = None, ""
-        # A thread found just now holds no reply of an earlier attempt (that one would have
-        # recorded the thread): nothing to look for in it.
-        if message.in_doubt and not threads:
-            found, _, note = self._find_earlier(
-                client, {message.delivery_key: message.attempted_since}, here
-            )
+        # A reply of an earlier attempt may be in the thread, even in one found just now: that
+        # attempt may have found it too and replied, then died before recording either.
+        if message.in_doubt:
+            try:
+                found, _, note = self._find_earlier(
+                    client, {message.delivery_key: message.attempted_since}, here
+                )
+            except DeliveryError as exc:
+                exc.threads = threads
+                raise
         if found is None:
             try:
                 self._call(
