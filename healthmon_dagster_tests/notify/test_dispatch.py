@@ -15,7 +15,8 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from healthmon_dagster.alerting import actions
-from healthmon_dagster.enums import AlertEventKind
+from healthmon_dagster.alerting.engine import queue
+from healthmon_dagster.enums import AlertEventKind, NotificationKind
 from healthmon_dagster.notify.dispatch import Dispatcher, DispatchReport
 from healthmon_dagster_tests.fixtures import free_port
 from healthmon_dagster_tests.notify.fixtures import (
@@ -24,6 +25,7 @@ from healthmon_dagster_tests.notify.fixtures import (
     Clock,
     HttpStub,
     Request,
+    StoredAlert,
     add_event,
     config_with,
     open_alert,
@@ -635,3 +637,37 @@ def test_a_redirect_is_a_permanent_error_never_followed(engine: Engine, status: 
     assert row.status == "failed" and row.delivery_key is None
     assert f"answered HTTP {status}, redirected to {elsewhere.url}" in row.last_error
     assert "s3cr3t" not in row.last_error and "/moved" not in row.last_error
+
+
+def _queue_update(engine: Engine, alert: StoredAlert, at: datetime, note: str) -> int:
+    """An incident update of ``alert`` (an event and its ``updated`` row on the hook)."""
+    event_id = add_event(engine, alert, AlertEventKind.NOTE, [], at=at, note=note)
+    with engine.begin() as conn:
+        queue(conn, event_id, alert.alert_id, ["hook"], NotificationKind.UPDATED, "g", at)
+    return event_id
+
+
+def test_an_update_waits_for_an_older_update_of_its_alert_still_pending(engine: Engine) -> None:
+    """Before: an update waiting for its retry (a 5xx; or one held by a silence) was overtaken
+    by the next update of its alert, due at once: an ITSM got the newer status, then the older
+    one over it. Now the newer update waits behind it and follows it."""
+    alert = open_alert(engine, channels=["hook"])
+    clock = Clock(T0)
+    with webhook_server() as server:
+        d = dispatcher(engine, server, clock)
+        assert d.run_once().channel("hook").sent == 1  # the firing
+        server.then(Answer(500, {"error": "boom"}))
+        older = _queue_update(engine, alert, clock.now, "investigating")
+        assert d.run_once().channel("hook").retrying == 1
+        newer = _queue_update(engine, alert, clock.now, "identified")
+        waiting = d.run_once()
+        clock.advance(2)  # past the older one's backoff
+        together = d.run_once()  # the older one is retried; the newer one, a request apart
+        after = d.run_once()
+
+    assert waiting.sent == 0 and waiting.channel("hook").deferred == 1
+    assert together.channel("hook").sent == 1 and together.channel("hook").deferred == 1
+    assert after.channel("hook").sent == 1
+    rows = {r.event_id: r for r in outbox(engine) if r.kind == "updated"}
+    keys = [r.headers["Idempotency-Key"] for r in server.requests[1:]]
+    assert keys == [rows[older].delivery_key, rows[older].delivery_key, rows[newer].delivery_key]
