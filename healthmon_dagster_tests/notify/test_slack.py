@@ -470,6 +470,48 @@ def test_the_resolve_of_a_firing_that_failed_for_good_replies_where_slack_kept_i
     assert float(lookup.params["oldest"]) == T0.timestamp() - 60
 
 
+def test_the_thread_found_by_a_resolve_serves_every_alert_its_firing_announced(
+    engine: Engine,
+) -> None:
+    """A firing announcing two alerts failed for good, Slack kept it. Before: the first alert's
+    resolve found it by its key and recorded the thread for that alert only, so the second
+    one's resolve looked it up in the history again (one lookup per resolve, where a bot
+    outside the Marketplace may get one a minute). Now the thread is recorded for both."""
+    first = open_alert(engine, channels=["alerts"], group_key="g")
+    second = open_alert(
+        engine,
+        channels=["alerts"],
+        group_key="g",
+        labels={"rule_id": "check_failed", "asset": "stg/patients", "check": "other"},
+    )
+    clock = Clock(T0)
+    with slack_server() as slack:
+        d = slack_dispatcher(engine, slack.url, clock, channel="C0ALERTS", retry_for_minutes=5)
+        slack.then(Answer(200, {"ok": True}, delay=LATE, accept=True, path="chat.postMessage"))
+        assert d.run_once().channel("alerts").retrying == 2
+        while any(r.status == "pending" for r in outbox(engine)):
+            slack.then(Answer(200, {"ok": True}, delay=LATE, path="conversations.history"))
+            clock.advance(120)
+            d.run_once()
+        assert len({(r.status, r.delivery_key) for r in outbox(engine)}) == 1  # one request
+        looked_before = len(slack.on("/api/conversations.history"))
+        actions.resolve(engine, first.alert_id, "ana", "fixed", clock.now)
+        settle(engine, d, clock)
+        with engine.connect() as conn:
+            threads = conn.execute(
+                sa.select(notification_threads.c.alert_id, notification_threads.c.thread_ref)
+            ).all()
+        actions.resolve(engine, second.alert_id, "ana", "fixed", clock.now)
+        settle(engine, d, clock)
+
+    [post] = slack.workspace.posts()  # the firing Slack kept
+    assert sorted(threads) == [(first.alert_id, post["ts"]), (second.alert_id, post["ts"])]
+    assert len(slack.workspace.replies(post["ts"])) == 2  # each resolve replied in its thread
+    assert len(slack.on("/api/conversations.history")) == looked_before + 1  # the first's only
+    assert post["blocks"][0]["text"]["text"].startswith(":white_check_mark: RESOLVED")
+    assert [r.status for r in outbox(engine)] == ["failed", "failed", "sent", "sent"]
+
+
 @pytest.mark.parametrize("lookup_times_out", [False, True], ids=["found", "lookup-retried"])
 def test_a_resolve_killed_after_replying_in_the_thread_it_found_is_not_replied_twice(
     engine: Engine, monkeypatch: pytest.MonkeyPatch, lookup_times_out: bool
