@@ -30,7 +30,8 @@ work and the rate limit:
 4. Take as many messages as the channel's rate limit allows now: requests in the last 60 s and
    the last second (``rate_per_minute`` and ``ceil(rate_per_minute / 60)``), counted from the store
    (live leases, and ``etl.notification_requests``: each request, sent or failed, from when it
-   ended), so a storm is queued, never dropped, and no window at the receiver holds more.
+   ended; one cut off by a kill, from its lease's end), so a storm is queued, never dropped,
+   and no window at the receiver holds more.
 5. Claim them: ``claimed_by``/``claimed_until`` (the lease) and the ``delivery_key``, the
    deterministic idempotency key of the request, written BEFORE anything is sent.
 
@@ -512,6 +513,7 @@ class Dispatcher:
                 report.failed += self._finish(conn, rows, NotificationStatus.FAILED, now, msg)
                 report.errors.append(msg)
                 return []
+            self._count_cut_off(conn, name, rows)
             rows = self._cancel_moot(conn, name, notifier, rows, now, report)
             rows = self._after_announcements(conn, name, rows, now, report)
             rows = self._after_older_updates(conn, name, notifier, rows, now, report)
@@ -589,6 +591,7 @@ class Dispatcher:
                 N.created_at,
                 N.delivery_key,
                 N.claimed_by,
+                N.claimed_until,
                 N.retry_until,
                 A.state.label("alert_state"),
                 A.status.label("alert_status"),
@@ -1009,6 +1012,29 @@ class Dispatcher:
         values = [{"channel": name, "ended_at": at} for at in ended if at is not None]
         if values and self.rate_per_minute(name) is not None:
             conn.execute(notification_requests.insert(), values)
+
+    def _count_cut_off(self, conn: Connection, name: str, rows: Sequence[RowMapping]) -> None:
+        """Count the requests whose dispatcher died mid-send (their lease lapsed, nothing was
+        recorded; before, they counted only while the lease lasted): each may have reached the
+        receiver as late as its lease's end. Their lease is cleared (the owner kept: a late
+        answer may still record it), so each counts once."""
+        cut_off: dict[str, datetime] = {}
+        ids = []
+        for r in rows:
+            lease = _utc(r["claimed_until"])
+            if r["claimed_by"] is not None and lease is not None and r["delivery_key"]:
+                key = str(r["delivery_key"])
+                cut_off[key] = max(lease, cut_off.get(key, lease))
+                ids.append(int(r["notification_id"]))
+        if not cut_off:
+            return
+        self._count_requests(conn, name, list(cut_off.values()))
+        for chunk in _chunks(ids, 500):
+            conn.execute(
+                notifications.update()
+                .where(N.notification_id.in_(chunk))
+                .values(claimed_until=None)
+            )
 
     def _threads(
         self, conn: Connection, name: str, alert_ids: Iterable[int]

@@ -368,6 +368,37 @@ def test_the_rate_limit_queues_a_storm_per_second_and_per_minute(engine: Engine)
     assert statuses(engine).count("sent") == 5 and len(server.requests) == 5
 
 
+def test_a_request_cut_off_by_a_kill_counts_against_the_rate_limit_after_its_lease(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: a request whose dispatcher died mid-send counted only while its lease lasted
+    (it left no record of its end), so the dispatcher taking it over sent it again and one more
+    at once: 3 requests in a minute at a receiver allowed 2. Now it counts from its lease's end
+    as a request that ended then."""
+    for i in range(3):
+        open_alert(engine, channels=["hook"], labels={"rule_id": "r", "asset": f"a{i}"})
+    clock = Clock(T0)
+    with webhook_server() as server:
+        killed = dispatcher(engine, server, clock, rate={"webhook": 2}, lease_seconds=5)
+        monkeypatch.setattr(killed, "_mark_sent", lambda *args, **kwargs: None)  # dies here
+        killed.run_once()
+        assert len(server.requests) == 1  # it reached the receiver; nothing was recorded
+        d = dispatcher(engine, server, clock, rate={"webhook": 2}, lease_seconds=5)
+        sent = []
+        for step in (6, 1.5, 1.5, 60):  # past the lease; within its minute; past it
+            clock.advance(step)
+            sent.append(d.run_once().sent)
+
+    # 2 reach the receiver in the minute after the cut-off request: it and its resend.
+    assert sent == [1, 0, 0, 1]
+    assert len(server.requests) == 3
+    assert (
+        server.requests[0].headers["Idempotency-Key"]
+        == server.requests[1].headers["Idempotency-Key"]
+    )
+    assert statuses(engine).count("sent") == 2
+
+
 def test_two_dispatchers_at_once_send_each_row_once(engine: Engine) -> None:
     for i in range(40):
         open_alert(engine, channels=["hook"], labels={"rule_id": "r", "asset": f"a{i}"})
