@@ -782,6 +782,7 @@ def _settle(
                     note=f"no longer suppressed (was: {alert.suppressed_by})",
                 )
                 report.unsuppressed.append(alert.alert_id)
+                _release_updates(conn, alert.alert_id, now)
                 if needs_queue and dropped:
                     # The firing event's rows exist (dropped): announce it on this event.
                     report.notifications += queue(
@@ -795,6 +796,23 @@ def _settle(
                     )
         if needs_queue and rule is not None:
             report.notifications += _queue_firing(conn, alert, rule, never, now)
+
+
+def _release_updates(conn: Connection, alert_id: int, now: datetime) -> None:
+    """The updates the dispatcher held while the alert was suppressed (never attempted; parked
+    for a long while) are due now: the channels told before hear what changed meanwhile."""
+    n = notifications.c
+    conn.execute(
+        notifications.update()
+        .where(
+            n.alert_id == alert_id,
+            n.status == str(NotificationStatus.PENDING),
+            n.kind == str(NotificationKind.UPDATED),
+            n.delivery_key.is_(None),
+            n.not_before > now,
+        )
+        .values(not_before=now)
+    )
 
 
 def _queue_firing(

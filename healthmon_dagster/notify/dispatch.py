@@ -15,10 +15,12 @@ work and the rate limit:
    repeat, escalation) of an alert resolved since, in retry or due (its resolve supersedes it;
    but on a threaded channel an attempted one of an alert with no thread there yet is retried
    first, so the resolve can reply in the thread it starts or that Slack kept), a notification
-   of an alert that is suppressed now (an incident's update waits for the suppression's end
-   instead), rows of a disabled channel. Hold a resolve or an acknowledgement while an
-   announcement of its alert is still under way on the channel (in flight in another process,
-   in this pass, or queued): it follows it, never overtakes it.
+   of an alert that is suppressed now (an incident's update waits instead, not due, until the
+   alert engine releases it at the suppression's end), rows of a disabled channel. Hold a
+   resolve or an acknowledgement while an announcement of its alert is still under way on the
+   channel (in flight in another process, in this pass, or queued): it follows it, never
+   overtakes it; likewise an update while an older update of its alert is still pending there
+   (in another request).
 3. Group them, Alertmanager's way: one message per (group_key, kind). A new group waits
    ``group_wait_seconds`` after its first notification (the shortest ``group_wait_by_severity``
    of its alerts' severities: 0 for errors by default); a group notified recently waits until
@@ -28,7 +30,8 @@ work and the rate limit:
 4. Take as many messages as the channel's rate limit allows now: requests in the last 60 s and
    the last second (``rate_per_minute`` and ``ceil(rate_per_minute / 60)``), counted from the store
    (live leases, and ``etl.notification_requests``: each request, sent or failed, from when it
-   ended), so a storm is queued, never dropped, and no window at the receiver holds more.
+   ended; one cut off by a kill, from its lease's end), so a storm is queued, never dropped,
+   and no window at the receiver holds more.
 5. Claim them: ``claimed_by``/``claimed_until`` (the lease) and the ``delivery_key``, the
    deterministic idempotency key of the request, written BEFORE anything is sent.
 
@@ -141,8 +144,10 @@ ANNOUNCING_KINDS = frozenset(
 # the dependency's alert that paged its outage stays quiet), which wait for the suppression's
 # end: the channels told of the incident before it hear what changed meanwhile.
 SUPPRESSIBLE_KINDS = ANNOUNCING_KINDS | {NotificationKind.UPDATED}
-SUPPRESSED_RECHECK = timedelta(minutes=1)
-"""How long an update of a suppressed alert waits before the dispatcher looks at it again."""
+SUPPRESSED_RECHECK = timedelta(hours=1)
+"""How long an update of a suppressed alert waits before the dispatcher looks at it again. The
+suppression's end releases it at once (the alert engine makes it due then): this is only a
+backstop, long enough that a silence of hours starts no dispatch run a minute for nothing."""
 
 
 def utcnow() -> datetime:
@@ -508,8 +513,10 @@ class Dispatcher:
                 report.failed += self._finish(conn, rows, NotificationStatus.FAILED, now, msg)
                 report.errors.append(msg)
                 return []
+            self._count_cut_off(conn, name, rows)
             rows = self._cancel_moot(conn, name, notifier, rows, now, report)
             rows = self._after_announcements(conn, name, rows, now, report)
+            rows = self._after_older_updates(conn, name, notifier, rows, now, report)
             units = self._units(conn, name, notifier, rows)
             units = self._timed(conn, name, units, now, report)
             budget = self._budget(conn, name, now)
@@ -584,6 +591,7 @@ class Dispatcher:
                 N.created_at,
                 N.delivery_key,
                 N.claimed_by,
+                N.claimed_until,
                 N.retry_until,
                 A.state.label("alert_state"),
                 A.status.label("alert_status"),
@@ -744,29 +752,93 @@ class Dispatcher:
                     else max(now, _utc(not_before) or now)
                 )
                 hold[int(alert_id)] = max(until, hold.get(int(alert_id), until))
-        # A request that went out before waits as a whole (one key, one content).
+        held = {
+            int(r["notification_id"]): hold[int(r["alert_id"])]
+            for r in rows
+            if r["kind"] in FOLLOW_UP_KINDS and int(r["alert_id"]) in hold
+        }
+        return self._hold(conn, rows, held, now, report)
+
+    def _after_older_updates(
+        self,
+        conn: Connection,
+        name: str,
+        notifier: Notifier,
+        rows: list[RowMapping],
+        now: datetime,
+        report: ChannelReport,
+    ) -> list[RowMapping]:
+        """Hold an update while an older update of its alert is still pending on this channel
+        (waiting for a retry, in flight elsewhere, or going in another request of this pass):
+        the receiver gets an alert's updates in the order they were made (an ITSM showing the
+        older status last is wrong). An older one in the same request goes with it, first."""
+        updates = [r for r in rows if r["kind"] == NotificationKind.UPDATED]
+        if not updates:
+            return rows
+        batch = {int(r["notification_id"]): r for r in rows}
+        pending: dict[int, list[tuple[int, datetime]]] = defaultdict(list)
+        for chunk in _chunks(sorted({int(r["alert_id"]) for r in updates}), 500):
+            for notification_id, alert_id, not_before, claimed_until in conn.execute(
+                sa.select(N.notification_id, N.alert_id, N.not_before, N.claimed_until).where(
+                    N.channel == name,
+                    N.alert_id.in_(chunk),
+                    N.status == NotificationStatus.PENDING,
+                    N.kind == NotificationKind.UPDATED,
+                )
+            ):
+                lease = _utc(claimed_until)
+                # Sent in this pass: the next pass may follow. In flight elsewhere: look again
+                # shortly. Queued: when it is due.
+                if notification_id in batch:
+                    until = now
+                elif lease is not None and lease > now:
+                    until = now + timedelta(seconds=1)
+                else:
+                    until = max(now, _utc(not_before) or now)
+                pending[int(alert_id)].append((int(notification_id), until))
+
+        def one_request(a: RowMapping, b: RowMapping) -> bool:
+            if notifier.one_alert_per_request or a["delivery_key"] != b["delivery_key"]:
+                return False
+            return a["delivery_key"] is not None or a["group_key"] == b["group_key"]
+
+        held: dict[int, datetime] = {}
+        for r in updates:
+            this = int(r["notification_id"])
+            for older, until in pending[int(r["alert_id"])]:
+                if older < this and not (older in batch and one_request(batch[older], r)):
+                    held[this] = max(until, held.get(this, until))
+        return self._hold(conn, rows, held, now, report)
+
+    def _hold(
+        self,
+        conn: Connection,
+        rows: list[RowMapping],
+        held: Mapping[int, datetime],
+        now: datetime,
+        report: ChannelReport,
+    ) -> list[RowMapping]:
+        """``rows`` less those ``held`` (notification id: when it may go; now: the next pass),
+        whose ``not_before`` moves there. A request that went out before waits as a whole (one
+        key, one content)."""
         key_hold: dict[str, datetime] = {}
         for r in rows:
-            if r["kind"] in FOLLOW_UP_KINDS and int(r["alert_id"]) in hold and r["delivery_key"]:
-                until = hold[int(r["alert_id"])]
+            until = held.get(int(r["notification_id"]))
+            if until is not None and r["delivery_key"]:
                 key_hold[r["delivery_key"]] = max(until, key_hold.get(r["delivery_key"], until))
-        keep, held = [], []
+        keep = []
         for r in rows:
-            if r["delivery_key"] in key_hold or (
-                r["kind"] in FOLLOW_UP_KINDS and int(r["alert_id"]) in hold
-            ):
-                held.append(r)
-            else:
+            until = key_hold.get(r["delivery_key"]) or held.get(int(r["notification_id"]))
+            if until is None:
                 keep.append(r)
-        for r in held:
-            until = key_hold.get(r["delivery_key"]) or hold[int(r["alert_id"])]
+                continue
+            report.deferred += 1
             if until > now:
                 conn.execute(
                     notifications.update()
                     .where(N.notification_id == r["notification_id"])
                     .values(not_before=until)
                 )
-        report.deferred += len(held)
         return keep
 
     def _units(
@@ -940,6 +1012,29 @@ class Dispatcher:
         values = [{"channel": name, "ended_at": at} for at in ended if at is not None]
         if values and self.rate_per_minute(name) is not None:
             conn.execute(notification_requests.insert(), values)
+
+    def _count_cut_off(self, conn: Connection, name: str, rows: Sequence[RowMapping]) -> None:
+        """Count the requests whose dispatcher died mid-send (their lease lapsed, nothing was
+        recorded; before, they counted only while the lease lasted): each may have reached the
+        receiver as late as its lease's end. Their lease is cleared (the owner kept: a late
+        answer may still record it), so each counts once."""
+        cut_off: dict[str, datetime] = {}
+        ids = []
+        for r in rows:
+            lease = _utc(r["claimed_until"])
+            if r["claimed_by"] is not None and lease is not None and r["delivery_key"]:
+                key = str(r["delivery_key"])
+                cut_off[key] = max(lease, cut_off.get(key, lease))
+                ids.append(int(r["notification_id"]))
+        if not cut_off:
+            return
+        self._count_requests(conn, name, list(cut_off.values()))
+        for chunk in _chunks(ids, 500):
+            conn.execute(
+                notifications.update()
+                .where(N.notification_id.in_(chunk))
+                .values(claimed_until=None)
+            )
 
     def _threads(
         self, conn: Connection, name: str, alert_ids: Iterable[int]

@@ -25,9 +25,10 @@ is posted again and the delivery's detail says so: a possible duplicate rather t
 The same lookup serves a follow-up (resolve, acknowledgement, update) of alerts with no thread
 here whose first message went out unrecorded (``Message.announced_key``: its post timed out, and
 so did every retry, until it failed for good): found, the follow-up replies in its thread and
-rewrites it, and the thread is recorded even when the reply fails, so a retry does not look
-again; not found, the follow-up is posted at the top level and names the alert (its id and
-fingerprint). One lookup carries both keys when the follow-up is itself a resend in doubt.
+rewrites it, and the thread is recorded for every alert that message announced even when the
+reply fails, so neither a retry nor the next alert's follow-up looks again; not found, the
+follow-up is posted at the top level and names the alert (its id and fingerprint). One lookup
+carries both keys when the follow-up is itself a resend in doubt.
 
 Configuration: ``channel`` (``#name`` or an id, better an id; required), ``token_env`` (default
 ``SLACK_BOT_TOKEN``), ``base_url`` (Slack's Web API; tests point it at a local server),
@@ -347,21 +348,29 @@ class SlackNotifier:
 
     def _follow_up(self, client: "WebClient", message: Message, thread: ThreadRef) -> Delivery:
         """Reply in ``thread`` and rewrite its first message. The alerts with no thread yet (it
-        was just found by their first message's key) get this one, even when the reply fails:
-        its retry replies here without looking for it again."""
+        was just found by their first message's key: this follow-up's alerts and every other one
+        that message announced) get this one, even when the reply (or the lookup of an earlier
+        attempt's reply) fails: its retry, and the next follow-up of any of them, replies here
+        without looking for it again."""
         conversation = thread.conversation or self.config.channel or ""
         here = ThreadRef(thread.ref, conversation)
-        threads = {a.alert_id: here for a in message.alerts if a.thread is None}
+        threads = {
+            a.alert_id: here for a in (*message.alerts, *message.thread_alerts) if a.thread is None
+        }
         reply = "\n".join(
             render("slack", message.kind, "reply", message=message, alert=a) for a in message.alerts
         )
         found, note = None, ""
-        # A thread found just now holds no reply of an earlier attempt (that one would have
-        # recorded the thread): nothing to look for in it.
-        if message.in_doubt and not threads:
-            found, _, note = self._find_earlier(
-                client, {message.delivery_key: message.attempted_since}, here
-            )
+        # A reply of an earlier attempt may be in the thread, even in one found just now: that
+        # attempt may have found it too and replied, then died before recording either.
+        if message.in_doubt:
+            try:
+                found, _, note = self._find_earlier(
+                    client, {message.delivery_key: message.attempted_since}, here
+                )
+            except DeliveryError as exc:
+                exc.threads = threads
+                raise
         if found is None:
             try:
                 self._call(

@@ -15,7 +15,8 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from healthmon_dagster.alerting import actions
-from healthmon_dagster.enums import AlertEventKind
+from healthmon_dagster.alerting.engine import queue
+from healthmon_dagster.enums import AlertEventKind, NotificationKind
 from healthmon_dagster.notify.dispatch import Dispatcher, DispatchReport
 from healthmon_dagster_tests.fixtures import free_port
 from healthmon_dagster_tests.notify.fixtures import (
@@ -24,6 +25,7 @@ from healthmon_dagster_tests.notify.fixtures import (
     Clock,
     HttpStub,
     Request,
+    StoredAlert,
     add_event,
     config_with,
     open_alert,
@@ -366,6 +368,37 @@ def test_the_rate_limit_queues_a_storm_per_second_and_per_minute(engine: Engine)
     assert statuses(engine).count("sent") == 5 and len(server.requests) == 5
 
 
+def test_a_request_cut_off_by_a_kill_counts_against_the_rate_limit_after_its_lease(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: a request whose dispatcher died mid-send counted only while its lease lasted
+    (it left no record of its end), so the dispatcher taking it over sent it again and one more
+    at once: 3 requests in a minute at a receiver allowed 2. Now it counts from its lease's end
+    as a request that ended then."""
+    for i in range(3):
+        open_alert(engine, channels=["hook"], labels={"rule_id": "r", "asset": f"a{i}"})
+    clock = Clock(T0)
+    with webhook_server() as server:
+        killed = dispatcher(engine, server, clock, rate={"webhook": 2}, lease_seconds=5)
+        monkeypatch.setattr(killed, "_mark_sent", lambda *args, **kwargs: None)  # dies here
+        killed.run_once()
+        assert len(server.requests) == 1  # it reached the receiver; nothing was recorded
+        d = dispatcher(engine, server, clock, rate={"webhook": 2}, lease_seconds=5)
+        sent = []
+        for step in (6, 1.5, 1.5, 60):  # past the lease; within its minute; past it
+            clock.advance(step)
+            sent.append(d.run_once().sent)
+
+    # 2 reach the receiver in the minute after the cut-off request: it and its resend.
+    assert sent == [1, 0, 0, 1]
+    assert len(server.requests) == 3
+    assert (
+        server.requests[0].headers["Idempotency-Key"]
+        == server.requests[1].headers["Idempotency-Key"]
+    )
+    assert statuses(engine).count("sent") == 2
+
+
 def test_two_dispatchers_at_once_send_each_row_once(engine: Engine) -> None:
     for i in range(40):
         open_alert(engine, channels=["hook"], labels={"rule_id": "r", "asset": f"a{i}"})
@@ -635,3 +668,37 @@ def test_a_redirect_is_a_permanent_error_never_followed(engine: Engine, status: 
     assert row.status == "failed" and row.delivery_key is None
     assert f"answered HTTP {status}, redirected to {elsewhere.url}" in row.last_error
     assert "s3cr3t" not in row.last_error and "/moved" not in row.last_error
+
+
+def _queue_update(engine: Engine, alert: StoredAlert, at: datetime, note: str) -> int:
+    """An incident update of ``alert`` (an event and its ``updated`` row on the hook)."""
+    event_id = add_event(engine, alert, AlertEventKind.NOTE, [], at=at, note=note)
+    with engine.begin() as conn:
+        queue(conn, event_id, alert.alert_id, ["hook"], NotificationKind.UPDATED, "g", at)
+    return event_id
+
+
+def test_an_update_waits_for_an_older_update_of_its_alert_still_pending(engine: Engine) -> None:
+    """Before: an update waiting for its retry (a 5xx; or one held by a silence) was overtaken
+    by the next update of its alert, due at once: an ITSM got the newer status, then the older
+    one over it. Now the newer update waits behind it and follows it."""
+    alert = open_alert(engine, channels=["hook"])
+    clock = Clock(T0)
+    with webhook_server() as server:
+        d = dispatcher(engine, server, clock)
+        assert d.run_once().channel("hook").sent == 1  # the firing
+        server.then(Answer(500, {"error": "boom"}))
+        older = _queue_update(engine, alert, clock.now, "investigating")
+        assert d.run_once().channel("hook").retrying == 1
+        newer = _queue_update(engine, alert, clock.now, "identified")
+        waiting = d.run_once()
+        clock.advance(2)  # past the older one's backoff
+        together = d.run_once()  # the older one is retried; the newer one, a request apart
+        after = d.run_once()
+
+    assert waiting.sent == 0 and waiting.channel("hook").deferred == 1
+    assert together.channel("hook").sent == 1 and together.channel("hook").deferred == 1
+    assert after.channel("hook").sent == 1
+    rows = {r.event_id: r for r in outbox(engine) if r.kind == "updated"}
+    keys = [r.headers["Idempotency-Key"] for r in server.requests[1:]]
+    assert keys == [rows[older].delivery_key, rows[older].delivery_key, rows[newer].delivery_key]

@@ -470,6 +470,91 @@ def test_the_resolve_of_a_firing_that_failed_for_good_replies_where_slack_kept_i
     assert float(lookup.params["oldest"]) == T0.timestamp() - 60
 
 
+def test_the_thread_found_by_a_resolve_serves_every_alert_its_firing_announced(
+    engine: Engine,
+) -> None:
+    """A firing announcing two alerts failed for good, Slack kept it. Before: the first alert's
+    resolve found it by its key and recorded the thread for that alert only, so the second
+    one's resolve looked it up in the history again (one lookup per resolve, where a bot
+    outside the Marketplace may get one a minute). Now the thread is recorded for both."""
+    first = open_alert(engine, channels=["alerts"], group_key="g")
+    second = open_alert(
+        engine,
+        channels=["alerts"],
+        group_key="g",
+        labels={"rule_id": "check_failed", "asset": "stg/patients", "check": "other"},
+    )
+    clock = Clock(T0)
+    with slack_server() as slack:
+        d = slack_dispatcher(engine, slack.url, clock, channel="C0ALERTS", retry_for_minutes=5)
+        slack.then(Answer(200, {"ok": True}, delay=LATE, accept=True, path="chat.postMessage"))
+        assert d.run_once().channel("alerts").retrying == 2
+        while any(r.status == "pending" for r in outbox(engine)):
+            slack.then(Answer(200, {"ok": True}, delay=LATE, path="conversations.history"))
+            clock.advance(120)
+            d.run_once()
+        assert len({(r.status, r.delivery_key) for r in outbox(engine)}) == 1  # one request
+        looked_before = len(slack.on("/api/conversations.history"))
+        actions.resolve(engine, first.alert_id, "ana", "fixed", clock.now)
+        settle(engine, d, clock)
+        with engine.connect() as conn:
+            threads = conn.execute(
+                sa.select(notification_threads.c.alert_id, notification_threads.c.thread_ref)
+            ).all()
+        actions.resolve(engine, second.alert_id, "ana", "fixed", clock.now)
+        settle(engine, d, clock)
+
+    [post] = slack.workspace.posts()  # the firing Slack kept
+    assert sorted(threads) == [(first.alert_id, post["ts"]), (second.alert_id, post["ts"])]
+    assert len(slack.workspace.replies(post["ts"])) == 2  # each resolve replied in its thread
+    assert len(slack.on("/api/conversations.history")) == looked_before + 1  # the first's only
+    assert post["blocks"][0]["text"]["text"].startswith(":white_check_mark: RESOLVED")
+    assert [r.status for r in outbox(engine)] == ["failed", "failed", "sent", "sent"]
+
+
+@pytest.mark.parametrize("lookup_times_out", [False, True], ids=["found", "lookup-retried"])
+def test_a_resolve_killed_after_replying_in_the_thread_it_found_is_not_replied_twice(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch, lookup_times_out: bool
+) -> None:
+    """Before: the resolve found the failed firing by its key and replied in its thread, then
+    its dispatcher died before recording either; the next attempt (in doubt) found the firing
+    again and, the thread being "found just now", replied without looking in it: two replies.
+    Now an attempt in doubt always looks in the thread first; when that lookup fails, the
+    thread is recorded all the same."""
+    alert = open_alert(engine, channels=["alerts"])
+    clock = Clock(T0)
+    with slack_server() as slack:
+        d = slack_dispatcher(engine, slack.url, clock, channel="C0ALERTS", retry_for_minutes=5)
+        slack.then(Answer(200, {"ok": True}, delay=LATE, accept=True, path="chat.postMessage"))
+        _fail_for_good_timing_out(engine, slack, d, clock)
+        actions.resolve(engine, alert.alert_id, "ana", "fixed the file", clock.now)
+        killed = slack_dispatcher(engine, slack.url, clock, channel="C0ALERTS", retry_for_minutes=5)
+        monkeypatch.setattr(killed, "_mark_sent", lambda *args, **kwargs: None)  # dies here
+        killed.run_once()
+        [post] = slack.workspace.posts()
+        assert len(slack.workspace.replies(post["ts"])) == 1
+        with engine.connect() as conn:
+            assert conn.execute(sa.select(notification_threads)).all() == []
+        looked_before = len(slack.on("/api/conversations.history"))
+        clock.advance(600)  # past the lease: another dispatcher takes the resolve, in doubt
+        d2 = slack_dispatcher(engine, slack.url, clock, channel="C0ALERTS", retry_for_minutes=5)
+        if lookup_times_out:
+            slack.then(Answer(200, {"ok": True}, delay=LATE, path="conversations.replies"))
+            assert d2.run_once().channel("alerts").retrying == 1
+            with engine.connect() as conn:
+                thread = conn.execute(sa.select(notification_threads)).one()
+            assert thread.thread_ref == post["ts"]  # recorded although the lookup failed
+        settle(engine, d2, clock)
+
+    firing, resolved = outbox(engine)
+    assert (firing.status, resolved.status) == ("failed", "sent")
+    [reply] = slack.workspace.replies(post["ts"])
+    assert reply["metadata"]["event_payload"]["delivery_key"] == resolved.delivery_key
+    # The firing was looked up once after the kill; its thread, on each attempt in doubt.
+    assert len(slack.on("/api/conversations.history")) == looked_before + 1
+    assert len(slack.on("/api/conversations.replies")) == (2 if lookup_times_out else 1)
+
+
 def test_the_resolve_of_a_firing_slack_never_kept_is_posted_saying_which_alert(
     engine: Engine,
 ) -> None:

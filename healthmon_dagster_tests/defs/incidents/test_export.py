@@ -27,7 +27,7 @@ from healthmon_dagster.enums import IncidentSeverity, IncidentSource, IncidentSt
 from healthmon_dagster.incidents.announce import UPDATE_LOOKBACK, announce, queue_updates
 from healthmon_dagster.incidents.lifecycle import assign, resolve, set_status, update
 from healthmon_dagster.incidents.records import Actor, Failure, open_or_absorb, timeline
-from healthmon_dagster.notify.dispatch import SUPPRESSED_RECHECK, Dispatcher
+from healthmon_dagster.notify.dispatch import Dispatcher
 from healthmon_dagster.notify.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from healthmon_dagster.store.db import get_engine
 from healthmon_dagster.store.metrics import utcnow
@@ -423,7 +423,9 @@ def test_an_update_queued_before_a_silence_waits_in_the_outbox_until_it_ends(
     receivers: tuple[Path, HttpStub, HttpStub],
 ) -> None:
     """An update queued while the alert was active, not yet sent when a silence starts: the
-    dispatcher does not send it while the alert is suppressed, says why, and sends it after."""
+    dispatcher does not send it while the alert is suppressed, says why, and sends it as soon as
+    the silence ends. Before, it was due again every minute of the silence (a dispatch run a
+    minute for nothing) and went out only at the next of those rechecks."""
     config_path, itsm, _ = receivers
     engine = get_engine(db_url)
     incident_id = open_or_absorb(engine, OUTAGE_KEY, outage(), HOOK).incident_id
@@ -445,15 +447,18 @@ def test_an_update_queued_before_a_silence_waits_in_the_outbox_until_it_ends(
         ("itsm", "pending", f"waiting: alert suppressed by silence {silence}")
     ]
     assert itsm_sequence(itsm) == ["firing"]
+    # Parked, not due: the dispatch sensor starts no run for it while the silence lasts.
+    config = load_config(config_path)
+    with Dispatcher(engine, config) as dispatcher:
+        assert (dispatcher.next_due_in() or 0) > 30 * 60
 
     expire_silence(engine, silence)
+    assign(engine, incident_id, "data-platform", PERSON)  # a newer update, queued at the end
     tick(instance)
-    later = SUPPRESSED_RECHECK + timedelta(seconds=1)  # when the dispatcher looks again
-    config = load_config(config_path)
-    with Dispatcher(engine, config, clock=lambda: utcnow() + later) as dispatcher:
-        dispatcher.drain(10.0)
-    assert updates_queued(db_url) == [("itsm", "sent", None)]
-    assert itsm_sequence(itsm) == ["firing", "update"]
+    drain(db_url, config_path)  # released by the silence's end: due at once
+    assert updates_queued(db_url) == [("itsm", "sent", None), ("itsm", "sent", None)]
+    assert [kind for _, _, kind, _ in itsm_updates(itsm)] == ["status_changed", "assigned"]
+    assert itsm_sequence(itsm) == ["firing", "update", "update"]
 
 
 def test_updates_held_by_a_silence_longer_than_the_lookback_are_still_sent(
