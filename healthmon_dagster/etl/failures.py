@@ -90,10 +90,12 @@ def from_step_metadata(meta: Mapping[str, Any], default_rule: str) -> Classifica
     self-healing sensors read it here."""
     if ERROR_CLASS_METADATA not in meta:
         return None
+    dependency = meta.get(DEPENDENCY_METADATA)
     return Classification(
         str(meta[ERROR_CLASS_METADATA]),
         bool(meta.get(TRANSIENT_METADATA, False)),
         str(meta.get(ERROR_RULE_METADATA, default_rule)),
+        str(dependency) if dependency else None,
     )
 
 

@@ -171,8 +171,11 @@ def decide(
     history: AssetHistory,
     policy: SelfHealPolicy,
     now: datetime,
+    answers_again: Callable[[str], bool] | None = None,
 ) -> Decision:
-    """What to do about ``asset_key`` failing as ``why`` (see the module docstring)."""
+    """What to do about ``asset_key`` failing as ``why`` (see the module docstring);
+    ``answers_again(dependency)``: whether the dependency the failure found unavailable answers now
+    (then the backoff is not waited out)."""
     if why.error_class in policy.never_rerun:
         return Decision(
             Action.SKIP,
@@ -208,6 +211,14 @@ def decide(
             f"{history.in_window} re-run(s) in the last {_minutes(policy.window)}: the bound",
         )
     if history.retry_at is not None and history.retry_at > now:
+        if why.dependency and answers_again is not None and answers_again(why.dependency):
+            return Decision(
+                Action.RERUN,
+                f"dependency_back:{why.rule}",
+                f"re-run now (attempt {history.last_attempt + 1}): {why.dependency} answers again, "
+                f"the backoff to {history.retry_at:%H:%M:%S} UTC is not waited out "
+                f"({why.error_class}, rule {why.rule})",
+            )
         return Decision(
             Action.WAIT,
             "backoff",
@@ -735,6 +746,8 @@ class Awaited:
     mechanism: str
     file_key: str | None = None
     source_run_id: str | None = None
+    attempt: int = 0  # the row waiting: a heal is recorded only while it is still the latest
+    reason: str = Reason.FAILED_RUN.value
 
 
 @dataclass(frozen=True)
@@ -750,11 +763,16 @@ class PendingRecovery:
 
 def _awaited(row: Any) -> Awaited | None:
     """What heals the failure of ``row`` (its scope's latest row) when this sensor did not re-run
-    it: another mechanism's run, the fixed file's load, or any later run that completes the asset
-    (a data error fixed by a person)."""
+    it: a transient failure another mechanism retries (:data:`LEFT_TO_OTHERS`), by a later run
+    that completes the asset; a landing file's failure, data errors included, by a load of that
+    file. Other data errors wait for a person (what a later run of other data proves of them is
+    not known)."""
     if row.status != Status.SKIPPED or row.rule == "materialized_since":
         return None
-    return Awaited(LEFT_TO_OTHERS.get(row.rule, "run"), row.file_key, row.source_run_id)
+    if row.rule not in LEFT_TO_OTHERS and row.file_key is None:
+        return None
+    mechanism = LEFT_TO_OTHERS.get(row.rule, "file")
+    return Awaited(mechanism, row.file_key, row.source_run_id, int(row.attempt), str(row.reason))
 
 
 def pending_recoveries(engine: Engine) -> list[PendingRecovery]:
@@ -769,7 +787,7 @@ def pending_recoveries(engine: Engine) -> list[PendingRecovery]:
                 .join(incidents, i.incident_id == c.incident_id)
                 .where(
                     c.status == Status.SKIPPED.value,
-                    c.rule != "materialized_since",
+                    sa.or_(c.rule.in_(list(LEFT_TO_OTHERS)), c.file_key.is_not(None)),
                     i.status.in_([*_HEALING, str(IncidentStatus.MONITORING)]),
                 )
                 .distinct()
@@ -781,7 +799,7 @@ def pending_recoveries(engine: Engine) -> list[PendingRecovery]:
         for incident_id in sorted(int(x) for x in ids):
             rows = conn.execute(
                 sa.select(
-                    c.asset_key, c.attempt, c.status, c.rule, c.file_key, c.source_run_id
+                    c.asset_key, c.attempt, c.status, c.rule, c.file_key, c.source_run_id, c.reason
                 ).where(c.incident_id == incident_id)
             ).all()
             assets = {
@@ -800,24 +818,32 @@ def pending_recoveries(engine: Engine) -> list[PendingRecovery]:
 def record_recovery(
     engine: Engine,
     incident_id: int,
-    scopes: Iterable[Scope],
+    scopes: Mapping[Scope, int],
     mechanism: str,
     run_id: str,
     ended_at: datetime,
     now: datetime,
 ) -> list[Scope]:
     """A ``succeeded`` row (rule ``recovered:<mechanism>``) for each (asset, file) the run
-    ``run_id`` of another mechanism healed; those recorded (none when another tick or process did
-    first)."""
+    ``run_id`` healed, while the row it heals (``scopes``: scope -> its attempt) is still the
+    scope's latest (a failure recorded meanwhile is not covered); those recorded (none when
+    another tick or process did first)."""
     c = self_heal_attempts.c
     done: list[Scope] = []
-    for asset, file_key in sorted(set(scopes), key=scope_text):
-        with engine.connect() as conn:
-            last = conn.execute(
-                sa.select(sa.func.max(c.attempt)).where(c.asset_key == asset)
-            ).scalar()
+    for (asset, file_key), waiting in sorted(scopes.items(), key=lambda sw: scope_text(sw[0])):
+        same_file = c.file_key.is_(None) if file_key is None else c.file_key == file_key
         try:
             with write_transaction(engine) as conn:
+                latest = conn.execute(
+                    sa.select(sa.func.max(c.attempt)).where(
+                        c.asset_key == asset, same_file, c.incident_id == incident_id
+                    )
+                ).scalar()
+                if latest != waiting:  # healed already, or a new failure came after
+                    continue
+                last = conn.execute(
+                    sa.select(sa.func.max(c.attempt)).where(c.asset_key == asset)
+                ).scalar()
                 conn.execute(
                     self_heal_attempts.insert().values(
                         asset_key=asset,

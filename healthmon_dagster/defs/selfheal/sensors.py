@@ -44,12 +44,18 @@ from healthmon_dagster.config import ConfigError, HealthConfiguration
 from healthmon_dagster.config.models import SensorIntervals
 from healthmon_dagster.defs.incidents.hooks import run_failed_at
 from healthmon_dagster.defs.pipeline.jobs import patients_etl_job
-from healthmon_dagster.defs.resources import HealthmonConfigResource, WarehouseResource
+from healthmon_dagster.defs.resources import (
+    HealthmonConfigResource,
+    LandingResource,
+    WarehouseResource,
+)
 from healthmon_dagster.enums import IncidentEventKind
 from healthmon_dagster.etl import catalog
 from healthmon_dagster.etl.catchup import downstream_backlog
 from healthmon_dagster.etl.failures import (
+    LANDING,
     UNCLASSIFIED,
+    WAREHOUSE,
     Classification,
     classify_run_failure,
     from_step_metadata,
@@ -227,8 +233,10 @@ def run_assets(instance: dg.DagsterInstance, run_id: str) -> RunAssets:
                     and not data.passed
                     and data.severity == dg.AssetCheckSeverity.ERROR
                 ):
-                    failed.add(asset)
                     failed_names.add(check)
+                    # The stuck-files check judges the files other runs left stuck, not this run.
+                    if check[1] != STUCK_CHECK:
+                        failed.add(asset)
     missing = {a for c, a in checks_planned.items() if c not in checks_done}
     return RunAssets(
         frozenset(done & PIPELINE_KEYS),
@@ -592,14 +600,14 @@ def record_outcomes(
 
 
 def _recovery_runs(instance: dg.DagsterInstance, since: datetime) -> list[dg.RunRecord]:
-    """Successful runs of the pipeline (either job) updated since ``since``, oldest first: the
-    landing sensor's attempts and catch-up runs, Dagster's re-executions, a person's runs."""
+    """Finished runs of the pipeline (either job) updated since ``since``, oldest first: the
+    landing sensor's attempts and catch-up runs, Dagster's re-executions, a person's runs (a
+    failed one may still have loaded a file)."""
     records: list[dg.RunRecord] = []
+    done = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE]
     for job in (catalog.ETL_JOB, _ASSET_JOB):
         records += instance.get_run_records(
-            filters=dg.RunsFilter(
-                job_name=job, statuses=[dg.DagsterRunStatus.SUCCESS], updated_after=since
-            ),
+            filters=dg.RunsFilter(job_name=job, statuses=done, updated_after=since),
             limit=MAX_FAILED_RUNS_PER_TICK,
         )
     return sorted(records, key=lambda r: r.create_timestamp)
@@ -623,14 +631,19 @@ def _heals(run: dg.DagsterRun, awaited: sh.Awaited) -> bool:
     return True
 
 
-def _completes(done: RunAssets, asset: str, awaited: sh.Awaited) -> bool:
-    """For a file: the run loaded it (its raw materialization names it) and no ERROR check of
-    raw/patients failed but the stuck-files check (which judges the other files). Otherwise: the
-    run materialized the asset, or evaluated its checks, with every check passing."""
+def _completes(done: RunAssets, succeeded: bool, asset: str, awaited: sh.Awaited) -> bool:
+    """For a file: the run (even one that failed later on) loaded it (its raw materialization
+    names it) with raw's ERROR checks passing. Otherwise, a successful run materialized the asset
+    with its checks passing, or, for a failure whose checks were not evaluated, evaluated them
+    passing (a re-execution from the failed step may do only that). The stuck-files check judges
+    other runs' files: it never holds a heal (:func:`run_assets`)."""
     if awaited.file_key is not None:
-        failed = {c for a, c in done.failed_check_names if a == asset} - {STUCK_CHECK}
-        return awaited.file_key in done.files and not failed
-    return asset in done.completed
+        return awaited.file_key in done.files and asset not in done.failed_checks
+    if not succeeded:
+        return False
+    if awaited.reason == sh.Reason.CHECK_NOT_EVALUATED:
+        return asset in done.completed
+    return asset in done.healed
 
 
 def _parent_of(run: dg.DagsterRun) -> str | None:
@@ -694,15 +707,22 @@ def record_recoveries(
                 continue
             if run.run_id not in found:
                 found[run.run_id] = run_assets(instance, run.run_id)
+            ok = run.status == dg.DagsterRunStatus.SUCCESS
             healed = sorted(
-                (s for s, awaited in candidates if _completes(found[run.run_id], s[0], awaited)),
+                (s for s, w in candidates if _completes(found[run.run_id], ok, s[0], w)),
                 key=sh.scope_text,
             )
             if not healed:
                 continue
             kind = _healer(run)
             recorded = sh.record_recovery(
-                engine, incident.incident_id, healed, kind, run.run_id, _ended_at(record), now
+                engine,
+                incident.incident_id,
+                {scope: incident.assets[scope].attempt for scope in healed},
+                kind,
+                run.run_id,
+                _ended_at(record),
+                now,
             )
             for scope in healed:
                 left.pop(scope, None)
@@ -857,6 +877,7 @@ def decide_failed_run(
     latest: dict[str, datetime],
     tick: Tick,
     cfg: HealthConfiguration | None = None,
+    answers_again: Callable[[str], bool] | None = None,
 ) -> None:
     run = record.dagster_run
     left = unfinished(instance, run.run_id)
@@ -870,8 +891,12 @@ def decide_failed_run(
     forced = coordination(run, instance, ended, now)
     if forced is None and run.tags.get(WILL_RETRY_TAG) == "true":
         # run_retries never launched its re-execution (RETRY_LAUNCH_GRACE): this sensor decides,
-        # and tells Dagster's daemon not to retry it too, should it come back.
-        instance.add_run_tags(run.run_id, {WILL_RETRY_TAG: "false"})
+        # and tells Dagster's daemon not to retry it too, should it come back (read again: the
+        # daemon may have launched it during this tick).
+        current = instance.get_run_by_id(run.run_id) or run
+        forced = coordination(current, instance, ended, now)
+        if forced is None:
+            instance.add_run_tags(run.run_id, {WILL_RETRY_TAG: "false"})
     if forced is not None and forced.rule in _LANDING_RETRIES and not why.transient:
         # The landing sensor retries only transient failures; a data error is never re-run by
         # anyone, and its decision says so with the rule that classified it.
@@ -889,7 +914,7 @@ def decide_failed_run(
                 f"{asset} materialized again after run {run.run_id} failed: nothing to heal",
             )
         else:
-            decisions[asset] = sh.decide(asset, why, hist[asset], policy, now)
+            decisions[asset] = sh.decide(asset, why, hist[asset], policy, now, answers_again)
     # A run's assets are re-run together: while one of them waits (backoff, window, a re-run in
     # flight), the others wait with it, rather than a partial re-run whose checks judge half a load.
     waits = [d for d in decisions.values() if d.action == sh.Action.WAIT]
@@ -982,11 +1007,45 @@ def decide_stale(
         tick.requests += [_request(k, a, {}) for k, a, d in won if d.action == sh.Action.RERUN]
 
 
+class Probe:
+    """Whether a dependency a failure found unavailable answers now, asked at most once a tick: the
+    warehouse (a ``SELECT 1``) and the landing area (a listing)."""
+
+    def __init__(
+        self,
+        warehouse: Callable[[], Engine] | None,
+        landing: Callable[[], object] | None,
+    ) -> None:
+        self.checks: dict[str, Callable[[], object] | None] = {
+            WAREHOUSE: (lambda: _select_one(warehouse())) if warehouse else None,
+            LANDING: landing,
+        }
+        self.answers: dict[str, bool] = {}
+
+    def __call__(self, dependency: str) -> bool:
+        if dependency not in self.answers:
+            check = self.checks.get(dependency)
+            answered = check is not None
+            if check is not None:
+                try:
+                    check()
+                except Exception:  # noqa: BLE001 (any failure to answer is "not yet")
+                    answered = False
+            self.answers[dependency] = answered
+        return self.answers[dependency]
+
+
+def _select_one(engine: Engine) -> None:
+    with engine.connect() as conn:
+        conn.execute(sa.text("SELECT 1"))
+
+
 def heal(
     context: dg.SensorEvaluationContext,
     engine: Engine,
     cfg: HealthConfiguration,
     warehouse: Callable[[], Engine] | None = None,
+    landing: Callable[[], object] | None = None,
 ) -> Tick:
     policy = sh.SelfHealPolicy.from_config(cfg.self_healing)
     tick = Tick(requests=[])
@@ -998,8 +1057,9 @@ def heal(
     tick.resolved = len(sh.resolve_quiet(engine, policy, utcnow(), latest).incident_ids)
     # Long enough to decide a failure after its wait for run_retries' launch.
     lookback = max(policy.window, policy.max_delay * 2, RETRY_LAUNCH_GRACE * 2)
+    probe = Probe(warehouse, landing)
     for record in _failed_runs(context.instance, utcnow() - lookback):
-        decide_failed_run(context.instance, engine, record, policy, latest, tick, cfg)
+        decide_failed_run(context.instance, engine, record, policy, latest, tick, cfg, probe)
     if cfg.self_healing.stale_reruns:
         decide_stale(engine, cfg, policy, latest, tick, warehouse)
     record_recoveries(context.instance, engine, latest, tick)
@@ -1010,6 +1070,7 @@ def self_healing(
     context: dg.SensorEvaluationContext,
     warehouse: WarehouseResource,
     healthmon_config: HealthmonConfigResource,
+    landing: LandingResource,
 ) -> dg.SensorResult:
     """Re-runs the pipeline assets a failed run left undone when the failure was transient (and
     stale assets whose upstream is newer), within the bounds of ``self_healing`` in healthmon.yaml;
@@ -1024,7 +1085,14 @@ def self_healing(
             skip_reason=dg.SkipReason("the feature flag self_healing is off in healthmon.yaml")
         )
     try:
-        tick = heal(context, warehouse.health_engine(), cfg, warehouse.engine)
+        pattern = cfg.landing.file_pattern
+        tick = heal(
+            context,
+            warehouse.health_engine(),
+            cfg,
+            warehouse.engine,
+            lambda: landing.source().list_files(pattern),
+        )
     except (*_DB_ERRORS, sa_exc.ArgumentError, ValueError) as exc:
         return dg.SensorResult(
             skip_reason=dg.SkipReason(

@@ -412,7 +412,7 @@ def test_one_run_healing_an_old_and_a_file_bound_failure_records_both(
     )
     bound = sh.Planned(RAW_KEY, 2, sh.Status.SKIPPED, left, sh.Reason.FAILED_RUN, None, "f.csv")
     sh.claim(engine, [bound], "b", 7, now)
-    scopes = [(RAW_KEY, None), (RAW_KEY, "f.csv")]
+    scopes: dict[sh.Scope, int] = {(RAW_KEY, None): 1, (RAW_KEY, "f.csv"): 2}
     ended = now + timedelta(seconds=5)
     first = sh.record_recovery(engine, 7, scopes, "file_attempt", "run-2", ended, now)
     again = sh.record_recovery(engine, 7, scopes, "file_attempt", "run-2", ended, now)
