@@ -154,6 +154,7 @@ class AssetHistory:
     in_window: int = 0  # re-runs requested within the window
     in_flight: bool = False  # a re-run is requested and has not ended
     retry_at: datetime | None = None  # the last failed re-run's backoff ends
+    failed_at: datetime | None = None  # the last failed re-run ended
     breaker_open: bool = False
     breaker_opened_at: datetime | None = None
 
@@ -171,11 +172,12 @@ def decide(
     history: AssetHistory,
     policy: SelfHealPolicy,
     now: datetime,
-    answers_again: Callable[[str], bool] | None = None,
+    answers_again: Callable[[str, datetime | None], bool] | None = None,
 ) -> Decision:
     """What to do about ``asset_key`` failing as ``why`` (see the module docstring);
-    ``answers_again(dependency)``: whether the dependency the failure found unavailable answers now
-    (then the backoff is not waited out)."""
+    ``answers_again(dependency, failed_at)``: whether the dependency the failure found unavailable
+    was found so after the last failed re-run ended and answers now (then the backoff is not
+    waited out)."""
     if why.error_class in policy.never_rerun:
         return Decision(
             Action.SKIP,
@@ -211,7 +213,12 @@ def decide(
             f"{history.in_window} re-run(s) in the last {_minutes(policy.window)}: the bound",
         )
     if history.retry_at is not None and history.retry_at > now:
-        if why.dependency and answers_again is not None and answers_again(why.dependency):
+        dependency = why.dependency
+        if (
+            answers_again is not None
+            and dependency
+            and answers_again(dependency, history.failed_at)
+        ):
             return Decision(
                 Action.RERUN,
                 f"dependency_back:{why.rule}",
@@ -288,6 +295,11 @@ def _history(
             and last_run.status == Status.FAILED
             and last_run.retry_at
             and not _cleared(last_run, materialized_at)
+            else None
+        ),
+        failed_at=(
+            as_utc(last_run.finished_at)
+            if last_run is not None and last_run.status == Status.FAILED and last_run.finished_at
             else None
         ),
         breaker_open=open_breaker,
@@ -832,36 +844,47 @@ def record_recovery(
     done: list[Scope] = []
     for (asset, file_key), waiting in sorted(scopes.items(), key=lambda sw: scope_text(sw[0])):
         same_file = c.file_key.is_(None) if file_key is None else c.file_key == file_key
+        # One statement: the row is written only while the awaited failure is still the scope's
+        # latest, at the asset's next attempt; a failure another process commits meanwhile either
+        # makes the condition false or takes that attempt number first (the unique index).
+        still_latest = (
+            sa.select(sa.func.max(c.attempt))
+            .where(c.asset_key == asset, same_file, c.incident_id == incident_id)
+            .scalar_subquery()
+        )
+        next_attempt = (
+            sa.select(sa.func.coalesce(sa.func.max(c.attempt), 0) + 1)
+            .where(c.asset_key == asset)
+            .scalar_subquery()
+        )
+        values = {
+            "asset_key": sa.literal(asset, c.asset_key.type),
+            "attempt": next_attempt,
+            "status": sa.literal(Status.SUCCEEDED.value, c.status.type),
+            "reason": sa.literal(Reason.FAILED_RUN.value, c.reason.type),
+            # Unique with the asset: one row per incident, healing run, asset and file, however
+            # many ticks or processes record it.
+            "source_run_id": sa.literal(
+                _recovery_key(incident_id, run_id, file_key), c.source_run_id.type
+            ),
+            "run_key": sa.literal(f"{RECOVERED_PREFIX}{run_id}", c.run_key.type),
+            "rerun_run_id": sa.literal(run_id, c.rerun_run_id.type),
+            "incident_id": sa.literal(incident_id, c.incident_id.type),
+            "rule": sa.literal(f"{RECOVERED_PREFIX}{mechanism}", c.rule.type),
+            "requested_at": sa.literal(now, c.requested_at.type),
+            "finished_at": sa.literal(min(ended_at, now), c.finished_at.type),
+            "file_key": sa.literal(file_key, c.file_key.type),
+        }
         try:
             with write_transaction(engine) as conn:
-                latest = conn.execute(
-                    sa.select(sa.func.max(c.attempt)).where(
-                        c.asset_key == asset, same_file, c.incident_id == incident_id
+                inserted = conn.execute(
+                    self_heal_attempts.insert().from_select(
+                        list(values),
+                        sa.select(*values.values()).where(still_latest == waiting),
                     )
-                ).scalar()
-                if latest != waiting:  # healed already, or a new failure came after
-                    continue
-                last = conn.execute(
-                    sa.select(sa.func.max(c.attempt)).where(c.asset_key == asset)
-                ).scalar()
-                conn.execute(
-                    self_heal_attempts.insert().values(
-                        asset_key=asset,
-                        attempt=int(last or 0) + 1,
-                        status=Status.SUCCEEDED.value,
-                        reason=Reason.FAILED_RUN.value,
-                        # Unique with the asset: one row per incident, healing run, asset and
-                        # file, however many ticks or processes record it.
-                        source_run_id=_recovery_key(incident_id, run_id, file_key),
-                        run_key=f"{RECOVERED_PREFIX}{run_id}",
-                        rerun_run_id=run_id,
-                        incident_id=incident_id,
-                        rule=f"{RECOVERED_PREFIX}{mechanism}",
-                        requested_at=now,
-                        finished_at=min(ended_at, now),
-                        file_key=file_key,
-                    )
-                )
+                ).rowcount
+            if inserted != 1:  # healed already, or a new failure came after
+                continue
         except sa_exc.IntegrityError:  # another tick or process recorded it first
             continue
         done.append((asset, file_key))

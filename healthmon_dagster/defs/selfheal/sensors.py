@@ -30,6 +30,7 @@ quiet period, then decide about failed runs of the look-back window not decided 
 assets, and record the landing sensor's runs that healed a failure left to it.
 """
 
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -51,6 +52,7 @@ from healthmon_dagster.defs.resources import (
 )
 from healthmon_dagster.enums import IncidentEventKind
 from healthmon_dagster.etl import catalog
+from healthmon_dagster.etl.attempts import unavailable_since, with_unavailable
 from healthmon_dagster.etl.catchup import downstream_backlog
 from healthmon_dagster.etl.failures import (
     LANDING,
@@ -416,6 +418,7 @@ class Tick:
     """What one tick did, for its log and skip message."""
 
     requests: list[dg.RunRequest]
+    probe: "Probe | None" = None
     outcomes: int = 0
     decided: int = 0
     waiting: int = 0
@@ -638,7 +641,8 @@ def _completes(done: RunAssets, succeeded: bool, asset: str, awaited: sh.Awaited
     passing (a re-execution from the failed step may do only that). The stuck-files check judges
     other runs' files: it never holds a heal (:func:`run_assets`)."""
     if awaited.file_key is not None:
-        return awaited.file_key in done.files and asset not in done.failed_checks
+        unchecked = asset in done.failed_checks or asset in done.check_not_evaluated
+        return awaited.file_key in done.files and not unchecked
     if not succeeded:
         return False
     if awaited.reason == sh.Reason.CHECK_NOT_EVALUATED:
@@ -877,7 +881,7 @@ def decide_failed_run(
     latest: dict[str, datetime],
     tick: Tick,
     cfg: HealthConfiguration | None = None,
-    answers_again: Callable[[str], bool] | None = None,
+    answers_again: Callable[[str, datetime | None], bool] | None = None,
 ) -> None:
     run = record.dagster_run
     left = unfinished(instance, run.run_id)
@@ -1007,32 +1011,60 @@ def decide_stale(
         tick.requests += [_request(k, a, {}) for k, a, d in won if d.action == sh.Action.RERUN]
 
 
+PROBE_SECONDS = 5.0
+"""How long a dependency probe may take: one that does not answer in time has not answered."""
+
+
 class Probe:
-    """Whether a dependency a failure found unavailable answers now, asked at most once a tick: the
-    warehouse (a ``SELECT 1``) and the landing area (a listing)."""
+    """Whether a dependency a failure found unavailable answers again: the warehouse (a
+    ``SELECT 1``), the landing area (a listing), asked at most once a tick and given
+    :data:`PROBE_SECONDS` (a black-holed host must not hold the tick). It answers again only when
+    a probe found it unavailable after the failure (``seen``: when each was last found so, kept in
+    the sensor's cursor): a failure the dependency did not cause (it answered all along) waits its
+    backoff."""
 
     def __init__(
         self,
         warehouse: Callable[[], Engine] | None,
         landing: Callable[[], object] | None,
+        seen: Mapping[str, datetime] | None = None,
     ) -> None:
         self.checks: dict[str, Callable[[], object] | None] = {
             WAREHOUSE: (lambda: _select_one(warehouse())) if warehouse else None,
             LANDING: landing,
         }
+        self.seen: dict[str, datetime] = dict(seen or {})
         self.answers: dict[str, bool] = {}
 
-    def __call__(self, dependency: str) -> bool:
+    def __call__(self, dependency: str, failed_at: datetime | None = None) -> bool:
         if dependency not in self.answers:
             check = self.checks.get(dependency)
-            answered = check is not None
-            if check is not None:
-                try:
-                    check()
-                except Exception:  # noqa: BLE001 (any failure to answer is "not yet")
-                    answered = False
+            answered = check is not None and _within(check, PROBE_SECONDS)
+            if check is not None and not answered:
+                self.seen[dependency] = utcnow()
             self.answers[dependency] = answered
-        return self.answers[dependency]
+        down = self.seen.get(dependency)
+        found_down = down is not None and (failed_at is None or down >= failed_at)
+        return self.answers[dependency] and found_down
+
+
+def _within(check: Callable[[], object], seconds: float) -> bool:
+    """Whether ``check`` returns without an error within ``seconds`` (run in a daemon thread that is
+    left behind when it does not)."""
+    outcome: list[bool] = []
+
+    def run() -> None:
+        try:
+            check()
+        except Exception:  # noqa: BLE001 (any failure to answer is "not yet")
+            outcome.append(False)
+        else:
+            outcome.append(True)
+
+    worker = threading.Thread(target=run, name="selfheal-probe", daemon=True)
+    worker.start()
+    worker.join(seconds)
+    return outcome == [True]
 
 
 def _select_one(engine: Engine) -> None:
@@ -1057,7 +1089,8 @@ def heal(
     tick.resolved = len(sh.resolve_quiet(engine, policy, utcnow(), latest).incident_ids)
     # Long enough to decide a failure after its wait for run_retries' launch.
     lookback = max(policy.window, policy.max_delay * 2, RETRY_LAUNCH_GRACE * 2)
-    probe = Probe(warehouse, landing)
+    probe = Probe(warehouse, landing, unavailable_since(context.cursor))
+    tick.probe = probe
     for record in _failed_runs(context.instance, utcnow() - lookback):
         decide_failed_run(context.instance, engine, record, policy, latest, tick, cfg, probe)
     if cfg.self_healing.stale_reruns:
@@ -1099,10 +1132,11 @@ def self_healing(
                 f"health store unavailable: {error_text(exc)}; the next tick tries again"
             )
         )
+    cursor = with_unavailable(context.cursor, tick.probe.seen) if tick.probe else context.cursor
     if not tick.requests:
-        return dg.SensorResult(skip_reason=dg.SkipReason(tick.summary()))
+        return dg.SensorResult(skip_reason=dg.SkipReason(tick.summary()), cursor=cursor)
     context.log.info(tick.summary())
-    return dg.SensorResult(run_requests=tick.requests)
+    return dg.SensorResult(run_requests=tick.requests, cursor=cursor)
 
 
 def self_healing_sensor_every(seconds: int) -> dg.SensorDefinition:

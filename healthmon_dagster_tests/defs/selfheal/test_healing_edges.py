@@ -11,6 +11,7 @@ a re-run waiting out its backoff goes at once when the warehouse answers again.
 
 import dataclasses
 import sqlite3
+import threading
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -21,6 +22,7 @@ import sqlalchemy as sa
 from dagster._daemon.auto_run_reexecution.auto_run_reexecution import should_retry
 from sqlalchemy import exc as sa_exc
 
+from healthmon_dagster.definitions import defs
 from healthmon_dagster.defs.pipeline import checks as pipeline_checks
 from healthmon_dagster.defs.pipeline.jobs import raw_file_run_config
 from healthmon_dagster.defs.selfheal import sensors as shs
@@ -254,7 +256,15 @@ def test_a_heal_is_not_recorded_over_a_failure_decided_meanwhile(
     ]
 
 
-def test_a_re_run_waiting_out_its_backoff_goes_at_once_when_the_warehouse_answers(
+def tick_with(instance: dg.DagsterInstance, cursor: str | None) -> dg.SensorResult:
+    """A tick of the self-healing sensor with the cursor of the one before (as the daemon keeps)."""
+    context = dg.build_sensor_context(instance=instance, resources=defs.resources, cursor=cursor)
+    result = shs.self_healing_sensor(context)
+    assert isinstance(result, dg.SensorResult)
+    return result
+
+
+def test_a_re_run_waiting_out_its_backoff_goes_at_once_when_the_warehouse_answers_again(
     outage: Outage,
     healthmon_env: Path,
     db_url: str,
@@ -266,11 +276,49 @@ def test_a_re_run_waiting_out_its_backoff_goes_at_once_when_the_warehouse_answer
     sample = land(healthmon_env)
     outage.down()
     assert run_job(instance, raw_file_run_config(sample.key)).success is False
-    (first,) = tick(instance).run_requests or []
+    (first,) = tick_with(instance, None).run_requests or []
     assert execute(instance, first).success is False  # still down: a 10 min backoff
-    assert not tick(instance).run_requests  # the warehouse does not answer: it waits
+    waiting = tick_with(instance, None)  # the warehouse does not answer: it waits
+    assert not waiting.run_requests and "warehouse" in (waiting.cursor or "")
     outage.up()
-    (second,) = tick(instance).run_requests or []  # it answers: no 10 min wait
+    (second,) = tick_with(instance, waiting.cursor).run_requests or []  # it answers again
     assert execute(instance, second).success and raw_rows(db_url, sample.key) == 50
     decided = [r[3] for r in rows_of(db_url, RAW_KEY)]
     assert decided[-1].startswith("dependency_back:"), decided
+
+
+def test_a_failure_the_warehouse_did_not_cause_waits_out_its_backoff(
+    outage: Outage,
+    healthmon_env: Path,
+    db_url: str,
+    instance: dg.DagsterInstance,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """The warehouse answered every probe (the failure was a reset mid-load, say): no shortcut."""
+    use_config(monkeypatch, tmp_path, initial_delay_seconds=600, max_delay_seconds=600)
+    sample = land(healthmon_env)
+    outage.down()
+    assert run_job(instance, raw_file_run_config(sample.key)).success is False
+    (first,) = tick_with(instance, None).run_requests or []
+    assert execute(instance, first).success is False
+    outage.up()  # back before any probe found it down
+    cursor = None
+    for _ in range(2):
+        result = tick_with(instance, cursor)
+        assert not result.run_requests
+        cursor = result.cursor
+
+
+def test_a_probe_that_does_not_answer_in_time_has_not_answered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A black-holed landing endpoint must not hold the tick (Dagster gives a sensor 60 s)."""
+    monkeypatch.setattr(shs, "PROBE_SECONDS", 0.3)
+    hang = threading.Event()
+    probe = shs.Probe(None, lambda: hang.wait(30))
+    started = time.monotonic()
+    assert probe("landing") is False
+    assert time.monotonic() - started < 2
+    assert "landing" in probe.seen  # found unavailable: its answer later cuts the backoff short
+    hang.set()
