@@ -264,7 +264,9 @@ def tick_with(instance: dg.DagsterInstance, cursor: str | None) -> dg.SensorResu
     return result
 
 
+@pytest.mark.parametrize("probed_down", [True, False])
 def test_a_re_run_waiting_out_its_backoff_goes_at_once_when_the_warehouse_answers_again(
+    probed_down: bool,
     outage: Outage,
     healthmon_env: Path,
     db_url: str,
@@ -272,42 +274,28 @@ def test_a_re_run_waiting_out_its_backoff_goes_at_once_when_the_warehouse_answer
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
+    """Only when a probe found the warehouse down after the failed re-run: one that answered
+    every probe (the failure was a reset mid-load, say) waits out its backoff."""
     use_config(monkeypatch, tmp_path, initial_delay_seconds=600, max_delay_seconds=600)
     sample = land(healthmon_env)
     outage.down()
     assert run_job(instance, raw_file_run_config(sample.key)).success is False
     (first,) = tick_with(instance, None).run_requests or []
     assert execute(instance, first).success is False  # still down: a 10 min backoff
-    waiting = tick_with(instance, None)  # the warehouse does not answer: it waits
-    assert not waiting.run_requests and "warehouse" in (waiting.cursor or "")
+    cursor = None
+    if probed_down:
+        waiting = tick_with(instance, None)  # the warehouse does not answer: it waits
+        assert not waiting.run_requests and "warehouse" in (waiting.cursor or "")
+        cursor = waiting.cursor
     outage.up()
-    (second,) = tick_with(instance, waiting.cursor).run_requests or []  # it answers again
+    requests = tick_with(instance, cursor).run_requests or []
+    if not probed_down:
+        assert requests == []
+        return
+    (second,) = requests  # it answers again: no 10 min wait
     assert execute(instance, second).success and raw_rows(db_url, sample.key) == 50
     decided = [r[3] for r in rows_of(db_url, RAW_KEY)]
     assert decided[-1].startswith("dependency_back:"), decided
-
-
-def test_a_failure_the_warehouse_did_not_cause_waits_out_its_backoff(
-    outage: Outage,
-    healthmon_env: Path,
-    db_url: str,
-    instance: dg.DagsterInstance,
-    monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Path,
-) -> None:
-    """The warehouse answered every probe (the failure was a reset mid-load, say): no shortcut."""
-    use_config(monkeypatch, tmp_path, initial_delay_seconds=600, max_delay_seconds=600)
-    sample = land(healthmon_env)
-    outage.down()
-    assert run_job(instance, raw_file_run_config(sample.key)).success is False
-    (first,) = tick_with(instance, None).run_requests or []
-    assert execute(instance, first).success is False
-    outage.up()  # back before any probe found it down
-    cursor = None
-    for _ in range(2):
-        result = tick_with(instance, cursor)
-        assert not result.run_requests
-        cursor = result.cursor
 
 
 def test_a_probe_that_does_not_answer_in_time_has_not_answered(
