@@ -155,9 +155,13 @@ def timeline_kinds(url: str, incident_id: int) -> list[str]:
     e = incident_events.c
     with get_engine(url).connect() as conn:
         return [
-            f"{r.kind}: {r.text}"[:160] if r.kind.startswith("self_heal") else r.kind
+            f"{r.kind} (rule {dict(r.details).get('rule', '-')}): {r.text}"[:200]
+            if r.kind.startswith("self_heal")
+            else r.kind
             for r in conn.execute(
-                sa.select(e.kind, e.text).where(e.incident_id == incident_id).order_by(e.event_id)
+                sa.select(e.kind, e.text, e.details)
+                .where(e.incident_id == incident_id)
+                .order_by(e.event_id)
             )
         ]
 
