@@ -578,7 +578,7 @@ def unavailable_since(cursor: str | None) -> dict[str, datetime]:
     """When the sensor last found each dependency unavailable, as its cursor remembers."""
     try:
         seen = json.loads(cursor or "{}").get("unavailable", {})
-        return {str(k): datetime.fromisoformat(v) for k, v in seen.items()}
+        return {str(k): as_utc(datetime.fromisoformat(v)) for k, v in seen.items()}
     except (ValueError, AttributeError, TypeError):
         return {}
 

@@ -82,7 +82,7 @@ from healthmon_dagster.run_tags import (
 )
 from healthmon_dagster.store.db import DatabaseUnavailable
 from healthmon_dagster.store.errors import error_text
-from healthmon_dagster.store.metrics import utcnow
+from healthmon_dagster.store.metrics import as_utc, utcnow
 from healthmon_dagster.store.tables import incidents, self_heal_attempts
 
 _ASSET_JOB = "__ASSET_JOB"
@@ -184,6 +184,7 @@ class RunAssets:
     checked: frozenset[str] = frozenset()  # assets whose checks the run evaluated
     files: frozenset[str] = frozenset()  # the landing files its raw/patients load loaded
     failed_check_names: frozenset[tuple[str, str]] = frozenset()  # (asset, check) failed ERROR
+    unevaluated: frozenset[tuple[str, str]] = frozenset()  # (asset, check) planned, not evaluated
 
     @property
     def healed(self) -> frozenset[str]:
@@ -248,6 +249,7 @@ def run_assets(instance: dg.DagsterInstance, run_id: str) -> RunAssets:
         frozenset({a for a, _ in checks_done} & PIPELINE_KEYS),
         frozenset(files),
         frozenset(failed_names),
+        frozenset(c for c in checks_planned if c not in checks_done),
     )
 
 
@@ -641,8 +643,8 @@ def _completes(done: RunAssets, succeeded: bool, asset: str, awaited: sh.Awaited
     passing (a re-execution from the failed step may do only that). The stuck-files check judges
     other runs' files: it never holds a heal (:func:`run_assets`)."""
     if awaited.file_key is not None:
-        unchecked = asset in done.failed_checks or asset in done.check_not_evaluated
-        return awaited.file_key in done.files and not unchecked
+        unchecked = {c for a, c in done.unevaluated if a == asset} - {STUCK_CHECK}
+        return awaited.file_key in done.files and asset not in done.failed_checks and not unchecked
     if not succeeded:
         return False
     if awaited.reason == sh.Reason.CHECK_NOT_EVALUATED:
@@ -1039,18 +1041,25 @@ class Probe:
     def __call__(self, dependency: str, failed_at: datetime | None = None) -> bool:
         if dependency not in self.answers:
             check = self.checks.get(dependency)
-            answered = check is not None and _within(check, PROBE_SECONDS)
+            answered = check is not None and _within(dependency, check, PROBE_SECONDS)
             if check is not None and not answered:
                 self.seen[dependency] = utcnow()
             self.answers[dependency] = answered
         down = self.seen.get(dependency)
-        found_down = down is not None and (failed_at is None or down >= failed_at)
+        found_down = down is not None and failed_at is not None and as_utc(down) >= failed_at
         return self.answers[dependency] and found_down
 
 
-def _within(check: Callable[[], object], seconds: float) -> bool:
-    """Whether ``check`` returns without an error within ``seconds`` (run in a daemon thread that is
-    left behind when it does not)."""
+_PROBING: dict[str, threading.Thread] = {}  # a probe still running, per dependency
+
+
+def _within(dependency: str, check: Callable[[], object], seconds: float) -> bool:
+    """Whether ``check`` returns without an error within ``seconds``, run in a daemon thread left
+    behind when it does not; while that thread still runs (a black-holed host) no other starts and
+    the dependency has not answered."""
+    running = _PROBING.get(dependency)
+    if running is not None and running.is_alive():
+        return False
     outcome: list[bool] = []
 
     def run() -> None:
@@ -1061,7 +1070,8 @@ def _within(check: Callable[[], object], seconds: float) -> bool:
         else:
             outcome.append(True)
 
-    worker = threading.Thread(target=run, name="selfheal-probe", daemon=True)
+    worker = threading.Thread(target=run, name=f"selfheal-probe-{dependency}", daemon=True)
+    _PROBING[dependency] = worker
     worker.start()
     worker.join(seconds)
     return outcome == [True]
@@ -1127,10 +1137,14 @@ def self_healing(
             lambda: landing.source().list_files(pattern),
         )
     except (*_DB_ERRORS, sa_exc.ArgumentError, ValueError) as exc:
+        seen = unavailable_since(context.cursor)
+        if warehouse.health_url() == warehouse.url():  # one database: the warehouse is down too
+            seen[WAREHOUSE] = utcnow()
         return dg.SensorResult(
             skip_reason=dg.SkipReason(
                 f"health store unavailable: {error_text(exc)}; the next tick tries again"
-            )
+            ),
+            cursor=with_unavailable(context.cursor, seen) if seen else context.cursor,
         )
     cursor = with_unavailable(context.cursor, tick.probe.seen) if tick.probe else context.cursor
     if not tick.requests:
