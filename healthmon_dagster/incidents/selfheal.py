@@ -621,13 +621,11 @@ _HEALING = (
     str(IncidentStatus.INVESTIGATING),
     str(IncidentStatus.IDENTIFIED),
 )
-LEFT_TO_OTHERS = {
-    "coordination:file_attempt": "file_attempt",
-    "coordination:catch_up": "catch_up",
-    "coordination:run_retries": "run_retries",
-}
-"""Rules of failures another mechanism retries whose success heals them (see
-:func:`pending_recoveries`): the mechanism's name."""
+LEFT_TO_OTHERS = frozenset(
+    {"coordination:file_attempt", "coordination:catch_up", "coordination:run_retries"}
+)
+"""Rules of failures another mechanism retries, which a later run heals (see
+:func:`pending_recoveries`)."""
 
 
 def _latest_by_asset(rows: Iterable[Any]) -> dict[str, Any]:
@@ -750,12 +748,11 @@ def mark_recovering(
 
 @dataclass(frozen=True)
 class Awaited:
-    """What heals one failure not re-run by this sensor: a run of ``mechanism`` (``file_attempt``,
-    ``catch_up``, ``run_retries``: the landing sensor's next attempt or catch-up run, Dagster's
-    re-execution of ``source_run_id``) or, for a landing file's failure (``file_key``), any later
-    successful load of that file, materializing the asset with its checks passing."""
+    """A failure not re-run by this sensor, waiting for the run that heals it: one started after
+    its failed run (``source_run_id``) ended that completes the asset (the landing sensor's next
+    attempt or catch-up run, Dagster's re-execution, a person's run) or, for a landing file's
+    failure (``file_key``), one that loads that file."""
 
-    mechanism: str
     file_key: str | None = None
     source_run_id: str | None = None
     attempt: int = 0  # the row waiting: a heal is recorded only while it is still the latest
@@ -783,8 +780,7 @@ def _awaited(row: Any) -> Awaited | None:
         return None
     if row.rule not in LEFT_TO_OTHERS and row.file_key is None:
         return None
-    mechanism = LEFT_TO_OTHERS.get(row.rule, "file")
-    return Awaited(mechanism, row.file_key, row.source_run_id, int(row.attempt), str(row.reason))
+    return Awaited(row.file_key, row.source_run_id, int(row.attempt), str(row.reason))
 
 
 def pending_recoveries(engine: Engine) -> list[PendingRecovery]:
@@ -799,7 +795,7 @@ def pending_recoveries(engine: Engine) -> list[PendingRecovery]:
                 .join(incidents, i.incident_id == c.incident_id)
                 .where(
                     c.status == Status.SKIPPED.value,
-                    sa.or_(c.rule.in_(list(LEFT_TO_OTHERS)), c.file_key.is_not(None)),
+                    sa.or_(c.rule.in_(sorted(LEFT_TO_OTHERS)), c.file_key.is_not(None)),
                     i.status.in_([*_HEALING, str(IncidentStatus.MONITORING)]),
                 )
                 .distinct()

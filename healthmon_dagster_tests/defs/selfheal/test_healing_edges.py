@@ -18,12 +18,9 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-import sqlalchemy as sa
 from dagster._daemon.auto_run_reexecution.auto_run_reexecution import should_retry
-from sqlalchemy import exc as sa_exc
 
 from healthmon_dagster.definitions import defs
-from healthmon_dagster.defs.pipeline import checks as pipeline_checks
 from healthmon_dagster.defs.pipeline.jobs import raw_file_run_config
 from healthmon_dagster.defs.selfheal import sensors as shs
 from healthmon_dagster.defs.selfheal.sensors import run_assets
@@ -35,6 +32,7 @@ from healthmon_dagster.run_tags import WILL_RETRY_TAG
 from healthmon_dagster.store.db import get_engine
 from healthmon_dagster.store.metrics import utcnow
 from healthmon_dagster_tests.defs.fixtures import evaluate_sensor, raw_rows, run_job
+from healthmon_dagster_tests.defs.selfheal.test_healing_scope import CheckOutage
 from healthmon_dagster_tests.defs.selfheal.test_review_fixes import QUIET, land_nth, rows_of
 from healthmon_dagster_tests.defs.selfheal.test_sensors import (
     RAW_KEY,
@@ -63,7 +61,7 @@ def settle(instance: dg.DagsterInstance, db_url: str) -> str:
 @pytest.mark.parametrize(
     ("driver_error", "rule"),
     [
-        # The landing sensor's to retry (transient), and an error no rule knows (never re-run).
+        # A driver's refusal: transient, the landing sensor's to retry.
         (sqlite3.OperationalError("connection refused"), "coordination:file_attempt"),
         # An error no rule knows waits for a person: another file's load proves nothing of it.
         (Exception("connection refused"), "database_error"),
@@ -81,21 +79,13 @@ def test_a_loaded_file_whose_check_met_an_outage_heals_by_the_next_evaluation(
     use_config(monkeypatch, tmp_path)
     monkeypatch.setenv("HEALTHMON_HEALTH_DATABASE_URL", db_url)
     sample = land(healthmon_env)
-    real = pipeline_checks.stuck_files_result
-    down = {"on": True}
-
-    def check_meets_an_outage(engine: sa.Engine) -> object:
-        if down["on"]:
-            raise sa_exc.OperationalError("select", {}, driver_error)
-        return real(engine)
-
-    monkeypatch.setattr(pipeline_checks, "stuck_files_result", check_meets_an_outage)
+    check_outage = CheckOutage(monkeypatch, driver_error)
     (attempt1,) = evaluate_sensor(instance).run_requests or []
     first = execute(instance, attempt1)
     assert first.success is False and raw_rows(db_url, sample.key) == 50
     assert RAW_KEY in run_assets(instance, first.run_id).check_not_evaluated
     assert not tick(instance).run_requests
-    down["on"] = False
+    check_outage.end()
 
     # The file's next attempt finds it loaded (no materialization); the next file's load
     # evaluates raw/patients' checks again, passing.

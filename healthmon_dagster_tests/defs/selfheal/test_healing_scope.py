@@ -14,6 +14,7 @@ real runs, SQLite and Postgres):
 """
 
 import os
+import sqlite3
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -73,6 +74,25 @@ def reexecute(
     )
     instance.add_run_tags(failed.run_id, {AUTO_RETRY_RUN_ID_TAG: result.run_id})
     return result
+
+
+class CheckOutage:
+    """The stuck-files check step meets a database outage (its query raises ``error``, as the driver
+    would) until :meth:`end`; raw/patients' load itself is not touched."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, error: Exception) -> None:
+        real = pipeline_checks.stuck_files_result
+        self.down = True
+
+        def stuck_files_result(engine: sa.Engine) -> object:
+            if self.down:
+                raise sa_exc.OperationalError("select", {}, error)
+            return real(engine)
+
+        monkeypatch.setattr(pipeline_checks, "stuck_files_result", stuck_files_result)
+
+    def end(self) -> None:
+        self.down = False
 
 
 def etl_job() -> dg.JobDefinition:
@@ -223,21 +243,13 @@ def test_a_from_failure_re_execution_that_only_evaluates_a_check_heals(
     use_config(monkeypatch, tmp_path)
     monkeypatch.setenv("HEALTHMON_HEALTH_DATABASE_URL", db_url)
     sample = land(healthmon_env)
-    real = pipeline_checks.stuck_files_result
-    down = {"on": True}
-
-    def check_meets_an_outage(engine: sa.Engine) -> object:
-        if down["on"]:
-            raise sa_exc.OperationalError("select", {}, Exception("connection refused"))
-        return real(engine)
-
-    monkeypatch.setattr(pipeline_checks, "stuck_files_result", check_meets_an_outage)
+    outage = CheckOutage(monkeypatch, sqlite3.OperationalError("connection refused"))
     failed = run_job(instance, raw_file_run_config(sample.key))
     assert failed.success is False and raw_rows(db_url, sample.key) == 50
     assert RAW_KEY in run_assets(instance, failed.run_id).check_not_evaluated
     instance.add_run_tags(failed.run_id, {WILL_RETRY_TAG: "true"})
 
-    down["on"] = False
+    outage.end()
     with dg.execute_job(
         dg.reconstructable(etl_job),
         instance=instance,
